@@ -1,0 +1,31 @@
+"""The project's one error family: every user-facing failure is a ``ProfilerError`` with a message that says what to do."""
+
+from __future__ import annotations
+
+
+class ProfilerError(Exception):
+    """Base class of every error llm_profiler raises on purpose."""
+
+
+class ConfigError(ProfilerError, ValueError):
+    """A config that is malformed, incomplete or not understood (names the field)."""
+
+
+class UnknownModelTypeError(ConfigError):
+    """A ``model_type`` that no registered family handles (lists the supported ones)."""
+
+
+class HubError(ProfilerError):
+    """The Hugging Face hub could not be reached, or refused the request (gated/private repo)."""
+
+
+class ShapeError(ProfilerError, ValueError):
+    """A batch / sequence / past length that is not a positive (or, for past, non-negative) integer."""
+
+
+class QueryError(ProfilerError, ValueError):
+    """An unknown metric (attr), scope, phase or option in a query (lists the valid ones)."""
+
+
+class ValidationUnavailableError(ProfilerError, ImportError):
+    """The validation extra (torch + transformers) is not installed."""

@@ -1,0 +1,107 @@
+"""Registry of model families keyed by ``model_type``; family modules in this package register themselves."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+from ..errors import ConfigError, UnknownModelTypeError
+from ..spec import ArchSpec
+from .base import Family
+
+_REGISTRY: dict[str, Family] = {}
+_LOADED = False
+_NOT_FAMILIES = {"base", "fields"}
+
+
+def register(cls: type[Family]) -> type[Family]:
+    """Class decorator: register one instance of the family for each of its model_types."""
+    family = cls()
+    for model_type in cls.model_types:
+        if model_type in _REGISTRY:
+            raise RuntimeError(f"model_type {model_type!r} registered twice")
+        _REGISTRY[model_type] = family
+    return cls
+
+
+def _load_all() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in _NOT_FAMILIES and not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+    _LOADED = True
+
+
+def supported_model_types() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def get_family(model_type: str) -> Family:
+    _load_all()
+    try:
+        return _REGISTRY[model_type]
+    except KeyError:
+        raise UnknownModelTypeError(
+            f"unsupported model_type {model_type!r}; supported: {', '.join(supported_model_types())}. "
+            "If the model is architecturally one of these, profile it as that family with "
+            "as_family='<model_type>' (CLI: --as-family)."
+        ) from None
+
+
+def resolve(data: dict[str, Any], as_family: str | None = None) -> tuple[Family, dict[str, Any], tuple[str, ...]]:
+    """The family for a raw config, the dict it reads, and notes for the user.
+
+    A multimodal config whose own model_type is not registered but which holds a ``text_config`` is
+    profiled through its language model.
+    """
+    _load_all()
+    notes: tuple[str, ...] = ()
+    if as_family is not None:
+        family = get_family(as_family)
+        return family, {**data, "model_type": as_family}, (f"profiled as model_type {as_family!r} (as_family)",)
+    model_type = data.get("model_type")
+    if model_type is None:
+        raise ConfigError(
+            "config has no 'model_type' field; add it (e.g. \"model_type\": \"llama\") or pass as_family=..."
+        )
+    if not isinstance(model_type, str):
+        raise ConfigError(f"config field 'model_type' must be a string, got {model_type!r}")
+    if model_type not in _REGISTRY and isinstance(data.get("text_config"), dict):
+        text = dict(data["text_config"])
+        text_type = text.get("model_type")
+        if isinstance(text_type, str) and text_type in _REGISTRY:
+            notes = (f"multimodal {model_type!r} config: profiling its language model ({text_type!r}) only",)
+            return _REGISTRY[text_type], text, notes
+    return get_family(model_type), data, notes
+
+
+def build_spec(data: dict[str, Any], name: str = "", as_family: str | None = None) -> tuple[Family, ArchSpec]:
+    family, fields, notes = resolve(data, as_family)
+    try:
+        spec = family.spec(fields, name)
+    except ValueError as err:  # pydantic's ValidationError is a ValueError
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{fields.get('model_type')} config is inconsistent: {_first_line(err)}") from None
+    if notes:
+        spec = spec.model_copy(update={"notes": spec.notes + notes})
+    return family, spec
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err)
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+            return f"{'.'.join(str(p) for p in first.get('loc', ()))}: {first.get('msg')}".strip(": ")
+        except Exception:  # pragma: no cover - pydantic detail formats vary
+            pass
+    return text.splitlines()[0]
+
+
+__all__ = ["Family", "build_spec", "get_family", "register", "resolve", "supported_model_types"]

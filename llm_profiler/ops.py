@@ -1,0 +1,174 @@
+"""The op table: what each primitive computation costs, per element, in each arithmetic category.
+
+This is the single source of the counting convention. The analytical formulas (``llm_profiler.graph``)
+and the measuring side (``llm_profiler.validation``, which maps every aten op it sees through
+``ATEN_OPS`` below) both call these functions, so the two can only agree or disagree for a real reason.
+
+Every function takes sizes (Python ints or sympy expressions) and returns ``Counts``, a mapping from
+metric name to count. ``act`` is the number of elements the op writes (its output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .metrics import ACT, ADD, CMP, DIV, EXP, MACS, MULT, SQRT
+
+Number = Any  # int or sympy.Expr: the functions are generic over both
+
+
+class Counts(dict):
+    """metric -> count; adds and scales like a vector, missing metrics are zero."""
+
+    def __add__(self, other: Mapping[str, Number]) -> Counts:
+        out = Counts(self)
+        for key, value in other.items():
+            out[key] = out.get(key, 0) + value
+        return out
+
+    __radd__ = __add__
+
+    def __mul__(self, factor: Number) -> Counts:
+        return Counts({key: value * factor for key, value in self.items()})
+
+    __rmul__ = __mul__
+
+    def without_act(self) -> Counts:
+        return Counts({k: v for k, v in self.items() if k != ACT})
+
+
+def total(parts: Iterable[Mapping[str, Number]]) -> Counts:
+    out = Counts()
+    for part in parts:
+        out = out + part
+    return out
+
+
+# --- elementwise ops: cost of one output element -------------------------------------------------
+# silu(x) = x * sigmoid(x) = x / (1 + exp(-x)): the negation is folded into exp.
+# gelu(x) = 0.5 * x * (1 + erf(x / sqrt(2))): x*(1/sqrt2), erf, +1, *x, *0.5.
+# gelu_tanh(x) = 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))): x^3 (2 MULT), *c, +x, *sqrt(2/pi),
+#   tanh, +1, *x, *0.5.
+# neg(x) = 0 - x: one ADD (rotate_half negates half of q and k).
+# rsqrt(x) = 1 / sqrt(x): one SQRT and one DIV.
+# relu(x) = max(x, 0): one CMP.
+ELEMENTWISE: dict[str, dict[str, int]] = {
+    "add": {ADD: 1},
+    "sub": {ADD: 1},
+    "neg": {ADD: 1},
+    "mul": {MULT: 1},
+    "square": {MULT: 1},
+    "cube": {MULT: 2},
+    "div": {DIV: 1},
+    "reciprocal": {DIV: 1},
+    "sqrt": {SQRT: 1},
+    "rsqrt": {SQRT: 1, DIV: 1},
+    "exp": {EXP: 1},
+    "log": {EXP: 1},
+    "pow": {EXP: 1},
+    "sin": {EXP: 1},
+    "cos": {EXP: 1},
+    "tanh": {EXP: 1},
+    "erf": {EXP: 1},
+    "sigmoid": {EXP: 1, ADD: 1, DIV: 1},
+    "silu": {EXP: 1, ADD: 1, DIV: 1, MULT: 1},
+    "gelu": {EXP: 1, ADD: 1, MULT: 3},
+    "gelu_tanh": {EXP: 1, ADD: 2, MULT: 6},
+    "relu": {CMP: 1},
+    "cmp": {CMP: 1},
+    "logic": {CMP: 1},
+    "select": {},  # where(cond, a, b): no arithmetic, writes its output
+    "gather": {},  # embedding / index_select: no arithmetic, writes its output
+}
+
+
+def elementwise(op: str, n: Number) -> Counts:
+    """An elementwise op over ``n`` output elements."""
+    per = ELEMENTWISE[op]
+    out = Counts({k: c * n for k, c in per.items()})
+    out[ACT] = n
+    return out
+
+
+def matmul(m: Number, n: Number, k: Number, batch: Number = 1, bias: bool = False) -> Counts:
+    """(m x k) @ (k x n), ``batch`` times; ``bias`` when the op also adds a bias (addmm).
+
+    Each of the m*n outputs takes k products and k-1 additions to sum them, plus one more with a bias:
+    MULT = MACs = batch*m*n*k, ADD = batch*m*n*(k-1) (+ batch*m*n with bias).
+    """
+    outputs = batch * m * n
+    return Counts({MULT: outputs * k, ADD: outputs * (k if bias else k - 1), MACS: outputs * k, ACT: outputs})
+
+
+def reduce_sum(rows: Number, k: Number) -> Counts:
+    """Sum over k elements for each of ``rows`` outputs: k-1 ADD each."""
+    return Counts({ADD: rows * (k - 1), ACT: rows})
+
+
+def reduce_mean(rows: Number, k: Number) -> Counts:
+    """Mean over k: k-1 ADD and one DIV per output."""
+    return Counts({ADD: rows * (k - 1), DIV: rows, ACT: rows})
+
+
+def reduce_max(rows: Number, k: Number) -> Counts:
+    """Max over k: k-1 CMP per output."""
+    return Counts({CMP: rows * (k - 1), ACT: rows})
+
+
+def softmax(rows: Number, n: Number) -> Counts:
+    """Softmax over n, per row: max (n-1 CMP), subtract it (n ADD), n EXP, sum (n-1 ADD), n DIV."""
+    return Counts({CMP: rows * (n - 1), ADD: rows * (2 * n - 1), EXP: rows * n, DIV: rows * n, ACT: rows * n})
+
+
+def layer_norm(rows: Number, n: Number, weight: bool, bias: bool) -> Counts:
+    """aten.native_layer_norm over n per row.
+
+    mean: n-1 ADD + 1 DIV; centre: n ADD; variance: n MULT + (n-1) ADD + 1 DIV; + eps: 1 ADD;
+    rsqrt: 1 SQRT + 1 DIV; normalise: n MULT; weight: n MULT; bias: n ADD.
+    The op writes the normalised rows and, as its saved statistics, one mean and one rstd per row.
+    """
+    add = (n - 1) + n + (n - 1) + 1 + (n if bias else 0)
+    mult = n + n + (n if weight else 0)
+    return Counts({ADD: rows * add, MULT: rows * mult, DIV: rows * 3, SQRT: rows, ACT: rows * n + 2 * rows})
+
+
+def rms_norm(rows: Number, n: Number, weight: bool = True, plus_one: bool = False) -> Counts:
+    """The eager RMSNorm of Llama-style models, op by op:
+
+    x.pow(2): n MULT; .mean(-1): n-1 ADD + 1 DIV; + eps: 1 ADD; rsqrt: 1 SQRT + 1 DIV; x * rstd: n MULT;
+    weight * x: n MULT (Gemma's ``(1 + weight) * x`` adds n ADD for 1 + weight... over the n weights only).
+    """
+    out = elementwise("square", rows * n) + reduce_mean(rows, n) + elementwise("add", rows)
+    out = out + elementwise("rsqrt", rows) + elementwise("mul", rows * n)
+    if plus_one:
+        out = out + elementwise("add", n)
+    if weight:
+        out = out + elementwise("mul", rows * n)
+    return out
+
+
+# --- aten ops that do no arithmetic ---------------------------------------------------------------
+# Views and aliases: no arithmetic, write nothing.
+VIEW_OPS: frozenset[str] = frozenset(
+    {
+        "view", "_unsafe_view", "reshape", "expand", "transpose", "t", "permute", "unsqueeze", "squeeze",
+        "slice", "select", "alias", "as_strided", "split", "split_with_sizes", "chunk", "unbind", "narrow",
+        "detach", "lift_fresh", "_reshape_alias", "unflatten", "flatten", "diagonal", "movedim",
+        "expand_as", "view_as", "unfold", "_unsafe_index", "lift_fresh_copy",
+    }
+)
+# Data movement: no arithmetic, write a copy (counted in memory traffic, not in act).
+MOVE_OPS: frozenset[str] = frozenset(
+    {
+        "clone", "_to_copy", "copy_", "copy", "cat", "stack", "contiguous", "index_copy_", "index_copy",
+        "index_put_", "index_put", "slice_scatter", "select_scatter", "roll", "repeat", "pad",
+        "constant_pad_nd", "flip", "masked_fill", "masked_fill_", "fill_", "zero_", "index", "scatter",
+        "scatter_", "_index_put_impl_", "new_zeros", "new_empty", "new_ones", "new_full",
+    }
+)
+# Creation: tensors made from nothing (ranges, constants): no arithmetic, not activations.
+CREATE_OPS: frozenset[str] = frozenset(
+    {"arange", "zeros", "ones", "full", "empty", "scalar_tensor", "zeros_like", "ones_like", "full_like",
+     "empty_like", "empty_strided", "tensor", "_local_scalar_dense"}
+)

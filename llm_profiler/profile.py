@@ -1,0 +1,258 @@
+"""Profiling: a config's graph, rolled up by scope, evaluated exactly at a shape or kept symbolic.
+
+``ModelProfile`` holds the formulas of one config (built once and cached); ``Profile`` is that model
+evaluated at one (batch, seq, past) shape and answers fvcore-style queries: ``total(metric, scope)``,
+``by_layer``, ``by_module``, ``by_kind``, ``summary`` and the per-layer ``table``.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from functools import cached_property, lru_cache
+from typing import Any
+
+import sympy
+
+from . import metrics as M
+from .config import ModelConfig, load_config
+from .errors import QueryError, ShapeError
+from .families import Family, build_spec
+from .graph import Graph, Node
+from .ops import Counts
+from .scopes import MODEL, TRANSFORMER, node_filter
+from .spec import ArchSpec
+from .symbols import SHAPE_SYMBOLS
+
+_ZERO = sympy.Integer(0)
+
+
+def check_shape(batch: Any, seq: Any, past: Any = 0) -> tuple[int, int, int]:
+    """Validate a shape: batch and seq positive integers, past a non-negative integer."""
+    out = []
+    for name, value, minimum in (("batch", batch, 1), ("seq", seq, 1), ("past", past, 0)):
+        if isinstance(value, bool):
+            raise ShapeError(f"{name} must be an integer, got {value!r}")
+        try:
+            number = operator.index(value)
+        except TypeError:
+            raise ShapeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})") from None
+        if number < minimum:
+            raise ShapeError(f"{name} must be >= {minimum}, got {number}")
+        out.append(number)
+    return out[0], out[1], out[2]
+
+
+def _metric_expr(counts: Counts, metric: str) -> sympy.Expr:
+    if metric in M.DERIVED:
+        return sympy.Add(*(factor * counts.get(part, _ZERO) for part, factor in M.DERIVED[metric]))
+    if metric == M.ACTIVE_PARAMS and metric not in counts:  # dense nodes: every parameter is active
+        metric = M.PARAMS
+    return sympy.sympify(counts.get(metric, _ZERO))
+
+
+class ModelProfile:
+    """The formulas of one model: symbolic totals by scope, compiled for fast exact evaluation."""
+
+    def __init__(self, family: Family, graph: Graph) -> None:
+        self.family = family
+        self.graph = graph
+        self._compiled: dict[tuple[str, str], Callable[..., Any]] = {}
+
+    @property
+    def spec(self) -> ArchSpec:
+        return self.graph.spec
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return self.graph.nodes
+
+    def select(self, scope: str | None = None) -> list[Node]:
+        pred = node_filter(scope, self.nodes)
+        return [n for n in self.nodes if pred(n)]
+
+    # --- symbolic -----------------------------------------------------------------------------------
+    def expr(self, metric: str, scope: str | None = TRANSFORMER) -> sympy.Expr:
+        """The exact count as a sympy expression in B, S, P."""
+        return self._expr(M.canonical(metric), scope or TRANSFORMER)
+
+    @lru_cache(maxsize=256)  # noqa: B019 - one ModelProfile per config, kept for the process
+    def _expr(self, metric: str, scope: str) -> sympy.Expr:
+        # Layers share their Counts objects: add each distinct one once, times how often it occurs.
+        multiplicity: dict[int, int] = defaultdict(int)
+        by_id: dict[int, Counts] = {}
+        for node in self.select(scope):
+            multiplicity[id(node.counts)] += 1
+            by_id[id(node.counts)] = node.counts
+        return sympy.Add(*(k * _metric_expr(by_id[i], metric) for i, k in multiplicity.items()))
+
+    def compiled(self, metric: str, scope: str | None = TRANSFORMER) -> Callable[..., Any]:
+        """A compiled function (batch, seq, past) -> count, exact on Python ints, vectorised on numpy arrays."""
+        key = (M.canonical(metric), scope or TRANSFORMER)
+        fn = self._compiled.get(key)
+        if fn is None:
+            fn = sympy.lambdify(SHAPE_SYMBOLS, self._expr(*key), modules=[{"Min": _min, "Max": _max}, "math"])
+            self._compiled[key] = fn
+        return fn
+
+    def count(self, metric: str, scope: str | None = TRANSFORMER, batch: int = 1, seq: int = 1, past: int = 0) -> int:
+        b, s, p = check_shape(batch, seq, past)
+        return int(self.compiled(metric, scope)(b, s, p))
+
+    def sweep(self, metric: str, scope: str | None = TRANSFORMER, *, batch: Any = 1, seq: Any = 1,
+              past: Any = 0) -> Any:
+        """Vectorised evaluation over numpy arrays (broadcast together); int64 results.
+
+        Exact while the counts fit in int64 (below 9.2e18); use ``count`` for exact big integers.
+        """
+        import numpy as np
+
+        b, s, p = (np.asarray(x, dtype=np.int64) for x in (batch, seq, past))
+        if (b < 1).any() or (s < 1).any() or (p < 0).any():
+            raise ShapeError("sweep needs batch >= 1, seq >= 1 and past >= 0 everywhere")
+        return np.broadcast_to(self.compiled(metric, scope)(b, s, p), np.broadcast_shapes(b.shape, s.shape, p.shape))
+
+    def at(self, batch: int, seq: int, past: int = 0) -> Profile:
+        return Profile(self, *check_shape(batch, seq, past))
+
+    # --- per-node evaluation --------------------------------------------------------------------------
+    @cached_property
+    def _node_evaluator(self) -> tuple[Callable[..., Sequence[Any]], dict[int, int]]:
+        """One compiled function returning every stored metric of every distinct Counts object."""
+        offsets: dict[int, int] = {}
+        exprs: list[sympy.Expr] = []
+        for node in self.nodes:
+            if id(node.counts) not in offsets:
+                offsets[id(node.counts)] = len(exprs)
+                exprs.extend(_metric_expr(node.counts, m) for m in M.STORED)
+        fn = sympy.lambdify(SHAPE_SYMBOLS, exprs, modules=[{"Min": _min, "Max": _max}, "math"])
+        return fn, offsets
+
+    def node_values(self, batch: int, seq: int, past: int) -> dict[str, dict[str, int]]:
+        """path -> metric -> exact count (stored metrics and the derived ones)."""
+        fn, offsets = self._node_evaluator
+        flat = [int(v) for v in fn(batch, seq, past)]
+        width = len(M.STORED)
+        out: dict[str, dict[str, int]] = {}
+        cache: dict[int, dict[str, int]] = {}
+        for node in self.nodes:
+            values = cache.get(id(node.counts))
+            if values is None:
+                start = offsets[id(node.counts)]
+                values = dict(zip(M.STORED, flat[start:start + width]))
+                for derived, parts in M.DERIVED.items():
+                    values[derived] = sum(values[p] * f for p, f in parts)
+                cache[id(node.counts)] = values
+            out[node.path] = values
+        return out
+
+
+def _min(*args: Any) -> Any:
+    try:
+        return min(args)
+    except (TypeError, ValueError):  # numpy arrays
+        import numpy as np
+
+        return np.minimum.reduce(np.broadcast_arrays(*args))
+
+
+def _max(*args: Any) -> Any:
+    try:
+        return max(args)
+    except (TypeError, ValueError):
+        import numpy as np
+
+        return np.maximum.reduce(np.broadcast_arrays(*args))
+
+
+class Profile:
+    """One model at one shape: exact integer answers to queries by scope, layer, module and kind."""
+
+    def __init__(self, model: ModelProfile, batch: int, seq: int, past: int = 0) -> None:
+        self.model = model
+        self.batch, self.seq, self.past = batch, seq, past
+
+    @property
+    def spec(self) -> ArchSpec:
+        return self.model.spec
+
+    @cached_property
+    def values(self) -> dict[str, dict[str, int]]:
+        return self.model.node_values(self.batch, self.seq, self.past)
+
+    def total(self, metric: str = M.FLOPS, scope: str | None = TRANSFORMER) -> int:
+        return self.model.count(metric, scope, self.batch, self.seq, self.past)
+
+    def summary(self, scope: str | None = TRANSFORMER, metrics: Iterable[str] = M.SUMMARY) -> dict[str, int]:
+        return {M.canonical(m): self.total(m, scope) for m in metrics}
+
+    def symbolic(self, metric: str, scope: str | None = TRANSFORMER) -> sympy.Expr:
+        return self.model.expr(metric, scope)
+
+    def _sum(self, nodes: Iterable[Node], metric: str) -> int:
+        return sum(self.values[n.path][metric] for n in nodes)
+
+    def by_module(self, metric: str = M.FLOPS, scope: str | None = MODEL) -> dict[str, int]:
+        """Node path -> count, in graph order."""
+        metric = M.canonical(metric)
+        return {n.path: self.values[n.path][metric] for n in self.model.select(scope)}
+
+    def by_layer(self, metric: str = M.FLOPS) -> dict[int, int]:
+        metric = M.canonical(metric)
+        out: dict[int, int] = defaultdict(int)
+        for n in self.model.nodes:
+            if n.layer is not None:
+                out[n.layer] += self.values[n.path][metric]
+        return dict(out)
+
+    def by_kind(self, metric: str = M.FLOPS, scope: str | None = MODEL) -> dict[str, int]:
+        metric = M.canonical(metric)
+        out: dict[str, int] = defaultdict(int)
+        for n in self.model.select(scope):
+            out[n.kind] += self.values[n.path][metric]
+        return dict(out)
+
+    def table(self, metrics: Sequence[str] = M.SUMMARY, exact: bool = False, fmt: str = "text",
+              layers: Sequence[int] | None = None) -> str:
+        from .report.table import breakdown_rows, render
+
+        return render(breakdown_rows(self, [M.canonical(m) for m in metrics], layers), exact=exact, fmt=fmt)
+
+    def result(self, scope: str | None = TRANSFORMER, metrics: Iterable[str] = M.SUMMARY) -> ProfileResult:
+        return ProfileResult(
+            model=self.spec.name, model_type=self.spec.model_type, family=self.spec.family,
+            batch=self.batch, seq=self.seq, past=self.past, scope=scope or TRANSFORMER,
+            totals=self.summary(scope, metrics), notes=list(self.spec.notes),
+        )
+
+
+# The result schema lives with the API that returns it.
+from .results import ProfileResult  # noqa: E402
+
+
+def _config_key(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+@lru_cache(maxsize=64)
+def _model_profile(key: str, name: str, as_family: str | None) -> ModelProfile:
+    data = json.loads(key)
+    family, spec = build_spec(data, name, as_family)
+    return ModelProfile(family, family.graph(spec))
+
+
+def profile_model(source: Any, *, as_family: str | None = None, hf_token: str | None = None,
+                  revision: str | None = None) -> ModelProfile:
+    """The formulas of a model (built once per config and cached)."""
+    config = source if isinstance(source, ModelConfig) else load_config(source, hf_token=hf_token, revision=revision)
+    if not isinstance(config.data, dict):  # pragma: no cover - ModelConfig guarantees it
+        raise QueryError("config data must be a dict")
+    return _model_profile(_config_key(config.data), config.name, as_family)
+
+
+def profile(source: Any, batch: int = 1, seq: int = 1, past: int = 0, *, as_family: str | None = None,
+            hf_token: str | None = None, revision: str | None = None) -> Profile:
+    """Profile a model at one shape: ``profile("llama-2-7b", batch=16, seq=200).total("macs", "attn")``."""
+    return profile_model(source, as_family=as_family, hf_token=hf_token, revision=revision).at(batch, seq, past)

@@ -1,0 +1,1 @@
+"""Rendering: seed-style lines, per-layer tables (text / Markdown / CSV)."""

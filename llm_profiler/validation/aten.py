@@ -1,0 +1,119 @@
+"""Maps aten ops to counts through the op table (llm_profiler.ops): the measuring side's half of the convention.
+
+Each aten op falls in exactly one class: computing (mapped to an op-table function), view, move (a copy),
+or create. Anything else is unknown and is reported by name, never counted as zero in silence.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .. import ops
+from ..ops import Counts
+
+# aten name (overload packet, trailing "_" of in-place variants removed) -> op table elementwise op
+ELEMENTWISE_ATEN: dict[str, str] = {
+    "add": "add", "sub": "sub", "rsub": "sub", "neg": "neg", "mul": "mul", "div": "div",
+    "reciprocal": "reciprocal", "sqrt": "sqrt", "rsqrt": "rsqrt", "exp": "exp", "log": "log",
+    "sin": "sin", "cos": "cos", "tanh": "tanh", "erf": "erf", "sigmoid": "sigmoid", "silu": "silu",
+    "relu": "relu", "le": "cmp", "lt": "cmp", "ge": "cmp", "gt": "cmp", "eq": "cmp", "ne": "cmp",
+    "maximum": "cmp", "minimum": "cmp", "bitwise_and": "logic", "bitwise_or": "logic", "bitwise_not": "logic",
+    "logical_and": "logic", "logical_or": "logic", "logical_not": "logic", "where": "select",
+    "gelu": "gelu", "embedding": "gather", "index_select": "gather", "gather": "gather", "_unsafe_index": "gather",
+}
+MATMUL_ATEN = frozenset({"mm", "addmm", "bmm", "baddbmm"})
+
+
+def _numel(x: Any) -> int:
+    return int(math.prod(x.shape))
+
+
+def _name(func: Any) -> str:
+    name = func.overloadpacket.__name__
+    return name[:-1] if name.endswith("_") and name[:-1] in ELEMENTWISE_ATEN else name
+
+
+def classify(func: Any) -> str:
+    """'compute', 'view', 'move', 'create' or 'unknown'."""
+    name = _name(func)
+    if name in ELEMENTWISE_ATEN or name in MATMUL_ATEN or name in _SPECIAL:
+        return "compute"
+    if name in ops.VIEW_OPS:
+        return "view"
+    if name in ops.MOVE_OPS:
+        return "move"
+    if name in ops.CREATE_OPS:
+        return "create"
+    return "unknown"
+
+
+def _first_output(out: Any) -> Any:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def count(func: Any, args: tuple, kwargs: dict, out: Any) -> Counts:
+    """Counts of one computing aten op (``classify(func) == 'compute'``)."""
+    name = _name(func)
+    result = _first_output(out)
+    if name in MATMUL_ATEN:
+        return _matmul(name, args)
+    if name in _SPECIAL:
+        return _SPECIAL[name](args, kwargs, result)
+    if name == "gelu" and kwargs.get("approximate", args[1] if len(args) > 1 else "none") == "tanh":
+        return ops.elementwise("gelu_tanh", _numel(result))
+    return ops.elementwise(ELEMENTWISE_ATEN[name], _numel(result))
+
+
+def _matmul(name: str, args: tuple) -> Counts:
+    if name == "mm":
+        a, b = args[0], args[1]
+        return ops.matmul(a.shape[0], b.shape[1], a.shape[1])
+    if name == "addmm":  # bias + a @ b
+        a, b = args[1], args[2]
+        return ops.matmul(a.shape[0], b.shape[1], a.shape[1], bias=True)
+    if name == "bmm":
+        a, b = args[0], args[1]
+        return ops.matmul(a.shape[1], b.shape[2], a.shape[2], batch=a.shape[0])
+    a, b = args[1], args[2]  # baddbmm
+    return ops.matmul(a.shape[1], b.shape[2], a.shape[2], batch=a.shape[0], bias=True)
+
+
+def _reduce(fn: Any) -> Any:
+    def handler(args: tuple, kwargs: dict, result: Any) -> Counts:
+        rows = _numel(result)
+        k = _numel(args[0]) // rows if rows else 0
+        return fn(rows, k)
+    return handler
+
+
+def _softmax(args: tuple, kwargs: dict, result: Any) -> Counts:
+    x, dim = args[0], args[1]
+    n = x.shape[dim]
+    return ops.softmax(_numel(x) // n, n)
+
+
+def _layer_norm(args: tuple, kwargs: dict, result: Any) -> Counts:
+    x, shape = args[0], args[1]
+    weight = args[2] if len(args) > 2 else kwargs.get("weight")
+    bias = args[3] if len(args) > 3 else kwargs.get("bias")
+    n = math.prod(shape)
+    return ops.layer_norm(_numel(x) // n, n, weight is not None, bias is not None)
+
+
+def _pow(args: tuple, kwargs: dict, result: Any) -> Counts:
+    exponent = args[1]
+    if not isinstance(exponent, (int, float)):  # tensor ** tensor or scalar ** tensor
+        return ops.elementwise("pow", _numel(result))
+    op = {2: "square", 3: "cube", 0.5: "sqrt", -1: "reciprocal", -0.5: "rsqrt"}.get(exponent, "pow")
+    return ops.elementwise(op, _numel(result))
+
+
+_SPECIAL: dict[str, Any] = {
+    "mean": _reduce(ops.reduce_mean),
+    "sum": _reduce(ops.reduce_sum),
+    "amax": _reduce(ops.reduce_max),
+    "_softmax": _softmax,
+    "native_layer_norm": _layer_norm,
+    "pow": _pow,
+}
