@@ -101,6 +101,24 @@ def matmul(m: Number, n: Number, k: Number, batch: Number = 1, bias: bool = Fals
     return Counts({MULT: outputs * k, ADD: outputs * (k if bias else k - 1), MACS: outputs * k, ACT: outputs})
 
 
+def scaled_matmul(m: Number, n: Number, k: Number, batch: Number = 1, bias: bool = True,
+                  alpha: bool = False, beta: bool = False) -> Counts:
+    """beta * input + alpha * (a @ b) (aten addmm / baddbmm with their alpha / beta arguments).
+
+    As ``matmul``, plus one MULT per output for a non-unit ``alpha`` and one for a non-unit ``beta``;
+    ``bias`` False when beta = 0 (the input is ignored: no addition). Writes one output per element.
+    """
+    outputs = batch * m * n
+    out = matmul(m, n, k, batch=batch, bias=bias)
+    extra = (outputs if alpha else 0) + (outputs if bias and beta else 0)
+    return out + Counts({MULT: extra}) if extra else out
+
+
+def cumsum(rows: Number, k: Number) -> Counts:
+    """Running sum over k per row: k-1 ADD each (the first output is a copy); writes rows * k."""
+    return Counts({ADD: rows * (k - 1), ACT: rows * k})
+
+
 def reduce_sum(rows: Number, k: Number) -> Counts:
     """Sum over k elements for each of ``rows`` outputs: k-1 ADD each."""
     return Counts({ADD: rows * (k - 1), ACT: rows})
@@ -148,6 +166,26 @@ def rms_norm(rows: Number, n: Number, weight: bool = True, plus_one: bool = Fals
     return out
 
 
+def topk(rows: Number, n: Number, k: Number) -> Counts:
+    """Top k of n, per row, as k successive max scans over the elements still left:
+    sum_{i<k} (n-1-i) = k*(2n-k-1)/2 CMP per row (k = 1 is a max). Writes k values and k indices per row."""
+    return Counts({CMP: rows * (k * (2 * n - k - 1) // 2), ACT: 2 * rows * k})  # k*(2n-k-1) is even
+
+
+def complex_mul(n: Number, complex_factor: bool = True) -> Counts:
+    """n complex products: (a+bi)(c+di) = (ac-bd) + (ad+bc)i is 4 MULT and 2 ADD; by a real factor
+    (a+bi)*c is 2 MULT. ``act`` counts the reals written: 2 per complex element."""
+    if complex_factor:
+        return Counts({MULT: 4 * n, ADD: 2 * n, ACT: 2 * n})
+    return Counts({MULT: 2 * n, ACT: 2 * n})
+
+
+def polar(n: Number) -> Counts:
+    """torch.polar(abs, angle) = abs*cos(angle) + i*abs*sin(angle) over n complex elements:
+    2 EXP (cos, sin) and 2 MULT each; writes 2 reals per element."""
+    return Counts({EXP: 2 * n, MULT: 2 * n, ACT: 2 * n})
+
+
 # --- aten ops that do no arithmetic ---------------------------------------------------------------
 # Views and aliases: no arithmetic, write nothing.
 VIEW_OPS: frozenset[str] = frozenset(
@@ -156,6 +194,7 @@ VIEW_OPS: frozenset[str] = frozenset(
         "slice", "select", "alias", "as_strided", "split", "split_with_sizes", "chunk", "unbind", "narrow",
         "detach", "lift_fresh", "_reshape_alias", "unflatten", "flatten", "diagonal", "movedim",
         "expand_as", "view_as", "unfold", "_unsafe_index", "lift_fresh_copy",
+        "view_as_complex", "view_as_real",  # reinterpret pairs of reals as complex numbers and back
     }
 )
 # Data movement: no arithmetic, write a copy (counted in memory traffic, not in act).

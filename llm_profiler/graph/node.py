@@ -25,6 +25,7 @@ class NodeKind:
     ELEMENTWISE = "elementwise"  # e.g. the gate * up product of a gated MLP
     RESIDUAL = "residual"
     ROUTER = "router"
+    EXPERTS = "experts"  # routed experts of a MoE block (all experts' params, top-k experts' compute)
     LM_HEAD = "lm_head"
 
 

@@ -57,15 +57,23 @@ def count(func: Any, args: tuple, kwargs: dict, out: Any) -> Counts:
     name = _name(func)
     result = _first_output(out)
     if name in MATMUL_ATEN:
-        return _matmul(name, args)
+        return _matmul(name, args, kwargs)
     if name in _SPECIAL:
         return _SPECIAL[name](args, kwargs, result)
+    if name == "mul" and result.is_complex():  # complex rotary embeddings (DeepSeek-V2)
+        return ops.complex_mul(_numel(result), _both_complex(args))
     if name == "gelu" and kwargs.get("approximate", args[1] if len(args) > 1 else "none") == "tanh":
         return ops.elementwise("gelu_tanh", _numel(result))
     return ops.elementwise(ELEMENTWISE_ATEN[name], _numel(result))
 
 
-def _matmul(name: str, args: tuple) -> Counts:
+def _matmul(name: str, args: tuple, kwargs: dict | None = None) -> Counts:
+    if name in ("addmm", "baddbmm"):  # beta * input + alpha * (a @ b); beta = 0 ignores the input
+        alpha, beta = (kwargs or {}).get("alpha", 1), (kwargs or {}).get("beta", 1)
+        a, b = args[1], args[2]
+        m, n, k, batch = (a.shape[0], b.shape[1], a.shape[1], 1) if name == "addmm" else (
+            a.shape[1], b.shape[2], a.shape[2], a.shape[0])
+        return ops.scaled_matmul(m, n, k, batch=batch, bias=beta != 0, alpha=alpha != 1, beta=beta != 1)
     if name == "mm":
         a, b = args[0], args[1]
         return ops.matmul(a.shape[0], b.shape[1], a.shape[1])
@@ -109,6 +117,43 @@ def _pow(args: tuple, kwargs: dict, result: Any) -> Counts:
     return ops.elementwise(op, _numel(result))
 
 
+def _is_complex(x: Any) -> bool:
+    return isinstance(x, complex) or (hasattr(x, "is_complex") and x.is_complex())
+
+
+def _both_complex(args: tuple) -> bool:
+    """complex * complex (4 MULT + 2 ADD) rather than complex * real (2 MULT)."""
+    return _is_complex(args[0]) and _is_complex(args[1])
+
+
+def _topk(args: tuple, kwargs: dict, result: Any) -> Counts:
+    x, k = args[0], args[1]
+    dim = args[2] if len(args) > 2 else kwargs.get("dim", -1)
+    n = x.shape[dim]
+    return ops.topk(_numel(x) // n if n else 0, n, k)
+
+
+def _max(args: tuple, kwargs: dict, result: Any) -> Counts:
+    """max(x): one max over all elements; max(x, dim) writes values and indices, as a top-1."""
+    x = args[0]
+    if len(args) > 1 and hasattr(args[1], "shape"):  # max(a, b): elementwise, like maximum
+        return ops.elementwise("cmp", _numel(result))
+    if len(args) < 2 and "dim" not in kwargs:
+        return ops.reduce_max(1, _numel(x))
+    n = x.shape[args[1] if len(args) > 1 else kwargs["dim"]]
+    return ops.topk(_numel(x) // n if n else 0, n, 1)
+
+
+def _polar(args: tuple, kwargs: dict, result: Any) -> Counts:
+    return ops.polar(_numel(result))
+
+
+def _cumsum(args: tuple, kwargs: dict, result: Any) -> Counts:
+    x, dim = args[0], args[1]
+    n = x.shape[dim] if x.dim() else 1
+    return ops.cumsum(_numel(x) // n if n else 0, n)
+
+
 _SPECIAL: dict[str, Any] = {
     "mean": _reduce(ops.reduce_mean),
     "sum": _reduce(ops.reduce_sum),
@@ -116,4 +161,8 @@ _SPECIAL: dict[str, Any] = {
     "_softmax": _softmax,
     "native_layer_norm": _layer_norm,
     "pow": _pow,
+    "cumsum": _cumsum,
+    "topk": _topk,
+    "polar": _polar,
+    "max": _max,
 }

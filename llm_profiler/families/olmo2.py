@@ -1,0 +1,88 @@
+"""The OLMo-2 family: Llama with the norms moved after the blocks and q / k normalised over the whole
+projection."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from ..graph import NodeKind
+from ..graph import blocks as blk
+from ..graph.blocks import Part
+from ..spec import ArchSpec
+from . import register
+from .fields import Fields
+from .llama import LlamaStyle, activation_op
+
+
+@register
+class Olmo2(LlamaStyle):
+    """olmo2. Quirks, all from transformers' Olmo2Config / modeling_olmo2:
+
+    - no input norm: ``post_attention_layernorm`` normalises the attention output and
+      ``post_feedforward_layernorm`` the MLP output, each before its residual addition.
+    - q_norm / k_norm are RMSNorms over the full q (heads*head_dim) and k (kv_heads*head_dim) projections,
+      applied before the split into heads (Qwen3 normalises per head instead).
+    - ``attention_bias`` on q, k, v and o; gated SiLU MLP without bias; untied lm_head by default.
+    """
+
+    name = "olmo2"
+    model_types = ("olmo2",)
+
+    def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
+        f = Fields(data, "olmo2")
+        hidden = f.int("hidden_size")
+        heads = f.int("num_attention_heads")
+        kv_heads = f.int("num_key_value_heads", default=heads)
+        if f.has("head_dim"):
+            head_dim = f.int("head_dim")
+        else:
+            f.divisible(hidden, heads, "hidden_size must be a multiple of num_attention_heads when head_dim is absent")
+            head_dim = hidden // heads
+        f.divisible(heads, kv_heads, "num_attention_heads must be a multiple of num_key_value_heads")
+        bias = f.bool("attention_bias", default=False)
+        return ArchSpec(
+            model_type="olmo2",
+            family=self.name,
+            name=name,
+            hidden_size=hidden,
+            num_layers=f.int("num_hidden_layers"),
+            num_heads=heads,
+            num_kv_heads=kv_heads,
+            head_dim=head_dim,
+            intermediate_size=f.int("intermediate_size"),
+            vocab_size=f.int("vocab_size"),
+            activation=activation_op(f, "hidden_act"),
+            qkv_bias=bias,
+            o_bias=bias,
+            tie_word_embeddings=f.bool("tie_word_embeddings", default=False),
+            rotary_dim=head_dim,
+            qk_norm=True,
+        )
+
+    def attention_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+        # Llama's q_norm / k_norm work per head (rows = tokens*heads, width head_dim); OLMo-2's see one row
+        # per token over the whole projection: same multiplications, fewer reductions, more weights.
+        widths = {".self_attn.q_norm": spec.num_heads * spec.head_dim,
+                  ".self_attn.k_norm": spec.num_kv_heads * spec.head_dim}
+        return [replace(p, counts=self.norm(spec, blk.TOKENS, widths[p.suffix])) if p.suffix in widths else p
+                for p in super().attention_parts(spec, layer_type)]
+
+    def layer_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+        h, t = spec.hidden_size, blk.TOKENS
+        return [
+            *self.attention_parts(spec, layer_type),
+            Part(".post_attention_layernorm", ".post_attention_layernorm", NodeKind.NORM, self.norm(spec, t, h)),
+            Part(":residual", "", NodeKind.RESIDUAL, blk.residual(h)),
+            *self.mlp_parts(spec, layer_type),
+            Part(".post_feedforward_layernorm", ".post_feedforward_layernorm", NodeKind.NORM, self.norm(spec, t, h)),
+        ]
+
+    def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
+        heads = data.get("num_attention_heads", 4)
+        kv = data.get("num_key_value_heads") or heads
+        out = {**data, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+               "num_attention_heads": 4, "num_key_value_heads": 4 if kv == heads else 2, "vocab_size": 128}
+        if data.get("head_dim") is not None:
+            out["head_dim"] = 24  # keep an explicit head_dim that differs from hidden/heads (64/4 = 16)
+        return out
