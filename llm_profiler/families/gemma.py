@@ -1,0 +1,287 @@
+"""The Gemma families: gemma, gemma2, gemma3_text, and the multimodal gemma3 through its ``text_config``.
+
+All three follow the eager transformers code (5.23) op by op:
+
+- RMSNorm computes ``x * rsqrt(mean(x^2) + eps) * (1 + weight)`` in float32: the ``1 + weight`` is an add
+  over the n weights on every call (ops.rms_norm's ``plus_one``); the float casts are no-ops in float32.
+- the embedding module (``*TextScaledWordEmbedding``) multiplies its output by sqrt(hidden): one mul
+  over B*S*hidden, inside ``model.embed_tokens``.
+- gated MLP with gelu_pytorch_tanh; head_dim defaults to 256 (not hidden/heads); tied embeddings.
+- gemma2 / gemma3: four norms per layer (post-attention, pre- and post-feedforward around the MLP); layers
+  alternate sliding-window and global attention (``layer_types``, or the old pattern); the base model
+  always builds both masks.
+- gemma2 softcaps the attention logits (``x / c``, tanh, ``* c``) and the final logits (in the CausalLM
+  root module, on the lm_head output). Gemma3's attention does not pass ``attn_logit_softcapping`` to the
+  attention function, so it never applies; its final softcap applies when set (default null).
+- gemma3: q_norm / k_norm per head, and one rotary table per distinct layer type (local base frequency
+  for sliding layers, global for full ones: one ``model.rotary_emb`` module called once per type).
+
+Missing fields take the defaults of the transformers config classes, copied below as data (the core
+package does not import transformers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sympy
+
+from .. import ops
+from ..errors import ConfigError
+from ..graph import NodeKind
+from ..graph import blocks as blk
+from ..graph.blocks import Part
+from ..graph.node import ATTN
+from ..ops import Counts
+from ..spec import FULL_ATTENTION, SLIDING_ATTENTION, ArchSpec
+from ..symbols import B, S
+from . import register
+from .fields import Fields
+from .llama import SINGLE_OP_ACTIVATIONS, LlamaStyle
+
+# Defaults of GemmaConfig / Gemma2Config / Gemma3TextConfig (transformers 5.23), for fields a config omits.
+_COMMON = {"head_dim": 256, "tie_word_embeddings": True, "attention_bias": False}
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "gemma": {**_COMMON, "vocab_size": 256000, "hidden_size": 3072, "intermediate_size": 24576,
+              "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 16,
+              "hidden_act": "gelu_pytorch_tanh"},
+    "gemma2": {**_COMMON, "vocab_size": 256000, "hidden_size": 2304, "intermediate_size": 9216,
+               "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+               "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256, "sliding_window": 4096,
+               "final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0},
+    "gemma3_text": {**_COMMON, "vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216,
+                    "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+                    "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256,
+                    "sliding_window": 4096, "final_logit_softcapping": None, "attn_logit_softcapping": None,
+                    "sliding_window_pattern": 6},
+}
+# Fields a user should know were filled in (the ones that change a count).
+_SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                 "num_key_value_heads", "head_dim", "sliding_window")
+
+
+class GemmaSpec(ArchSpec):
+    post_norms: bool = False  # gemma2/3: norms after attention and around the MLP (4 per layer)
+    attn_softcap: float | None = None  # attention logits: c * tanh(x / c)
+    final_softcap: float | None = None  # final logits: c * tanh(x / c), in the root module
+    query_pre_attn_scalar: float | None = None  # scaling = this ** -0.5 (one multiply either way)
+    sliding_mask: bool = False  # the base model builds the sliding-window mask (gemma2/3: always)
+    rope_tables: int = 1  # rotary_emb calls per forward (gemma3: one per distinct layer type)
+
+
+def softcap(n: sympy.Expr) -> Counts:
+    """c * tanh(x / c) over n elements: n DIV, n tanh (EXP), n MULT."""
+    return ops.elementwise("div", n) + ops.elementwise("tanh", n) + ops.elementwise("mul", n)
+
+
+@register
+class Gemma(LlamaStyle):
+    name = "gemma"
+    model_types = ("gemma", "gemma2", "gemma3_text", "gemma3")
+
+    # --- config -----------------------------------------------------------------------------------
+    def spec(self, data: dict[str, Any], name: str = "") -> GemmaSpec:
+        notes: list[str] = []
+        data = self._text(data, notes)
+        model_type = data["model_type"]
+        defaults = DEFAULTS[model_type]
+        f = Fields(data, model_type)
+
+        def get(key: str) -> Any:  # a present key wins, even null (null softcapping = none)
+            return data[key] if key in data else defaults.get(key)
+
+        filled = [f"{k}={defaults[k]}" for k in _SHAPE_FIELDS if k in defaults and data.get(k) is None]
+        if filled:
+            notes.append(f"{model_type}: fields absent from the config take the transformers defaults: "
+                         + ", ".join(filled))
+        hidden = f.int("hidden_size", default=defaults["hidden_size"])
+        heads = f.int("num_attention_heads", default=defaults["num_attention_heads"])
+        kv_heads = f.int("num_key_value_heads", default=defaults["num_key_value_heads"])
+        head_dim = f.int("head_dim", default=defaults["head_dim"])
+        layers = f.int("num_hidden_layers", default=defaults["num_hidden_layers"])
+        f.divisible(heads, kv_heads, "num_attention_heads must be a multiple of num_key_value_heads")
+        if model_type != "gemma":  # Gemma2Config / Gemma3TextConfig.validate_architecture
+            f.divisible(hidden, heads, "hidden_size must be a multiple of num_attention_heads")
+        bias = f.bool("attention_bias", default=False)
+
+        window: int | None = None
+        layer_types: tuple[str, ...] = ()
+        attn_cap = final_cap = scalar = None
+        if model_type == "gemma":
+            # GemmaConfig turns the legacy hidden_act "gelu" into the tanh approximation it always meant
+            act = f.str("hidden_act", default=defaults["hidden_act"])
+            act = "gelu_pytorch_tanh" if act == "gelu" else act
+        else:
+            act = f.str("hidden_activation", default=defaults["hidden_activation"])  # hidden_act is unused
+            if f.has("hidden_act") and data["hidden_act"] != act:
+                notes.append(f"{model_type} uses hidden_activation={act!r}; hidden_act is ignored")
+            window = f.int("sliding_window", default=defaults["sliding_window"], minimum=2)
+            layer_types = self._layer_types(f, layers, model_type)
+            final_cap = self._cap(f, get("final_logit_softcapping"), "final_logit_softcapping")
+            scalar = f.float("query_pre_attn_scalar", default=float(defaults["query_pre_attn_scalar"]))
+            if model_type == "gemma2":
+                attn_cap = self._cap(f, get("attn_logit_softcapping"), "attn_logit_softcapping")
+            elif get("attn_logit_softcapping") is not None:
+                notes.append("gemma3 ignores attn_logit_softcapping (transformers does not apply it)")
+            if model_type == "gemma3_text" and f.bool("use_bidirectional_attention", default=False):
+                raise ConfigError("gemma3_text with use_bidirectional_attention=true (embedding models) is "
+                                  "not supported: its masks differ from the causal decoder's")
+        if act not in SINGLE_OP_ACTIVATIONS:
+            field = "hidden_act" if model_type == "gemma" else "hidden_activation"
+            raise ConfigError(f"{model_type} config field {field!r} = {act!r} is not a supported activation; "
+                              f"supported: {', '.join(sorted(SINGLE_OP_ACTIVATIONS))}")
+
+        return GemmaSpec(
+            model_type=model_type,
+            family=self.name,
+            name=name,
+            hidden_size=hidden,
+            num_layers=layers,
+            num_heads=heads,
+            num_kv_heads=kv_heads,
+            head_dim=head_dim,
+            intermediate_size=f.int("intermediate_size", default=defaults["intermediate_size"]),
+            vocab_size=f.int("vocab_size", default=defaults["vocab_size"]),
+            activation=SINGLE_OP_ACTIVATIONS[act],
+            qkv_bias=bias,
+            o_bias=bias,
+            tie_word_embeddings=f.bool("tie_word_embeddings", default=True),
+            rotary_dim=head_dim,
+            sliding_window=window,
+            layer_types=layer_types,
+            qk_norm=model_type == "gemma3_text",
+            post_norms=model_type != "gemma",
+            attn_softcap=attn_cap,
+            final_softcap=final_cap,
+            query_pre_attn_scalar=scalar,
+            sliding_mask=model_type != "gemma",
+            rope_tables=len(set(layer_types)) if model_type == "gemma3_text" else 1,
+            notes=tuple(notes),
+        )
+
+    @staticmethod
+    def _text(data: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+        """The language model's config: the ``text_config`` of a multimodal gemma3 config."""
+        if data.get("model_type") != "gemma3":
+            return data
+        text = data.get("text_config")
+        if text is None:
+            text = {}  # Gemma3Config builds a default Gemma3TextConfig
+        if not isinstance(text, dict):
+            raise ConfigError("gemma3 config field 'text_config' must be an object")
+        notes.append("multimodal 'gemma3' config: profiling its language model (text_config, as "
+                     "Gemma3ForCausalLM) only; the vision tower and projector are not counted")
+        return {**text, "model_type": "gemma3_text"}
+
+    @staticmethod
+    def _cap(f: Fields, value: Any, key: str) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"{f.model_type} config field {key!r} must be a positive number or null, got {value!r}")
+        return float(value)
+
+    @staticmethod
+    def _layer_types(f: Fields, layers: int, model_type: str) -> tuple[str, ...]:
+        given = f.raw("layer_types")
+        if given is not None:
+            if not isinstance(given, list) or len(given) != layers or any(
+                t not in (FULL_ATTENTION, SLIDING_ATTENTION) for t in given
+            ):
+                raise ConfigError(f"{model_type} config field 'layer_types' must list {layers} entries of "
+                                  f"'{FULL_ATTENTION}' / '{SLIDING_ATTENTION}'")
+            return tuple(given)
+        # the old patterns: gemma2 alternates (sliding first); gemma3 puts a global layer every
+        # sliding_window_pattern layers (default 6: five local, one global)
+        period = 2 if model_type == "gemma2" else f.int("sliding_window_pattern", default=6)
+        return tuple(SLIDING_ATTENTION if (i + 1) % period else FULL_ATTENTION for i in range(layers))
+
+    # --- graph ------------------------------------------------------------------------------------
+    def norm(self, spec: ArchSpec, rows: sympy.Expr, n: int) -> Counts:
+        return blk.rms_norm(rows, n, plus_one=True)
+
+    def mask_counts(self, spec: ArchSpec) -> Counts:
+        assert isinstance(spec, GemmaSpec)
+        out = blk.position_ids() + blk.causal_mask(self.keys(spec, FULL_ATTENTION))
+        if spec.sliding_mask:  # gemma2/3 build both masks whatever the layer types
+            assert spec.sliding_window is not None
+            out = out + blk.causal_mask(blk.keys_sliding(spec.sliding_window), spec.sliding_window)
+        return out
+
+    def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
+        assert isinstance(spec, GemmaSpec)
+        b, h = self.base, spec.hidden_size
+        # lookup, then * sqrt(hidden) (GemmaTextScaledWordEmbedding.forward)
+        embed = blk.embedding(spec.vocab_size, h) + ops.elementwise("mul", blk.TOKENS * h)
+        return [
+            Part(f"{b}.embed_tokens", f"{b}.embed_tokens", NodeKind.EMBEDDING, embed),
+            Part(f"{b}:positions", b, NodeKind.POSITIONS, self.mask_counts(spec)),
+            Part(f"{b}.rotary_emb", f"{b}.rotary_emb", NodeKind.ROTARY,
+                 blk.rotary_table(spec.rotary_dim) * spec.rope_tables),
+        ]
+
+    def attention_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+        assert isinstance(spec, GemmaSpec)
+        parts = super().attention_parts(spec, layer_type)
+        if spec.attn_softcap is None:
+            return parts
+        a = ".self_attn"
+        n = B * spec.num_heads * S * self.keys(spec, layer_type)  # one per score
+        at = next(i for i, p in enumerate(parts) if p.suffix == f"{a}:scores") + 1
+        parts.insert(at, Part(f"{a}:softcap", a, NodeKind.ATTN_SCORES, softcap(n), ATTN))
+        return parts
+
+    def layer_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+        assert isinstance(spec, GemmaSpec)
+        if not spec.post_norms:
+            return super().layer_parts(spec, layer_type)
+        h, t = spec.hidden_size, blk.TOKENS
+
+        def norm(suffix: str) -> Part:
+            return Part(suffix, suffix, NodeKind.NORM, self.norm(spec, t, h))
+
+        return [
+            norm(".input_layernorm"),
+            *self.attention_parts(spec, layer_type),
+            norm(".post_attention_layernorm"),
+            Part(":residual", "", NodeKind.RESIDUAL, blk.residual(h)),
+            norm(".pre_feedforward_layernorm"),
+            *self.mlp_parts(spec, layer_type),
+            norm(".post_feedforward_layernorm"),
+        ]
+
+    def tail_parts(self, spec: ArchSpec) -> list[Part]:
+        assert isinstance(spec, GemmaSpec)
+        parts = super().tail_parts(spec)
+        if spec.final_softcap is not None:  # on the logits, in the CausalLM's own forward
+            parts.append(Part(":final_softcap", "", NodeKind.LM_HEAD, softcap(blk.TOKENS * spec.vocab_size)))
+        return parts
+
+    # --- for the validation module -------------------------------------------------------------------
+    def hf_config(self, data: dict[str, Any]) -> dict[str, Any]:
+        """gemma3 validates as the text-only Gemma3ForCausalLM built from its text_config."""
+        return self._text(dict(data), [])
+
+    def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
+        if data.get("model_type") == "gemma3":
+            return {**data, "text_config": self.tiny(self._text(data, []))}
+        spec = self.spec(data)
+        kv = 4 if spec.num_kv_heads == spec.num_heads else (1 if spec.num_kv_heads == 1 else 2)
+        out = {**data, "hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4,
+               "num_key_value_heads": kv, "head_dim": 24, "vocab_size": 128}  # head_dim 24 != 64/4
+        out["num_hidden_layers"] = 2
+        if spec.layer_types:
+            # the first layers up to the first of each type seen (gemma3: 5 local, 1 global)
+            seen: set[str] = set()
+            count = len(spec.layer_types)
+            for i, layer_type in enumerate(spec.layer_types):
+                seen.add(layer_type)
+                if len(seen) == 2:
+                    count = i + 1
+                    break
+            count = max(2, min(count, len(spec.layer_types)))
+            out["num_hidden_layers"] = count
+            out["layer_types"] = list(spec.layer_types[:count])
+            out["sliding_window"] = 4  # binds at the test shapes
+            out.pop("sliding_window_pattern", None)
+        return out
