@@ -20,3 +20,220 @@ class ProfileResult(BaseModel):
     scope: str
     totals: dict[str, int]
     notes: list[str] = []
+
+
+class LayerRow(BaseModel):
+    """One row of the per-layer breakdown: ``level`` 0 is a top row, 1 a part of the layer above it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    level: int = 0
+    values: dict[str, int]
+
+
+class PerLayerResult(BaseModel):
+    """The per-layer breakdown (``profile --per-layer --json``); the last row is the model total."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = 1
+    model: str
+    model_type: str
+    family: str
+    batch: int
+    seq: int
+    past: int
+    metrics: list[str]
+    rows: list[LayerRow]
+    notes: list[str] = []
+
+
+class CompareResult(BaseModel):
+    """Two profiles side by side (``compare --json``): ``ratios[m]`` = right / left, None where left is 0."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = 1
+    left: ProfileResult
+    right: ProfileResult
+    ratios: dict[str, float | None]
+
+
+class SweepPoint(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    batch: int
+    seq: int
+    past: int
+    values: dict[str, int]
+
+
+class SweepResult(BaseModel):
+    """A metric grid over shapes (``sweep --json``): every (batch, seq, past) combination, exact."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = 1
+    model: str
+    model_type: str
+    family: str
+    scope: str
+    metrics: list[str]
+    points: list[SweepPoint]
+
+
+class PresetInfo(BaseModel):
+    """One bundled preset (``presets --json``); ``params`` is None when no family handles it yet."""
+
+    model_config = ConfigDict(frozen=True)
+
+    alias: str
+    hub_id: str
+    model_type: str
+    params: int | None
+    published_params: int | None
+    reconstructed: bool
+
+
+class PresetList(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = 1
+    presets: list[PresetInfo]
+
+
+class Counter(BaseModel):
+    """One quantity of a phase, performance-counter style: its total, the rate it ran at over the phase's
+    latency, and the time it alone would take at the device's (efficiency-scaled) peak."""
+
+    model_config = ConfigDict(frozen=True)
+
+    total: int
+    throughput: float  # total / latency_s (per second)
+    theoretical_latency_s: float  # total / (peak x efficiency)
+
+
+class NodeRoofline(BaseModel):
+    """The roofline of one graph node in one forward."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    kind: str
+    flops: int
+    bytes: int
+    bytes_by_category: dict[str, int]
+    intensity: float  # FLOP per byte
+    time_s: float
+    bound: str  # "compute" or "memory"
+
+
+class PhaseReport(BaseModel):
+    """Roofline prediction of one phase (prefill, decode step, or a whole generation) on one device."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = 1
+    model: str
+    device: str
+    phase: str
+    batch: int
+    seq: int
+    past: int
+    new_tokens: int = 0
+    lm_head: str
+    dtypes: dict[str, str]  # weight / act / kv storage dtypes
+    compute_dtype: str
+    flops_efficiency: float
+    bandwidth_efficiency: float
+    forwards: int  # model forwards the phase runs
+    latency_s: float  # sum over forwards and nodes of max(compute time, memory time)
+    tokens: int  # processed (prefill, decode) or generated (generate)
+    tokens_per_s: float
+    io: Counter
+    flops: Counter
+    bytes_by_category: dict[str, int]
+    mfu: float  # flops / latency / peak (unscaled peak)
+    mbu: float  # bytes / latency / bandwidth (unscaled peak)
+    compute_bound_s: float  # time of the nodes bound by compute
+    memory_bound_s: float  # time of the nodes bound by memory
+    bound: str  # the larger of the two
+    ttft_s: float | None = None  # generate: time to the first token (the prefill)
+    tpot_s: float | None = None  # generate: mean time per output token after the first
+    prefill: PhaseReport | None = None  # generate: its prefill forward
+    decode: PhaseReport | None = None  # generate: its N - 1 decode forwards together
+    nodes: list[NodeRoofline] = []
+    notes: list[str] = []
+
+
+class MemoryUsage(BaseModel):
+    """Bytes a model needs on a device at one batch and context."""
+
+    model_config = ConfigDict(frozen=True)
+
+    batch: int
+    seq: int  # prompt tokens prefilled in one forward
+    context: int  # tokens held in the KV cache at the end
+    weights: int
+    kv_cache: int
+    activations: int  # peak live activations of one forward
+    total: int
+    capacity: int  # usable device bytes
+    fits: bool
+
+
+class FitResult(BaseModel):
+    """The largest batch (or context) that fits a device, with the usage at it and one beyond it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = 1
+    model: str
+    device: str
+    solved_for: str  # "batch" or "context"
+    value: int  # 0 when not even 1 fits
+    dtypes: dict[str, str]
+    at_value: MemoryUsage | None
+    at_next: MemoryUsage
+    notes: list[str] = []
+
+
+class MeasuredRun(BaseModel):
+    """A timed ``generate`` of a real transformers model beside the roofline prediction for it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = 1
+    model: str
+    device: str  # the device the prediction used (e.g. local-cpu, measured)
+    torch_device: str
+    dtype: str
+    batch: int
+    prompt: int
+    new_tokens: int
+    ttft_s: float  # measured: generate() start to the end of the first forward
+    tpot_s: float  # measured: mean interval between the ends of the later forwards
+    step_s: list[float]  # measured: each forward's end minus the previous end (the first: from the start)
+    tokens_per_s: float  # B * N / total measured time
+    total_s: float
+    peak_memory_bytes: list[int]  # per forward: CUDA max allocated; CPU resident set at the forward's end
+    memory_note: str
+    predicted_ttft_s: float
+    predicted_tpot_s: float
+    predicted_tokens_per_s: float
+    ttft_ratio: float  # measured / predicted
+    tpot_ratio: float
+    prefill_flops: int
+    prefill_bytes: int
+    decode_flops: int  # per decode step, mean
+    decode_bytes: int
+    prefill_achieved_flops_per_s: float
+    prefill_achieved_bytes_per_s: float
+    decode_achieved_flops_per_s: float
+    decode_achieved_bytes_per_s: float
+    prefill_mfu: float
+    prefill_mbu: float
+    decode_mfu: float
+    decode_mbu: float
+    notes: list[str] = []

@@ -1,0 +1,5 @@
+"""``python -m llm_profiler``: the command line."""
+
+from .cli import main
+
+raise SystemExit(main())

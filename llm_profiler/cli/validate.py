@@ -1,0 +1,50 @@
+"""``llm-profiler validate``: run the real transformers model and compare every module's counts."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..report.export import to_json
+from ._common import add_model_args, add_shape_args, add_subcommand, emit
+
+ORDER = 50
+
+EPILOG = """\
+examples:
+  llm-profiler validate llama-3.2-1b --batch 2 --seq 3                # full size, on the meta device
+  llm-profiler validate llama-3.2-1b --batch 3 --seq 7 --past 5 --tiny  # tiny dims, real CPU run
+  llm-profiler validate llama-3.2-1b --seq 1 --past 9 --all            # every row, not only mismatches
+  llm-profiler validate ./my-model/config.json --json
+
+Needs the validation extra (pip install 'llm-profiler[validate]': torch and transformers).
+Exit code: 0 when every module x metric value is exact, 1 on any mismatch or unknown aten op, 2 on errors
+(e.g. torch or transformers missing).
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = add_subcommand(subparsers, "validate", help="check the counts against the real model (torch)",
+                            description="Measure the transformers model op by op (aten dispatch) and compare "
+                                        "each module's counts with the formulas.", epilog=EPILOG)
+    add_model_args(parser, "config", help="preset alias or hub id, config.json path or folder")
+    add_shape_args(parser, batch=1, seq=8, past=0)
+    parser.add_argument("--tiny", action="store_true",
+                        help="the same architecture at tiny dimensions, run for real on the CPU")
+    parser.add_argument("--all", action="store_true", help="print every row, not only the mismatches")
+    parser.add_argument("--json", action="store_true", help="the full report as JSON")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..validation import validate
+
+    if args.revision is not None or args.hf_token is not None:
+        from ..config import load_config
+
+        source: Any = load_config(args.config, hf_token=args.hf_token, revision=args.revision)
+    else:
+        source = args.config
+    report = validate(source, args.batch, args.seq, args.past, tiny=args.tiny, as_family=args.as_family)
+    emit(to_json(report) if args.json else report.table(all_rows=args.all, exact=True))
+    return 0 if report.ok else 1
