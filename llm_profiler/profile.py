@@ -22,6 +22,7 @@ from .errors import QueryError, ShapeError
 from .families import Family, build_spec
 from .graph import Graph, Node
 from .ops import Counts
+from .results import ProfileResult
 from .scopes import MODEL, TRANSFORMER, node_filter
 from .spec import ArchSpec
 from .symbols import SHAPE_SYMBOLS
@@ -226,10 +227,6 @@ class Profile:
             batch=self.batch, seq=self.seq, past=self.past, scope=scope or TRANSFORMER,
             totals=self.summary(scope, metrics), notes=list(self.spec.notes),
         )
-
-
-# The result schema lives with the API that returns it.
-from .results import ProfileResult  # noqa: E402
 
 
 def _config_key(data: dict[str, Any]) -> str:

@@ -1,0 +1,80 @@
+"""``llm-profiler fit``: the largest batch (or context) whose weights, KV cache and activations fit a device."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ._common import add_model_args, add_subcommand, emit, load_model
+from .roofline import add_dtype_args
+
+ORDER = 41
+
+EPILOG = """\
+examples:
+  llm-profiler fit llama-2-7b --device h100 --seq 2048                 # largest batch for 2048-token prompts
+  llm-profiler fit llama-2-7b --device a100-80gb --seq 512 --context 4096 --kv-dtype fp8
+  llm-profiler fit llama-2-7b --device rtx-4090 --solve context --batch 1 --weight-dtype int4
+  llm-profiler fit mistral-7b --device l4 --seq 1024 --attention fused --memory-fraction 0.9 --json
+
+Memory = weights + KV cache at the context + peak live activations of a forward (docs/phases.md).
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = add_subcommand(subparsers, "fit", help="largest batch (or context) that fits a device",
+                            description="Solve the largest batch (or context length) whose weights, KV cache "
+                                        "and peak activations fit the device's memory.", epilog=EPILOG)
+    add_model_args(parser)
+    group = parser.add_argument_group("what to solve")
+    group.add_argument("--solve", choices=("batch", "context"), default="batch", help="default batch")
+    group.add_argument("-s", "--seq", type=int, default=None, metavar="S",
+                       help="prompt tokens prefilled in one forward (default 2048 for --solve batch; for "
+                            "--solve context: the whole context in one forward)")
+    group.add_argument("-c", "--context", type=int, default=None, metavar="C",
+                       help="tokens the KV cache holds at the end (prompt + new; default: seq)")
+    group.add_argument("-b", "--batch", type=int, default=1, metavar="B", help="batch for --solve context (default 1)")
+    group.add_argument("--lm-head", choices=("all", "last"), default="all",
+                       help="logits for all positions (default) or the last only")
+    group.add_argument("--attention", choices=("eager", "fused"), default="eager",
+                       help="eager attention keeps S x keys scores per head (default); fused (flash/SDPA) does not")
+    group.add_argument("--memory-fraction", type=float, default=1.0, metavar="F",
+                       help="usable fraction of the device memory (default 1)")
+    group.add_argument("--overhead", type=float, default=0.0, metavar="GIB",
+                       help="GiB reserved for the runtime (CUDA context, allocator) (default 0)")
+    add_dtype_args(parser)
+    parser.add_argument("--json", dest="fmt", action="store_const", const="json", default="text",
+                        help="the result as JSON (FitResult)")
+    parser.set_defaults(handler=run)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..memory import largest_batch, largest_context
+
+    model = load_model(args)
+    common = dict(weight_dtype=args.weight_dtype, act_dtype=args.act_dtype, kv_dtype=args.kv_dtype,
+                  lm_head=args.lm_head, memory_fraction=args.memory_fraction,
+                  overhead_bytes=int(args.overhead * 2**30), attention=args.attention)
+    if args.solve == "batch":
+        result = largest_batch(model, args.device, args.seq or 2048, args.context, **common)
+    else:
+        result = largest_context(model, args.device, args.batch, args.seq, **common)
+    if args.fmt == "json":
+        emit(result.model_dump_json(indent=2) + "\n")
+        return 0
+    d = result.dtypes
+    lines = [f"{result.model} on {result.device} (weights {d['weight']}, activations {d['act']}, KV {d['kv']}, "
+             f"{args.attention} attention): largest {result.solved_for} = {result.value}"]
+    for label, u in (("at", result.at_value), ("one more", result.at_next)):
+        if u is None:
+            continue
+        lines.append(f"  {label:<9} batch {u.batch}, seq {u.seq}, context {u.context}: weights {_gib(u.weights)} + "
+                     f"KV {_gib(u.kv_cache)} + activations {_gib(u.activations)} = {_gib(u.total)} "
+                     f"of {_gib(u.capacity)} -> {'fits' if u.fits else 'does not fit'}")
+    lines += [f"  note: {t}" for t in result.notes]
+    emit("\n".join(lines) + "\n")
+    return 0

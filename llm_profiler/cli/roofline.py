@@ -1,0 +1,118 @@
+"""``llm-profiler roofline``: roofline time of a prefill, a decode step or a whole generation on a device."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..hardware import list_devices
+from ..phases import PHASES, PREFILL, Phase
+from ._common import add_model_args, add_subcommand, emit, load_model, note
+
+ORDER = 40
+
+EPILOG = """\
+examples:
+  llm-profiler roofline llama-2-7b --device a100-80gb --phase decode --past 1024
+  llm-profiler roofline llama-2-7b --device h100 --phase prefill --batch 8 --seq 2048 --nodes 10
+  llm-profiler roofline llama-2-7b --phase generate --seq 512 --new-tokens 256 --lm-head last
+  llm-profiler roofline mistral-7b --phase decode --past 8192 --weight-dtype int4 --kv-dtype fp8 --json
+  llm-profiler roofline llama-2-7b --phase decode --batch 1,8,64 --plot roofline.png
+
+Per node: time = max(FLOPs / peak, bytes / bandwidth); a forward is the sum over its nodes (docs/phases.md).
+"""
+
+
+def add_dtype_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("dtypes and device")
+    group.add_argument("--device", default="a100-80gb", metavar="NAME",
+                       help=f"device spec (default a100-80gb): {', '.join(list_devices())}")
+    group.add_argument("--weight-dtype", default="bf16", metavar="DT",
+                       help="weight storage: fp32, bf16, fp16, fp8, int8, int4 (int4-gN) (default bf16)")
+    group.add_argument("--act-dtype", default="bf16", metavar="DT", help="activation dtype (default bf16)")
+    group.add_argument("--kv-dtype", default=None, metavar="DT", help="KV-cache dtype (default: the activation dtype)")
+
+
+def register(subparsers: Any) -> None:
+    parser = add_subcommand(subparsers, "roofline", help="roofline time of a prefill, decode step or generation",
+                            description="Roofline latency, bytes moved, FLOPs and utilization of one inference "
+                                        "phase on a device.", epilog=EPILOG)
+    add_model_args(parser)
+    shape = parser.add_argument_group("phase and shape")
+    shape.add_argument("--phase", choices=PHASES, default=PREFILL, help="default prefill")
+    shape.add_argument("-b", "--batch", default="1", metavar="B",
+                       help="sequences (default 1; a comma list plots one point per batch with --plot)")
+    shape.add_argument("-s", "--seq", type=int, default=None, metavar="S",
+                       help="prompt tokens (prefill, generate; default 2048) or tokens per decode step (default 1)")
+    shape.add_argument("-p", "--past", type=int, default=0, metavar="P", help="cached tokens before (default 0)")
+    shape.add_argument("-n", "--new-tokens", type=int, default=128, metavar="N",
+                       help="tokens to generate (generate; default 128)")
+    shape.add_argument("--lm-head", choices=("all", "last"), default="all",
+                       help="lm_head over all positions (a plain forward; default) or the last only (generate)")
+    add_dtype_args(parser)
+    parser.add_argument("--compute-dtype", default=None, metavar="DT",
+                        help="the dtype the matmuls run at, which picks the peak (default: the activation dtype)")
+    parser.add_argument("--flops-efficiency", type=float, default=1.0, metavar="F",
+                        help="fraction of peak FLOP/s attainable, in (0, 1] (default 1)")
+    parser.add_argument("--bandwidth-efficiency", type=float, default=1.0, metavar="F",
+                        help="fraction of peak bandwidth attainable, in (0, 1] (default 1)")
+    parser.add_argument("--measured", type=float, default=None, metavar="SECONDS",
+                        help="a measured latency of the phase: also print its MFU and MBU")
+    parser.add_argument("--nodes", type=int, default=0, metavar="K", help="show the K slowest nodes (prefill, decode)")
+    parser.add_argument("--json", dest="fmt", action="store_const", const="json", default="text",
+                        help="the report as JSON (PhaseReport)")
+    parser.add_argument("--plot", metavar="FILE", help="write a roofline chart to FILE (needs matplotlib)")
+    parser.set_defaults(handler=run)
+
+
+def _batches(text: str) -> list[int]:
+    from ..errors import ShapeError
+
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ShapeError(f"--batch must be an integer or a comma list of integers, got {text!r}") from None
+    if not values:
+        raise ShapeError(f"--batch must be an integer or a comma list of integers, got {text!r}")
+    return values
+
+
+def _phase(args: argparse.Namespace, batch: int) -> Phase:
+    if args.phase == "decode":
+        return Phase.decode(batch, args.past, args.seq or 1, args.lm_head)
+    if args.phase == "generate":
+        return Phase.generate(batch, args.seq or 2048, args.new_tokens, args.past, args.lm_head)
+    return Phase.prefill(batch, args.seq or 2048, args.past, args.lm_head)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..perf import format_report, measured_utilization, phase_report, settings
+
+    model = load_model(args)
+    st = settings(args.device, args.weight_dtype, args.act_dtype, args.kv_dtype, args.compute_dtype,
+                  args.flops_efficiency, args.bandwidth_efficiency)
+    reports = [phase_report(model, _phase(args, b), st, nodes=bool(args.nodes) and args.phase != "generate")
+               for b in _batches(args.batch)]
+    if args.plot:
+        from ..report.plots import plot_roofline
+
+        points = []
+        for r in reports:
+            parts = [("", r)] if r.phase != "generate" else [(" prefill", r.prefill), (" decode", r.decode)]
+            points += [(f"{r.phase}{label} B={r.batch}", p.flops.total, p.io.total) for label, p in parts if p]
+        note(f"wrote {plot_roofline(points, st.device, st.compute_dtype, args.plot, st.flops_efficiency, st.bandwidth_efficiency)}")
+    if args.fmt == "json":
+        body = [r.model_dump(mode="json") for r in reports]
+        import json
+
+        emit(json.dumps(body[0] if len(body) == 1 else body, indent=2) + "\n")
+        return 0
+    out = []
+    for r in reports:
+        text = format_report(r, args.nodes)
+        if args.measured is not None:
+            mfu, mbu = measured_utilization(r, args.measured, st.device)
+            text += f"  measured {args.measured:g} s: MFU {mfu:.1%}   MBU {mbu:.1%}\n"
+        out.append(text)
+    emit("\n".join(out))
+    return 0

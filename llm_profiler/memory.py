@@ -1,0 +1,215 @@
+"""Memory fit: weights + KV cache + the peak live activations of one forward, against a device.
+
+- weights: every parameter once at its storage dtype (``traffic.ModelTraffic.weight_storage``: matrices
+  at the weight dtype with int4 group metadata, norms and biases at the activation dtype).
+- KV cache: the graph's ``cache`` elements (K and V of every layer, sliding layers holding their window)
+  after ``context`` tokens, at the KV dtype.
+- peak activations of one forward (B sequences of S new tokens after P cached ones): the largest set of
+  tensors alive at once in the eager transformers forward, modelled from the tensors' lifetimes:
+
+  - always alive: the causal mask, B*S*keys at the activation dtype (built once, used by every layer;
+    one per attention type, keys = P + S, or Min(P, w-1) + S for sliding layers).
+  - attention, at the softmax: the residual stream and its normed copy (2*B*S*h), the rotated queries
+    (B*S*H*D), K and V expanded to H heads by ``repeat_kv`` when KV < H (2*B*H*keys*D), the masked
+    scores (B*H*S*keys) and the fp32 probabilities eager softmax writes (B*H*S*keys x 4 bytes).
+  - MLP, at the gate product: residual and normed input (2*B*S*h), act(gate), up and their product
+    (3*B*S*I; 2*B*S*I without a gate).
+  - head: the final hidden states (B*S*h) and the logits (B*S*V, or B*V on the last position only).
+
+  peak = mask + max(attention, MLP, head). Tensors the allocator caches or fragments are not modelled.
+  ``attention="fused"`` models flash / SDPA kernels: no scores, probabilities or expanded K / V (the
+  mask is still counted, as transformers builds it for SDPA too).
+
+The fit solves the largest batch (or context) with weights + KV(batch, context) + max(activations of the
+prompt's prefill, activations of the last decode step) <= usable bytes (capacity x memory_fraction -
+overhead_bytes), exactly: the total is monotone, so a doubling then a binary search over integers finds
+the boundary (the answer fits, one more does not).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sympy
+
+from . import metrics as M
+from .errors import QueryError
+from .hardware import DeviceSpec, get_device
+from .phases import LM_HEAD_ALL, LM_HEAD_LAST, check_lm_head, evaluate
+from .profile import ModelProfile, profile_model
+from .results import FitResult, MemoryUsage
+from .spec import SLIDING_ATTENTION
+from .symbols import B, P, S
+from .traffic import Dtypes, dtypes, model_traffic
+
+_MAX = 1 << 40  # no batch or context beyond this
+
+
+def _model(source: Any) -> ModelProfile:
+    return source if isinstance(source, ModelProfile) else profile_model(source)
+
+
+def _keys(spec: Any) -> list[sympy.Expr]:
+    """Keys of each attention type the model has (full: P + S; sliding: Min(P, w-1) + S)."""
+    types = set(spec.layer_types) or {"full_attention"}
+    out = []
+    if types - {SLIDING_ATTENTION}:
+        out.append(P + S)
+    if SLIDING_ATTENTION in types and spec.sliding_window:
+        out.append(sympy.Min(P, spec.sliding_window - 1) + S)
+    return out
+
+
+def activation_expr(model: ModelProfile, dt: Dtypes, lm_head: str = LM_HEAD_ALL, attention: str = "eager") -> sympy.Expr:
+    """Peak live activation bytes of one forward, in B, S, P (the model of the module docstring).
+    ``attention="fused"`` (flash / SDPA kernels) keeps no scores, probabilities or expanded K/V."""
+    attention_kind = attention
+    if attention_kind not in ("eager", "fused"):
+        raise QueryError(f"attention must be 'eager' or 'fused', got {attention_kind!r}")
+    spec = model.spec
+    a = dt.act.bits // 8
+    h, H, KV, D, inter, V = (spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim,
+                             spec.intermediate_size, spec.vocab_size)
+    keys = _keys(spec)
+    widest = keys[0] if len(keys) == 1 else sympy.Max(*keys)
+    mask = sum(B * S * k * a for k in keys)
+    scores = B * H * S * widest
+    repeated = 2 * B * H * widest * D * a if KV < H else 0
+    attention = 2 * B * S * h * a + B * S * H * D * a
+    if attention_kind == "eager":
+        attention += repeated + scores * a + scores * 4
+    mlp = 2 * B * S * h * a + (3 if spec.gated_mlp else 2) * B * S * inter * a
+    rows = B if check_lm_head(lm_head) == LM_HEAD_LAST else B * S
+    head = B * S * h * a + rows * V * a
+    return mask + sympy.Max(attention, mlp, head)
+
+
+def weights_bytes(source: Any, weight_dtype: str = "bf16", act_dtype: str = "bf16") -> int:
+    model = _model(source)
+    return model_traffic(model, dtypes(weight_dtype, act_dtype)).weight_storage()
+
+
+def kv_cache_bytes(source: Any, batch: int, context: int, kv_dtype: str = "bf16") -> int:
+    """KV-cache bytes of ``batch`` sequences holding ``context`` tokens (elements after a prefill of them)."""
+    model = _model(source)
+    d = dtypes("bf16", kv_dtype)
+    return model.count(M.CACHE, "model", batch, context, 0) * (d.kv.bits // 8)
+
+
+class _Usage:
+    """The memory formulas of one model and dtypes, evaluated at (batch, seq, context)."""
+
+    def __init__(self, model: ModelProfile, dt: Dtypes, lm_head: str, attention: str = "eager") -> None:
+        self.model, self.dt, self.lm_head = model, dt, lm_head
+        self.weights = model_traffic(model, dt).weight_storage()
+        self.act = activation_expr(model, dt, lm_head, attention)
+        self._act_fn = sympy.lambdify((B, S, P), self.act, modules=[{"Min": min, "Max": max}, "math"])
+
+    def at(self, batch: int, seq: int, context: int, capacity: int) -> MemoryUsage:
+        kv = self.model.count(M.CACHE, "model", batch, context, 0) * (self.dt.kv.bits // 8)
+        act = int(self._act_fn(batch, seq, 0))
+        if context > seq:  # the last decode step attends to the whole context
+            act = max(act, int(self._act_fn(batch, 1, context - 1)))
+        total = self.weights + kv + act
+        return MemoryUsage(batch=batch, seq=seq, context=context, weights=self.weights, kv_cache=kv,
+                           activations=act, total=total, capacity=capacity, fits=total <= capacity)
+
+
+def _capacity(dev: DeviceSpec, memory_fraction: float, overhead_bytes: int) -> int:
+    if isinstance(memory_fraction, bool) or not 0 < memory_fraction <= 1:
+        raise QueryError(f"memory_fraction must be in (0, 1], got {memory_fraction!r}")
+    if isinstance(overhead_bytes, bool) or not isinstance(overhead_bytes, int) or overhead_bytes < 0:
+        raise QueryError(f"overhead_bytes must be a non-negative integer, got {overhead_bytes!r}")
+    return int(dev.memory_bytes * memory_fraction) - overhead_bytes
+
+
+def memory_usage(source: Any, batch: int, seq: int, context: int | None = None,
+                 device: DeviceSpec | str = "a100-80gb", *, weight_dtype: str = "bf16", act_dtype: str = "bf16",
+                 kv_dtype: str | None = None, lm_head: str = LM_HEAD_ALL, memory_fraction: float = 1.0,
+                 overhead_bytes: int = 0, attention: str = "eager") -> MemoryUsage:
+    """Bytes needed to prefill ``seq`` tokens of ``batch`` sequences and hold ``context`` (default seq)."""
+    model, dev = _model(source), get_device(device)
+    context = seq if context is None else context
+    _check(batch, seq, context)
+    usage = _Usage(model, dtypes(weight_dtype, act_dtype, kv_dtype), lm_head, attention)
+    return usage.at(batch, seq, context, _capacity(dev, memory_fraction, overhead_bytes))
+
+
+def _check(batch: int, seq: int, context: int) -> None:
+    for name, v in (("batch", batch), ("seq", seq), ("context", context)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise QueryError(f"{name} must be a positive integer, got {v!r}")
+    if context < seq:
+        raise QueryError(f"context ({context}) must be at least the prompt length seq ({seq})")
+
+
+def _largest(fits: Any) -> int:
+    """The largest n >= 0 with fits(n) (fits(0) is True, fits monotone decreasing), by doubling + bisection."""
+    if not fits(1):
+        return 0
+    lo, hi = 1, 2
+    while fits(hi):
+        lo, hi = hi, hi * 2
+        if hi > _MAX:
+            raise QueryError("no memory limit reached below 2**40: check the device capacity")
+    while hi - lo > 1:  # invariant: fits(lo), not fits(hi)
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def largest_batch(source: Any, device: DeviceSpec | str, seq: int, context: int | None = None, *,
+                  weight_dtype: str = "bf16", act_dtype: str = "bf16", kv_dtype: str | None = None,
+                  lm_head: str = LM_HEAD_ALL, memory_fraction: float = 1.0, overhead_bytes: int = 0,
+                  attention: str = "eager") -> FitResult:
+    """The largest batch whose prompt (``seq``) prefill and KV cache at ``context`` (default seq) fit."""
+    model, dev = _model(source), get_device(device)
+    context = seq if context is None else context
+    _check(1, seq, context)
+    dt = dtypes(weight_dtype, act_dtype, kv_dtype)
+    usage, cap = _Usage(model, dt, lm_head, attention), _capacity(dev, memory_fraction, overhead_bytes)
+    best = _largest(lambda b: usage.at(b, seq, context, cap).fits)
+    return _fit(model, dev, "batch", best, dt, usage.at(best, seq, context, cap) if best else None,
+                usage.at(best + 1, seq, context, cap))
+
+
+def largest_context(source: Any, device: DeviceSpec | str, batch: int = 1, seq: int | None = None, *,
+                    weight_dtype: str = "bf16", act_dtype: str = "bf16", kv_dtype: str | None = None,
+                    lm_head: str = LM_HEAD_ALL, memory_fraction: float = 1.0, overhead_bytes: int = 0,
+                  attention: str = "eager") -> FitResult:
+    """The longest context that fits ``batch`` sequences: prefilled in one forward (``seq`` None), or a
+    prompt of ``seq`` tokens generated on to that context."""
+    model, dev = _model(source), get_device(device)
+    _check(batch, seq or 1, seq or 1)
+    dt = dtypes(weight_dtype, act_dtype, kv_dtype)
+    usage, cap = _Usage(model, dt, lm_head, attention), _capacity(dev, memory_fraction, overhead_bytes)
+
+    def at(c: int) -> MemoryUsage:
+        return usage.at(batch, c if seq is None else min(seq, c), c, cap)
+
+    best = _largest(lambda c: at(c).fits)
+    return _fit(model, dev, "context", best, dt, at(best) if best else None, at(best + 1))
+
+
+def _fit(model: ModelProfile, dev: DeviceSpec, what: str, value: int, dt: Dtypes, at_value: MemoryUsage | None,
+         at_next: MemoryUsage) -> FitResult:
+    notes = []
+    if not value:
+        notes.append(f"not even {what} 1 fits: {at_next.total} bytes needed, {at_next.capacity} usable")
+    return FitResult(model=model.spec.name or model.spec.model_type, device=dev.name, solved_for=what, value=value,
+                     dtypes=dt.as_dict(), at_value=at_value, at_next=at_next, notes=notes)
+
+
+def activation_bytes(source: Any, batch: int, seq: int, past: int = 0, act_dtype: str = "bf16",
+                     lm_head: str = LM_HEAD_ALL, attention: str = "eager") -> int:
+    """Peak live activation bytes of one forward (the model of the module docstring)."""
+    model = _model(source)
+    expr = activation_expr(model, dtypes("bf16", act_dtype), lm_head, attention)
+    return evaluate(expr, {B: batch, S: seq, P: past})
+
+
+__all__ = ["activation_bytes", "activation_expr", "kv_cache_bytes", "largest_batch", "largest_context",
+           "memory_usage", "weights_bytes"]

@@ -1,0 +1,327 @@
+"""Roofline performance of inference phases: per node, per phase, TTFT / TPOT / tokens/s.
+
+Per node and forward: ``time = max(FLOPs / (peak x flops_efficiency), bytes / (bandwidth x
+bandwidth_efficiency))``, bound by whichever is larger (``hardware.roofline.roofline_time``). FLOPs are the
+roofline FLOPs of ``traffic`` (2 * macs + the non-matmul arithmetic), bytes the node's traffic (weights,
+activations read and written, KV cache read and appended). Nodes run one after another (no overlap), so a
+forward's time is the sum over its nodes, and a phase's the sum over its forwards. ``peak`` is the device's
+dense peak at the compute dtype (default: the activation dtype), for every op, matmul or not.
+
+A generation (prompt S, N new tokens) is one prefill forward plus N - 1 decode forwards: its FLOPs and
+bytes are closed forms (``phases.generation_sum``); its time is the prefill time plus the sum of the
+per-node roofline times of each decode step (a max per node and step has no useful closed form, so the
+steps are evaluated together as numpy vectors, one entry per step). TTFT = the prefill's time; TPOT = the
+mean decode step time; tokens/s = B * N / (TTFT + the decode time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sympy
+
+from .errors import QueryError
+from .hardware import DeviceSpec, compute_dtype_name, get_device, utilization
+from .hardware.roofline import roofline_time
+from .phases import DECODE, GENERATE, PREFILL, Phase, evaluate, generation_sum
+from .profile import ModelProfile, _max, _min, profile_model
+from .results import Counter, NodeRoofline, PhaseReport
+from .symbols import B, P, S
+from .traffic import CATEGORIES, Dtypes, ModelTraffic, dtypes, intensity, model_traffic
+
+_FIELDS: tuple[str, ...] = ("flops", *CATEGORIES)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a roofline prediction depends on besides the model and the shape."""
+
+    device: DeviceSpec
+    dtypes: Dtypes
+    compute_dtype: str
+    flops_efficiency: float = 1.0
+    bandwidth_efficiency: float = 1.0
+
+    @property
+    def peak(self) -> float:
+        return self.device.peak(self.compute_dtype) * self.flops_efficiency
+
+    @property
+    def bandwidth(self) -> float:
+        return self.device.memory_bandwidth * self.bandwidth_efficiency
+
+
+def settings(device: DeviceSpec | str, weight_dtype: str = "bf16", act_dtype: str = "bf16",
+             kv_dtype: str | None = None, compute_dtype: str | None = None, flops_efficiency: float = 1.0,
+             bandwidth_efficiency: float = 1.0) -> Settings:
+    """Validated settings; the compute dtype defaults to the activation dtype (int4 weights are dequantized
+    to it), and the efficiencies (in (0, 1]) scale the peak FLOP/s and bandwidth."""
+    dt = dtypes(weight_dtype, act_dtype, kv_dtype)
+    dev = get_device(device)
+    compute = compute_dtype_name(compute_dtype or dt.act.name)
+    dev.peak(compute)  # a clear error now when the device has no figure for it
+    roofline_time(0, 0, dev, compute, flops_efficiency, bandwidth_efficiency)  # validates the efficiencies
+    return Settings(dev, dt, compute, float(flops_efficiency), float(bandwidth_efficiency))
+
+
+class _Evaluator:
+    """The per-node formulas of a model compiled once: exact integers at one shape, numpy vectors over steps."""
+
+    def __init__(self, traffic: ModelTraffic) -> None:
+        self.traffic = traffic
+        exprs = [t.get(f) for _, t in traffic.groups for f in _FIELDS]
+        self._exact = all(_integer_coefficients(e) for e in exprs)
+        self._exprs = exprs
+        self._fn: Callable[..., Sequence[Any]] = sympy.lambdify(
+            (B, S, P), exprs, modules=[{"Min": _min, "Max": _max}, "math"])
+
+    def values(self, batch: Any, seq: Any, past: Any) -> list[dict[str, Any]]:
+        """Per group: field -> value (ints for int arguments, arrays for array arguments)."""
+        if self._exact or isinstance(past, np.ndarray):
+            flat = list(self._fn(batch, seq, past))
+        else:  # a formula with fractions: evaluate exactly
+            flat = [evaluate(e, {B: batch, S: seq, P: past}) for e in self._exprs]
+        width = len(_FIELDS)
+        out = []
+        for g in range(len(self.traffic.groups)):
+            row = flat[g * width:(g + 1) * width]
+            if isinstance(past, np.ndarray):
+                row = [np.broadcast_to(np.asarray(v, dtype=np.float64), past.shape) for v in row]
+            else:
+                row = [int(v) for v in row]
+            out.append(dict(zip(_FIELDS, row)))
+        return out
+
+
+def _integer_coefficients(expr: sympy.Expr) -> bool:
+    return all(n.is_Integer for n in sympy.sympify(expr).atoms(sympy.Number))
+
+
+_EVALUATORS: dict[tuple[int, Dtypes, str], tuple[ModelProfile, _Evaluator]] = {}
+
+
+def _evaluator(model: ModelProfile, dt: Dtypes, lm_head: str) -> _Evaluator:
+    key = (id(model), dt, lm_head)
+    if key not in _EVALUATORS:
+        _EVALUATORS[key] = (model, _Evaluator(model_traffic(model, dt, lm_head)))  # keeps the model alive
+    return _EVALUATORS[key][1]
+
+
+def _model(source: Any) -> ModelProfile:
+    return source if isinstance(source, ModelProfile) else profile_model(source)
+
+
+@dataclass
+class _Forward:
+    """One forward's roofline: totals and per-group values."""
+
+    flops: int
+    by_category: dict[str, int]
+    time: float
+    compute_bound: float
+    memory_bound: float
+    groups: list[dict[str, Any]]
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.by_category.values())
+
+
+def _forward(ev: _Evaluator, st: Settings, batch: int, seq: int, past: int) -> _Forward:
+    groups = ev.values(batch, seq, past)
+    flops, cats = 0, dict.fromkeys(CATEGORIES, 0)
+    time = cb = mb = 0.0
+    for (nodes, _), v in zip(ev.traffic.groups, groups):
+        k = len(nodes)
+        nbytes = sum(v[c] for c in CATEGORIES)
+        ct, mt = v["flops"] / st.peak, nbytes / st.bandwidth
+        v["time"], v["bound"] = max(ct, mt), "compute" if ct >= mt and v["flops"] else "memory"
+        flops += k * v["flops"]
+        for c in CATEGORIES:
+            cats[c] += k * v[c]
+        time += k * v["time"]
+        if v["bound"] == "compute":
+            cb += k * v["time"]
+        else:
+            mb += k * v["time"]
+    return _Forward(flops, cats, time, cb, mb, groups)
+
+
+def _decode_steps(ev: _Evaluator, st: Settings, batch: int, prompt: int, past: int,
+                  steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Roofline time of each decode step of a generation (step i at context past + prompt + i), and the
+    part of it spent in compute-bound nodes."""
+    if steps <= 0:
+        return np.zeros(0), np.zeros(0)
+    contexts = past + prompt + np.arange(steps, dtype=np.int64)
+    groups = ev.values(batch, 1, contexts)
+    total, compute = np.zeros(steps), np.zeros(steps)
+    for (nodes, _), v in zip(ev.traffic.groups, groups):
+        ct = v["flops"] / st.peak
+        mt = sum(v[c] for c in CATEGORIES) / st.bandwidth
+        t = len(nodes) * np.maximum(ct, mt)
+        total += t
+        compute += np.where((ct >= mt) & (v["flops"] > 0), t, 0.0)
+    return total, compute
+
+
+def _counters(flops: int, nbytes: int, latency: float, st: Settings) -> tuple[Counter, Counter]:
+    io = Counter(total=nbytes, throughput=nbytes / latency if latency else 0.0,
+                 theoretical_latency_s=nbytes / st.bandwidth)
+    fl = Counter(total=flops, throughput=flops / latency if latency else 0.0,
+                 theoretical_latency_s=flops / st.peak)
+    return io, fl
+
+
+def _report(model: ModelProfile, st: Settings, phase: Phase, forwards: int, flops: int,
+            by_category: dict[str, int], latency: float, compute_bound: float, memory_bound: float,
+            **extra: Any) -> PhaseReport:
+    nbytes = sum(by_category.values())
+    io, fl = _counters(flops, nbytes, latency, st)
+    peak, bw = st.device.peak(st.compute_dtype), st.device.memory_bandwidth
+    return PhaseReport(
+        model=model.spec.name or model.spec.model_type, device=st.device.name, phase=phase.kind,
+        batch=phase.batch, seq=phase.seq, past=phase.past, new_tokens=phase.new_tokens, lm_head=phase.lm_head,
+        dtypes=st.dtypes.as_dict(), compute_dtype=st.compute_dtype, flops_efficiency=st.flops_efficiency,
+        bandwidth_efficiency=st.bandwidth_efficiency, forwards=forwards, latency_s=latency, tokens=phase.tokens,
+        tokens_per_s=phase.tokens / latency if latency else 0.0, io=io, flops=fl, bytes_by_category=by_category,
+        mfu=flops / latency / peak if latency else 0.0, mbu=nbytes / latency / bw if latency else 0.0,
+        compute_bound_s=compute_bound, memory_bound_s=memory_bound,
+        bound="compute" if compute_bound > memory_bound else "memory", **extra,
+    )
+
+
+def _node_rows(model: ModelProfile, ev: _Evaluator, fwd: _Forward) -> list[NodeRoofline]:
+    by_path: dict[str, dict[str, Any]] = {}
+    for (nodes, _), v in zip(ev.traffic.groups, fwd.groups):
+        for node in nodes:
+            by_path[node.path] = v
+    rows = []
+    for node in model.nodes:
+        v = by_path[node.path]
+        nbytes = sum(v[c] for c in CATEGORIES)
+        rows.append(NodeRoofline(path=node.path, kind=node.kind, flops=v["flops"], bytes=nbytes,
+                                 bytes_by_category={c: v[c] for c in CATEGORIES},
+                                 intensity=intensity(v["flops"], nbytes), time_s=v["time"], bound=v["bound"]))
+    return rows
+
+
+def phase_report(source: Any, phase: Phase, device: DeviceSpec | str | Settings = "a100-80gb", *,
+                 nodes: bool = False, **options: Any) -> PhaseReport:
+    """The roofline of one phase on a device. ``options``: weight_dtype, act_dtype, kv_dtype, compute_dtype,
+    flops_efficiency, bandwidth_efficiency (see ``settings``); ``nodes`` adds the per-node rows (prefill
+    and decode)."""
+    model = _model(source)
+    st = device if isinstance(device, Settings) else settings(device, **options)
+    ev = _evaluator(model, st.dtypes, phase.lm_head)
+    if phase.kind in (PREFILL, DECODE):
+        fwd = _forward(ev, st, phase.batch, phase.seq, phase.past)
+        return _report(model, st, phase, 1, fwd.flops, fwd.by_category, fwd.time, fwd.compute_bound,
+                       fwd.memory_bound, nodes=_node_rows(model, ev, fwd) if nodes else [])
+    if phase.kind != GENERATE:  # pragma: no cover - Phase validates the kind
+        raise QueryError(f"unknown phase {phase.kind!r}")
+    return _generation(model, ev, st, phase)
+
+
+def _generation(model: ModelProfile, ev: _Evaluator, st: Settings, phase: Phase) -> PhaseReport:
+    b, s, p, n = phase.batch, phase.seq, phase.past, phase.new_tokens
+    first = Phase.prefill(b, s, p, phase.lm_head)
+    pre = _forward(ev, st, b, s, p)
+    prefill = _report(model, st, first, 1, pre.flops, pre.by_category, pre.time, pre.compute_bound,
+                      pre.memory_bound)
+    # Closed forms of the whole generation, then the decode part = whole - prefill.
+    notes: list[str] = []
+    totals: dict[str, int] = {}
+    for f in _FIELDS:
+        summed = generation_sum(ev.traffic.total(f), n)
+        notes.extend(summed.notes)
+        totals[f] = evaluate(summed.expr, phase.values())
+    step_times, step_compute = _decode_steps(ev, st, b, s, p, n - 1)
+    decode_time, decode_compute = float(step_times.sum()), float(step_compute.sum())
+    dec_cats = {c: totals[c] - pre.by_category[c] for c in CATEGORIES}
+    decode = None
+    if n > 1:
+        decode_phase = Phase(DECODE, b, 1, p + s, 0, phase.lm_head)
+        decode = _report(model, st, decode_phase, n - 1, totals["flops"] - pre.flops, dec_cats, decode_time,
+                         decode_compute, decode_time - decode_compute).model_copy(update={"tokens": b * (n - 1),
+                                                              "tokens_per_s": b * (n - 1) / decode_time})
+    latency = pre.time + decode_time
+    return _report(model, st, phase, n, totals["flops"], {c: totals[c] for c in CATEGORIES}, latency,
+                   pre.compute_bound + decode_compute, pre.memory_bound + decode_time - decode_compute, ttft_s=pre.time,
+                   tpot_s=decode_time / (n - 1) if n > 1 else None, prefill=prefill, decode=decode, notes=notes)
+
+
+def roofline(source: Any, device: DeviceSpec | str = "a100-80gb", phase: str = PREFILL, *, batch: int = 1,
+             seq: int = 1, past: int = 0, new_tokens: int = 1, lm_head: str = "all", nodes: bool = False,
+             **options: Any) -> PhaseReport:
+    """Convenience: ``roofline("llama-2-7b", "a100-80gb", "decode", batch=1, past=1024)``."""
+    if phase == PREFILL:
+        ph = Phase.prefill(batch, seq, past, lm_head)
+    elif phase == DECODE:
+        ph = Phase.decode(batch, past, seq, lm_head)
+    elif phase == GENERATE:
+        ph = Phase.generate(batch, seq, new_tokens, past, lm_head)
+    else:
+        raise QueryError(f"unknown phase {phase!r}; valid: prefill, decode, generate")
+    return phase_report(source, ph, device, nodes=nodes, **options)
+
+
+def measured_utilization(report: PhaseReport, measured_s: float, device: DeviceSpec | str | None = None) -> tuple[float, float]:
+    """(MFU, MBU) of a measured time for the phase of ``report``: its FLOPs and bytes over the time,
+    against the device's peak FLOP/s (at the report's compute dtype) and bandwidth."""
+    return utilization(measured_s, report.flops.total, report.io.total, device or report.device,
+                       report.compute_dtype)
+
+
+__all__ = ["Settings", "format_report", "measured_utilization", "phase_report", "roofline", "settings"]
+
+
+def _si(value: float, unit: str) -> str:
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def _seconds(value: float) -> str:
+    if value >= 1:
+        return f"{value:.3f} s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.3f} ms"
+    return f"{value * 1e6:.3f} us"
+
+
+def format_report(report: PhaseReport, nodes: int = 0) -> str:
+    """A performance-counter style text report (``nodes``: the per-node rows to show, slowest first)."""
+    shape = f"batch {report.batch}, seq {report.seq}, past {report.past}"
+    if report.phase == GENERATE:
+        shape = f"batch {report.batch}, prompt {report.seq}, past {report.past}, {report.new_tokens} new tokens"
+    d = report.dtypes
+    lines = [
+        f"{report.model} {report.phase} ({shape}) on {report.device}: weights {d['weight']}, activations "
+        f"{d['act']}, KV cache {d['kv']}, compute {report.compute_dtype}, lm_head on "
+        f"{'all positions' if report.lm_head == 'all' else 'the last position'}"
+        + (f", efficiency flops {report.flops_efficiency:g} / bandwidth {report.bandwidth_efficiency:g}"
+           if report.flops_efficiency != 1 or report.bandwidth_efficiency != 1 else ""),
+        f"  latency      {_seconds(report.latency_s):>12}   ({report.forwards} forward{'s' if report.forwards > 1 else ''}, "
+        f"{report.bound}-bound: compute {_seconds(report.compute_bound_s)}, memory {_seconds(report.memory_bound_s)})",
+        f"  tokens       {report.tokens:>12}   ({report.tokens_per_s:,.1f} tokens/s)",
+    ]
+    if report.ttft_s is not None:
+        lines.append(f"  TTFT         {_seconds(report.ttft_s):>12}")
+    if report.tpot_s is not None:
+        lines.append(f"  TPOT         {_seconds(report.tpot_s):>12}")
+    for label, counter, unit in (("IO", report.io, "B"), ("FLOPs", report.flops, "FLOP")):
+        lines.append(f"  {label:<6} total {_si(counter.total, unit):>12}   throughput {_si(counter.throughput, unit + '/s'):>13}"
+                     f"   theoretical latency {_seconds(counter.theoretical_latency_s)}")
+    cats = ", ".join(f"{k} {_si(v, 'B')}" for k, v in report.bytes_by_category.items())
+    lines.append(f"  bytes: {cats}")
+    lines.append(f"  utilization  MFU {report.mfu:.1%}   MBU {report.mbu:.1%}")
+    for n in sorted(report.nodes, key=lambda r: -r.time_s)[:nodes]:
+        lines.append(f"    {n.path:<48} {_seconds(n.time_s):>11} {n.bound:<7} {_si(n.flops, 'FLOP'):>12} "
+                     f"{_si(n.bytes, 'B'):>10}  {n.intensity:8.1f} FLOP/B")
+    lines += [f"  note: {t}" for t in report.notes]
+    return "\n".join(lines) + "\n"
