@@ -1,0 +1,128 @@
+"""The BLOOM family (model_type bloom): ALiBi, an embedding LayerNorm, fused qkv, Bloom's own gelu.
+
+Quirks, all from transformers' BloomConfig / modeling_bloom.py (5.23):
+
+- legacy field names: ``n_embed`` (wins over hidden_size, as BloomConfig does), ``n_layer`` /
+  num_hidden_layers, ``n_head`` / num_attention_heads.
+- no position embedding: ALiBi. The base model builds the slopes (one pow per head: H EXP) and the bias
+  slopes x arange(P+S) (H*(P+S) MULT; repeated over the batch, a copy), besides the causal mask.
+- scores are ``alibi.baddbmm(q, k^T, beta=1, alpha=1/sqrt(head_dim))``: the product, the alibi added
+  (one ADD per score) and the scaling (one MULT per score), then the causal mask is added.
+- ``word_embeddings_layernorm`` right after the token embedding; the MLP is always 4 * hidden
+  (``n_inner`` is not read); ``gelu_impl`` is bloom_gelu_forward, 9 aten ops (graph/activations.py).
+- the residual adds run inside the attention and MLP modules (dropout_add), one each.
+- ``pretraining_tp`` > 1 with ``slow_but_exact`` splits the output projections into slices: not supported.
+- the LM head is tied to word_embeddings by default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import ops
+from ..errors import ConfigError
+from ..graph import NodeKind
+from ..graph import blocks as blk
+from ..graph.activations import activation_counts
+from ..graph.blocks import Part
+from ..graph.node import ATTN, MLP
+from ..ops import Counts
+from ..spec import ArchSpec
+from ..symbols import B, S
+from . import register
+from .fields import Fields
+from .gpt2 import layer_norm
+from .llama import LlamaStyle
+
+
+def alibi_and_mask(heads: int, keys: Any) -> Counts:
+    """BloomModel.forward without an attention mask: slopes = pow(base, arange) over the H heads
+    (H EXP); alibi = slopes[:, None, None] * arange(keys): H*keys MULT; then the causal mask."""
+    return ops.elementwise("pow", heads) + ops.elementwise("mul", heads * keys) + blk.causal_mask(keys)
+
+
+def alibi_scores(heads: int, head_dim: int, keys: Any) -> Counts:
+    """baddbmm(alibi, q, k^T, beta=1, alpha=1/sqrt(d)): the bmm, + alibi and * alpha per score; + mask."""
+    out = ops.scaled_matmul(S, keys, head_dim, batch=B * heads, bias=True, alpha=head_dim != 1)
+    return out + ops.elementwise("add", B * heads * S * keys)
+
+
+@register
+class Bloom(LlamaStyle):
+    name = "bloom"
+    model_types = ("bloom",)
+    base = "transformer"
+    layer_prefix = "transformer.h."
+
+    def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
+        f = Fields(data, data["model_type"])
+        hidden = f.int("n_embed", "hidden_size")  # BloomConfig: n_embed overrides hidden_size
+        heads = f.int("n_head", "num_attention_heads")
+        f.divisible(hidden, heads, "hidden size (n_embed) must be a multiple of n_head")
+        if f.int("pretraining_tp", default=1) > 1 and f.bool("slow_but_exact", default=False):
+            raise ConfigError("bloom config: slow_but_exact with pretraining_tp > 1 (sliced output projections) "
+                              "is not supported; set slow_but_exact: false")
+        return ArchSpec(
+            model_type="bloom",
+            family=self.name,
+            name=name,
+            hidden_size=hidden,
+            num_layers=f.int("n_layer", "num_hidden_layers"),
+            num_heads=heads,
+            num_kv_heads=heads,
+            head_dim=hidden // heads,
+            intermediate_size=4 * hidden,  # BloomMLP: always 4 * hidden
+            vocab_size=f.int("vocab_size", default=250880),
+            norm="layernorm",
+            activation="bloom_gelu",
+            gated_mlp=False,
+            qkv_bias=True,
+            o_bias=True,
+            mlp_bias=True,
+            tie_word_embeddings=f.bool("tie_word_embeddings", default=True),
+        )
+
+    # --- graph ------------------------------------------------------------------------------------
+    def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
+        b, h = self.base, spec.hidden_size
+        return [
+            Part(f"{b}.word_embeddings", f"{b}.word_embeddings", NodeKind.EMBEDDING, blk.embedding(spec.vocab_size, h)),
+            Part(f"{b}.word_embeddings_layernorm", f"{b}.word_embeddings_layernorm", NodeKind.NORM,
+                 layer_norm(blk.TOKENS, h)),
+            Part(f"{b}:positions", b, NodeKind.POSITIONS, alibi_and_mask(spec.num_heads, blk.keys_full())),
+        ]
+
+    def layer_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+        h, H, D, inter, t = spec.hidden_size, spec.num_heads, spec.head_dim, spec.intermediate_size, blk.TOKENS
+        keys = blk.keys_full()
+        a, m = ".self_attention", ".mlp"
+        return [
+            Part(".input_layernorm", ".input_layernorm", NodeKind.NORM, layer_norm(t, h)),
+            Part(f"{a}.query_key_value", f"{a}.query_key_value", NodeKind.LINEAR, blk.linear(t, h, 3 * h, True), ATTN),
+            Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(H, D, blk.cached_full()), ATTN),
+            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, alibi_scores(H, D, keys), ATTN),
+            Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
+            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys), ATTN),
+            Part(f"{a}.dense", f"{a}.dense", NodeKind.LINEAR, blk.linear(t, h, h, True), ATTN),
+            Part(f"{a}:residual", a, NodeKind.RESIDUAL, blk.residual(h, count=1)),  # dropout_add
+            Part(".post_attention_layernorm", ".post_attention_layernorm", NodeKind.NORM, layer_norm(t, h)),
+            Part(f"{m}.dense_h_to_4h", f"{m}.dense_h_to_4h", NodeKind.LINEAR, blk.linear(t, h, inter, True), MLP),
+            Part(f"{m}.gelu_impl", f"{m}.gelu_impl", NodeKind.ACTIVATION,
+                 activation_counts(spec.activation, t * inter), MLP),
+            Part(f"{m}.dense_4h_to_h", f"{m}.dense_4h_to_h", NodeKind.LINEAR, blk.linear(t, inter, h, True), MLP),
+            Part(f"{m}:residual", m, NodeKind.RESIDUAL, blk.residual(h, count=1)),  # dropout_add
+        ]
+
+    def tail_parts(self, spec: ArchSpec) -> list[Part]:
+        head = blk.linear(blk.TOKENS, spec.hidden_size, spec.vocab_size, bias=False)
+        if spec.tie_word_embeddings:  # the weight is word_embeddings': counted there, once
+            head = blk.with_params(head, 0)
+        return [
+            Part(f"{self.base}.ln_f", f"{self.base}.ln_f", NodeKind.NORM, layer_norm(blk.TOKENS, spec.hidden_size)),
+            Part("lm_head", "lm_head", NodeKind.LM_HEAD, head),
+        ]
+
+    def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
+        # 6 heads (not a power of two) also runs the extra-slopes branch of the ALiBi slopes
+        out = {k: v for k, v in data.items() if k not in ("hidden_size", "num_hidden_layers", "num_attention_heads")}
+        return {**out, "n_embed": 96, "n_layer": 2, "n_head": 6, "vocab_size": 128}

@@ -1,0 +1,141 @@
+"""The GPT-NeoX family (model_type gpt_neox): fused qkv, partial rotary, parallel residual, LayerNorm.
+
+Quirks, all from transformers' GPTNeoXConfig / modeling_gpt_neox.py (5.23):
+
+- ``query_key_value`` is one fused projection hidden -> 3 * hidden (heads * 3 * head_dim), ``dense`` the
+  output projection; both carry a bias unless ``attention_bias`` is false.
+- partial rotary: only ``int(head_dim * partial_rotary_factor)`` dimensions of q and k are rotated. The
+  factor comes from ``rope_scaling`` / ``rope_parameters`` (``partial_rotary_factor``), else the legacy
+  ``rotary_pct``, else 0.25. (A top-level ``partial_rotary_factor`` is ignored by transformers 5.x for
+  this model: it is noted, not used.)
+- parallel residual (``use_parallel_residual``, default true): attention and MLP both read the layer input,
+  out = x + attn + mlp; the sequential variant adds the same two B*S*hidden tensors, so both are 2 adds.
+- the output head (``embed_out`` in the original checkpoints, ``lm_head`` in transformers 5) is separate
+  from ``embed_in`` unless ``tie_word_embeddings``.
+- ``hidden_act`` (default gelu; gpt-neox-20b: gelu_fast, a 9-op Python expression, graph/activations.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from ..graph import NodeKind
+from ..graph import blocks as blk
+from ..graph.activations import activation_counts, read_activation
+from ..graph.blocks import Part
+from ..graph.node import ATTN, MLP
+from ..spec import ArchSpec
+from . import register
+from .fields import Fields
+from .gpt2 import layer_norm
+from .llama import LlamaStyle
+
+
+def partial_rotary_factor(f: Fields) -> tuple[float, tuple[str, ...]]:
+    """The rotated fraction of each head, as GPTNeoXConfig resolves it, and a note when a field is ignored."""
+    notes: tuple[str, ...] = ()
+    rope = f.raw("rope_scaling") or f.raw("rope_parameters")
+    if rope is not None and not isinstance(rope, dict):
+        raise ConfigError(f"{f.model_type} config field 'rope_parameters' must be an object, got {rope!r}")
+    if rope and rope.get("partial_rotary_factor") is not None:
+        factor = Fields(rope, f.model_type).float("partial_rotary_factor")
+    else:
+        factor = f.float("rotary_pct", default=0.25)
+    if f.has("partial_rotary_factor") and f.float("partial_rotary_factor") != factor:
+        notes = (f"top-level partial_rotary_factor is ignored by transformers' GPT-NeoX; "
+                 f"rotating {factor} of each head (rotary_pct / rope_parameters)",)
+    if not 0 < factor <= 1:
+        raise ConfigError(f"{f.model_type} config: the partial rotary factor must be in (0, 1], got {factor}")
+    return factor, notes
+
+
+@register
+class GPTNeoX(LlamaStyle):
+    name = "gpt_neox"
+    model_types = ("gpt_neox",)
+    base = "gpt_neox"
+    layer_prefix = "gpt_neox.layers."
+
+    def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
+        f = Fields(data, data["model_type"])
+        hidden = f.int("hidden_size")
+        heads = f.int("num_attention_heads")
+        f.divisible(hidden, heads, "hidden_size must be a multiple of num_attention_heads")
+        head_dim = hidden // heads
+        factor, notes = partial_rotary_factor(f)
+        dim = int(head_dim * factor)
+        # inv_freq has ceil(dim/2) entries and cos/sin are cat(freqs, freqs): 2*ceil(dim/2) rotated dims
+        rotary_dim = 2 * ((dim + 1) // 2)
+        if rotary_dim == 0:
+            raise ConfigError(f"{f.model_type} config: partial rotary factor {factor} rotates no dimension "
+                              f"of a head of {head_dim}")
+        bias = f.bool("attention_bias", default=True)
+        return ArchSpec(
+            model_type="gpt_neox",
+            family=self.name,
+            name=name,
+            hidden_size=hidden,
+            num_layers=f.int("num_hidden_layers"),
+            num_heads=heads,
+            num_kv_heads=heads,
+            head_dim=head_dim,
+            intermediate_size=f.int("intermediate_size"),
+            vocab_size=f.int("vocab_size"),
+            norm="layernorm",
+            activation=read_activation(f, "hidden_act", default="gelu"),
+            gated_mlp=False,
+            qkv_bias=bias,
+            o_bias=bias,
+            mlp_bias=True,
+            tie_word_embeddings=f.bool("tie_word_embeddings", default=False),
+            rotary_dim=rotary_dim,
+            notes=notes,
+        )
+
+    # --- graph ------------------------------------------------------------------------------------
+    def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
+        b = self.base
+        return [
+            Part(f"{b}.embed_in", f"{b}.embed_in", NodeKind.EMBEDDING, blk.embedding(spec.vocab_size, spec.hidden_size)),
+            Part(f"{b}:positions", b, NodeKind.POSITIONS, self.mask_counts(spec)),
+            Part(f"{b}.rotary_emb", f"{b}.rotary_emb", NodeKind.ROTARY, blk.rotary_table(spec.rotary_dim)),
+        ]
+
+    def layer_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+        h, H, D, inter, t = spec.hidden_size, spec.num_heads, spec.head_dim, spec.intermediate_size, blk.TOKENS
+        keys = blk.keys_full()
+        a, m = ".attention", ".mlp"
+        rope = blk.apply_rope(H, spec.rotary_dim) + blk.apply_rope(H, spec.rotary_dim)  # q and k
+        return [
+            Part(".input_layernorm", ".input_layernorm", NodeKind.NORM, layer_norm(t, h)),
+            Part(f"{a}.query_key_value", f"{a}.query_key_value", NodeKind.LINEAR,
+                 blk.linear(t, h, 3 * h, spec.qkv_bias), ATTN),
+            Part(f"{a}:rope", a, NodeKind.ROPE, rope, ATTN),
+            Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(H, D, blk.cached_full()), ATTN),
+            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, blk.attn_scores(H, D, keys), ATTN),
+            Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
+            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys), ATTN),
+            Part(f"{a}.dense", f"{a}.dense", NodeKind.LINEAR, blk.linear(t, h, h, spec.o_bias), ATTN),
+            Part(".post_attention_layernorm", ".post_attention_layernorm", NodeKind.NORM, layer_norm(t, h)),
+            Part(f"{m}.dense_h_to_4h", f"{m}.dense_h_to_4h", NodeKind.LINEAR, blk.linear(t, h, inter, True), MLP),
+            Part(f"{m}.act", f"{m}.act", NodeKind.ACTIVATION, activation_counts(spec.activation, t * inter), MLP),
+            Part(f"{m}.dense_4h_to_h", f"{m}.dense_4h_to_h", NodeKind.LINEAR, blk.linear(t, inter, h, True), MLP),
+            # parallel: mlp + attn + x; sequential: attn + x, then mlp + that: two adds either way
+            Part(":residual", "", NodeKind.RESIDUAL, blk.residual(h)),
+        ]
+
+    def tail_parts(self, spec: ArchSpec) -> list[Part]:
+        head = blk.linear(blk.TOKENS, spec.hidden_size, spec.vocab_size, bias=False)
+        if spec.tie_word_embeddings:  # the weight is embed_in's: counted there, once
+            head = blk.with_params(head, 0)
+        return [
+            Part(f"{self.base}.final_layer_norm", f"{self.base}.final_layer_norm", NodeKind.NORM,
+                 layer_norm(blk.TOKENS, spec.hidden_size)),
+            Part("lm_head", "lm_head", NodeKind.LM_HEAD, head),
+        ]
+
+    def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
+        # head_dim 16; the factor of the real config still applies (0.25 -> 4 rotated dims)
+        return {**data, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "vocab_size": 128}
