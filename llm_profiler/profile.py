@@ -40,6 +40,8 @@ def check_shape(batch: Any, seq: Any, past: Any = 0) -> tuple[int, int, int]:
             number = operator.index(value)
         except TypeError:
             raise ShapeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})") from None
+        if abs(number) > 2**63 - 1:  # no tensor has such a dimension; and 4300+ digits cannot be printed
+            raise ShapeError(f"{name} must be < 2**63, got a {number.bit_length()}-bit number")
         if number < minimum:
             raise ShapeError(f"{name} must be >= {minimum}, got {number}")
         out.append(number)

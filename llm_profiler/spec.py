@@ -28,7 +28,7 @@ class ArchSpec(BaseModel):
     intermediate_size: int = Field(gt=0)
     vocab_size: int = Field(gt=0)
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
-    activation: str = "silu"  # an op name of llm_profiler.ops.ELEMENTWISE
+    activation: str = "silu"  # a Hugging Face activation name (llm_profiler.graph.activations.HF_ACTIVATIONS)
     gated_mlp: bool = True
     qkv_bias: bool = False
     o_bias: bool = False

@@ -118,7 +118,7 @@ def test_gemma3_multimodal_profiles_text_config():
 
 def test_config_quirks():
     g = profile_model("gemma-2b").spec
-    assert g.activation == "gelu_tanh"  # the legacy hidden_act "gelu" means the tanh approximation
+    assert g.activation == "gelu_pytorch_tanh"  # the legacy hidden_act "gelu" means the tanh approximation
     assert g.num_kv_heads == 1 and g.head_dim == 256 and g.tie_word_embeddings
     g2 = profile_model("gemma-2-9b").spec
     assert g2.layer_types[:2] == (SLIDING_ATTENTION, FULL_ATTENTION)  # old pattern: alternate, sliding first

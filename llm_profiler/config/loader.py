@@ -130,8 +130,8 @@ def _plain_json(data: Any, name: str) -> dict[str, Any]:
         )
     try:
         return json.loads(json.dumps(data, default=_json_fallback))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config {name} cannot be represented as JSON: {exc}") from exc
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        raise ConfigError(f"config {name} cannot be represented as JSON: {exc}") from None
 
 
 def _json_fallback(value: Any) -> str:
@@ -150,6 +150,8 @@ def _read_json_file(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"config file {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except (ValueError, RecursionError) as exc:  # an integer of > 4300 digits; absurdly deep nesting
+        raise ConfigError(f"config file {path} cannot be read as JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a JSON object, found a {type(data).__name__}")
     return data

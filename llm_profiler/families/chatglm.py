@@ -18,8 +18,8 @@ the published total counts the lm_head weight once, with the word embeddings)):
   (rotate_half) with its own position ids (positions and block positions): per half per q/k,
   x*cos + rotate_half(x)*sin; cos / sin rows are gathered per token (``F.embedding``). Without 2D, one
   rotation over the whole head_dim.
-- Attention: q / (sqrt(head_dim) * (layer_id + 1)); scores as baddbmm (beta=0: counted like a biased
-  product, as the measuring side counts baddbmm); the mask is a masked_fill (no arithmetic); the scores
+- Attention: q / (sqrt(head_dim) * (layer_id + 1)); scores as baddbmm with beta=0 (the empty input
+  is ignored: a plain product, as the measuring side counts it); the mask is a masked_fill (no arithmetic); the scores
   * (layer_id + 1); softmax; probs @ v.
 - KV cache: K and V of every head for every token: 2 * B * heads * head_dim * (P + S).
 
@@ -148,7 +148,7 @@ class ChatGLM(Family):
         n = B * H * S * keys
         scores = (
             ops.elementwise("div", t * H * D)  # q / (sqrt(d) * (layer_id + 1))
-            + ops.matmul(S, keys, D, batch=B * H, bias=True)  # baddbmm(empty, q, k^T, beta=0)
+            + ops.matmul(S, keys, D, batch=B * H)  # baddbmm(empty, q, k^T, beta=0): beta=0 adds no bias
             + ops.elementwise("mul", n)  # scores * (layer_id + 1)
         )
         residual = ops.elementwise("mul", t * h) + ops.elementwise("add", t * h)  # normed_input * alpha + output
@@ -165,7 +165,7 @@ class ChatGLM(Family):
             Part(":residual_attn", "", NodeKind.RESIDUAL, residual),
             Part(".post_attention_layernorm", ".post_attention_layernorm", NodeKind.NORM, blk.layer_norm(t, h)),
             Part(f"{m}.dense_h_to_4h", f"{m}.dense_h_to_4h", NodeKind.LINEAR, blk.linear(t, h, inter, True), MLP),
-            Part(f"{m}:act", m, NodeKind.ACTIVATION, blk.activation("gelu_tanh", t * inter), MLP),
+            Part(f"{m}:act", m, NodeKind.ACTIVATION, ops.elementwise("gelu_tanh", t * inter), MLP),
             Part(f"{m}.dense_4h_to_h", f"{m}.dense_4h_to_h", NodeKind.LINEAR, blk.linear(t, inter, h, True), MLP),
             Part(":residual_mlp", "", NodeKind.RESIDUAL, residual),
         ]

@@ -44,6 +44,7 @@ from .. import ops
 from ..errors import ConfigError
 from ..graph import Graph, Node
 from ..graph import blocks as blk
+from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP, NodeKind
 from ..metrics import ACTIVE_PARAMS, CACHE
@@ -52,7 +53,7 @@ from ..spec import ArchSpec
 from ..symbols import B
 from . import register
 from .fields import Fields
-from .llama import LlamaStyle, activation_op
+from .llama import LlamaStyle
 
 DENSE, MOE = "dense", "moe"
 
@@ -166,7 +167,7 @@ class Deepseek(LlamaStyle):
             head_dim=nope + rope,
             intermediate_size=f.int("intermediate_size", default=18432 if v3 else 11008),
             vocab_size=f.int("vocab_size", default=129280 if v3 else 102400),
-            activation=activation_op(f, "hidden_act"),
+            activation=read_activation(f, "hidden_act", default="silu"),
             qkv_bias=attention_bias,  # on q_a_proj and kv_a_proj_with_mqa (never on q_proj / q_b_proj / kv_b_proj)
             o_bias=attention_bias,
             mlp_bias=False if v3 else f.bool("mlp_bias", default=False),

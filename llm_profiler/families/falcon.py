@@ -13,6 +13,7 @@ from .. import ops
 from ..errors import ConfigError
 from ..graph import NodeKind
 from ..graph import blocks as blk
+from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP
 from ..ops import Counts
@@ -20,7 +21,7 @@ from ..spec import ArchSpec
 from ..symbols import B, P, S
 from . import register
 from .fields import Fields
-from .llama import LlamaStyle, activation_op
+from .llama import LlamaStyle
 
 # Legacy RefinedWeb keys (the pre-transformers Hub revisions) -> the FalconConfig names transformers reads.
 LEGACY_KEYS = {"n_head": "num_attention_heads", "n_layer": "num_hidden_layers", "n_embed": "hidden_size",
@@ -129,7 +130,7 @@ class Falcon(LlamaStyle):
             intermediate_size=f.int("ffn_hidden_size", default=4 * hidden),
             vocab_size=f.int("vocab_size"),
             norm="layernorm",
-            activation=activation_op(f, "activation", default="gelu"),
+            activation=read_activation(f, "activation", default="gelu"),
             gated_mlp=False,
             qkv_bias=bias,
             o_bias=bias,

@@ -7,6 +7,11 @@ from typing import Any
 from ..errors import ConfigError
 
 _MISSING: Any = object()
+# The graph holds one set of nodes per layer, so a layer count is bounded: real models have at most a few
+# hundred, and a corrupt value (1e30) would otherwise hang the profiler instead of failing.
+MAX_LAYERS = 10_000
+MAX_INT = 2**63 - 1  # a dimension no tensor can have is corrupt data, and would print as 4300+ digits
+_LAYER_COUNT_FIELDS = frozenset({"num_hidden_layers", "n_layer", "num_layers", "n_layers"})
 
 
 class Fields:
@@ -41,8 +46,13 @@ class Fields:
             raise ConfigError(
                 f"{self.model_type} config field {key!r} must be an integer, got {value!r} ({type(value).__name__})"
             )
+        if abs(value) > MAX_INT:
+            raise ConfigError(f"{self.model_type} config field {key!r} must be < 2**63 (an int64 tensor size), "
+                              f"got a {value.bit_length()}-bit number")
         if value < minimum:
             raise ConfigError(f"{self.model_type} config field {key!r} must be >= {minimum}, got {value}")
+        if key in _LAYER_COUNT_FIELDS and value > MAX_LAYERS:
+            raise ConfigError(f"{self.model_type} config field {key!r} must be <= {MAX_LAYERS}, got {value}")
         return value
 
     def bool(self, *names: str, default: Any = _MISSING) -> bool:
@@ -78,6 +88,26 @@ class Fields:
     def raw(self, *names: str, default: Any = None) -> Any:
         value = self._find(names)[1]
         return default if value is _MISSING else value
+
+    def attention_heads(self, hidden: int, *, kv_default: int | None = None,
+                        head_dim_default: int | None = None) -> tuple[int, int, int]:
+        """(heads, kv_heads, head_dim) of a Llama-style config.
+
+        ``num_key_value_heads`` defaults to ``kv_default`` (or to the heads: multi-head attention) and must
+        divide the heads; ``head_dim`` is explicit when given, else ``head_dim_default``, else hidden / heads
+        (which must then divide).
+        """
+        heads = self.int("num_attention_heads")
+        kv_heads = self.int("num_key_value_heads", default=heads if kv_default is None else kv_default)
+        if self.has("head_dim"):
+            head_dim = self.int("head_dim")
+        elif head_dim_default is not None:
+            head_dim = head_dim_default
+        else:
+            self.divisible(hidden, heads, "hidden_size must be a multiple of num_attention_heads when head_dim is absent")
+            head_dim = hidden // heads
+        self.divisible(heads, kv_heads, "num_attention_heads must be a multiple of num_key_value_heads")
+        return heads, kv_heads, head_dim
 
     def divisible(self, numerator: int, denominator: int, what: str) -> None:
         if numerator % denominator:

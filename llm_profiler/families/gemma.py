@@ -30,6 +30,8 @@ from .. import ops
 from ..errors import ConfigError
 from ..graph import NodeKind
 from ..graph import blocks as blk
+from ..graph.activations import HF_ACTIVATIONS
+from ..graph.activations import supported as supported_activations
 from ..graph.blocks import Part
 from ..graph.node import ATTN
 from ..ops import Counts
@@ -37,7 +39,7 @@ from ..spec import FULL_ATTENTION, SLIDING_ATTENTION, ArchSpec
 from ..symbols import B, S
 from . import register
 from .fields import Fields
-from .llama import SINGLE_OP_ACTIVATIONS, LlamaStyle
+from .llama import LlamaStyle
 
 # Defaults of GemmaConfig / Gemma2Config / Gemma3TextConfig (transformers 5.23), for fields a config omits.
 _COMMON = {"head_dim": 256, "tie_word_embeddings": True, "attention_bias": False}
@@ -126,10 +128,10 @@ class Gemma(LlamaStyle):
             if model_type == "gemma3_text" and f.bool("use_bidirectional_attention", default=False):
                 raise ConfigError("gemma3_text with use_bidirectional_attention=true (embedding models) is "
                                   "not supported: its masks differ from the causal decoder's")
-        if act not in SINGLE_OP_ACTIVATIONS:
+        if act not in HF_ACTIVATIONS:
             field = "hidden_act" if model_type == "gemma" else "hidden_activation"
             raise ConfigError(f"{model_type} config field {field!r} = {act!r} is not a supported activation; "
-                              f"supported: {', '.join(sorted(SINGLE_OP_ACTIVATIONS))}")
+                              f"supported: {', '.join(supported_activations())}")
 
         return GemmaSpec(
             model_type=model_type,
@@ -142,7 +144,7 @@ class Gemma(LlamaStyle):
             head_dim=head_dim,
             intermediate_size=f.int("intermediate_size", default=defaults["intermediate_size"]),
             vocab_size=f.int("vocab_size", default=defaults["vocab_size"]),
-            activation=SINGLE_OP_ACTIVATIONS[act],
+            activation=act,
             qkv_bias=bias,
             o_bias=bias,
             tie_word_embeddings=f.bool("tie_word_embeddings", default=True),

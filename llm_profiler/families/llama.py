@@ -13,6 +13,7 @@ import sympy
 from ..errors import ConfigError
 from ..graph import Graph, Node, NodeKind
 from ..graph import blocks as blk
+from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP
 from ..ops import Counts
@@ -20,21 +21,6 @@ from ..spec import FULL_ATTENTION, SLIDING_ATTENTION, ArchSpec
 from . import register
 from .base import Family
 from .fields import Fields
-
-# Hugging Face activation names (config "hidden_act") -> op of llm_profiler.ops when the transformers
-# activation module is a single aten op.
-SINGLE_OP_ACTIVATIONS: dict[str, str] = {"silu": "silu", "swish": "silu", "relu": "relu", "gelu": "gelu",
-                                         "gelu_pytorch_tanh": "gelu_tanh", "sigmoid": "sigmoid", "tanh": "tanh"}
-
-
-def activation_op(fields: Fields, *names: str, default: str = "silu") -> str:
-    name = fields.str(*names, default=default)
-    if name not in SINGLE_OP_ACTIVATIONS:
-        raise ConfigError(
-            f"{fields.model_type} config field {names[0]!r} = {name!r} is not a supported activation; "
-            f"supported: {', '.join(sorted(SINGLE_OP_ACTIVATIONS))}"
-        )
-    return SINGLE_OP_ACTIVATIONS[name]
 
 
 class LlamaStyle(Family):
@@ -169,16 +155,7 @@ class Llama(LlamaStyle):
         model_type = data["model_type"]
         f = Fields(data, model_type)
         hidden = f.int("hidden_size")
-        heads = f.int("num_attention_heads")
-        kv_heads = f.int("num_key_value_heads", default=heads)
-        if f.has("head_dim"):
-            head_dim = f.int("head_dim")
-        elif model_type == "qwen3":
-            head_dim = 128
-        else:
-            f.divisible(hidden, heads, "hidden_size must be a multiple of num_attention_heads when head_dim is absent")
-            head_dim = hidden // heads
-        f.divisible(heads, kv_heads, "num_attention_heads must be a multiple of num_key_value_heads")
+        heads, kv_heads, head_dim = f.attention_heads(hidden, head_dim_default=128 if model_type == "qwen3" else None)
         layers = f.int("num_hidden_layers")
 
         qkv_bias = o_bias = False
@@ -215,7 +192,7 @@ class Llama(LlamaStyle):
             head_dim=head_dim,
             intermediate_size=f.int("intermediate_size"),
             vocab_size=f.int("vocab_size"),
-            activation=activation_op(f, "hidden_act"),
+            activation=read_activation(f, "hidden_act", default="silu"),
             qkv_bias=qkv_bias,
             o_bias=o_bias,
             mlp_bias=f.bool("mlp_bias", default=False) if model_type == "llama" else False,

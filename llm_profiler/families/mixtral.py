@@ -11,12 +11,13 @@ from typing import Any
 
 from ..graph import Graph, Node, NodeKind
 from ..graph import blocks as blk
+from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..graph.moe import MoESpec, sparse_moe_parts
 from ..spec import SLIDING_ATTENTION, ArchSpec
 from . import register
 from .fields import Fields
-from .llama import LlamaStyle, activation_op
+from .llama import LlamaStyle
 
 
 class SparseMoEStyle(LlamaStyle):
@@ -77,21 +78,14 @@ class Mixtral(SparseMoEStyle):
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
         f = Fields(data, "mixtral")
         hidden = f.int("hidden_size")
-        heads = f.int("num_attention_heads")
-        kv_heads = f.int("num_key_value_heads", default=heads)
-        if f.has("head_dim"):
-            head_dim = f.int("head_dim")
-        else:
-            f.divisible(hidden, heads, "hidden_size must be a multiple of num_attention_heads when head_dim is absent")
-            head_dim = hidden // heads
-        f.divisible(heads, kv_heads, "num_attention_heads must be a multiple of num_key_value_heads")
+        heads, kv_heads, head_dim = f.attention_heads(hidden)
         layers = f.int("num_hidden_layers")
         window = f.int("sliding_window", default=None, minimum=2)
         inter = f.int("intermediate_size")
         return MoESpec(
             model_type="mixtral", family=self.name, name=name,
             hidden_size=hidden, num_layers=layers, num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
-            intermediate_size=inter, vocab_size=f.int("vocab_size"), activation=activation_op(f, "hidden_act"),
+            intermediate_size=inter, vocab_size=f.int("vocab_size"), activation=read_activation(f, "hidden_act", default="silu"),
             tie_word_embeddings=f.bool("tie_word_embeddings", default=False), rotary_dim=head_dim,
             sliding_window=window, layer_types=(SLIDING_ATTENTION,) * layers if window is not None else (),
             num_experts=f.int("num_local_experts", "num_experts"), experts_per_token=f.int("num_experts_per_tok"),

@@ -8,11 +8,12 @@ from typing import Any
 
 from ..graph import NodeKind
 from ..graph import blocks as blk
+from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..spec import ArchSpec
 from . import register
 from .fields import Fields
-from .llama import LlamaStyle, activation_op
+from .llama import LlamaStyle
 
 
 @register
@@ -32,14 +33,7 @@ class Olmo2(LlamaStyle):
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
         f = Fields(data, "olmo2")
         hidden = f.int("hidden_size")
-        heads = f.int("num_attention_heads")
-        kv_heads = f.int("num_key_value_heads", default=heads)
-        if f.has("head_dim"):
-            head_dim = f.int("head_dim")
-        else:
-            f.divisible(hidden, heads, "hidden_size must be a multiple of num_attention_heads when head_dim is absent")
-            head_dim = hidden // heads
-        f.divisible(heads, kv_heads, "num_attention_heads must be a multiple of num_key_value_heads")
+        heads, kv_heads, head_dim = f.attention_heads(hidden)
         bias = f.bool("attention_bias", default=False)
         return ArchSpec(
             model_type="olmo2",
@@ -52,7 +46,7 @@ class Olmo2(LlamaStyle):
             head_dim=head_dim,
             intermediate_size=f.int("intermediate_size"),
             vocab_size=f.int("vocab_size"),
-            activation=activation_op(f, "hidden_act"),
+            activation=read_activation(f, "hidden_act", default="silu"),
             qkv_bias=bias,
             o_bias=bias,
             tie_word_embeddings=f.bool("tie_word_embeddings", default=False),

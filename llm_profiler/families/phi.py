@@ -8,48 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import sympy
-
 from .. import ops
 from ..errors import ConfigError
 from ..graph import NodeKind
 from ..graph import blocks as blk
+from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP
 from ..ops import Counts
 from ..spec import SLIDING_ATTENTION, ArchSpec
 from . import register
 from .fields import Fields
-from .llama import SINGLE_OP_ACTIVATIONS, LlamaStyle
-
-GELU_NEW = "gelu_new"
-
-
-def gelu_new(n: sympy.Expr) -> Counts:
-    """NewGELUActivation in Python, op by op, on n elements:
-    0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))):
-    pow(x, 3) (cube: 2 MULT), * 0.044715, x +, * sqrt(2/pi), tanh, 1 +, 0.5 * x, * : eight ops, each
-    writing n elements (so act is 8n, unlike the single fused aten gelu)."""
-    return (ops.elementwise("cube", n) + ops.elementwise("mul", n) + ops.elementwise("add", n)
-            + ops.elementwise("mul", n) + ops.elementwise("tanh", n) + ops.elementwise("add", n)
-            + ops.elementwise("mul", n) + ops.elementwise("mul", n))
-
-
-def mlp_activation(name: str, n: sympy.Expr) -> Counts:
-    return gelu_new(n) if name == GELU_NEW else blk.activation(name, n)
-
-
-def activation(f: Fields, default: str) -> str:
-    """The op of ``hidden_act``: a single aten op, or gelu_new (a Python composition)."""
-    name = f.str("hidden_act", default=default)
-    if name == GELU_NEW:
-        return GELU_NEW
-    if name not in SINGLE_OP_ACTIVATIONS:
-        raise ConfigError(
-            f"{f.model_type} config field 'hidden_act' = {name!r} is not a supported activation; "
-            f"supported: {', '.join(sorted([*SINGLE_OP_ACTIVATIONS, GELU_NEW]))}"
-        )
-    return SINGLE_OP_ACTIVATIONS[name]
+from .llama import LlamaStyle
 
 
 def rope_parameters(f: Fields) -> dict[str, Any]:
@@ -78,13 +48,6 @@ def rotary_dim(f: Fields, head_dim: int, default_factor: float) -> int:
     return dim
 
 
-def _head_dim(f: Fields, hidden: int, heads: int) -> int:
-    if f.has("head_dim"):
-        return f.int("head_dim")
-    f.divisible(hidden, heads, "hidden_size must be a multiple of num_attention_heads when head_dim is absent")
-    return hidden // heads
-
-
 @register
 class Phi(LlamaStyle):
     """phi. Quirks, all from transformers' PhiConfig / modeling_phi:
@@ -103,10 +66,7 @@ class Phi(LlamaStyle):
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
         f = Fields(data, "phi")
         hidden = f.int("hidden_size")
-        heads = f.int("num_attention_heads")
-        kv_heads = f.int("num_key_value_heads", default=heads)
-        head_dim = _head_dim(f, hidden, heads)
-        f.divisible(heads, kv_heads, "num_attention_heads must be a multiple of num_key_value_heads")
+        heads, kv_heads, head_dim = f.attention_heads(hidden)
         qk_norm = f.bool("qk_layernorm", default=False)
         if qk_norm and head_dim != hidden // heads:
             raise ConfigError("phi config: qk_layernorm needs head_dim == hidden_size // num_attention_heads")
@@ -122,7 +82,7 @@ class Phi(LlamaStyle):
             intermediate_size=f.int("intermediate_size"),
             vocab_size=f.int("vocab_size"),
             norm="layernorm",
-            activation=activation(f, GELU_NEW),
+            activation=read_activation(f, "hidden_act", default="gelu_new"),
             gated_mlp=False,
             qkv_bias=True,
             o_bias=True,
@@ -149,7 +109,7 @@ class Phi(LlamaStyle):
         return [
             Part(f"{m}.fc1", f"{m}.fc1", NodeKind.LINEAR, blk.linear(t, h, inter, True), MLP),
             Part(f"{m}.activation_fn", f"{m}.activation_fn", NodeKind.ACTIVATION,
-                 mlp_activation(spec.activation, t * inter), MLP),
+                 blk.activation(spec.activation, t * inter), MLP),
             Part(f"{m}.fc2", f"{m}.fc2", NodeKind.LINEAR, blk.linear(t, inter, h, True), MLP),
         ]
 
@@ -207,10 +167,7 @@ class Phi3(LlamaStyle):
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
         f = Fields(data, "phi3")
         hidden = f.int("hidden_size")
-        heads = f.int("num_attention_heads")
-        kv_heads = f.int("num_key_value_heads", default=heads)
-        head_dim = _head_dim(f, hidden, heads)
-        f.divisible(heads, kv_heads, "num_attention_heads must be a multiple of num_key_value_heads")
+        heads, kv_heads, head_dim = f.attention_heads(hidden)
         layers = f.int("num_hidden_layers")
         window = f.int("sliding_window", default=None, minimum=2)
         return Phi3Spec(
@@ -224,7 +181,7 @@ class Phi3(LlamaStyle):
             head_dim=head_dim,
             intermediate_size=f.int("intermediate_size"),
             vocab_size=f.int("vocab_size"),
-            activation=activation(f, "silu"),
+            activation=read_activation(f, "hidden_act", default="silu"),
             tie_word_embeddings=f.bool("tie_word_embeddings", default=False),
             rotary_dim=rotary_dim(f, head_dim, 1.0),
             sliding_window=window,
@@ -254,7 +211,7 @@ class Phi3(LlamaStyle):
         return [
             Part(f"{m}.gate_up_proj", f"{m}.gate_up_proj", NodeKind.LINEAR, blk.linear(t, h, 2 * inter, False), MLP),
             Part(f"{m}.activation_fn", f"{m}.activation_fn", NodeKind.ACTIVATION,
-                 mlp_activation(spec.activation, t * inter), MLP),
+                 blk.activation(spec.activation, t * inter), MLP),
             Part(f"{m}:gate_mul", m, NodeKind.ELEMENTWISE, blk.gate_product(inter), MLP),
             Part(f"{m}.down_proj", f"{m}.down_proj", NodeKind.LINEAR, blk.linear(t, inter, h, False), MLP),
         ]
@@ -270,7 +227,7 @@ class Phi3(LlamaStyle):
             out["sliding_window"] = 4
         # longrope's short / long factor lists hold one entry per rotary frequency: resize them
         f = Fields(out, "phi3")
-        half = rotary_dim(f, _head_dim(f, 64, 4), 1.0) // 2
+        half = rotary_dim(f, f.attention_heads(64)[2], 1.0) // 2
         for key in ("rope_parameters", "rope_scaling"):
             rope = out.get(key)
             if isinstance(rope, dict):

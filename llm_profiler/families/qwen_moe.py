@@ -10,12 +10,12 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..graph import blocks as blk
+from ..graph.activations import read_activation
 from ..graph.moe import MoESpec
 from ..ops import Counts
 from ..spec import FULL_ATTENTION, SLIDING_ATTENTION, ArchSpec
 from . import register
 from .fields import Fields
-from .llama import activation_op
 from .mixtral import SparseMoEStyle, moe_tiny_dims
 
 
@@ -44,14 +44,7 @@ class QwenMoE(SparseMoEStyle):
         model_type = data["model_type"]
         f = Fields(data, model_type)
         hidden = f.int("hidden_size")
-        heads = f.int("num_attention_heads")
-        kv_heads = f.int("num_key_value_heads", default=heads)
-        if f.has("head_dim"):
-            head_dim = f.int("head_dim")
-        else:
-            f.divisible(hidden, heads, "hidden_size must be a multiple of num_attention_heads when head_dim is absent")
-            head_dim = hidden // heads
-        f.divisible(heads, kv_heads, "num_attention_heads must be a multiple of num_key_value_heads")
+        heads, kv_heads, head_dim = f.attention_heads(hidden)
         layers = f.int("num_hidden_layers")
         qwen2 = model_type == "qwen2_moe"
 
@@ -74,7 +67,7 @@ class QwenMoE(SparseMoEStyle):
         return MoESpec(
             model_type=model_type, family=self.name, name=name,
             hidden_size=hidden, num_layers=layers, num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
-            intermediate_size=inter, vocab_size=f.int("vocab_size"), activation=activation_op(f, "hidden_act"),
+            intermediate_size=inter, vocab_size=f.int("vocab_size"), activation=read_activation(f, "hidden_act", default="silu"),
             qkv_bias=qkv_bias, o_bias=o_bias, tie_word_embeddings=f.bool("tie_word_embeddings", default=False),
             rotary_dim=head_dim, sliding_window=window, layer_types=layer_types, qk_norm=not qwen2,
             num_experts=num_experts, experts_per_token=f.int("num_experts_per_tok"),

@@ -7,12 +7,13 @@ from typing import Any
 
 from ..graph import NodeKind
 from ..graph import blocks as blk
+from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..graph.node import MLP
 from ..spec import SLIDING_ATTENTION, ArchSpec
 from . import register
 from .fields import Fields
-from .llama import LlamaStyle, activation_op
+from .llama import LlamaStyle
 
 
 @register
@@ -32,14 +33,7 @@ class Starcoder2(LlamaStyle):
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
         f = Fields(data, "starcoder2")
         hidden = f.int("hidden_size")
-        heads = f.int("num_attention_heads")
-        kv_heads = f.int("num_key_value_heads", default=2)
-        if f.has("head_dim"):
-            head_dim = f.int("head_dim")
-        else:
-            f.divisible(hidden, heads, "hidden_size must be a multiple of num_attention_heads when head_dim is absent")
-            head_dim = hidden // heads
-        f.divisible(heads, kv_heads, "num_attention_heads must be a multiple of num_key_value_heads")
+        heads, kv_heads, head_dim = f.attention_heads(hidden, kv_default=2)
         layers = f.int("num_hidden_layers")
         bias = f.bool("use_bias", default=True)
         window = f.int("sliding_window", default=None, minimum=2)
@@ -55,7 +49,7 @@ class Starcoder2(LlamaStyle):
             intermediate_size=f.int("intermediate_size"),
             vocab_size=f.int("vocab_size"),
             norm="layernorm",
-            activation=activation_op(f, "hidden_act", default="gelu_pytorch_tanh"),
+            activation=read_activation(f, "hidden_act", default="gelu_pytorch_tanh"),
             gated_mlp=False,
             qkv_bias=bias,
             o_bias=bias,

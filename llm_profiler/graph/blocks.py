@@ -15,6 +15,7 @@ from .. import ops
 from ..metrics import CACHE, PARAMS
 from ..ops import Counts
 from ..symbols import B, P, S
+from .activations import activation_counts
 from .node import ATTN, MLP, Node, NodeKind
 
 TOKENS = B * S  # rows every token-wise op sees
@@ -181,7 +182,8 @@ def residual(hidden: int, count: int = 2) -> Counts:
 
 
 def activation(name: str, n: sympy.Expr) -> Counts:
-    return ops.elementwise(name, n)
+    """The Hugging Face activation ``name`` (graph.activations.HF_ACTIVATIONS) over n elements."""
+    return activation_counts(name, n)
 
 
 def gate_product(intermediate: int) -> Counts:

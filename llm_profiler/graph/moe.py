@@ -24,6 +24,7 @@ from .. import ops
 from ..metrics import ACTIVE_PARAMS, PARAMS
 from ..ops import Counts
 from ..spec import ArchSpec
+from .activations import activation_counts
 from .blocks import TOKENS, Part, linear, with_params
 from .node import MLP, NodeKind
 
@@ -115,7 +116,7 @@ def routed_experts(hidden: int, intermediate: int, num_experts: int, top_k: int,
 
 def expert_activation(activation: str, intermediate: int, top_k: int, rows: sympy.Expr = TOKENS) -> Counts:
     """The experts' ``act_fn`` on the gate half of every (token, expert) pair: rows*top_k*I elements."""
-    return ops.elementwise(activation, rows * top_k * intermediate)
+    return activation_counts(activation, rows * top_k * intermediate)
 
 
 # --- per-expert detail (reporting only: expected values, never node counts) -----------------------
