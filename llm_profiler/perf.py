@@ -307,7 +307,7 @@ def format_report(report: PhaseReport, nodes: int = 0) -> str:
         + (f", efficiency flops {report.flops_efficiency:g} / bandwidth {report.bandwidth_efficiency:g}"
            if report.flops_efficiency != 1 or report.bandwidth_efficiency != 1 else ""),
         f"  latency      {_seconds(report.latency_s):>12}   ({report.forwards} forward{'s' if report.forwards > 1 else ''}, "
-        f"{report.bound}-bound: compute {_seconds(report.compute_bound_s)}, memory {_seconds(report.memory_bound_s)})",
+        f"{report.bound}-bound; time in compute-bound nodes {_seconds(report.compute_bound_s)}, in memory-bound nodes {_seconds(report.memory_bound_s)})",
         f"  tokens       {report.tokens:>12}   ({report.tokens_per_s:,.1f} tokens/s)",
     ]
     if report.ttft_s is not None:
