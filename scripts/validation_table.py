@@ -34,8 +34,8 @@ def main() -> int:
             family, spec = build_spec(cfg.data, cfg.name)
             model = build_model(family.hf_config(cfg.data), device="meta")
         except Exception as err:  # static-only families (no transformers code) and unsupported ones
-            rows.append(f"| {preset.alias} | {cfg.model_type} | not validated: {type(err).__name__}: "
-                        f"{str(err).splitlines()[0][:80]} |" + " |" * (len(METRICS) - 1))
+            reason = str(err).splitlines()[0].split(" (")[0]
+            rows.append(f"| {preset.alias} | {cfg.model_type} | not validated: {reason} |" + " |" * (len(METRICS) - 1))
             continue
         status: dict[str, bool] = defaultdict(lambda: True)
         compared: dict[str, int] = defaultdict(int)
