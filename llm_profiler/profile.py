@@ -106,16 +106,28 @@ class ModelProfile:
 
     def sweep(self, metric: str, scope: str | None = TRANSFORMER, *, batch: Any = 1, seq: Any = 1,
               past: Any = 0) -> Any:
-        """Vectorised evaluation over numpy arrays (broadcast together); int64 results.
+        """Vectorised evaluation over numpy arrays (broadcast together), always exact.
 
-        Exact while the counts fit in int64 (below 9.2e18); use ``count`` for exact big integers.
+        int64 results while every count fits in int64 (below 9.2e18); otherwise an object array of exact
+        Python ints (slower), since int64 arithmetic would wrap around silently.
         """
         import numpy as np
 
-        b, s, p = (np.asarray(x, dtype=np.int64) for x in (batch, seq, past))
+        arrays = []
+        for name, x in (("batch", batch), ("seq", seq), ("past", past)):
+            a = np.asarray(x)
+            if a.dtype.kind not in "iu" or (a.dtype.kind == "u" and a.size and a.max() > 2**63 - 1):
+                raise ShapeError(f"sweep: {name} must hold integers below 2**63, got dtype {a.dtype}")
+            arrays.append(a.astype(np.int64))
+        b, s, p = arrays
         if (b < 1).any() or (s < 1).any() or (p < 0).any():
             raise ShapeError("sweep needs batch >= 1, seq >= 1 and past >= 0 everywhere")
-        return np.broadcast_to(self.compiled(metric, scope)(b, s, p), np.broadcast_shapes(b.shape, s.shape, p.shape))
+        fn, shape = self.compiled(metric, scope), np.broadcast_shapes(b.shape, s.shape, p.shape)
+        # A float64 shadow finds counts near or past 2**63 (float error is ~1e-16 relative: margin 2**-40).
+        approx = np.asarray(fn(*(x.astype(np.float64) for x in (b, s, p))))
+        if approx.size and approx.max() >= 2.0**63 * (1 - 2.0**-40):
+            return np.broadcast_to(fn(*(x.astype(object) for x in (b, s, p))), shape)
+        return np.broadcast_to(fn(b, s, p), shape)
 
     def at(self, batch: int, seq: int, past: int = 0) -> Profile:
         return Profile(self, *check_shape(batch, seq, past))
