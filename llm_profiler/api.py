@@ -28,6 +28,8 @@ def _unpack(kwargs: Mapping[str, Any]) -> tuple[Any, int, int, int]:
         raise QueryError(f"unknown key(s) {sorted(unknown)} in kwargs; valid: model_config, input_shape, past_length")
     if "model_config" not in kwargs:
         raise QueryError("kwargs needs 'model_config' (a preset name, config.json path, dict or config object)")
+    if kwargs["model_config"] is None:
+        raise QueryError("kwargs 'model_config' is None: pass a preset name, config.json path, dict or config object")
     if "input_shape" not in kwargs:
         raise ShapeError("kwargs needs 'input_shape': [batch, sequence_length]")
     shape = kwargs["input_shape"]
@@ -53,14 +55,24 @@ def value_line(metric: str, value: int) -> str:
     return f"    {M.LABELS[metric] + ':':<12}{value}  (10^{exponent(value)})"
 
 
+def _scope_name(scope: Any) -> str:
+    if scope is None or (isinstance(scope, str) and not scope.strip()):
+        return TRANSFORMER  # the seed's default
+    if not isinstance(scope, str):
+        from .scopes import valid_scopes_text
+
+        raise QueryError(f"scope must be a string, got {scope!r}; valid: {valid_scopes_text()}")
+    return scope.strip()
+
+
 def get_profile(kwargs: Mapping[str, Any], attr: str, scope: str | None = None, *, quiet: bool = False) -> int:
     """The exact count of ``attr`` (add, mult, div, sqrt, exp, cmp, flops, macs, params, cache, act) in
     ``scope`` (transformer by default; model, attn, mlp, norm, embed, lm_head, layers.N, a path or glob),
     printed in the seed's format unless ``quiet``."""
     prof, _ = profile_from_kwargs(kwargs)
     metric = M.canonical(attr)
-    scope_name = (scope or TRANSFORMER).strip()
-    value = prof.total(metric, scope_name.lower() if scope_name.lower() in _named() else scope_name)
+    scope_name = _scope_name(scope)
+    value = prof.total(metric, scope_name)  # named scopes are case-insensitive
     if not quiet:
         print(header(scope_name, prof.batch, prof.seq, prof.past))
         print(value_line(metric, value))
@@ -71,7 +83,7 @@ def print_summary(kwargs: Mapping[str, Any], scope: str | None = None,
                   metrics: Iterable[str] = M.SUMMARY) -> dict[str, int]:
     """Print (and return) the seed's summary of every metric for ``scope``."""
     prof, _ = profile_from_kwargs(kwargs)
-    scope_name = (scope or TRANSFORMER).strip()
+    scope_name = _scope_name(scope)
     values = prof.summary(scope_name, metrics)
     print(header(scope_name, prof.batch, prof.seq, prof.past))
     for metric, value in values.items():
@@ -79,9 +91,3 @@ def print_summary(kwargs: Mapping[str, Any], scope: str | None = None,
     for note in prof.spec.notes:
         print(f"    note: {note}")
     return values
-
-
-def _named() -> set[str]:
-    from .scopes import NAMED
-
-    return set(NAMED)

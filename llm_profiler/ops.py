@@ -98,6 +98,8 @@ def matmul(m: Number, n: Number, k: Number, batch: Number = 1, bias: bool = Fals
     MULT = MACs = batch*m*n*k, ADD = batch*m*n*(k-1) (+ batch*m*n with bias).
     """
     outputs = batch * m * n
+    if isinstance(k, int) and k == 0:  # an empty product (a zero-width layer): no arithmetic but the bias
+        return Counts({MULT: 0, ADD: outputs if bias else 0, MACS: 0, ACT: outputs})
     return Counts({MULT: outputs * k, ADD: outputs * (k if bias else k - 1), MACS: outputs * k, ACT: outputs})
 
 

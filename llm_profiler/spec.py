@@ -51,7 +51,7 @@ class ArchSpec(BaseModel):
         if SLIDING_ATTENTION in self.layer_types and self.sliding_window is None:
             raise ValueError("sliding_attention layers need a sliding_window")
         if self.rotary_dim % 2:
-            raise ValueError(f"rotary dimension {self.rotary_dim} must be even")
+            raise ValueError(f"rotary dimension {self.rotary_dim} must be even: check head_dim (and the partial rotary factor)")
         return self
 
     def layer_type(self, layer: int) -> str:

@@ -51,22 +51,10 @@ ALIASES: list[set[str]] = [
     {"num_local_experts", "num_experts", "n_routed_experts", "num_experts_per_tok"},
     {"sliding_window", "sliding_window_size", "use_sliding_window"},
 ]
-# Known gaps (reported): the message names a derived quantity, not the field the user must change.
-KNOWN_UNNAMED: dict[tuple[str, str], str] = {
-    ("gemma", "head_dim"): "ArchSpec: 'rotary dimension 1 must be even'",
-    ("gemma2", "head_dim"): "ArchSpec: 'rotary dimension 1 must be even'",
-    ("gemma3", "head_dim"): "ArchSpec: 'rotary dimension 1 must be even'",
-    ("gemma3_text", "head_dim"): "ArchSpec: 'rotary dimension 1 must be even'",
-    ("qwen3", "head_dim"): "ArchSpec: 'rotary dimension 1 must be even'",
-    ("qwen3_moe", "head_dim"): "ArchSpec: 'rotary dimension 1 must be even'",
-    ("olmo2", "head_dim"): "ArchSpec: 'rotary dimension 1 must be even'",
-    ("gpt_neox", "rotary_pct"): "'the partial rotary factor must be in (0, 1]'",
-    ("chatglm", "hidden_size"): "'the rotary width 15625 (head_dim/2) must be even'",
-    ("chatglm", "num_attention_heads"): "'the rotary width ... (head_dim/2) must be even'",
-    ("bloom", "num_attention_heads"): "names n_head where the config spells num_attention_heads",
-}
-# Known bugs (reported): (model_type, field, repr(value)) whose profile has a negative count.
-KNOWN_BAD: set[tuple[str, str, str]] = {("deepseek_v3", "n_shared_experts", "0")}
+# Every error must name the field to change: there are no known exceptions left.
+KNOWN_UNNAMED: dict[tuple[str, str], str] = {}
+# (model_type, field, repr(value)) whose profile was known to be wrong: none left.
+KNOWN_BAD: set[tuple[str, str, str]] = set()
 
 
 def _bases() -> dict[str, dict[str, Any]]:
@@ -250,8 +238,6 @@ def test_mutated_kwargs_and_shapes(monkeypatch: pytest.MonkeyPatch, capsys: pyte
     capsys.readouterr()
 
 
-@pytest.mark.xfail(raises=AttributeError, strict=False,
-                   reason="reported: api.get_profile / print_summary call scope.strip() before validating the scope")
 @pytest.mark.parametrize("scope", [5, ["attn"]], ids=repr)
 def test_non_string_scope(scope: Any) -> None:
     assert _outcome(lambda: get_profile({"model_config": LLAMA, "input_shape": [2, 4]}, "flops", scope, quiet=True),

@@ -131,7 +131,17 @@ def _plain_json(data: Any, name: str) -> dict[str, Any]:
     try:
         return json.loads(json.dumps(data, default=_json_fallback))
     except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
-        raise ConfigError(f"config {name} cannot be represented as JSON: {exc}") from None
+        fields = [key for key, value in data.items() if not _is_json(value)]
+        where = f" (field {', '.join(repr(k) for k in fields)})" if fields else ""
+        raise ConfigError(f"config {name} cannot be represented as JSON{where}: {exc}") from None
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value, default=_json_fallback)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return True
 
 
 def _json_fallback(value: Any) -> str:

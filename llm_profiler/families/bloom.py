@@ -58,7 +58,7 @@ class Bloom(LlamaStyle):
         f = Fields(data, data["model_type"])
         hidden = f.int("n_embed", "hidden_size")  # BloomConfig: n_embed overrides hidden_size
         heads = f.int("n_head", "num_attention_heads")
-        f.divisible(hidden, heads, "hidden size (n_embed) must be a multiple of n_head")
+        f.divisible(hidden, heads, "hidden size (n_embed / hidden_size) must be a multiple of n_head / num_attention_heads")
         if f.int("pretraining_tp", default=1) > 1 and f.bool("slow_but_exact", default=False):
             raise ConfigError("bloom config: slow_but_exact with pretraining_tp > 1 (sliced output projections) "
                               "is not supported; set slow_but_exact: false")

@@ -81,7 +81,8 @@ class ChatGLM(Family):
         two_d = f.bool("position_encoding_2d", default=True)
         rotary = head_dim // 2 if two_d else head_dim  # one rotary table's width
         if rotary % 2:
-            raise ConfigError(f"chatglm config: the rotary width {rotary} (head_dim{'/2' if two_d else ''}) must be even")
+            raise ConfigError(f"chatglm config: the rotary width {rotary} (head_dim{'/2' if two_d else ''}, head_dim = "
+                              "hidden_size / num_attention_heads) must be even: check hidden_size and num_attention_heads")
         return ChatGLMSpec(
             model_type="chatglm",
             family=self.name,

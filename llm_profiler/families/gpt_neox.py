@@ -46,7 +46,7 @@ def partial_rotary_factor(f: Fields) -> tuple[float, tuple[str, ...]]:
         notes = (f"top-level partial_rotary_factor is ignored by transformers' GPT-NeoX; "
                  f"rotating {factor} of each head (rotary_pct / rope_parameters)",)
     if not 0 < factor <= 1:
-        raise ConfigError(f"{f.model_type} config: the partial rotary factor must be in (0, 1], got {factor}")
+        raise ConfigError(f"{f.model_type} config: the partial rotary factor (rotary_pct, or rope_parameters.partial_rotary_factor) must be in (0, 1], got {factor}")
     return factor, notes
 
 
