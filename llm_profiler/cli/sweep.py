@@ -24,7 +24,6 @@ from ._common import (
 )
 
 ORDER = 30
-INT64_SAFE = 2**62  # beyond this a float estimate may hide an int64 overflow: recompute exactly
 
 EPILOG = """\
 examples:
@@ -59,18 +58,11 @@ def register(subparsers: Any) -> None:
 
 
 def evaluate(model: ModelProfile, metric: str, scope: str, shapes: list[tuple[int, int, int]]) -> list[int]:
-    """The metric at every shape: vectorised on int64 when safe, else exact Python ints."""
+    """The metric at every shape, vectorised and exact (ModelProfile.sweep goes to Python ints past int64)."""
     import numpy as np
 
     b, s, p = (np.array(axis, dtype=np.int64) for axis in zip(*shapes))
-    try:
-        # A float64 pass bounds the magnitudes: int64 wraps silently, floats do not.
-        estimate = np.abs(np.asarray(model.compiled(metric, scope)(*(x.astype(np.float64) for x in (b, s, p)))))
-        if np.all(estimate < INT64_SAFE):
-            return [int(v) for v in model.sweep(metric, scope, batch=b, seq=s, past=p)]
-    except (TypeError, ValueError, OverflowError):  # a formula numpy cannot vectorise: go exact
-        pass
-    return [model.count(metric, scope, *shape) for shape in shapes]
+    return [int(v) for v in model.sweep(metric, scope, batch=b, seq=s, past=p)]
 
 
 def run(args: argparse.Namespace) -> int:
