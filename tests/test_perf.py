@@ -172,4 +172,9 @@ def test_cli_roofline_and_fit(capsys, tmp_path):
     assert main(["roofline", "llama-2-7b", "--kv-dtype", "int4"]) == 2
     pytest.importorskip("matplotlib")
     assert main(["roofline", "llama-2-7b", "--phase", "decode", "--plot", str(tmp_path / "r.png")]) == 0
-    assert (tmp_path / "r.png").stat().st_size > 0
+    assert (tmp_path / "r.png").stat().st_size > 10_000  # one point per node, coloured by kind
+    import matplotlib.image
+
+    assert matplotlib.image.imread(tmp_path / "r.png").ndim == 3  # a real image that opens
+    assert main(["roofline", "llama-2-7b", "--phase", "generate", "-n", "4", "--plot", str(tmp_path / "g.png")]) == 0
+    assert (tmp_path / "g.png").stat().st_size > 10_000  # prefill and decode as two points

@@ -91,15 +91,20 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     st = settings(args.device, args.weight_dtype, args.act_dtype, args.kv_dtype, args.compute_dtype,
                   args.flops_efficiency, args.bandwidth_efficiency)
-    reports = [phase_report(model, _phase(args, b), st, nodes=bool(args.nodes) and args.phase != "generate")
+    per_node = args.phase != "generate"
+    reports = [phase_report(model, _phase(args, b), st, nodes=per_node and bool(args.nodes or args.plot))
                for b in _batches(args.batch)]
     if args.plot:
         from ..report.plots import plot_roofline
 
         points = []
         for r in reports:
-            parts = [("", r)] if r.phase != "generate" else [(" prefill", r.prefill), (" decode", r.decode)]
-            points += [(f"{r.phase}{label} B={r.batch}", p.flops.total, p.io.total) for label, p in parts if p]
+            if per_node:  # every node a point, coloured by kind (and batch when several)
+                tag = f" B={r.batch}" if len(reports) > 1 else ""
+                points += [(f"{n.kind}{tag}", n.flops, n.bytes) for n in r.nodes if n.flops > 0 and n.bytes > 0]
+            else:
+                points += [(f"{r.phase} {label} B={r.batch}", p.flops.total, p.io.total)
+                           for label, p in (("prefill", r.prefill), ("decode", r.decode)) if p]
         note(f"wrote {plot_roofline(points, st.device, st.compute_dtype, args.plot, st.flops_efficiency, st.bandwidth_efficiency)}")
     if args.fmt == "json":
         body = [r.model_dump(mode="json") for r in reports]

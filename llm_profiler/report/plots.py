@@ -136,7 +136,8 @@ def plot_seq_curve(model_profile: ModelProfile, metric: str, seqs: Sequence[int]
 def plot_roofline(points: Sequence[tuple[str, int, int]], device: DeviceSpec | str, compute_dtype: str,
                   path: str | Path, flops_efficiency: float = 1.0, bandwidth_efficiency: float = 1.0) -> Path:
     """A roofline chart: attainable FLOP/s against arithmetic intensity, with each (label, flops, bytes)
-    point placed at its intensity on the roof (the best the device can do for it)."""
+    point placed at its intensity on the roof (the best the device can do for it). Points sharing a label
+    share a colour and one legend entry (e.g. every node of one kind)."""
     from ..hardware import get_device, ridge_point
 
     target = _target(path)
@@ -157,8 +158,9 @@ def plot_roofline(points: Sequence[tuple[str, int, int]], device: DeviceSpec | s
     ax.loglog([lo, ridge, hi], [bandwidth * lo, peak, peak], color="black", linewidth=1.5, label="roof")
     ax.axvline(ridge, color="gray", linestyle="--", linewidth=0.8)
     ax.annotate(f"ridge {ridge:.0f} FLOP/B", (ridge, peak), textcoords="offset points", xytext=(4, -14), fontsize=8)
-    for label, intensity, attainable in placed:
-        ax.plot([intensity], [attainable], marker="o", linestyle="none", label=label)
+    for label in dict.fromkeys(label for label, _, _ in placed):
+        mine = [(i, a) for name, i, a in placed if name == label]
+        ax.plot([i for i, _ in mine], [a for _, a in mine], marker="o", linestyle="none", label=label, alpha=0.8)
     ax.set_xlabel("arithmetic intensity (FLOP / byte)")
     ax.set_ylabel("attainable FLOP/s")
     ax.set_title(f"roofline: {dev.name}, {compute_dtype}", fontsize=10)
