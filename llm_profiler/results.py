@@ -1,49 +1,53 @@
-"""What the profiler hands back, as pydantic models with a stable JSON schema."""
+"""What the profiler hands back, as pydantic models with a stable JSON schema.
+
+Every top-level result carries ``schema_version`` (bumped on breaking changes) and is frozen.
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
 
-class ProfileResult(BaseModel):
-    """Totals of one scope of one model at one shape (``schema_version`` bumps on breaking changes)."""
-
+class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+
+class _ModelResult(_Frozen):
+    """The header of a result about one model."""
 
     schema_version: int = 1
     model: str
     model_type: str
     family: str
+
+
+class _ShapeResult(_ModelResult):
+    """The header of a result about one model at one (batch, seq, past) shape."""
+
     batch: int
     seq: int
     past: int
+
+
+class ProfileResult(_ShapeResult):
+    """Totals of one scope of one model at one shape."""
+
     scope: str
     totals: dict[str, int]
     notes: list[str] = []
 
 
-class LayerRow(BaseModel):
+class LayerRow(_Frozen):
     """One row of the per-layer breakdown: ``level`` 0 is a top row, 1 a part of the layer above it."""
-
-    model_config = ConfigDict(frozen=True)
 
     label: str
     level: int = 0
     values: dict[str, int]
 
 
-class PerLayerResult(BaseModel):
+class PerLayerResult(_ShapeResult):
     """The per-layer breakdown (``profile --per-layer --json``); the last row is the model total."""
 
-    model_config = ConfigDict(frozen=True)
-
-    schema_version: int = 1
-    model: str
-    model_type: str
-    family: str
-    batch: int
-    seq: int
-    past: int
     metrics: list[str]
     rows: list[LayerRow]
     notes: list[str] = []
@@ -69,15 +73,9 @@ class SweepPoint(BaseModel):
     values: dict[str, int]
 
 
-class SweepResult(BaseModel):
+class SweepResult(_ModelResult):
     """A metric grid over shapes (``sweep --json``): every (batch, seq, past) combination, exact."""
 
-    model_config = ConfigDict(frozen=True)
-
-    schema_version: int = 1
-    model: str
-    model_type: str
-    family: str
     scope: str
     metrics: list[str]
     points: list[SweepPoint]
