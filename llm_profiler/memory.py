@@ -11,7 +11,9 @@
     one per attention type, keys = P + S, or Min(P, w-1) + S for sliding layers).
   - attention, at the softmax: the residual stream and its normed copy (2*B*S*h), the rotated queries
     (B*S*H*D), K and V expanded to H heads by ``repeat_kv`` when KV < H (2*B*H*keys*D), the masked
-    scores (B*H*S*keys) and the fp32 probabilities eager softmax writes (B*H*S*keys x 4 bytes).
+    scores (B*H*S*keys) and the fp32 probabilities eager softmax writes (B*H*S*keys x 4 bytes); below fp32
+    also the fp32 copy of the scores that ``softmax(dtype=float32)`` converts its input to first (another
+    B*H*S*keys x 4 bytes; measured by ``validation.peak``).
   - MLP, at the gate product: residual and normed input (2*B*S*h), act(gate), up and their product
     (3*B*S*I; 2*B*S*I without a gate).
   - head: the final hidden states (B*S*h) and the logits (B*S*V, or B*V on the last position only).
@@ -77,7 +79,11 @@ def activation_expr(model: ModelProfile, dt: Dtypes, lm_head: str = LM_HEAD_ALL,
     repeated = 2 * B * H * widest * D * a if KV < H else 0
     attention = 2 * B * S * h * a + B * S * H * D * a
     if attention_kind == "eager":
-        attention += repeated + scores * a + scores * 4
+        # softmax(x, dim, dtype=float32) runs _softmax(x.to(float32)): below fp32 the converted copy (4 bytes
+        # a score) is alive with x (a) and the fp32 output (4); at fp32 .to returns x itself (CUDA fp16 alone
+        # skips the copy: half_to_float, so this over-counts it by 4 bytes a score)
+        converted = scores * 4 if a < 4 else 0
+        attention += repeated + scores * a + converted + scores * 4
     mlp = 2 * B * S * h * a + (3 if spec.gated_mlp else 2) * B * S * inter * a
     rows = B if check_lm_head(lm_head) == LM_HEAD_LAST else B * S
     head = B * S * h * a + rows * V * a

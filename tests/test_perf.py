@@ -125,14 +125,18 @@ def test_generation_equals_its_forwards(config):
 def test_activation_peak_by_hand():
     # TINY at B=1, S=8, P=0, bf16 (2 bytes): keys 8; mask 1*8*8*2 = 128 bytes.
     # attention: residual + normed 2*8*64*2 = 2048, q 8*4*16*2 = 1024, K and V repeated to 4 heads
-    #   2*4*8*16*2 = 2048, scores 4*8*8 = 256 elements at 2 bytes (512) + fp32 probs (1024) -> 6656
-    # MLP: 2048 + 3*8*96*2 = 6656; head: 8*64*2 + 8*128*2 = 3072. peak = 128 + 6656 = 6784
-    assert activation_bytes(TINY, 1, 8) == 6784
+    #   2*4*8*16*2 = 2048, scores 4*8*8 = 256 elements at 2 bytes (512) + their fp32 copy softmax converts
+    #   to (1024) + fp32 probs (1024) -> 7680
+    # MLP: 2048 + 3*8*96*2 = 6656; head: 8*64*2 + 8*128*2 = 3072. peak = 128 + 7680 = 7808
+    assert activation_bytes(TINY, 1, 8) == 7808
     # fused attention keeps no scores or repeated K / V: attention 3072, MLP 6656 -> 128 + 6656
     assert activation_bytes(TINY, 1, 8, attention="fused") == 6784
     # at S=16 the scores grow quadratically: mask 512; attention 4096 + 2048 + 4096 + 1024*2 + 1024*4
-    #   = 16384; MLP 4096 + 9216 = 13312 -> 512 + 16384 = 16896
-    assert activation_bytes(TINY, 1, 16) == 16896
+    #   + 1024*4 = 20480; MLP 4096 + 9216 = 13312 -> 512 + 20480 = 20992
+    assert activation_bytes(TINY, 1, 16) == 20992
+    # fp32: .to(float32) returns the scores themselves, no copy: attention at S=16 = 2*(4096 + 2048 + 4096)
+    #   + 1024*4 + 1024*4 = 28672; mask 1024 -> 29696
+    assert activation_bytes(TINY, 1, 16, act_dtype="fp32") == 29696
 
 
 def test_kv_cache_bytes_by_hand(llama):

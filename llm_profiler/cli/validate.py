@@ -16,6 +16,7 @@ examples:
   llm-profiler validate llama-3.2-1b --batch 3 --seq 7 --past 5 --tiny  # tiny dims, real CPU run
   llm-profiler validate llama-3.2-1b --seq 1 --past 9 --all            # every row, not only mismatches
   llm-profiler validate ./my-model/config.json --json
+  llm-profiler validate llama-3.2-1b --seq 2048 --peak --peak-dtype bf16  # + measured vs predicted peak memory
 
 Needs the validation extra (pip install 'llm-profiler[validate]': torch and transformers).
 Exit code: 0 when every module x metric value is exact, 1 on any mismatch or unknown aten op, 2 on errors
@@ -33,6 +34,11 @@ def register(subparsers: Any) -> None:
                         help="the same architecture at tiny dimensions, run for real on the CPU")
     parser.add_argument("--all", action="store_true", help="print every row, not only the mismatches")
     parser.add_argument("--json", action="store_true", help="the full report as JSON")
+    parser.add_argument("--peak", action="store_true",
+                        help="also measure the peak live bytes of the forward and compare them with the memory "
+                             "model (activations + the KV cache it leaves); with --json: {validation, peak}")
+    parser.add_argument("--peak-dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="dtype of the --peak run and prediction (default fp32)")
     parser.set_defaults(handler=run)
 
 
@@ -46,5 +52,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         source = args.config
     report = validate(source, args.batch, args.seq, args.past, tiny=args.tiny, as_family=args.as_family)
+    if args.peak:  # validate() has checked that torch and transformers import
+        import json
+
+        from ..validation.peak import compare_peak
+
+        peak = compare_peak(source, args.batch, args.seq, args.past, tiny=args.tiny, dtype=args.peak_dtype,
+                            as_family=args.as_family)
+        if args.json:
+            both = {"validation": report.model_dump(mode="json"), "peak": peak.model_dump(mode="json")}
+            emit(json.dumps(both, indent=2) + "\n")
+        else:
+            emit(report.table(all_rows=args.all, exact=True) + peak.summary_line() + "\n")
+        return 0 if report.ok else 1  # the peak is a model, not an exact count: it does not set the exit code
     emit(to_json(report) if args.json else report.table(all_rows=args.all, exact=True))
     return 0 if report.ok else 1

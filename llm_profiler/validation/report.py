@@ -72,3 +72,45 @@ class ValidationReport(BaseModel):
         for op in self.unknown_ops:
             lines.append(f"unknown op (not counted): {op}")
         return "\n".join(lines) + "\n"
+
+
+class PeakComparison(BaseModel):
+    """Measured peak live bytes of one forward against the prediction (``validation.peak``).
+
+    predicted = predicted_activations (``memory.activation_bytes``) + predicted_kv_cache (the cache the
+    forward leaves), both at ``act_dtype``; measured = the peak bytes of tensors the forward created and
+    held at once (the KV-cache tensors and logits among them, as measured_kv_cache / measured_logits).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = 1
+    model: str
+    model_type: str
+    batch: int
+    seq: int
+    past: int
+    device: str  # "meta" (full size) or "cpu" (tiny dimensions)
+    tiny: bool
+    act_dtype: str
+    predicted: int
+    predicted_activations: int
+    predicted_kv_cache: int
+    measured: int
+    measured_kv_cache: int  # KV-cache tensors created by the forward and alive at the peak
+    measured_logits: int  # the logits, when alive at the peak
+    measured_final: int  # bytes still alive after the forward (its outputs)
+    notes: list[str] = []
+
+    @property
+    def ratio(self) -> float:
+        """predicted / measured (above 1: the prediction is conservative)."""
+        return self.predicted / self.measured if self.measured else float("inf")
+
+    def summary_line(self) -> str:
+        size = "tiny, cpu" if self.tiny else "full size, meta"
+        return (f"peak activations: {self.model} ({self.model_type}, {size}) B={self.batch} S={self.seq} "
+                f"P={self.past}, {self.act_dtype}: predicted {self.predicted:,} bytes (activations "
+                f"{self.predicted_activations:,} + KV cache {self.predicted_kv_cache:,}), measured "
+                f"{self.measured:,} (KV cache {self.measured_kv_cache:,}, logits {self.measured_logits:,}): "
+                f"ratio {self.ratio:.3f}")
