@@ -13,10 +13,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from llm_profiler.config import list_presets, load_config
-from llm_profiler.families import build_spec
 from llm_profiler.validation import validate
 from llm_profiler.validation.compare import COMPARED
-from llm_profiler.validation.measure import build_model
+from llm_profiler.validation.reference import reference
 
 SHAPES = [(2, 3, 0), (3, 7, 5), (1, 1, 9)]
 METRICS = (*COMPARED, "cache")
@@ -31,8 +30,8 @@ def main() -> int:
     for preset in list_presets():
         cfg = load_config(preset.hub_id)
         try:
-            family, spec = build_spec(cfg.data, cfg.name)
-            model = build_model(family.hf_config(cfg.data), device="meta")
+            ref = reference(cfg)
+            spec, model = ref.profile.spec, ref.build()
         except Exception as err:  # static-only families (no transformers code) and unsupported ones
             reason = str(err).splitlines()[0].split(" (")[0]
             rows.append(f"| {preset.alias} | {cfg.model_type} | not validated: {reason} |" + " |" * (len(METRICS) - 1))

@@ -159,15 +159,10 @@ def test_chatglm_rejects_chatglm2_and_validation() -> None:
 
 # --- validation against transformers ----------------------------------------------------------------
 def _validate_all(config: Any, tiny: bool, shapes: list[tuple[int, int, int]] = SHAPES) -> None:
-    from llm_profiler.config import load_config
     from llm_profiler.validation import validate
-    from llm_profiler.validation.compare import _without_out_of_vocab_ids
-    from llm_profiler.validation.measure import build_model
+    from llm_profiler.validation.reference import reference
 
-    cfg = load_config(config)
-    family = get_family(cfg.data["model_type"])
-    data = _without_out_of_vocab_ids(family.tiny(cfg.data)) if tiny else cfg.data
-    model = build_model(family.hf_config(data), device="cpu" if tiny else "meta")
+    model = reference(config, tiny=tiny).build()
     for batch, seq, past in shapes:
         report = validate(config, batch, seq, past, tiny=tiny, model=model)
         assert report.ok, report.table()

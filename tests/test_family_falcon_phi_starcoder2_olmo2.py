@@ -171,15 +171,10 @@ def _run(config: object, tiny: bool) -> None:
     pytest.importorskip("transformers")
     import torch
 
-    from llm_profiler.config import load_config
     from llm_profiler.validation import validate
-    from llm_profiler.validation.compare import _without_out_of_vocab_ids
-    from llm_profiler.validation.measure import build_model
+    from llm_profiler.validation.reference import reference
 
-    cfg = load_config(copy.deepcopy(config))
-    family, _ = build_spec(cfg.data, cfg.name)
-    data = _without_out_of_vocab_ids(family.tiny(cfg.data)) if tiny else cfg.data
-    model = build_model(family.hf_config(data), device="cpu" if tiny else "meta")
+    model = reference(copy.deepcopy(config), tiny=tiny).build()
     # longrope computes its long frequencies once, on a model's first forward: warm up so that every shape
     # counts the steady state (validate's own prefill does the same for P > 0).
     with torch.no_grad():

@@ -203,15 +203,10 @@ TINY = FULL
 def _run(config: object, tiny: bool) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from llm_profiler.config import load_config
     from llm_profiler.validation import validate
-    from llm_profiler.validation.compare import _without_out_of_vocab_ids
-    from llm_profiler.validation.measure import build_model
+    from llm_profiler.validation.reference import reference
 
-    cfg = load_config(copy.deepcopy(config))
-    family, _ = build_spec(cfg.data, cfg.name)
-    data = _without_out_of_vocab_ids(family.tiny(cfg.data)) if tiny else cfg.data
-    model = build_model(family.hf_config(data), device="cpu" if tiny else "meta")  # shared by the shapes
+    model = reference(copy.deepcopy(config), tiny=tiny).build()  # shared by the shapes
     for batch, seq, past in SHAPES:
         report = validate(copy.deepcopy(config), batch, seq, past, tiny=tiny, model=model)
         assert report.ok and report.rows, report.table()

@@ -152,14 +152,10 @@ QUIRKS = {
 def _validate_all(config: Any, tiny: bool) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from llm_profiler.families import build_spec as spec_of
     from llm_profiler.validation import validate
-    from llm_profiler.validation.compare import _without_out_of_vocab_ids
-    from llm_profiler.validation.measure import build_model
+    from llm_profiler.validation.reference import reference
 
-    family, _ = spec_of(config)
-    data = _without_out_of_vocab_ids(family.tiny(config)) if tiny else config
-    model = build_model(family.hf_config(data), device="cpu" if tiny else "meta")
+    model = reference(config, tiny=tiny).build()
     for shape in SHAPES:
         report = validate(config, *shape, tiny=tiny, model=model)
         assert report.ok and report.rows and not report.unknown_ops, report.table()

@@ -14,19 +14,16 @@ pytestmark = pytest.mark.validation
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from llm_profiler.config import load_config  # noqa: E402
-from llm_profiler.families import build_spec  # noqa: E402
-from llm_profiler.validation.measure import _ModuleStack, build_model  # noqa: E402
+from llm_profiler.validation.measure import _ModuleStack  # noqa: E402
 from llm_profiler.validation.peak import _LiveBytesMode, compare_peak  # noqa: E402
+from llm_profiler.validation.reference import reference  # noqa: E402
 
 FULL_TOLERANCE = 0.02
 
 
 @pytest.fixture(scope="module")
 def llama_meta():
-    cfg = load_config("llama-3.2-1b")
-    family, _ = build_spec(cfg.data, cfg.name)
-    return build_model(family.hf_config(cfg.data), device="meta")
+    return reference("llama-3.2-1b").build()
 
 
 @pytest.mark.parametrize("device", ["cpu", "meta"])

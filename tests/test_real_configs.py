@@ -97,15 +97,13 @@ def test_full_size_on_meta(name: str) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from llm_profiler.config import load_config
-    from llm_profiler.families import build_spec
     from llm_profiler.validation import validate
-    from llm_profiler.validation.measure import build_model
+    from llm_profiler.validation.reference import reference
 
     cfg = load_config(_path(name))
-    family, _ = build_spec(cfg.data, cfg.name)
     if cfg.data.get("num_hidden_layers", cfg.data.get("n_layer", 0)) > FULL_SIZE_MAX_LAYERS:
         pytest.skip("deep model: validated at tiny size (test_tiny_on_cpu)")
-    model = build_model(family.hf_config(cfg.data), device="meta")
+    model = reference(cfg).build()
     assert sum(t.numel() for t in model.parameters()) == PARAMS[name]
     report = validate(_path(name), 3, 7, 5, model=model)
     assert report.ok and report.rows, report.table()

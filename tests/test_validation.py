@@ -22,7 +22,8 @@ from llm_profiler.profile import ModelProfile  # noqa: E402
 from llm_profiler.validation import ValidationReport, validate  # noqa: E402
 from llm_profiler.validation.aten import classify  # noqa: E402
 from llm_profiler.validation.compare import compare  # noqa: E402
-from llm_profiler.validation.measure import build_model, measure  # noqa: E402
+from llm_profiler.validation.measure import measure  # noqa: E402
+from llm_profiler.validation.reference import reference  # noqa: E402
 
 pytestmark = pytest.mark.validation
 
@@ -54,9 +55,7 @@ def _assert_exact(report: ValidationReport) -> None:
 
 @pytest.mark.parametrize("hub_id", PRESETS)
 def test_full_size_on_meta(hub_id: str) -> None:
-    cfg = load_config(hub_id)
-    family, _ = build_spec(cfg.data, cfg.name)
-    model = build_model(family.hf_config(cfg.data), device="meta")
+    model = reference(hub_id).build()
     for shape in SHAPES:
         _assert_exact(validate(hub_id, *shape, model=model))
 
@@ -78,7 +77,7 @@ def test_report_names_a_wrong_formula() -> None:
         for n in graph.nodes
     )
     wrong = ModelProfile(family, Graph(spec, nodes, graph.layer_prefix))
-    measured = measure(build_model(family.hf_config(cfg.data), device="meta"), 2, 3, 1)
+    measured = measure(reference(cfg).build(), 2, 3, 1)
     rows, unknown = compare(wrong, measured, 2, 3, 1)
     bad = [r for r in rows if not r.ok]
     assert [(r.module, r.metric, r.diff) for r in bad] == [(target, "mult", 1)]
@@ -106,9 +105,7 @@ def test_macs_equal_flop_counter_mode() -> None:
 
     from llm_profiler import profile
 
-    cfg = load_config("llama-2-7b")
-    family, _ = build_spec(cfg.data, cfg.name)
-    model = build_model(family.hf_config(cfg.data), device="meta")
+    model = reference("llama-2-7b").build()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(input_ids=torch.zeros(16, 200, dtype=torch.long, device="meta"), use_cache=True)
     assert counter.get_total_flops() // 2 == profile("llama-2-7b", 16, 200).total("macs", "model") == 21_310_419_763_200

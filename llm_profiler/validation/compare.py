@@ -6,8 +6,6 @@ from collections import defaultdict
 from typing import Any
 
 from .. import metrics as M
-from ..config import load_config
-from ..families import build_spec
 from ..profile import ModelProfile, check_shape
 from .report import ValidationReport, ValidationRow
 
@@ -51,17 +49,6 @@ def compare(model: ModelProfile, measured: Any, batch: int, seq: int, past: int)
     return rows, unknown
 
 
-def _without_out_of_vocab_ids(data: dict[str, Any]) -> dict[str, Any]:
-    """Tiny configs shrink the vocabulary: drop special-token ids it no longer holds."""
-    vocab = data.get("vocab_size") or 0
-    out = dict(data)
-    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        value = out.get(key)
-        if isinstance(value, list) or (isinstance(value, int) and value >= vocab):
-            out[key] = None
-    return out
-
-
 def validate(config: Any, batch: int, seq: int, past: int = 0, *, tiny: bool = False,
              as_family: str | None = None, model: Any = None) -> ValidationReport:
     """Run the reference model (full size on meta, or ``tiny`` on the CPU with real random weights) and
@@ -69,21 +56,17 @@ def validate(config: Any, batch: int, seq: int, past: int = 0, *, tiny: bool = F
     import torch
     import transformers
 
-    from ..profile import _config_key, _model_profile
-    from .measure import build_model, measure
+    from .measure import measure
+    from .reference import reference
 
     b, s, p = check_shape(batch, seq, past)
-    cfg = load_config(config)
-    family, _ = build_spec(cfg.data, cfg.name, as_family)
-    data = _without_out_of_vocab_ids(family.tiny(cfg.data)) if tiny else cfg.data
-    profile = _model_profile(_config_key(data), cfg.name, as_family)
-    if model is None:
-        model = build_model(family.hf_config(data), device="cpu" if tiny else "meta")
-    measured = measure(model, b, s, p)
+    ref = reference(config, tiny=tiny, as_family=as_family)
+    profile = ref.profile
+    measured = measure(ref.build() if model is None else model, b, s, p)
     rows, unknown = compare(profile, measured, b, s, p)
     return ValidationReport(
-        model=cfg.name, model_type=profile.spec.model_type, batch=b, seq=s, past=p,
-        device="cpu" if tiny else "meta", tiny=tiny, transformers_version=transformers.__version__,
+        model=ref.name, model_type=profile.spec.model_type, batch=b, seq=s, past=p,
+        device=ref.device, tiny=tiny, transformers_version=transformers.__version__,
         torch_version=torch.__version__, rows=rows, unknown_ops=unknown,
         data_ops=[f"{kind}: {op} ({n} calls)" for (kind, op), n in sorted(measured.data_ops.items())],
     )

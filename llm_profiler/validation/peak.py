@@ -30,13 +30,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from .. import metrics as M
-from ..config import load_config
 from ..errors import QueryError
-from ..families import build_spec
 from ..memory import activation_bytes
 from ..profile import check_shape
-from .compare import _without_out_of_vocab_ids
-from .measure import _cache_layers, _ModuleStack, build_model
+from .measure import _cache_layers, _ModuleStack
+from .reference import reference
 from .report import PeakComparison
 
 # build_model makes fp32 models; compare_peak can cast to bf16 / fp16 (every activation and the cache follow)
@@ -152,18 +150,13 @@ def compare_peak(config: Any, batch: int, seq: int, past: int = 0, *, tiny: bool
     """Measured peak live bytes of one forward (full size on meta, or ``tiny`` on the CPU) against
     ``memory.activation_bytes`` + the KV cache the forward leaves, both at ``dtype`` (module docstring).
     ``model`` reuses a reference built by ``measure.build_model`` (it is cast to ``dtype``)."""
-    from ..profile import _config_key, _model_profile
 
     if dtype not in _TORCH_DTYPES:
         raise QueryError(f"dtype must be one of {', '.join(_TORCH_DTYPES)}, got {dtype!r}")
     b, s, p = check_shape(batch, seq, past)
-    cfg = load_config(config)
-    family, _ = build_spec(cfg.data, cfg.name, as_family)
-    data = _without_out_of_vocab_ids(family.tiny(cfg.data)) if tiny else cfg.data
-    profile = _model_profile(_config_key(data), cfg.name, as_family)
-    if model is None:
-        model = build_model(family.hf_config(data), device="cpu" if tiny else "meta")
-    model = model.to(_TORCH_DTYPES[dtype])
+    ref = reference(config, tiny=tiny, as_family=as_family)
+    profile = ref.profile
+    model = (ref.build() if model is None else model).to(_TORCH_DTYPES[dtype])
     measured = measure_peak_activations(model, b, s, p)
     activations = activation_bytes(profile, b, s, p, act_dtype=dtype)
     kv = _kv_bytes(profile, b, s, p, dtype)
@@ -173,8 +166,8 @@ def compare_peak(config: Any, batch: int, seq: int, past: int = 0, *, tiny: bool
              f"other {measured.peak - measured.cache - measured.logits:,}",
              "largest at the peak: " + "; ".join(measured.breakdown())]
     return PeakComparison(
-        model=cfg.name, model_type=profile.spec.model_type, batch=b, seq=s, past=p,
-        device="cpu" if tiny else "meta", tiny=tiny, act_dtype=dtype, predicted=predicted,
+        model=ref.name, model_type=profile.spec.model_type, batch=b, seq=s, past=p,
+        device=ref.device, tiny=tiny, act_dtype=dtype, predicted=predicted,
         predicted_activations=activations, predicted_kv_cache=kv, measured=measured.peak,
         measured_kv_cache=measured.cache, measured_logits=measured.logits, measured_final=measured.final,
         notes=notes)

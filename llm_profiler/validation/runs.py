@@ -26,7 +26,6 @@ from typing import Any
 
 from ..config import load_config
 from ..errors import QueryError
-from ..families import build_spec
 from ..hardware import DeviceSpec, get_device, measure_local_cpu
 from ..perf import phase_report, settings
 from ..phases import LM_HEAD_LAST, Phase
@@ -108,15 +107,12 @@ def build_reference(config: Any, *, tiny: bool = False, dtype: str = "fp32", tor
     """(transformers model with random weights at ``dtype`` on ``torch_device``, the config it profiles)."""
     import torch
 
-    from .compare import _without_out_of_vocab_ids
-    from .measure import build_model
+    from .reference import reference
 
-    cfg = load_config(config)
-    family, _ = build_spec(cfg.data, cfg.name, as_family)
-    data = _without_out_of_vocab_ids(family.tiny(cfg.data)) if tiny else dict(cfg.data)
-    model = build_model(family.hf_config(data), device="cpu", seed=seed)
+    ref = reference(config, tiny=tiny, as_family=as_family)
+    model = ref.build(device="cpu", seed=seed)  # real weights, even at full size
     model = model.to(device=torch_device, dtype=getattr(torch, _TORCH_DTYPES[dtype]))
-    return model, data
+    return model, ref.data
 
 
 def run_generate(config: Any, batch: int = 1, prompt: int = 16, new_tokens: int = 8, *, tiny: bool = False,
@@ -143,13 +139,9 @@ def run_generate(config: Any, batch: int = 1, prompt: int = 16, new_tokens: int 
     if model is None:
         model, data = build_reference(config, tiny=tiny, dtype=dtype, torch_device=torch_device, as_family=as_family)
     else:
-        cfg = load_config(config)
-        data = cfg.data
-        if tiny:
-            from .compare import _without_out_of_vocab_ids
+        from .reference import reference
 
-            family, _ = build_spec(cfg.data, cfg.name, as_family)
-            data = _without_out_of_vocab_ids(family.tiny(cfg.data))
+        data = reference(config, tiny=tiny, as_family=as_family).data
     profile = profile_model(data, as_family=as_family)
     torch_dev = next(model.parameters()).device
     if device is None:
