@@ -32,16 +32,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import sympy
-
 from . import metrics as M
 from .errors import QueryError
+from .formula import B, Formula, P, S, compile_formula, fmin, total
 from .hardware import DeviceSpec, get_device
-from .phases import LM_HEAD_ALL, LM_HEAD_LAST, check_lm_head, evaluate
+from .phases import LM_HEAD_ALL, LM_HEAD_LAST, check_lm_head
 from .profile import ModelProfile, profile_model
 from .results import FitResult, MemoryUsage
 from .spec import SLIDING_ATTENTION
-from .symbols import B, P, S
 from .traffic import Dtypes, dtypes, model_traffic
 
 _MAX = 1 << 40  # no batch or context beyond this
@@ -51,20 +49,29 @@ def _model(source: Any) -> ModelProfile:
     return source if isinstance(source, ModelProfile) else profile_model(source)
 
 
-def _keys(spec: Any) -> list[sympy.Expr]:
+def _keys(spec: Any) -> list[Formula]:
     """Keys of each attention type the model has (full: P + S; sliding: Min(P, w-1) + S)."""
     types = set(spec.layer_types) or {"full_attention"}
     out = []
     if types - {SLIDING_ATTENTION}:
         out.append(P + S)
     if SLIDING_ATTENTION in types and spec.sliding_window:
-        out.append(sympy.Min(P, spec.sliding_window - 1) + S)
+        out.append(fmin(P, spec.sliding_window - 1) + S)
     return out
 
 
-def activation_expr(model: ModelProfile, dt: Dtypes, lm_head: str = LM_HEAD_ALL, attention: str = "eager") -> sympy.Expr:
-    """Peak live activation bytes of one forward, in B, S, P (the model of the module docstring).
-    ``attention="fused"`` (flash / SDPA kernels) keeps no scores, probabilities or expanded K/V."""
+def activation_expr(model: ModelProfile, dt: Dtypes, lm_head: str = LM_HEAD_ALL, attention: str = "eager") -> Any:
+    """Peak live activation bytes of one forward, as a sympy expression in B, S, P (the model of the module
+    docstring). ``attention="fused"`` (flash / SDPA kernels) keeps no scores, probabilities or expanded K/V."""
+    import sympy
+
+    mask, candidates = activation_formulas(model, dt, lm_head, attention)
+    return mask.to_sympy() + sympy.Max(*(c.to_sympy() for c in candidates))
+
+
+def activation_formulas(model: ModelProfile, dt: Dtypes, lm_head: str = LM_HEAD_ALL,
+                        attention: str = "eager") -> tuple[Formula, list[Formula]]:
+    """(mask, [attention, MLP, head]): the peak is mask + the largest of the three (module docstring)."""
     attention_kind = attention
     if attention_kind not in ("eager", "fused"):
         raise QueryError(f"attention must be 'eager' or 'fused', got {attention_kind!r}")
@@ -73,8 +80,8 @@ def activation_expr(model: ModelProfile, dt: Dtypes, lm_head: str = LM_HEAD_ALL,
     h, H, KV, D, inter, V = (spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim,
                              spec.intermediate_size, spec.vocab_size)
     keys = _keys(spec)
-    widest = keys[0] if len(keys) == 1 else sympy.Max(*keys)
-    mask = sum(B * S * k * a for k in keys)
+    widest = keys[0]  # full-attention keys (P + S) are never fewer than a window's
+    mask = total(B * S * k * a for k in keys)
     scores = B * H * S * widest
     repeated = 2 * B * H * widest * D * a if KV < H else 0
     attention = 2 * B * S * h * a + B * S * H * D * a
@@ -87,7 +94,7 @@ def activation_expr(model: ModelProfile, dt: Dtypes, lm_head: str = LM_HEAD_ALL,
     mlp = 2 * B * S * h * a + (3 if spec.gated_mlp else 2) * B * S * inter * a
     rows = B if check_lm_head(lm_head) == LM_HEAD_LAST else B * S
     head = B * S * h * a + rows * V * a
-    return mask + sympy.Max(attention, mlp, head)
+    return mask, [attention, mlp, head]
 
 
 def weights_bytes(source: Any, weight_dtype: str = "bf16", act_dtype: str = "bf16") -> int:
@@ -108,8 +115,11 @@ class _Usage:
     def __init__(self, model: ModelProfile, dt: Dtypes, lm_head: str, attention: str = "eager") -> None:
         self.model, self.dt, self.lm_head = model, dt, lm_head
         self.weights = model_traffic(model, dt).weight_storage()
-        self.act = activation_expr(model, dt, lm_head, attention)
-        self._act_fn = sympy.lambdify((B, S, P), self.act, modules=[{"Min": min, "Max": max}, "math"])
+        mask, candidates = activation_formulas(model, dt, lm_head, attention)
+        self._mask, self._candidates = compile_formula(mask), [compile_formula(c) for c in candidates]
+
+    def _act_fn(self, batch: int, seq: int, past: int) -> int:
+        return int(self._mask(batch, seq, past)) + max(int(c(batch, seq, past)) for c in self._candidates)
 
     def at(self, batch: int, seq: int, context: int, capacity: int) -> MemoryUsage:
         kv = self.model.count(M.CACHE, "model", batch, context, 0) * (self.dt.kv.bits // 8)
@@ -213,8 +223,8 @@ def activation_bytes(source: Any, batch: int, seq: int, past: int = 0, act_dtype
                      lm_head: str = LM_HEAD_ALL, attention: str = "eager") -> int:
     """Peak live activation bytes of one forward (the model of the module docstring)."""
     model = _model(source)
-    expr = activation_expr(model, dtypes("bf16", act_dtype), lm_head, attention)
-    return evaluate(expr, {B: batch, S: seq, P: past})
+    mask, candidates = activation_formulas(model, dtypes("bf16", act_dtype), lm_head, attention)
+    return int(mask(batch, seq, past)) + max(int(c(batch, seq, past)) for c in candidates)
 
 
 __all__ = ["activation_bytes", "activation_expr", "kv_cache_bytes", "largest_batch", "largest_context",

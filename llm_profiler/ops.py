@@ -11,20 +11,32 @@ metric name to count. ``act`` is the number of elements the op writes (its outpu
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
+from .facts import NO_FACTS, Facts, Matmul
+from .formula import Formula
 from .metrics import ACT, ADD, CMP, DIV, EXP, MACS, MULT, SQRT
 
 Number = Any  # int or sympy.Expr: the functions are generic over both
 
 
 class Counts(dict):
-    """metric -> count; adds and scales like a vector, missing metrics are zero."""
+    """metric -> count; adds and scales like a vector, missing metrics are zero.
+
+    ``facts`` (optional) are the structured facts of the computation (``llm_profiler.facts.Facts``):
+    the op table records each matmul's shape and what it reads; adding two Counts merges their facts.
+    """
+
+    facts: Facts | None = None
 
     def __add__(self, other: Mapping[str, Number]) -> Counts:
         out = Counts(self)
         for key, value in other.items():
             out[key] = out.get(key, 0) + value
+        theirs = getattr(other, "facts", None)
+        if self.facts is not None or theirs is not None:
+            out.facts = merge_facts(self, other)
         return out
 
     __radd__ = __add__
@@ -36,6 +48,26 @@ class Counts(dict):
 
     def without_act(self) -> Counts:
         return Counts({k: v for k, v in self.items() if k != ACT})
+
+    def with_facts(self, **changes: Any) -> Counts:
+        """A copy whose facts have ``changes`` (fields of ``Facts``) applied."""
+        out = Counts(self)
+        out.facts = replace(self.facts or NO_FACTS, **changes)
+        return out
+
+
+def reads_of(counts: Mapping[str, Number]) -> Any:
+    """Activation elements a computation reads: its facts' reads, else one tensor of its output's size."""
+    facts = getattr(counts, "facts", None)
+    if facts is not None and facts.reads is not None:
+        return facts.reads
+    return counts.get(ACT, 0)
+
+
+def merge_facts(a: Mapping[str, Number], b: Mapping[str, Number]) -> Facts:
+    fa, fb = getattr(a, "facts", None) or NO_FACTS, getattr(b, "facts", None) or NO_FACTS
+    return Facts(weights=fa.weights + fb.weights, matmuls=fa.matmuls + fb.matmuls,
+                 reads=Formula.of(reads_of(a)) + Formula.of(reads_of(b)), states=fa.states + fb.states)
 
 
 def total(parts: Iterable[Mapping[str, Number]]) -> Counts:
@@ -99,8 +131,17 @@ def matmul(m: Number, n: Number, k: Number, batch: Number = 1, bias: bool = Fals
     """
     outputs = batch * m * n
     if isinstance(k, int) and k == 0:  # an empty product (a zero-width layer): no arithmetic but the bias
-        return Counts({MULT: 0, ADD: outputs if bias else 0, MACS: 0, ACT: outputs})
-    return Counts({MULT: outputs * k, ADD: outputs * (k if bias else k - 1), MACS: outputs * k, ACT: outputs})
+        out = Counts({MULT: 0, ADD: outputs if bias else 0, MACS: 0, ACT: outputs})
+    else:
+        out = Counts({MULT: outputs * k, ADD: outputs * (k if bias else k - 1), MACS: outputs * k, ACT: outputs})
+    if _symbolic(m, n, k, batch):  # the graph's formulas record the shape; the measuring side needs no facts
+        f = Formula.of
+        out.facts = Facts(matmuls=(Matmul(f(m), f(n), f(k), f(batch), bias),), reads=f(batch * m * k))
+    return out
+
+
+def _symbolic(*sizes: Number) -> bool:
+    return any(isinstance(x, Formula) for x in sizes)
 
 
 def scaled_matmul(m: Number, n: Number, k: Number, batch: Number = 1, bias: bool = True,

@@ -16,20 +16,19 @@ mean decode step time; tokens/s = B * N / (TTFT + the decode time).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import sympy
 
 from .errors import QueryError
+from .formula import compile_formula
 from .hardware import DeviceSpec, compute_dtype_name, get_device, utilization
 from .hardware.roofline import roofline_time
 from .phases import DECODE, GENERATE, PREFILL, Phase, evaluate, generation_sum
-from .profile import ModelProfile, _max, _min, profile_model
+from .profile import ModelProfile, profile_model
 from .results import Counter, NodeRoofline, PhaseReport
-from .symbols import B, P, S
 from .traffic import CATEGORIES, Dtypes, ModelTraffic, dtypes, intensity, model_traffic
 
 _FIELDS: tuple[str, ...] = ("flops", *CATEGORIES)
@@ -72,18 +71,11 @@ class _Evaluator:
 
     def __init__(self, traffic: ModelTraffic) -> None:
         self.traffic = traffic
-        exprs = [t.get(f) for _, t in traffic.groups for f in _FIELDS]
-        self._exact = all(_integer_coefficients(e) for e in exprs)
-        self._exprs = exprs
-        self._fn: Callable[..., Sequence[Any]] = sympy.lambdify(
-            (B, S, P), exprs, modules=[{"Min": _min, "Max": _max}, "math"])
+        self._fns: list[Callable[..., Any]] = [compile_formula(t.get(f)) for _, t in traffic.groups for f in _FIELDS]
 
     def values(self, batch: Any, seq: Any, past: Any) -> list[dict[str, Any]]:
         """Per group: field -> value (ints for int arguments, arrays for array arguments)."""
-        if self._exact or isinstance(past, np.ndarray):
-            flat = list(self._fn(batch, seq, past))
-        else:  # a formula with fractions: evaluate exactly
-            flat = [evaluate(e, {B: batch, S: seq, P: past}) for e in self._exprs]
+        flat = [fn(batch, seq, past) for fn in self._fns]
         width = len(_FIELDS)
         out = []
         for g in range(len(self.traffic.groups)):
@@ -94,10 +86,6 @@ class _Evaluator:
                 row = [int(v) for v in row]
             out.append(dict(zip(_FIELDS, row)))
         return out
-
-
-def _integer_coefficients(expr: sympy.Expr) -> bool:
-    return all(n.is_Integer for n in sympy.sympify(expr).atoms(sympy.Number))
 
 
 _EVALUATORS: dict[tuple[int, Dtypes, str], tuple[ModelProfile, _Evaluator]] = {}
@@ -236,7 +224,7 @@ def _generation(model: ModelProfile, ev: _Evaluator, st: Settings, phase: Phase)
     notes: list[str] = []
     totals: dict[str, int] = {}
     for f in _FIELDS:
-        summed = generation_sum(ev.traffic.total(f), n)
+        summed = generation_sum(ev.traffic.total(f).to_sympy(), n)
         notes.extend(summed.notes)
         totals[f] = evaluate(summed.expr, phase.values())
     step_times, step_compute = _decode_steps(ev, st, b, s, p, n - 1)

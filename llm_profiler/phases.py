@@ -35,7 +35,7 @@ import sympy
 from . import metrics as M
 from .errors import QueryError, ShapeError
 from .graph import Node
-from .profile import ModelProfile, _metric_expr, check_shape
+from .profile import ModelProfile, check_shape, metric_formula
 from .scopes import HEAD_KINDS, TRANSFORMER, node_filter
 from .symbols import B, P, S
 
@@ -115,7 +115,7 @@ def last_position(expr: sympy.Expr) -> sympy.Expr:
 
 def node_expr(node: Node, metric: str, lm_head: str = LM_HEAD_ALL) -> sympy.Expr:
     """A node's count of ``metric`` in B, S, P (the lm_head on the last position when lm_head='last')."""
-    expr = _metric_expr(node.counts, M.canonical(metric))
+    expr = metric_formula(node.counts, M.canonical(metric)).to_sympy()
     if check_lm_head(lm_head) == LM_HEAD_LAST and node.kind in HEAD_KINDS:
         expr = last_position(expr)
     return expr

@@ -14,20 +14,16 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property, lru_cache
 from typing import Any
 
-import sympy
-
 from . import metrics as M
 from .config import ModelConfig, load_config
 from .errors import QueryError, ShapeError
 from .families import Family, build_spec
+from .formula import ZERO, Formula, compile_formula, total
 from .graph import Graph, Node
 from .ops import Counts
 from .results import ProfileResult
 from .scopes import MODEL, TRANSFORMER, node_filter
 from .spec import ArchSpec
-from .symbols import SHAPE_SYMBOLS
-
-_ZERO = sympy.Integer(0)
 
 
 def check_shape(batch: Any, seq: Any, past: Any = 0) -> tuple[int, int, int]:
@@ -48,21 +44,23 @@ def check_shape(batch: Any, seq: Any, past: Any = 0) -> tuple[int, int, int]:
     return out[0], out[1], out[2]
 
 
-def _metric_expr(counts: Counts, metric: str) -> sympy.Expr:
+def metric_formula(counts: Counts, metric: str) -> Formula:
+    """A node's count of one canonical metric (derived metrics from their parts)."""
     if metric in M.DERIVED:
-        return sympy.Add(*(factor * counts.get(part, _ZERO) for part, factor in M.DERIVED[metric]))
+        return total(factor * Formula.of(counts.get(part, ZERO)) for part, factor in M.DERIVED[metric])
     if metric == M.ACTIVE_PARAMS and metric not in counts:  # dense nodes: every parameter is active
         metric = M.PARAMS
-    return sympy.sympify(counts.get(metric, _ZERO))
+    return Formula.of(counts.get(metric, ZERO))
 
 
 class ModelProfile:
-    """The formulas of one model: symbolic totals by scope, compiled for fast exact evaluation."""
+    """The formulas of one model: exact totals by scope (``Formula``), symbolic on request (sympy)."""
 
     def __init__(self, family: Family, graph: Graph) -> None:
         self.family = family
         self.graph = graph
         self._compiled: dict[tuple[str, str], Callable[..., Any]] = {}
+        self._formulas: dict[tuple[str, str], Formula] = {}
 
     @property
     def spec(self) -> ArchSpec:
@@ -76,27 +74,32 @@ class ModelProfile:
         pred = node_filter(scope, self.nodes)
         return [n for n in self.nodes if pred(n)]
 
-    # --- symbolic -----------------------------------------------------------------------------------
-    def expr(self, metric: str, scope: str | None = TRANSFORMER) -> sympy.Expr:
-        """The exact count as a sympy expression in B, S, P."""
-        return self._expr(M.canonical(metric), scope or TRANSFORMER)
+    # --- formulas -----------------------------------------------------------------------------------
+    def formula(self, metric: str, scope: str | None = TRANSFORMER) -> Formula:
+        """The exact count as a ``Formula`` in B, S, P (no sympy involved)."""
+        key = (M.canonical(metric), scope or TRANSFORMER)
+        out = self._formulas.get(key)
+        if out is None:
+            # Layers share their Counts objects: add each distinct one once, times how often it occurs.
+            multiplicity: dict[int, int] = defaultdict(int)
+            by_id: dict[int, Counts] = {}
+            for node in self.select(key[1]):
+                multiplicity[id(node.counts)] += 1
+                by_id[id(node.counts)] = node.counts
+            out = total(k * metric_formula(by_id[i], key[0]) for i, k in multiplicity.items())
+            self._formulas[key] = out
+        return out
 
-    @lru_cache(maxsize=256)  # noqa: B019 - one ModelProfile per config, kept for the process
-    def _expr(self, metric: str, scope: str) -> sympy.Expr:
-        # Layers share their Counts objects: add each distinct one once, times how often it occurs.
-        multiplicity: dict[int, int] = defaultdict(int)
-        by_id: dict[int, Counts] = {}
-        for node in self.select(scope):
-            multiplicity[id(node.counts)] += 1
-            by_id[id(node.counts)] = node.counts
-        return sympy.Add(*(k * _metric_expr(by_id[i], metric) for i, k in multiplicity.items()))
+    def expr(self, metric: str, scope: str | None = TRANSFORMER) -> Any:
+        """The exact count as a sympy expression in B, S, P (for symbolic export and closed forms)."""
+        return self.formula(metric, scope).to_sympy()
 
     def compiled(self, metric: str, scope: str | None = TRANSFORMER) -> Callable[..., Any]:
         """A compiled function (batch, seq, past) -> count, exact on Python ints, vectorised on numpy arrays."""
         key = (M.canonical(metric), scope or TRANSFORMER)
         fn = self._compiled.get(key)
         if fn is None:
-            fn = sympy.lambdify(SHAPE_SYMBOLS, self._expr(*key), modules=[{"Min": _min, "Max": _max}, "math"])
+            fn = compile_formula(self.formula(*key))
             self._compiled[key] = fn
         return fn
 
@@ -122,10 +125,15 @@ class ModelProfile:
         b, s, p = arrays
         if (b < 1).any() or (s < 1).any() or (p < 0).any():
             raise ShapeError("sweep needs batch >= 1, seq >= 1 and past >= 0 everywhere")
-        fn, shape = self.compiled(metric, scope), np.broadcast_shapes(b.shape, s.shape, p.shape)
+        try:
+            shape = np.broadcast_shapes(b.shape, s.shape, p.shape)
+        except ValueError:
+            raise ShapeError(f"sweep: batch {b.shape}, seq {s.shape} and past {p.shape} do not broadcast together; "
+                             "give axes of equal length, scalars, or orthogonal axes (numpy broadcasting)") from None
+        fn = self.compiled(metric, scope)
         # A float64 shadow finds counts near or past 2**63 (float error is ~1e-16 relative: margin 2**-40).
         approx = np.asarray(fn(*(x.astype(np.float64) for x in (b, s, p))))
-        if approx.size and approx.max() >= 2.0**63 * (1 - 2.0**-40):
+        if approx.size and np.abs(approx).max() >= 2.0**63 * (1 - 2.0**-40):
             return np.broadcast_to(fn(*(x.astype(object) for x in (b, s, p))), shape)
         return np.broadcast_to(fn(b, s, p), shape)
 
@@ -133,53 +141,20 @@ class ModelProfile:
         return Profile(self, *check_shape(batch, seq, past))
 
     # --- per-node evaluation --------------------------------------------------------------------------
-    @cached_property
-    def _node_evaluator(self) -> tuple[Callable[..., Sequence[Any]], dict[int, int]]:
-        """One compiled function returning every stored metric of every distinct Counts object."""
-        offsets: dict[int, int] = {}
-        exprs: list[sympy.Expr] = []
-        for node in self.nodes:
-            if id(node.counts) not in offsets:
-                offsets[id(node.counts)] = len(exprs)
-                exprs.extend(_metric_expr(node.counts, m) for m in M.STORED)
-        fn = sympy.lambdify(SHAPE_SYMBOLS, exprs, modules=[{"Min": _min, "Max": _max}, "math"])
-        return fn, offsets
-
     def node_values(self, batch: int, seq: int, past: int) -> dict[str, dict[str, int]]:
         """path -> metric -> exact count (stored metrics and the derived ones)."""
-        fn, offsets = self._node_evaluator
-        flat = [int(v) for v in fn(batch, seq, past)]
-        width = len(M.STORED)
+        env = {"B": batch, "S": seq, "P": past}
         out: dict[str, dict[str, int]] = {}
         cache: dict[int, dict[str, int]] = {}
         for node in self.nodes:
             values = cache.get(id(node.counts))
             if values is None:
-                start = offsets[id(node.counts)]
-                values = dict(zip(M.STORED, flat[start:start + width]))
+                values = {m: int(metric_formula(node.counts, m).evaluate(env)) for m in M.STORED}
                 for derived, parts in M.DERIVED.items():
                     values[derived] = sum(values[p] * f for p, f in parts)
                 cache[id(node.counts)] = values
             out[node.path] = values
         return out
-
-
-def _min(*args: Any) -> Any:
-    try:
-        return min(args)
-    except (TypeError, ValueError):  # numpy arrays
-        import numpy as np
-
-        return np.minimum.reduce(np.broadcast_arrays(*args))
-
-
-def _max(*args: Any) -> Any:
-    try:
-        return max(args)
-    except (TypeError, ValueError):
-        import numpy as np
-
-        return np.maximum.reduce(np.broadcast_arrays(*args))
 
 
 class Profile:
@@ -203,7 +178,7 @@ class Profile:
     def summary(self, scope: str | None = TRANSFORMER, metrics: Iterable[str] = M.SUMMARY) -> dict[str, int]:
         return {M.canonical(m): self.total(m, scope) for m in metrics}
 
-    def symbolic(self, metric: str, scope: str | None = TRANSFORMER) -> sympy.Expr:
+    def symbolic(self, metric: str, scope: str | None = TRANSFORMER) -> Any:
         return self.model.expr(metric, scope)
 
     def _sum(self, nodes: Iterable[Node], metric: str) -> int:

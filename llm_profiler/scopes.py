@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 
 from .errors import QueryError
 from .graph.node import ATTN as ATTN_BLOCK
+from .graph.node import EMBED_GROUP, HEAD_GROUP, NORM_GROUP, Node, NodeKind
 from .graph.node import MLP as MLP_BLOCK
-from .graph.node import Node, NodeKind
 
 TRANSFORMER = "transformer"  # everything but the task head (the seed's meaning; the default)
 MODEL = "model"  # everything, lm_head included
@@ -43,13 +43,13 @@ def node_filter(scope: str | None, nodes: Sequence[Node]) -> NodeFilter:
     key = scope.strip()
     low = key.lower()
     named: dict[str, NodeFilter] = {
-        TRANSFORMER: lambda n: n.kind not in HEAD_KINDS,
+        TRANSFORMER: lambda n: n.group != HEAD_GROUP,
         MODEL: lambda n: True,
         ATTN: lambda n: n.block == ATTN_BLOCK,
         MLP: lambda n: n.block == MLP_BLOCK,
-        NORM: lambda n: n.kind == NodeKind.NORM,
-        EMBED: lambda n: n.kind == NodeKind.EMBEDDING,
-        LM_HEAD: lambda n: n.kind in HEAD_KINDS,
+        NORM: lambda n: n.group == NORM_GROUP,
+        EMBED: lambda n: n.group == EMBED_GROUP,
+        LM_HEAD: lambda n: n.group == HEAD_GROUP,
     }
     if low in named:
         return named[low]

@@ -1,46 +1,27 @@
-"""Bytes moved per node: weights read, activations read and written, KV cache read and appended.
+"""Bytes moved per node: weights read, activations read and written, cache state read and appended.
 
 The model is eager execution, one kernel per op, as the transformers forward runs it: every op reads its
-inputs from memory and writes its output (no fusion, no cache reuse). Sizes come from the node's own
-formulas (``macs``, ``act``, ``params``, ``cache``) and, for attention, the spec's head counts. Three
-storage dtypes: ``weight`` (matrices), ``act`` (activations, norms' and biases' parameters) and ``kv``.
+inputs from memory and writes its output (no fusion, no cache reuse). Every quantity comes from the node's
+own facts (``graph.node``: weights, matmuls, reads, states) and counts; nothing is re-derived from the spec.
+Three storage dtypes: ``weight`` (matrices and routed experts), ``act`` (activations, norm scales, biases)
+and ``kv`` (every cache state); embeddings and the lm_head at ``Dtypes.embed``.
 
-Rules, per node kind (elements; bytes = elements x the dtype's bytes, exact integers):
+Rules (elements; bytes = elements x the dtype's bytes, exact integers):
 
-- written: ``act`` elements of every node (every computing op's output), at the activation dtype;
-  the KV-cache node writes the S new tokens' K and V instead (``kv_written``).
-- matrix nodes (linear, lm_head, router and any other node with MACs and parameters, e.g. experts):
-  weights: the (out x in) matrix via ``hardware.dtypes.weight_bytes`` (int4 group scales and zero points
-  included), ``in`` = macs / act (the reduced dimension), plus a bias of ``out`` at the activation dtype
-  when the node has one (its ADD count equals its MULT count: the bias supplies the k-th add).
-  A tied lm_head reads the embedding matrix (vocab x hidden) even though its params are counted once.
-  Input read: rows x in = macs / out elements.
-- embedding: reads the gathered rows of the table (act elements) at the embedding's dtype; token ids
-  (int64, 8 bytes each) are not counted.
-- attention scores (q @ k^T, scale, mask): reads q (B*S*H*D), the cached keys K (B*KV*D*keys, at the KV
-  dtype; keys = P + S, or Min(P, w-1) + S in a sliding layer) and, for the scale and mask ops after the
-  matmul, one tensor of the matmul's size each (act - macs / D).
-- attention context (probs @ v): reads the probabilities (B*H*S*keys = B*H*S * macs / act, as the bmm
-  writes B*H*S*Dv) and the cached values V (KV dtype).
-  K and V elements are KV/H of the matmul's (B*H*S*keys*D) / S: ``KV * macs / (H * S)``.
-- KV cache: appends the S new tokens: ``2*B*KV*D*S`` elements at the KV dtype (transformers' DynamicCache
-  actually re-copies the whole cache with torch.cat each step; an efficient server appends, which is what
-  is modelled).
-- norms: weight (params) at the activation dtype; reads ``act`` elements (each op of the eager chain reads
-  about one tensor of its output's size).
-- residual and elementwise products (two operands): read 2 x act.
-- other nodes with MACs and parameters whose formulas give no single (out x in) shape (MoE experts):
-  weights at the weight dtype (grouped along the flattened parameters), at most
-  Min(all of them, B*S x one token's ``active_params``): each token is assumed to touch experts no other
-  token touched until all are read (an upper bound; a real batch shares experts).
-- everything else (activations, rope, rotary tables, masks, softmax, unknown kinds): read = act.
-  Nodes without MACs (norms, ...) charge their params (if any) at the activation dtype.
+- weights: each ``Weight`` the node reads, by tensor class: a matrix via ``hardware.dtypes.weight_bytes``
+  (int4 group scales and zero points included); a lookup table only its ``rows_read`` rows; routed experts
+  min(experts, pairs) of their experts (each token assumed to touch experts no other token touched until
+  all are read: an upper bound); vectors at the activation dtype. A tied weight is read, not stored.
+- act_read: the node's ``reads`` (the op table records each matmul's first operand; elementwise ops read
+  one tensor of their output's size, two-operand nodes two); act_written: ``act``.
+- kv_read / kv_written: the ``read`` / ``appended`` elements of the node's cache states (K and V, MLA
+  latents, ...) at the KV dtype. transformers' DynamicCache re-copies the whole cache with torch.cat each
+  step; an efficient server appends, which is what is modelled.
 
 Roofline FLOPs (``flops``): 2 * macs + the non-matmul arithmetic, i.e. every arithmetic category (add,
 mult, div, sqrt, exp, cmp) plus, for each matmul output without a fused bias, the one accumulation the
-exact count leaves out (k products need k - 1 adds; the 2 * macs convention counts k). Matmul outputs are
-known for linear / lm_head nodes (act, when unbiased) and attention scores / context (macs / D); for other
-kinds the exact arithmetic is used (a difference of 1 / k).
+exact count leaves out (k products need k - 1 adds; the 2 * macs convention counts k): the outputs of the
+node's recorded matmuls.
 """
 
 from __future__ import annotations
@@ -48,20 +29,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import sympy
-
 from . import metrics as M
 from .errors import QueryError
-from .graph import Node, NodeKind
+from .facts import TensorClass, Weight
+from .formula import ZERO, Formula, fmin, total
+from .graph import Node
+from .graph.node import HEAD_GROUP
 from .hardware.dtypes import DType, get_dtype, tensor_bytes, weight_bytes
-from .phases import LM_HEAD_ALL, LM_HEAD_LAST, check_lm_head, last_position
-from .profile import ModelProfile, _metric_expr
-from .scopes import HEAD_KINDS, node_filter
-from .spec import ArchSpec
-from .symbols import B, S
+from .phases import LM_HEAD_ALL, LM_HEAD_LAST, check_lm_head
+from .profile import ModelProfile, metric_formula
+from .scopes import node_filter
 
-MATRIX_KINDS = frozenset({NodeKind.LINEAR, NodeKind.LM_HEAD, NodeKind.ROUTER})
-TWO_OPERAND_KINDS = frozenset({NodeKind.RESIDUAL, NodeKind.ELEMENTWISE})
 CATEGORIES: tuple[str, ...] = ("weights", "act_read", "act_written", "kv_read", "kv_written")
 
 
@@ -101,119 +79,74 @@ def _per_element(d: DType) -> int:
 class NodeTraffic:
     """Bytes (and roofline FLOPs) of one node as formulas in B, S, P."""
 
-    weights: sympy.Expr
-    act_read: sympy.Expr
-    act_written: sympy.Expr
-    kv_read: sympy.Expr
-    kv_written: sympy.Expr
-    flops: sympy.Expr
+    weights: Formula
+    act_read: Formula
+    act_written: Formula
+    kv_read: Formula
+    kv_written: Formula
+    flops: Formula
     stored: int = 0  # bytes the node's own parameters occupy (0 for a tied lm_head)
 
     @property
-    def bytes(self) -> sympy.Expr:
+    def bytes(self) -> Formula:
         return self.weights + self.act_read + self.act_written + self.kv_read + self.kv_written
 
-    def get(self, what: str) -> sympy.Expr:
+    def get(self, what: str) -> Formula:
         if what == "bytes":
             return self.bytes
         if what in (*CATEGORIES, "flops"):
-            return getattr(self, what)
+            value: Formula = getattr(self, what)
+            return value
         raise QueryError(f"unknown traffic quantity {what!r}; valid: bytes, flops, {', '.join(CATEGORIES)}")
 
-
-def _const_int(expr: sympy.Expr) -> int | None:
-    expr = sympy.cancel(expr)
-    return int(expr) if expr.is_Integer and expr > 0 else None
-
-
-def _matrix_shape(node: Node, spec: ArchSpec) -> tuple[int, int, bool] | None:
-    """(out, in, bias) of a matrix node, from its formulas; None when they do not say."""
-    c = node.counts
-    macs, act = _metric_expr(c, M.MACS), _metric_expr(c, M.ACT)
-    if macs == 0 or act == 0:
-        return None
-    k = _const_int(macs / act)
-    if k is None:
-        return None
-    bias = sympy.expand(_metric_expr(c, M.ADD) - _metric_expr(c, M.MULT)) == 0
-    params = int(_metric_expr(c, M.PARAMS))
-    if params == 0:
-        return (spec.vocab_size, k, False) if node.kind in HEAD_KINDS else None
-    per_out = k + 1 if bias else k
-    if params % per_out:
-        return None
-    return params // per_out, k, bias
+    def last_position(self) -> NodeTraffic:
+        """The same node on the last position only (rows B*S become B: S -> 1)."""
+        return NodeTraffic(*(getattr(self, f).substitute({"S": 1}) for f in (*CATEGORIES, "flops")),
+                           stored=self.stored)
 
 
-def node_traffic(node: Node, spec: ArchSpec, dt: Dtypes, lm_head: str = LM_HEAD_ALL) -> NodeTraffic:
+def _weight_traffic(w: Weight, dt: Dtypes) -> tuple[Formula, int]:
+    """(bytes read this forward, bytes stored) of one weight tensor."""
+    if w.tensor_class == TensorClass.VECTOR:
+        whole = tensor_bytes(dt.act, w.numel)
+        return Formula.const(whole), whole
+    if w.tensor_class == TensorClass.EXPERTS:
+        experts, one = w.shape[0], w.numel // w.shape[0]
+        per_expert = tensor_bytes(dt.weight, one)
+        pairs = w.pairs if w.pairs is not None else Formula.const(experts)
+        return per_expert * fmin(pairs, experts), per_expert * experts
+    store = dt.embed if w.tensor_class == TensorClass.EMBEDDING else dt.weight
+    rows, cols = w.shape if len(w.shape) == 2 else (w.numel, 1)
+    whole = weight_bytes(store, rows, cols)
+    if w.rows_read is not None:  # a lookup: only the gathered rows
+        return w.rows_read * tensor_bytes(store, cols), whole
+    return Formula.const(whole), whole
+
+
+def node_traffic(node: Node, dt: Dtypes, lm_head: str = LM_HEAD_ALL) -> NodeTraffic:
     """Bytes moved and roofline FLOPs of one node, by the rules of the module docstring."""
-    c = node.counts
+    c, facts = node.counts, node.facts
     a, kv = _per_element(dt.act), _per_element(dt.kv)
-    macs, act = _metric_expr(c, M.MACS), _metric_expr(c, M.ACT)
-    params = int(_metric_expr(c, M.PARAMS))
-    arith = sympy.Add(*(_metric_expr(c, m) for m in M.ARITHMETIC))
-    zero = sympy.Integer(0)
-    weights, read, kv_read, kv_written, mm_outputs = zero, act, zero, zero, zero
-    written = act * a
-    stored = 0
-    kind = node.kind
-    shape = _matrix_shape(node, spec) if macs != 0 and (params or kind in HEAD_KINDS) else None
-
-    if kind == NodeKind.EMBEDDING:
-        weights = act * _per_element(dt.embed)  # the gathered rows only
-        stored = tensor_bytes(dt.embed, params)
-    elif shape is not None:
-        out, k, bias = shape
-        store = dt.embed if kind in HEAD_KINDS else dt.weight
-        weights = sympy.Integer(weight_bytes(store, out, k) + (tensor_bytes(dt.act, out) if bias else 0))
-        stored = int(weights) if params else 0
-        read = sympy.cancel(macs / out)
-        if kind in MATRIX_KINDS and not bias:
-            mm_outputs = act
-    elif kind == NodeKind.ATTN_SCORES and macs != 0:
-        d = spec.head_dim
-        cached = sympy.cancel(spec.num_kv_heads * macs / (spec.num_heads * S))
-        read = B * S * spec.num_heads * d + sympy.expand(act - sympy.cancel(macs / d))
-        kv_read = cached * kv
-        mm_outputs = sympy.cancel(macs / d)
-    elif kind == NodeKind.ATTN_CONTEXT and macs != 0:
-        # a pure bmm: act = B*H*S*Dv outputs (Dv may differ from the q/k head_dim, e.g. MLA), so the
-        # probabilities are B*H*S*keys = B*H*S * macs / act
-        cached = sympy.cancel(spec.num_kv_heads * macs / (spec.num_heads * S))
-        read = sympy.cancel(B * S * spec.num_heads * macs / act)
-        kv_read = cached * kv
-        mm_outputs = act
-    elif kind == NodeKind.KV_CACHE:
-        kv_written = 2 * B * spec.num_kv_heads * spec.head_dim * S * kv
-        read = zero
-    elif kind in TWO_OPERAND_KINDS:
-        read = 2 * act
-    elif macs != 0 and params:
-        # A matrix node whose formulas do not reveal one (out x in) shape (e.g. MoE experts: gate, up,
-        # act, product and down in one node): weights at the weight dtype, grouped along the flattened
-        # parameters; B*S tokens touch at most B*S x (one token's active params) of them.
-        whole = tensor_bytes(dt.weight, params)
-        active = int(_metric_expr(c, M.ACTIVE_PARAMS))
-        per_token = tensor_bytes(dt.weight, active) if active else whole
-        weights = whole if per_token >= whole else sympy.Min(whole, B * S * per_token)
-        stored = whole
-    if params and macs == 0 and kind != NodeKind.EMBEDDING:
-        weights = sympy.Integer(tensor_bytes(dt.act, params))  # norms, biases and other small vectors
-        stored = int(weights)
-
+    weights, stored = ZERO, 0
+    for w in facts.weights:
+        read, whole = _weight_traffic(w, dt)
+        weights = weights + read
+        stored += 0 if w.tied else whole
+    reads = facts.reads if facts.reads is not None else Formula.of(c.get(M.ACT, 0))
+    arith = total(metric_formula(c, m) for m in M.ARITHMETIC)
+    unbiased_outputs = total(mm.outputs for mm in facts.matmuls if not mm.bias)
     out = NodeTraffic(
-        weights=sympy.sympify(weights),
-        act_read=sympy.expand(read * a),
-        act_written=sympy.expand(written),
-        kv_read=sympy.expand(kv_read),
-        kv_written=sympy.expand(kv_written),
-        flops=sympy.expand(arith + mm_outputs),
+        weights=weights,
+        act_read=reads * a,
+        act_written=metric_formula(c, M.ACT) * a,
+        kv_read=total(st.read for st in facts.states) * kv,
+        kv_written=total(st.appended for st in facts.states) * kv,
+        flops=arith + unbiased_outputs,
         stored=stored,
     )
-    if lm_head == LM_HEAD_LAST and kind in HEAD_KINDS:
-        out = NodeTraffic(*(last_position(getattr(out, f)) for f in (*CATEGORIES, "flops")), stored=out.stored)
+    if lm_head == LM_HEAD_LAST and node.group == HEAD_GROUP:
+        out = out.last_position()
     return out
-
 
 
 class ModelTraffic:
@@ -221,17 +154,17 @@ class ModelTraffic:
 
     def __init__(self, model: ModelProfile, dt: Dtypes, lm_head: str = LM_HEAD_ALL) -> None:
         self.model, self.dtypes, self.lm_head = model, dt, check_lm_head(lm_head)
-        groups: dict[tuple[int, str], list[Node]] = {}
-        for node in model.nodes:
-            groups.setdefault((id(node.counts), node.kind), []).append(node)
+        groups: dict[tuple[int, int], list[Node]] = {}
+        for node in model.nodes:  # layers share counts and facts: one traffic formula per distinct pair
+            groups.setdefault((id(node.counts), id(node.facts)), []).append(node)
         self.groups: list[tuple[list[Node], NodeTraffic]] = [
-            (nodes, node_traffic(nodes[0], model.spec, dt, lm_head)) for nodes in groups.values()
+            (nodes, node_traffic(nodes[0], dt, lm_head)) for nodes in groups.values()
         ]
 
-    def total(self, what: str = "bytes", scope: str | None = "model") -> sympy.Expr:
+    def total(self, what: str = "bytes", scope: str | None = "model") -> Formula:
         """The model's (or a scope's) total of ``what`` (bytes, flops or a byte category) in B, S, P."""
         pred = node_filter(scope or "model", self.model.nodes)
-        return sympy.Add(*(sum(1 for n in nodes if pred(n)) * t.get(what) for nodes, t in self.groups))
+        return total(sum(1 for n in nodes if pred(n)) * t.get(what) for nodes, t in self.groups)
 
     def weight_storage(self) -> int:
         """Bytes the weights occupy (each parameter once: a tied lm_head adds nothing)."""

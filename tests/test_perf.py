@@ -38,7 +38,7 @@ def _node(model, path):
 
 
 def test_int4_weight_bytes_by_hand(llama):
-    t = node_traffic(_node(llama, "model.layers.0.self_attn.q_proj"), llama.spec, dtypes("int4", "fp16"))
+    t = node_traffic(_node(llama, "model.layers.0.self_attn.q_proj"), dtypes("int4", "fp16"))
     # 4096 x 4096 int4, groups of 128 input features, an fp16 scale + int4 zero point (20 bits) per group:
     # 4096*4096*4 = 67,108,864 bits + 4096 rows * 32 groups * 20 = 2,621,440 bits = 69,730,304 bits
     # = 8,716,288 bytes
@@ -51,7 +51,7 @@ def test_int4_weight_bytes_by_hand(llama):
 
 def test_bias_at_activation_dtype():
     m = profile_model("qwen2-7b")
-    t = node_traffic(_node(m, "model.layers.0.self_attn.k_proj"), m.spec, dtypes("int8", "bf16"))
+    t = node_traffic(_node(m, "model.layers.0.self_attn.k_proj"), dtypes("int8", "bf16"))
     # k_proj 3584 -> 512 (4 KV heads of 128) with a bias: 512 * 3584 int8 bytes + 512 bf16 biases
     assert t.weights == 512 * 3584 + 2 * 512
 

@@ -21,6 +21,8 @@ from typing import Any
 
 from .. import ops
 from ..errors import ConfigError
+from ..facts import StateKind
+from ..formula import B, S
 from ..graph import NodeKind
 from ..graph import blocks as blk
 from ..graph.activations import activation_counts
@@ -28,7 +30,6 @@ from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP
 from ..ops import Counts
 from ..spec import ArchSpec
-from ..symbols import B, S
 from . import register
 from .fields import Fields
 from .gpt2 import layer_norm
@@ -88,7 +89,7 @@ class Bloom(LlamaStyle):
         return [
             Part(f"{b}.word_embeddings", f"{b}.word_embeddings", NodeKind.EMBEDDING, blk.embedding(spec.vocab_size, h)),
             Part(f"{b}.word_embeddings_layernorm", f"{b}.word_embeddings_layernorm", NodeKind.NORM,
-                 layer_norm(blk.TOKENS, h)),
+                 layer_norm(blk.TOKENS, h), label="embedding norm"),
             Part(f"{b}:positions", b, NodeKind.POSITIONS, alibi_and_mask(spec.num_heads, blk.keys_full())),
         ]
 
@@ -100,9 +101,9 @@ class Bloom(LlamaStyle):
             Part(".input_layernorm", ".input_layernorm", NodeKind.NORM, layer_norm(t, h)),
             Part(f"{a}.query_key_value", f"{a}.query_key_value", NodeKind.LINEAR, blk.linear(t, h, 3 * h, True), ATTN),
             Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(H, D, blk.cached_full()), ATTN),
-            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, alibi_scores(H, D, keys), ATTN),
+            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, alibi_scores(H, D, keys) + blk.state_read(StateKind.KEYS_VALUES, B * H * keys * D), ATTN),
             Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
-            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys), ATTN),
+            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys, kv_heads=H), ATTN),
             Part(f"{a}.dense", f"{a}.dense", NodeKind.LINEAR, blk.linear(t, h, h, True), ATTN),
             Part(f"{a}:residual", a, NodeKind.RESIDUAL, blk.residual(h, count=1)),  # dropout_add
             Part(".post_attention_layernorm", ".post_attention_layernorm", NodeKind.NORM, layer_norm(t, h)),
@@ -114,9 +115,7 @@ class Bloom(LlamaStyle):
         ]
 
     def tail_parts(self, spec: ArchSpec) -> list[Part]:
-        head = blk.linear(blk.TOKENS, spec.hidden_size, spec.vocab_size, bias=False)
-        if spec.tie_word_embeddings:  # the weight is word_embeddings': counted there, once
-            head = blk.with_params(head, 0)
+        head = blk.lm_head(blk.TOKENS, spec.hidden_size, spec.vocab_size, tied=spec.tie_word_embeddings)
         return [
             Part(f"{self.base}.ln_f", f"{self.base}.ln_f", NodeKind.NORM, layer_norm(blk.TOKENS, spec.hidden_size)),
             Part("lm_head", "lm_head", NodeKind.LM_HEAD, head),

@@ -35,17 +35,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import sympy
-
 from .. import ops
 from ..errors import ConfigError, ValidationUnavailableError
+from ..facts import StateKind
+from ..formula import B, Formula, P, S
 from ..graph import Graph, Node
 from ..graph import blocks as blk
 from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP, NodeKind
 from ..ops import Counts
 from ..spec import ArchSpec
-from ..symbols import B, P, S
 from . import register
 from .base import Family
 from .fields import Fields
@@ -121,9 +120,7 @@ class ChatGLM(Family):
         layer = self.layer_parts(spec)
         for i in range(spec.num_layers):
             nodes.extend(p.at(f"{self.layer_prefix}{i}", i) for p in layer)
-        lm_head = blk.linear(t, h, spec.vocab_size, bias=False)
-        if spec.tie_word_embeddings:
-            lm_head = blk.with_params(lm_head, 0)
+        lm_head = blk.lm_head(t, h, spec.vocab_size, tied=spec.tie_word_embeddings)
         tail = [
             Part("transformer.final_layernorm", "transformer.final_layernorm", NodeKind.NORM, blk.layer_norm(t, h)),
             Part("lm_head", "lm_head", NodeKind.LM_HEAD, lm_head),
@@ -141,7 +138,7 @@ class ChatGLM(Family):
 
     def layer_parts(self, spec: ChatGLMSpec) -> list[Part]:
         h, H, D, inter, t = spec.hidden_size, spec.num_heads, spec.head_dim, spec.intermediate_size, blk.TOKENS
-        keys: sympy.Expr = P + S
+        keys: Formula = P + S
         a, m = ".attention", ".mlp"
         # freqs = einsum(positions, inv_freq): (P+S) * r/2 MULT; emb = cat(freqs, freqs); emb.cos(), emb.sin()
         r, rows = spec.rotary_dim, P + S
@@ -151,6 +148,7 @@ class ChatGLM(Family):
             ops.elementwise("div", t * H * D)  # q / (sqrt(d) * (layer_id + 1))
             + ops.matmul(S, keys, D, batch=B * H)  # baddbmm(empty, q, k^T, beta=0): beta=0 adds no bias
             + ops.elementwise("mul", n)  # scores * (layer_id + 1)
+            + blk.state_read(StateKind.KEYS_VALUES, B * H * keys * D)  # the cached keys
         )
         residual = ops.elementwise("mul", t * h) + ops.elementwise("add", t * h)  # normed_input * alpha + output
         return [
@@ -161,7 +159,7 @@ class ChatGLM(Family):
             Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(H, D, P + S), ATTN),
             Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, scores, ATTN),
             Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
-            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys), ATTN),
+            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys, kv_heads=H), ATTN),
             Part(f"{a}.dense", f"{a}.dense", NodeKind.LINEAR, blk.linear(t, h, h, True), ATTN),
             Part(":residual_attn", "", NodeKind.RESIDUAL, residual),
             Part(".post_attention_layernorm", ".post_attention_layernorm", NodeKind.NORM, blk.layer_norm(t, h)),

@@ -38,19 +38,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import sympy
-
 from .. import ops
 from ..errors import ConfigError
+from ..facts import State, StateKind
+from ..formula import ZERO, B, Formula
 from ..graph import Graph, Node
 from ..graph import blocks as blk
 from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP, NodeKind
-from ..metrics import ACTIVE_PARAMS, CACHE
+from ..metrics import ACTIVE_PARAMS
 from ..ops import Counts
 from ..spec import ArchSpec
-from ..symbols import B
 from . import register
 from .fields import Fields
 from .llama import LlamaStyle
@@ -91,7 +90,7 @@ def latent_cache_per_token(spec: DeepseekSpec) -> int:
 
 def _with_active(counts: Counts, active: int) -> Counts:
     out = Counts(counts)
-    out[ACTIVE_PARAMS] = sympy.Integer(active)
+    out[ACTIVE_PARAMS] = Formula.const(active)
     return out
 
 
@@ -249,11 +248,15 @@ class Deepseek(LlamaStyle):
             Part(f"{a}.kv_a_layernorm", f"{a}.kv_a_layernorm", NodeKind.NORM, blk.rms_norm(t, kvr), ATTN),
             Part(f"{a}:rope", a, NodeKind.ROPE, self.rope(spec, H) + self.rope(spec, 1), ATTN),
             # the latent and the rotated shared key, for every token held
-            Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, Counts({CACHE: B * (kvr + dr) * cached}), ATTN),
-            # re-expands every cached token's latent on each forward: B*(P+S) rows
-            Part(f"{a}.kv_b_proj", f"{a}.kv_b_proj", NodeKind.LINEAR, blk.linear(B * cached, kvr, H * (dn + dv), False),
-                 ATTN),
-            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, blk.attn_scores(H, qk, keys), ATTN),
+            Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE,
+                 blk.kv_cache(1, kvr, cached, v_head_dim=dr, kind=StateKind.LATENT), ATTN),
+            # re-expands every cached token's latent on each forward: B*(P+S) rows read from the cache
+            Part(f"{a}.kv_b_proj", f"{a}.kv_b_proj", NodeKind.LINEAR,
+                 blk.linear(B * cached, kvr, H * (dn + dv), False).with_facts(
+                     reads=ZERO, states=(State(StateKind.LATENT, read=B * cached * kvr),)), ATTN),
+            # the decompressed keys are activations; the shared rope key comes from the cache
+            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES,
+                 blk.attn_scores(H, qk, keys) + blk.state_read(StateKind.LATENT, B * cached * dr), ATTN),
             Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
             Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, dv, keys), ATTN),
             Part(f"{a}.o_proj", f"{a}.o_proj", NodeKind.LINEAR, blk.linear(t, H * dv, h, spec.o_bias), ATTN),

@@ -7,10 +7,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import sympy
-
 from .. import ops
 from ..errors import ConfigError
+from ..facts import StateKind
+from ..formula import B, Formula, P, S
 from ..graph import NodeKind
 from ..graph import blocks as blk
 from ..graph.activations import read_activation
@@ -18,7 +18,6 @@ from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP
 from ..ops import Counts
 from ..spec import ArchSpec
-from ..symbols import B, P, S
 from . import register
 from .fields import Fields
 from .llama import LlamaStyle
@@ -36,7 +35,7 @@ class FalconSpec(ArchSpec):
     cached_kv_heads: int = 1  # heads the KV cache holds (the new architecture caches k / v broadcast to all heads)
 
 
-def falcon_linear(rows: sympy.Expr, in_features: int, out_features: int, bias: bool) -> Counts:
+def falcon_linear(rows: Formula, in_features: int, out_features: int, bias: bool) -> Counts:
     """FalconLinear: ``x @ W.T`` then ``+ bias`` as a separate op (not a fused addmm): the same arithmetic as
     nn.Linear, but the bias addition writes its own rows x out elements."""
     out = ops.matmul(rows, out_features, in_features)
@@ -179,11 +178,13 @@ class Falcon(LlamaStyle):
             rope = blk.apply_rope(H, D) + blk.apply_rope(spec.cached_kv_heads, D)
             parts.append(Part(f"{a}:rope", a, NodeKind.ROPE, rope, ATTN))
             scores = ops.matmul(S, keys, D, batch=B * H) + ops.elementwise("div", n) + ops.elementwise("add", n)
+        cached_kv = spec.cached_kv_heads  # K / V are cached per KV head (or group), then expanded to H heads
         parts += [
-            Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(spec.cached_kv_heads, D, blk.cached_full()), ATTN),
-            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, scores, ATTN),
+            Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(cached_kv, D, blk.cached_full()), ATTN),
+            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES,
+                 scores + blk.state_read(StateKind.KEYS_VALUES, B * cached_kv * keys * D), ATTN),
             Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
-            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys), ATTN),
+            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys, kv_heads=cached_kv), ATTN),
             Part(f"{a}.dense", f"{a}.dense", NodeKind.LINEAR, falcon_linear(t, H * D, h, spec.o_bias), ATTN),
         ]
         return parts

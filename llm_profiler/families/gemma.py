@@ -24,10 +24,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import sympy
-
 from .. import ops
 from ..errors import ConfigError
+from ..formula import B, Formula, S
 from ..graph import NodeKind
 from ..graph import blocks as blk
 from ..graph.activations import HF_ACTIVATIONS
@@ -36,7 +35,6 @@ from ..graph.blocks import Part
 from ..graph.node import ATTN
 from ..ops import Counts
 from ..spec import FULL_ATTENTION, SLIDING_ATTENTION, ArchSpec
-from ..symbols import B, S
 from . import register
 from .fields import Fields
 from .llama import LlamaStyle
@@ -71,7 +69,7 @@ class GemmaSpec(ArchSpec):
     rope_tables: int = 1  # rotary_emb calls per forward (gemma3: one per distinct layer type)
 
 
-def softcap(n: sympy.Expr) -> Counts:
+def softcap(n: Formula) -> Counts:
     """c * tanh(x / c) over n elements: n DIV, n tanh (EXP), n MULT."""
     return ops.elementwise("div", n) + ops.elementwise("tanh", n) + ops.elementwise("mul", n)
 
@@ -199,7 +197,7 @@ class Gemma(LlamaStyle):
         return tuple(SLIDING_ATTENTION if (i + 1) % period else FULL_ATTENTION for i in range(layers))
 
     # --- graph ------------------------------------------------------------------------------------
-    def norm(self, spec: ArchSpec, rows: sympy.Expr, n: int) -> Counts:
+    def norm(self, spec: ArchSpec, rows: Formula, n: int) -> Counts:
         return blk.rms_norm(rows, n, plus_one=True)
 
     def mask_counts(self, spec: ArchSpec) -> Counts:

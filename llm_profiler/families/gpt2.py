@@ -19,18 +19,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import sympy
-
 from .. import ops
 from ..errors import ConfigError
+from ..formula import B, Formula, S
 from ..graph import Graph, Node, NodeKind
 from ..graph import blocks as blk
 from ..graph.activations import activation_counts, read_activation
 from ..graph.blocks import Part
-from ..graph.node import ATTN, MLP
+from ..graph.node import ATTN, EMBED_GROUP, MLP
 from ..ops import Counts
 from ..spec import ArchSpec
-from ..symbols import B, S
 from . import register
 from .fields import Fields
 from .llama import LlamaStyle
@@ -43,7 +41,7 @@ class GPT2Spec(ArchSpec):
     scale_attn_by_inverse_layer_idx: bool = False
 
 
-def layer_norm(rows: sympy.Expr, n: int, affine: bool = True) -> Counts:
+def layer_norm(rows: Formula, n: int, affine: bool = True) -> Counts:
     """nn.LayerNorm over n features; ``affine`` False (elementwise_affine=False): no weight, no bias."""
     if affine:
         return blk.layer_norm(rows, n)
@@ -126,7 +124,7 @@ class GPT2(LlamaStyle):
             Part(f"{b}:positions", b, NodeKind.POSITIONS, self.mask_counts(spec)),
             # one row per new position (position_ids is 1 x S), shared by the batch
             Part(f"{b}.wpe", f"{b}.wpe", NodeKind.EMBEDDING, blk.embedding(spec.max_positions, h, rows=S)),
-            Part(f"{b}:embed_add", b, NodeKind.EMBEDDING, embed_add(h)),
+            Part(f"{b}:embed_add", b, NodeKind.ELEMENTWISE, embed_add(h), group=EMBED_GROUP, label="embed"),
         ]
 
     def gpt2_layer_parts(self, spec: ArchSpec, alpha_scaled: bool) -> list[Part]:
@@ -138,7 +136,7 @@ class GPT2(LlamaStyle):
             scores = ops.scaled_matmul(S, keys, D, batch=B * H, bias=False, alpha=alpha_scaled)
             scores = scores + ops.elementwise("add", B * H * S * keys)
         else:
-            scores = blk.attn_scores(H, D, keys)
+            scores = blk.attn_scores(H, D, keys, kv_heads=H)
         a, m = ".attn", ".mlp"
         return [
             Part(".ln_1", ".ln_1", NodeKind.NORM, layer_norm(t, h)),
@@ -146,7 +144,7 @@ class GPT2(LlamaStyle):
             Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(H, D, blk.cached_full()), ATTN),
             Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, scores, ATTN),
             Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
-            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys), ATTN),
+            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys, kv_heads=H), ATTN),
             Part(f"{a}.c_proj", f"{a}.c_proj", NodeKind.LINEAR, blk.linear(t, h, h, True), ATTN),
             Part(":residual", "", NodeKind.RESIDUAL, blk.residual(h)),
             Part(".ln_2", ".ln_2", NodeKind.NORM, layer_norm(t, h)),
@@ -156,9 +154,7 @@ class GPT2(LlamaStyle):
         ]
 
     def tail_parts(self, spec: ArchSpec) -> list[Part]:
-        head = blk.linear(blk.TOKENS, spec.hidden_size, spec.vocab_size, bias=False)
-        if spec.tie_word_embeddings:  # the weight is wte's: counted there, once
-            head = blk.with_params(head, 0)
+        head = blk.lm_head(blk.TOKENS, spec.hidden_size, spec.vocab_size, tied=spec.tie_word_embeddings)
         return [
             Part(f"{self.base}.ln_f", f"{self.base}.ln_f", NodeKind.NORM, layer_norm(blk.TOKENS, spec.hidden_size)),
             Part("lm_head", "lm_head", NodeKind.LM_HEAD, head),

@@ -113,9 +113,9 @@ class GPTNeoX(LlamaStyle):
                  blk.linear(t, h, 3 * h, spec.qkv_bias), ATTN),
             Part(f"{a}:rope", a, NodeKind.ROPE, rope, ATTN),
             Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(H, D, blk.cached_full()), ATTN),
-            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, blk.attn_scores(H, D, keys), ATTN),
+            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, blk.attn_scores(H, D, keys, kv_heads=H), ATTN),
             Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
-            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys), ATTN),
+            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys, kv_heads=H), ATTN),
             Part(f"{a}.dense", f"{a}.dense", NodeKind.LINEAR, blk.linear(t, h, h, spec.o_bias), ATTN),
             Part(".post_attention_layernorm", ".post_attention_layernorm", NodeKind.NORM, layer_norm(t, h)),
             Part(f"{m}.dense_h_to_4h", f"{m}.dense_h_to_4h", NodeKind.LINEAR, blk.linear(t, h, inter, True), MLP),
@@ -126,9 +126,7 @@ class GPTNeoX(LlamaStyle):
         ]
 
     def tail_parts(self, spec: ArchSpec) -> list[Part]:
-        head = blk.linear(blk.TOKENS, spec.hidden_size, spec.vocab_size, bias=False)
-        if spec.tie_word_embeddings:  # the weight is embed_in's: counted there, once
-            head = blk.with_params(head, 0)
+        head = blk.lm_head(blk.TOKENS, spec.hidden_size, spec.vocab_size, tied=spec.tie_word_embeddings)
         return [
             Part(f"{self.base}.final_layer_norm", f"{self.base}.final_layer_norm", NodeKind.NORM,
                  layer_norm(blk.TOKENS, spec.hidden_size)),

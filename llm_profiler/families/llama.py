@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import sympy
-
 from ..errors import ConfigError
+from ..formula import Formula
 from ..graph import Graph, Node, NodeKind
 from ..graph import blocks as blk
 from ..graph.activations import read_activation
@@ -42,13 +41,13 @@ class LlamaStyle(Family):
         nodes.extend(part.at("") for part in self.tail_parts(spec))
         return Graph(spec=spec, nodes=tuple(nodes), layer_prefix=self.layer_prefix)
 
-    def keys(self, spec: ArchSpec, layer_type: str) -> sympy.Expr:
+    def keys(self, spec: ArchSpec, layer_type: str) -> Formula:
         if layer_type == SLIDING_ATTENTION:
             assert spec.sliding_window is not None
             return blk.keys_sliding(spec.sliding_window)
         return blk.keys_full()
 
-    def cached(self, spec: ArchSpec, layer_type: str) -> sympy.Expr:
+    def cached(self, spec: ArchSpec, layer_type: str) -> Formula:
         if layer_type == SLIDING_ATTENTION:
             assert spec.sliding_window is not None
             return blk.cached_sliding(spec.sliding_window)
@@ -75,7 +74,7 @@ class LlamaStyle(Family):
             parts.append(Part(f"{b}.rotary_emb", f"{b}.rotary_emb", NodeKind.ROTARY, blk.rotary_table(spec.rotary_dim)))
         return parts
 
-    def norm(self, spec: ArchSpec, rows: sympy.Expr, n: int) -> Counts:
+    def norm(self, spec: ArchSpec, rows: Formula, n: int) -> Counts:
         if spec.norm == "layernorm":
             return blk.layer_norm(rows, n)
         return blk.rms_norm(rows, n)
@@ -97,9 +96,9 @@ class LlamaStyle(Family):
             parts.append(Part(f"{a}:rope", a, NodeKind.ROPE, rope, ATTN))
         parts += [
             Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(KV, D, self.cached(spec, layer_type)), ATTN),
-            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, blk.attn_scores(H, D, keys), ATTN),
+            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, blk.attn_scores(H, D, keys, kv_heads=KV), ATTN),
             Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
-            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys), ATTN),
+            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys, kv_heads=KV), ATTN),
             Part(f"{a}.o_proj", f"{a}.o_proj", NodeKind.LINEAR, blk.linear(t, H * D, h, spec.o_bias), ATTN),
         ]
         return parts
@@ -126,9 +125,7 @@ class LlamaStyle(Family):
         ]
 
     def tail_parts(self, spec: ArchSpec) -> list[Part]:
-        head = blk.linear(blk.TOKENS, spec.hidden_size, spec.vocab_size, bias=False)
-        if spec.tie_word_embeddings:  # the weight is the embedding's: counted there, once
-            head = blk.with_params(head, 0)
+        head = blk.lm_head(blk.TOKENS, spec.hidden_size, spec.vocab_size, tied=spec.tie_word_embeddings)
         return [
             Part(f"{self.base}.norm", f"{self.base}.norm", NodeKind.NORM, self.norm(spec, blk.TOKENS, spec.hidden_size)),
             Part("lm_head", "lm_head", NodeKind.LM_HEAD, head),

@@ -20,14 +20,14 @@ from __future__ import annotations
 from typing import Any
 
 from .. import ops
+from ..formula import B, P, S
 from ..graph import NodeKind
 from ..graph import blocks as blk
 from ..graph.activations import activation_counts, read_activation
 from ..graph.blocks import Part
-from ..graph.node import ATTN, MLP
+from ..graph.node import ATTN, EMBED_GROUP, MLP
 from ..ops import Counts
 from ..spec import ArchSpec
-from ..symbols import B, P, S
 from . import register
 from .fields import Fields
 from .gpt2 import embed_add, layer_norm
@@ -109,7 +109,7 @@ class OPT(LlamaStyle):
         if proj != h:
             parts.append(Part(f"{b}.project_in", f"{b}.project_in", NodeKind.LINEAR,
                               blk.linear(blk.TOKENS, proj, h, bias=False)))
-        parts.append(Part(f"{b}:embed_add", b, NodeKind.EMBEDDING, embed_add(h)))
+        parts.append(Part(f"{b}:embed_add", b, NodeKind.ELEMENTWISE, embed_add(h), group=EMBED_GROUP, label="embed"))
         return parts
 
     def layer_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
@@ -126,9 +126,9 @@ class OPT(LlamaStyle):
             Part(f"{a}.v_proj", f"{a}.v_proj", NodeKind.LINEAR, blk.linear(t, h, h, bias), ATTN),
             Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(H, D, blk.cached_full()), ATTN),
             # eager attention is called with scaling=1.0: the multiplication still runs
-            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, blk.attn_scores(H, D, keys), ATTN),
+            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, blk.attn_scores(H, D, keys, kv_heads=H), ATTN),
             Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
-            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys), ATTN),
+            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys, kv_heads=H), ATTN),
             Part(f"{a}.out_proj", f"{a}.out_proj", NodeKind.LINEAR, blk.linear(t, h, h, bias), ATTN),
             Part(":residual", "", NodeKind.RESIDUAL, blk.residual(h)),
             Part(".final_layer_norm", ".final_layer_norm", NodeKind.NORM, layer_norm(t, h, affine)),
@@ -148,9 +148,7 @@ class OPT(LlamaStyle):
         if proj != h:
             parts.append(Part(f"{b}.project_out", f"{b}.project_out", NodeKind.LINEAR,
                               blk.linear(t, h, proj, bias=False)))
-        head = blk.linear(t, proj, spec.vocab_size, bias=False)
-        if spec.tie_word_embeddings:  # the weight is embed_tokens': counted there, once
-            head = blk.with_params(head, 0)
+        head = blk.lm_head(t, proj, spec.vocab_size, tied=spec.tie_word_embeddings)
         parts.append(Part("lm_head", "lm_head", NodeKind.LM_HEAD, head))
         return parts
 

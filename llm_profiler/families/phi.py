@@ -124,9 +124,8 @@ class Phi(LlamaStyle):
 
     def tail_parts(self, spec: ArchSpec) -> list[Part]:
         v, h = spec.vocab_size, spec.hidden_size
-        head = blk.linear(blk.TOKENS, h, v, bias=True)
-        if spec.tie_word_embeddings:  # the weight is the embedding's (counted there); the bias is the head's
-            head = blk.with_params(head, v)
+        # tied: the weight is the embedding's (counted there); the bias is the head's
+        head = blk.lm_head(blk.TOKENS, h, v, tied=spec.tie_word_embeddings, bias=True)
         return [
             Part(f"{self.base}.final_layernorm", f"{self.base}.final_layernorm", NodeKind.NORM,
                  self.norm(spec, blk.TOKENS, h)),

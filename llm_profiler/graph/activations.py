@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import sympy
-
 from .. import ops
 from ..errors import ConfigError
+from ..formula import Formula
 from ..ops import Counts
 
 # name -> op of llm_profiler.ops.ELEMENTWISE per aten op the module runs, in order
@@ -44,7 +43,7 @@ def supported() -> list[str]:
     return sorted(HF_ACTIVATIONS)
 
 
-def activation_counts(name: str, n: sympy.Expr) -> Counts:
+def activation_counts(name: str, n: Formula) -> Counts:
     """Counts of the activation ``name`` over n elements: the sum of its aten ops, each writing n."""
     return ops.total(ops.elementwise(op, n) for op in HF_ACTIVATIONS[name])
 

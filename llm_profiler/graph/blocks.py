@@ -7,41 +7,40 @@ table (llm_profiler.ops), the same table the measuring side maps aten ops throug
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import sympy
+from dataclasses import dataclass, field, replace
 
 from .. import ops
-from ..metrics import CACHE, PARAMS
+from ..facts import NO_FACTS, Facts, State, StateKind, TensorClass, Weight
+from ..formula import ZERO, B, Formula, P, S, fmin
+from ..metrics import ACT, CACHE, PARAMS
 from ..ops import Counts
-from ..symbols import B, P, S
 from .activations import activation_counts
 from .node import ATTN, MLP, Node, NodeKind
 
 TOKENS = B * S  # rows every token-wise op sees
 
 
-def keys_full() -> sympy.Expr:
+def keys_full() -> Formula:
     """Keys a full-attention layer attends to: the cache (P) plus the new tokens (S)."""
     return P + S
 
 
-def keys_sliding(window: int) -> sympy.Expr:
+def keys_sliding(window: int) -> Formula:
     """Keys a sliding-window layer attends to in transformers' DynamicSlidingWindowLayer.
 
     The layer keeps the last ``window - 1`` tokens, so after a prefill of P it holds min(P, window-1)
     and attends to those plus the S new ones.
     """
-    return sympy.Min(P, window - 1) + S
+    return fmin(P, window - 1) + S
 
 
-def cached_full() -> sympy.Expr:
+def cached_full() -> Formula:
     return P + S
 
 
-def cached_sliding(window: int) -> sympy.Expr:
+def cached_sliding(window: int) -> Formula:
     """Tokens a sliding-window layer holds after the forward: the last window-1 of P+S."""
-    return sympy.Min(P + S, window - 1)
+    return fmin(P + S, window - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +53,12 @@ class Part:
     kind: str
     counts: Counts
     block: str | None = None
+    group: str | None = None  # scope group when it differs from the kind's (Node.group_tag)
+    label: str | None = None  # report label when it differs from the kind's (Node.label_tag)
+    facts: Facts = field(init=False, repr=False, compare=False)  # completed once, shared by every layer
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "facts", complete_facts(self.kind, self.counts))
 
     def at(self, prefix: str, layer: int | None = None) -> Node:
         return Node(
@@ -63,7 +68,34 @@ class Part:
             counts=self.counts,
             layer=layer,
             block=self.block,
+            facts=self.facts,
+            group_tag=self.group,
+            label_tag=self.label,
         )
+
+
+TWO_OPERAND_KINDS = frozenset({NodeKind.RESIDUAL, NodeKind.ELEMENTWISE})
+
+
+def complete_facts(kind: str, counts: Counts) -> Facts:
+    """A node's facts: what its counts carry, plus the defaults every node of a kind has.
+
+    - reads: a two-operand elementwise node (residual add, gate product) reads two tensors of its output's
+      size; any other node without explicit reads one (``ops.reads_of``).
+    - weights: parameters the facts do not name (norm scales, biases of non-linear nodes) are one vector
+      of ``params`` elements.
+    """
+    facts = counts.facts or NO_FACTS
+    reads = facts.reads
+    if reads is None:
+        act = Formula.of(counts.get(ACT, 0))
+        reads = 2 * act if kind in TWO_OPERAND_KINDS else act
+    weights = facts.weights
+    named = sum(w.numel for w in weights if not w.tied)
+    params = int(Formula.of(counts.get(PARAMS, 0)))
+    if params > named:
+        weights = weights + (Weight("weight", (params - named,), TensorClass.VECTOR),)
+    return replace(facts, reads=reads, weights=weights)
 
 
 def _join(prefix: str, suffix: str) -> str:
@@ -74,35 +106,53 @@ def _join(prefix: str, suffix: str) -> str:
 
 def with_params(counts: Counts, params: int) -> Counts:
     out = Counts(counts)
-    out[PARAMS] = sympy.Integer(params)
+    out.facts = counts.facts
+    out[PARAMS] = Formula.const(params)
     return out
 
 
 # --- nodes --------------------------------------------------------------------------------------
 
 
-def embedding(vocab: int, hidden: int, rows: sympy.Expr = TOKENS) -> Counts:
-    """A lookup: no arithmetic, writes rows x hidden; vocab x hidden parameters."""
-    return with_params(ops.elementwise("gather", rows * hidden), vocab * hidden)
+def embedding(vocab: int, hidden: int, rows: Formula = TOKENS) -> Counts:
+    """A lookup: no arithmetic, writes rows x hidden; vocab x hidden parameters, of which it reads the
+    gathered rows (the token ids it reads are not counted)."""
+    table = Weight("weight", (vocab, hidden), TensorClass.EMBEDDING, rows_read=Formula.of(rows))
+    return with_params(ops.elementwise("gather", rows * hidden), vocab * hidden).with_facts(
+        weights=(table,), reads=ZERO)
 
 
-def linear(rows: sympy.Expr, in_features: int, out_features: int, bias: bool) -> Counts:
-    """nn.Linear on ``rows`` tokens: one (rows x in) @ (in x out) product, the bias fused (addmm)."""
-    return with_params(ops.matmul(rows, out_features, in_features, bias=bias),
-                       in_features * out_features + (out_features if bias else 0))
+def linear(rows: Formula, in_features: int, out_features: int, bias: bool,
+           tensor_class: str = TensorClass.MATRIX, tied: bool = False) -> Counts:
+    """nn.Linear on ``rows`` tokens: one (rows x in) @ (in x out) product, the bias fused (addmm).
+
+    Reads its (out x in) weight (``tensor_class`` picks the storage dtype; a ``tied`` weight belongs to
+    another node: no params here) and the bias vector."""
+    weights = [Weight("weight", (out_features, in_features), tensor_class, tied=tied)]
+    if bias:
+        weights.append(Weight("bias", (out_features,), TensorClass.VECTOR))
+    params = (0 if tied else in_features * out_features) + (out_features if bias else 0)
+    out = with_params(ops.matmul(rows, out_features, in_features, bias=bias), params)
+    return out.with_facts(weights=tuple(weights))
 
 
-def rms_norm(rows: sympy.Expr, n: int, plus_one: bool = False) -> Counts:
+def lm_head(rows: Formula, hidden: int, vocab: int, tied: bool, bias: bool = False) -> Counts:
+    """The output projection: a linear whose (vocab x hidden) weight is kept at the embedding dtype (weight
+    quantizers leave it), the embedding's own matrix when ``tied``."""
+    return linear(rows, hidden, vocab, bias, TensorClass.EMBEDDING, tied=tied)
+
+
+def rms_norm(rows: Formula, n: int, plus_one: bool = False) -> Counts:
     """Eager RMSNorm over n features for ``rows`` rows, with a learned scale of n parameters."""
     return with_params(ops.rms_norm(rows, n, weight=True, plus_one=plus_one), n)
 
 
-def layer_norm(rows: sympy.Expr, n: int, bias: bool = True) -> Counts:
+def layer_norm(rows: Formula, n: int, bias: bool = True) -> Counts:
     """nn.LayerNorm (aten.native_layer_norm) over n features, weight and optional bias."""
     return with_params(ops.layer_norm(rows, n, weight=True, bias=bias), n * (2 if bias else 1))
 
 
-def rotary_table(rotary_dim: int, rows: sympy.Expr = S) -> Counts:
+def rotary_table(rotary_dim: int, rows: Formula = S) -> Counts:
     """cos / sin tables of the rotary embedding (LlamaRotaryEmbedding.forward), for ``rows`` positions:
 
     freqs = position_ids[..., None] * inv_freq: rows * rotary_dim/2 MULT;
@@ -117,7 +167,7 @@ def rotary_table(rotary_dim: int, rows: sympy.Expr = S) -> Counts:
     )
 
 
-def apply_rope(heads: int, rotary_dim: int, rows: sympy.Expr = TOKENS) -> Counts:
+def apply_rope(heads: int, rotary_dim: int, rows: Formula = TOKENS) -> Counts:
     """apply_rotary_pos_emb for one of q / k with ``heads`` heads: x * cos + rotate_half(x) * sin.
 
     Per head and token: x * cos: d MULT; rotate_half negates half: d/2 ADD (neg); * sin: d MULT; +: d ADD.
@@ -129,15 +179,29 @@ def apply_rope(heads: int, rotary_dim: int, rows: sympy.Expr = TOKENS) -> Counts
     )
 
 
-def kv_cache(kv_heads: int, head_dim: int, cached_tokens: sympy.Expr) -> Counts:
-    """K and V of every cached token: 2 * B * kv_heads * head_dim * tokens elements (the update is a copy)."""
-    return Counts({CACHE: 2 * B * kv_heads * head_dim * cached_tokens})
+def kv_cache(kv_heads: int, head_dim: int, cached_tokens: Formula, v_head_dim: int | None = None,
+             kind: str = StateKind.KEYS_VALUES) -> Counts:
+    """K and V of every cached token: B * kv_heads * (head_dim + v_head_dim) * tokens elements held (the
+    update is a copy); the S new tokens' K and V are appended (written) this forward."""
+    per_token = B * kv_heads * (head_dim + (head_dim if v_head_dim is None else v_head_dim))
+    held = per_token * cached_tokens
+    out = Counts({CACHE: held})
+    return out.with_facts(states=(State(kind, appended=per_token * S, held=held),), reads=ZERO)
 
 
-def attn_scores(heads: int, head_dim: int, keys: sympy.Expr, scale: bool = True, mask: bool = True) -> Counts:
+def state_read(kind: str, elements: Formula) -> Counts:
+    """Reading ``elements`` of cache state (no arithmetic)."""
+    return Counts().with_facts(states=(State(kind, read=elements),), reads=ZERO)
+
+
+def attn_scores(heads: int, head_dim: int, keys: Formula, scale: bool = True, mask: bool = True,
+                kv_heads: int | None = None) -> Counts:
     """Eager scores: (q @ k^T) per head as a bmm of B*heads (S x d) @ (d x keys), times the scaling,
-    plus the additive mask: B*heads*S*keys MULT and ADD each."""
-    out = ops.matmul(S, keys, head_dim, batch=B * heads)
+    plus the additive mask: B*heads*S*keys MULT and ADD each.
+
+    The keys: ``kv_heads`` given, read from the cache (B*kv_heads*keys*d elements of state); None, an
+    activation of B*heads*keys*d elements (e.g. MLA's keys decompressed from the latent)."""
+    out = ops.matmul(S, keys, head_dim, batch=B * heads) + _keys_or_values(heads, head_dim, keys, kv_heads)
     n = B * heads * S * keys
     if scale:
         out = out + ops.elementwise("mul", n)
@@ -146,17 +210,24 @@ def attn_scores(heads: int, head_dim: int, keys: sympy.Expr, scale: bool = True,
     return out
 
 
-def attn_softmax(heads: int, keys: sympy.Expr) -> Counts:
+def attn_softmax(heads: int, keys: Formula) -> Counts:
     """Softmax over the keys of every (batch, head, query) row."""
     return ops.softmax(B * heads * S, keys)
 
 
-def attn_context(heads: int, head_dim: int, keys: sympy.Expr) -> Counts:
-    """probs @ v per head: a bmm of B*heads (S x keys) @ (keys x d)."""
-    return ops.matmul(S, head_dim, keys, batch=B * heads)
+def attn_context(heads: int, head_dim: int, keys: Formula, kv_heads: int | None = None) -> Counts:
+    """probs @ v per head: a bmm of B*heads (S x keys) @ (keys x d); the values read as ``attn_scores``
+    reads the keys."""
+    return ops.matmul(S, head_dim, keys, batch=B * heads) + _keys_or_values(heads, head_dim, keys, kv_heads)
 
 
-def causal_mask(keys: sympy.Expr, sliding_window: int | None = None) -> Counts:
+def _keys_or_values(heads: int, head_dim: int, keys: Formula, kv_heads: int | None) -> Counts:
+    if kv_heads is None:
+        return Counts().with_facts(reads=B * heads * keys * head_dim)
+    return state_read(StateKind.KEYS_VALUES, B * kv_heads * keys * head_dim)
+
+
+def causal_mask(keys: Formula, sliding_window: int | None = None) -> Counts:
     """One call of transformers' create_causal_mask / create_sliding_window_causal_mask (eager):
 
     cache_position = arange(S) + P: S ADD; kv_idx = arange(keys) + offset: keys ADD;
@@ -181,7 +252,7 @@ def residual(hidden: int, count: int = 2) -> Counts:
     return ops.elementwise("add", count * TOKENS * hidden)
 
 
-def activation(name: str, n: sympy.Expr) -> Counts:
+def activation(name: str, n: Formula) -> Counts:
     """The Hugging Face activation ``name`` (graph.activations.HF_ACTIVATIONS) over n elements."""
     return activation_counts(name, n)
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sympy
 from pydantic import Field, model_validator
 
 from .. import ops
-from ..metrics import ACTIVE_PARAMS, PARAMS
+from ..facts import TensorClass, Weight
+from ..formula import Formula
+from ..metrics import ACT, ACTIVE_PARAMS, PARAMS
 from ..ops import Counts
 from ..spec import ArchSpec
 from .activations import activation_counts
@@ -62,7 +63,7 @@ class MoESpec(ArchSpec):
 # --- routing --------------------------------------------------------------------------------------
 
 
-def router(hidden: int, num_experts: int, top_k: int, normalize: bool, rows: sympy.Expr = TOKENS) -> Counts:
+def router(hidden: int, num_experts: int, top_k: int, normalize: bool, rows: Formula = TOKENS) -> Counts:
     """The softmax top-k router (Mixtral / Qwen2-MoE / Qwen3-MoE ``TopKRouter``), op by op:
 
     logits = F.linear(x, weight): rows x (hidden -> num_experts), no bias;
@@ -80,7 +81,7 @@ def router(hidden: int, num_experts: int, top_k: int, normalize: bool, rows: sym
 # --- routed experts -------------------------------------------------------------------------------
 
 
-def expert_pairs_compute(hidden: int, intermediate: int, pairs: sympy.Expr, gated: bool = True) -> Counts:
+def expert_pairs_compute(hidden: int, intermediate: int, pairs: Formula, gated: bool = True) -> Counts:
     """What ``pairs`` (token, expert) pairs cost in the batched_mm experts forward, activation excluded
     (the ``act_fn`` submodule runs it; see ``expert_activation``):
 
@@ -102,7 +103,7 @@ def expert_params(hidden: int, intermediate: int, gated: bool = True) -> int:
 
 
 def routed_experts(hidden: int, intermediate: int, num_experts: int, top_k: int, gated: bool = True,
-                   rows: sympy.Expr = TOKENS) -> Counts:
+                   rows: Formula = TOKENS) -> Counts:
     """The experts module (batched_mm), activation excluded: rows*top_k pairs of one expert's compute,
     then the top-k outputs of each token summed (view(rows, top_k, hidden).sum(1): rows*hidden sums of
     top_k). params: all experts; active_params: top_k experts (what one token uses)."""
@@ -110,11 +111,14 @@ def routed_experts(hidden: int, intermediate: int, num_experts: int, top_k: int,
     out = out + ops.reduce_sum(rows * hidden, top_k)
     one = expert_params(hidden, intermediate, gated)
     out = with_params(out, num_experts * one)
-    out[ACTIVE_PARAMS] = sympy.Integer(top_k * one)
-    return out
+    out[ACTIVE_PARAMS] = Formula.const(top_k * one)
+    # the pairs read min(E, pairs) experts' weights (the bmms' weight operands); activations: one tensor
+    # of the output's size per op, as elsewhere
+    experts = Weight("experts", (num_experts, one), TensorClass.EXPERTS, pairs=rows * top_k)
+    return out.with_facts(weights=(experts,), reads=Formula.of(out[ACT]))
 
 
-def expert_activation(activation: str, intermediate: int, top_k: int, rows: sympy.Expr = TOKENS) -> Counts:
+def expert_activation(activation: str, intermediate: int, top_k: int, rows: Formula = TOKENS) -> Counts:
     """The experts' ``act_fn`` on the gate half of every (token, expert) pair: rows*top_k*I elements."""
     return activation_counts(activation, rows * top_k * intermediate)
 
@@ -122,16 +126,16 @@ def expert_activation(activation: str, intermediate: int, top_k: int, rows: symp
 # --- per-expert detail (reporting only: expected values, never node counts) -----------------------
 
 
-def expected_expert_load(num_experts: int, top_k: int, rows: sympy.Expr = TOKENS) -> sympy.Expr:
+def expected_expert_load(num_experts: int, top_k: int, rows: Formula = TOKENS) -> Formula:
     """Expected (token, expert) pairs one expert processes under uniform routing: rows*top_k/num_experts.
 
     Generally fractional: it is an expectation for reports, not a count (node counts stay integers)."""
-    return rows * top_k / sympy.Integer(num_experts)
+    return rows * top_k / num_experts
 
 
 def per_expert_counts(hidden: int, intermediate: int, num_experts: int, top_k: int, activation: str = "silu",
-                      gated: bool = True, loads: Sequence[sympy.Expr] | None = None,
-                      rows: sympy.Expr = TOKENS) -> list[Counts]:
+                      gated: bool = True, loads: Sequence[Formula] | None = None,
+                      rows: Formula = TOKENS) -> list[Counts]:
     """Counts of each expert (its share of the experts module plus its activation) for ``loads`` pairs
     each; by default the expected load of uniform routing (``expected_expert_load``), so values may be
     fractional. When the loads sum to rows*top_k (any real routing), the experts add up to the routed
@@ -146,7 +150,7 @@ def per_expert_counts(hidden: int, intermediate: int, num_experts: int, top_k: i
     for load in loads:
         counts = expert_pairs_compute(hidden, intermediate, load, gated)
         counts = counts + ops.elementwise(activation, load * intermediate)
-        counts[PARAMS] = counts[ACTIVE_PARAMS] = sympy.Integer(one)
+        counts[PARAMS] = counts[ACTIVE_PARAMS] = Formula.const(one)
         out.append(counts)
     return out
 
@@ -155,20 +159,20 @@ def per_expert_counts(hidden: int, intermediate: int, num_experts: int, top_k: i
 
 
 def gated_mlp_parts(prefix: str, hidden: int, intermediate: int, activation: str, bias: bool = False,
-                    rows: sympy.Expr = TOKENS) -> list[Part]:
+                    rows: Formula = TOKENS) -> list[Part]:
     """A gated SiLU MLP (``down(act(gate(x)) * up(x))``) under ``prefix`` (e.g. ".mlp.shared_expert"),
     as the Llama-style MLP classes run it: the shared expert of Qwen2-MoE / DeepSeek, or a dense layer."""
     return [
         Part(f"{prefix}.gate_proj", f"{prefix}.gate_proj", NodeKind.LINEAR, linear(rows, hidden, intermediate, bias), MLP),
         Part(f"{prefix}.act_fn", f"{prefix}.act_fn", NodeKind.ACTIVATION,
-             ops.elementwise(activation, rows * intermediate), MLP),
+             activation_counts(activation, rows * intermediate), MLP),
         Part(f"{prefix}.up_proj", f"{prefix}.up_proj", NodeKind.LINEAR, linear(rows, hidden, intermediate, bias), MLP),
         Part(f"{prefix}:gate_mul", prefix, NodeKind.ELEMENTWISE, ops.elementwise("mul", rows * intermediate), MLP),
         Part(f"{prefix}.down_proj", f"{prefix}.down_proj", NodeKind.LINEAR, linear(rows, intermediate, hidden, bias), MLP),
     ]
 
 
-def shared_expert_mix(hidden: int, gate: bool, rows: sympy.Expr = TOKENS) -> Counts:
+def shared_expert_mix(hidden: int, gate: bool, rows: Formula = TOKENS) -> Counts:
     """Combining the shared expert with the routed output, in the MoE block's own forward:
     with a gate (qwen2_moe): sigmoid(gate_logit): rows sigmoids, * shared: rows*hidden MULT; then
     routed + shared: rows*hidden ADD."""

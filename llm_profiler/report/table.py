@@ -15,15 +15,6 @@ from .units import human
 if TYPE_CHECKING:
     from ..profile import Profile
 
-_OUTSIDE_LAYER_LABELS = {
-    NodeKind.EMBEDDING: "embed",
-    NodeKind.POSITIONS: "positions & mask",
-    NodeKind.ROTARY: "rotary tables",
-    NodeKind.NORM: "final norm",
-    NodeKind.LM_HEAD: "lm_head",
-}
-
-
 @dataclass(frozen=True)
 class Row:
     label: str
@@ -51,7 +42,7 @@ def breakdown_rows(profile: Profile, metrics: Sequence[str], layers: Sequence[in
 
     for node in nodes:
         if node.layer is None:
-            label = _OUTSIDE_LAYER_LABELS.get(node.kind, node.kind)
+            label = node.label
             if label not in pending:
                 order.append(label)
                 pending[label] = []
