@@ -26,7 +26,7 @@ from .errors import QueryError
 from .formula import compile_formula
 from .hardware import DeviceSpec, compute_dtype_name, get_device, utilization
 from .hardware.roofline import roofline_time
-from .phases import DECODE, GENERATE, PREFILL, Phase, evaluate, generation_sum
+from .phases import DECODE, GENERATE, PREFILL, Phase
 from .profile import ModelProfile, profile_model
 from .results import Counter, NodeRoofline, PhaseReport
 from .traffic import CATEGORIES, Dtypes, ModelTraffic, dtypes, intensity, model_traffic
@@ -215,6 +215,8 @@ def phase_report(source: Any, phase: Phase, device: DeviceSpec | str | Settings 
 
 
 def _generation(model: ModelProfile, ev: _Evaluator, st: Settings, phase: Phase) -> PhaseReport:
+    from .generation import evaluate, generation_sum  # closed forms (sympy), only for generations
+
     b, s, p, n = phase.batch, phase.seq, phase.past, phase.new_tokens
     first = Phase.prefill(b, s, p, phase.lm_head)
     pre = _forward(ev, st, b, s, p)

@@ -26,21 +26,11 @@ a note saying so.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
-import sympy
-
-from . import metrics as M
 from .errors import QueryError, ShapeError
-from .graph import Node
-from .profile import ModelProfile, check_shape, metric_formula
-from .scopes import HEAD_KINDS, TRANSFORMER, node_filter
-from .symbols import B, P, S
-
-N = sympy.Symbol("N", integer=True, positive=True)  # new tokens generated (generation phase)
-STEP = sympy.Symbol("i", integer=True, nonnegative=True)  # decode step index in the generation sum
+from .profile import check_shape
 
 PREFILL, DECODE, GENERATE = "prefill", "decode", "generate"
 PHASES: tuple[str, ...] = (PREFILL, DECODE, GENERATE)
@@ -98,163 +88,30 @@ class Phase:
             return [(self.seq, self.past)]
         return [(self.seq, self.past)] + [(1, self.past + self.seq + i) for i in range(self.new_tokens - 1)]
 
-    def values(self) -> dict[sympy.Symbol, int]:
+    def values(self) -> dict[Any, int]:
+        """The phase's numbers keyed by the sympy symbols of the closed forms (``generation``)."""
+        from .generation import N
+        from .symbols import B, P, S
+
         out = {B: self.batch, S: self.seq, P: self.past}
         if self.kind == GENERATE:
             out[N] = self.new_tokens
         return out
 
 
-# --- per node --------------------------------------------------------------------------------------
+_GENERATION = frozenset({
+    "N", "STEP", "StepSum", "decode_step", "evaluate", "generation_sum", "last_position", "node_expr",
+    "phase_count", "phase_expr", "phase_total", "sum_steps",
+})
 
 
-def last_position(expr: sympy.Expr) -> sympy.Expr:
-    """The lm_head on the last position only: its rows B*S become B (S -> 1)."""
-    return sympy.sympify(expr).subs(S, 1)
+def __getattr__(name: str) -> Any:
+    """The closed-form pieces live in ``generation`` (sympy); importing them from here still works."""
+    if name in _GENERATION:
+        from . import generation
+
+        return getattr(generation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def node_expr(node: Node, metric: str, lm_head: str = LM_HEAD_ALL) -> sympy.Expr:
-    """A node's count of ``metric`` in B, S, P (the lm_head on the last position when lm_head='last')."""
-    expr = metric_formula(node.counts, M.canonical(metric)).to_sympy()
-    if check_lm_head(lm_head) == LM_HEAD_LAST and node.kind in HEAD_KINDS:
-        expr = last_position(expr)
-    return expr
-
-
-def phase_total(model: ModelProfile, metric: str, scope: str | None = TRANSFORMER,
-                lm_head: str = LM_HEAD_ALL) -> sympy.Expr:
-    """The count of one forward (prefill or decode step) in B, S, P over ``scope``."""
-    pred = node_filter(scope or TRANSFORMER, model.nodes)
-    multiplicity: dict[tuple[int, str], int] = defaultdict(int)
-    first: dict[tuple[int, str], Node] = {}
-    for node in model.nodes:
-        if pred(node):
-            key = (id(node.counts), node.kind)  # layers share Counts objects: one expression each
-            multiplicity[key] += 1
-            first.setdefault(key, node)
-    return sympy.Add(*(k * node_expr(first[key], metric, lm_head) for key, k in multiplicity.items()))
-
-
-# --- the generation sum ----------------------------------------------------------------------------
-
-
-def decode_step(expr: sympy.Expr, step: sympy.Expr = STEP) -> sympy.Expr:
-    """Decode step ``step`` of a generation: one token (S = 1) at context P + S + step."""
-    return sympy.sympify(expr).subs({S: 1, P: P + S + step}, simultaneous=True)
-
-
-@dataclass
-class StepSum:
-    """sum_{i=0}^{upper} of a formula: ``expr`` and whether it is a closed form (else notes say why)."""
-
-    expr: sympy.Expr
-    closed_form: bool = True
-    notes: list[str] = field(default_factory=list)
-
-
-def _as_min(atom: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
-    """(x, c) when ``atom`` is Min(x, c) (or Max, rewritten by the caller) with x = i + a and c free of i."""
-    if not isinstance(atom, sympy.Min) or len(atom.args) != 2:
-        return None
-    x, c = atom.args
-    if STEP in c.free_symbols:
-        x, c = c, x
-    if STEP in c.free_symbols or sympy.diff(x, STEP) != 1 or not sympy.diff(x, STEP, 2) == 0:
-        return None
-    return x, c
-
-
-def _sum_min_term(coeff: sympy.Expr, x: sympy.Expr, c: sympy.Expr, upper: sympy.Expr) -> sympy.Expr:
-    """sum_{i=0}^{upper} coeff(i) * Min(i + a, c), with a = x - i, exactly for integers.
-
-    Min(i + a, c) = i + a while i < c - a, and c from there on; the boundary index, clamped to the range,
-    is k = Min(Max(c - a, 0), upper + 1), so the sum is
-    sum_{i=0}^{k-1} coeff(i) * (i + a) + sum_{i=k}^{upper} coeff(i) * c  (both polynomial sums).
-    """
-    k = sympy.Dummy("k", integer=True, nonnegative=True)
-    head = sympy.summation(sympy.expand(coeff * x), (STEP, 0, k - 1))
-    tail = sympy.summation(sympy.expand(coeff * c), (STEP, k, upper))
-    a = sympy.expand(x - STEP)
-    return (head + tail).subs(k, sympy.Min(sympy.Max(c - a, 0), upper + 1))
-
-
-def _min_atoms(term: sympy.Expr) -> list[sympy.Expr]:
-    return [a for a in term.atoms(sympy.Min, sympy.Max) if STEP in a.free_symbols]
-
-
-def _max_to_min(expr: sympy.Expr) -> sympy.Expr:
-    """Max(x, c) = x + c - Min(x, c): one kind of atom for the splitter."""
-    return expr.replace(lambda e: isinstance(e, sympy.Max) and len(e.args) == 2,
-                        lambda e: e.args[0] + e.args[1] - sympy.Min(*e.args))
-
-
-def sum_steps(expr: sympy.Expr, upper: sympy.Expr, upper_value: int | None = None) -> StepSum:
-    """sum_{i=0}^{upper} expr(i), ``expr`` in STEP (and B, S, P, N). Polynomial terms go to
-    ``sympy.summation``; a term linear in one Min(i + a, c) is split at the window boundary; anything else
-    is summed term by term as an exact finite sum when ``upper_value`` (the number ``upper`` stands for)
-    is given, else a QueryError says so."""
-    out: list[sympy.Expr] = []
-    notes: list[str] = []
-    closed = True
-    for term in sympy.Add.make_args(sympy.expand(_max_to_min(sympy.sympify(expr)))):
-        atoms = _min_atoms(term)
-        if not atoms:
-            out.append(sympy.summation(term, (STEP, 0, upper)))
-            continue
-        if len(atoms) == 1:
-            split = _as_min(atoms[0])
-            coeff = sympy.cancel(term / atoms[0]) if split else None
-            if split and coeff is not None and not _min_atoms(coeff) and coeff.is_polynomial(STEP):
-                out.append(_sum_min_term(coeff, *split, upper))
-                continue
-        if upper_value is None:
-            raise QueryError(f"no closed form for the generation sum of {term}; give the number of new tokens")
-        closed = False
-        notes.append(f"summed {term} as a finite sum of {upper_value + 1} steps (no closed form split)")
-        out.append(sympy.Add(*(term.subs(STEP, j) for j in range(upper_value + 1))))
-    return StepSum(sympy.Add(*out), closed, notes)
-
-
-def generation_sum(forward: sympy.Expr, new_tokens: int | None = None) -> StepSum:
-    """G(B, S, P, N) = forward(B, S, P) + sum_{i=0}^{N-2} forward(B, 1, P + S + i): a whole generation."""
-    upper_value = None if new_tokens is None else new_tokens - 2
-    steps = sum_steps(decode_step(forward), N - 2, upper_value)
-    expr = sympy.sympify(forward) + steps.expr
-    if new_tokens is not None and not steps.closed_form:
-        expr = expr.subs(N, new_tokens)
-    return StepSum(expr, steps.closed_form, steps.notes)
-
-
-def phase_expr(model: ModelProfile, metric: str, kind: str, scope: str | None = TRANSFORMER,
-               lm_head: str = LM_HEAD_ALL) -> sympy.Expr:
-    """The count of ``metric`` for a phase kind: in B, S, P (prefill, decode) or B, S, P, N (generate)."""
-    forward = phase_total(model, metric, scope, lm_head)
-    if kind in (PREFILL, DECODE):
-        return forward
-    if kind == GENERATE:
-        return generation_sum(forward).expr
-    raise QueryError(f"unknown phase {kind!r}; valid: {', '.join(PHASES)}")
-
-
-def evaluate(expr: sympy.Expr, values: dict[sympy.Symbol, int]) -> int:
-    """Exact integer value of a formula (rational arithmetic; Min / Max of numbers evaluate)."""
-    value = sympy.sympify(expr).xreplace({k: sympy.Integer(v) for k, v in values.items()})
-    value = sympy.nsimplify(value) if not value.is_Rational else value
-    if not value.is_integer:
-        raise QueryError(f"formula did not evaluate to an integer: {value}")
-    return int(value)
-
-
-def phase_count(model: ModelProfile, metric: str, phase: Phase, scope: str | None = TRANSFORMER) -> int:
-    """The exact count of ``metric`` over a phase (generation: the closed form at its N)."""
-    forward = phase_total(model, metric, scope, phase.lm_head)
-    if phase.kind != GENERATE:
-        return evaluate(forward, phase.values())
-    return evaluate(generation_sum(forward, phase.new_tokens).expr, phase.values())
-
-
-__all__ = [
-    "DECODE", "GENERATE", "LM_HEAD_ALL", "LM_HEAD_LAST", "N", "PHASES", "PREFILL", "STEP", "Phase", "StepSum",
-    "decode_step", "evaluate", "generation_sum", "last_position", "node_expr", "phase_count", "phase_expr",
-    "phase_total", "sum_steps",
-]
+__all__ = ["DECODE", "GENERATE", "LM_HEAD_ALL", "LM_HEAD_LAST", "PHASES", "PREFILL", "Phase", "check_lm_head"]

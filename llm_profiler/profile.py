@@ -12,7 +12,7 @@ import operator
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import metrics as M
 from .config import ModelConfig, load_config
@@ -21,9 +21,11 @@ from .families import Family, build_spec
 from .formula import ZERO, Formula, compile_formula, total
 from .graph import Graph, Node
 from .ops import Counts
-from .results import ProfileResult
 from .scopes import MODEL, TRANSFORMER, node_filter
 from .spec import ArchSpec
+
+if TYPE_CHECKING:
+    from .results import ProfileResult
 
 
 def check_shape(batch: Any, seq: Any, past: Any = 0) -> tuple[int, int, int]:
@@ -211,6 +213,8 @@ class Profile:
         return render(breakdown_rows(self, [M.canonical(m) for m in metrics], layers), exact=exact, fmt=fmt)
 
     def result(self, scope: str | None = TRANSFORMER, metrics: Iterable[str] = M.SUMMARY) -> ProfileResult:
+        from .results import ProfileResult  # the pydantic result models cost import time: built on demand
+
         return ProfileResult(
             model=self.spec.name, model_type=self.spec.model_type, family=self.spec.family,
             batch=self.batch, seq=self.seq, past=self.past, scope=scope or TRANSFORMER,

@@ -12,7 +12,7 @@ from .base import Family
 
 _REGISTRY: dict[str, Family] = {}
 _LOADED = False
-_NOT_FAMILIES = {"base", "fields"}
+_NOT_FAMILIES = {"base", "fields", "template"}
 
 
 def register(cls: type[Family]) -> type[Family]:

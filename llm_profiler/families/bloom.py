@@ -29,11 +29,11 @@ from ..graph.activations import activation_counts
 from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP
 from ..ops import Counts
-from ..spec import ArchSpec
+from ..spec import ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
 from .gpt2 import layer_norm
-from .llama import LlamaStyle
+from .template import DecoderTemplate as LlamaStyle
 
 
 def alibi_and_mask(heads: int, keys: Any) -> Counts:
@@ -93,7 +93,7 @@ class Bloom(LlamaStyle):
             Part(f"{b}:positions", b, NodeKind.POSITIONS, alibi_and_mask(spec.num_heads, blk.keys_full())),
         ]
 
-    def layer_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         h, H, D, inter, t = spec.hidden_size, spec.num_heads, spec.head_dim, spec.intermediate_size, blk.TOKENS
         keys = blk.keys_full()
         a, m = ".self_attention", ".mlp"

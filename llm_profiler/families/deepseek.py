@@ -42,19 +42,16 @@ from .. import ops
 from ..errors import ConfigError
 from ..facts import State, StateKind
 from ..formula import ZERO, B, Formula
-from ..graph import Graph, Node
 from ..graph import blocks as blk
 from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP, NodeKind
 from ..metrics import ACTIVE_PARAMS
 from ..ops import Counts
-from ..spec import ArchSpec
+from ..spec import FFN, ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
-from .llama import LlamaStyle
-
-DENSE, MOE = "dense", "moe"
+from .template import DecoderTemplate as LlamaStyle
 
 
 class DeepseekSpec(ArchSpec):
@@ -74,8 +71,12 @@ class DeepseekSpec(ArchSpec):
     topk_group: int = 1
     norm_topk_prob: bool = False
 
-    def is_moe(self, layer: int) -> bool:
-        return layer >= self.first_k_dense_replace
+    def derive_layers(self) -> tuple[LayerSpec, ...]:
+        """Layers below ``first_k_dense_replace`` are dense; the others are MoE (routed + shared experts)."""
+        moe = FFN(kind="moe", intermediate=self.moe_intermediate_size, experts=self.n_routed_experts,
+                  top_k=self.num_experts_per_tok, shared_intermediate=self.moe_intermediate_size * self.n_shared_experts)
+        return tuple(layer if i < self.first_k_dense_replace else layer.model_copy(update={"ffn": moe})
+                     for i, layer in enumerate(super().derive_layers()))
 
 
 def decompressed_cache_per_token(spec: DeepseekSpec) -> int:
@@ -191,16 +192,6 @@ class Deepseek(LlamaStyle):
         )
 
     # --- graph ------------------------------------------------------------------------------------
-    def graph(self, spec: ArchSpec) -> Graph:
-        assert isinstance(spec, DeepseekSpec)
-        nodes: list[Node] = [part.at("") for part in self.head_of_model_parts(spec)]
-        templates = {kind: self.layer_parts(spec, kind) for kind in (DENSE, MOE)}
-        for layer in range(spec.num_layers):
-            prefix = f"{self.layer_prefix}{layer}"
-            nodes.extend(part.at(prefix, layer) for part in templates[MOE if spec.is_moe(layer) else DENSE])
-        nodes.extend(part.at("") for part in self.tail_parts(spec))
-        return Graph(spec=spec, nodes=tuple(nodes), layer_prefix=self.layer_prefix)
-
     def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
         assert isinstance(spec, DeepseekSpec)
         parts = super().head_of_model_parts(spec)
@@ -226,7 +217,7 @@ class Deepseek(LlamaStyle):
             return ops.complex_mul(pairs)  # view_as_complex(x) * freqs_cis: one complex product per pair
         return blk.apply_rope(heads, r)
 
-    def attention_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         assert isinstance(spec, DeepseekSpec)
         h, H, t = spec.hidden_size, spec.num_heads, blk.TOKENS
         qk, kvr, dr, dn, dv = spec.head_dim, spec.kv_lora_rank, spec.qk_rope_head_dim, spec.qk_nope_head_dim, spec.v_head_dim
@@ -291,7 +282,8 @@ class Deepseek(LlamaStyle):
             out = out + ops.topk(t, E, k)
         return out + ops.elementwise("mul", t * k)  # * routed_scaling_factor
 
-    def moe_parts(self, spec: DeepseekSpec) -> list[Part]:
+    def moe_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+        assert isinstance(spec, DeepseekSpec)
         h, t = spec.hidden_size, blk.TOKENS
         E, k, inter = spec.n_routed_experts, spec.num_experts_per_tok, spec.moe_intermediate_size
         pairs = t * k  # token-expert pairs: batched_mm runs one expert's MLP per pair
@@ -314,10 +306,7 @@ class Deepseek(LlamaStyle):
             Part(f"{m}:combine", m, NodeKind.ELEMENTWISE, ops.elementwise("add", t * h), MLP),  # routed + shared
         ]
 
-    def mlp_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
-        assert isinstance(spec, DeepseekSpec)
-        if layer_type == MOE:
-            return self.moe_parts(spec)
+    def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         return self.gated_mlp(spec, ".mlp", spec.intermediate_size)
 
     # --- validation -------------------------------------------------------------------------------

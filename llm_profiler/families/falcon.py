@@ -17,10 +17,10 @@ from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP
 from ..ops import Counts
-from ..spec import ArchSpec
+from ..spec import ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
-from .llama import LlamaStyle
+from .template import DecoderTemplate as LlamaStyle
 
 # Legacy RefinedWeb keys (the pre-transformers Hub revisions) -> the FalconConfig names transformers reads.
 LEGACY_KEYS = {"n_head": "num_attention_heads", "n_layer": "num_hidden_layers", "n_embed": "hidden_size",
@@ -163,7 +163,7 @@ class Falcon(LlamaStyle):
             Part(f"{b}.rotary_emb", f"{b}.rotary_emb", NodeKind.ROTARY, blk.rotary_table(spec.rotary_dim)),
         ]
 
-    def attention_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         assert isinstance(spec, FalconSpec)
         h, H, D, t = spec.hidden_size, spec.num_heads, spec.head_dim, blk.TOKENS
         keys, n = blk.keys_full(), B * H * S * blk.keys_full()
@@ -189,7 +189,7 @@ class Falcon(LlamaStyle):
         ]
         return parts
 
-    def mlp_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         h, inter, t = spec.hidden_size, spec.intermediate_size, blk.TOKENS
         m = ".mlp"
         return [
@@ -200,7 +200,7 @@ class Falcon(LlamaStyle):
                  falcon_linear(t, inter, h, spec.mlp_bias), MLP),
         ]
 
-    def layer_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         assert isinstance(spec, FalconSpec)
         h, t = spec.hidden_size, blk.TOKENS
 
@@ -214,7 +214,7 @@ class Falcon(LlamaStyle):
         else:
             norms = [ln(".input_layernorm")]
         # parallel: mlp += attn, then + x; sequential: the same two additions, one after each block
-        return [*norms, *self.attention_parts(spec, layer_type), *self.mlp_parts(spec, layer_type),
+        return [*norms, *self.attention_parts(spec, layer), *self.ffn_parts(spec, layer),
                 Part(":residual", "", NodeKind.RESIDUAL, blk.residual(h))]
 
     def tail_parts(self, spec: ArchSpec) -> list[Part]:

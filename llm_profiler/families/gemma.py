@@ -34,10 +34,10 @@ from ..graph.activations import supported as supported_activations
 from ..graph.blocks import Part
 from ..graph.node import ATTN
 from ..ops import Counts
-from ..spec import FULL_ATTENTION, SLIDING_ATTENTION, ArchSpec
+from ..spec import FULL_ATTENTION, SLIDING_ATTENTION, ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
-from .llama import LlamaStyle
+from .template import DecoderTemplate as LlamaStyle
 
 # Defaults of GemmaConfig / Gemma2Config / Gemma3TextConfig (transformers 5.23), for fields a config omits.
 _COMMON = {"head_dim": 256, "tie_word_embeddings": True, "attention_bias": False}
@@ -202,7 +202,7 @@ class Gemma(LlamaStyle):
 
     def mask_counts(self, spec: ArchSpec) -> Counts:
         assert isinstance(spec, GemmaSpec)
-        out = blk.position_ids() + blk.causal_mask(self.keys(spec, FULL_ATTENTION))
+        out = blk.position_ids() + blk.causal_mask(blk.keys_full())
         if spec.sliding_mask:  # gemma2/3 build both masks whatever the layer types
             assert spec.sliding_window is not None
             out = out + blk.causal_mask(blk.keys_sliding(spec.sliding_window), spec.sliding_window)
@@ -220,21 +220,21 @@ class Gemma(LlamaStyle):
                  blk.rotary_table(spec.rotary_dim) * spec.rope_tables),
         ]
 
-    def attention_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         assert isinstance(spec, GemmaSpec)
-        parts = super().attention_parts(spec, layer_type)
+        parts = super().attention_parts(spec, layer)
         if spec.attn_softcap is None:
             return parts
         a = ".self_attn"
-        n = B * spec.num_heads * S * self.keys(spec, layer_type)  # one per score
+        n = B * spec.num_heads * S * self.keys(spec, layer)  # one per score
         at = next(i for i, p in enumerate(parts) if p.suffix == f"{a}:scores") + 1
         parts.insert(at, Part(f"{a}:softcap", a, NodeKind.ATTN_SCORES, softcap(n), ATTN))
         return parts
 
-    def layer_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         assert isinstance(spec, GemmaSpec)
         if not spec.post_norms:
-            return super().layer_parts(spec, layer_type)
+            return super().layer_parts(spec, layer)
         h, t = spec.hidden_size, blk.TOKENS
 
         def norm(suffix: str) -> Part:
@@ -242,11 +242,11 @@ class Gemma(LlamaStyle):
 
         return [
             norm(".input_layernorm"),
-            *self.attention_parts(spec, layer_type),
+            *self.attention_parts(spec, layer),
             norm(".post_attention_layernorm"),
             Part(":residual", "", NodeKind.RESIDUAL, blk.residual(h)),
             norm(".pre_feedforward_layernorm"),
-            *self.mlp_parts(spec, layer_type),
+            *self.ffn_parts(spec, layer),
             norm(".post_feedforward_layernorm"),
         ]
 

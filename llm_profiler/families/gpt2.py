@@ -31,7 +31,7 @@ from ..ops import Counts
 from ..spec import ArchSpec
 from . import register
 from .fields import Fields
-from .llama import LlamaStyle
+from .template import DecoderTemplate as LlamaStyle
 
 
 class GPT2Spec(ArchSpec):

@@ -25,11 +25,11 @@ from ..graph import blocks as blk
 from ..graph.activations import activation_counts, read_activation
 from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP
-from ..spec import ArchSpec
+from ..spec import ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
 from .gpt2 import layer_norm
-from .llama import LlamaStyle
+from .template import DecoderTemplate as LlamaStyle
 
 
 def partial_rotary_factor(f: Fields) -> tuple[float, tuple[str, ...]]:
@@ -102,7 +102,7 @@ class GPTNeoX(LlamaStyle):
             Part(f"{b}.rotary_emb", f"{b}.rotary_emb", NodeKind.ROTARY, blk.rotary_table(spec.rotary_dim)),
         ]
 
-    def layer_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         h, H, D, inter, t = spec.hidden_size, spec.num_heads, spec.head_dim, spec.intermediate_size, blk.TOKENS
         keys = blk.keys_full()
         a, m = ".attention", ".mlp"

@@ -9,47 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..graph import Graph, Node, NodeKind
-from ..graph import blocks as blk
 from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..graph.moe import MoESpec, sparse_moe_parts
-from ..spec import SLIDING_ATTENTION, ArchSpec
+from ..spec import SLIDING_ATTENTION, ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
-from .llama import LlamaStyle
+from .template import DecoderTemplate as LlamaStyle
 
 
 class SparseMoEStyle(LlamaStyle):
-    """LlamaStyle whose layers run ``sparse_moe_parts`` on MoE layers and the dense gated MLP
-    (``intermediate_size``) on the others: one template per (attention type, MoE or dense)."""
+    """The template whose MoE layers (``LayerSpec.ffn``) run ``sparse_moe_parts``; dense layers keep the
+    gated MLP of ``intermediate_size``."""
 
-    def graph(self, spec: ArchSpec) -> Graph:
+    def moe_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         assert isinstance(spec, MoESpec)
-        nodes: list[Node] = [part.at("") for part in self.head_of_model_parts(spec)]
-        templates: dict[tuple[str, bool], list[Part]] = {}
-        for layer in range(spec.num_layers):
-            key = (spec.layer_type(layer), spec.is_moe_layer(layer))
-            if key not in templates:
-                templates[key] = self.moe_layer_parts(spec, *key)
-            prefix = f"{self.layer_prefix}{layer}"
-            nodes.extend(part.at(prefix, layer) for part in templates[key])
-        nodes.extend(part.at("") for part in self.tail_parts(spec))
-        return Graph(spec=spec, nodes=tuple(nodes), layer_prefix=self.layer_prefix)
-
-    def moe_parts(self, spec: MoESpec) -> list[Part]:
         return sparse_moe_parts(spec)
-
-    def moe_layer_parts(self, spec: MoESpec, layer_type: str, moe: bool) -> list[Part]:
-        h, t = spec.hidden_size, blk.TOKENS
-        mlp = self.moe_parts(spec) if moe else self.mlp_parts(spec, layer_type)
-        return [
-            Part(".input_layernorm", ".input_layernorm", NodeKind.NORM, self.norm(spec, t, h)),
-            *self.attention_parts(spec, layer_type),
-            Part(":residual", "", NodeKind.RESIDUAL, blk.residual(h)),
-            Part(".post_attention_layernorm", ".post_attention_layernorm", NodeKind.NORM, self.norm(spec, t, h)),
-            *mlp,
-        ]
 
 
 def moe_tiny_dims(data: dict[str, Any]) -> dict[str, Any]:

@@ -10,10 +10,10 @@ from ..graph import NodeKind
 from ..graph import blocks as blk
 from ..graph.activations import read_activation
 from ..graph.blocks import Part
-from ..spec import ArchSpec
+from ..spec import ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
-from .llama import LlamaStyle
+from .template import DecoderTemplate as LlamaStyle
 
 
 @register
@@ -54,21 +54,21 @@ class Olmo2(LlamaStyle):
             qk_norm=True,
         )
 
-    def attention_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         # Llama's q_norm / k_norm work per head (rows = tokens*heads, width head_dim); OLMo-2's see one row
         # per token over the whole projection: same multiplications, fewer reductions, more weights.
         widths = {".self_attn.q_norm": spec.num_heads * spec.head_dim,
                   ".self_attn.k_norm": spec.num_kv_heads * spec.head_dim}
         return [replace(p, counts=self.norm(spec, blk.TOKENS, widths[p.suffix])) if p.suffix in widths else p
-                for p in super().attention_parts(spec, layer_type)]
+                for p in super().attention_parts(spec, layer)]
 
-    def layer_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         h, t = spec.hidden_size, blk.TOKENS
         return [
-            *self.attention_parts(spec, layer_type),
+            *self.attention_parts(spec, layer),
             Part(".post_attention_layernorm", ".post_attention_layernorm", NodeKind.NORM, self.norm(spec, t, h)),
             Part(":residual", "", NodeKind.RESIDUAL, blk.residual(h)),
-            *self.mlp_parts(spec, layer_type),
+            *self.ffn_parts(spec, layer),
             Part(".post_feedforward_layernorm", ".post_feedforward_layernorm", NodeKind.NORM, self.norm(spec, t, h)),
         ]
 

@@ -27,11 +27,11 @@ from ..graph.activations import activation_counts, read_activation
 from ..graph.blocks import Part
 from ..graph.node import ATTN, EMBED_GROUP, MLP
 from ..ops import Counts
-from ..spec import ArchSpec
+from ..spec import ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
 from .gpt2 import embed_add, layer_norm
-from .llama import LlamaStyle
+from .template import DecoderTemplate as LlamaStyle
 
 POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding.offset
 
@@ -112,7 +112,7 @@ class OPT(LlamaStyle):
         parts.append(Part(f"{b}:embed_add", b, NodeKind.ELEMENTWISE, embed_add(h), group=EMBED_GROUP, label="embed"))
         return parts
 
-    def layer_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         assert isinstance(spec, OPTSpec)
         h, H, D, ffn, t = spec.hidden_size, spec.num_heads, spec.head_dim, spec.intermediate_size, blk.TOKENS
         keys, bias, affine = blk.keys_full(), spec.enable_bias, spec.layer_norm_affine

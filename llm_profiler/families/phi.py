@@ -16,10 +16,10 @@ from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP
 from ..ops import Counts
-from ..spec import SLIDING_ATTENTION, ArchSpec
+from ..spec import SLIDING_ATTENTION, ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
-from .llama import LlamaStyle
+from .template import DecoderTemplate as LlamaStyle
 
 
 def rope_parameters(f: Fields) -> dict[str, Any]:
@@ -92,18 +92,18 @@ class Phi(LlamaStyle):
             qk_norm=qk_norm,
         )
 
-    def attention_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         # Llama's parts with phi's names: dense for o_proj, q_layernorm / k_layernorm (LayerNorm per head).
         names = {".self_attn.o_proj": ".self_attn.dense", ".self_attn.q_norm": ".self_attn.q_layernorm",
                  ".self_attn.k_norm": ".self_attn.k_layernorm"}
         out = []
-        for p in super().attention_parts(spec, layer_type):
+        for p in super().attention_parts(spec, layer):
             if p.suffix in names:
                 p = Part(names[p.suffix], names[p.module_suffix], p.kind, p.counts, p.block)
             out.append(p)
         return out
 
-    def mlp_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         h, inter, t = spec.hidden_size, spec.intermediate_size, blk.TOKENS
         m = ".mlp"
         return [
@@ -113,12 +113,12 @@ class Phi(LlamaStyle):
             Part(f"{m}.fc2", f"{m}.fc2", NodeKind.LINEAR, blk.linear(t, inter, h, True), MLP),
         ]
 
-    def layer_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         h, t = spec.hidden_size, blk.TOKENS
         return [
             Part(".input_layernorm", ".input_layernorm", NodeKind.NORM, self.norm(spec, t, h)),
-            *self.attention_parts(spec, layer_type),
-            *self.mlp_parts(spec, layer_type),
+            *self.attention_parts(spec, layer),
+            *self.ffn_parts(spec, layer),
             Part(":residual", "", NodeKind.RESIDUAL, blk.residual(h)),  # attn + mlp + x
         ]
 
@@ -195,16 +195,16 @@ class Phi3(LlamaStyle):
                               longrope_update(spec.rotary_dim)))
         return parts
 
-    def attention_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         H, KV, D, t = spec.num_heads, spec.num_kv_heads, spec.head_dim, blk.TOKENS
         a = ".self_attn"
         qkv = Part(f"{a}.qkv_proj", f"{a}.qkv_proj", NodeKind.LINEAR,
                    blk.linear(t, spec.hidden_size, (H + 2 * KV) * D, False), ATTN)
-        rest = [p for p in super().attention_parts(spec, layer_type)
+        rest = [p for p in super().attention_parts(spec, layer)
                 if p.suffix not in (f"{a}.q_proj", f"{a}.k_proj", f"{a}.v_proj")]
         return [qkv, *rest]
 
-    def mlp_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         h, inter, t = spec.hidden_size, spec.intermediate_size, blk.TOKENS
         m = ".mlp"
         return [

@@ -114,7 +114,8 @@ class QwenMoE(SparseMoEStyle):
         full layers'."""
         if spec.model_type != "qwen2_moe":
             return super().mask_counts(spec)
-        sliding_keys = self.keys(spec, SLIDING_ATTENTION) if SLIDING_ATTENTION in spec.layer_types else blk.keys_full()
+        window = spec.sliding_window
+        sliding_keys = blk.keys_sliding(window) if window and SLIDING_ATTENTION in spec.layer_types else blk.keys_full()
         return (blk.position_ids() + blk.causal_mask(blk.keys_full())
                 + blk.causal_mask(sliding_keys, spec.sliding_window or 0))
 

@@ -10,10 +10,10 @@ from ..graph import blocks as blk
 from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..graph.node import MLP
-from ..spec import SLIDING_ATTENTION, ArchSpec
+from ..spec import SLIDING_ATTENTION, ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
-from .llama import LlamaStyle
+from .template import DecoderTemplate as LlamaStyle
 
 
 @register
@@ -60,7 +60,7 @@ class Starcoder2(LlamaStyle):
             layer_types=(SLIDING_ATTENTION,) * layers if window is not None else (),
         )
 
-    def mlp_parts(self, spec: ArchSpec, layer_type: str) -> list[Part]:
+    def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         h, inter, t = spec.hidden_size, spec.intermediate_size, blk.TOKENS
         m = ".mlp"
         return [

@@ -24,7 +24,7 @@ from ..facts import TensorClass, Weight
 from ..formula import Formula
 from ..metrics import ACT, ACTIVE_PARAMS, PARAMS
 from ..ops import Counts
-from ..spec import ArchSpec
+from ..spec import FFN, ArchSpec, LayerSpec
 from .activations import activation_counts
 from .blocks import TOKENS, Part, linear, with_params
 from .node import MLP, NodeKind
@@ -54,7 +54,20 @@ class MoESpec(ArchSpec):
         return self
 
     def is_moe_layer(self, layer: int) -> bool:
-        return self.num_experts > 0 and layer not in self.dense_layers
+        return self.layers[layer].moe
+
+    def derive_layers(self) -> tuple[LayerSpec, ...]:
+        """Dense layers keep the gated MLP; every other layer is a MoE block (when there are experts)."""
+        dense = frozenset(self.dense_layers)  # a set: per-layer membership stays O(1)
+        if self.num_experts and len(dense) < self.num_layers and not 1 <= self.experts_per_token <= self.num_experts:
+            raise ValueError(f"num_experts_per_tok ({self.experts_per_token}) must be between 1 and the number of "
+                             f"experts ({self.num_experts})")
+        moe = FFN(kind="moe", intermediate=self.moe_intermediate_size, experts=self.num_experts,
+                  top_k=self.experts_per_token, shared_intermediate=self.shared_expert_intermediate_size)
+        layers = super().derive_layers()
+        if not self.num_experts:
+            return layers
+        return tuple(layer if i in dense else layer.model_copy(update={"ffn": moe}) for i, layer in enumerate(layers))
 
     def moe_layers(self) -> tuple[int, ...]:
         return tuple(i for i in range(self.num_layers) if self.is_moe_layer(i))

@@ -12,7 +12,6 @@ import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import sympy
 from pydantic import BaseModel
 
 from .. import metrics as M
@@ -25,10 +24,11 @@ from ..results import (
     ProfileResult,
     SweepResult,
 )
-from ..symbols import B, S
 from .units import human
 
 if TYPE_CHECKING:
+    import sympy
+
     from ..profile import Profile
 
 FORMATS = ("text", "markdown", "csv", "json")
@@ -146,11 +146,19 @@ def presets_table(result: PresetList, fmt: str = "text", exact: bool = False) ->
 def structured(expr: sympy.Expr) -> sympy.Expr:
     """The formula expanded, then collected by powers of S (new tokens) with each coefficient collected by
     B: the quadratic attention term stands apart from the per-token (linear) term and the constants."""
+    import sympy  # symbolic export only: sympy stays off the numeric path
+
+    from ..symbols import B, S
+
     return sympy.collect(sympy.expand(expr), S, func=lambda c: sympy.collect(c, B))
 
 
 def s_powers(expr: sympy.Expr) -> list[tuple[str, sympy.Expr]]:
     """(label, coefficient) by descending power of S; terms where S hides inside Min/Max are kept whole."""
+    import sympy  # symbolic export only: sympy stays off the numeric path
+
+    from ..symbols import B, S
+
     parts = sympy.collect(sympy.expand(expr), S, evaluate=False)
     out: list[tuple[int, str, sympy.Expr]] = []
     for key, coeff in parts.items():
@@ -162,6 +170,9 @@ def s_powers(expr: sympy.Expr) -> list[tuple[str, sympy.Expr]]:
 
 def python_source(expr: sympy.Expr, name: str, doc: str) -> str:
     """A self-contained Python function computing the count exactly on ints."""
+    import sympy  # symbolic export only: sympy stays off the numeric path
+
+
     body = sympy.expand(expr)
     # Rational coefficients would print as float division: scale to integers and divide exactly at the end.
     denominator = sympy.ilcm(1, *(r.q for r in body.atoms(sympy.Rational)))
@@ -176,6 +187,8 @@ def python_source(expr: sympy.Expr, name: str, doc: str) -> str:
 def export_expr(expr: sympy.Expr, fmt: str = "text", *, metric: str = "flops", scope: str = "transformer",
                 model: str = "") -> str:
     """The formula of ``metric`` in ``scope`` as ``text`` (by powers of S), ``sympy``, ``latex`` or ``python``."""
+    import sympy
+
     form = structured(expr)
     if fmt == "sympy":
         return f"{form}\n"

@@ -1,0 +1,150 @@
+"""The decoder template every family builds on: head of model, one layer loop, tail.
+
+``DecoderTemplate.graph`` walks ``spec.layers`` (one ``LayerSpec`` per layer), builds one set of parts per
+distinct layer key (by default the LayerSpec itself: equal layers share their parts, so a 126-layer model
+costs a handful of templates) and stamps it on each layer's module path. A family overrides only the
+pieces that differ: ``attention_parts``, ``mlp_parts`` / ``moe_parts``, ``layer_parts`` (the order of norms
+and residuals), ``head_of_model_parts``, ``tail_parts``, ``norm``, or ``layer_key`` when something outside
+the LayerSpec makes layers differ (GPT-2's per-layer attention scaling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+from ..formula import Formula
+from ..graph import Graph, Node, NodeKind
+from ..graph import blocks as blk
+from ..graph.blocks import Part
+from ..graph.node import ATTN, MLP
+from ..ops import Counts
+from ..spec import ArchSpec, LayerSpec
+from .base import Family
+
+
+class DecoderTemplate(Family):
+    """Graph template for pre-norm decoders with RoPE: override the ``*_parts`` methods to vary it."""
+
+    base = "model"  # the base model's module path
+    layer_prefix = "model.layers."
+
+    # --- graph ------------------------------------------------------------------------------------
+    def graph(self, spec: ArchSpec) -> Graph:
+        nodes: list[Node] = [part.at("") for part in self.head_of_model_parts(spec)]
+        templates: dict[Hashable, list[Part]] = {}
+        for index, layer in enumerate(spec.layers):
+            key = self.layer_key(spec, index, layer)
+            parts = templates.get(key)
+            if parts is None:  # built once per distinct layer, stamped on each layer that has it
+                parts = templates[key] = self.layer_parts(spec, layer) if key is layer else self.keyed_layer_parts(spec, key)
+            prefix = f"{self.layer_prefix}{index}"
+            nodes.extend(part.at(prefix, index) for part in parts)
+        nodes.extend(part.at("") for part in self.tail_parts(spec))
+        return Graph(spec=spec, nodes=tuple(nodes), layer_prefix=self.layer_prefix)
+
+    def layer_key(self, spec: ArchSpec, index: int, layer: LayerSpec) -> Hashable:
+        """What makes layers share parts: the LayerSpec (override with ``keyed_layer_parts`` for more)."""
+        return layer
+
+    def keyed_layer_parts(self, spec: ArchSpec, key: Any) -> list[Part]:
+        raise NotImplementedError(f"{type(self).__name__} overrides layer_key but not keyed_layer_parts")
+
+    def keys(self, spec: ArchSpec, layer: LayerSpec) -> Formula:
+        """Keys each query attends to: the window's keys on a sliding layer, else all."""
+        if layer.mixer.window is not None:
+            return blk.keys_sliding(layer.mixer.window)
+        return blk.keys_full()
+
+    def cached(self, spec: ArchSpec, layer: LayerSpec) -> Formula:
+        """Tokens the layer's cache holds after the forward."""
+        if layer.mixer.window is not None:
+            return blk.cached_sliding(layer.mixer.window)
+        return blk.cached_full()
+
+    def mask_counts(self, spec: ArchSpec) -> Counts:
+        """position ids, then one mask per attention type the base model builds (full, then sliding)."""
+        windows = sorted({layer.mixer.window or 0 for layer in spec.layers})
+        out = blk.position_ids()
+        for window in windows:
+            layer = LayerSpec(mixer={"kind": "sliding_attention", "window": window} if window else {})
+            out = out + blk.causal_mask(self.keys(spec, layer), window or None)
+        return out
+
+    def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
+        b = self.base
+        parts = [
+            Part(f"{b}.embed_tokens", f"{b}.embed_tokens", NodeKind.EMBEDDING,
+                 blk.embedding(spec.vocab_size, spec.hidden_size)),
+            Part(f"{b}:positions", b, NodeKind.POSITIONS, self.mask_counts(spec)),
+        ]
+        if spec.rotary_dim:
+            parts.append(Part(f"{b}.rotary_emb", f"{b}.rotary_emb", NodeKind.ROTARY, blk.rotary_table(spec.rotary_dim)))
+        return parts
+
+    def norm(self, spec: ArchSpec, rows: Formula, n: int) -> Counts:
+        if spec.norm == "layernorm":
+            return blk.layer_norm(rows, n)
+        return blk.rms_norm(rows, n)
+
+    def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+        h, H, KV, D = spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim
+        t = blk.TOKENS
+        keys = self.keys(spec, layer)
+        a = ".self_attn"
+        parts = [Part(f"{a}.q_proj", f"{a}.q_proj", NodeKind.LINEAR, blk.linear(t, h, H * D, spec.qkv_bias), ATTN)]
+        if spec.qk_norm:
+            parts.append(Part(f"{a}.q_norm", f"{a}.q_norm", NodeKind.NORM, self.norm(spec, t * H, D), ATTN))
+        parts.append(Part(f"{a}.k_proj", f"{a}.k_proj", NodeKind.LINEAR, blk.linear(t, h, KV * D, spec.qkv_bias), ATTN))
+        if spec.qk_norm:
+            parts.append(Part(f"{a}.k_norm", f"{a}.k_norm", NodeKind.NORM, self.norm(spec, t * KV, D), ATTN))
+        parts.append(Part(f"{a}.v_proj", f"{a}.v_proj", NodeKind.LINEAR, blk.linear(t, h, KV * D, spec.qkv_bias), ATTN))
+        if spec.rotary_dim:
+            rope = blk.apply_rope(H, spec.rotary_dim) + blk.apply_rope(KV, spec.rotary_dim)
+            parts.append(Part(f"{a}:rope", a, NodeKind.ROPE, rope, ATTN))
+        parts += [
+            Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(KV, D, self.cached(spec, layer)), ATTN),
+            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, blk.attn_scores(H, D, keys, kv_heads=KV), ATTN),
+            Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
+            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys, kv_heads=KV), ATTN),
+            Part(f"{a}.o_proj", f"{a}.o_proj", NodeKind.LINEAR, blk.linear(t, H * D, h, spec.o_bias), ATTN),
+        ]
+        return parts
+
+    def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+        h, inter, t = spec.hidden_size, spec.intermediate_size, blk.TOKENS
+        m = ".mlp"
+        return [
+            Part(f"{m}.gate_proj", f"{m}.gate_proj", NodeKind.LINEAR, blk.linear(t, h, inter, spec.mlp_bias), MLP),
+            Part(f"{m}.act_fn", f"{m}.act_fn", NodeKind.ACTIVATION, blk.activation(spec.activation, t * inter), MLP),
+            Part(f"{m}.up_proj", f"{m}.up_proj", NodeKind.LINEAR, blk.linear(t, h, inter, spec.mlp_bias), MLP),
+            Part(f"{m}:gate_mul", m, NodeKind.ELEMENTWISE, blk.gate_product(inter), MLP),
+            Part(f"{m}.down_proj", f"{m}.down_proj", NodeKind.LINEAR, blk.linear(t, inter, h, spec.mlp_bias), MLP),
+        ]
+
+    def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+        h, t = spec.hidden_size, blk.TOKENS
+        return [
+            Part(".input_layernorm", ".input_layernorm", NodeKind.NORM, self.norm(spec, t, h)),
+            *self.attention_parts(spec, layer),
+            Part(":residual", "", NodeKind.RESIDUAL, blk.residual(h)),
+            Part(".post_attention_layernorm", ".post_attention_layernorm", NodeKind.NORM, self.norm(spec, t, h)),
+            *self.ffn_parts(spec, layer),
+        ]
+
+    def ffn_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+        """The layer's FFN: ``moe_parts`` on a MoE layer, else ``mlp_parts``."""
+        return self.moe_parts(spec, layer) if layer.moe else self.mlp_parts(spec, layer)
+
+    def moe_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+        raise NotImplementedError(f"{type(self).__name__} has MoE layers but no moe_parts")
+
+    def tail_parts(self, spec: ArchSpec) -> list[Part]:
+        head = blk.lm_head(blk.TOKENS, spec.hidden_size, spec.vocab_size, tied=spec.tie_word_embeddings)
+        return [
+            Part(f"{self.base}.norm", f"{self.base}.norm", NodeKind.NORM, self.norm(spec, blk.TOKENS, spec.hidden_size)),
+            Part("lm_head", "lm_head", NodeKind.LM_HEAD, head),
+        ]
+
+
+LlamaStyle = DecoderTemplate  # the name the families knew it by
