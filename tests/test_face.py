@@ -7,6 +7,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +24,8 @@ from llm_profiler.config import loader as config_loader
 from llm_profiler.config.presets import list_variants
 from llm_profiler.report.units import engineering, human_bytes
 from llm_profiler.results import PerLayerResult, PresetList, ProfileResult
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # Qwen3-30B-A3B (hidden 2048, 48 layers, 32 query / 4 KV heads of 128, 128 experts of width 768, top-8,
 # vocab 151936, untied): the parameters one token uses.
@@ -84,6 +90,18 @@ def test_simple_test_output(capsys: Any) -> None:
     assert lines[-1] == ("    leaves out: lm_head (scope 'model' adds it): MACs 840.54  (10^9); "
                          "PARAMS 0, tied to the embedding (counted in embed)")
     assert "ACTIVE_PARAMS" not in "\n".join(lines)  # dense: active = total, not repeated
+
+
+def test_simple_test_script_offline() -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "simple_test.py"], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "transformer with input batchsize 16 and sequence length 200:"
+    assert lines[2] == "    MULT:       3.16  (10^12)"
+    # the seed's own call: MULT in attn, 579_403_776_000 (derived in test_seed_example_instruct_offline)
+    assert lines[-2:] == ["attn with input batchsize 16 and sequence length 200:", "    MULT:       579.40  (10^9)"]
 
 
 def test_print_summary_exact_and_dtypes(capsys: Any) -> None:
