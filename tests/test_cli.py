@@ -98,9 +98,11 @@ def test_summary_is_the_seed_format(runs):
     lines = ok(runs, "summary").splitlines()
     assert lines[0] == "transformer with input batchsize 16 and sequence length 200:"
     values = profile("llama-2-7b", 16, 200).summary()
-    assert len(lines) == 1 + len(values)
+    assert len(lines) == 1 + len(values) + 1  # + the line saying what the transformer scope leaves out
     for line, (metric, value) in zip(lines[1:], values.items()):
-        assert line.split() == [M.LABELS[metric] + ":", str(value), f"(10^{len(str(value)) - 1})"]
+        power = (len(str(value)) - 1) // 3 * 3  # the seed's notation: a mantissa times 10^(3k)
+        assert line.split()[:3] == [M.LABELS[metric] + ":", f"{value / 10**power:.2f}", f"(10^{power})"]
+    assert lines[-1].startswith("    leaves out: lm_head (--scope model adds it): MACs ")
 
 
 def test_summary_json_matches_api(runs):
@@ -236,7 +238,7 @@ def test_attr_quiet_and_seed_line(capsys):
     assert int(capsys.readouterr().out) == profile("llama-2-7b", 1, 2048).total("flops", "layers.0")
     assert main(["profile", "llama-2-7b", "-b", "16", "-s", "200", "--attr", "macs", "--scope", "model"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == ["model with input batchsize 16 and sequence length 200:", "    MACs:       21310419763200  (10^13)"]
+    assert out == ["model with input batchsize 16 and sequence length 200:", "    MACs:       21.31  (10^12)"]
 
 
 def test_usage_errors_in_process(capsys):

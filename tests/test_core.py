@@ -194,7 +194,10 @@ def test_seed_format(capsys):
     value = get_profile({"model_config": cfg, "input_shape": [16, 200]}, "MACs", "model")
     assert value == 21_310_419_763_200
     out = capsys.readouterr().out.splitlines()
-    assert out == ["model with input batchsize 16 and sequence length 200:", "    MACs:       21310419763200  (10^13)"]
+    # the seed's notation: 21_310_419_763_200 = 21.31 x 10^12 (the power a multiple of 3, two decimals)
+    assert out == ["model with input batchsize 16 and sequence length 200:", "    MACs:       21.31  (10^12)"]
+    get_profile({"model_config": cfg, "input_shape": [16, 200]}, "MACs", "model", exact=True)
+    assert capsys.readouterr().out.splitlines()[1] == "    MACs:       21310419763200"
 
 
 def test_errors():

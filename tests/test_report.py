@@ -56,8 +56,9 @@ def test_render_table_csv_is_exact_and_markdown_escapes():
 def test_summary_table_totals(llama):
     result = llama.result("transformer")
     rows = list(csv.reader(io.StringIO(summary_table(result, "csv"))))
-    assert rows[0] == ["metric", "value"]
-    assert {r[0]: int(r[1]) for r in rows[1:]} == {M.LABELS[m]: v for m, v in llama.summary().items()}
+    assert rows[0] == ["scope", "metric", "value"]
+    assert all(r[0] == "transformer" for r in rows[1:])  # the scope named on every row
+    assert {r[1]: int(r[2]) for r in rows[1:]} == {M.LABELS[m]: v for m, v in llama.summary().items()}
     text = summary_table(result, exact=True)
     assert f"{llama.total('macs'):,}" in text
 

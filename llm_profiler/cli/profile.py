@@ -6,8 +6,9 @@ import argparse
 from typing import Any
 
 from .. import metrics as M
-from ..api import header, value_line
+from ..api import summary_lines, summary_metrics
 from ..errors import QueryError
+from ..hardware.dtypes import get_dtype
 from ..report.export import per_layer_result, render_table, summary_table, to_json
 from ._common import (
     METRIC_HELP,
@@ -30,6 +31,8 @@ ORDER = 10
 EPILOG = """\
 examples:
   llm-profiler profile llama-2-7b --batch 16 --seq 200            # the seed's summary of the transformer
+  llm-profiler profile llama-2-7b --exact                          # exact integers, not 3.16  (10^12)
+  llm-profiler profile qwen3-30b-a3b --kv-dtype fp8                # MoE: active params; KV bytes in fp8
   llm-profiler profile llama-2-7b --seq 1 --past 4096              # one decode step after 4096 tokens
   llm-profiler profile llama-2-7b --attr macs --scope attn         # one number
   llm-profiler profile llama-2-7b --attr flops --scope layers.0 -q # just the integer
@@ -38,7 +41,10 @@ examples:
   llm-profiler profile llama-2-7b --json                           # totals as JSON
   llm-profiler profile llama-2-7b --per-layer --plot layers.png    # stacked per-layer bars
 
-The summary counts the transformer (everything but lm_head) unless --scope says otherwise.
+The summary counts the transformer (everything but lm_head) unless --scope says otherwise, and says what it
+leaves out. Counts print in the seed's notation, a mantissa times a power of ten that is a multiple of 3
+(MULT:       3.16  (10^12) is 3.16e12); --exact prints the integers. CACHE and ACT are element counts, with
+their bytes at --kv-dtype / --act-dtype beside them.
 """
 
 
@@ -60,6 +66,10 @@ def register(subparsers: Any) -> None:
     query.add_argument("-q", "--quiet", action="store_true", help="with --attr: print only the integer")
     query.add_argument("--plot", metavar="FILE", help="also write stacked per-layer bars of --attr (default "
                                                        "flops) to FILE (.png, .svg or .pdf; needs matplotlib)")
+    dtypes = parser.add_argument_group("bytes beside CACHE and ACT")
+    dtypes.add_argument("--act-dtype", default="bf16", metavar="DT", help="activation dtype (default bf16)")
+    dtypes.add_argument("--kv-dtype", default=None, metavar="DT",
+                        help="KV-cache dtype (default: the activation dtype)")
     add_format_args(parser)
     parser.set_defaults(handler=run)
 
@@ -71,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
         raise QueryError("--scope does not apply to --per-layer (the table shows every scope)")
     if args.attr is not None and args.metrics is not None:
         raise QueryError("use either --attr (one metric) or --metrics (several)")
+    for option, name in (("--act-dtype", args.act_dtype), ("--kv-dtype", args.kv_dtype)):
+        if name is not None:
+            try:
+                get_dtype(name)
+            except QueryError as err:
+                raise QueryError(f"{option}: {err}") from None
     prof = load_model(args).at(args.batch, args.seq, args.past)
     if args.plot:
         from ..report.plots import plot_layers
@@ -107,17 +123,20 @@ def _one(prof: Any, args: argparse.Namespace) -> str:
     if args.fmt in ("csv", "markdown"):
         return render_table(["scope", "metric", "value"], [[scope, M.LABELS[args.attr], value]], args.fmt,
                             args.exact, left=2)
-    return f"{header(scope, prof.batch, prof.seq, prof.past)}\n{value_line(args.attr, value)}\n"
+    return _seed_text(prof, scope, {args.attr: value}, args)
 
 
 def _summary(prof: Any, args: argparse.Namespace) -> str:
     scope = scope_name(args.scope)
-    result = prof.result(scope, args.metrics or M.SUMMARY)
+    result = prof.result(scope, summary_metrics(prof, scope, args.metrics or M.SUMMARY))
     if args.fmt == "json":
         return to_json(result)
     if args.fmt in ("csv", "markdown"):
         return summary_table(result, args.fmt, args.exact)
-    lines = [header(scope, prof.batch, prof.seq, prof.past)]
-    lines += [value_line(metric, value) for metric, value in result.totals.items()]
-    lines += [f"    note: {text}" for text in result.notes]
+    return _seed_text(prof, scope, result.totals, args)
+
+
+def _seed_text(prof: Any, scope: str, values: dict[str, int], args: argparse.Namespace) -> str:
+    lines = summary_lines(prof, scope, values, exact=args.exact, act_dtype=args.act_dtype, kv_dtype=args.kv_dtype,
+                          how="--scope model")
     return "\n".join(lines) + "\n"

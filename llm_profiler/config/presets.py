@@ -1,6 +1,7 @@
-"""The bundled presets: copies of published Hugging Face ``config.json`` files shipped as package data.
+"""The bundled presets: copies of published Hugging Face ``config.json`` files shipped as package data, and
+their instruct / chat variants (same architecture, loaded from the base file).
 
-The table is the single place that names them; ``docs/presets.md`` documents where each file came from.
+The tables are the single place that names them; ``docs/presets.md`` documents where each file came from.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ _RECONSTRUCTED_SUFFIX = ".reconstructed.json"
 
 @dataclass(frozen=True)
 class Preset:
-    """One bundled config: where it came from and the parameter total published for it."""
+    """One bundled config: where it came from and the parameter total published for it.
+
+    A *variant* (``variant_of`` set) is an instruct / chat checkpoint with the same architecture as a bundled
+    base: it loads the base's file under its own hub id, with ``overrides`` (top-level fields whose published
+    value differs, each from a recorded source) applied; ``note`` says what is known about the difference.
+    """
 
     hub_id: str
     alias: str
@@ -26,15 +32,29 @@ class Preset:
     reconstructed: bool
     # The parameter total published for the model (tied weights once), the cross-check of docs/presets.md.
     published_params: int | None
+    # What the profiler counts for the file (tied weights once, lm_head included; text model only), cached
+    # here so that listing the presets builds no graph (tests/test_face.py recounts every one).
+    params: int | None = None
+    variant_of: str | None = None  # the base preset's hub id
+    overrides: tuple[tuple[str, Any], ...] = ()
+    note: str = ""
+    extra_names: tuple[str, ...] = ()  # further lookup names (an older hub id)
 
     @property
     def repo_name(self) -> str:
         """The hub id without its organisation (``Llama-2-7b-hf``), also accepted as a lookup name."""
         return self.hub_id.split("/", 1)[1]
 
+    @property
+    def names(self) -> set[str]:
+        """Every name that finds this preset (lower case): hub id, alias, repo name and extra names."""
+        return {n.lower() for n in (self.hub_id, self.alias, self.repo_name, *self.extra_names)} | {
+            n.split("/", 1)[1].lower() for n in self.extra_names if "/" in n}
 
-def _preset(filename: str, alias: str, published_params: int | None) -> Preset:
-    # The hub id is encoded in the file name, so it cannot drift from it.
+
+def _preset(filename: str, alias: str, published_params: int | None, counted: int | None = None) -> Preset:
+    # The hub id is encoded in the file name, so it cannot drift from it. ``counted`` defaults to the published
+    # total: every preset but gemma-3-27b (whose published total includes the vision tower) reproduces it.
     reconstructed = filename.endswith(_RECONSTRUCTED_SUFFIX)
     stem = filename.removesuffix(_RECONSTRUCTED_SUFFIX if reconstructed else ".json")
     return Preset(
@@ -43,6 +63,7 @@ def _preset(filename: str, alias: str, published_params: int | None) -> Preset:
         filename=filename,
         reconstructed=reconstructed,
         published_params=published_params,
+        params=published_params if counted is None else counted,
     )
 
 
@@ -69,7 +90,7 @@ _PRESETS: tuple[Preset, ...] = (
     _preset("google--gemma-2-9b.json", "gemma-2-9b", 9_241_705_984),
     _preset("google--gemma-2-27b.json", "gemma-2-27b", 27_227_128_320),
     # Multimodal checkpoint: the total includes the vision tower; the text model sits under text_config.
-    _preset("google--gemma-3-27b-pt.reconstructed.json", "gemma-3-27b", 27_432_406_640),
+    _preset("google--gemma-3-27b-pt.reconstructed.json", "gemma-3-27b", 27_432_406_640, counted=27_009_346_304),
     _preset("microsoft--phi-2.json", "phi-2", 2_779_683_840),
     _preset("microsoft--Phi-3-mini-4k-instruct.json", "phi-3-mini", 3_821_079_552),
     _preset("openai-community--gpt2.json", "gpt2", 124_439_808),
@@ -87,12 +108,72 @@ _PRESETS: tuple[Preset, ...] = (
 )
 
 
+_LLAMA_3_EOS = [128001, 128008, 128009]
+# Instruct / chat checkpoints whose architecture is the base's (same fields for every count: dims, layers,
+# heads, vocab, tying, rope, windows); they differ in metadata (eos ids, dtype, max_position_embeddings for
+# some), which only ``overrides`` changes. (hub id, alias, base hub id, overrides, note, extra names)
+_VARIANT_TABLE: tuple[tuple[str, str, str, tuple[tuple[str, Any], ...], str, tuple[str, ...]], ...] = (
+    ("meta-llama/Llama-3.2-1B-Instruct", "llama-3.2-1b-instruct", "meta-llama/Llama-3.2-1B",
+     (("eos_token_id", _LLAMA_3_EOS),),
+     # Source: GitHub DannyMeb/iShrink-LLM-Compression-Framework models/Llama-3.2-1B-Instruct/config.json
+     # (commit b2cf257f), a save_pretrained copy of the instruct file: every count-relevant field equals the
+     # base's; its torch_dtype (float16), transformers_version (4.47.1) and _name_or_path are the re-save's.
+     "eos_token_id from a copy of the instruct file (docs/presets.md); other fields the base's", ()),
+    ("meta-llama/Llama-3.2-3B-Instruct", "llama-3.2-3b-instruct", "meta-llama/Llama-3.2-3B", (),
+     "the base's file, eos ids included", ()),
+    ("meta-llama/Llama-3.1-8B-Instruct", "llama-3.1-8b-instruct", "meta-llama/Llama-3.1-8B", (),
+     "the base's file, eos ids included", ("meta-llama/Meta-Llama-3.1-8B-Instruct",)),
+    ("meta-llama/Llama-3.1-70B-Instruct", "llama-3.1-70b-instruct", "meta-llama/Llama-3.1-70B", (),
+     "the base's file, eos ids included", ("meta-llama/Meta-Llama-3.1-70B-Instruct",)),
+    ("meta-llama/Llama-3.1-405B-Instruct", "llama-3.1-405b-instruct", "meta-llama/Llama-3.1-405B", (),
+     "the base's file, eos ids included", ("meta-llama/Meta-Llama-3.1-405B-Instruct",)),
+    ("meta-llama/Meta-Llama-3-8B-Instruct", "meta-llama-3-8b-instruct", "meta-llama/Meta-Llama-3-8B", (),
+     "the base's file, eos id included", ()),
+    ("meta-llama/Meta-Llama-3-70B-Instruct", "meta-llama-3-70b-instruct", "meta-llama/Meta-Llama-3-70B", (),
+     "the base's file, eos id included", ()),
+    ("meta-llama/Llama-2-7b-chat-hf", "llama-2-7b-chat", "meta-llama/Llama-2-7b-hf", (),
+     "the base's file", ()),
+    ("meta-llama/Llama-2-70b-chat-hf", "llama-2-70b-chat", "meta-llama/Llama-2-70b-hf", (),
+     "the base's file", ()),
+    ("mistralai/Mistral-7B-Instruct-v0.1", "mistral-7b-instruct", "mistralai/Mistral-7B-v0.1", (),
+     "the base's file (v0.1 only: later versions change rope_theta and the window)", ()),
+    ("mistralai/Mixtral-8x7B-Instruct-v0.1", "mixtral-8x7b-instruct", "mistralai/Mixtral-8x7B-v0.1", (),
+     "the base's file", ()),
+    ("Qwen/Qwen2-7B-Instruct", "qwen2-7b-instruct", "Qwen/Qwen2-7B", (),
+     "the base's file, eos id and max_position_embeddings included (no count uses them)", ()),
+    ("Qwen/Qwen2.5-0.5B-Instruct", "qwen2.5-0.5b-instruct", "Qwen/Qwen2.5-0.5B", (),
+     "the base's file, eos id and max_position_embeddings included (no count uses them)", ()),
+    ("Qwen/Qwen2.5-7B-Instruct", "qwen2.5-7b-instruct", "Qwen/Qwen2.5-7B", (),
+     "the base's file, eos id and max_position_embeddings included (no count uses them)", ()),
+    ("Qwen/Qwen1.5-MoE-A2.7B-Chat", "qwen1.5-moe-a2.7b-chat", "Qwen/Qwen1.5-MoE-A2.7B", (),
+     "the base's file (itself reconstructed from the chat model's)", ()),
+    ("google/gemma-2b-it", "gemma-2b-it", "google/gemma-2b", (), "the base's file", ()),
+    ("google/gemma-2-9b-it", "gemma-2-9b-it", "google/gemma-2-9b", (),
+     "the base's file, torch_dtype included", ()),
+    ("google/gemma-2-27b-it", "gemma-2-27b-it", "google/gemma-2-27b", (),
+     "the base's file, torch_dtype included", ()),
+    ("tiiuae/falcon-7b-instruct", "falcon-7b-instruct", "tiiuae/falcon-7b", (),
+     "the base's file (itself reconstructed from the instruct model's)", ()),
+)
+
+
+def _variant(hub_id: str, alias: str, base_id: str, overrides: tuple[tuple[str, Any], ...], note: str,
+             extra_names: tuple[str, ...]) -> Preset:
+    base = next(p for p in _PRESETS if p.hub_id == base_id)
+    return Preset(hub_id=hub_id, alias=alias, filename=base.filename, reconstructed=base.reconstructed,
+                  published_params=base.published_params, params=base.params, variant_of=base.hub_id,
+                  overrides=overrides, note=note, extra_names=extra_names)
+
+
+_VARIANTS: tuple[Preset, ...] = tuple(_variant(*row) for row in _VARIANT_TABLE)
+
+
 @lru_cache(maxsize=1)
 def _lookup_table() -> dict[str, Preset]:
-    # Hub id, alias and bare repo name all resolve, case-insensitively; they are unique across the table.
+    # Hub id, alias and bare repo name all resolve, case-insensitively; they are unique across both tables.
     table: dict[str, Preset] = {}
-    for preset in _PRESETS:
-        for key in {preset.hub_id.lower(), preset.alias.lower(), preset.repo_name.lower()}:
+    for preset in (*_PRESETS, *_VARIANTS):
+        for key in preset.names:
             if key in table and table[key] is not preset:
                 raise AssertionError(f"preset name {key!r} is ambiguous")
             table[key] = preset
@@ -100,12 +181,17 @@ def _lookup_table() -> dict[str, Preset]:
 
 
 def list_presets() -> list[Preset]:
-    """Every bundled preset, in table order (grouped by family)."""
+    """Every bundled preset file, in table order (grouped by family); the variants are ``list_variants()``."""
     return list(_PRESETS)
 
 
+def list_variants() -> list[Preset]:
+    """The instruct / chat variants: presets with ``variant_of`` set, loading their base's file."""
+    return list(_VARIANTS)
+
+
 def find_preset(name: str) -> Preset | None:
-    """The preset whose hub id, alias or repo name is ``name`` (case-insensitive), else ``None``."""
+    """The preset or variant whose hub id, alias or repo name is ``name`` (case-insensitive), else ``None``."""
     return _lookup_table().get(name.strip().lower())
 
 
@@ -115,11 +201,14 @@ def _preset_text(filename: str) -> str:
 
 
 def read_preset(preset: Preset) -> dict[str, Any]:
-    """The preset's config.json content; a fresh dict on each call, so callers may mutate it."""
+    """The preset's config.json content (a variant's: its base's with its overrides); a fresh dict on each
+    call, so callers may mutate it."""
     try:
         data = json.loads(_preset_text(preset.filename))
     except (OSError, json.JSONDecodeError) as exc:  # a broken install, not a user error
         raise ConfigError(f"bundled preset file {preset.filename} is missing or corrupt: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"bundled preset file {preset.filename} does not hold a JSON object")
+    for key, value in preset.overrides:
+        data[key] = json.loads(json.dumps(value))  # a copy: the table's value is shared
     return data

@@ -79,9 +79,9 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str 
 
 # --- profile ---------------------------------------------------------------------------------------------
 def summary_table(result: ProfileResult, fmt: str = "text", exact: bool = False) -> str:
-    """The totals of one scope as a two-column table (metric, value)."""
-    rows = [[M.LABELS.get(m, m), v] for m, v in result.totals.items()]
-    return render_table(["metric", "value"], rows, fmt, exact)
+    """The totals of one scope as a table (scope, metric, value): the scope named on every row."""
+    rows = [[result.scope, M.LABELS[m], v] for m, v in result.totals.items()]
+    return render_table(["scope", "metric", "value"], rows, fmt, exact, left=2)
 
 
 def per_layer_result(profile: Profile, metrics: Sequence[str] = M.SUMMARY,
@@ -125,7 +125,7 @@ def compare_labels(result: CompareResult) -> tuple[str, str]:
 
 def compare_table(result: CompareResult, fmt: str = "text", exact: bool = False) -> str:
     a, b = compare_labels(result)
-    rows = [[M.LABELS.get(m, m), v, result.right.totals[m], result.ratios[m]]
+    rows = [[M.LABELS[m], v, result.right.totals[m], result.ratios[m]]
             for m, v in result.left.totals.items()]
     return render_table(["metric", a, b, "ratio"], rows, fmt, exact)
 
@@ -194,7 +194,8 @@ def export_expr(expr: sympy.Expr, fmt: str = "text", *, metric: str = "flops", s
         return f"{form}\n"
     if fmt == "latex":
         return sympy.latex(form) + "\n"
-    what = f"{M.LABELS.get(metric, metric)} of {scope} of {model}" if model else f"{M.LABELS.get(metric, metric)} of {scope}"
+    label = M.LABELS.get(metric, metric)
+    what = f"{label} of {scope} of {model}" if model else f"{label} of {scope}"
     if fmt == "python":
         ident = "".join(ch if ch.isalnum() else "_" for ch in f"{metric}_{scope}").strip("_")
         return python_source(expr, ident, f"{what}: exact, B batch, S new tokens, P cached tokens.")
