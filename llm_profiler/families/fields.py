@@ -109,6 +109,20 @@ class Fields:
         self.divisible(heads, kv_heads, "num_attention_heads must be a multiple of num_key_value_heads")
         return heads, kv_heads, head_dim
 
+    def layer_types(self, layers: int, allowed: tuple[str, ...] = ("full_attention", "sliding_attention"),
+                    name: str = "layer_types") -> tuple[str, ...] | None:
+        """A per-layer list of layer kinds (``layer_types``, ``layers_block_type`` ...): None when absent,
+        else ``layers`` entries each in ``allowed`` (an error naming the field otherwise)."""
+        given = self.raw(name)
+        if given is None:
+            return None
+        if not isinstance(given, list) or len(given) != layers or any(t not in allowed for t in given):
+            raise ConfigError(
+                f"{self.model_type} config field {name!r} must list {layers} entries, each one of "
+                + " / ".join(repr(a) for a in allowed)
+            )
+        return tuple(given)
+
     def divisible(self, numerator: int, denominator: int, what: str) -> None:
         if numerator % denominator:
             raise ConfigError(f"{self.model_type} config: {what} ({numerator} is not a multiple of {denominator})")

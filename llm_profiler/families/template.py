@@ -13,14 +13,72 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
+from ..errors import ConfigError
 from ..formula import Formula
 from ..graph import Graph, Node, NodeKind
 from ..graph import blocks as blk
+from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP
 from ..ops import Counts
 from ..spec import ArchSpec, LayerSpec
 from .base import Family
+from .fields import Fields
+
+
+def decoder_fields(f: Fields, family: str, name: str, *, head_dim_default: int | None = None,
+                   activation_default: str = "silu", tie_default: bool = False) -> dict[str, Any]:
+    """The ArchSpec fields every Llama-style config spells the same way: sizes, heads (``Fields.
+    attention_heads``), ``hidden_act``, ``tie_word_embeddings`` and the rotary width (head_dim x
+    ``partial_rotary_factor``). A family adds or overrides its own quirks: ``ArchSpec(**decoder_fields(...),
+    qk_norm=True)``."""
+    hidden = f.int("hidden_size")
+    heads, kv_heads, head_dim = f.attention_heads(hidden, head_dim_default=head_dim_default)
+    factor = f.float("partial_rotary_factor", default=1.0)
+    if not 0 < factor <= 1:
+        raise ConfigError(f"{f.model_type} config field 'partial_rotary_factor' must be in (0, 1], got {factor}")
+    return {
+        "model_type": f.model_type, "family": family, "name": name, "hidden_size": hidden,
+        "num_layers": f.int("num_hidden_layers"), "num_heads": heads, "num_kv_heads": kv_heads,
+        "head_dim": head_dim, "intermediate_size": f.int("intermediate_size"), "vocab_size": f.int("vocab_size"),
+        "activation": read_activation(f, "hidden_act", default=activation_default),
+        "tie_word_embeddings": f.bool("tie_word_embeddings", default=tie_default),
+        "rotary_dim": int(head_dim * factor),
+    }
+
+
+def tiny_dims(data: dict[str, Any], *, layers: int = 2, **extra: Any) -> dict[str, Any]:
+    """The one tiny-dims rule for real CPU runs: hidden 64, intermediate 96, 4 heads (KV heads 4, 2 or 1 as
+    the real model has MHA, GQA or MQA), vocabulary 128, ``layers`` layers; an explicit head_dim becomes 24
+    (not 64/4, so the two readings of head_dim stay apart); a sliding window 4 and a chunk 4 (they bind at
+    the test shapes). ``extra`` overrides or adds fields."""
+    heads = data.get("num_attention_heads") or 4
+    kv = data.get("num_key_value_heads") or heads
+    out = {**data, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": layers,
+           "num_attention_heads": 4, "num_key_value_heads": 4 if kv == heads else (1 if kv == 1 else 2),
+           "vocab_size": 128}
+    if data.get("head_dim") is not None:
+        out["head_dim"] = 24
+    for window in ("sliding_window", "attention_chunk_size"):
+        if data.get(window):
+            out[window] = 4
+    if isinstance(data.get("layer_types"), list):
+        out["layer_types"] = _first_of_each(data["layer_types"], layers)
+        out["num_hidden_layers"] = len(out["layer_types"])
+    out.update(extra)
+    return out
+
+
+def _first_of_each(types: list[Any], minimum: int) -> list[Any]:
+    """The shortest prefix of a per-layer list holding every kind it has (at least ``minimum`` entries)."""
+    kinds, count = set(types), len(types)
+    seen: set[Any] = set()
+    for i, t in enumerate(types):
+        seen.add(t)
+        if seen == kinds:
+            count = i + 1
+            break
+    return list(types[:max(minimum, count)])
 
 
 class DecoderTemplate(Family):
@@ -30,6 +88,9 @@ class DecoderTemplate(Family):
     layer_prefix = "model.layers."
 
     # --- graph ------------------------------------------------------------------------------------
+    def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
+        return tiny_dims(data)
+
     def graph(self, spec: ArchSpec) -> Graph:
         nodes: list[Node] = [part.at("") for part in self.head_of_model_parts(spec)]
         templates: dict[Hashable, list[Part]] = {}
