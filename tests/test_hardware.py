@@ -158,11 +158,11 @@ def test_device_table() -> None:
     assert EXPECTED <= set(list_devices())
     for dev in DEVICES.values():
         assert set(dev.peak_flops) <= set(COMPUTE_DTYPES)
-        assert {"fp32", "fp16", "bf16"} <= set(dev.peak_flops)
+        assert "bf16" in dev.peak_flops  # the default activation dtype has a figure everywhere
         assert dev.memory_bytes > 0 and dev.memory_bandwidth > 0
         assert dev.source  # every entry names its datasheet
-        # tensor-core rates are dense: bf16 never exceeds fp8 / int8, and fp32 is the slowest
-        assert dev.peak_flops["fp32"] <= dev.peak_flops["bf16"]
+        # fp32 (where published) is never faster than bf16; fp8 never slower than bf16
+        assert dev.peak_flops.get("fp32", 0) <= dev.peak_flops["bf16"] <= dev.peak_flops.get("fp8", math.inf)
 
 
 def test_datasheet_figures() -> None:
@@ -212,7 +212,7 @@ def test_get_device_aliases(alias: str, name: str) -> None:
 
 def test_get_device_unknown_lists_valid_names() -> None:
     with pytest.raises(QueryError) as err:
-        get_device("tpu-v5")
+        get_device("tpu-v9")
     for name in EXPECTED:
         assert name in str(err.value)
 
@@ -371,3 +371,4 @@ def test_hardware_imports_without_torch() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "int4"
+
