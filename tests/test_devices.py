@@ -56,6 +56,8 @@ def test_every_entry_is_sourced_and_positive(name: str) -> None:
         if link is not None:
             assert link.kind and link.source and link.bandwidth > 0
             assert link.latency_s is None or 0 < link.latency_s < 1e-4
+            # the latency figure names its source or says it is an assumption / unknown
+            assert "latency" in link.source
 
 
 def test_names_and_aliases_are_unique() -> None:
@@ -145,8 +147,10 @@ def test_system_table() -> None:
     for s in SYSTEMS.values():
         assert s.device.name in DEVICES and s.device_count > 0
         assert s.source and s.intra_node.bandwidth > 0 and s.intra_node.source
+        assert "latency" in s.intra_node.source
         if s.inter_node is not None:
             assert s.inter_node.links > 0 and s.inter_node.link_bandwidth > 0 and s.inter_node.source
+            assert "latency" in s.inter_node.source
 
 
 def test_dgx_h100_by_hand() -> None:
@@ -247,6 +251,7 @@ def test_yaml_without_pyyaml_says_what_to_install(tmp_path: Path, monkeypatch: p
         ({"tflops": {"fp64": 10}}, "field 'tflops'.*valid compute dtypes: fp32, tf32"),
         ({"tflops": {"bf16": 0}}, "field 'tflops.bf16': Input should be greater than 0"),
         ({"tflops": {}}, "field 'tflops'"),
+        ({"tflops": {"bf16": 1, "bfloat16": 2}}, "field 'tflops'.*'bf16' and 'bfloat16' both name"),
         ({"memory_bw": 3}, "field 'memory_bw': unknown field"),
         ({"interconnect": {"bandwidth_gbps": 300}}, "field 'interconnect.kind': required field is missing"),
         ({"name": ""}, "field 'name'"),

@@ -560,7 +560,8 @@ _TABLE: tuple[DeviceSpec, ...] = (
         memory_bytes=96 * GiB,
         memory_bandwidth=2.45e12,
         peak_flops=_tflops(bf16=432e12, fp8=865e12),
-        notes="Habana Gaudi 2, OAM, 600 W; matrix-engine (MME) figures; no fp32 / fp16 figure in the table",
+        notes="Habana Gaudi 2, OAM, 600 W; matrix-engine (MME) figures (some reports print fp8 835); "
+              "no fp32 / fp16 figure in the table",
         source=_INTEL_GAUDI3,
         interconnect=_link("100 GbE RoCE (21 scale-up ports)", 262.5, "21 x 100 Gb/s per direction / 8 "
                            "(3 ports to each of 7 peers); " + _ROCE_LATENCY, 2.7),
@@ -881,8 +882,12 @@ class DeviceFile(BaseModel):
     @classmethod
     def _known_dtypes(cls, value: dict[str, float]) -> dict[str, float]:
         out: dict[str, float] = {}
+        names: dict[str, str] = {}
         for key, tf in value.items():
-            out[compute_dtype_name(key)] = tf  # QueryError (a ValueError) names the valid dtypes
+            name = compute_dtype_name(key)  # QueryError (a ValueError) names the valid dtypes
+            if name in out:
+                raise ValueError(f"{names[name]!r} and {key!r} both name compute dtype {name!r}; give it once")
+            out[name], names[name] = tf, key
         return out
 
     def to_spec(self) -> DeviceSpec:
