@@ -1,7 +1,18 @@
-"""The hardware layer: storage dtypes and their bytes, device specs, a CPU micro-benchmark, the roofline."""
+"""The hardware layer: storage dtypes and their bytes, device and system specs, a CPU micro-benchmark, the roofline."""
 
 from .cpu_bench import measure_local_cpu
-from .devices import DEVICES, DeviceSpec, custom_device, get_device, list_devices
+from .devices import (
+    DEVICES,
+    DeviceFile,
+    DeviceFileError,
+    DeviceSpec,
+    Link,
+    LinkFile,
+    custom_device,
+    get_device,
+    list_devices,
+    load_device_file,
+)
 from .dtypes import (
     BF16,
     COMPUTE_DTYPES,
@@ -19,26 +30,49 @@ from .dtypes import (
     weight_bytes,
 )
 from .roofline import RooflinePoint, ridge_point, roofline_time, utilization
+from .systems import (
+    SYSTEMS,
+    Network,
+    NetworkFile,
+    SystemFile,
+    SystemSpec,
+    get_system,
+    list_systems,
+    load_system_file,
+)
 
 __all__ = [
     "BF16",
     "COMPUTE_DTYPES",
     "DEVICES",
     "DTYPES",
-    "FP8",
+    "DType",
+    "DeviceFile",
+    "DeviceFileError",
+    "DeviceSpec",
     "FP16",
     "FP32",
+    "FP8",
     "INT4",
     "INT8",
-    "DType",
-    "DeviceSpec",
+    "Link",
+    "LinkFile",
+    "Network",
+    "NetworkFile",
     "RooflinePoint",
+    "SYSTEMS",
+    "SystemFile",
+    "SystemSpec",
     "compute_dtype_name",
     "custom_device",
     "get_device",
     "get_dtype",
+    "get_system",
     "int4",
     "list_devices",
+    "list_systems",
+    "load_device_file",
+    "load_system_file",
     "measure_local_cpu",
     "ridge_point",
     "roofline_time",
