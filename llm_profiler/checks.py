@@ -70,7 +70,8 @@ def check_float(value: Any, name: str, *, minimum: float | None = None, maximum:
     """A finite real number (int, float, numpy scalar; not a bool or string) in the given interval;
     ``min_open`` / ``max_open`` exclude the bounds."""
     interval = _interval(minimum, maximum, min_open, max_open)
-    allowed = f"a finite number{f' ({unit})' if unit else ''}{f' in {interval}' if interval else ''}"
+    where = f" in {interval}" if interval[:1] in "[(" and interval else f" {interval}" if interval else ""
+    allowed = f"a finite number{f' ({unit})' if unit else ''}{where}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ArgumentError(f"{name} must be {allowed}, got {type(value).__name__} {short(value)}")
     try:

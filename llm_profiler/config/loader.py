@@ -355,8 +355,11 @@ def _hub_failure_message(exc: Exception, repo_id: str, revision: str | None, off
             "pass hf_token= or set HF_TOKEN, or download config.json and pass its path"
         )
     if isinstance(exc, hub_errors.LocalEntryNotFoundError):
+        answered = _chain_status(exc)
         reason = ("offline mode is on (HF_HUB_OFFLINE)" if offline
-                  else f"the hub is unreachable ({unreachable})" if unreachable else "the hub is unreachable")
+                  else f"the hub is unreachable ({unreachable})" if unreachable
+                  else f"the hub answered HTTP {answered} (retried with backoff)" if answered
+                  else "the hub is unreachable")
         return (
             f"cannot get config.json of {repo_id}{at_revision}: {reason} and the file is not in the local "
             f"hub cache; {local_advice}"
@@ -377,10 +380,23 @@ def _hub_failure_message(exc: Exception, repo_id: str, revision: str | None, off
     )
 
 
-def _http_status(exc: Exception) -> int | None:
+def _http_status(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     return status if isinstance(status, int) else None
+
+
+def _chain_status(exc: BaseException) -> int | None:
+    """The HTTP status of the first exception in the cause chain that carries a response."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        status = _http_status(cause)
+        if status is not None:
+            return status
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _is_network_error(exc: BaseException) -> bool:
