@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .. import metrics as M
-from ..checks import MAX_GRID_POINTS, MAX_INT, check_dtype_name, check_float, check_int, short
+from ..checks import (
+    MAX_GRID_POINTS,
+    MAX_INT,
+    check_as_family,
+    check_dtype_name,
+    check_float,
+    check_int,
+    short,
+)
 from ..errors import ProfilerError, QueryError
 from ..profile import ModelProfile, profile_model
 from ..scopes import valid_scopes_text
@@ -170,14 +178,14 @@ def grid(text: str) -> list[int]:
                 f"bad value list {short(text)}; use 1,2,4 or start:stop:xFACTOR (128:4096:x2) or start:stop:STEP"
             ) from None
     out: list[int] = []
-    for start, stop, step, geometric in parts:
+    for first, last, stride, geometric in parts:
         if geometric:
-            value = start
-            while value <= stop:
+            value = first
+            while value <= last:
                 out.append(value)
-                value *= step
+                value *= stride
         else:
-            out.extend(range(start, stop + 1, step))
+            out.extend(range(first, last + 1, stride))
     if not out:
         raise argparse.ArgumentTypeError(f"{short(text)} gives no values")
     return list(dict.fromkeys(out))  # unique, in the order given
@@ -240,6 +248,7 @@ def shape_triple(text: str) -> tuple[int, int, int]:
 
 
 def load_model(args: argparse.Namespace, source: str | None = None) -> ModelProfile:
+    check_as_family(args.as_family, "--as-family")
     return profile_model(source if source is not None else args.model, as_family=args.as_family,
                          hf_token=args.hf_token, revision=args.revision)
 

@@ -224,7 +224,7 @@ def _fetch_from_hub(repo_id: str, hf_token: str | None, revision: str | None) ->
                 endpoint=endpoint,
             )
     except Exception as exc:  # every hub failure becomes one actionable HubError, raised below
-        failure: Exception = exc
+        failure: Exception | None = exc
     else:
         failure = None
     if failure is not None:
@@ -259,7 +259,8 @@ def _unreachable_reason(endpoint: str, timeout: float) -> str | None:
     host, port, what = url.hostname, url.port, "the hub"
     proxies = urllib.request.getproxies_environment()  # what the hub client (httpx) uses too
     proxy = proxies.get(url.scheme) or proxies.get("all")
-    if proxy and host and not urllib.request.proxy_bypass_environment(host):
+    bypass = getattr(urllib.request, "proxy_bypass_environment", urllib.request.proxy_bypass)  # not in typeshed
+    if proxy and host and not bypass(host):
         parsed = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
         host, port, what = parsed.hostname, parsed.port, "the proxy"
         url = parsed
