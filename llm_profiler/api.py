@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import metrics as M
+from .checks import check_as_family
 from .config import ModelConfig, load_config
 from .errors import QueryError, ShapeError
 from .hardware.dtypes import get_dtype, tensor_bytes
@@ -33,6 +34,7 @@ def _unpack(kwargs: Mapping[str, Any]) -> tuple[Any, int, int, int]:
         raise QueryError("kwargs 'model_config' is None: pass a preset name, config.json path, dict or config object")
     if "input_shape" not in kwargs:
         raise ShapeError("kwargs needs 'input_shape': [batch, sequence_length]")
+    check_as_family(kwargs.get("as_family"), "kwargs 'as_family'")
     shape = kwargs["input_shape"]
     if isinstance(shape, (str, bytes)) or not isinstance(shape, Iterable):
         raise ShapeError(f"input_shape must be [batch, sequence_length], got {shape!r}")

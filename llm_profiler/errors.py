@@ -29,3 +29,13 @@ class QueryError(ProfilerError, ValueError):
 
 class ValidationUnavailableError(ProfilerError, ImportError):
     """The validation extra (torch + transformers) is not installed."""
+
+
+class ArgumentError(QueryError, TypeError):
+    """An argument of a public function (or a CLI option) of the wrong type or with a value that is not
+    allowed: names the argument and says what is allowed. A ``QueryError``; also a ``TypeError``."""
+
+
+class LimitError(QueryError):
+    """A request past a documented size limit (sweep points, value lists, generated tokens, name lengths):
+    says how much was asked and what the limit is."""

@@ -1,29 +1,41 @@
 """Fuzzing the inputs: every malformed config, kwarg or shape ends in a ProfilerError that names the field,
-or in a correct profile; never in another exception, a hang or a negative count.
+or in a correct profile; never in another exception, a hang or a negative count. Every CLI invocation ends
+in exit 0, 1 or 2 (2: one line ``error: ...``), never in a traceback.
 
-Three sources of cases, all deterministic:
+Sources of cases, all deterministic:
 - mutations of one real config per registered model_type (fields removed, wrong types, negative / zero /
   huge / float dims, heads not dividing hidden, unknown activation, strings where numbers go, nested
   garbage), a fixed sample per type (``LLM_PROFILER_FUZZ_SAMPLES`` per type, default 30, raises it);
 - mutated kwargs and shapes of ``get_profile``;
 - the kept corpus, ``tests/fuzz_corpus/*.json``: cases that once broke something, replayed every run
-  (schema in ``_corpus_config`` below; ``xfail`` marks a known, reported gap).
+  (schema in ``_corpus_config`` below; ``xfail`` marks a known, reported gap);
+- hypothesis-driven command lines for every CLI subcommand but ``validate`` (arbitrary option values:
+  non-finite and huge numbers, garbage text, ranges past every limit), run in-process through
+  ``llm_profiler.cli.main`` (``LLM_PROFILER_CLI_FUZZ_EXAMPLES`` per subcommand, default 25), and the kept CLI
+  corpus ``tests/fuzz_corpus/cli/*.json`` (schema in ``_cli_argv``).
 The number of cases tried is printed (``pytest -s``) and added to the terminal summary.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import copy
+import io
 import json
 import os
 import random
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from llm_profiler import get_profile, profile_model, supported_model_types
 from llm_profiler.config import find_preset, list_presets, read_preset
@@ -247,10 +259,21 @@ def test_non_string_scope(scope: Any) -> None:
 # --- the corpus ---------------------------------------------------------------------------------------
 
 
+def _repeat(spec: list[Any]) -> str:
+    prefix, unit, count, suffix = spec
+    return prefix + unit * count + suffix
+
+
 def _corpus_config(case: dict[str, Any], tmp_path: Path) -> Any:
     """The config source of a corpus case. Keys: ``preset`` (a bundled base, then ``set`` {key: value},
     ``delete`` [keys], ``nest`` {key, depth}: a list nested depth times), or ``config`` (any JSON value,
-    used as given), or ``raw_text`` / ``raw_repeat`` [prefix, unit, count, suffix] (a config.json's text)."""
+    used as given), or ``raw_text`` / ``raw_repeat`` [prefix, unit, count, suffix] (a config.json's text),
+    or ``source`` / ``source_repeat`` [prefix, unit, count, suffix] (the source string itself: a name, path
+    or hub id, e.g. past the OS limits)."""
+    if "source" in case:
+        return case["source"]
+    if "source_repeat" in case:
+        return _repeat(case["source_repeat"])
     if "raw_text" in case or "raw_repeat" in case:
         if "raw_repeat" in case:
             prefix, unit, count, suffix = case["raw_repeat"]
@@ -300,6 +323,135 @@ def test_corpus(case: dict[str, Any], tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_corpus_is_not_empty() -> None:
     assert len(_corpus()) >= 10
+
+
+# --- the command line -----------------------------------------------------------------------------------
+
+CLI_EXAMPLES = int(os.environ.get("LLM_PROFILER_CLI_FUZZ_EXAMPLES", "25"))
+CLI_CORPUS = CORPUS / "cli"
+# validate runs torch (another part's fuzzing); files would be written by these.
+CLI_SKIPPED_COMMANDS = {"validate"}
+CLI_SKIPPED_OPTIONS = {"-h", "--help", "--version", "--debug", "-o", "--output", "--plot"}
+# Values that broke something once, or sit on a limit: non-finite and huge numbers, ranges past every cap,
+# names past the OS limits, every kind of option value of the subcommands.
+CLI_VALUES = [
+    "nan", "inf", "-inf", "1e309", "-1e309", "-1", "0", "-0", "1", "2", "3", "1.5", "0.5", "1e-300", "", " ", "abc",
+    "\u00e9", "\x00", str(2**63 - 1), str(2**63), str(2**64), "9" * 5000, "1:1000000000000", "0-100000000000",
+    "1:100", "1:1000:x2", "128:4096:x2", "1,2,3", "0:1:x2", "1:2:x1", "::", "5-1", "0-3", "1,1", "x2",
+    "flops", "macs,params", "active_params", "cache", "act", "attn", "mlp", "layers.0", "layers.999", "*.k_proj",
+    "[", "fp8", "bf16", "int4", "int4-g0", "int4-g" + "9" * 4400, "torch.float16", "h100", "a100-80gb", "rtx-4090",
+    "nope", "all", "last", "decode", "generate", "prefill", "batch", "context", "eager", "fused", "1,1,2048",
+    "1,2", "llama", "gemma3", "main", "hf_" + "a" * 34, "org/" + "a" * 5000, "~nonexistentuser/config.json",
+]
+CLI_MODELS = ["llama-3.2-1b", "gpt2", "qwen3-30b-a3b", "gemma-3-1b"]
+
+
+def _cli_commands() -> dict[str, list[tuple[str, bool]]]:
+    """subcommand -> its options as (flag, takes a value), read from the parser itself."""
+    from llm_profiler.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    out: dict[str, list[tuple[str, bool]]] = {}
+    for name, subparser in sub.choices.items():
+        if name in CLI_SKIPPED_COMMANDS:
+            continue
+        options = []
+        for action in subparser._actions:
+            flags = [f for f in action.option_strings if f.startswith("--")]
+            if flags and not set(action.option_strings) & CLI_SKIPPED_OPTIONS:
+                options.append((flags[0], action.nargs != 0))
+        out[name] = options
+    return out
+
+
+CLI_COMMANDS = _cli_commands()
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """``llm_profiler.cli.main(argv)`` in-process, offline, with stdout and stderr captured."""
+    from llm_profiler.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, {"HF_HUB_OFFLINE": "1"}), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _check_cli(argv: list[str]) -> tuple[int, str]:
+    rc, out, err = run_cli(argv)
+    where = f"llm-profiler {' '.join(a if len(a) < 60 else a[:60] + '...' for a in argv)!s}"
+    assert "Traceback" not in out + err, f"{where}: a traceback\n{err[-2000:]}"
+    assert rc in (0, 1, 2), f"{where}: exit {rc}\n{err[-2000:]}"
+    if rc == 2:
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), f"{where}: not one error line\n{err[-2000:]}"
+    TRIED[f"cli exit {rc}"] += 1
+    return rc, err
+
+
+def _cli_value() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.sampled_from(CLI_VALUES),
+        st.text(max_size=12),
+        st.integers(min_value=-(10**20), max_value=10**20).map(str),
+        st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    )
+
+
+@st.composite
+def _cli_argv(draw: Any, command: str) -> list[str]:
+    argv = [command]
+    if command != "presets":
+        argv.append(draw(st.one_of(st.sampled_from(CLI_MODELS), st.sampled_from(CLI_VALUES))))
+        if command == "compare":
+            argv.append(draw(st.sampled_from(CLI_MODELS)))
+    for flag, takes_value in draw(st.lists(st.sampled_from(CLI_COMMANDS[command]), max_size=4, unique=True)):
+        # --flag=VALUE: a value starting with '-' is a value, not another option
+        argv.append(f"{flag}={draw(_cli_value())}" if takes_value else flag)
+    return argv
+
+
+@pytest.mark.parametrize("command", sorted(CLI_COMMANDS))
+def test_cli_arbitrary_arguments(command: str) -> None:
+    @settings(max_examples=CLI_EXAMPLES, deadline=timedelta(seconds=30), derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(argv=_cli_argv(command))
+    def one(argv: list[str]) -> None:
+        _check_cli(argv)
+
+    one()
+
+
+def test_cli_fuzz_covers_every_subcommand_but_validate() -> None:
+    assert set(CLI_COMMANDS) == {"profile", "compare", "sweep", "export", "presets", "roofline", "fit"}
+    assert ("--overhead", True) in CLI_COMMANDS["fit"] and ("--exact", False) in CLI_COMMANDS["profile"]
+
+
+def _cli_corpus() -> list[Any]:
+    cases = []
+    for path in sorted(CLI_CORPUS.glob("*.json")):
+        case = json.loads(path.read_text())
+        marks = [pytest.mark.xfail(reason=case["xfail"], strict=False)] if case.get("xfail") else []
+        cases.append(pytest.param(case, id=path.stem, marks=marks))
+    return cases
+
+
+def _cli_case_argv(case: dict[str, Any]) -> list[str]:
+    """``argv``: strings, or [prefix, unit, count, suffix] for a long one (a 5,000-character name)."""
+    return [arg if isinstance(arg, str) else _repeat(arg) for arg in case["argv"]]
+
+
+@pytest.mark.parametrize("case", _cli_corpus())
+def test_cli_corpus(case: dict[str, Any]) -> None:
+    rc, err = _check_cli(_cli_case_argv(case))
+    assert rc == case["expect"], case["why"]
+    assert case.get("needle", "") in err, case["why"]
+
+
+def test_cli_corpus_is_not_empty() -> None:
+    assert len(_cli_corpus()) >= 10
 
 
 @pytest.fixture(scope="module", autouse=True)

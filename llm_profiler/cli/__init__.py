@@ -6,7 +6,8 @@ where ``fn(args) -> int`` is the exit code. An optional module constant ``ORDER`
 subcommands in ``--help``. Adding ``cli/roofline.py`` with a ``register`` is all it takes to add a command.
 
 Exit codes: 0 success, 1 a check failed (``validate`` found a mismatch), 2 a usage or profiler error
-(one line ``error: <message>`` on stderr, never a traceback).
+(one line ``error: <message>`` on stderr), 3 an internal error, i.e. a bug (one line that says so and how to
+report it), 130 interrupted. Never a traceback, unless ``--debug`` (anywhere on the command line) asks for it.
 """
 
 from __future__ import annotations
@@ -16,11 +17,17 @@ import importlib
 import os
 import pkgutil
 import sys
+import traceback
 from collections.abc import Sequence
 from types import ModuleType
 
 from ..errors import ProfilerError
-from ._common import Parser
+from ._common import Parser, add_debug_arg
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+MAX_MESSAGE = 2000  # characters of one error line
+BUG_REPORT = ("please report it to the llm-profiler issue tracker with the command line you ran and the output "
+              "of `llm-profiler --version` (add --debug for the traceback)")
 
 EPILOG = """\
 examples:
@@ -36,6 +43,9 @@ examples:
 MODEL is a bundled preset (alias or hub id, see `llm-profiler presets`), a config.json file or folder,
 or any hub id (fetches config.json only; --hf-token or HF_TOKEN for gated repos).
 Run `llm-profiler COMMAND --help` for the options of a command.
+
+exit codes: 0 success, 1 validate found a mismatch, 2 an error in the request (one line on stderr),
+3 an internal error (a bug: one line that says how to report it; --debug prints the traceback), 130 interrupted.
 """
 
 
@@ -61,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"llm-profiler {__version__}")
+    add_debug_arg(parser)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
     for module in _subcommand_modules():
         module.register(subparsers)
@@ -68,32 +79,63 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
+    try:
+        text = " ".join(str(err).split()) or type(err).__name__
+    except Exception:  # an exception whose __str__ fails
+        text = type(err).__name__
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "..."
+
+
+def _wants_debug(argv: Sequence[str]) -> bool:
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg == "--debug":
+            return True
+    return False
+
+
+def _traceback(debug: bool) -> None:
+    if debug:
+        traceback.print_exc(file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line on ``argv`` (``sys.argv[1:]`` by default) and return the exit code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _wants_debug(argv)
     try:
+        parser = build_parser()
         args = parser.parse_args(argv)
         handler = getattr(args, "handler", None)
         if handler is None:
             parser.print_help(sys.stderr)
-            return 2
+            return EXIT_ERROR
         return int(handler(args) or 0)
     except SystemExit as exit_:  # argparse (--help, --version, usage errors): hand back its code
         code = exit_.code
-        return code if isinstance(code, int) else (0 if code is None else 2)
+        return code if isinstance(code, int) else (0 if code is None else EXIT_ERROR)
     except ProfilerError as err:
+        _traceback(debug)
         print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except BrokenPipeError:  # `llm-profiler ... | head`: the reader left, which is not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not complain again
         return 0
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except MemoryError:  # the last resort: every size should have been refused before the work started
+        _traceback(debug)
+        print(f"error: internal error: out of memory; the request should have been refused as too large, which "
+              f"is a bug in llm-profiler: {BUG_REPORT}", file=sys.stderr)
+        return EXIT_BUG
+    except Exception as err:  # the last resort: anything but a ProfilerError is a bug of ours
+        _traceback(debug)
+        print(f"error: internal error ({type(err).__name__}: {_one_line(err)}); this is a bug in llm-profiler: "
+              f"{BUG_REPORT}", file=sys.stderr)
+        return EXIT_BUG
 
 
 __all__ = ["build_parser", "main"]

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from .. import metrics as M
+from ..checks import (
+    MAX_GRID_POINTS,
+    MAX_INT,
+    check_as_family,
+    check_dtype_name,
+    check_float,
+    check_int,
+    short,
+)
 from ..errors import ProfilerError, QueryError
 from ..profile import ModelProfile, profile_model
 from ..scopes import valid_scopes_text
 
 # Defaults of the shape options: one sequence, a 2048-token prompt, an empty cache (a typical prefill).
 DEFAULT_BATCH, DEFAULT_SEQ, DEFAULT_PAST = 1, 2048, 0
-MAX_GRID_POINTS = 1_000_000  # a sweep larger than this is almost surely a typo
+# MAX_GRID_POINTS (llm_profiler.checks): values of one list, and points of a sweep (the product of its axes).
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,9 +34,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 
+def add_debug_arg(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: a subcommand's parser must not reset the value the main parser set (`--debug` goes anywhere).
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="on an error, also print the Python traceback")
+
+
 def add_subcommand(subparsers: Any, name: str, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
-    return subparsers.add_parser(name, help=help, description=description, epilog=epilog,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(name, help=help, description=description, epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_debug_arg(parser)
+    return parser
 
 
 def add_model_args(parser: argparse.ArgumentParser, name: str = "model", help: str | None = None) -> None:
@@ -46,11 +63,11 @@ def add_source_args(parser: argparse.ArgumentParser) -> None:
 def add_shape_args(parser: argparse.ArgumentParser, batch: int = DEFAULT_BATCH, seq: int = DEFAULT_SEQ,
                    past: int = DEFAULT_PAST) -> None:
     group = parser.add_argument_group("shape")
-    group.add_argument("-b", "--batch", type=int, default=batch, metavar="B",
+    group.add_argument("-b", "--batch", type=int_arg(1, name="batch"), default=batch, metavar="B",
                        help=f"sequences processed together (default {batch})")
-    group.add_argument("-s", "--seq", type=int, default=seq, metavar="S",
+    group.add_argument("-s", "--seq", type=int_arg(1, name="seq"), default=seq, metavar="S",
                        help=f"new tokens per sequence in this forward (default {seq})")
-    group.add_argument("-p", "--past", type=int, default=past, metavar="P",
+    group.add_argument("-p", "--past", type=int_arg(0, name="past"), default=past, metavar="P",
                        help=f"tokens already in the KV cache (default {past}; S=1 with P>0 is a decode step)")
 
 
@@ -74,60 +91,149 @@ def metric_arg(text: str) -> str:
 
 
 def metric_list(text: str) -> list[str]:
-    return [metric_arg(part) for part in text.split(",") if part.strip()] or [metric_arg(text)]
+    """'flops,macs' -> ['flops', 'macs'] (canonical names, duplicates dropped)."""
+    names = [metric_arg(part) for part in text.split(",") if part.strip()] or [metric_arg(text)]
+    return list(dict.fromkeys(names))
+
+
+def _check_count(text: str, count: int, total: int) -> int:
+    """Add ``count`` values to ``total``, refusing lists past ``MAX_GRID_POINTS`` before they are expanded."""
+    total += count
+    if total > MAX_GRID_POINTS:
+        raise argparse.ArgumentTypeError(
+            f"{short(text)} asks for {total:,} values; the limit is "
+            f"{MAX_GRID_POINTS:,} (MAX_GRID_POINTS): narrow the range or take a larger step")
+    return total
+
+
+def _int(text: str) -> int:
+    value = int(text)  # ValueError for anything else (and for 4300+ digits)
+    if abs(value) > MAX_INT:
+        raise argparse.ArgumentTypeError(f"{short(text)}: values must be below 2**63")
+    return value
 
 
 def int_list(text: str) -> list[int]:
-    """'0,1,4-7' -> [0, 1, 4, 5, 6, 7]."""
-    out: list[int] = []
+    """'0,1,4-7' -> [0, 1, 4, 5, 6, 7] (duplicates dropped); ranges are counted before they are expanded."""
+    bounds: list[tuple[int, int]] = []
+    total = 0
     try:
         for part in (p.strip() for p in text.split(",")):
             if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                out.extend(range(int(lo), int(hi) + 1))
+                cut = part.index("-", 1)
+                lo, hi = _int(part[:cut]), _int(part[cut + 1:])
+                if hi < lo:
+                    raise argparse.ArgumentTypeError(f"{short(part)} is an empty range (write LOW-HIGH)")
             else:
-                out.append(int(part))
+                lo = hi = _int(part)
+            total = _check_count(text, hi - lo + 1, total)
+            bounds.append((lo, hi))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 0,1,4-7, got {text!r}") from None
-    return out
+        raise argparse.ArgumentTypeError(f"expected integers like 0,1,4-7, got {short(text)}") from None
+    out: list[int] = []
+    for lo, hi in bounds:
+        out.extend(range(lo, hi + 1))
+    return list(dict.fromkeys(out))
+
+
+def _geometric_count(start: int, stop: int, factor: int) -> int:
+    count, value = 0, start
+    while value <= stop:  # at most log2(stop) steps: ~14,000 for the largest int that parses
+        count, value = count + 1, value * factor
+    return count
 
 
 def grid(text: str) -> list[int]:
     """Values of a sweep axis: '1,2,4', '128:4096:x2' (geometric, end included), '0:1024:256' (step),
-    '1:8' (step 1), or a mix '1,2,8:64:x2'."""
-    out: list[int] = []
+    '1:8' (step 1), or a mix '1,2,8:64:x2'. Counted before expanding: at most ``MAX_GRID_POINTS`` values."""
+    parts: list[tuple[int, int, int, bool]] = []  # (start, stop, step or factor, geometric)
+    total = 0
     for part in (p.strip() for p in text.split(",")):
         try:
             if ":" not in part:
-                out.append(int(part))
+                value = _int(part)
+                parts.append((value, value, 1, False))
+                total = _check_count(text, 1, total)
                 continue
             fields = part.split(":")
             if len(fields) not in (2, 3):
                 raise ValueError
-            start, stop = int(fields[0]), int(fields[1])
+            start, stop = _int(fields[0]), _int(fields[1])
             step = fields[2] if len(fields) == 3 else "1"
             if step.startswith(("x", "*")):
-                factor = int(step[1:])
+                factor = _int(step[1:])
                 if factor < 2 or start < 1:
-                    raise argparse.ArgumentTypeError(f"{part!r}: a geometric range needs start >= 1 and factor >= 2")
-                value = start
-                while value <= stop:
-                    out.append(value)
-                    value *= factor
+                    raise argparse.ArgumentTypeError(
+                        f"{short(part)}: a geometric range needs start >= 1 and factor >= 2")
+                total = _check_count(text, _geometric_count(start, stop, factor), total)
+                parts.append((start, stop, factor, True))
             else:
-                increment = int(step.lstrip("+"))
+                increment = _int(step.lstrip("+"))
                 if increment < 1:
-                    raise argparse.ArgumentTypeError(f"{part!r}: the step must be >= 1")
-                out.extend(range(start, stop + 1, increment))
+                    raise argparse.ArgumentTypeError(f"{short(part)}: the step must be >= 1")
+                total = _check_count(text, max(0, (stop - start) // increment + 1), total)
+                parts.append((start, stop, increment, False))
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"bad value list {text!r}; use 1,2,4 or start:stop:xFACTOR (128:4096:x2) or start:stop:STEP"
+                f"bad value list {short(text)}; use 1,2,4 or start:stop:xFACTOR (128:4096:x2) or start:stop:STEP"
             ) from None
-        if len(out) > MAX_GRID_POINTS:
-            raise argparse.ArgumentTypeError(f"{text!r} has more than {MAX_GRID_POINTS} values")
+    out: list[int] = []
+    for first, last, stride, geometric in parts:
+        if geometric:
+            value = first
+            while value <= last:
+                out.append(value)
+                value *= stride
+        else:
+            out.extend(range(first, last + 1, stride))
     if not out:
-        raise argparse.ArgumentTypeError(f"{text!r} gives no values")
+        raise argparse.ArgumentTypeError(f"{short(text)} gives no values")
     return list(dict.fromkeys(out))  # unique, in the order given
+
+
+def int_arg(minimum: int | None = None, maximum: int | None = MAX_INT, name: str = "value") -> Callable[[str], int]:
+    """An argparse ``type=``: an integer in ``[minimum, maximum]``; the message names the option."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {short(text)}") from None
+        try:
+            return check_int(value, name, minimum=minimum, maximum=maximum)
+        except ProfilerError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_arg(minimum: float | None = None, maximum: float | None = None, *, min_open: bool = False,
+              max_open: bool = False, unit: str = "", name: str = "value") -> Callable[[str], float]:
+    """An argparse ``type=``: a finite number in the interval (nan, inf, 1e309 and out-of-range values are
+    one clear error naming the option)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {short(text)}") from None
+        try:
+            return check_float(value, name, minimum=minimum, maximum=maximum, min_open=min_open,
+                               max_open=max_open, unit=unit)
+        except ProfilerError as err:
+            raise argparse.ArgumentTypeError(f"{err} (from {short(text)})") from None
+
+    parse.__name__ = "number"
+    return parse
+
+
+def dtype_arg(text: str) -> str:
+    """An argparse ``type=`` for dtype names: bounded length (whether the name is known is checked later)."""
+    try:
+        return check_dtype_name(text, "value")
+    except ProfilerError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def shape_triple(text: str) -> tuple[int, int, int]:
@@ -142,6 +248,7 @@ def shape_triple(text: str) -> tuple[int, int, int]:
 
 
 def load_model(args: argparse.Namespace, source: str | None = None) -> ModelProfile:
+    check_as_family(args.as_family, "--as-family")
     return profile_model(source if source is not None else args.model, as_family=args.as_family,
                          hf_token=args.hf_token, revision=args.revision)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import add_model_args, add_subcommand, emit, load_model
+from ._common import add_model_args, add_subcommand, emit, float_arg, int_arg, load_model
 from .roofline import add_dtype_args
 
 ORDER = 41
+MAX_OVERHEAD_GIB = 1e6  # a million GiB: no device comes near it
 
 EPILOG = """\
 examples:
@@ -28,20 +29,20 @@ def register(subparsers: Any) -> None:
     add_model_args(parser)
     group = parser.add_argument_group("what to solve")
     group.add_argument("--solve", choices=("batch", "context"), default="batch", help="default batch")
-    group.add_argument("-s", "--seq", type=int, default=None, metavar="S",
+    group.add_argument("-s", "--seq", type=int_arg(1, name="seq"), default=None, metavar="S",
                        help="prompt tokens prefilled in one forward (default 2048 for --solve batch; for "
                             "--solve context: the whole context in one forward)")
-    group.add_argument("-c", "--context", type=int, default=None, metavar="C",
+    group.add_argument("-c", "--context", type=int_arg(1, name="context"), default=None, metavar="C",
                        help="tokens the KV cache holds at the end (prompt + new; default: seq)")
-    group.add_argument("-b", "--batch", type=int, default=1, metavar="B", help="batch for --solve context (default 1)")
+    group.add_argument("-b", "--batch", type=int_arg(1, name="batch"), default=1, metavar="B", help="batch for --solve context (default 1)")
     group.add_argument("--lm-head", choices=("all", "last"), default="all",
                        help="logits for all positions (default) or the last only")
     group.add_argument("--attention", choices=("eager", "fused"), default="eager",
                        help="eager attention keeps S x keys scores per head (default); fused (flash/SDPA) does not")
-    group.add_argument("--memory-fraction", type=float, default=1.0, metavar="F",
+    group.add_argument("--memory-fraction", type=float_arg(0, 1, min_open=True, name="memory_fraction"), default=1.0, metavar="F",
                        help="usable fraction of the device memory (default 1)")
-    group.add_argument("--overhead", type=float, default=0.0, metavar="GIB",
-                       help="GiB reserved for the runtime (CUDA context, allocator) (default 0)")
+    group.add_argument("--overhead", type=float_arg(0, MAX_OVERHEAD_GIB, unit="GiB", name="overhead"), default=0.0, metavar="GIB",
+                       help="GiB reserved for the runtime (CUDA context, allocator) (default 0; at most 1e6)")
     add_dtype_args(parser)
     parser.add_argument("--json", dest="fmt", action="store_const", const="json", default="text",
                         help="the result as JSON (FitResult)")
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                   lm_head=args.lm_head, memory_fraction=args.memory_fraction,
                   overhead_bytes=int(args.overhead * 2**30), attention=args.attention)
     if args.solve == "batch":
-        result = largest_batch(model, args.device, args.seq or 2048, args.context, **common)
+        result = largest_batch(model, args.device, 2048 if args.seq is None else args.seq, args.context, **common)
     else:
         result = largest_context(model, args.device, args.batch, args.seq, **common)
     if args.fmt == "json":

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..checks import check_int, check_new_tokens, short
+from ..errors import LimitError, ShapeError
 from ..hardware import list_devices
 from ..phases import PHASES, PREFILL, Phase
-from ._common import add_model_args, add_subcommand, emit, load_model, note
+from ._common import add_model_args, add_subcommand, dtype_arg, emit, float_arg, int_arg, load_model, note
 
 ORDER = 40
+MAX_BATCHES = 256  # values of --batch: one roofline report each
 
 EPILOG = """\
 examples:
@@ -27,10 +30,10 @@ def add_dtype_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("dtypes and device")
     group.add_argument("--device", default="a100-80gb", metavar="NAME",
                        help=f"device spec (default a100-80gb): {', '.join(list_devices())}")
-    group.add_argument("--weight-dtype", default="bf16", metavar="DT",
+    group.add_argument("--weight-dtype", type=dtype_arg, default="bf16", metavar="DT",
                        help="weight storage: fp32, bf16, fp16, fp8, int8, int4 (int4-gN) (default bf16)")
-    group.add_argument("--act-dtype", default="bf16", metavar="DT", help="activation dtype (default bf16)")
-    group.add_argument("--kv-dtype", default=None, metavar="DT", help="KV-cache dtype (default: the activation dtype)")
+    group.add_argument("--act-dtype", type=dtype_arg, default="bf16", metavar="DT", help="activation dtype (default bf16)")
+    group.add_argument("--kv-dtype", type=dtype_arg, default=None, metavar="DT", help="KV-cache dtype (default: the activation dtype)")
 
 
 def register(subparsers: Any) -> None:
@@ -41,24 +44,25 @@ def register(subparsers: Any) -> None:
     shape = parser.add_argument_group("phase and shape")
     shape.add_argument("--phase", choices=PHASES, default=PREFILL, help="default prefill")
     shape.add_argument("-b", "--batch", default="1", metavar="B",
-                       help="sequences (default 1; a comma list plots one point per batch with --plot)")
-    shape.add_argument("-s", "--seq", type=int, default=None, metavar="S",
+                       help=f"sequences (default 1; a comma list of at most {MAX_BATCHES} plots one point per batch "
+                            "with --plot)")
+    shape.add_argument("-s", "--seq", type=int_arg(1, name="seq"), default=None, metavar="S",
                        help="prompt tokens (prefill, generate; default 2048) or tokens per decode step (default 1)")
-    shape.add_argument("-p", "--past", type=int, default=0, metavar="P", help="cached tokens before (default 0)")
-    shape.add_argument("-n", "--new-tokens", type=int, default=128, metavar="N",
-                       help="tokens to generate (generate; default 128)")
+    shape.add_argument("-p", "--past", type=int_arg(0, name="past"), default=0, metavar="P", help="cached tokens before (default 0)")
+    shape.add_argument("-n", "--new-tokens", type=int_arg(1, None, name="new_tokens"), default=128, metavar="N",
+                       help="tokens to generate (generate; default 128; at most 1,000,000)")
     shape.add_argument("--lm-head", choices=("all", "last"), default="all",
                        help="lm_head over all positions (a plain forward; default) or the last only (generate)")
     add_dtype_args(parser)
-    parser.add_argument("--compute-dtype", default=None, metavar="DT",
+    parser.add_argument("--compute-dtype", type=dtype_arg, default=None, metavar="DT",
                         help="the dtype the matmuls run at, which picks the peak (default: the activation dtype)")
-    parser.add_argument("--flops-efficiency", type=float, default=1.0, metavar="F",
+    parser.add_argument("--flops-efficiency", type=float_arg(0, 1, min_open=True, name="flops_efficiency"), default=1.0, metavar="F",
                         help="fraction of peak FLOP/s attainable, in (0, 1] (default 1)")
-    parser.add_argument("--bandwidth-efficiency", type=float, default=1.0, metavar="F",
+    parser.add_argument("--bandwidth-efficiency", type=float_arg(0, 1, min_open=True, name="bandwidth_efficiency"), default=1.0, metavar="F",
                         help="fraction of peak bandwidth attainable, in (0, 1] (default 1)")
-    parser.add_argument("--measured", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--measured", type=float_arg(0, min_open=True, unit="seconds", name="measured"), default=None, metavar="SECONDS",
                         help="a measured latency of the phase: also print its MFU and MBU")
-    parser.add_argument("--nodes", type=int, default=0, metavar="K", help="show the K slowest nodes (prefill, decode)")
+    parser.add_argument("--nodes", type=int_arg(0, name="nodes"), default=0, metavar="K", help="show the K slowest nodes (prefill, decode)")
     parser.add_argument("--json", dest="fmt", action="store_const", const="json", default="text",
                         help="the report as JSON (PhaseReport)")
     parser.add_argument("--plot", metavar="FILE", help="write a roofline chart to FILE (needs matplotlib)")
@@ -66,15 +70,16 @@ def register(subparsers: Any) -> None:
 
 
 def _batches(text: str) -> list[int]:
-    from ..errors import ShapeError
-
+    parts = [x for x in text.split(",") if x.strip()]
+    if len(parts) > MAX_BATCHES:
+        raise LimitError(f"--batch has {len(parts):,} values; at most {MAX_BATCHES} (one report each)")
     try:
-        values = [int(x) for x in text.split(",") if x.strip()]
+        values = [int(x) for x in parts]
     except ValueError:
-        raise ShapeError(f"--batch must be an integer or a comma list of integers, got {text!r}") from None
+        raise ShapeError(f"--batch must be an integer or a comma list of integers, got {short(text)}") from None
     if not values:
-        raise ShapeError(f"--batch must be an integer or a comma list of integers, got {text!r}")
-    return values
+        raise ShapeError(f"--batch must be an integer or a comma list of integers, got {short(text)}")
+    return list(dict.fromkeys(check_int(v, "--batch", minimum=1, error=ShapeError) for v in values))
 
 
 def _phase(args: argparse.Namespace, batch: int) -> Phase:
@@ -88,12 +93,15 @@ def _phase(args: argparse.Namespace, batch: int) -> Phase:
 def run(args: argparse.Namespace) -> int:
     from ..perf import format_report, measured_utilization, phase_report, settings
 
+    batches = _batches(args.batch)  # every size is checked before the model is loaded
+    if args.phase == "generate":
+        check_new_tokens(args.new_tokens, "--new-tokens")
     model = load_model(args)
     st = settings(args.device, args.weight_dtype, args.act_dtype, args.kv_dtype, args.compute_dtype,
                   args.flops_efficiency, args.bandwidth_efficiency)
     per_node = args.phase != "generate"
     reports = [phase_report(model, _phase(args, b), st, nodes=per_node and bool(args.nodes or args.plot))
-               for b in _batches(args.batch)]
+               for b in batches]
     if args.plot:
         from ..report.plots import plot_roofline
 

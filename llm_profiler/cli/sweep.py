@@ -7,6 +7,7 @@ import itertools
 from typing import Any
 
 from .. import metrics as M
+from ..checks import MAX_GRID_POINTS, check_grid
 from ..profile import ModelProfile, check_shape
 from ..report.export import sweep_table, to_json
 from ..results import SweepPoint, SweepResult
@@ -32,6 +33,8 @@ examples:
   llm-profiler sweep llama-2-7b --metric flops --seq 128:32768:x2 --plot flops_vs_seq.png
 
 Value lists: 1,2,4 | start:stop:xFACTOR (geometric, stop included) | start:stop:STEP | a mix (1,2,8:64:x2).
+A sweep has at most 1,000,000 points (batch values x seq values x past values), counted before anything is
+expanded; a million points take about 15 s and 1.2 GB.
 Rows run over every (batch, seq, past) combination, batch slowest. Counts are exact integers (values that
 could overflow int64 are recomputed with Python integers).
 --plot draws prefill (S=seq, P=0) and decode (S=1, P=seq) curves of the first metric over the --seq values,
@@ -65,7 +68,12 @@ def evaluate(model: ModelProfile, metric: str, scope: str, shapes: list[tuple[in
     return [int(v) for v in model.sweep(metric, scope, batch=b, seq=s, past=p)]
 
 
+LARGE_SWEEP = 100_000  # points past which a note on stderr says the sweep takes a while
+
+
 def run(args: argparse.Namespace) -> int:
+    # Counted first: the product of the axes, before the model is even loaded.
+    points = check_grid({"batch": len(args.batch), "seq": len(args.seq), "past": len(args.past)}, MAX_GRID_POINTS)
     model = load_model(args)
     scope = scope_name(args.scope)
     # The same checks as one shape (ShapeError names batch, seq or past).
@@ -75,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         check_shape(1, s, 0)
     for p in args.past:
         check_shape(1, 1, p)
+    if points > LARGE_SWEEP:
+        note(f"sweep: {points:,} points x {len(args.metrics)} metric(s); about {points * 15 // 1_000_000 + 1} s")
     shapes = list(itertools.product(args.batch, args.seq, args.past))
     columns = {m: evaluate(model, m, scope, shapes) for m in args.metrics}
     spec = model.spec

@@ -6,15 +6,19 @@ hub fetch actually happens, and transformers never (a PretrainedConfig is recogn
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
+import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..checks import check_hf_token, check_revision, check_source_name, short
 from ..errors import ConfigError, HubError
 from .presets import find_preset, list_presets, read_preset
 
@@ -28,6 +32,10 @@ _REPO_ID = re.compile(
 _HF_TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{16,}")
 _TRUE_ENV_VALUES = {"1", "on", "yes", "true"}
 _PRESET_EXAMPLES = ("llama-2-7b", "llama-3.1-8b", "mistral-7b", "qwen3-8b", "gpt2")
+# With no network a hub id fails in about this long: one DNS lookup and one TCP connect, no retries. The
+# hub client's own backoff (about 23 s) is left for transient HTTP answers (429, 5xx) once the hub answers.
+HUB_CONNECT_TIMEOUT_S = 1.5
+_HUB_HTTP_LOGGER = "huggingface_hub.utils._http"  # where huggingface_hub logs each retry
 
 
 class ModelConfig(BaseModel):
@@ -48,8 +56,11 @@ def load_config(source: Any, hf_token: str | None = None, revision: str | None =
     """Load a config from a ModelConfig, dict, PretrainedConfig, file, folder, preset name or hub repo id.
 
     ``hf_token`` (else ``$HF_TOKEN``) and ``revision`` are used only for a hub fetch, which downloads
-    config.json and nothing else.
+    config.json and nothing else; both are checked whatever the source (an ``ArgumentError`` names them,
+    never showing the token). With no network a hub id fails in about ``HUB_CONNECT_TIMEOUT_S``.
     """
+    hf_token = check_hf_token(hf_token)
+    revision = check_revision(revision)
     if isinstance(source, ModelConfig):
         return source
     if isinstance(source, dict):
@@ -69,13 +80,32 @@ def _looks_like_pretrained_config(source: Any) -> bool:
     return callable(getattr(source, "to_dict", None)) and hasattr(source, "model_type")
 
 
+def _expand_user(name: str) -> Path:
+    try:
+        return Path(name).expanduser()
+    except RuntimeError:  # "~someone/..." with no such user (or no home directory at all)
+        user = name[1:].split("/", 1)[0].split(os.sep, 1)[0]
+        who = f"no user {user!r}" if user else "no home directory"
+        raise ConfigError(f"cannot expand {short(name)}: there is {who}; pass the path without '~'") from None
+
+
+def _kind(path: Path, name: str) -> str:
+    """'file', 'dir' or 'none' (missing); an unusable path is a ConfigError naming it, not an OSError."""
+    try:
+        return "file" if path.is_file() else "dir" if path.is_dir() else "none"
+    except OSError as exc:  # "File name too long", "Permission denied" on a parent, ...
+        raise ConfigError(f"cannot use {short(name)} as a config path: {exc.strerror or exc}") from None
+
+
 def _load_named(name: str, hf_token: str | None, revision: str | None) -> ModelConfig:
-    path = Path(name).expanduser()
-    if path.is_file():
+    check_source_name(name)
+    path = _expand_user(name)
+    kind = _kind(path, name)
+    if kind == "file":
         return _make(name, "file", _read_json_file(path))
-    if path.is_dir():
+    if kind == "dir":
         config_path = path / "config.json"
-        if not config_path.is_file():
+        if _kind(config_path, name) != "file":
             raise ConfigError(f"folder {name} has no config.json (a Hugging Face model folder holds one)")
         return _make(str(config_path), "file", _read_json_file(config_path))
     preset = find_preset(name)
@@ -103,12 +133,12 @@ def _is_pathish(name: str) -> bool:
 
 def _not_found_message(name: str) -> str:
     if _is_pathish(name):
-        return f"no such file or folder: {name}"
+        return f"no such file or folder: {name if len(name) <= 200 else short(name, 200)}"
     names = [p.alias for p in list_presets()] + [p.hub_id for p in list_presets()]
-    close = difflib.get_close_matches(name.lower(), [n.lower() for n in names], n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name.lower(), [n.lower() for n in names], n=3, cutoff=0.6) if len(name) < 200 else []
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     return (
-        f"{name!r} is neither an existing file or folder, a bundled preset (e.g. {', '.join(_PRESET_EXAMPLES)}; "
+        f"{short(name, 200)} is neither an existing file or folder, a bundled preset (e.g. {', '.join(_PRESET_EXAMPLES)}; "
         f"`llm-profiler presets` lists all), nor a Hugging Face hub repo id of the form org/name.{hint}"
     )
 
@@ -175,25 +205,31 @@ def _fetch_from_hub(repo_id: str, hf_token: str | None, revision: str | None) ->
     """Download config.json (never weights, never code) of ``repo_id``; the hub's local cache serves offline."""
     import huggingface_hub  # lazily: only a hub fetch pays for it
 
-    token = hf_token or os.environ.get("HF_TOKEN") or None
+    token = hf_token or check_hf_token(os.environ.get("HF_TOKEN"), "$HF_TOKEN")
     # Read at call time too: huggingface_hub reads these once, at its own import.
     offline = _env_is_true("HF_HUB_OFFLINE") or _env_is_true("TRANSFORMERS_OFFLINE")
     cache_dir = os.environ.get("HF_HUB_CACHE") or None
+    endpoint = _hub_endpoint()
+    # Fail fast with no network: one lookup and one connect; the local cache may still serve the file.
+    unreachable = None if offline else _unreachable_reason(endpoint, HUB_CONNECT_TIMEOUT_S)
     try:
-        local_path = huggingface_hub.hf_hub_download(
-            repo_id,
-            "config.json",
-            revision=revision,
-            token=token,
-            cache_dir=cache_dir,
-            local_files_only=offline,
-        )
+        with _one_retry_line():
+            local_path = huggingface_hub.hf_hub_download(
+                repo_id,
+                "config.json",
+                revision=revision,
+                token=token,
+                cache_dir=cache_dir,
+                local_files_only=offline or unreachable is not None,
+                endpoint=endpoint,
+            )
     except Exception as exc:  # every hub failure becomes one actionable HubError, raised below
-        failure: Exception = exc
+        failure: Exception | None = exc
     else:
         failure = None
     if failure is not None:
-        error = HubError(_scrub(_hub_failure_message(failure, repo_id, revision, offline), token))
+        message = _hub_failure_message(failure, repo_id, revision, offline, unreachable)
+        error = HubError(_scrub(message, token))
         if _chain_mentions_secret(failure, token):
             raise error  # outside the except block: no chained exception carries the token along
         raise error from failure
@@ -203,7 +239,101 @@ def _fetch_from_hub(repo_id: str, hf_token: str | None, revision: str | None) ->
         raise ConfigError(f"config.json of hub repo {repo_id}: {exc}") from None
 
 
-def _hub_failure_message(exc: Exception, repo_id: str, revision: str | None, offline: bool) -> str:
+def _hub_endpoint() -> str:
+    """The hub's base URL: ``$HF_ENDPOINT`` read now (huggingface_hub reads it once, at its import)."""
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def _unreachable_reason(endpoint: str, timeout: float) -> str | None:
+    """``None`` when a TCP connection to the hub (or to the proxy the environment names for it) opens within
+    ``timeout`` seconds, else why not: name resolution failed or took too long, or every address refused."""
+    import socket
+    import threading
+    import time
+    import urllib.parse
+    import urllib.request
+
+    url = urllib.parse.urlsplit(endpoint)
+    host, port, what = url.hostname, url.port, "the hub"
+    proxies = urllib.request.getproxies_environment()  # what the hub client (httpx) uses too
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    bypass = getattr(urllib.request, "proxy_bypass_environment", urllib.request.proxy_bypass)  # not in typeshed
+    if proxy and host and not bypass(host):
+        parsed = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port, what = parsed.hostname, parsed.port, "the proxy"
+        url = parsed
+    if not host:
+        return None  # an endpoint we cannot parse: let the hub client report it
+    if port is None:
+        port = 443 if url.scheme == "https" else 80
+    deadline = time.monotonic() + timeout
+    found: dict[str, Any] = {}
+
+    def resolve() -> None:
+        try:
+            found["addresses"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            found["error"] = exc
+
+    resolver = threading.Thread(target=resolve, daemon=True)  # getaddrinfo itself has no timeout
+    resolver.start()
+    resolver.join(timeout)
+    if resolver.is_alive():
+        return f"resolving {host} ({what}) took longer than {timeout:g} s"
+    if "error" in found:
+        exc = found["error"]
+        return f"cannot resolve {host} ({what}): {getattr(exc, 'strerror', None) or exc}"
+    last: OSError | None = None
+    for family, kind, proto, _, address in found["addresses"]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(remaining)
+                sock.connect(address)
+            return None
+        except OSError as exc:
+            last = exc
+    if last is None or isinstance(last, TimeoutError):
+        return f"no answer from {host}:{port} ({what}) within {timeout:g} s"
+    return f"cannot connect to {host}:{port} ({what}): {last.strerror or last}"
+
+
+class _OneRetryLine(logging.Filter):
+    """Lets the first retry warning of huggingface_hub through (marked as such) and drops the others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        if self.seen:
+            return False
+        self.seen = True
+        record.msg = f"{record.getMessage()} (the hub client retries with backoff; further retries not shown)"
+        record.args = ()
+        return True
+
+
+@contextlib.contextmanager
+def _one_retry_line() -> Iterator[None]:
+    """At most one line on stderr while huggingface_hub retries a transient HTTP answer (429, 5xx)."""
+    logger = logging.getLogger(_HUB_HTTP_LOGGER)
+    one = _OneRetryLine()
+    logger.addFilter(one)
+    try:
+        yield
+    finally:
+        logger.removeFilter(one)
+
+
+def _hub_failure_message(exc: Exception, repo_id: str, revision: str | None, offline: bool,
+                         unreachable: str | None = None) -> str:
     from huggingface_hub import errors as hub_errors
 
     at_revision = f" at revision {revision!r}" if revision else ""
@@ -226,7 +356,11 @@ def _hub_failure_message(exc: Exception, repo_id: str, revision: str | None, off
             "pass hf_token= or set HF_TOKEN, or download config.json and pass its path"
         )
     if isinstance(exc, hub_errors.LocalEntryNotFoundError):
-        reason = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the hub is unreachable"
+        answered = _chain_status(exc)
+        reason = ("offline mode is on (HF_HUB_OFFLINE)" if offline
+                  else f"the hub is unreachable ({unreachable})" if unreachable
+                  else f"the hub answered HTTP {answered} (retried with backoff)" if answered
+                  else "the hub is unreachable")
         return (
             f"cannot get config.json of {repo_id}{at_revision}: {reason} and the file is not in the local "
             f"hub cache; {local_advice}"
@@ -247,10 +381,23 @@ def _hub_failure_message(exc: Exception, repo_id: str, revision: str | None, off
     )
 
 
-def _http_status(exc: Exception) -> int | None:
+def _http_status(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     return status if isinstance(status, int) else None
+
+
+def _chain_status(exc: BaseException) -> int | None:
+    """The HTTP status of the first exception in the cause chain that carries a response."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        status = _http_status(cause)
+        if status is not None:
+            return status
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _is_network_error(exc: BaseException) -> bool:
