@@ -29,7 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import QueryError, ShapeError
+from . import checks
+from .errors import QueryError
 from .profile import check_shape
 
 PREFILL, DECODE, GENERATE = "prefill", "decode", "generate"
@@ -61,9 +62,8 @@ class Phase:
             raise QueryError(f"unknown phase {self.kind!r}; valid: {', '.join(PHASES)}")
         check_shape(self.batch, self.seq, self.past)
         check_lm_head(self.lm_head)
-        if self.kind == GENERATE and (isinstance(self.new_tokens, bool) or not isinstance(self.new_tokens, int)
-                                      or self.new_tokens < 1):
-            raise ShapeError(f"a generation needs new_tokens >= 1, got {self.new_tokens!r}")
+        if self.kind == GENERATE:
+            checks.check_new_tokens(self.new_tokens)
 
     @classmethod
     def prefill(cls, batch: int, seq: int, past: int = 0, lm_head: str = LM_HEAD_ALL) -> Phase:

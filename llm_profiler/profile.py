@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
+from . import checks
 from . import metrics as M
 from .config import ModelConfig, load_config
 from .errors import QueryError, ShapeError
@@ -96,8 +97,7 @@ class ModelProfile:
         """The exact count as a sympy expression in B, S, P (for symbolic export and closed forms)."""
         return self.formula(metric, scope).to_sympy()
 
-    def compiled(self, metric: str, scope: str | None = TRANSFORMER) -> Callable[..., Any]:
-        """A compiled function (batch, seq, past) -> count, exact on Python ints, vectorised on numpy arrays."""
+    def _raw(self, metric: str, scope: str | None) -> Callable[..., Any]:
         key = (M.canonical(metric), scope or TRANSFORMER)
         fn = self._compiled.get(key)
         if fn is None:
@@ -105,9 +105,19 @@ class ModelProfile:
             self._compiled[key] = fn
         return fn
 
+    def compiled(self, metric: str, scope: str | None = TRANSFORMER) -> Callable[..., Any]:
+        """A compiled function (batch, seq, past) -> count, exact on Python ints, vectorised on numpy arrays;
+        it checks its arguments as ``count`` and ``sweep`` do."""
+        fn = self._raw(metric, scope)
+
+        def checked(batch: Any, seq: Any, past: Any = 0) -> Any:
+            return fn(*checks.check_compiled_args(batch, seq, past))
+
+        return checked
+
     def count(self, metric: str, scope: str | None = TRANSFORMER, batch: int = 1, seq: int = 1, past: int = 0) -> int:
         b, s, p = check_shape(batch, seq, past)
-        return int(self.compiled(metric, scope)(b, s, p))
+        return int(self._raw(metric, scope)(b, s, p))
 
     def sweep(self, metric: str, scope: str | None = TRANSFORMER, *, batch: Any = 1, seq: Any = 1,
               past: Any = 0) -> Any:
@@ -118,21 +128,9 @@ class ModelProfile:
         """
         import numpy as np
 
-        arrays = []
-        for name, x in (("batch", batch), ("seq", seq), ("past", past)):
-            a = np.asarray(x)
-            if a.dtype.kind not in "iu" or (a.dtype.kind == "u" and a.size and a.max() > 2**63 - 1):
-                raise ShapeError(f"sweep: {name} must hold integers below 2**63, got dtype {a.dtype}")
-            arrays.append(a.astype(np.int64))
-        b, s, p = arrays
-        if (b < 1).any() or (s < 1).any() or (p < 0).any():
-            raise ShapeError("sweep needs batch >= 1, seq >= 1 and past >= 0 everywhere")
-        try:
-            shape = np.broadcast_shapes(b.shape, s.shape, p.shape)
-        except ValueError:
-            raise ShapeError(f"sweep: batch {b.shape}, seq {s.shape} and past {p.shape} do not broadcast together; "
-                             "give axes of equal length, scalars, or orthogonal axes (numpy broadcasting)") from None
-        fn = self.compiled(metric, scope)
+        b, s, p = checks.check_shape_arrays(batch, seq, past)
+        shape = np.broadcast_shapes(b.shape, s.shape, p.shape)
+        fn = self._raw(metric, scope)
         # A float64 shadow finds counts near or past 2**63 (float error is ~1e-16 relative: margin 2**-40).
         approx = np.asarray(fn(*(x.astype(np.float64) for x in (b, s, p))))
         if approx.size and np.abs(approx).max() >= 2.0**63 * (1 - 2.0**-40):
@@ -210,6 +208,8 @@ class Profile:
               layers: Sequence[int] | None = None) -> str:
         from .report.table import breakdown_rows, render
 
+        metrics, exact, fmt, layers = checks.check_table_args(metrics, exact, fmt, layers, self.spec.num_layers)
+
         return render(breakdown_rows(self, [M.canonical(m) for m in metrics], layers), exact=exact, fmt=fmt)
 
     def result(self, scope: str | None = TRANSFORMER, metrics: Iterable[str] = M.SUMMARY) -> ProfileResult:
@@ -236,6 +236,7 @@ def _model_profile(key: str, name: str, as_family: str | None) -> ModelProfile:
 def profile_model(source: Any, *, as_family: str | None = None, hf_token: str | None = None,
                   revision: str | None = None) -> ModelProfile:
     """The formulas of a model (built once per config and cached)."""
+    as_family = checks.check_as_family(as_family)
     config = source if isinstance(source, ModelConfig) else load_config(source, hf_token=hf_token, revision=revision)
     if not isinstance(config.data, dict):  # pragma: no cover - ModelConfig guarantees it
         raise QueryError("config data must be a dict")

@@ -4,8 +4,8 @@
 Sections: the validators of ``llm_profiler.checks``; the CLI (errors, the last-resort handler, number options,
 value lists counted before they are expanded); the loader (OS limits, tokens, revision); the hub with no
 network (a real closed loopback port, a stubbed resolver, a real server answering 503); the API boundary.
-Tests marked ``xfail(strict=True)`` need a validator wired into a module this branch does not own: each
-reason names the call to add; once it is added the test passes and the mark must go.
+The API-boundary cases at the end go through the validators wired into profile_model, Profile.table,
+ModelProfile.compiled / sweep and Phase.
 """
 
 from __future__ import annotations
@@ -603,41 +603,32 @@ def test_get_profile_checks_as_family() -> None:
         get_profile({"model_config": LLAMA, "input_shape": [2, 3], "as_family": {"a": 1}}, "flops", quiet=True)
 
 
-WIRE = "the lead wires llm_profiler.checks into a module this branch does not own: "
-
-
-@pytest.mark.xfail(strict=True, reason=WIRE + "profile_model calls check_as_family(as_family)")
 def test_profile_as_family_dict() -> None:
     with pytest.raises(ArgumentError, match="as_family must be a model_type name"):
         profile(LLAMA, as_family={"a": 1})  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, reason=WIRE + "Profile.table calls check_table_args")
 @pytest.mark.parametrize("kwargs", [{"metrics": None}, {"layers": "0"}], ids=["metrics-None", "layers-str"])
 def test_profile_table_arguments(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ArgumentError):
         profile(LLAMA, batch=2, seq=3).table(**kwargs)
 
 
-# ("2", 1, 0) is left out while unwired: the formula repeats the string for ~15 s before failing.
-@pytest.mark.xfail(strict=True, reason=WIRE + "ModelProfile.compiled's function calls check_compiled_args")
-@pytest.mark.parametrize("args", [(None, 1, 0), (1, -1, 0)], ids=repr)
+@pytest.mark.parametrize("args", [(None, 1, 0), (1, -1, 0), ("2", 1, 0)], ids=repr)
 def test_compiled_arguments(args: tuple[Any, ...]) -> None:
     with pytest.raises(ShapeError):
         profile_model(LLAMA).compiled("flops")(*args)
 
 
-@pytest.mark.xfail(strict=True, reason=WIRE + "ModelProfile.sweep calls check_shape_arrays")
 def test_sweep_broadcast_error() -> None:
     with pytest.raises(ShapeError, match="must broadcast together"):
         profile_model(LLAMA).sweep("flops", batch=[1, 2], seq=[1, 2, 3])
 
 
-@pytest.mark.xfail(strict=True, reason=WIRE + "Phase.__post_init__ (generate) calls check_new_tokens")
 def test_roofline_generate_astronomic_tokens() -> None:
     from llm_profiler.perf import roofline
 
-    with pytest.raises(LimitError, match="MAX_NEW_TOKENS"):  # unwired: a MemoryError (a 6.9 EiB array)
+    with pytest.raises(LimitError, match="MAX_NEW_TOKENS"):  # was a MemoryError (a 6.9 EiB array)
         roofline(LLAMA, "a100-80gb", "generate", batch=1, seq=16, new_tokens=10**18)
 
 

@@ -123,6 +123,10 @@ def _normalize(name: str) -> str:
 
 def get_dtype(name: str | DType) -> DType:
     """The storage format called ``name`` (case-insensitive; torch names and ``int4-gN`` accepted)."""
+    if isinstance(name, str):
+        from ..checks import check_dtype_name
+
+        check_dtype_name(name, "dtype")
     if isinstance(name, DType):
         return name
     key = _normalize(str(name))
