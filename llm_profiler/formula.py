@@ -378,11 +378,21 @@ def compile_formula(f: Formula) -> Callable[[Any, Any, Any], Any]:
     return fn
 
 
+def compile_formulas(formulas: Iterable[Formula]) -> Callable[[Any, Any, Any], list[Any]]:
+    """One function (batch, seq, past) -> [value of each formula]: exact on ints, vectorised on arrays."""
+    body = ",\n        ".join(f.code() for f in formulas)
+    source = f"def _f(B, S, P):\n    return [\n        {body}\n    ]\n"
+    namespace: dict[str, Any] = {"_min": _min, "Fraction": Fraction}
+    exec(compile(source, "<formulas>", "exec"), namespace)  # our own generated source, from integers only
+    fn: Callable[[Any, Any, Any], list[Any]] = namespace["_f"]
+    return fn
+
+
 B = Formula.symbol("B")
 S = Formula.symbol("S")
 P = Formula.symbol("P")
 ZERO = Formula()
 ONE = Formula.const(1)
 
-__all__ = ["B", "ONE", "P", "S", "ZERO", "CeilDivAtom", "Formula", "MinAtom", "ceil_div", "compile_formula",
+__all__ = ["B", "ONE", "P", "S", "ZERO", "CeilDivAtom", "Formula", "MinAtom", "ceil_div", "compile_formula", "compile_formulas",
            "fmin", "total"]

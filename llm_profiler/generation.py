@@ -12,6 +12,7 @@ a note saying so.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sympy
@@ -23,7 +24,7 @@ from .graph.node import HEAD_GROUP
 from .phases import DECODE, GENERATE, LM_HEAD_ALL, LM_HEAD_LAST, PHASES, PREFILL, Phase, check_lm_head
 from .profile import ModelProfile, metric_formula
 from .scopes import TRANSFORMER, node_filter
-from .symbols import P, S
+from .symbols import B, P, S
 
 N = sympy.Symbol("N", integer=True, positive=True)  # new tokens generated (generation phase)
 STEP = sympy.Symbol("i", integer=True, nonnegative=True)  # decode step index in the generation sum
@@ -149,6 +150,23 @@ def generation_sum(forward: sympy.Expr, new_tokens: int | None = None) -> StepSu
     return StepSum(expr, steps.closed_form, steps.notes)
 
 
+def compile_exact(expr: sympy.Expr) -> Callable[[int, int, int, int], int]:
+    """A function (B, S, P, N) -> the exact integer value of a closed form with rational coefficients:
+    the expression times the lcm of its denominators is evaluated with Python ints (Min / Max as min / max)
+    and divided back exactly. Built once per closed form; a call costs microseconds."""
+    expanded = sympy.expand(expr)
+    denominator = int(sympy.ilcm(1, *(r.q for r in expanded.atoms(sympy.Rational))))
+    fn = sympy.lambdify((B, S, P, N), expanded * denominator, modules=[{"Min": min, "Max": max}, "math"])
+
+    def exact(b: int, s: int, p: int, n: int) -> int:
+        scaled = fn(b, s, p, n)
+        if isinstance(scaled, float) or scaled % denominator:
+            raise QueryError(f"closed form did not evaluate to an integer at B={b}, S={s}, P={p}, N={n}")
+        return int(scaled) // denominator
+
+    return exact
+
+
 def phase_expr(model: ModelProfile, metric: str, kind: str, scope: str | None = TRANSFORMER,
                lm_head: str = LM_HEAD_ALL) -> sympy.Expr:
     """The count of ``metric`` for a phase kind: in B, S, P (prefill, decode) or B, S, P, N (generate)."""
@@ -177,5 +195,5 @@ def phase_count(model: ModelProfile, metric: str, phase: Phase, scope: str | Non
     return evaluate(generation_sum(forward, phase.new_tokens).expr, phase.values())
 
 
-__all__ = ["N", "STEP", "StepSum", "decode_step", "evaluate", "generation_sum", "last_position", "node_expr",
+__all__ = ["N", "STEP", "StepSum", "compile_exact", "decode_step", "evaluate", "generation_sum", "last_position", "node_expr",
            "phase_count", "phase_expr", "phase_total", "sum_steps"]

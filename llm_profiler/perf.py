@@ -16,14 +16,14 @@ mean decode step time; tokens/s = B * N / (TTFT + the decode time).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from .errors import QueryError
-from .formula import compile_formula
+from .formula import compile_formulas
 from .hardware import DeviceSpec, compute_dtype_name, get_device, utilization
 from .hardware.roofline import roofline_time
 from .phases import DECODE, GENERATE, PREFILL, Phase
@@ -44,11 +44,11 @@ class Settings:
     flops_efficiency: float = 1.0
     bandwidth_efficiency: float = 1.0
 
-    @property
+    @cached_property
     def peak(self) -> float:
         return self.device.peak(self.compute_dtype) * self.flops_efficiency
 
-    @property
+    @cached_property
     def bandwidth(self) -> float:
         return self.device.memory_bandwidth * self.bandwidth_efficiency
 
@@ -71,17 +71,32 @@ class _Evaluator:
 
     def __init__(self, traffic: ModelTraffic) -> None:
         self.traffic = traffic
-        self._fns: list[Callable[..., Any]] = [compile_formula(t.get(f)) for _, t in traffic.groups for f in _FIELDS]
+        self._fn = compile_formulas([t.get(f) for _, t in traffic.groups for f in _FIELDS])
+        self._generation: dict[str, Any] = {}
+
+    def generation_total(self, field: str, phase: Phase) -> tuple[int, list[str]]:
+        """A generation's total of ``field`` from its closed form in N, summed and compiled once per field
+        (later calls evaluate it in microseconds); a sum with no closed form is summed for this N."""
+        from .generation import compile_exact, evaluate, generation_sum
+
+        entry = self._generation.get(field)
+        if entry is None:
+            summed = generation_sum(self.traffic.total(field).to_sympy())  # symbolic in N
+            entry = self._generation[field] = compile_exact(summed.expr) if summed.closed_form else False
+        if entry:
+            return entry(phase.batch, phase.seq, phase.past, phase.new_tokens), []
+        summed = generation_sum(self.traffic.total(field).to_sympy(), phase.new_tokens)
+        return evaluate(summed.expr, phase.values()), list(summed.notes)
 
     def values(self, batch: Any, seq: Any, past: Any) -> list[dict[str, Any]]:
         """Per group: field -> value (ints for int arguments, arrays for array arguments)."""
-        flat = [fn(batch, seq, past) for fn in self._fns]
+        flat = self._fn(batch, seq, past)
         width = len(_FIELDS)
         out = []
         for g in range(len(self.traffic.groups)):
             row = flat[g * width:(g + 1) * width]
-            if isinstance(past, np.ndarray):
-                row = [np.broadcast_to(np.asarray(v, dtype=np.float64), past.shape) for v in row]
+            if isinstance(past, np.ndarray):  # scalars (formulas free of P) broadcast in the arithmetic
+                row = [v if isinstance(v, int) else np.asarray(v, dtype=np.float64) for v in row]
             else:
                 row = [int(v) for v in row]
             out.append(dict(zip(_FIELDS, row)))
@@ -147,9 +162,10 @@ def _decode_steps(ev: _Evaluator, st: Settings, batch: int, prompt: int, past: i
     contexts = past + prompt + np.arange(steps, dtype=np.int64)
     groups = ev.values(batch, 1, contexts)
     total, compute = np.zeros(steps), np.zeros(steps)
+    peak, bandwidth = st.peak, st.bandwidth
     for (nodes, _), v in zip(ev.traffic.groups, groups):
-        ct = v["flops"] / st.peak
-        mt = sum(v[c] for c in CATEGORIES) / st.bandwidth
+        ct = v["flops"] / peak
+        mt = (v["weights"] + v["act_read"] + v["act_written"] + v["kv_read"] + v["kv_written"]) / bandwidth
         t = len(nodes) * np.maximum(ct, mt)
         total += t
         compute += np.where((ct >= mt) & (v["flops"] > 0), t, 0.0)
@@ -215,8 +231,6 @@ def phase_report(source: Any, phase: Phase, device: DeviceSpec | str | Settings 
 
 
 def _generation(model: ModelProfile, ev: _Evaluator, st: Settings, phase: Phase) -> PhaseReport:
-    from .generation import evaluate, generation_sum  # closed forms (sympy), only for generations
-
     b, s, p, n = phase.batch, phase.seq, phase.past, phase.new_tokens
     first = Phase.prefill(b, s, p, phase.lm_head)
     pre = _forward(ev, st, b, s, p)
@@ -226,9 +240,8 @@ def _generation(model: ModelProfile, ev: _Evaluator, st: Settings, phase: Phase)
     notes: list[str] = []
     totals: dict[str, int] = {}
     for f in _FIELDS:
-        summed = generation_sum(ev.traffic.total(f).to_sympy(), n)
-        notes.extend(summed.notes)
-        totals[f] = evaluate(summed.expr, phase.values())
+        totals[f], field_notes = ev.generation_total(f, phase)
+        notes.extend(field_notes)
     step_times, step_compute = _decode_steps(ev, st, b, s, p, n - 1)
     decode_time, decode_compute = float(step_times.sum()), float(step_compute.sum())
     dec_cats = {c: totals[c] - pre.by_category[c] for c in CATEGORIES}
