@@ -49,18 +49,32 @@ exit codes: 0 success, 1 validate found a mismatch, 2 an error in the request (o
 """
 
 
-def _subcommand_modules() -> list[ModuleType]:
+def _subcommand_modules(only: str | None = None) -> list[ModuleType]:
+    """The subcommand modules (each module is named after its command); ``only`` imports just that one,
+    so a command pays for its own imports and not for every other command's."""
     modules = []
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
+    names = [info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")]
+    if only in names:
+        names = [only]
+    for name in names:
+        module = importlib.import_module(f"{__name__}.{name}")
         if callable(getattr(module, "register", None)):
             modules.append(module)
     return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command(argv: Sequence[str] | None) -> str | None:
+    """The subcommand named in ``argv`` (its first argument that is not an option), if any."""
+    for arg in argv or ():
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given ``argv``, only the subcommand it names is registered (help lists them all)."""
     from .. import __version__
 
     parser = Parser(
@@ -73,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llm-profiler {__version__}")
     add_debug_arg(parser)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
-    for module in _subcommand_modules():
+    for module in _subcommand_modules(_command(argv)):
         module.register(subparsers)
     return parser
 
@@ -105,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _wants_debug(argv)
     try:
-        parser = build_parser()
+        parser = build_parser(argv)
         args = parser.parse_args(argv)
         handler = getattr(args, "handler", None)
         if handler is None:
