@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, UnknownModelTypeError
@@ -35,13 +38,38 @@ def _load_all() -> None:
     _LOADED = True
 
 
+_MODEL_TYPES = re.compile(r"^\s+model_types\s*=\s*\(([^)]*)\)", re.M)
+
+
+@cache
+def _index() -> dict[str, str]:
+    """model_type -> family module, read from each module's ``model_types = (...)`` line without importing
+    it: a profile imports only its own family (the registry still comes from the @register decorators)."""
+    out: dict[str, str] = {}
+    folder = Path(__file__).parent
+    for module in pkgutil.iter_modules(__path__):
+        if module.name in _NOT_FAMILIES or module.name.startswith("_"):
+            continue
+        text = (folder / f"{module.name}.py").read_text(encoding="utf-8")
+        for group in _MODEL_TYPES.findall(text):
+            for model_type in re.findall(r"[\"']([^\"']+)[\"']", group):
+                out.setdefault(model_type, module.name)
+    return out
+
+
+def _known(model_type: str) -> bool:
+    return model_type in _REGISTRY or model_type in _index()
+
+
 def supported_model_types() -> list[str]:
-    _load_all()
-    return sorted(_REGISTRY)
+    return sorted(set(_index()) | set(_REGISTRY))
 
 
 def get_family(model_type: str) -> Family:
-    _load_all()
+    if model_type not in _REGISTRY and model_type in _index():
+        importlib.import_module(f"{__name__}.{_index()[model_type]}")
+    if model_type not in _REGISTRY:  # a module whose model_types line the index could not read
+        _load_all()
     try:
         return _REGISTRY[model_type]
     except KeyError:
@@ -58,7 +86,6 @@ def resolve(data: dict[str, Any], as_family: str | None = None) -> tuple[Family,
     A multimodal config whose own model_type is not registered but which holds a ``text_config`` is
     profiled through its language model.
     """
-    _load_all()
     notes: tuple[str, ...] = ()
     if as_family is not None:
         family = get_family(as_family)
@@ -70,12 +97,12 @@ def resolve(data: dict[str, Any], as_family: str | None = None) -> tuple[Family,
         )
     if not isinstance(model_type, str):
         raise ConfigError(f"config field 'model_type' must be a string, got {model_type!r}")
-    if model_type not in _REGISTRY and isinstance(data.get("text_config"), dict):
+    if not _known(model_type) and isinstance(data.get("text_config"), dict):
         text = dict(data["text_config"])
         text_type = text.get("model_type")
-        if isinstance(text_type, str) and text_type in _REGISTRY:
+        if isinstance(text_type, str) and _known(text_type):
             notes = (f"multimodal {model_type!r} config: profiling its language model ({text_type!r}) only",)
-            return _REGISTRY[text_type], text, notes
+            return get_family(text_type), text, notes
     return get_family(model_type), data, notes
 
 
