@@ -84,17 +84,17 @@ def activation_formulas(model: ModelProfile, dt: Dtypes, lm_head: str = LM_HEAD_
     mask = total(B * S * k * a for k in keys)
     scores = B * H * S * widest
     repeated = 2 * B * H * widest * D * a if KV < H else 0
-    attention = 2 * B * S * h * a + B * S * H * D * a
+    attn = 2 * B * S * h * a + B * S * H * D * a
     if attention_kind == "eager":
         # softmax(x, dim, dtype=float32) runs _softmax(x.to(float32)): below fp32 the converted copy (4 bytes
         # a score) is alive with x (a) and the fp32 output (4); at fp32 .to returns x itself (CUDA fp16 alone
         # skips the copy: half_to_float, so this over-counts it by 4 bytes a score)
         converted = scores * 4 if a < 4 else 0
-        attention += repeated + scores * a + converted + scores * 4
+        attn += repeated + scores * a + converted + scores * 4
     mlp = 2 * B * S * h * a + (3 if spec.gated_mlp else 2) * B * S * inter * a
     rows = B if check_lm_head(lm_head) == LM_HEAD_LAST else B * S
     head = B * S * h * a + rows * V * a
-    return mask, [attention, mlp, head]
+    return mask, [attn, mlp, head]
 
 
 def weights_bytes(source: Any, weight_dtype: str = "bf16", act_dtype: str = "bf16") -> int:

@@ -16,6 +16,7 @@ mean decode step time; tokens/s = B * N / (TTFT + the decode time).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -72,19 +73,19 @@ class _Evaluator:
     def __init__(self, traffic: ModelTraffic) -> None:
         self.traffic = traffic
         self._fn = compile_formulas([t.get(f) for _, t in traffic.groups for f in _FIELDS])
-        self._generation: dict[str, Any] = {}
+        self._generation: dict[str, Callable[[int, int, int, int], int] | None] = {}
 
     def generation_total(self, field: str, phase: Phase) -> tuple[int, list[str]]:
         """A generation's total of ``field`` from its closed form in N, summed and compiled once per field
         (later calls evaluate it in microseconds); a sum with no closed form is summed for this N."""
         from .generation import compile_exact, evaluate, generation_sum
 
-        entry = self._generation.get(field)
-        if entry is None:
+        if field not in self._generation:
             summed = generation_sum(self.traffic.total(field).to_sympy())  # symbolic in N
-            entry = self._generation[field] = compile_exact(summed.expr) if summed.closed_form else False
-        if entry:
-            return entry(phase.batch, phase.seq, phase.past, phase.new_tokens), []
+            self._generation[field] = compile_exact(summed.expr) if summed.closed_form else None
+        exact = self._generation[field]
+        if exact is not None:
+            return exact(phase.batch, phase.seq, phase.past, phase.new_tokens), []
         summed = generation_sum(self.traffic.total(field).to_sympy(), phase.new_tokens)
         return evaluate(summed.expr, phase.values()), list(summed.notes)
 

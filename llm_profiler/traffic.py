@@ -101,8 +101,12 @@ class NodeTraffic:
 
     def last_position(self) -> NodeTraffic:
         """The same node on the last position only (rows B*S become B: S -> 1)."""
-        return NodeTraffic(*(getattr(self, f).substitute({"S": 1}) for f in (*CATEGORIES, "flops")),
-                           stored=self.stored)
+        def last(f: Formula) -> Formula:
+            return f.substitute({"S": 1})
+
+        return NodeTraffic(weights=last(self.weights), act_read=last(self.act_read),
+                           act_written=last(self.act_written), kv_read=last(self.kv_read),
+                           kv_written=last(self.kv_written), flops=last(self.flops), stored=self.stored)
 
 
 def _weight_traffic(w: Weight, dt: Dtypes) -> tuple[Formula, int]:

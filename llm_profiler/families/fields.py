@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from ..errors import ConfigError
@@ -85,12 +86,12 @@ class Fields:
             raise ConfigError(f"{self.model_type} config field {key!r} must be a string, got {value!r}")
         return value
 
-    def raw(self, *names: str, default: Any = None) -> Any:
+    def raw(self, *names: builtins.str, default: Any = None) -> Any:
         value = self._find(names)[1]
         return default if value is _MISSING else value
 
-    def attention_heads(self, hidden: int, *, kv_default: int | None = None,
-                        head_dim_default: int | None = None) -> tuple[int, int, int]:
+    def attention_heads(self, hidden: builtins.int, *, kv_default: builtins.int | None = None,
+                        head_dim_default: builtins.int | None = None) -> tuple[builtins.int, builtins.int, builtins.int]:
         """(heads, kv_heads, head_dim) of a Llama-style config.
 
         ``num_key_value_heads`` defaults to ``kv_default`` (or to the heads: multi-head attention) and must
@@ -109,8 +110,8 @@ class Fields:
         self.divisible(heads, kv_heads, "num_attention_heads must be a multiple of num_key_value_heads")
         return heads, kv_heads, head_dim
 
-    def layer_types(self, layers: int, allowed: tuple[str, ...] = ("full_attention", "sliding_attention"),
-                    name: str = "layer_types") -> tuple[str, ...] | None:
+    def layer_types(self, layers: builtins.int, allowed: tuple[builtins.str, ...] = ("full_attention", "sliding_attention"),
+                    name: builtins.str = "layer_types") -> tuple[builtins.str, ...] | None:
         """A per-layer list of layer kinds (``layer_types``, ``layers_block_type`` ...): None when absent,
         else ``layers`` entries each in ``allowed`` (an error naming the field otherwise)."""
         given = self.raw(name)
@@ -123,6 +124,6 @@ class Fields:
             )
         return tuple(given)
 
-    def divisible(self, numerator: int, denominator: int, what: str) -> None:
+    def divisible(self, numerator: builtins.int, denominator: builtins.int, what: builtins.str) -> None:
         if numerator % denominator:
             raise ConfigError(f"{self.model_type} config: {what} ({numerator} is not a multiple of {denominator})")

@@ -21,7 +21,7 @@ from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP
 from ..ops import Counts
-from ..spec import ArchSpec, LayerSpec
+from ..spec import ArchSpec, LayerSpec, Mixer
 from .base import Family
 from .fields import Fields
 
@@ -128,7 +128,7 @@ class DecoderTemplate(Family):
         windows = sorted({layer.mixer.window or 0 for layer in spec.layers})
         out = blk.position_ids()
         for window in windows:
-            layer = LayerSpec(mixer={"kind": "sliding_attention", "window": window} if window else {})
+            layer = LayerSpec(mixer=Mixer(kind="sliding_attention", window=window) if window else Mixer())
             out = out + blk.causal_mask(self.keys(spec, layer), window or None)
         return out
 
