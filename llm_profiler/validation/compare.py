@@ -19,7 +19,7 @@ from collections import defaultdict
 from typing import Any
 
 from .. import metrics as M
-from ..graph.node import Node, NodeKind
+from ..graph import Node, NodeKind
 from ..profile import ModelProfile, check_shape
 from .report import ValidationReport, ValidationRow
 

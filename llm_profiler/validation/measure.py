@@ -107,12 +107,17 @@ class _CountingMode(TorchDispatchMode):
         self.measured = measured
         self._softmaxed: Any = None  # the attention call (frame) whose softmax has run: later ops are context
 
+    def __exit__(self, *exc: Any) -> None:
+        self._softmaxed = None  # let that frame and its tensors go
+        super().__exit__(*exc)
+
     def _part(self, func: Any) -> str | None:
         """The part of the current module's own forward this op belongs to (parts.RULES), or None."""
         if not self.modules.current_is_transformers_code:
             return None  # a leaf torch module (Linear, Embedding, LayerNorm): its node is the module path
         frame = _transformers_frame(sys._getframe(1))
         if frame is None:
+            self.measured.unnamed[self.modules.current][f"{aten.op_name(func)} outside transformers code"] += 1
             return None
         rule = parts.rule_for(frame.f_code, frame.f_lineno)
         if rule is None:
