@@ -1,13 +1,15 @@
-"""Validation: every formula against the real transformers computation, module by module, metric by metric.
+"""Validation: every formula against the real transformers computation, node by node, metric by metric.
 
 Every bundled preset whose family is registered is built at full size on the meta device and run at three
 shapes (a prefill, an odd shape after a cached prefix, a decode step); every family also runs at tiny
-dimensions with real random weights on the CPU. Each (module, metric) must agree exactly.
+dimensions with real random weights on the CPU. Each (node, metric) must agree exactly, and so must every
+layer's cache and its growth over the forward.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -17,7 +19,6 @@ pytest.importorskip("transformers")
 from llm_profiler import metrics as M  # noqa: E402
 from llm_profiler.config import list_presets, load_config  # noqa: E402
 from llm_profiler.families import build_spec, supported_model_types  # noqa: E402
-from llm_profiler.graph import Graph, Node  # noqa: E402
 from llm_profiler.profile import ModelProfile  # noqa: E402
 from llm_profiler.validation import ValidationReport, validate  # noqa: E402
 from llm_profiler.validation.aten import classify  # noqa: E402
@@ -67,28 +68,28 @@ def test_tiny_on_cpu(hub_id: str) -> None:
 
 
 def test_report_names_a_wrong_formula() -> None:
-    """Patch one node's count by one: validation must fail and name that module and metric."""
+    """Patch one node's count by one: validation must fail and name that node and metric."""
     cfg = load_config("llama-3.2-1b")
     family, spec = build_spec(cfg.data, cfg.name)
     graph = family.graph(spec)
     target = "model.layers.3.self_attn.k_proj"
-    nodes = tuple(
-        Node(n.path, n.module, n.kind, n.counts + {M.MULT: 1}, n.layer, n.block) if n.path == target else n
-        for n in graph.nodes
-    )
-    wrong = ModelProfile(family, Graph(spec, nodes, graph.layer_prefix))
+    nodes = tuple(replace(n, counts=n.counts + {M.MULT: 1}) if n.path == target else n for n in graph.nodes)
+    wrong = ModelProfile(family, replace(graph, nodes=nodes))
     measured = measure(reference(cfg).build(), 2, 3, 1)
-    rows, unknown = compare(wrong, measured, 2, 3, 1)
+    rows, unknown, unattributed = compare(wrong, measured, 2, 3, 1)
     bad = [r for r in rows if not r.ok]
-    assert [(r.module, r.metric, r.diff) for r in bad] == [(target, "mult", 1)]
-    assert not unknown
+    assert [(r.node, r.module, r.metric, r.diff) for r in bad] == [(target, target, "mult", 1)]
+    assert not unknown and not unattributed
 
 
 def test_report_is_plain_data() -> None:
     report = validate("llama-3.2-1b", 1, 2, 0, tiny=True)
     again = ValidationReport.model_validate_json(report.model_dump_json())
     assert again == report and again.ok
-    assert json.loads(report.model_dump_json())["rows"][0]["module"] == "model.embed_tokens"
+    data = json.loads(report.model_dump_json())
+    assert data["schema_version"] == 2
+    assert (data["rows"][0]["node"], data["rows"][0]["module"]) == ("model.embed_tokens", "model.embed_tokens")
+    assert data["unattributed_ops"] == []
     assert any("view" in op for op in report.data_ops)  # ops without arithmetic are listed as such
 
 

@@ -29,9 +29,13 @@ def _numel(x: Any) -> int:
     return int(math.prod(x.shape))
 
 
-def _name(func: Any) -> str:
+def op_name(func: Any) -> str:
+    """The aten op's name: its overload packet, the trailing "_" of an in-place elementwise op removed."""
     name = func.overloadpacket.__name__
     return name[:-1] if name.endswith("_") and name[:-1] in ELEMENTWISE_ATEN else name
+
+
+_name = op_name
 
 
 def classify(func: Any) -> str:

@@ -1,4 +1,17 @@
-"""validate(): predicted (the graph) against measured (the real transformers model), module by module."""
+"""validate(): predicted (the graph) against measured (the real transformers model), node by node.
+
+Every measured (module, part) lands on one node path:
+
+- a part named by ``parts.RULES`` -> ``<module>:<part>`` (whether or not the graph has that node: if it does
+  not, the row has nothing predicted and fails);
+- an op no rule names (part None) -> the module's own node (a node whose path is the module path), else the
+  module's only computing node (``kv_cache`` nodes hold no arithmetic), else the module path itself, which
+  no node predicts: a mismatch, listed with its source lines in ``ValidationReport.unattributed_ops``.
+
+Params are the module's own parameters, placed like an op with no part. The cache is compared per layer
+(elements the cache object holds after the forward) and so is its growth over the forward (after minus what
+the prefill left, against the prediction at (B, S, P) minus the prediction at the prefill's (B, P, 0)).
+"""
 
 from __future__ import annotations
 
@@ -6,53 +19,112 @@ from collections import defaultdict
 from typing import Any
 
 from .. import metrics as M
+from ..graph import Node, NodeKind
 from ..profile import ModelProfile, check_shape
 from .report import ValidationReport, ValidationRow
 
 COMPARED: tuple[str, ...] = (*M.ARITHMETIC, M.MACS, M.ACT, M.PARAMS)
+CACHE_GROWTH = "cache_growth"  # elements the forward added to a layer's cache (after minus before)
 
 
-def predicted_by_module(model: ModelProfile, batch: int, seq: int, past: int) -> tuple[dict, dict]:
-    """module -> metric -> count, and layer -> (label, cache elements)."""
+class NodeResolver:
+    """Maps a measured (module, part) to the node path it is compared with."""
+
+    def __init__(self, nodes: tuple[Node, ...]) -> None:
+        self.paths = {n.path for n in nodes}
+        self.module_of = {n.path: n.module for n in nodes}
+        by_module: dict[str, list[Node]] = defaultdict(list)
+        for n in nodes:
+            by_module[n.module].append(n)
+        self.by_module = dict(by_module)
+
+    def node(self, module: str, part: str | None) -> str:
+        if part is not None:
+            return f"{module}:{part}"
+        nodes = self.by_module.get(module, [])
+        if any(n.path == module for n in nodes):
+            return module
+        computing = [n for n in nodes if n.kind != NodeKind.KV_CACHE]
+        if len(computing) == 1:
+            return computing[0].path
+        return module
+
+    def is_node(self, path: str) -> bool:
+        return path in self.paths
+
+
+def predicted_by_node(model: ModelProfile, batch: int, seq: int, past: int) -> dict[str, dict[str, int]]:
+    """node path -> metric -> count, in graph order."""
     values = model.node_values(batch, seq, past)
-    by_module: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    cache: dict[int, list] = {}
+    return {node.path: {metric: int(values[node.path][metric]) for metric in COMPARED} for node in model.nodes}
+
+
+def predicted_cache(model: ModelProfile, batch: int, seq: int, past: int) -> dict[int, tuple[str, int]]:
+    """layer -> (label: the first cache node's path, cache elements held after a forward at (B, S, P))."""
+    values = model.node_values(batch, seq, past)
+    cache: dict[int, tuple[str, int]] = {}
     for node in model.nodes:
-        v = values[node.path]
-        for metric in COMPARED:
-            by_module[node.module][metric] += v[metric]
-        if v[M.CACHE] or node.kind == "kv_cache":
+        v = values[node.path][M.CACHE]
+        if v or node.kind == NodeKind.KV_CACHE:
             layer = node.layer if node.layer is not None else -1
             label, total = cache.get(layer, (node.path, 0))
-            cache[layer] = [label, total + v[M.CACHE]]
-    return by_module, cache
+            cache[layer] = (label, total + int(v))
+    return cache
 
 
-def compare(model: ModelProfile, measured: Any, batch: int, seq: int, past: int) -> tuple[list[ValidationRow], list[str]]:
-    predicted, cache = predicted_by_module(model, batch, seq, past)
-    rows: list[ValidationRow] = []
-    modules = list(predicted) + [m for m in sorted(set(measured.counts) | set(measured.params)) if m not in predicted]
-    for module in modules:
-        got = dict(measured.counts.get(module, {}))
-        got[M.PARAMS] = measured.params.get(module, 0)
-        want = predicted.get(module, {})
+def compare(model: ModelProfile, measured: Any, batch: int, seq: int,
+            past: int) -> tuple[list[ValidationRow], list[str], list[str]]:
+    """Rows (node x metric, then the cache and its growth per layer), unknown ops, unattributed ops."""
+    resolve = NodeResolver(model.nodes)
+    predicted = predicted_by_node(model, batch, seq, past)
+    got: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    module_of = dict(resolve.module_of)
+    for (module, part), counts in measured.counts.items():
+        path = resolve.node(module, part)
+        module_of.setdefault(path, module)
         for metric in COMPARED:
-            p, m = int(want.get(metric, 0)), int(got.get(metric, 0))
+            got[path][metric] += int(counts.get(metric, 0))
+    for module, params in measured.params.items():
+        path = resolve.node(module, None)
+        module_of.setdefault(path, module)
+        got[path][M.PARAMS] += int(params)
+
+    rows: list[ValidationRow] = []
+    extra = sorted(p for p in got if p not in predicted)
+    for path in [*predicted, *extra]:
+        want, have = predicted.get(path, {}), got.get(path, {})
+        for metric in COMPARED:
+            p, m = int(want.get(metric, 0)), int(have.get(metric, 0))
             if p or m:
-                rows.append(ValidationRow(module=module, metric=metric, predicted=p, measured=m))
-    for layer in sorted(set(cache) | set(measured.cache_by_layer)):
-        label, p = cache.get(layer, (f"{model.graph.layer_prefix}{layer} (cache)", 0))
+                rows.append(ValidationRow(node=path, module=module_of[path], metric=metric, predicted=p, measured=m))
+
+    after = predicted_cache(model, batch, seq, past)
+    before = predicted_cache(model, batch, past, 0) if past else {}
+    measured_before = getattr(measured, "cache_before", {}) or {}
+    for layer in sorted(set(after) | set(measured.cache_by_layer)):
+        label, p = after.get(layer, (f"{model.graph.layer_prefix}{layer} (cache)", 0))
         m = measured.cache_by_layer.get(layer, 0)
+        module = resolve.module_of.get(label, label)
         if p or m:
-            rows.append(ValidationRow(module=label, metric=M.CACHE, predicted=int(p), measured=int(m)))
+            rows.append(ValidationRow(node=label, module=module, metric=M.CACHE, predicted=int(p), measured=int(m)))
+        grow_p = p - before.get(layer, (label, 0))[1]
+        grow_m = m - measured_before.get(layer, 0)
+        if grow_p or grow_m:
+            rows.append(ValidationRow(node=label, module=module, metric=CACHE_GROWTH, predicted=grow_p,
+                                      measured=grow_m))
+
     unknown = [f"{mod or '(root)'}: {op} ({n} calls)" for (mod, op), n in sorted(measured.unknown_ops.items())]
-    return rows, unknown
+    unattributed = []
+    for module, sites in sorted(getattr(measured, "unnamed", {}).items()):
+        if not resolve.is_node(resolve.node(module, None)):
+            unattributed += [f"{module or '(root)'}: {site} ({n} calls)" for site, n in sorted(sites.items())]
+    return rows, unknown, unattributed
 
 
 def validate(config: Any, batch: int, seq: int, past: int = 0, *, tiny: bool = False,
              as_family: str | None = None, model: Any = None) -> ValidationReport:
     """Run the reference model (full size on meta, or ``tiny`` on the CPU with real random weights) and
-    compare every metric of every module with the graph. ``model`` reuses an already built reference."""
+    compare every metric of every node with the graph. ``model`` reuses an already built reference."""
     import torch
     import transformers
 
@@ -63,10 +135,10 @@ def validate(config: Any, batch: int, seq: int, past: int = 0, *, tiny: bool = F
     ref = reference(config, tiny=tiny, as_family=as_family)
     profile = ref.profile
     measured = measure(ref.build() if model is None else model, b, s, p)
-    rows, unknown = compare(profile, measured, b, s, p)
+    rows, unknown, unattributed = compare(profile, measured, b, s, p)
     return ValidationReport(
         model=ref.name, model_type=profile.spec.model_type, batch=b, seq=s, past=p,
         device=ref.device, tiny=tiny, transformers_version=transformers.__version__,
-        torch_version=torch.__version__, rows=rows, unknown_ops=unknown,
+        torch_version=torch.__version__, rows=rows, unknown_ops=unknown, unattributed_ops=unattributed,
         data_ops=[f"{kind}: {op} ({n} calls)" for (kind, op), n in sorted(measured.data_ops.items())],
     )

@@ -1,14 +1,18 @@
-"""Measured counts: run the real transformers model and count every aten op, attributed to its module.
+"""Measured counts: run the real transformers model and count every aten op, attributed to its node.
 
 A ``TorchDispatchMode`` sees each aten op; global forward pre/post hooks keep a stack of module paths, so
-every op is charged to the innermost module running it. Each op goes through the same op table as the
-formulas (``aten.count`` -> ``llm_profiler.ops``). Params come from each module's own parameters (tied
-ones once, to their first owner), the KV cache from the cache object the forward returns.
+every op is charged to the innermost module running it, and, for an op of a module's own forward (a module
+whose ``forward`` is transformers code), to a part of that module: ``parts.RULES`` names it from the
+innermost transformers frame (function, file, source line) and, in attention, the op's order relative to the
+softmax. Each op goes through the same op table as the formulas (``aten.count`` -> ``llm_profiler.ops``).
+Params come from each module's own parameters (tied ones once, to their first owner), the KV cache from the
+cache object before and after the counted forward.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,18 +21,35 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..ops import Counts
-from . import aten
+from . import aten, parts
+
+Site = tuple[str, str | None]  # (module path, part of its own forward or None); "" is the root model
 
 
 @dataclass
 class Measured:
-    """What one forward of the reference model did, per module path ("" is the root model)."""
+    """What one forward of the reference model did, per (module, part) ("" is the root model).
 
-    counts: dict[str, Counts] = field(default_factory=lambda: defaultdict(Counts))
+    ``part`` is None for an op no rule of ``parts.RULES`` names: the op of a leaf torch module (a Linear, an
+    Embedding), or one of a transformers module's own ops that ``compare`` gives to the module's only node.
+    """
+
+    counts: dict[Site, Counts] = field(default_factory=lambda: defaultdict(Counts))
     params: dict[str, int] = field(default_factory=dict)
-    cache_by_layer: dict[int, int] = field(default_factory=dict)
+    cache_by_layer: dict[int, int] = field(default_factory=dict)  # elements after the counted forward
+    cache_before: dict[int, int] = field(default_factory=dict)  # elements the prefill left (before it)
     unknown_ops: Counter = field(default_factory=Counter)  # (module, aten op) -> calls
     data_ops: Counter = field(default_factory=Counter)  # (class, aten op) -> calls, for view / move / create
+    # module -> "aten op in function (file:line)" -> calls, for the own ops no rule names (part None)
+    unnamed: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    rules_used: Counter = field(default_factory=Counter)  # parts.Rule -> ops it named
+
+    def by_module(self) -> dict[str, Counts]:
+        """Counts summed per module (its own ops and every part)."""
+        out: dict[str, Counts] = defaultdict(Counts)
+        for (module, _), counts in self.counts.items():
+            out[module] = out[module] + counts
+        return dict(out)
 
 
 class _ModuleStack:
@@ -36,15 +57,21 @@ class _ModuleStack:
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.names = {id(m): name for name, m in model.named_modules()}
+        # modules whose forward is transformers code: their own ops can belong to a part (parts.py)
+        self.transformers_code = {id(m) for m in model.modules()
+                                  if getattr(type(m).forward, "__module__", "").startswith("transformers")}
         self.stack: list[str] = [""]
+        self.own: list[bool] = [id(model) in self.transformers_code]
         self._handles: list[Any] = []
 
     def __enter__(self) -> _ModuleStack:
         def pre(module: torch.nn.Module, args: Any) -> None:
             self.stack.append(self.names.get(id(module), self.stack[-1]))
+            self.own.append(id(module) in self.transformers_code)
 
         def post(module: torch.nn.Module, args: Any, output: Any) -> None:
             self.stack.pop()
+            self.own.pop()
 
         self._handles = [
             torch.nn.modules.module.register_module_forward_pre_hook(pre),
@@ -60,19 +87,57 @@ class _ModuleStack:
     def current(self) -> str:
         return self.stack[-1]
 
+    @property
+    def current_is_transformers_code(self) -> bool:
+        return self.own[-1]
+
+
+def _transformers_frame(frame: Any) -> Any:
+    """The innermost frame running transformers code, or None."""
+    root = parts.transformers_dir()
+    while frame is not None and not frame.f_code.co_filename.startswith(root):
+        frame = frame.f_back
+    return frame
+
 
 class _CountingMode(TorchDispatchMode):
     def __init__(self, modules: _ModuleStack, measured: Measured) -> None:
         super().__init__()
         self.modules = modules
         self.measured = measured
+        self._softmaxed: Any = None  # the attention call (frame) whose softmax has run: later ops are context
+
+    def __exit__(self, *exc: Any) -> None:
+        self._softmaxed = None  # let that frame and its tensors go
+        super().__exit__(*exc)
+
+    def _part(self, func: Any) -> str | None:
+        """The part of the current module's own forward this op belongs to (parts.RULES), or None."""
+        if not self.modules.current_is_transformers_code:
+            return None  # a leaf torch module (Linear, Embedding, LayerNorm): its node is the module path
+        frame = _transformers_frame(sys._getframe(1))
+        if frame is None:
+            self.measured.unnamed[self.modules.current][f"{aten.op_name(func)} outside transformers code"] += 1
+            return None
+        rule = parts.rule_for(frame.f_code, frame.f_lineno)
+        if rule is None:
+            where = f"{aten.op_name(func)} in {parts.describe(frame.f_code, frame.f_lineno)}"
+            self.measured.unnamed[self.modules.current][where] += 1
+            return None
+        self.measured.rules_used[rule] += 1
+        if rule.part != parts.ORDERED:
+            return rule.part
+        if aten.op_name(func) == "_softmax":
+            self._softmaxed = frame
+            return parts.SOFTMAX
+        return parts.CONTEXT if frame is self._softmaxed else parts.SCORES
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         kind = aten.classify(func)
         if kind == "compute":
-            where = self.modules.current
+            where = (self.modules.current, self._part(func))
             self.measured.counts[where] = self.measured.counts[where] + aten.count(func, args, kwargs, out)
         elif kind == "unknown":
             self.measured.unknown_ops[(self.modules.current, str(func))] += 1
@@ -120,10 +185,20 @@ def _cache_layers(cache: Any) -> list[Any]:
     return list(layers)
 
 
+def cache_elements(cache: Any) -> dict[int, int]:
+    """Layer -> elements of the keys and values the cache object holds now."""
+    out = {}
+    for index, layer in enumerate(_cache_layers(cache)):
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        out[index] = sum(int(t.numel()) for t in (keys, values) if isinstance(t, torch.Tensor))
+    return out
+
+
 def measure(model: torch.nn.Module, batch: int, seq: int, past: int = 0) -> Measured:
     """Run an uncounted prefill of ``past`` tokens, then count a forward of ``seq`` new tokens."""
     device = next(model.parameters()).device
-    vocab = model.config.get_text_config().vocab_size
+    config: Any = model.config
+    vocab = config.get_text_config().vocab_size
 
     def tokens(n: int) -> torch.Tensor:
         if device.type == "meta":
@@ -135,10 +210,9 @@ def measure(model: torch.nn.Module, batch: int, seq: int, past: int = 0) -> Meas
         cache = None
         if past:
             cache = model(input_ids=tokens(past), use_cache=True).past_key_values
+            measured.cache_before = cache_elements(cache)  # the forward below grows this object in place
         new_tokens = tokens(seq)
         with _ModuleStack(model) as stack, _CountingMode(stack, measured):
             out = model(input_ids=new_tokens, past_key_values=cache, use_cache=True)
-    for index, layer in enumerate(_cache_layers(out.past_key_values)):
-        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-        measured.cache_by_layer[index] = sum(int(t.numel()) for t in (keys, values) if isinstance(t, torch.Tensor))
+    measured.cache_by_layer = cache_elements(out.past_key_values)
     return measured

@@ -111,7 +111,8 @@ def _tokens(model: torch.nn.Module, batch: int, n: int) -> torch.Tensor:
     device = next(model.parameters()).device
     if device.type == "meta":
         return torch.zeros(batch, n, dtype=torch.long, device=device)
-    return torch.randint(0, model.config.get_text_config().vocab_size, (batch, n), device=device)
+    config: Any = model.config
+    return torch.randint(0, config.get_text_config().vocab_size, (batch, n), device=device)
 
 
 def measure_peak_activations(model: torch.nn.Module, batch: int, seq: int, past: int = 0) -> PeakMeasurement:

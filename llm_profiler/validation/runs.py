@@ -170,8 +170,8 @@ def run_generate(config: Any, batch: int = 1, prompt: int = 16, new_tokens: int 
 
     pre, dec = predicted.prefill, predicted.decode
     assert pre is not None and dec is not None and predicted.ttft_s and predicted.tpot_s
-    steps = new_tokens - 1
-    dec_flops, dec_bytes = dec.flops.total // steps, dec.io.total // steps
+    decode_steps = new_tokens - 1
+    dec_flops, dec_bytes = dec.flops.total // decode_steps, dec.io.total // decode_steps
     peak, bw = dev.peak(st.compute_dtype), dev.memory_bandwidth
     cuda = torch_dev.type == "cuda"
     return MeasuredRun(

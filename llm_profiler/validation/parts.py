@@ -1,0 +1,115 @@
+"""Which part of a module's own forward an aten op belongs to: the one table of the measuring side.
+
+A graph node's path is a module path (``model.layers.0.self_attn.q_proj``) or ``<module>:<part>`` for
+computation a module does in its own forward (``model.layers.0.self_attn:scores``). The module stack
+(``measure._ModuleStack``) gives the module; this table gives the part, from where in transformers' code
+the op runs: the innermost Python frame that lies in the transformers package (its qualified function
+name, its file, its source line) and the aten op. transformers structures that code by function, so the
+function names the part: rope in ``apply_rotary_pos_emb`` / ``rotate_half``, masks in ``masking_utils``,
+the attention math in ``eager_attention_forward``.
+
+Inside one attention function (``ORDERED``) the order of the ops decides: everything before the softmax is
+``scores`` (q @ k^T, the scaling, the mask, alibi), the ``_softmax`` op itself is ``softmax``, everything
+after it in the same call is ``context`` (probs @ v). Rules are tried in order; the first that matches wins.
+
+The table is consulted only for the ops of a module whose ``forward`` is transformers code (an op of an
+``nn.Linear`` also has a transformers frame innermost: the caller's line, ``self.q_proj(x) * self.scaling``,
+and is the Linear's, never its caller's). An op that no rule matches has no part: ``compare`` gives it to
+the module's own node (a module path node) or to the module's only node; where the module has several part
+nodes and none of its own, it stays on the module path, a row no graph node predicts: a loud mismatch.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import re
+from dataclasses import dataclass
+from functools import cache
+from types import CodeType
+
+ORDERED = "<ordered>"  # a rule's part: scores / softmax / context by the op's order in the attention call
+SCORES, SOFTMAX, CONTEXT = "scores", "softmax", "context"
+
+
+@dataclass(frozen=True)
+class Rule:
+    part: str  # the part name (the text after ":" in a node path), or ORDERED
+    function: str  # a regex the frame's qualified name (code.co_qualname) must match in full
+    why: str  # which transformers code this is, and which families run it
+    file: str | None = None  # a regex the file (relative to the transformers package) must match in full
+    line: str | None = None  # a regex the source line must contain
+
+    def matches(self, qualname: str, file: str, line: str) -> bool:
+        return (re.fullmatch(self.function, qualname) is not None
+                and (self.file is None or re.fullmatch(self.file, file) is not None)
+                and (self.line is None or re.search(self.line, line) is not None))
+
+
+BASE_MODEL = r"\w+Model\.forward|OPTDecoder\.forward"  # the base model's forward (GPT2Model, LlamaModel, ...)
+
+RULES: tuple[Rule, ...] = (
+    Rule("rope", r"apply_rotary_pos_emb|rotate_half",
+         "the rotary embedding applied to q and k, x * cos + rotate_half(x) * sin: llama, mistral, qwen2, "
+         "qwen3, mixtral, qwen2_moe, qwen3_moe, gemma, gemma2, gemma3, phi, phi3, starcoder2, olmo2, falcon, "
+         "gpt_neox, deepseek_v3"),
+    Rule("rope", r"apply_rotary_pos_emb_interleave", "deepseek_v3 with rope_interleave"),
+    Rule("rope", r"apply_rotary_emb", "deepseek_v2: complex rotary, q_pe * freqs_cis"),
+    Rule("longrope", r".*longrope_frequency_update",
+         "phi3 longrope: the long or short inv_freq chosen every forward (dynamic_rope_update), "
+         "run by the rotary embedding module", file=r"modeling_rope_utils\.py"),
+    Rule("positions", r".*", "the causal / sliding-window mask (create_causal_mask and the mask functions it "
+         "composes), built once per forward by the base model: every family", file=r"masking_utils\.py"),
+    Rule("embed_add", BASE_MODEL, "gpt2, opt: token embeddings + position embeddings, in the base model",
+         line=r"inputs_embeds \+ pos(ition)?_embeds"),
+    Rule("positions", BASE_MODEL, "position ids in the base model: arange(S) + past_seen_tokens (every "
+         "family), opt's cumsum of the attention mask", line=r"position_ids|past_seen_tokens"),
+    Rule("positions", r"build_alibi_tensor|.*_get_alibi_slopes", "alibi slopes and biases, built by the base "
+         "model: bloom, falcon with alibi"),
+    Rule("residual", r"dropout_add", "bloom, falcon: residual + dropout(x) (bloom's inside attention and MLP)"),
+    Rule("q_scale", r"OPTAttention\.forward", "opt scales q after q_proj, before the attention call",
+         line=r"\* self\.scaling"),
+    Rule("final_softcap", r"\w+ForCausalLM\.forward", "gemma2, gemma3: final logit soft-capping, "
+         "tanh(logits / cap) * cap", line=r"final_logit_softcapping|tanh"),
+    Rule("softcap", r"eager_attention_forward", "gemma2, gemma3: attention logit soft-capping between the "
+         "scaled scores and the mask, tanh(scores / cap) * cap", line=r"softcap|tanh"),
+    Rule(ORDERED, r"eager_attention_forward", "the eager attention function of every family that has one"),
+    Rule(ORDERED, r"GPT2Attention\._upcast_and_reordered_attn", "gpt2 with reorder_and_upcast_attn (baddbmm)"),
+    Rule(ORDERED, r"FalconAttention\.forward", "falcon computes attention in its forward (rotary or alibi)"),
+    Rule(ORDERED, r"BloomAttention\.forward", "bloom computes attention in its forward (alibi baddbmm)"),
+)
+
+
+_TRANSFORMERS_DIR: str | None = None
+
+
+def transformers_dir() -> str:
+    """The transformers package directory, with a trailing separator."""
+    global _TRANSFORMERS_DIR
+    if _TRANSFORMERS_DIR is None:
+        import transformers
+
+        _TRANSFORMERS_DIR = os.path.dirname(os.path.abspath(transformers.__file__)) + os.sep
+    return _TRANSFORMERS_DIR
+
+
+def _relative(filename: str) -> str:
+    root = transformers_dir()
+    return filename[len(root):].replace(os.sep, "/") if filename.startswith(root) else filename
+
+
+@cache
+def rule_for(code: CodeType, lineno: int) -> Rule | None:
+    """The first rule matching a transformers source line (cached: the same line runs in every layer)."""
+    qualname = getattr(code, "co_qualname", code.co_name)
+    line = linecache.getline(code.co_filename, lineno).strip()
+    file = _relative(code.co_filename)
+    for rule in RULES:
+        if rule.matches(qualname, file, line):
+            return rule
+    return None
+
+
+def describe(code: CodeType, lineno: int) -> str:
+    """``function (file:line)`` of a frame in transformers, for reports."""
+    return f"{getattr(code, 'co_qualname', code.co_name)} ({_relative(code.co_filename)}:{lineno})"
