@@ -88,6 +88,10 @@ class Facts:
     matmuls: tuple[Matmul, ...] = ()
     reads: Formula | None = None
     states: tuple[State, ...] = ()
+    # A chain of elementwise ops (a norm, rope, an activation, a residual add) as one fused kernel runs it:
+    # its distinct inputs read once and its final output written once (None: not a fusable chain).
+    fused_reads: Formula | None = None
+    fused_writes: Formula | None = None
 
 
 NO_FACTS = Facts()

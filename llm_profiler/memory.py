@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import metrics as M
+from .engines import HF_EAGER, VLLM, ExecutionProfile, get_engine, paged_tokens
 from .errors import QueryError
 from .formula import B, Formula, P, S, compile_formula, fmin, total
 from .hardware import DeviceSpec, get_device
@@ -110,22 +111,35 @@ def kv_cache_bytes(source: Any, batch: int, context: int, kv_dtype: str = "bf16"
 
 
 class _Usage:
-    """The memory formulas of one model and dtypes, evaluated at (batch, seq, context)."""
+    """The memory formulas of one model, dtypes and execution profile, evaluated at (batch, seq, context).
 
-    def __init__(self, model: ModelProfile, dt: Dtypes, lm_head: str, attention: str = "eager") -> None:
+    Under a paged KV cache (``engine.kv_block``) each sequence holds whole pages; under a step token budget
+    (``engine.max_batched_tokens``, chunked prefill) the prompt is prefilled in chunks of at most that many
+    tokens, so the activations are those of one chunk, not of batch x seq tokens at once."""
+
+    def __init__(self, model: ModelProfile, dt: Dtypes, lm_head: str, attention: str = "eager",
+                 engine: ExecutionProfile | None = None) -> None:
         self.model, self.dt, self.lm_head = model, dt, lm_head
+        self.engine = engine or get_engine(HF_EAGER)
         self.weights = model_traffic(model, dt).weight_storage()
         mask, candidates = activation_formulas(model, dt, lm_head, attention)
+        if not self.engine.builds_mask:
+            mask = Formula()
         self._mask, self._candidates = compile_formula(mask), [compile_formula(c) for c in candidates]
 
     def _act_fn(self, batch: int, seq: int, past: int) -> int:
         return int(self._mask(batch, seq, past)) + max(int(c(batch, seq, past)) for c in self._candidates)
 
     def at(self, batch: int, seq: int, context: int, capacity: int) -> MemoryUsage:
-        kv = self.model.count(M.CACHE, "model", batch, context, 0) * (self.dt.kv.bits // 8)
-        act = int(self._act_fn(batch, seq, 0))
+        held = paged_tokens(context, self.engine)
+        kv = self.model.count(M.CACHE, "model", batch, held, 0) * (self.dt.kv.bits // 8)
+        budget = self.engine.max_batched_tokens
+        if budget is None:
+            act = int(self._act_fn(batch, seq, 0))
+        else:  # chunked prefill: one step holds at most `budget` prompt tokens
+            act = int(self._act_fn(1, min(batch * seq, budget), 0))
         if context > seq:  # the last decode step attends to the whole context
-            act = max(act, int(self._act_fn(batch, 1, context - 1)))
+            act = max(act, int(self._act_fn(batch if budget is None else min(batch, budget), 1, context - 1)))
         total = self.weights + kv + act
         return MemoryUsage(batch=batch, seq=seq, context=context, weights=self.weights, kv_cache=kv,
                            activations=act, total=total, capacity=capacity, fits=total <= capacity)
@@ -139,15 +153,26 @@ def _capacity(dev: DeviceSpec, memory_fraction: float, overhead_bytes: int) -> i
     return int(dev.memory_bytes * memory_fraction) - overhead_bytes
 
 
+def _scenario(engine: str | ExecutionProfile | None, lm_head: str | None,
+              attention: str | None) -> tuple[ExecutionProfile, str, str]:
+    """The execution profile (default ``vllm``: what a serving user expects) and the lm_head / attention
+    kinds it implies unless given."""
+    eng = get_engine(engine, default=VLLM)
+    return eng, check_lm_head(lm_head or eng.lm_head), attention or eng.memory_attention
+
+
 def memory_usage(source: Any, batch: int, seq: int, context: int | None = None,
                  device: DeviceSpec | str = "a100-80gb", *, weight_dtype: str = "bf16", act_dtype: str = "bf16",
-                 kv_dtype: str | None = None, lm_head: str = LM_HEAD_ALL, memory_fraction: float = 1.0,
-                 overhead_bytes: int = 0, attention: str = "eager") -> MemoryUsage:
-    """Bytes needed to prefill ``seq`` tokens of ``batch`` sequences and hold ``context`` (default seq)."""
+                 kv_dtype: str | None = None, lm_head: str | None = None, memory_fraction: float = 1.0,
+                 overhead_bytes: int = 0, attention: str | None = None,
+                 engine: str | ExecutionProfile | None = None) -> MemoryUsage:
+    """Bytes needed to prefill ``seq`` tokens of ``batch`` sequences and hold ``context`` (default seq),
+    under ``engine`` (default ``vllm``; ``hf-eager`` for the transformers forward)."""
     model, dev = _model(source), get_device(device)
     context = seq if context is None else context
     _check(batch, seq, context)
-    usage = _Usage(model, dtypes(weight_dtype, act_dtype, kv_dtype), lm_head, attention)
+    eng, lm_head, attention = _scenario(engine, lm_head, attention)
+    usage = _Usage(model, dtypes(weight_dtype, act_dtype, kv_dtype), lm_head, attention, eng)
     return usage.at(batch, seq, context, _capacity(dev, memory_fraction, overhead_bytes))
 
 
@@ -179,44 +204,58 @@ def _largest(fits: Any) -> int:
 
 def largest_batch(source: Any, device: DeviceSpec | str, seq: int, context: int | None = None, *,
                   weight_dtype: str = "bf16", act_dtype: str = "bf16", kv_dtype: str | None = None,
-                  lm_head: str = LM_HEAD_ALL, memory_fraction: float = 1.0, overhead_bytes: int = 0,
-                  attention: str = "eager") -> FitResult:
-    """The largest batch whose prompt (``seq``) prefill and KV cache at ``context`` (default seq) fit."""
+                  lm_head: str | None = None, memory_fraction: float = 1.0, overhead_bytes: int = 0,
+                  attention: str | None = None, engine: str | ExecutionProfile | None = None) -> FitResult:
+    """The largest batch whose prompt (``seq``) prefill and KV cache at ``context`` (default seq) fit, under
+    ``engine`` (default ``vllm``: paged KV, chunked prefill, fused attention; ``hf-eager``: one transformers
+    forward of the whole batch)."""
     model, dev = _model(source), get_device(device)
     context = seq if context is None else context
     _check(1, seq, context)
     dt = dtypes(weight_dtype, act_dtype, kv_dtype)
-    usage, cap = _Usage(model, dt, lm_head, attention), _capacity(dev, memory_fraction, overhead_bytes)
+    eng, lm_head, attention = _scenario(engine, lm_head, attention)
+    usage, cap = _Usage(model, dt, lm_head, attention, eng), _capacity(dev, memory_fraction, overhead_bytes)
     best = _largest(lambda b: usage.at(b, seq, context, cap).fits)
     return _fit(model, dev, "batch", best, dt, usage.at(best, seq, context, cap) if best else None,
-                usage.at(best + 1, seq, context, cap))
+                usage.at(best + 1, seq, context, cap), usage)
 
 
 def largest_context(source: Any, device: DeviceSpec | str, batch: int = 1, seq: int | None = None, *,
                     weight_dtype: str = "bf16", act_dtype: str = "bf16", kv_dtype: str | None = None,
-                    lm_head: str = LM_HEAD_ALL, memory_fraction: float = 1.0, overhead_bytes: int = 0,
-                  attention: str = "eager") -> FitResult:
-    """The longest context that fits ``batch`` sequences: prefilled in one forward (``seq`` None), or a
-    prompt of ``seq`` tokens generated on to that context."""
+                    lm_head: str | None = None, memory_fraction: float = 1.0, overhead_bytes: int = 0,
+                    attention: str | None = None, engine: str | ExecutionProfile | None = None) -> FitResult:
+    """The longest context that fits ``batch`` sequences: prefilled (``seq`` None), or a prompt of ``seq``
+    tokens generated on to that context; under ``engine`` as ``largest_batch``."""
     model, dev = _model(source), get_device(device)
     _check(batch, seq or 1, seq or 1)
     dt = dtypes(weight_dtype, act_dtype, kv_dtype)
-    usage, cap = _Usage(model, dt, lm_head, attention), _capacity(dev, memory_fraction, overhead_bytes)
+    eng, lm_head, attention = _scenario(engine, lm_head, attention)
+    usage, cap = _Usage(model, dt, lm_head, attention, eng), _capacity(dev, memory_fraction, overhead_bytes)
 
     def at(c: int) -> MemoryUsage:
         return usage.at(batch, c if seq is None else min(seq, c), c, cap)
 
     best = _largest(lambda c: at(c).fits)
-    return _fit(model, dev, "context", best, dt, at(best) if best else None, at(best + 1))
+    return _fit(model, dev, "context", best, dt, at(best) if best else None, at(best + 1), usage)
+
+
+def describe(usage: _Usage) -> str:
+    """The scenario a memory answer solved, in words."""
+    eng = usage.engine
+    prefill = (f"prompts prefilled in chunks of at most {eng.max_batched_tokens} tokens"
+               if eng.max_batched_tokens else "the whole batch prefilled in one forward")
+    kv = f"KV in pages of {eng.kv_block} tokens" if eng.kv_block else "KV exactly the context"
+    lm = "logits on the last position" if usage.lm_head == LM_HEAD_LAST else "logits on every position"
+    return f"engine {eng.name}: {prefill}, {kv}, {lm}"
 
 
 def _fit(model: ModelProfile, dev: DeviceSpec, what: str, value: int, dt: Dtypes, at_value: MemoryUsage | None,
-         at_next: MemoryUsage) -> FitResult:
-    notes = []
+         at_next: MemoryUsage, usage: _Usage) -> FitResult:
+    notes = [describe(usage)]
     if not value:
         notes.append(f"not even {what} 1 fits: {at_next.total} bytes needed, {at_next.capacity} usable")
     return FitResult(model=model.spec.name or model.spec.model_type, device=dev.name, solved_for=what, value=value,
-                     dtypes=dt.as_dict(), at_value=at_value, at_next=at_next, notes=notes)
+                     dtypes=dt.as_dict(), at_value=at_value, at_next=at_next, notes=notes, engine=usage.engine.name)
 
 
 def activation_bytes(source: Any, batch: int, seq: int, past: int = 0, act_dtype: str = "bf16",

@@ -66,8 +66,15 @@ def reads_of(counts: Mapping[str, Number]) -> Any:
 
 def merge_facts(a: Mapping[str, Number], b: Mapping[str, Number]) -> Facts:
     fa, fb = getattr(a, "facts", None) or NO_FACTS, getattr(b, "facts", None) or NO_FACTS
+    fused = fa.fused_writes is not None and fb.fused_writes is not None
     return Facts(weights=fa.weights + fb.weights, matmuls=fa.matmuls + fb.matmuls,
-                 reads=Formula.of(reads_of(a)) + Formula.of(reads_of(b)), states=fa.states + fb.states)
+                 reads=Formula.of(reads_of(a)) + Formula.of(reads_of(b)), states=fa.states + fb.states,
+                 fused_reads=_add(fa.fused_reads, fb.fused_reads) if fused else None,
+                 fused_writes=_add(fa.fused_writes, fb.fused_writes) if fused else None)
+
+
+def _add(a: Formula | None, b: Formula | None) -> Formula:
+    return Formula.of(a or 0) + Formula.of(b or 0)
 
 
 def total(parts: Iterable[Mapping[str, Number]]) -> Counts:

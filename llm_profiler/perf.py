@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from .engines import VLLM, ExecutionProfile, get_engine
 from .errors import QueryError
 from .formula import compile_formulas
 from .hardware import DeviceSpec, compute_dtype_name, get_device, utilization
 from .hardware.roofline import roofline_time
 from .phases import DECODE, GENERATE, PREFILL, Phase
-from .profile import ModelProfile, profile_model
+from .profile import ModelProfile, profile_model, with_engine
 from .results import Counter, NodeRoofline, PhaseReport
 from .traffic import CATEGORIES, Dtypes, ModelTraffic, dtypes, intensity, model_traffic
 
@@ -81,8 +82,11 @@ class _Evaluator:
         from .generation import compile_exact, evaluate, generation_sum
 
         if field not in self._generation:
-            summed = generation_sum(self.traffic.total(field).to_sympy())  # symbolic in N
-            self._generation[field] = compile_exact(summed.expr) if summed.closed_form else None
+            try:
+                summed = generation_sum(self.traffic.total(field).to_sympy())  # symbolic in N
+                self._generation[field] = compile_exact(summed.expr) if summed.closed_form else None
+            except QueryError:  # a term with no closed form in N: summed per request below
+                self._generation[field] = None
         exact = self._generation[field]
         if exact is not None:
             return exact(phase.batch, phase.seq, phase.past, phase.new_tokens), []
@@ -215,20 +219,44 @@ def _node_rows(model: ModelProfile, ev: _Evaluator, fwd: _Forward) -> list[NodeR
 
 
 def phase_report(source: Any, phase: Phase, device: DeviceSpec | str | Settings = "a100-80gb", *,
-                 nodes: bool = False, **options: Any) -> PhaseReport:
-    """The roofline of one phase on a device. ``options``: weight_dtype, act_dtype, kv_dtype, compute_dtype,
-    flops_efficiency, bandwidth_efficiency (see ``settings``); ``nodes`` adds the per-node rows (prefill
-    and decode)."""
-    model = _model(source)
+                 nodes: bool = False, engine: str | ExecutionProfile | None = None, **options: Any) -> PhaseReport:
+    """The roofline of one phase on a device, under ``engine`` (default ``vllm``: what a serving user
+    expects; ``hf-eager`` for the validated transformers forward). ``options``: weight_dtype, act_dtype,
+    kv_dtype, compute_dtype, flops_efficiency, bandwidth_efficiency (see ``settings``); ``nodes`` adds the
+    per-node rows (prefill and decode). The report says whether weights + KV + activations fit the device."""
+    eng = get_engine(engine, default=VLLM)
+    model = with_engine(_model(source), eng)
     st = device if isinstance(device, Settings) else settings(device, **options)
     ev = _evaluator(model, st.dtypes, phase.lm_head)
     if phase.kind in (PREFILL, DECODE):
         fwd = _forward(ev, st, phase.batch, phase.seq, phase.past)
-        return _report(model, st, phase, 1, fwd.flops, fwd.by_category, fwd.time, fwd.compute_bound,
-                       fwd.memory_bound, nodes=_node_rows(model, ev, fwd) if nodes else [])
-    if phase.kind != GENERATE:  # pragma: no cover - Phase validates the kind
+        report = _report(model, st, phase, 1, fwd.flops, fwd.by_category, fwd.time, fwd.compute_bound,
+                         fwd.memory_bound, nodes=_node_rows(model, ev, fwd) if nodes else [])
+    elif phase.kind == GENERATE:
+        report = _generation(model, ev, st, phase)
+    else:  # pragma: no cover - Phase validates the kind
         raise QueryError(f"unknown phase {phase.kind!r}")
-    return _generation(model, ev, st, phase)
+    return _with_capacity(report, model, st, phase, eng)
+
+
+def _with_capacity(report: PhaseReport, model: ModelProfile, st: Settings, phase: Phase,
+                   eng: ExecutionProfile) -> PhaseReport:
+    """The report with its engine, the memory the phase needs (weights + KV at the phase's final context +
+    peak activations) and whether it fits the device; a note when it does not."""
+    from .memory import memory_usage
+
+    context = phase.past + phase.seq + (phase.new_tokens - 1 if phase.kind == GENERATE else 0)
+    d = st.dtypes
+    usage = memory_usage(model, phase.batch, phase.seq, max(context, phase.seq), st.device, weight_dtype=d.weight,
+                         act_dtype=d.act, kv_dtype=d.kv, lm_head=phase.lm_head, engine=eng)
+    notes = list(report.notes)
+    if not usage.fits:
+        gib = 2**30
+        notes.append(f"does not fit {st.device.name}: weights {usage.weights / gib:.2f} GiB + KV "
+                     f"{usage.kv_cache / gib:.2f} GiB + activations {usage.activations / gib:.2f} GiB = "
+                     f"{usage.total / gib:.2f} GiB > {usage.capacity / gib:.2f} GiB; the latency assumes it did "
+                     "(shard it over more devices, or quantize: --weight-dtype, --kv-dtype)")
+    return report.model_copy(update={"engine": eng.name, "memory": usage, "fits": usage.fits, "notes": notes})
 
 
 def _generation(model: ModelProfile, ev: _Evaluator, st: Settings, phase: Phase) -> PhaseReport:
@@ -259,9 +287,12 @@ def _generation(model: ModelProfile, ev: _Evaluator, st: Settings, phase: Phase)
 
 
 def roofline(source: Any, device: DeviceSpec | str = "a100-80gb", phase: str = PREFILL, *, batch: int = 1,
-             seq: int = 1, past: int = 0, new_tokens: int = 1, lm_head: str = "all", nodes: bool = False,
-             **options: Any) -> PhaseReport:
-    """Convenience: ``roofline("llama-2-7b", "a100-80gb", "decode", batch=1, past=1024)``."""
+             seq: int = 1, past: int = 0, new_tokens: int = 1, lm_head: str | None = None, nodes: bool = False,
+             engine: str | ExecutionProfile | None = None, **options: Any) -> PhaseReport:
+    """Convenience: ``roofline("llama-2-7b", "a100-80gb", "decode", batch=1, past=1024)``. ``engine``
+    defaults to ``vllm``; ``lm_head`` to the engine's (``vllm``: the last position only)."""
+    eng = get_engine(engine, default=VLLM)
+    lm_head = lm_head or eng.lm_head
     if phase == PREFILL:
         ph = Phase.prefill(batch, seq, past, lm_head)
     elif phase == DECODE:
@@ -270,7 +301,7 @@ def roofline(source: Any, device: DeviceSpec | str = "a100-80gb", phase: str = P
         ph = Phase.generate(batch, seq, new_tokens, past, lm_head)
     else:
         raise QueryError(f"unknown phase {phase!r}; valid: prefill, decode, generate")
-    return phase_report(source, ph, device, nodes=nodes, **options)
+    return phase_report(source, ph, device, nodes=nodes, engine=eng, **options)
 
 
 def measured_utilization(report: PhaseReport, measured_s: float, device: DeviceSpec | str | None = None) -> tuple[float, float]:
@@ -305,7 +336,7 @@ def format_report(report: PhaseReport, nodes: int = 0) -> str:
         shape = f"batch {report.batch}, prompt {report.seq}, past {report.past}, {report.new_tokens} new tokens"
     d = report.dtypes
     lines = [
-        f"{report.model} {report.phase} ({shape}) on {report.device}: weights {d['weight']}, activations "
+        f"{report.model} {report.phase} ({shape}) on {report.device}, engine {report.engine}: weights {d['weight']}, activations "
         f"{d['act']}, KV cache {d['kv']}, compute {report.compute_dtype}, lm_head on "
         f"{'all positions' if report.lm_head == 'all' else 'the last position'}"
         + (f", efficiency flops {report.flops_efficiency:g} / bandwidth {report.bandwidth_efficiency:g}"
@@ -324,6 +355,11 @@ def format_report(report: PhaseReport, nodes: int = 0) -> str:
     cats = ", ".join(f"{k} {_si(v, 'B')}" for k, v in report.bytes_by_category.items())
     lines.append(f"  bytes: {cats}")
     lines.append(f"  utilization  MFU {report.mfu:.1%}   MBU {report.mbu:.1%}")
+    if report.memory is not None:
+        u, gib = report.memory, 2**30
+        lines.append(f"  memory       weights {u.weights / gib:.2f} GiB + KV {u.kv_cache / gib:.2f} GiB + activations "
+                     f"{u.activations / gib:.2f} GiB = {u.total / gib:.2f} GiB of {u.capacity / gib:.2f} GiB -> "
+                     f"{'fits' if u.fits else 'does NOT fit'}")
     for n in sorted(report.nodes, key=lambda r: -r.time_s)[:nodes]:
         lines.append(f"    {n.path:<48} {_seconds(n.time_s):>11} {n.bound:<7} {_si(n.flops, 'FLOP'):>12} "
                      f"{_si(n.bytes, 'B'):>10}  {n.intensity:8.1f} FLOP/B")

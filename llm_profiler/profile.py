@@ -70,6 +70,11 @@ class ModelProfile:
         return self.graph.spec
 
     @property
+    def engine(self) -> str:
+        """The execution profile the formulas describe (``hf-eager``: the validated reference)."""
+        return str(self.graph.meta.get("engine", "hf-eager"))
+
+    @property
     def nodes(self) -> tuple[Node, ...]:
         return self.graph.nodes
 
@@ -227,23 +232,61 @@ def _config_key(data: dict[str, Any]) -> str:
 
 
 @lru_cache(maxsize=64)
-def _model_profile(key: str, name: str, as_family: str | None) -> ModelProfile:
+def _model_profile(key: str, name: str, as_family: str | None, engine: str = "hf-eager") -> ModelProfile:
+    from .engines import HF_EAGER, apply_engine, get_engine
+
+    if engine != HF_EAGER:  # the engine's rules rewrite the reference graph (shared, cached) node by node
+        reference = _model_profile(key, name, as_family, HF_EAGER)
+        return ModelProfile(reference.family, apply_engine(reference.graph, get_engine(engine)))
     data = json.loads(key)
     family, spec = build_spec(data, name, as_family)
     return ModelProfile(family, family.graph(spec))
 
 
 def profile_model(source: Any, *, as_family: str | None = None, hf_token: str | None = None,
-                  revision: str | None = None) -> ModelProfile:
-    """The formulas of a model (built once per config and cached)."""
+                  revision: str | None = None, engine: str | None = None) -> ModelProfile:
+    """The formulas of a model (built once per config and engine, and cached). ``engine``: the execution
+    profile (``llm_profiler.engines``; default ``hf-eager``, the validated reference)."""
     as_family = checks.check_as_family(as_family)
+    engine_name = _engine_name(engine)
     config = source if isinstance(source, ModelConfig) else load_config(source, hf_token=hf_token, revision=revision)
     if not isinstance(config.data, dict):  # pragma: no cover - ModelConfig guarantees it
         raise QueryError("config data must be a dict")
-    return _model_profile(_config_key(config.data), config.name, as_family)
+    return _model_profile(_config_key(config.data), config.name, as_family, engine_name)
+
+
+def profile_from_data(data: dict[str, Any], name: str = "", *, as_family: str | None = None,
+                      engine: str | None = None) -> ModelProfile:
+    """The formulas of a raw config dict (what ``profile_model`` builds after loading; cached the same way)."""
+    return _model_profile(_config_key(data), name, checks.check_as_family(as_family), _engine_name(engine))
+
+
+_ENGINE_VIEWS: dict[tuple[int, str], tuple[ModelProfile, ModelProfile]] = {}
+
+
+def with_engine(model: ModelProfile, engine: Any) -> ModelProfile:
+    """``model`` as the execution profile ``engine`` runs it (built once per model and engine)."""
+    from .engines import HF_EAGER, apply_engine, get_engine
+
+    eng = get_engine(engine)
+    if model.engine == eng.name:
+        return model
+    if model.engine != HF_EAGER:
+        raise QueryError(f"the formulas are already those of engine {model.engine!r}; start from the reference")
+    key = (id(model), eng.name)
+    if key not in _ENGINE_VIEWS:  # the reference is kept alive beside its view, so ids are not reused
+        _ENGINE_VIEWS[key] = (model, ModelProfile(model.family, apply_engine(model.graph, eng)))
+    return _ENGINE_VIEWS[key][1]
+
+
+def _engine_name(engine: Any) -> str:
+    from .engines import get_engine
+
+    return get_engine(engine).name
 
 
 def profile(source: Any, batch: int = 1, seq: int = 1, past: int = 0, *, as_family: str | None = None,
-            hf_token: str | None = None, revision: str | None = None) -> Profile:
+            hf_token: str | None = None, revision: str | None = None, engine: str | None = None) -> Profile:
     """Profile a model at one shape: ``profile("llama-2-7b", batch=16, seq=200).total("macs", "attn")``."""
-    return profile_model(source, as_family=as_family, hf_token=hf_token, revision=revision).at(batch, seq, past)
+    return profile_model(source, as_family=as_family, hf_token=hf_token, revision=revision,
+                         engine=engine).at(batch, seq, past)

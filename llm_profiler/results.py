@@ -163,6 +163,9 @@ class PhaseReport(BaseModel):
     decode: PhaseReport | None = None  # generate: its N - 1 decode forwards together
     nodes: list[NodeRoofline] = []
     notes: list[str] = []
+    engine: str = "hf-eager"  # the execution profile (llm_profiler.engines)
+    memory: MemoryUsage | None = None  # weights + KV + activations the phase needs on the device
+    fits: bool | None = None  # memory.total <= the device's capacity
 
 
 class MemoryUsage(BaseModel):
@@ -195,6 +198,7 @@ class FitResult(BaseModel):
     at_value: MemoryUsage | None
     at_next: MemoryUsage
     notes: list[str] = []
+    engine: str = "hf-eager"  # the execution profile the answer assumed (llm_profiler.engines)
 
 
 class MeasuredRun(BaseModel):

@@ -247,10 +247,23 @@ def shape_triple(text: str) -> tuple[int, int, int]:
     return values[0], values[1], values[2] if len(values) == 3 else 0
 
 
+ENGINE_NAMES = ("hf-eager", "hf-sdpa", "vllm")  # llm_profiler.engines.PROFILES (not imported: start-up cost)
+
+
+def add_engine_arg(parser: argparse.ArgumentParser, default: str, counts: bool = False) -> None:
+    """``--engine``: the execution profile (docs/engines.md); counts default to the validated reference,
+    latency and memory answers to what a serving engine does. ``counts``: the command's counts themselves
+    follow the engine (profile, sweep, export)."""
+    parser.add_argument("--engine", dest="counts_engine" if counts else "engine", choices=ENGINE_NAMES, default=default,
+                        help=f"execution profile: hf-eager (transformers eager, the validated reference), hf-sdpa, "
+                             f"vllm (flash attention, paged KV, last-position logits) (default {default})")
+
+
 def load_model(args: argparse.Namespace, source: str | None = None) -> ModelProfile:
     check_as_family(args.as_family, "--as-family")
     return profile_model(source if source is not None else args.model, as_family=args.as_family,
-                         hf_token=args.hf_token, revision=args.revision)
+                         hf_token=args.hf_token, revision=args.revision,
+                         engine=getattr(args, "counts_engine", None))
 
 
 def scope_name(scope: str | None) -> str:

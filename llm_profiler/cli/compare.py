@@ -10,6 +10,7 @@ from ..errors import QueryError
 from ..report.export import compare_result, compare_table, to_json
 from ._common import (
     SCOPE_HELP,
+    add_engine_arg,
     add_format_args,
     add_model_args,
     add_shape_args,
@@ -37,6 +38,7 @@ def register(subparsers: Any) -> None:
     parser = add_subcommand(subparsers, "compare", help="two configs (or one at two shapes) side by side",
                             description="Totals of two profiles side by side, with their ratio.", epilog=EPILOG)
     add_model_args(parser, "model", help="the left model (preset, hub id, config.json path or folder)")
+    add_engine_arg(parser, "hf-eager", counts=True)
     parser.add_argument("model2", metavar="MODEL2", nargs="?",
                         help="the right model (default: MODEL again, at --shape2)")
     add_shape_args(parser)

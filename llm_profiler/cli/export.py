@@ -10,6 +10,7 @@ from ..report.export import EXPORT_FORMATS, export_expr
 from ._common import (
     METRIC_HELP,
     SCOPE_HELP,
+    add_engine_arg,
     add_model_args,
     add_subcommand,
     emit,
@@ -37,6 +38,7 @@ def register(subparsers: Any) -> None:
     parser = add_subcommand(subparsers, "export", help="the symbolic formula (text, sympy, LaTeX, Python)",
                             description="The exact formula of a metric in B, S and P.", epilog=EPILOG)
     add_model_args(parser)
+    add_engine_arg(parser, "hf-eager", counts=True)
     parser.add_argument("-m", "--metric", "--attr", dest="metric", type=metric_arg, default=M.FLOPS,
                         metavar="METRIC", help=f"{METRIC_HELP} (default flops)")
     parser.add_argument("--scope", metavar="SCOPE", help=SCOPE_HELP)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import add_model_args, add_subcommand, emit, float_arg, int_arg, load_model
+from ._common import add_engine_arg, add_model_args, add_subcommand, emit, float_arg, int_arg, load_model
 from .roofline import add_dtype_args
 
 ORDER = 41
@@ -35,10 +35,12 @@ def register(subparsers: Any) -> None:
     group.add_argument("-c", "--context", type=int_arg(1, name="context"), default=None, metavar="C",
                        help="tokens the KV cache holds at the end (prompt + new; default: seq)")
     group.add_argument("-b", "--batch", type=int_arg(1, name="batch"), default=1, metavar="B", help="batch for --solve context (default 1)")
-    group.add_argument("--lm-head", choices=("all", "last"), default="all",
+    group.add_argument("--lm-head", choices=("all", "last"), default=None,
                        help="logits for all positions (default) or the last only")
-    group.add_argument("--attention", choices=("eager", "fused"), default="eager",
-                       help="eager attention keeps S x keys scores per head (default); fused (flash/SDPA) does not")
+    group.add_argument("--attention", choices=("eager", "fused"), default=None,
+                       help="eager attention keeps S x keys scores per head; fused (flash/SDPA) does not "
+                            "(default: the engine's)")
+    add_engine_arg(parser, "vllm")
     group.add_argument("--memory-fraction", type=float_arg(0, 1, min_open=True, name="memory_fraction"), default=1.0, metavar="F",
                        help="usable fraction of the device memory (default 1)")
     group.add_argument("--overhead", type=float_arg(0, MAX_OVERHEAD_GIB, unit="GiB", name="overhead"), default=0.0, metavar="GIB",
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     common = dict(weight_dtype=args.weight_dtype, act_dtype=args.act_dtype, kv_dtype=args.kv_dtype,
                   lm_head=args.lm_head, memory_fraction=args.memory_fraction,
-                  overhead_bytes=int(args.overhead * 2**30), attention=args.attention)
+                  overhead_bytes=int(args.overhead * 2**30), attention=args.attention, engine=args.engine)
     if args.solve == "batch":
         result = largest_batch(model, args.device, 2048 if args.seq is None else args.seq, args.context, **common)
     else:
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     d = result.dtypes
     lines = [f"{result.model} on {result.device} (weights {d['weight']}, activations {d['act']}, KV {d['kv']}, "
-             f"{args.attention} attention): largest {result.solved_for} = {result.value}"]
+             f"engine {result.engine}): largest {result.solved_for} = {result.value}"]
     for label, u in (("at", result.at_value), ("one more", result.at_next)):
         if u is None:
             continue

@@ -13,6 +13,7 @@ from ..report.export import per_layer_result, render_table, summary_table, to_js
 from ._common import (
     METRIC_HELP,
     SCOPE_HELP,
+    add_engine_arg,
     add_format_args,
     add_model_args,
     add_shape_args,
@@ -53,6 +54,7 @@ def register(subparsers: Any) -> None:
                             description="Exact counts of one model at one (batch, seq, past) shape.",
                             epilog=EPILOG)
     add_model_args(parser)
+    add_engine_arg(parser, "hf-eager", counts=True)
     add_shape_args(parser)
     query = parser.add_argument_group("what to show")
     query.add_argument("--attr", "--metric", dest="attr", type=metric_arg, metavar="METRIC",

@@ -9,7 +9,17 @@ from ..checks import check_int, check_new_tokens, short
 from ..errors import LimitError, ShapeError
 from ..hardware import list_devices
 from ..phases import PHASES, PREFILL, Phase
-from ._common import add_model_args, add_subcommand, dtype_arg, emit, float_arg, int_arg, load_model, note
+from ._common import (
+    add_engine_arg,
+    add_model_args,
+    add_subcommand,
+    dtype_arg,
+    emit,
+    float_arg,
+    int_arg,
+    load_model,
+    note,
+)
 
 ORDER = 40
 MAX_BATCHES = 256  # values of --batch: one roofline report each
@@ -17,6 +27,7 @@ MAX_BATCHES = 256  # values of --batch: one roofline report each
 EPILOG = """\
 examples:
   llm-profiler roofline llama-2-7b --device a100-80gb --phase decode --past 1024
+  llm-profiler roofline llama-3.1-8b --device a100-80gb --seq 2048 --engine hf-eager   # the transformers forward
   llm-profiler roofline llama-2-7b --device h100 --phase prefill --batch 8 --seq 2048 --nodes 10
   llm-profiler roofline llama-2-7b --phase generate --seq 512 --new-tokens 256 --lm-head last
   llm-profiler roofline mistral-7b --phase decode --past 8192 --weight-dtype int4 --kv-dtype fp8 --json
@@ -51,8 +62,10 @@ def register(subparsers: Any) -> None:
     shape.add_argument("-p", "--past", type=int_arg(0, name="past"), default=0, metavar="P", help="cached tokens before (default 0)")
     shape.add_argument("-n", "--new-tokens", type=int_arg(1, None, name="new_tokens"), default=128, metavar="N",
                        help="tokens to generate (generate; default 128; at most 1,000,000)")
-    shape.add_argument("--lm-head", choices=("all", "last"), default="all",
-                       help="lm_head over all positions (a plain forward; default) or the last only (generate)")
+    shape.add_argument("--lm-head", choices=("all", "last"), default=None,
+                       help="lm_head over all positions (a plain forward) or the last only (default: the engine's; "
+                            "vllm: last, hf-eager: all)")
+    add_engine_arg(parser, "vllm")
     add_dtype_args(parser)
     parser.add_argument("--compute-dtype", type=dtype_arg, default=None, metavar="DT",
                         help="the dtype the matmuls run at, which picks the peak (default: the activation dtype)")
@@ -83,6 +96,10 @@ def _batches(text: str) -> list[int]:
 
 
 def _phase(args: argparse.Namespace, batch: int) -> Phase:
+    if args.lm_head is None:
+        from ..engines import get_engine
+
+        args.lm_head = get_engine(args.engine).lm_head
     if args.phase == "decode":
         return Phase.decode(batch, args.past, args.seq or 1, args.lm_head)
     if args.phase == "generate":
@@ -100,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
     st = settings(args.device, args.weight_dtype, args.act_dtype, args.kv_dtype, args.compute_dtype,
                   args.flops_efficiency, args.bandwidth_efficiency)
     per_node = args.phase != "generate"
-    reports = [phase_report(model, _phase(args, b), st, nodes=per_node and bool(args.nodes or args.plot))
-               for b in batches]
+    reports = [phase_report(model, _phase(args, b), st, nodes=per_node and bool(args.nodes or args.plot),
+                            engine=args.engine) for b in batches]
     if args.plot:
         from ..report.plots import plot_roofline
 

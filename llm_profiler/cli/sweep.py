@@ -13,6 +13,7 @@ from ..report.export import sweep_table, to_json
 from ..results import SweepPoint, SweepResult
 from ._common import (
     SCOPE_HELP,
+    add_engine_arg,
     add_format_args,
     add_model_args,
     add_subcommand,
@@ -47,6 +48,7 @@ def register(subparsers: Any) -> None:
                             description="Exact counts over every combination of batch, seq and past.",
                             epilog=EPILOG)
     add_model_args(parser)
+    add_engine_arg(parser, "hf-eager", counts=True)
     parser.add_argument("-m", "--metric", "--attr", dest="metrics", type=metric_list, default=[M.FLOPS],
                         metavar="M1,M2", help="metric(s) to sweep (default flops)")
     parser.add_argument("--scope", metavar="SCOPE", help=SCOPE_HELP)

@@ -111,6 +111,12 @@ def with_params(counts: Counts, params: int) -> Counts:
     return out
 
 
+def fusable(counts: Counts, reads: Formula, writes: Formula) -> Counts:
+    """Counts of an elementwise chain, with what one fused kernel would read (its distinct inputs) and write
+    (its final output) instead of every op's tensor: ``Facts.fused_reads`` / ``fused_writes``."""
+    return counts.with_facts(fused_reads=Formula.of(reads), fused_writes=Formula.of(writes))
+
+
 # --- nodes --------------------------------------------------------------------------------------
 
 
@@ -144,12 +150,13 @@ def lm_head(rows: Formula, hidden: int, vocab: int, tied: bool, bias: bool = Fal
 
 def rms_norm(rows: Formula, n: int, plus_one: bool = False) -> Counts:
     """Eager RMSNorm over n features for ``rows`` rows, with a learned scale of n parameters."""
-    return with_params(ops.rms_norm(rows, n, weight=True, plus_one=plus_one), n)
+    return fusable(with_params(ops.rms_norm(rows, n, weight=True, plus_one=plus_one), n), rows * n, rows * n)
 
 
 def layer_norm(rows: Formula, n: int, bias: bool = True) -> Counts:
     """nn.LayerNorm (aten.native_layer_norm) over n features, weight and optional bias."""
-    return with_params(ops.layer_norm(rows, n, weight=True, bias=bias), n * (2 if bias else 1))
+    return fusable(with_params(ops.layer_norm(rows, n, weight=True, bias=bias), n * (2 if bias else 1)),
+                   rows * n, rows * n)
 
 
 def rotary_table(rotary_dim: int, rows: Formula = S) -> Counts:
@@ -173,10 +180,11 @@ def apply_rope(heads: int, rotary_dim: int, rows: Formula = TOKENS) -> Counts:
     Per head and token: x * cos: d MULT; rotate_half negates half: d/2 ADD (neg); * sin: d MULT; +: d ADD.
     """
     n = rows * heads * rotary_dim
-    return (
+    out = (
         ops.elementwise("mul", n) + ops.elementwise("neg", rows * heads * (rotary_dim // 2))
         + ops.elementwise("mul", n) + ops.elementwise("add", n)
     )
+    return fusable(out, n, n)  # a fused rotary kernel rotates q / k in place
 
 
 def kv_cache(kv_heads: int, head_dim: int, cached_tokens: Formula, v_head_dim: int | None = None,
@@ -249,17 +257,19 @@ def position_ids() -> Counts:
 
 def residual(hidden: int, count: int = 2) -> Counts:
     """``count`` residual additions of B*S*hidden each."""
-    return ops.elementwise("add", count * TOKENS * hidden)
+    n = count * TOKENS * hidden
+    return fusable(ops.elementwise("add", n), 2 * n, n)
 
 
 def activation(name: str, n: Formula) -> Counts:
     """The Hugging Face activation ``name`` (graph.activations.HF_ACTIVATIONS) over n elements."""
-    return activation_counts(name, n)
+    return fusable(activation_counts(name, n), n, n)
 
 
 def gate_product(intermediate: int) -> Counts:
     """act(gate) * up in a gated MLP: B*S*intermediate MULT."""
-    return ops.elementwise("mul", TOKENS * intermediate)
+    n = TOKENS * intermediate
+    return fusable(ops.elementwise("mul", n), 2 * n, n)
 
 
 __all__ = ["ATTN", "MLP", "NodeKind", "Part"]

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config import load_config
 from ..families import build_spec
-from ..profile import ModelProfile, _config_key, _model_profile
+from ..profile import ModelProfile, profile_from_data
 
 
 def without_out_of_vocab_ids(data: dict[str, Any]) -> dict[str, Any]:
@@ -49,5 +49,5 @@ def reference(config: Any, *, tiny: bool = False, as_family: str | None = None) 
     cfg = load_config(config)
     family, _ = build_spec(cfg.data, cfg.name, as_family)
     data = without_out_of_vocab_ids(family.tiny(cfg.data)) if tiny else dict(cfg.data)
-    profile = _model_profile(_config_key(data), cfg.name, as_family)
+    profile = profile_from_data(data, cfg.name, as_family=as_family)
     return Reference(name=cfg.name, profile=profile, data=data, hf_config=family.hf_config(data), tiny=tiny)

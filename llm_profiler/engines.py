@@ -1,0 +1,283 @@
+"""Execution profiles: how an engine runs the same model, as rules applied to the graph's nodes.
+
+The graph counts the eager transformers forward (the validated reference). A serving engine computes some
+nodes differently; each profile names its rules, and each rule rewrites the nodes it concerns from their
+facts (matmul shapes, cache-state reads, the layer's mixer), never by re-deriving shapes from the spec:
+
+``hf-eager``
+    transformers with ``attn_implementation="eager"``: the reference, unchanged.
+``hf-sdpa``
+    transformers with ``attn_implementation="sdpa"``: ``torch.nn.functional.scaled_dot_product_attention``
+    computes the same masked S x keys products (its math backend is the eager decomposition), but a fused
+    kernel never writes the scores or the probabilities to memory: the attention nodes' arithmetic is the
+    reference's, their activation traffic is q, K, V in and the output out.
+``vllm``
+    a vLLM / SGLang-like engine:
+
+    - attention by a FlashAttention-2 kernel (Dao, 2023, "FlashAttention-2", Algorithm 1): only the
+      (query, key) pairs the causal (and sliding-window) mask keeps are computed; scores and
+      probabilities stay on chip; the online softmax rescales its running max, sum and output once per
+      query row and key block of ``FLASH_BLOCK`` keys (charged for every block of the row's full key range:
+      an upper bound by less than one block per row); the output is divided by the row sum at the end.
+      K and V tiles are assumed to stay in cache across query tiles (read from memory once).
+    - no attention mask is built (positions only);
+    - logits on the last position only (``logits_to_keep=1`` / sampling one token per sequence);
+    - the KV cache in pages of ``kv_block`` = 16 tokens per sequence (vLLM's PagedAttention, Kwon et al.,
+      2023): a sequence holds ceil(context / 16) blocks;
+    - one scheduler step processes at most ``max_batched_tokens`` = 8192 tokens (vLLM's chunked-prefill
+      token budget), which bounds the activations ``fit`` reserves.
+
+    - fused elementwise kernels (vLLM's ``RMSNorm``, ``RotaryEmbedding``, ``SiluAndMul``, fused add):
+      a norm, the rotary embedding, an activation, a gate product or a residual add reads its inputs once and
+      writes its output once, instead of one tensor per eager op (same arithmetic).
+
+    Not modelled yet (named so nobody reads them into the numbers): absorbed MLA for DeepSeek decode, the
+    residual add fused into the following norm, the fused-MoE grouped GEMM's traffic (the experts' weights
+    are already read only for the experts the tokens use).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import QueryError
+from .facts import Facts, Matmul
+from .formula import ZERO, Formula, P, S, ceil_div, fmin
+from .graph import Graph, Node, NodeKind
+from .graph import blocks as blk
+from .metrics import ACT, ADD, CMP, DIV, EXP, MACS, MULT
+from .ops import Counts
+
+FLASH_BLOCK = 128  # keys per block of the online softmax (FlashAttention-2's Bc for head_dim <= 128)
+HF_EAGER, HF_SDPA, VLLM = "hf-eager", "hf-sdpa", "vllm"
+
+
+class ExecutionProfile(BaseModel):
+    """How an engine runs the model (see the module docstring for each rule and its source)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    summary: str
+    attention: Literal["eager", "sdpa", "flash"]
+    lm_head: Literal["all", "last"]
+    kv_block: int | None = None  # paged KV: tokens per block (None: contiguous, exactly the context)
+    max_batched_tokens: int | None = None  # tokens one step processes at most (None: the whole batch)
+    builds_mask: bool = True
+    fused_elementwise: bool = False  # norms, rope, activations, residual adds as one kernel each
+
+    @property
+    def memory_attention(self) -> str:
+        """The activation model's attention kind: eager keeps scores and probabilities alive, fused not."""
+        return "eager" if self.attention == "eager" else "fused"
+
+
+PROFILES: dict[str, ExecutionProfile] = {
+    HF_EAGER: ExecutionProfile(
+        name=HF_EAGER, summary="transformers eager attention: the validated reference", attention="eager",
+        lm_head="all"),
+    HF_SDPA: ExecutionProfile(
+        name=HF_SDPA, summary="transformers SDPA: reference arithmetic, scores never written to memory",
+        attention="sdpa", lm_head="all"),
+    VLLM: ExecutionProfile(
+        name=VLLM, summary="vLLM-like serving: FlashAttention-2 (causal pairs only), no mask, logits on the last "
+                           "position, paged KV (16-token blocks), 8192-token steps",
+        attention="flash", lm_head="last", kv_block=16, max_batched_tokens=8192, builds_mask=False,
+        fused_elementwise=True),
+}
+
+
+def get_engine(engine: str | ExecutionProfile | None, default: str = HF_EAGER) -> ExecutionProfile:
+    if isinstance(engine, ExecutionProfile):
+        return engine
+    name = default if engine is None else engine
+    if not isinstance(name, str) or name.strip().lower() not in PROFILES:
+        raise QueryError(f"unknown engine {engine!r}; valid: {', '.join(PROFILES)} (see docs/engines.md)")
+    return PROFILES[name.strip().lower()]
+
+
+# --- attention pairs ----------------------------------------------------------------------------------
+
+
+def _positive_part(x: Formula) -> Formula:
+    """max(x, 0) = x - min(x, 0)."""
+    return x - fmin(x, 0)
+
+
+def _triangle(x: Formula) -> Formula:
+    """sum_{t=1}^{x} t for x >= 0, and 0 below: m (m + 1) / 2 with m = max(x, 0)."""
+    m = _positive_part(x)
+    return m * (m + 1) / 2
+
+
+def causal_pairs(window: int | None = None) -> Formula:
+    """(query, key) pairs per sequence and head that causal attention keeps for S new queries after P cached
+    tokens: query i (at absolute position P + i) sees keys 0 .. P + i, i.e. P + i + 1 of them, or the last
+    ``window`` of them in a sliding layer: sum_{i<S} min(P + i + 1, w)
+    = S*P + S(S+1)/2 - [T(P + S - w) - T(P - w)], T(x) = max(x, 0)(max(x, 0) + 1)/2."""
+    pairs = S * P + S * (S + 1) / 2
+    if window is not None:
+        pairs = pairs - (_triangle(P + S - window) - _triangle(P - window))
+    return pairs
+
+
+# --- node rules -----------------------------------------------------------------------------------------
+
+Rule = Callable[[Node, Graph, ExecutionProfile], Node]
+
+
+def _layer_window(node: Node, graph: Graph) -> int | None:
+    return graph.spec.layers[node.layer].mixer.window if node.layer is not None else None
+
+
+def _only_matmul(node: Node) -> Matmul:
+    (mm,) = node.facts.matmuls  # scores and context nodes hold one bmm each (ops.matmul records it)
+    return mm
+
+
+def _flash_scores(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
+    """q @ k^T over the kept pairs, times the scaling, on chip: B*heads*pairs*D MACs; q read once."""
+    mm = _only_matmul(node)  # (S x D) @ (D x keys), batch B*heads
+    heads_rows = mm.batch  # B * heads
+    pairs = heads_rows * causal_pairs(_layer_window(node, graph))
+    d = mm.k
+    counts = Counts({MULT: pairs * d + pairs, ADD: pairs * (d - 1), MACS: pairs * d, ACT: ZERO})
+    counts.facts = Facts(matmuls=(Matmul(Formula.const(1), pairs, d, Formula.const(1)),),
+                         reads=heads_rows * S * d + _operand_reads(node, mm.batch * mm.n * mm.k),
+                         states=node.facts.states)
+    return replace(node, counts=counts, facts=counts.facts)
+
+
+def _flash_softmax(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
+    """Online softmax (FlashAttention-2): per kept pair a max (CMP), x - m (ADD), exp and a running sum (ADD);
+    per query row and key block: exp(m_old - m_new) (ADD, EXP), l rescale (MULT, ADD) and the output rescale
+    (Dv MULT); per row at the end O / l (Dv DIV). Nothing is written to memory."""
+    context = _context_of(node, graph)
+    mm = _only_matmul(context)  # (S x keys) @ (keys x Dv), batch B*heads
+    heads_rows, dv, keys = mm.batch, mm.n, mm.k
+    rows = heads_rows * S
+    pairs = heads_rows * causal_pairs(_layer_window(node, graph))
+    visits = rows * ceil_div(keys, FLASH_BLOCK)
+    counts = Counts({CMP: pairs, ADD: 2 * pairs + 2 * visits, EXP: pairs + visits, MULT: visits * (1 + dv),
+                     DIV: rows * dv, ACT: ZERO})
+    counts.facts = Facts(reads=ZERO)
+    return replace(node, counts=counts, facts=counts.facts)
+
+
+def _flash_context(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
+    """P @ V over the kept pairs, accumulated on chip: B*heads*pairs*Dv MACs and as many additions (each
+    output element adds its keys' products into the running output); writes B*heads*S*Dv."""
+    mm = _only_matmul(node)
+    heads_rows, dv = mm.batch, mm.n
+    pairs = heads_rows * causal_pairs(_layer_window(node, graph))
+    counts = Counts({MULT: pairs * dv, ADD: pairs * dv, MACS: pairs * dv, ACT: heads_rows * S * dv})
+    counts.facts = Facts(matmuls=(Matmul(Formula.const(1), dv, pairs, Formula.const(1)),),
+                         reads=_operand_reads(node, mm.batch * mm.k * mm.n), states=node.facts.states)
+    return replace(node, counts=counts, facts=counts.facts)
+
+
+def _operand_reads(node: Node, elements: Formula) -> Formula:
+    """K (or V) read as an activation when the node does not read it from the cache (e.g. MLA's keys,
+    decompressed from the latent); nothing when it reads cache state."""
+    return ZERO if node.facts.states else elements
+
+
+def _context_of(node: Node, graph: Graph) -> Node:
+    for other in graph.nodes:
+        if other.module == node.module and other.kind == NodeKind.ATTN_CONTEXT:
+            return other
+    raise QueryError(f"{node.path}: no attention context node beside it; the flash rule cannot apply")
+
+
+def _fused_no_write(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
+    """SDPA's fused kernel: the same arithmetic, nothing of the S x keys matrices written or read back."""
+    counts = Counts(node.counts)
+    counts[ACT] = ZERO
+    facts = replace(node.facts, reads=ZERO if node.kind != NodeKind.ATTN_SCORES else _q_reads(node))
+    counts.facts = facts
+    return replace(node, counts=counts, facts=facts)
+
+
+def _fused_context(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
+    facts = replace(node.facts, reads=ZERO)  # the probabilities stay on chip; the output is written
+    counts = Counts(node.counts)
+    counts.facts = facts
+    return replace(node, counts=counts, facts=facts)
+
+
+def _q_reads(node: Node) -> Formula:
+    mm = _only_matmul(node)
+    return mm.batch * mm.m * mm.k  # q: B*heads x S x D
+
+
+FUSED_KINDS = frozenset({NodeKind.NORM, NodeKind.ROPE, NodeKind.ACTIVATION, NodeKind.ELEMENTWISE,
+                         NodeKind.RESIDUAL})
+
+
+def _fused_chain(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
+    """A fused elementwise kernel (vLLM's RMSNorm / rotary / SiluAndMul / fused add kernels): the same
+    arithmetic; its inputs read once and its output written once (``Facts.fused_reads`` / ``fused_writes``)."""
+    facts = node.facts
+    assert facts.fused_writes is not None and facts.fused_reads is not None
+    counts = Counts(node.counts)
+    counts[ACT] = facts.fused_writes
+    new = replace(facts, reads=facts.fused_reads)
+    counts.facts = new
+    return replace(node, counts=counts, facts=new)
+
+
+def _positions_only(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
+    counts = blk.position_ids()
+    return replace(node, counts=counts, facts=blk.complete_facts(node.kind, counts))
+
+
+_RULES: dict[str, dict[str, Rule]] = {
+    "sdpa": {NodeKind.ATTN_SCORES: _fused_no_write, NodeKind.ATTN_SOFTMAX: _fused_no_write,
+             NodeKind.ATTN_CONTEXT: _fused_context},
+    "flash": {NodeKind.ATTN_SCORES: _flash_scores, NodeKind.ATTN_SOFTMAX: _flash_softmax,
+              NodeKind.ATTN_CONTEXT: _flash_context},
+}
+
+
+def apply_engine(graph: Graph, profile: ExecutionProfile) -> Graph:
+    """The graph as ``profile`` runs it: nodes its rules concern rewritten, the others shared as they are
+    (rewrites are memoised per distinct node so layers keep sharing their formulas)."""
+    rules = dict(_RULES.get(profile.attention, {}))
+    if not profile.builds_mask:
+        rules[NodeKind.POSITIONS] = _positions_only
+    if profile.fused_elementwise:
+        rules.update(dict.fromkeys(FUSED_KINDS, _fused_chain))
+    if not rules:
+        return graph
+    done: dict[tuple[int, int | None, str], Node] = {}
+    out = []
+    for node in graph.nodes:
+        rule = rules.get(node.kind)
+        if rule is _fused_chain and node.facts.fused_writes is None:
+            rule = None  # not a chain a fused kernel is known to run
+        if rule is None or (node.kind == NodeKind.ATTN_SCORES and len(node.facts.matmuls) != 1):
+            out.append(node)
+            continue
+        window = _layer_window(node, graph)
+        key = (id(node.counts), window, node.kind)
+        template = done.get(key)
+        if template is None:
+            template = done[key] = rule(node, graph, profile)
+        out.append(replace(template, path=node.path, module=node.module, layer=node.layer))
+    return Graph(spec=graph.spec, nodes=tuple(out), layer_prefix=graph.layer_prefix,
+                 meta={**graph.meta, "engine": profile.name})
+
+
+def paged_tokens(context: int, profile: ExecutionProfile) -> int:
+    """Tokens of KV a sequence at ``context`` occupies: whole pages under a paged KV cache."""
+    if profile.kv_block is None:
+        return context
+    return -(-context // profile.kv_block) * profile.kv_block
+
+
+__all__ = ["FLASH_BLOCK", "HF_EAGER", "HF_SDPA", "PROFILES", "VLLM", "ExecutionProfile", "apply_engine",
+           "causal_pairs", "get_engine", "paged_tokens"]
