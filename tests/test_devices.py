@@ -360,8 +360,9 @@ def test_cli_roofline_with_a_device_file(tmp_path: Path, suffix: str) -> None:
     assert report["io"]["theoretical_latency_s"] == pytest.approx(moved / 960e9, rel=1e-12)
     assert report["mfu"] == pytest.approx(flops / latency / 200e12, rel=1e-12)
     assert report["mbu"] == pytest.approx(moved / latency / 960e9, rel=1e-12)
-    # and the CLI agrees with the API on the same device (prefill, batch 1, 2048 tokens: the CLI defaults)
-    api = phase_report("llama-3.2-1b", Phase.prefill(1, 2048, 0, "all"), get_device(path))
+    # and the CLI agrees with the API on the same device (prefill, batch 1, 2048 tokens, engine vllm with
+    # logits on the last position: the CLI defaults)
+    api = phase_report("llama-3.2-1b", Phase.prefill(1, 2048, 0, "last"), get_device(path), engine="vllm")
     assert (flops, moved) == (api.flops.total, api.io.total)
     assert latency == pytest.approx(api.latency_s, rel=1e-12)
 
