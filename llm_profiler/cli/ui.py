@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from typing import Any
 
 from ..errors import ProfilerError
@@ -71,6 +72,16 @@ def _request(args: argparse.Namespace) -> Any:
     return request
 
 
+def _warm(request: Any) -> None:
+    """Build the initial model's formulas while the browser opens, so that the first view answers fast."""
+    from ..ui.api import view_json
+
+    try:
+        view_json(request)
+    except ProfilerError:  # the page shows the same error when it asks
+        pass
+
+
 def run(args: argparse.Namespace) -> int:
     if args.html:
         if args.model is None:
@@ -93,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         raise ProfilerError(f"--port {args.port}: cannot listen on 127.0.0.1 ({err.strerror or err}); "
                             "pick another port, or 0 for any free one") from None
     url = server.url + ("?" + urlencode(query) if query else "")
+    threading.Thread(target=_warm, args=(request,), daemon=True, name="llm-profiler-ui-warm").start()
     print(f"llm-profiler explorer at {url}  (Ctrl-C stops it)", flush=True)
     if not args.no_browser:
         import webbrowser

@@ -12,7 +12,8 @@
   const PART_COLORS = {"attn": "#4e79a7", "mlp": "#f28e2b", "norms": "#59a14f", "residual & other": "#bab0ac",
                        "other": "#9c755f"};
   const KIND_COLORS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-                       "#9c755f", "#bab0ac", "#1f77b4", "#d62728"];
+                       "#9c755f", "#bab0ac", "#1f77b4", "#d62728", "#2ca02c", "#8c564b", "#17becf", "#bcbd22", "#7f7f7f",
+                       "#e377c2"];
   const DEBOUNCE_MS = 120;
 
   const dataEl = document.getElementById("llmp-data");
@@ -494,6 +495,7 @@
       state = Object.assign({}, STATIC.view.request);
       data = STATIC.view;
       document.body.classList.add("static");
+      status("static report of one model and shape (llm-profiler ui --html); `llm-profiler ui` explores", "busy");
       setupControls();
       for (const input of document.querySelectorAll("#controls input, #controls select")) {
         if (input.id !== "exact") input.disabled = true;
