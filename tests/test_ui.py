@@ -395,6 +395,18 @@ def test_browser_shared_link_decode_switch_and_error(ui_url: str, browser_page: 
     assert float(page.get_attribute("#kpi-latency", "data-value") or "nan") == roof["latency_s"]
     assert int(page.get_attribute("#kpi-mem", "data-value") or "0") == api.memory_json(
         api.ViewRequest(model="gpt2", device="H100-SXM", phase="decode", seq=1, past=128))["total"]
+    # an uploaded config.json: the page names it upload:<hash> and shows the CLI's numbers for that file
+    config = read_preset(next(p for p in list_presets() if p.alias == "llama-3.2-1b"))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.json"
+        path.write_text(json.dumps(config))
+        page.set_input_files("#upload", str(path))
+        page.wait_for_function("() => document.body.dataset.loading === '0' && "
+                               "document.body.dataset.request.startsWith('model=upload%3A')", timeout=30_000)
+        want = cli_json(["profile", str(path), "--batch", "1", "--seq", "1", "--past", "128", "--json"])
+    shown = {c.get_attribute("data-metric"): integer(c.inner_text())
+             for c in page.query_selector_all("#summary-table td[data-metric]")}
+    assert shown == want["totals"] and page.input_value("#model").startswith("upload:")
     page.fill("#past", "-3")
     page.wait_for_function("() => document.body.dataset.loading === 'error'", timeout=30_000)
     assert page.inner_text("#status") == "past must be >= 0, got -3"

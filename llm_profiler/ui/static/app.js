@@ -173,9 +173,12 @@
     for (const f of FIELDS) {
       const input = $(f);
       if (!input) continue;
+      if (f === "model") {  // a name is asked for when complete (Enter, leaving the box, a pick from the list)
+        input.addEventListener("change", () => changed(f, input.value.trim(), true));
+        continue;
+      }
       const ev = input.tagName === "SELECT" ? "change" : "input";
       input.addEventListener(ev, () => changed(f, input.value.trim(), input.tagName === "SELECT"));
-      if (f === "model") input.addEventListener("change", () => changed(f, input.value.trim(), true));
     }
     for (const f of SHAPE) {
       $(f + "-range").addEventListener("input", (e) => changed(f, String(sliderValue(f, Number(e.target.value)))));
