@@ -214,7 +214,8 @@ def _node_rows(model: ModelProfile, ev: _Evaluator, fwd: _Forward) -> list[NodeR
         nbytes = sum(v[c] for c in CATEGORIES)
         rows.append(NodeRoofline(path=node.path, kind=node.kind, flops=v["flops"], bytes=nbytes,
                                  bytes_by_category={c: v[c] for c in CATEGORIES},
-                                 intensity=intensity(v["flops"], nbytes), time_s=v["time"], bound=v["bound"]))
+                                 intensity=intensity(v["flops"], nbytes) if nbytes else None,
+                                 time_s=v["time"], bound=v["bound"]))
     return rows
 
 
@@ -362,6 +363,7 @@ def format_report(report: PhaseReport, nodes: int = 0) -> str:
                      f"{'fits' if u.fits else 'does NOT fit'}")
     for n in sorted(report.nodes, key=lambda r: -r.time_s)[:nodes]:
         lines.append(f"    {n.path:<48} {_seconds(n.time_s):>11} {n.bound:<7} {_si(n.flops, 'FLOP'):>12} "
-                     f"{_si(n.bytes, 'B'):>10}  {n.intensity:8.1f} FLOP/B")
+                     f"{_si(n.bytes, 'B'):>10}  "
+                     + (f"{n.intensity:8.1f} FLOP/B" if n.intensity is not None else "  no bytes (on chip)"))
     lines += [f"  note: {t}" for t in report.notes]
     return "\n".join(lines) + "\n"

@@ -122,7 +122,7 @@ class NodeRoofline(BaseModel):
     flops: int
     bytes: int
     bytes_by_category: dict[str, int]
-    intensity: float  # FLOP per byte
+    intensity: float | None  # FLOP per byte; None when the node moves no byte (everything on chip)
     time_s: float
     bound: str  # "compute" or "memory"
 

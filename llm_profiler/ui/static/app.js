@@ -444,7 +444,7 @@
     for (const n of nodes) {
       const tr = el("tr", {"data-path": n.path});
       tr.append(el("td", {}, n.path), el("td", {}, n.kind), numCell("td", n.flops), numCell("td", n.bytes),
-                el("td", {"class": "num"}, n.intensity.toPrecision(4)), el("td", {"class": "num"}, seconds(n.time_s)),
+                el("td", {"class": "num"}, n.intensity === null ? "on chip" : n.intensity.toPrecision(4)), el("td", {"class": "num"}, seconds(n.time_s)),
                 el("td", {}, n.bound));
       t.append(tr);
     }
