@@ -14,13 +14,14 @@ from collections.abc import Hashable
 from dataclasses import replace
 from typing import Any
 
+from .. import ops
 from ..errors import ConfigError
 from ..formula import Formula
 from ..graph import Graph, Node, NodeKind
 from ..graph import blocks as blk
 from ..graph.activations import read_activation
 from ..graph.blocks import Part
-from ..graph.node import ATTN, MLP
+from ..graph.node import ATTN, EMBED_GROUP, MLP
 from ..ops import Counts
 from ..spec import SLIDING_ATTENTION, ArchSpec, LayerSpec
 from .base import Family
@@ -93,6 +94,12 @@ def renamed(parts: list[Part], names: dict[str, str]) -> list[Part]:
     """``parts`` with the suffixes in ``names`` renamed (the module follows the path: ``part``'s rule)."""
     return [replace(p, suffix=names[p.suffix], module_suffix=names[p.suffix].partition(":")[0])
             if p.suffix in names else p for p in parts]
+
+
+def embed_add_part(base: str, hidden: int) -> Part:
+    """Token embeddings + learned position embeddings in the base model ``base``: B*S*hidden ADD."""
+    return part(f"{base}:embed_add", NodeKind.ELEMENTWISE, ops.elementwise("add", blk.TOKENS * hidden),
+                group=EMBED_GROUP, label="embed")
 
 
 def attention_core(a: str, heads: int, head_dim: int, keys: Formula, cached: Formula, *,
