@@ -34,18 +34,6 @@ from .fields import Fields
 from .template import DecoderTemplate, attention_core, part, plain_mlp
 
 
-def alibi_and_mask(heads: int, keys: Any) -> Counts:
-    """BloomModel.forward without an attention mask: slopes = pow(base, arange) over the H heads
-    (H EXP); alibi = slopes[:, None, None] * arange(keys): H*keys MULT; then the causal mask."""
-    return ops.elementwise("pow", heads) + ops.elementwise("mul", heads * keys) + blk.causal_mask(keys)
-
-
-def alibi_scores(heads: int, head_dim: int, keys: Any) -> Counts:
-    """baddbmm(alibi, q, k^T, beta=1, alpha=1/sqrt(d)): the bmm, + alibi and * alpha per score; + mask."""
-    out = ops.scaled_matmul(S, keys, head_dim, batch=B * heads, bias=True, alpha=head_dim != 1)
-    return out + ops.elementwise("add", B * heads * S * keys)
-
-
 @register
 class Bloom(DecoderTemplate):
     name = "bloom"
@@ -74,7 +62,9 @@ class Bloom(DecoderTemplate):
 
     # --- graph ------------------------------------------------------------------------------------
     def mask_counts(self, spec: ArchSpec) -> Counts:
-        return alibi_and_mask(spec.num_heads, blk.keys_full())
+        # slopes = pow(base, arange(H)): H EXP; alibi = slopes[:, None, None] * arange(keys): H*keys MULT; the mask
+        H, keys = spec.num_heads, blk.keys_full()
+        return ops.elementwise("pow", H) + ops.elementwise("mul", H * keys) + blk.causal_mask(keys)
 
     def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
         embed, *rest = super().head_of_model_parts(spec)
@@ -83,7 +73,9 @@ class Bloom(DecoderTemplate):
     def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         h, H, D, t, keys = spec.hidden_size, spec.num_heads, spec.head_dim, blk.TOKENS, blk.keys_full()
         a = ".self_attention"
-        scores = alibi_scores(H, D, keys) + blk.state_read(StateKind.KEYS_VALUES, B * H * keys * D)
+        # baddbmm(alibi, q, k^T, beta=1, alpha=1/sqrt(d)): the bmm, + alibi and * alpha per score; + mask
+        scores = (ops.scaled_matmul(S, keys, D, batch=B * H, bias=True, alpha=D != 1)
+                  + ops.elementwise("add", B * H * S * keys) + blk.state_read(StateKind.KEYS_VALUES, B * H * keys * D))
         return [
             part(f"{a}.query_key_value", NodeKind.LINEAR, blk.linear(t, h, 3 * h, True), ATTN),
             *attention_core(a, H, D, keys, blk.cached_full(), scores=scores),
