@@ -13,7 +13,6 @@ Quirks, all from transformers' GPTNeoXConfig / modeling_gpt_neox.py (5.23):
 - the output head (``embed_out`` in the original checkpoints, ``lm_head`` in transformers 5) is separate
   from ``embed_in`` unless ``tie_word_embeddings``.
 - ``hidden_act`` (default gelu; gpt-neox-20b: gelu_fast, a 9-op Python expression, graph/activations.py).
-- the tiny config keeps the real rotary factor (head_dim 16: 0.25 -> 4 rotated dims).
 """
 
 from __future__ import annotations
@@ -61,14 +60,12 @@ class GPTNeoX(DecoderTemplate):
 
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
         f = Fields(data, data["model_type"])
-        hidden = f.int("hidden_size")
-        heads = f.int("num_attention_heads")
+        hidden, heads = f.int("hidden_size"), f.int("num_attention_heads")
         f.divisible(hidden, heads, "hidden_size must be a multiple of num_attention_heads")
         head_dim = hidden // heads
         factor, notes = partial_rotary_factor(f)
-        dim = int(head_dim * factor)
-        # inv_freq has ceil(dim/2) entries and cos/sin are cat(freqs, freqs): 2*ceil(dim/2) rotated dims
-        rotary_dim = 2 * ((dim + 1) // 2)
+        # inv_freq has ceil(d/2) entries (d = int(head_dim * factor)) and cos/sin are cat(freqs, freqs)
+        rotary_dim = 2 * ((int(head_dim * factor) + 1) // 2)
         if rotary_dim == 0:
             raise ConfigError(f"{f.model_type} config: partial rotary factor {factor} rotates no dimension "
                               f"of a head of {head_dim}")
@@ -82,10 +79,8 @@ class GPTNeoX(DecoderTemplate):
             rotary_dim=rotary_dim, notes=notes,
         )
 
-    # --- graph ------------------------------------------------------------------------------------
     def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
-        h, H, D, t = spec.hidden_size, spec.num_heads, spec.head_dim, blk.TOKENS
-        a = ".attention"
+        h, H, D, t, a = spec.hidden_size, spec.num_heads, spec.head_dim, blk.TOKENS, ".attention"
         rope = blk.apply_rope(H, spec.rotary_dim) + blk.apply_rope(H, spec.rotary_dim)  # q and k
         return [
             part(f"{a}.query_key_value", NodeKind.LINEAR, blk.linear(t, h, 3 * h, spec.qkv_bias), ATTN),
@@ -98,9 +93,7 @@ class GPTNeoX(DecoderTemplate):
         return plain_mlp(spec, ".mlp.dense_h_to_4h", ".mlp.act", ".mlp.dense_4h_to_h")
 
     def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
-        return [
-            self.norm_part(spec, ".input_layernorm"), *self.attention_parts(spec, layer),
-            self.norm_part(spec, ".post_attention_layernorm"), *self.ffn_parts(spec, layer),
-            # parallel: mlp + attn + x; sequential: attn + x, then mlp + that: two adds either way
-            part(":residual", NodeKind.RESIDUAL, blk.residual(spec.hidden_size)),
-        ]
+        # parallel: mlp + attn + x; sequential: attn + x, then mlp + that: two adds either way
+        residual = part(":residual", NodeKind.RESIDUAL, blk.residual(spec.hidden_size))
+        return [self.norm_part(spec, ".input_layernorm"), *self.attention_parts(spec, layer),
+                self.norm_part(spec, ".post_attention_layernorm"), *self.ffn_parts(spec, layer), residual]
