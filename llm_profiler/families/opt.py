@@ -25,13 +25,12 @@ from ..graph import NodeKind
 from ..graph import blocks as blk
 from ..graph.activations import read_activation
 from ..graph.blocks import Part
-from ..graph.node import ATTN, EMBED_GROUP
+from ..graph.node import ATTN
 from ..ops import Counts
 from ..spec import ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
-from .gpt2 import embed_add, layer_norm
-from .template import DecoderTemplate, part, plain_mlp, renamed
+from .template import DecoderTemplate, embed_add_part, part, plain_mlp, renamed
 
 POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding.offset
 
@@ -42,19 +41,6 @@ class OPTSpec(ArchSpec):
     enable_bias: bool = True
     layer_norm_affine: bool = True
     final_layer_norm: bool = True
-
-
-def opt_positions(keys: Any) -> Counts:
-    """OPTDecoder's position ids over the all-ones mask of B x (P+S), then the causal mask:
-    cumsum along the sequence: B*(P+S-1) ADD; * mask: B*(P+S) MULT; - 1: B*(P+S) ADD."""
-    n = B * (P + S)
-    return (ops.cumsum(B, P + S) + ops.elementwise("mul", n) + ops.elementwise("sub", n)
-            + blk.causal_mask(keys))
-
-
-def learned_positions(max_positions: int, hidden: int) -> Counts:
-    """position_ids + offset (B*S ADD), then a B*S-row lookup of the (max_positions + 2) x hidden table."""
-    return ops.elementwise("add", B * S) + blk.embedding(max_positions + POSITION_OFFSET, hidden)
 
 
 @register
@@ -86,10 +72,14 @@ class OPT(DecoderTemplate):
     # --- graph ------------------------------------------------------------------------------------
     def norm(self, spec: ArchSpec, rows: Formula, n: int) -> Counts:
         assert isinstance(spec, OPTSpec)
-        return layer_norm(rows, n, spec.layer_norm_affine)
+        if spec.layer_norm_affine:
+            return blk.layer_norm(rows, n)
+        return blk.with_params(ops.layer_norm(rows, n, weight=False, bias=False), 0)  # no weight, no bias
 
     def mask_counts(self, spec: ArchSpec) -> Counts:
-        return opt_positions(blk.keys_full())
+        # position ids over the all-ones mask of B x (P+S): cumsum (B*(P+S-1) ADD), * mask, - 1; the causal mask
+        n = B * (P + S)
+        return ops.cumsum(B, P + S) + ops.elementwise("mul", n) + ops.elementwise("sub", n) + blk.causal_mask(P + S)
 
     def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
         assert isinstance(spec, OPTSpec)
@@ -97,11 +87,13 @@ class OPT(DecoderTemplate):
         parts = [
             part(f"{b}.embed_tokens", NodeKind.EMBEDDING, blk.embedding(spec.vocab_size, proj)),
             part(f"{b}:positions", NodeKind.POSITIONS, self.mask_counts(spec)),
-            part(f"{b}.embed_positions", NodeKind.EMBEDDING, learned_positions(spec.max_positions, h)),
+            # position_ids + offset (B*S ADD), then a B*S-row lookup of the (max_positions + 2) x hidden table
+            part(f"{b}.embed_positions", NodeKind.EMBEDDING,
+                 ops.elementwise("add", B * S) + blk.embedding(spec.max_positions + POSITION_OFFSET, h)),
         ]
         if proj != h:
             parts.append(part(f"{b}.project_in", NodeKind.LINEAR, blk.linear(blk.TOKENS, proj, h, bias=False)))
-        return [*parts, part(f"{b}:embed_add", NodeKind.ELEMENTWISE, embed_add(h), group=EMBED_GROUP, label="embed")]
+        return [*parts, embed_add_part(b, h)]
 
     def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         a = ".self_attn"
