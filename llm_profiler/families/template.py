@@ -38,21 +38,19 @@ def decoder_fields(f: Fields, family: str, name: str, *, head_dim_default: int |
     ``intermediate_default``: the ``intermediate_size`` when omitted (default: required)."""
     hidden = f.int("hidden_size")
     heads, kv_heads, head_dim = f.attention_heads(hidden, kv_default=kv_default, head_dim_default=head_dim_default)
+    inter: dict[str, int] = {} if intermediate_default is None else {"default": intermediate_default}
     factor = f.float("partial_rotary_factor", default=1.0)
     if not 0 < factor <= 1:
         raise ConfigError(f"{f.model_type} config field 'partial_rotary_factor' must be in (0, 1], got {factor}")
     return {
         "model_type": f.model_type, "family": family, "name": name, "hidden_size": hidden,
         "num_layers": f.int("num_hidden_layers"), "num_heads": heads, "num_kv_heads": kv_heads,
-        "head_dim": head_dim, "intermediate_size": f.int("intermediate_size", **_default(intermediate_default)), "vocab_size": f.int("vocab_size"),
+        "head_dim": head_dim, "intermediate_size": f.int("intermediate_size", **inter),
+        "vocab_size": f.int("vocab_size"),
         "activation": read_activation(f, "hidden_act", default=activation_default),
         "tie_word_embeddings": f.bool("tie_word_embeddings", default=tie_default),
         "rotary_dim": int(head_dim * factor),
     }
-
-
-def _default(value: int | None) -> dict[str, int]:
-    return {} if value is None else {"default": value}
 
 
 def every_layer_window(f: Fields, layers: int) -> dict[str, Any]:
