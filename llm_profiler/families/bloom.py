@@ -25,35 +25,23 @@ from ..facts import StateKind
 from ..formula import B, S
 from ..graph import NodeKind
 from ..graph import blocks as blk
-from ..graph.activations import activation_counts
 from ..graph.blocks import Part
-from ..graph.node import ATTN, MLP
+from ..graph.node import ATTN
 from ..ops import Counts
 from ..spec import ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
-from .gpt2 import layer_norm
-from .template import DecoderTemplate as LlamaStyle
-
-
-def alibi_and_mask(heads: int, keys: Any) -> Counts:
-    """BloomModel.forward without an attention mask: slopes = pow(base, arange) over the H heads
-    (H EXP); alibi = slopes[:, None, None] * arange(keys): H*keys MULT; then the causal mask."""
-    return ops.elementwise("pow", heads) + ops.elementwise("mul", heads * keys) + blk.causal_mask(keys)
-
-
-def alibi_scores(heads: int, head_dim: int, keys: Any) -> Counts:
-    """baddbmm(alibi, q, k^T, beta=1, alpha=1/sqrt(d)): the bmm, + alibi and * alpha per score; + mask."""
-    out = ops.scaled_matmul(S, keys, head_dim, batch=B * heads, bias=True, alpha=head_dim != 1)
-    return out + ops.elementwise("add", B * heads * S * keys)
+from .template import DecoderTemplate, attention_core, part, plain_mlp
 
 
 @register
-class Bloom(LlamaStyle):
+class Bloom(DecoderTemplate):
     name = "bloom"
     model_types = ("bloom",)
     base = "transformer"
     layer_prefix = "transformer.h."
+    embed_name = "word_embeddings"
+    final_norm_name = "ln_f"
 
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
         f = Fields(data, data["model_type"])
@@ -64,62 +52,45 @@ class Bloom(LlamaStyle):
             raise ConfigError("bloom config: slow_but_exact with pretraining_tp > 1 (sliced output projections) "
                               "is not supported; set slow_but_exact: false")
         return ArchSpec(
-            model_type="bloom",
-            family=self.name,
-            name=name,
-            hidden_size=hidden,
-            num_layers=f.int("n_layer", "num_hidden_layers"),
-            num_heads=heads,
-            num_kv_heads=heads,
-            head_dim=hidden // heads,
-            intermediate_size=4 * hidden,  # BloomMLP: always 4 * hidden
-            vocab_size=f.int("vocab_size", default=250880),
-            norm="layernorm",
-            activation="bloom_gelu",
-            gated_mlp=False,
-            qkv_bias=True,
-            o_bias=True,
-            mlp_bias=True,
+            model_type="bloom", family=self.name, name=name, hidden_size=hidden,
+            num_layers=f.int("n_layer", "num_hidden_layers"), num_heads=heads, num_kv_heads=heads,
+            head_dim=hidden // heads, intermediate_size=4 * hidden,  # BloomMLP: always 4 * hidden
+            vocab_size=f.int("vocab_size", default=250880), norm="layernorm", activation="bloom_gelu",
+            gated_mlp=False, qkv_bias=True, o_bias=True, mlp_bias=True,
             tie_word_embeddings=f.bool("tie_word_embeddings", default=True),
         )
 
     # --- graph ------------------------------------------------------------------------------------
+    def mask_counts(self, spec: ArchSpec) -> Counts:
+        # slopes = pow(base, arange(H)): H EXP; alibi = slopes[:, None, None] * arange(keys): H*keys MULT; the mask
+        H, keys = spec.num_heads, blk.keys_full()
+        return ops.elementwise("pow", H) + ops.elementwise("mul", H * keys) + blk.causal_mask(keys)
+
     def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
-        b, h = self.base, spec.hidden_size
+        embed, *rest = super().head_of_model_parts(spec)
+        return [embed, self.norm_part(spec, f"{self.base}.word_embeddings_layernorm", label="embedding norm"), *rest]
+
+    def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+        h, H, D, t, keys = spec.hidden_size, spec.num_heads, spec.head_dim, blk.TOKENS, blk.keys_full()
+        a = ".self_attention"
+        # baddbmm(alibi, q, k^T, beta=1, alpha=1/sqrt(d)): the bmm, + alibi and * alpha per score; + mask
+        scores = (ops.scaled_matmul(S, keys, D, batch=B * H, bias=True, alpha=D != 1)
+                  + ops.elementwise("add", B * H * S * keys) + blk.state_read(StateKind.KEYS_VALUES, B * H * keys * D))
         return [
-            Part(f"{b}.word_embeddings", f"{b}.word_embeddings", NodeKind.EMBEDDING, blk.embedding(spec.vocab_size, h)),
-            Part(f"{b}.word_embeddings_layernorm", f"{b}.word_embeddings_layernorm", NodeKind.NORM,
-                 layer_norm(blk.TOKENS, h), label="embedding norm"),
-            Part(f"{b}:positions", b, NodeKind.POSITIONS, alibi_and_mask(spec.num_heads, blk.keys_full())),
+            part(f"{a}.query_key_value", NodeKind.LINEAR, blk.linear(t, h, 3 * h, True), ATTN),
+            *attention_core(a, H, D, keys, blk.cached_full(), scores=scores),
+            part(f"{a}.dense", NodeKind.LINEAR, blk.linear(t, h, h, True), ATTN),
+            part(f"{a}:residual", NodeKind.RESIDUAL, blk.residual(h, count=1)),  # dropout_add
         ]
+
+    def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+        m = ".mlp"
+        return [*plain_mlp(spec, f"{m}.dense_h_to_4h", f"{m}.gelu_impl", f"{m}.dense_4h_to_h"),
+                part(f"{m}:residual", NodeKind.RESIDUAL, blk.residual(spec.hidden_size, count=1))]  # dropout_add
 
     def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
-        h, H, D, inter, t = spec.hidden_size, spec.num_heads, spec.head_dim, spec.intermediate_size, blk.TOKENS
-        keys = blk.keys_full()
-        a, m = ".self_attention", ".mlp"
-        return [
-            Part(".input_layernorm", ".input_layernorm", NodeKind.NORM, layer_norm(t, h)),
-            Part(f"{a}.query_key_value", f"{a}.query_key_value", NodeKind.LINEAR, blk.linear(t, h, 3 * h, True), ATTN),
-            Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(H, D, blk.cached_full()), ATTN),
-            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, alibi_scores(H, D, keys) + blk.state_read(StateKind.KEYS_VALUES, B * H * keys * D), ATTN),
-            Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
-            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys, kv_heads=H), ATTN),
-            Part(f"{a}.dense", f"{a}.dense", NodeKind.LINEAR, blk.linear(t, h, h, True), ATTN),
-            Part(f"{a}:residual", a, NodeKind.RESIDUAL, blk.residual(h, count=1)),  # dropout_add
-            Part(".post_attention_layernorm", ".post_attention_layernorm", NodeKind.NORM, layer_norm(t, h)),
-            Part(f"{m}.dense_h_to_4h", f"{m}.dense_h_to_4h", NodeKind.LINEAR, blk.linear(t, h, inter, True), MLP),
-            Part(f"{m}.gelu_impl", f"{m}.gelu_impl", NodeKind.ACTIVATION,
-                 activation_counts(spec.activation, t * inter), MLP),
-            Part(f"{m}.dense_4h_to_h", f"{m}.dense_4h_to_h", NodeKind.LINEAR, blk.linear(t, inter, h, True), MLP),
-            Part(f"{m}:residual", m, NodeKind.RESIDUAL, blk.residual(h, count=1)),  # dropout_add
-        ]
-
-    def tail_parts(self, spec: ArchSpec) -> list[Part]:
-        head = blk.lm_head(blk.TOKENS, spec.hidden_size, spec.vocab_size, tied=spec.tie_word_embeddings)
-        return [
-            Part(f"{self.base}.ln_f", f"{self.base}.ln_f", NodeKind.NORM, layer_norm(blk.TOKENS, spec.hidden_size)),
-            Part("lm_head", "lm_head", NodeKind.LM_HEAD, head),
-        ]
+        return [self.norm_part(spec, ".input_layernorm"), *self.attention_parts(spec, layer),
+                self.norm_part(spec, ".post_attention_layernorm"), *self.ffn_parts(spec, layer)]
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         # 6 heads (not a power of two) also runs the extra-slopes branch of the ALiBi slopes

@@ -4,24 +4,20 @@ transformers has no ChatGLM modeling code (the Hub model runs remote code, ``mod
 this family cannot be checked by the validation module. The graph follows THUDM's remote code op by op;
 its parameter total is tested against the published 6,173,286,400 of chatglm-6b.
 
-Layout (fields: ``hidden_size``, ``num_layers``, ``num_attention_heads``, ``inner_hidden_size`` (default
-4*hidden), ``vocab_size``, ``position_encoding_2d`` (default true), ``tie_word_embeddings`` (default true:
-the published total counts the lm_head weight once, with the word embeddings)):
+Fields: ``hidden_size``, ``num_layers``, ``num_attention_heads``, ``inner_hidden_size`` (default 4*hidden),
+``vocab_size``, ``position_encoding_2d`` (default true), ``tie_word_embeddings`` (default true: the published
+total counts the lm_head weight once, with the word embeddings). Quirks of the remote code:
 
-- ``transformer.word_embeddings``; per layer (``transformer.layers.N``): ``input_layernorm`` (LayerNorm),
-  ``attention.query_key_value`` (hidden -> 3*hidden, bias), rotary on q and k, scores, softmax, context,
-  ``attention.dense`` (bias); the residual ``attention_input * alpha + attention_output`` with
-  alpha = sqrt(2 * num_layers) (the residual is the NORMED input); ``post_attention_layernorm``;
-  ``mlp.dense_h_to_4h`` (bias), gelu (tanh form, ``gelu_impl``), ``mlp.dense_4h_to_h`` (bias); the second
-  residual ``mlp_input * alpha + mlp_output``; ``transformer.final_layernorm``; ``lm_head`` (no bias).
+- both residuals are ``normed_input * alpha + output`` with alpha = sqrt(2 * num_layers): the residual is
+  the NORMED input. LayerNorms; biased ``attention.query_key_value`` (hidden -> 3*hidden), ``attention.dense``,
+  ``mlp.dense_h_to_4h`` and ``mlp.dense_4h_to_h``; gelu in its tanh form (``gelu_impl``); no lm_head bias.
 - Rotary (``position_encoding_2d``): each head's dims split in two halves of head_dim/2, each rotated
   (rotate_half) with its own position ids (positions and block positions): per half per q/k,
   x*cos + rotate_half(x)*sin; cos / sin rows are gathered per token (``F.embedding``). Without 2D, one
   rotation over the whole head_dim.
 - Attention: q / (sqrt(head_dim) * (layer_id + 1)); scores as baddbmm with beta=0 (the empty input
   is ignored: a plain product, as the measuring side counts it); the mask is a masked_fill (no arithmetic); the scores
-  * (layer_id + 1); softmax; probs @ v.
-- KV cache: K and V of every head for every token: 2 * B * heads * head_dim * (P + S).
+  * (layer_id + 1); softmax; probs @ v. Every head's K and V are cached.
 
 Approximations (not checkable without the remote code): each layer's rotary table (``cos``/``sin`` of
 positions x inv_freq) is counted for P + S positions on every forward, while the remote code caches it
@@ -38,16 +34,15 @@ from typing import Any
 from .. import ops
 from ..errors import ConfigError, ValidationUnavailableError
 from ..facts import StateKind
-from ..formula import B, Formula, P, S
-from ..graph import Graph, Node
+from ..formula import B, P, S
 from ..graph import blocks as blk
 from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP, NodeKind
 from ..ops import Counts
-from ..spec import ArchSpec
+from ..spec import ArchSpec, LayerSpec
 from . import register
-from .base import Family
 from .fields import Fields
+from .template import DecoderTemplate, attention_core, part
 
 _CHATGLM2_FIELDS = ("multi_query_attention", "ffn_hidden_size", "padded_vocab_size", "kv_channels")
 
@@ -57,13 +52,16 @@ class ChatGLMSpec(ArchSpec):
 
 
 @register
-class ChatGLM(Family):
+class ChatGLM(DecoderTemplate):
     """chatglm (ChatGLM-6B v1), from its config alone: no transformers implementation exists to validate
     against (see the module docstring)."""
 
     name = "chatglm"
     model_types = ("chatglm",)
+    base = "transformer"
     layer_prefix = "transformer.layers."
+    embed_name = "word_embeddings"
+    final_norm_name = "final_layernorm"
 
     def spec(self, data: dict[str, Any], name: str = "") -> ChatGLMSpec:
         f = Fields(data, "chatglm")
@@ -83,50 +81,22 @@ class ChatGLM(Family):
             raise ConfigError(f"chatglm config: the rotary width {rotary} (head_dim{'/2' if two_d else ''}, head_dim = "
                               "hidden_size / num_attention_heads) must be even: check hidden_size and num_attention_heads")
         return ChatGLMSpec(
-            model_type="chatglm",
-            family=self.name,
-            name=name,
-            hidden_size=hidden,
-            num_layers=f.int("num_layers", "num_hidden_layers"),
-            num_heads=heads,
-            num_kv_heads=heads,
-            head_dim=head_dim,
-            intermediate_size=f.int("inner_hidden_size", default=4 * hidden),
-            vocab_size=f.int("vocab_size"),
-            norm="layernorm",
-            activation="gelu_tanh",
-            gated_mlp=False,
-            qkv_bias=True,
-            o_bias=True,
-            mlp_bias=True,
-            tie_word_embeddings=f.bool("tie_word_embeddings", default=True),
-            rotary_dim=rotary,
-            position_encoding_2d=two_d,
+            model_type="chatglm", family=self.name, name=name, hidden_size=hidden,
+            num_layers=f.int("num_layers", "num_hidden_layers"), num_heads=heads, num_kv_heads=heads,
+            head_dim=head_dim, intermediate_size=f.int("inner_hidden_size", default=4 * hidden),
+            vocab_size=f.int("vocab_size"), norm="layernorm", activation="gelu_tanh", gated_mlp=False,
+            qkv_bias=True, o_bias=True, mlp_bias=True, tie_word_embeddings=f.bool("tie_word_embeddings", default=True),
+            rotary_dim=rotary, position_encoding_2d=two_d,
             notes=("chatglm: counted statically from THUDM's remote code (no transformers implementation to "
                    "validate against); its rotary table and prefill mask are approximations",),
         )
 
     # --- graph ------------------------------------------------------------------------------------
-    def graph(self, spec: ArchSpec) -> Graph:
-        assert isinstance(spec, ChatGLMSpec)
-        h, t = spec.hidden_size, blk.TOKENS
-        head = [
-            Part("transformer.word_embeddings", "transformer.word_embeddings", NodeKind.EMBEDDING,
-                 blk.embedding(spec.vocab_size, h)),
-            # prefix-LM mask of the prefill: (mask < 0.5) over B x S x S
-            Part("transformer:positions", "transformer", NodeKind.POSITIONS, ops.elementwise("cmp", B * S * S)),
-        ]
-        nodes: list[Node] = [p.at("") for p in head]
-        layer = self.layer_parts(spec)
-        for i in range(spec.num_layers):
-            nodes.extend(p.at(f"{self.layer_prefix}{i}", i) for p in layer)
-        lm_head = blk.lm_head(t, h, spec.vocab_size, tied=spec.tie_word_embeddings)
-        tail = [
-            Part("transformer.final_layernorm", "transformer.final_layernorm", NodeKind.NORM, blk.layer_norm(t, h)),
-            Part("lm_head", "lm_head", NodeKind.LM_HEAD, lm_head),
-        ]
-        nodes.extend(p.at("") for p in tail)
-        return Graph(spec=spec, nodes=tuple(nodes), layer_prefix=self.layer_prefix)
+    def mask_counts(self, spec: ArchSpec) -> Counts:
+        return ops.elementwise("cmp", B * S * S)  # prefix-LM mask of the prefill: (mask < 0.5) over B x S x S
+
+    def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
+        return super().head_of_model_parts(spec)[:2]  # the embedding and the mask: each layer has its rotary table
 
     def rope(self, spec: ChatGLMSpec) -> Counts:
         """apply_rotary_pos_emb_index on q and k, once per half with 2D positions (else once)."""
@@ -136,37 +106,34 @@ class ChatGLM(Family):
         per_call = ops.elementwise("gather", 2 * t * r) + blk.apply_rope(H, r) + blk.apply_rope(H, r)
         return per_call * calls
 
-    def layer_parts(self, spec: ChatGLMSpec) -> list[Part]:
+    def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+        assert isinstance(spec, ChatGLMSpec)
         h, H, D, inter, t = spec.hidden_size, spec.num_heads, spec.head_dim, spec.intermediate_size, blk.TOKENS
-        keys: Formula = P + S
+        keys = P + S
         a, m = ".attention", ".mlp"
         # freqs = einsum(positions, inv_freq): (P+S) * r/2 MULT; emb = cat(freqs, freqs); emb.cos(), emb.sin()
-        r, rows = spec.rotary_dim, P + S
-        table = ops.elementwise("mul", rows * (r // 2)) + ops.elementwise("cos", rows * r) + ops.elementwise("sin", rows * r)
-        n = B * H * S * keys
+        r = spec.rotary_dim
+        table = ops.elementwise("mul", keys * (r // 2)) + ops.elementwise("cos", keys * r) + ops.elementwise("sin", keys * r)
         scores = (
             ops.elementwise("div", t * H * D)  # q / (sqrt(d) * (layer_id + 1))
             + ops.matmul(S, keys, D, batch=B * H)  # baddbmm(empty, q, k^T, beta=0): beta=0 adds no bias
-            + ops.elementwise("mul", n)  # scores * (layer_id + 1)
+            + ops.elementwise("mul", B * H * S * keys)  # scores * (layer_id + 1)
             + blk.state_read(StateKind.KEYS_VALUES, B * H * keys * D)  # the cached keys
         )
         residual = ops.elementwise("mul", t * h) + ops.elementwise("add", t * h)  # normed_input * alpha + output
         return [
-            Part(".input_layernorm", ".input_layernorm", NodeKind.NORM, blk.layer_norm(t, h)),
-            Part(f"{a}.query_key_value", f"{a}.query_key_value", NodeKind.LINEAR, blk.linear(t, h, 3 * h, True), ATTN),
-            Part(f"{a}.rotary_emb", f"{a}.rotary_emb", NodeKind.ROTARY, table, ATTN),
-            Part(f"{a}:rope", a, NodeKind.ROPE, self.rope(spec), ATTN),
-            Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(H, D, P + S), ATTN),
-            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, scores, ATTN),
-            Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
-            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys, kv_heads=H), ATTN),
-            Part(f"{a}.dense", f"{a}.dense", NodeKind.LINEAR, blk.linear(t, h, h, True), ATTN),
-            Part(":residual_attn", "", NodeKind.RESIDUAL, residual),
-            Part(".post_attention_layernorm", ".post_attention_layernorm", NodeKind.NORM, blk.layer_norm(t, h)),
-            Part(f"{m}.dense_h_to_4h", f"{m}.dense_h_to_4h", NodeKind.LINEAR, blk.linear(t, h, inter, True), MLP),
-            Part(f"{m}:act", m, NodeKind.ACTIVATION, ops.elementwise("gelu_tanh", t * inter), MLP),
-            Part(f"{m}.dense_4h_to_h", f"{m}.dense_4h_to_h", NodeKind.LINEAR, blk.linear(t, inter, h, True), MLP),
-            Part(":residual_mlp", "", NodeKind.RESIDUAL, residual),
+            self.norm_part(spec, ".input_layernorm"),
+            part(f"{a}.query_key_value", NodeKind.LINEAR, blk.linear(t, h, 3 * h, True), ATTN),
+            part(f"{a}.rotary_emb", NodeKind.ROTARY, table, ATTN),
+            part(f"{a}:rope", NodeKind.ROPE, self.rope(spec), ATTN),
+            *attention_core(a, H, D, keys, P + S, scores=scores),
+            part(f"{a}.dense", NodeKind.LINEAR, blk.linear(t, h, h, True), ATTN),
+            part(":residual_attn", NodeKind.RESIDUAL, residual),
+            self.norm_part(spec, ".post_attention_layernorm"),
+            part(f"{m}.dense_h_to_4h", NodeKind.LINEAR, blk.linear(t, h, inter, True), MLP),
+            part(f"{m}:act", NodeKind.ACTIVATION, ops.elementwise("gelu_tanh", t * inter), MLP),
+            part(f"{m}.dense_4h_to_h", NodeKind.LINEAR, blk.linear(t, inter, h, True), MLP),
+            part(":residual_mlp", NodeKind.RESIDUAL, residual),
         ]
 
     # --- validation -------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from ..ops import Counts
 from ..spec import FFN, ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
-from .template import DecoderTemplate as LlamaStyle
+from .template import DecoderTemplate, gated_mlp, part
 
 
 class DeepseekSpec(ArchSpec):
@@ -96,7 +96,7 @@ def _with_active(counts: Counts, active: int) -> Counts:
 
 
 @register
-class Deepseek(LlamaStyle):
+class Deepseek(DecoderTemplate):
     """deepseek_v2, deepseek_v3: MLA + DeepSeek MoE (every quirk is in the module docstring)."""
 
     name = "deepseek"
@@ -157,38 +157,21 @@ class Deepseek(LlamaStyle):
             f"K and V would be {heads * (nope + rope + v_head):,})"
         )
         return DeepseekSpec(
-            model_type=model_type,
-            family=self.name,
-            name=name,
-            hidden_size=hidden,
-            num_layers=layers,
-            num_heads=heads,
-            num_kv_heads=heads,
-            head_dim=nope + rope,
+            model_type=model_type, family=self.name, name=name, hidden_size=hidden, num_layers=layers,
+            num_heads=heads, num_kv_heads=heads, head_dim=nope + rope,
             intermediate_size=f.int("intermediate_size", default=18432 if v3 else 11008),
             vocab_size=f.int("vocab_size", default=129280 if v3 else 102400),
             activation=read_activation(f, "hidden_act", default="silu"),
             qkv_bias=attention_bias,  # on q_a_proj and kv_a_proj_with_mqa (never on q_proj / q_b_proj / kv_b_proj)
-            o_bias=attention_bias,
-            mlp_bias=False if v3 else f.bool("mlp_bias", default=False),
-            tie_word_embeddings=f.bool("tie_word_embeddings", default=False),
-            rotary_dim=rope,
-            q_lora_rank=q_lora,
-            kv_lora_rank=f.int("kv_lora_rank", default=512),
-            qk_nope_head_dim=nope,
-            qk_rope_head_dim=rope,
-            v_head_dim=v_head,
-            rope_style=style,
-            n_routed_experts=experts,
-            num_experts_per_tok=top_k,
-            n_shared_experts=f.int("n_shared_experts", default=1 if v3 else 2, minimum=0),
+            o_bias=attention_bias, mlp_bias=False if v3 else f.bool("mlp_bias", default=False),
+            tie_word_embeddings=f.bool("tie_word_embeddings", default=False), rotary_dim=rope,
+            q_lora_rank=q_lora, kv_lora_rank=f.int("kv_lora_rank", default=512), qk_nope_head_dim=nope,
+            qk_rope_head_dim=rope, v_head_dim=v_head, rope_style=style, n_routed_experts=experts,
+            num_experts_per_tok=top_k, n_shared_experts=f.int("n_shared_experts", default=1 if v3 else 2, minimum=0),
             moe_intermediate_size=f.int("moe_intermediate_size", default=2048 if v3 else 1407),
             first_k_dense_replace=f.int("first_k_dense_replace", default=3 if v3 else 0, minimum=0),
-            router=router,
-            n_group=n_group,
-            topk_group=topk_group,
-            norm_topk_prob=f.bool("norm_topk_prob", default=True) if v3 else False,
-            notes=tuple(notes),
+            router=router, n_group=n_group, topk_group=topk_group,
+            norm_topk_prob=f.bool("norm_topk_prob", default=True) if v3 else False, notes=tuple(notes),
         )
 
     # --- graph ------------------------------------------------------------------------------------
@@ -203,7 +186,7 @@ class Deepseek(LlamaStyle):
         table = ops.elementwise("mul", half) + ops.polar(half) + ops.complex_mul(half, complex_factor=False)
         b = self.base
         return [p for p in parts if p.kind != NodeKind.ROTARY] + [
-            Part(f"{b}.rotary_emb", f"{b}.rotary_emb", NodeKind.ROTARY, table)
+            part(f"{b}.rotary_emb", NodeKind.ROTARY, table)
         ]
 
     def rope(self, spec: DeepseekSpec, heads: int) -> Counts:
@@ -226,43 +209,33 @@ class Deepseek(LlamaStyle):
         if spec.q_lora_rank:
             qr = spec.q_lora_rank
             parts = [
-                Part(f"{a}.q_a_proj", f"{a}.q_a_proj", NodeKind.LINEAR, blk.linear(t, h, qr, spec.qkv_bias), ATTN),
-                Part(f"{a}.q_a_layernorm", f"{a}.q_a_layernorm", NodeKind.NORM, blk.rms_norm(t, qr), ATTN),
-                Part(f"{a}.q_b_proj", f"{a}.q_b_proj", NodeKind.LINEAR, blk.linear(t, qr, H * qk, False), ATTN),
+                part(f"{a}.q_a_proj", NodeKind.LINEAR, blk.linear(t, h, qr, spec.qkv_bias), ATTN),
+                part(f"{a}.q_a_layernorm", NodeKind.NORM, blk.rms_norm(t, qr), ATTN),
+                part(f"{a}.q_b_proj", NodeKind.LINEAR, blk.linear(t, qr, H * qk, False), ATTN),
             ]
         else:
-            parts = [Part(f"{a}.q_proj", f"{a}.q_proj", NodeKind.LINEAR, blk.linear(t, h, H * qk, False), ATTN)]
+            parts = [part(f"{a}.q_proj", NodeKind.LINEAR, blk.linear(t, h, H * qk, False), ATTN)]
         cached = blk.cached_full()
         parts += [
-            Part(f"{a}.kv_a_proj_with_mqa", f"{a}.kv_a_proj_with_mqa", NodeKind.LINEAR,
+            part(f"{a}.kv_a_proj_with_mqa", NodeKind.LINEAR,
                  blk.linear(t, h, kvr + dr, spec.qkv_bias), ATTN),
-            Part(f"{a}.kv_a_layernorm", f"{a}.kv_a_layernorm", NodeKind.NORM, blk.rms_norm(t, kvr), ATTN),
-            Part(f"{a}:rope", a, NodeKind.ROPE, self.rope(spec, H) + self.rope(spec, 1), ATTN),
+            part(f"{a}.kv_a_layernorm", NodeKind.NORM, blk.rms_norm(t, kvr), ATTN),
+            part(f"{a}:rope", NodeKind.ROPE, self.rope(spec, H) + self.rope(spec, 1), ATTN),
             # the latent and the rotated shared key, for every token held
-            Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE,
+            part(f"{a}:kv_cache", NodeKind.KV_CACHE,
                  blk.kv_cache(1, kvr, cached, v_head_dim=dr, kind=StateKind.LATENT), ATTN),
             # re-expands every cached token's latent on each forward: B*(P+S) rows read from the cache
-            Part(f"{a}.kv_b_proj", f"{a}.kv_b_proj", NodeKind.LINEAR,
+            part(f"{a}.kv_b_proj", NodeKind.LINEAR,
                  blk.linear(B * cached, kvr, H * (dn + dv), False).with_facts(
                      reads=ZERO, states=(State(StateKind.LATENT, read=B * cached * kvr),)), ATTN),
             # the decompressed keys are activations; the shared rope key comes from the cache
-            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES,
+            part(f"{a}:scores", NodeKind.ATTN_SCORES,
                  blk.attn_scores(H, qk, keys) + blk.state_read(StateKind.LATENT, B * cached * dr), ATTN),
-            Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
-            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, dv, keys), ATTN),
-            Part(f"{a}.o_proj", f"{a}.o_proj", NodeKind.LINEAR, blk.linear(t, H * dv, h, spec.o_bias), ATTN),
+            part(f"{a}:softmax", NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
+            part(f"{a}:context", NodeKind.ATTN_CONTEXT, blk.attn_context(H, dv, keys), ATTN),
+            part(f"{a}.o_proj", NodeKind.LINEAR, blk.linear(t, H * dv, h, spec.o_bias), ATTN),
         ]
         return parts
-
-    def gated_mlp(self, spec: ArchSpec, m: str, inter: int) -> list[Part]:
-        h, t, bias = spec.hidden_size, blk.TOKENS, spec.mlp_bias
-        return [
-            Part(f"{m}.gate_proj", f"{m}.gate_proj", NodeKind.LINEAR, blk.linear(t, h, inter, bias), MLP),
-            Part(f"{m}.act_fn", f"{m}.act_fn", NodeKind.ACTIVATION, blk.activation(spec.activation, t * inter), MLP),
-            Part(f"{m}.up_proj", f"{m}.up_proj", NodeKind.LINEAR, blk.linear(t, h, inter, bias), MLP),
-            Part(f"{m}:gate_mul", m, NodeKind.ELEMENTWISE, blk.gate_product(inter), MLP),
-            Part(f"{m}.down_proj", f"{m}.down_proj", NodeKind.LINEAR, blk.linear(t, inter, h, bias), MLP),
-        ]
 
     def router(self, spec: DeepseekSpec) -> Counts:
         """The router's forward (``mlp.gate``) on every token, op by op."""
@@ -298,16 +271,13 @@ class Deepseek(LlamaStyle):
         experts = _with_active(blk.with_params(experts, E * per_expert), k * per_expert)
         m = ".mlp"
         return [
-            Part(f"{m}.gate", f"{m}.gate", NodeKind.ROUTER, self.router(spec), MLP),
-            Part(f"{m}.experts", f"{m}.experts", NodeKind.EXPERTS, experts, MLP),
-            Part(f"{m}.experts.act_fn", f"{m}.experts.act_fn", NodeKind.ACTIVATION,
+            part(f"{m}.gate", NodeKind.ROUTER, self.router(spec), MLP),
+            part(f"{m}.experts", NodeKind.EXPERTS, experts, MLP),
+            part(f"{m}.experts.act_fn", NodeKind.ACTIVATION,
                  blk.activation(spec.activation, pairs * inter), MLP),
-            *self.gated_mlp(spec, f"{m}.shared_experts", inter * spec.n_shared_experts),
-            Part(f"{m}:combine", m, NodeKind.ELEMENTWISE, ops.elementwise("add", t * h), MLP),  # routed + shared
+            *gated_mlp(spec, f"{m}.shared_experts", inter * spec.n_shared_experts),
+            part(f"{m}:combine", NodeKind.ELEMENTWISE, ops.elementwise("add", t * h), MLP),  # routed + shared
         ]
-
-    def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
-        return self.gated_mlp(spec, ".mlp", spec.intermediate_size)
 
     # --- validation -------------------------------------------------------------------------------
     def hf_config(self, data: dict[str, Any]) -> dict[str, Any]:

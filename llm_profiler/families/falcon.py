@@ -15,12 +15,12 @@ from ..graph import NodeKind
 from ..graph import blocks as blk
 from ..graph.activations import read_activation
 from ..graph.blocks import Part
-from ..graph.node import ATTN, MLP
+from ..graph.node import ATTN
 from ..ops import Counts
 from ..spec import ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
-from .template import DecoderTemplate as LlamaStyle
+from .template import DecoderTemplate, attention_core, part, plain_mlp
 
 # Legacy RefinedWeb keys (the pre-transformers Hub revisions) -> the FalconConfig names transformers reads.
 LEGACY_KEYS = {"n_head": "num_attention_heads", "n_layer": "num_hidden_layers", "n_embed": "hidden_size",
@@ -64,7 +64,7 @@ def alibi_counts(heads: int, head_dim: int) -> Counts:
 
 
 @register
-class Falcon(LlamaStyle):
+class Falcon(DecoderTemplate):
     """falcon (and the legacy RefinedWeb / RefinedWebModel types). Quirks, from transformers' FalconConfig /
     modeling_falcon (5.23):
 
@@ -88,6 +88,8 @@ class Falcon(LlamaStyle):
     model_types = ("falcon", "RefinedWeb", "RefinedWebModel")
     base = "transformer"
     layer_prefix = "transformer.h."
+    embed_name = "word_embeddings"
+    final_norm_name = "ln_f"
 
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
         model_type = data["model_type"]
@@ -118,29 +120,16 @@ class Falcon(LlamaStyle):
                               "(transformers builds ln_attn / ln_mlp but the old layer reads input_layernorm)")
         bias = f.bool("bias", default=False)
         return FalconSpec(
-            model_type=model_type,
-            family=self.name,
-            name=name,
-            hidden_size=hidden,
-            num_layers=f.int("num_hidden_layers", "n_layer"),
-            num_heads=heads,
-            num_kv_heads=kv_heads,
-            head_dim=head_dim,
-            intermediate_size=f.int("ffn_hidden_size", default=4 * hidden),
-            vocab_size=f.int("vocab_size"),
-            norm="layernorm",
-            activation=read_activation(f, "activation", default="gelu"),
-            gated_mlp=False,
-            qkv_bias=bias,
-            o_bias=bias,
-            mlp_bias=bias,
+            model_type=model_type, family=self.name, name=name, hidden_size=hidden,
+            num_layers=f.int("num_hidden_layers", "n_layer"), num_heads=heads, num_kv_heads=kv_heads,
+            head_dim=head_dim, intermediate_size=f.int("ffn_hidden_size", default=4 * hidden),
+            vocab_size=f.int("vocab_size"), norm="layernorm", activation=read_activation(f, "activation", default="gelu"),
+            gated_mlp=False, qkv_bias=bias, o_bias=bias, mlp_bias=bias,
             tie_word_embeddings=f.bool("tie_word_embeddings", default=True),
             rotary_dim=head_dim,  # FalconModel computes the cos / sin tables even with alibi
-            new_decoder_architecture=new_arch,
-            parallel_attn=parallel or new_arch,
+            new_decoder_architecture=new_arch, parallel_attn=parallel or new_arch,
             num_ln_in_parallel_attn=num_ln if (parallel or new_arch) else 1,
-            alibi=f.bool("alibi", default=False),
-            cached_kv_heads=cached,
+            alibi=f.bool("alibi", default=False), cached_kv_heads=cached,
         )
 
     def hf_config(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -150,77 +139,44 @@ class Falcon(LlamaStyle):
         out["model_type"] = "falcon"
         return out
 
-    def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
-        b = self.base
+    def mask_counts(self, spec: ArchSpec) -> Counts:
         assert isinstance(spec, FalconSpec)
-        positions = self.mask_counts(spec)
-        if spec.alibi:
-            positions = positions + alibi_counts(spec.num_heads, spec.head_dim)
-        return [
-            Part(f"{b}.word_embeddings", f"{b}.word_embeddings", NodeKind.EMBEDDING,
-                 blk.embedding(spec.vocab_size, spec.hidden_size)),
-            Part(f"{b}:positions", b, NodeKind.POSITIONS, positions),
-            Part(f"{b}.rotary_emb", f"{b}.rotary_emb", NodeKind.ROTARY, blk.rotary_table(spec.rotary_dim)),
-        ]
+        out = super().mask_counts(spec)
+        return out + alibi_counts(spec.num_heads, spec.head_dim) if spec.alibi else out
 
     def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         assert isinstance(spec, FalconSpec)
         h, H, D, t = spec.hidden_size, spec.num_heads, spec.head_dim, blk.TOKENS
         keys, n = blk.keys_full(), B * H * S * blk.keys_full()
         a = ".self_attention"
-        qkv_out = (H + 2 * spec.num_kv_heads) * D
-        parts = [Part(f"{a}.query_key_value", f"{a}.query_key_value", NodeKind.LINEAR,
-                      falcon_linear(t, h, qkv_out, spec.qkv_bias), ATTN)]
+        qkv = falcon_linear(t, h, (H + 2 * spec.num_kv_heads) * D, spec.qkv_bias)
+        parts = [part(f"{a}.query_key_value", NodeKind.LINEAR, qkv, ATTN)]
         if spec.alibi:  # scores + alibi, * 1/sqrt(head_dim), + mask
             scores = (ops.matmul(S, keys, D, batch=B * H) + ops.elementwise("add", n)
                       + ops.elementwise("mul", n) + ops.elementwise("add", n))
         else:  # rope on q and the cached k heads; scores / sqrt(head_dim), + mask
             rope = blk.apply_rope(H, D) + blk.apply_rope(spec.cached_kv_heads, D)
-            parts.append(Part(f"{a}:rope", a, NodeKind.ROPE, rope, ATTN))
+            parts.append(part(f"{a}:rope", NodeKind.ROPE, rope, ATTN))
             scores = ops.matmul(S, keys, D, batch=B * H) + ops.elementwise("div", n) + ops.elementwise("add", n)
         cached_kv = spec.cached_kv_heads  # K / V are cached per KV head (or group), then expanded to H heads
-        parts += [
-            Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(cached_kv, D, blk.cached_full()), ATTN),
-            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES,
-                 scores + blk.state_read(StateKind.KEYS_VALUES, B * cached_kv * keys * D), ATTN),
-            Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
-            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys, kv_heads=cached_kv), ATTN),
-            Part(f"{a}.dense", f"{a}.dense", NodeKind.LINEAR, falcon_linear(t, H * D, h, spec.o_bias), ATTN),
-        ]
-        return parts
+        scores = scores + blk.state_read(StateKind.KEYS_VALUES, B * cached_kv * keys * D)
+        return [*parts, *attention_core(a, H, D, keys, blk.cached_full(), kv_heads=cached_kv, scores=scores),
+                part(f"{a}.dense", NodeKind.LINEAR, falcon_linear(t, H * D, h, spec.o_bias), ATTN)]
 
     def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
-        h, inter, t = spec.hidden_size, spec.intermediate_size, blk.TOKENS
-        m = ".mlp"
-        return [
-            Part(f"{m}.dense_h_to_4h", f"{m}.dense_h_to_4h", NodeKind.LINEAR,
-                 falcon_linear(t, h, inter, spec.mlp_bias), MLP),
-            Part(f"{m}.act", f"{m}.act", NodeKind.ACTIVATION, blk.activation(spec.activation, t * inter), MLP),
-            Part(f"{m}.dense_4h_to_h", f"{m}.dense_4h_to_h", NodeKind.LINEAR,
-                 falcon_linear(t, inter, h, spec.mlp_bias), MLP),
-        ]
+        return plain_mlp(spec, ".mlp.dense_h_to_4h", ".mlp.act", ".mlp.dense_4h_to_h", linear=falcon_linear)
 
     def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         assert isinstance(spec, FalconSpec)
-        h, t = spec.hidden_size, blk.TOKENS
-
-        def ln(name: str) -> Part:
-            return Part(name, name, NodeKind.NORM, self.norm(spec, t, h))
-
         if not spec.parallel_attn:  # x + attn(ln1(x)), then + mlp(ln2(.))
-            norms = [ln(".input_layernorm"), ln(".post_attention_layernorm")]
+            norms = [".input_layernorm", ".post_attention_layernorm"]
         elif spec.num_ln_in_parallel_attn == 2:
-            norms = [ln(".ln_attn"), ln(".ln_mlp")]
+            norms = [".ln_attn", ".ln_mlp"]
         else:
-            norms = [ln(".input_layernorm")]
+            norms = [".input_layernorm"]
         # parallel: mlp += attn, then + x; sequential: the same two additions, one after each block
-        return [*norms, *self.attention_parts(spec, layer), *self.ffn_parts(spec, layer),
-                Part(":residual", "", NodeKind.RESIDUAL, blk.residual(h))]
-
-    def tail_parts(self, spec: ArchSpec) -> list[Part]:
-        parts = super().tail_parts(spec)
-        return [Part(f"{self.base}.ln_f", f"{self.base}.ln_f", NodeKind.NORM,
-                     self.norm(spec, blk.TOKENS, spec.hidden_size)), parts[-1]]
+        return [*(self.norm_part(spec, n) for n in norms), *self.attention_parts(spec, layer),
+                *self.ffn_parts(spec, layer), part(":residual", NodeKind.RESIDUAL, blk.residual(spec.hidden_size))]
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         out = {LEGACY_KEYS.get(k, k): v for k, v in data.items()}

@@ -37,7 +37,7 @@ from ..ops import Counts
 from ..spec import FULL_ATTENTION, SLIDING_ATTENTION, ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
-from .template import DecoderTemplate as LlamaStyle
+from .template import DecoderTemplate, decoder_fields, part, tiny_dims
 
 # Defaults of GemmaConfig / Gemma2Config / Gemma3TextConfig (transformers 5.23), for fields a config omits.
 _COMMON = {"head_dim": 256, "tie_word_embeddings": True, "attention_bias": False}
@@ -75,7 +75,7 @@ def softcap(n: Formula) -> Counts:
 
 
 @register
-class Gemma(LlamaStyle):
+class Gemma(DecoderTemplate):
     name = "gemma"
     model_types = ("gemma", "gemma2", "gemma3_text", "gemma3")
 
@@ -94,16 +94,6 @@ class Gemma(LlamaStyle):
         if filled:
             notes.append(f"{model_type}: fields absent from the config take the transformers defaults: "
                          + ", ".join(filled))
-        hidden = f.int("hidden_size", default=defaults["hidden_size"])
-        heads = f.int("num_attention_heads", default=defaults["num_attention_heads"])
-        kv_heads = f.int("num_key_value_heads", default=defaults["num_key_value_heads"])
-        head_dim = f.int("head_dim", default=defaults["head_dim"])
-        layers = f.int("num_hidden_layers", default=defaults["num_hidden_layers"])
-        f.divisible(heads, kv_heads, "num_attention_heads must be a multiple of num_key_value_heads")
-        if model_type != "gemma":  # Gemma2Config / Gemma3TextConfig.validate_architecture
-            f.divisible(hidden, heads, "hidden_size must be a multiple of num_attention_heads")
-        bias = f.bool("attention_bias", default=False)
-
         window: int | None = None
         layer_types: tuple[str, ...] = ()
         attn_cap = final_cap = scalar = None
@@ -115,8 +105,23 @@ class Gemma(LlamaStyle):
             act = f.str("hidden_activation", default=defaults["hidden_activation"])  # hidden_act is unused
             if f.has("hidden_act") and data["hidden_act"] != act:
                 notes.append(f"{model_type} uses hidden_activation={act!r}; hidden_act is ignored")
+        if act not in HF_ACTIVATIONS:
+            field = "hidden_act" if model_type == "gemma" else "hidden_activation"
+            raise ConfigError(f"{model_type} config field {field!r} = {act!r} is not a supported activation; "
+                              f"supported: {', '.join(supported_activations())}")
+        # the common fields, absent ones at the config class defaults
+        filled_in = {k: v for k, v in defaults.items() if data.get(k) is None}
+        common = decoder_fields(Fields({**data, **filled_in, "hidden_act": act}, model_type), self.name, name,
+                                tie_default=True)
+        layers, heads = common["num_layers"], common["num_heads"]
+        if model_type != "gemma":  # Gemma2Config / Gemma3TextConfig.validate_architecture
+            f.divisible(common["hidden_size"], heads, "hidden_size must be a multiple of num_attention_heads")
             window = f.int("sliding_window", default=defaults["sliding_window"], minimum=2)
-            layer_types = self._layer_types(f, layers, model_type)
+            # the old patterns: gemma2 alternates (sliding first); gemma3 puts a global layer every
+            # sliding_window_pattern layers (default 6: five local, one global)
+            period = 2 if model_type == "gemma2" else f.int("sliding_window_pattern", default=6)
+            layer_types = f.layer_types(layers) or tuple(
+                SLIDING_ATTENTION if (i + 1) % period else FULL_ATTENTION for i in range(layers))
             final_cap = self._cap(f, get("final_logit_softcapping"), "final_logit_softcapping")
             scalar = f.float("query_pre_attn_scalar", default=float(defaults["query_pre_attn_scalar"]))
             if model_type == "gemma2":
@@ -126,37 +131,13 @@ class Gemma(LlamaStyle):
             if model_type == "gemma3_text" and f.bool("use_bidirectional_attention", default=False):
                 raise ConfigError("gemma3_text with use_bidirectional_attention=true (embedding models) is "
                                   "not supported: its masks differ from the causal decoder's")
-        if act not in HF_ACTIVATIONS:
-            field = "hidden_act" if model_type == "gemma" else "hidden_activation"
-            raise ConfigError(f"{model_type} config field {field!r} = {act!r} is not a supported activation; "
-                              f"supported: {', '.join(supported_activations())}")
-
+        bias = f.bool("attention_bias", default=False)
         return GemmaSpec(
-            model_type=model_type,
-            family=self.name,
-            name=name,
-            hidden_size=hidden,
-            num_layers=layers,
-            num_heads=heads,
-            num_kv_heads=kv_heads,
-            head_dim=head_dim,
-            intermediate_size=f.int("intermediate_size", default=defaults["intermediate_size"]),
-            vocab_size=f.int("vocab_size", default=defaults["vocab_size"]),
-            activation=act,
-            qkv_bias=bias,
-            o_bias=bias,
-            tie_word_embeddings=f.bool("tie_word_embeddings", default=True),
-            rotary_dim=head_dim,
-            sliding_window=window,
-            layer_types=layer_types,
-            qk_norm=model_type == "gemma3_text",
-            post_norms=model_type != "gemma",
-            attn_softcap=attn_cap,
-            final_softcap=final_cap,
-            query_pre_attn_scalar=scalar,
-            sliding_mask=model_type != "gemma",
-            rope_tables=len(set(layer_types)) if model_type == "gemma3_text" else 1,
-            notes=tuple(notes),
+            **{**common, "rotary_dim": common["head_dim"]}, qkv_bias=bias, o_bias=bias,
+            sliding_window=window, layer_types=layer_types, qk_norm=model_type == "gemma3_text",
+            post_norms=model_type != "gemma", attn_softcap=attn_cap, final_softcap=final_cap,
+            query_pre_attn_scalar=scalar, sliding_mask=model_type != "gemma",
+            rope_tables=len(set(layer_types)) if model_type == "gemma3_text" else 1, notes=tuple(notes),
         )
 
     @staticmethod
@@ -181,21 +162,6 @@ class Gemma(LlamaStyle):
             raise ConfigError(f"{f.model_type} config field {key!r} must be a positive number or null, got {value!r}")
         return float(value)
 
-    @staticmethod
-    def _layer_types(f: Fields, layers: int, model_type: str) -> tuple[str, ...]:
-        given = f.raw("layer_types")
-        if given is not None:
-            if not isinstance(given, list) or len(given) != layers or any(
-                t not in (FULL_ATTENTION, SLIDING_ATTENTION) for t in given
-            ):
-                raise ConfigError(f"{model_type} config field 'layer_types' must list {layers} entries of "
-                                  f"'{FULL_ATTENTION}' / '{SLIDING_ATTENTION}'")
-            return tuple(given)
-        # the old patterns: gemma2 alternates (sliding first); gemma3 puts a global layer every
-        # sliding_window_pattern layers (default 6: five local, one global)
-        period = 2 if model_type == "gemma2" else f.int("sliding_window_pattern", default=6)
-        return tuple(SLIDING_ATTENTION if (i + 1) % period else FULL_ATTENTION for i in range(layers))
-
     # --- graph ------------------------------------------------------------------------------------
     def norm(self, spec: ArchSpec, rows: Formula, n: int) -> Counts:
         return blk.rms_norm(rows, n, plus_one=True)
@@ -214,10 +180,9 @@ class Gemma(LlamaStyle):
         # lookup, then * sqrt(hidden) (GemmaTextScaledWordEmbedding.forward)
         embed = blk.embedding(spec.vocab_size, h) + ops.elementwise("mul", blk.TOKENS * h)
         return [
-            Part(f"{b}.embed_tokens", f"{b}.embed_tokens", NodeKind.EMBEDDING, embed),
-            Part(f"{b}:positions", b, NodeKind.POSITIONS, self.mask_counts(spec)),
-            Part(f"{b}.rotary_emb", f"{b}.rotary_emb", NodeKind.ROTARY,
-                 blk.rotary_table(spec.rotary_dim) * spec.rope_tables),
+            part(f"{b}.embed_tokens", NodeKind.EMBEDDING, embed),
+            part(f"{b}:positions", NodeKind.POSITIONS, self.mask_counts(spec)),
+            part(f"{b}.rotary_emb", NodeKind.ROTARY, blk.rotary_table(spec.rotary_dim) * spec.rope_tables),
         ]
 
     def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
@@ -228,33 +193,28 @@ class Gemma(LlamaStyle):
         a = ".self_attn"
         n = B * spec.num_heads * S * self.keys(spec, layer)  # one per score
         at = next(i for i, p in enumerate(parts) if p.suffix == f"{a}:scores") + 1
-        parts.insert(at, Part(f"{a}:softcap", a, NodeKind.ATTN_SCORES, softcap(n), ATTN))
+        parts.insert(at, part(f"{a}:softcap", NodeKind.ATTN_SCORES, softcap(n), ATTN))
         return parts
 
     def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         assert isinstance(spec, GemmaSpec)
         if not spec.post_norms:
             return super().layer_parts(spec, layer)
-        h, t = spec.hidden_size, blk.TOKENS
-
-        def norm(suffix: str) -> Part:
-            return Part(suffix, suffix, NodeKind.NORM, self.norm(spec, t, h))
-
         return [
-            norm(".input_layernorm"),
+            self.norm_part(spec, ".input_layernorm"),
             *self.attention_parts(spec, layer),
-            norm(".post_attention_layernorm"),
-            Part(":residual", "", NodeKind.RESIDUAL, blk.residual(h)),
-            norm(".pre_feedforward_layernorm"),
+            self.norm_part(spec, ".post_attention_layernorm"),
+            part(":residual", NodeKind.RESIDUAL, blk.residual(spec.hidden_size)),
+            self.norm_part(spec, ".pre_feedforward_layernorm"),
             *self.ffn_parts(spec, layer),
-            norm(".post_feedforward_layernorm"),
+            self.norm_part(spec, ".post_feedforward_layernorm"),
         ]
 
     def tail_parts(self, spec: ArchSpec) -> list[Part]:
         assert isinstance(spec, GemmaSpec)
         parts = super().tail_parts(spec)
         if spec.final_softcap is not None:  # on the logits, in the CausalLM's own forward
-            parts.append(Part(":final_softcap", "", NodeKind.LM_HEAD, softcap(blk.TOKENS * spec.vocab_size)))
+            parts.append(part(":final_softcap", NodeKind.LM_HEAD, softcap(blk.TOKENS * spec.vocab_size)))
         return parts
 
     # --- for the validation module -------------------------------------------------------------------
@@ -265,23 +225,9 @@ class Gemma(LlamaStyle):
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         if data.get("model_type") == "gemma3":
             return {**data, "text_config": self.tiny(self._text(data, []))}
-        spec = self.spec(data)
-        kv = 4 if spec.num_kv_heads == spec.num_heads else (1 if spec.num_kv_heads == 1 else 2)
-        out = {**data, "hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4,
-               "num_key_value_heads": kv, "head_dim": 24, "vocab_size": 128}  # head_dim 24 != 64/4
-        out["num_hidden_layers"] = 2
+        spec = self.spec(data)  # the template's rule on the fields as the config class fills them in
+        full = {**data, "num_attention_heads": spec.num_heads, "num_key_value_heads": spec.num_kv_heads}
         if spec.layer_types:
-            # the first layers up to the first of each type seen (gemma3: 5 local, 1 global)
-            seen: set[str] = set()
-            count = len(spec.layer_types)
-            for i, layer_type in enumerate(spec.layer_types):
-                seen.add(layer_type)
-                if len(seen) == 2:
-                    count = i + 1
-                    break
-            count = max(2, min(count, len(spec.layer_types)))
-            out["num_hidden_layers"] = count
-            out["layer_types"] = list(spec.layer_types[:count])
-            out["sliding_window"] = 4  # binds at the test shapes
-            out.pop("sliding_window_pattern", None)
-        return out
+            full.pop("sliding_window_pattern", None)
+            full.update(layer_types=list(spec.layer_types), sliding_window=spec.sliding_window)
+        return tiny_dims(full, head_dim=24)  # head_dim 24 != 64/4

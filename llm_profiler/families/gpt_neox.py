@@ -22,14 +22,13 @@ from typing import Any
 from ..errors import ConfigError
 from ..graph import NodeKind
 from ..graph import blocks as blk
-from ..graph.activations import activation_counts, read_activation
+from ..graph.activations import read_activation
 from ..graph.blocks import Part
-from ..graph.node import ATTN, MLP
+from ..graph.node import ATTN
 from ..spec import ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
-from .gpt2 import layer_norm
-from .template import DecoderTemplate as LlamaStyle
+from .template import DecoderTemplate, attention_core, part, plain_mlp
 
 
 def partial_rotary_factor(f: Fields) -> tuple[float, tuple[str, ...]]:
@@ -51,89 +50,50 @@ def partial_rotary_factor(f: Fields) -> tuple[float, tuple[str, ...]]:
 
 
 @register
-class GPTNeoX(LlamaStyle):
+class GPTNeoX(DecoderTemplate):
     name = "gpt_neox"
     model_types = ("gpt_neox",)
     base = "gpt_neox"
     layer_prefix = "gpt_neox.layers."
+    embed_name = "embed_in"
+    final_norm_name = "final_layer_norm"
 
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
         f = Fields(data, data["model_type"])
-        hidden = f.int("hidden_size")
-        heads = f.int("num_attention_heads")
+        hidden, heads = f.int("hidden_size"), f.int("num_attention_heads")
         f.divisible(hidden, heads, "hidden_size must be a multiple of num_attention_heads")
         head_dim = hidden // heads
         factor, notes = partial_rotary_factor(f)
-        dim = int(head_dim * factor)
-        # inv_freq has ceil(dim/2) entries and cos/sin are cat(freqs, freqs): 2*ceil(dim/2) rotated dims
-        rotary_dim = 2 * ((dim + 1) // 2)
+        # inv_freq has ceil(d/2) entries (d = int(head_dim * factor)) and cos/sin are cat(freqs, freqs)
+        rotary_dim = 2 * ((int(head_dim * factor) + 1) // 2)
         if rotary_dim == 0:
             raise ConfigError(f"{f.model_type} config: partial rotary factor {factor} rotates no dimension "
                               f"of a head of {head_dim}")
         bias = f.bool("attention_bias", default=True)
         return ArchSpec(
-            model_type="gpt_neox",
-            family=self.name,
-            name=name,
-            hidden_size=hidden,
-            num_layers=f.int("num_hidden_layers"),
-            num_heads=heads,
-            num_kv_heads=heads,
-            head_dim=head_dim,
-            intermediate_size=f.int("intermediate_size"),
-            vocab_size=f.int("vocab_size"),
-            norm="layernorm",
-            activation=read_activation(f, "hidden_act", default="gelu"),
-            gated_mlp=False,
-            qkv_bias=bias,
-            o_bias=bias,
-            mlp_bias=True,
-            tie_word_embeddings=f.bool("tie_word_embeddings", default=False),
-            rotary_dim=rotary_dim,
-            notes=notes,
+            model_type="gpt_neox", family=self.name, name=name, hidden_size=hidden,
+            num_layers=f.int("num_hidden_layers"), num_heads=heads, num_kv_heads=heads, head_dim=head_dim,
+            intermediate_size=f.int("intermediate_size"), vocab_size=f.int("vocab_size"), norm="layernorm",
+            activation=read_activation(f, "hidden_act", default="gelu"), gated_mlp=False, qkv_bias=bias,
+            o_bias=bias, mlp_bias=True, tie_word_embeddings=f.bool("tie_word_embeddings", default=False),
+            rotary_dim=rotary_dim, notes=notes,
         )
 
-    # --- graph ------------------------------------------------------------------------------------
-    def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
-        b = self.base
-        return [
-            Part(f"{b}.embed_in", f"{b}.embed_in", NodeKind.EMBEDDING, blk.embedding(spec.vocab_size, spec.hidden_size)),
-            Part(f"{b}:positions", b, NodeKind.POSITIONS, self.mask_counts(spec)),
-            Part(f"{b}.rotary_emb", f"{b}.rotary_emb", NodeKind.ROTARY, blk.rotary_table(spec.rotary_dim)),
-        ]
-
-    def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
-        h, H, D, inter, t = spec.hidden_size, spec.num_heads, spec.head_dim, spec.intermediate_size, blk.TOKENS
-        keys = blk.keys_full()
-        a, m = ".attention", ".mlp"
+    def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+        h, H, D, t, a = spec.hidden_size, spec.num_heads, spec.head_dim, blk.TOKENS, ".attention"
         rope = blk.apply_rope(H, spec.rotary_dim) + blk.apply_rope(H, spec.rotary_dim)  # q and k
         return [
-            Part(".input_layernorm", ".input_layernorm", NodeKind.NORM, layer_norm(t, h)),
-            Part(f"{a}.query_key_value", f"{a}.query_key_value", NodeKind.LINEAR,
-                 blk.linear(t, h, 3 * h, spec.qkv_bias), ATTN),
-            Part(f"{a}:rope", a, NodeKind.ROPE, rope, ATTN),
-            Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(H, D, blk.cached_full()), ATTN),
-            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, blk.attn_scores(H, D, keys, kv_heads=H), ATTN),
-            Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
-            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys, kv_heads=H), ATTN),
-            Part(f"{a}.dense", f"{a}.dense", NodeKind.LINEAR, blk.linear(t, h, h, spec.o_bias), ATTN),
-            Part(".post_attention_layernorm", ".post_attention_layernorm", NodeKind.NORM, layer_norm(t, h)),
-            Part(f"{m}.dense_h_to_4h", f"{m}.dense_h_to_4h", NodeKind.LINEAR, blk.linear(t, h, inter, True), MLP),
-            Part(f"{m}.act", f"{m}.act", NodeKind.ACTIVATION, activation_counts(spec.activation, t * inter), MLP),
-            Part(f"{m}.dense_4h_to_h", f"{m}.dense_4h_to_h", NodeKind.LINEAR, blk.linear(t, inter, h, True), MLP),
-            # parallel: mlp + attn + x; sequential: attn + x, then mlp + that: two adds either way
-            Part(":residual", "", NodeKind.RESIDUAL, blk.residual(h)),
+            part(f"{a}.query_key_value", NodeKind.LINEAR, blk.linear(t, h, 3 * h, spec.qkv_bias), ATTN),
+            part(f"{a}:rope", NodeKind.ROPE, rope, ATTN),
+            *attention_core(a, H, D, blk.keys_full(), blk.cached_full()),
+            part(f"{a}.dense", NodeKind.LINEAR, blk.linear(t, h, h, spec.o_bias), ATTN),
         ]
 
-    def tail_parts(self, spec: ArchSpec) -> list[Part]:
-        head = blk.lm_head(blk.TOKENS, spec.hidden_size, spec.vocab_size, tied=spec.tie_word_embeddings)
-        return [
-            Part(f"{self.base}.final_layer_norm", f"{self.base}.final_layer_norm", NodeKind.NORM,
-                 layer_norm(blk.TOKENS, spec.hidden_size)),
-            Part("lm_head", "lm_head", NodeKind.LM_HEAD, head),
-        ]
+    def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+        return plain_mlp(spec, ".mlp.dense_h_to_4h", ".mlp.act", ".mlp.dense_4h_to_h")
 
-    def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
-        # head_dim 16; the factor of the real config still applies (0.25 -> 4 rotated dims)
-        return {**data, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "vocab_size": 128}
+    def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+        # parallel: mlp + attn + x; sequential: attn + x, then mlp + that: two adds either way
+        residual = part(":residual", NodeKind.RESIDUAL, blk.residual(spec.hidden_size))
+        return [self.norm_part(spec, ".input_layernorm"), *self.attention_parts(spec, layer),
+                self.norm_part(spec, ".post_attention_layernorm"), *self.ffn_parts(spec, layer), residual]

@@ -8,16 +8,15 @@ from typing import Any
 
 from ..graph import NodeKind
 from ..graph import blocks as blk
-from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..spec import ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
-from .template import DecoderTemplate as LlamaStyle
+from .template import DecoderTemplate, decoder_fields, part
 
 
 @register
-class Olmo2(LlamaStyle):
+class Olmo2(DecoderTemplate):
     """olmo2. Quirks, all from transformers' Olmo2Config / modeling_olmo2:
 
     - no input norm: ``post_attention_layernorm`` normalises the attention output and
@@ -32,27 +31,9 @@ class Olmo2(LlamaStyle):
 
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
         f = Fields(data, "olmo2")
-        hidden = f.int("hidden_size")
-        heads, kv_heads, head_dim = f.attention_heads(hidden)
+        common = decoder_fields(f, self.name, name)
         bias = f.bool("attention_bias", default=False)
-        return ArchSpec(
-            model_type="olmo2",
-            family=self.name,
-            name=name,
-            hidden_size=hidden,
-            num_layers=f.int("num_hidden_layers"),
-            num_heads=heads,
-            num_kv_heads=kv_heads,
-            head_dim=head_dim,
-            intermediate_size=f.int("intermediate_size"),
-            vocab_size=f.int("vocab_size"),
-            activation=read_activation(f, "hidden_act", default="silu"),
-            qkv_bias=bias,
-            o_bias=bias,
-            tie_word_embeddings=f.bool("tie_word_embeddings", default=False),
-            rotary_dim=head_dim,
-            qk_norm=True,
-        )
+        return ArchSpec(**{**common, "rotary_dim": common["head_dim"]}, qkv_bias=bias, o_bias=bias, qk_norm=True)
 
     def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         # Llama's q_norm / k_norm work per head (rows = tokens*heads, width head_dim); OLMo-2's see one row
@@ -66,17 +47,8 @@ class Olmo2(LlamaStyle):
         h, t = spec.hidden_size, blk.TOKENS
         return [
             *self.attention_parts(spec, layer),
-            Part(".post_attention_layernorm", ".post_attention_layernorm", NodeKind.NORM, self.norm(spec, t, h)),
-            Part(":residual", "", NodeKind.RESIDUAL, blk.residual(h)),
+            part(".post_attention_layernorm", NodeKind.NORM, self.norm(spec, t, h)),
+            part(":residual", NodeKind.RESIDUAL, blk.residual(h)),
             *self.ffn_parts(spec, layer),
-            Part(".post_feedforward_layernorm", ".post_feedforward_layernorm", NodeKind.NORM, self.norm(spec, t, h)),
+            part(".post_feedforward_layernorm", NodeKind.NORM, self.norm(spec, t, h)),
         ]
-
-    def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
-        heads = data.get("num_attention_heads", 4)
-        kv = data.get("num_key_value_heads") or heads
-        out = {**data, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
-               "num_attention_heads": 4, "num_key_value_heads": 4 if kv == heads else 2, "vocab_size": 128}
-        if data.get("head_dim") is not None:
-            out["head_dim"] = 24  # keep an explicit head_dim that differs from hidden/heads (64/4 = 16)
-        return out

@@ -20,18 +20,17 @@ from __future__ import annotations
 from typing import Any
 
 from .. import ops
-from ..formula import B, P, S
+from ..formula import B, Formula, P, S
 from ..graph import NodeKind
 from ..graph import blocks as blk
-from ..graph.activations import activation_counts, read_activation
+from ..graph.activations import read_activation
 from ..graph.blocks import Part
-from ..graph.node import ATTN, EMBED_GROUP, MLP
+from ..graph.node import ATTN
 from ..ops import Counts
 from ..spec import ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
-from .gpt2 import embed_add, layer_norm
-from .template import DecoderTemplate as LlamaStyle
+from .template import DecoderTemplate, embed_add_part, part, plain_mlp, renamed
 
 POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding.offset
 
@@ -44,21 +43,8 @@ class OPTSpec(ArchSpec):
     final_layer_norm: bool = True
 
 
-def opt_positions(keys: Any) -> Counts:
-    """OPTDecoder's position ids over the all-ones mask of B x (P+S), then the causal mask:
-    cumsum along the sequence: B*(P+S-1) ADD; * mask: B*(P+S) MULT; - 1: B*(P+S) ADD."""
-    n = B * (P + S)
-    return (ops.cumsum(B, P + S) + ops.elementwise("mul", n) + ops.elementwise("sub", n)
-            + blk.causal_mask(keys))
-
-
-def learned_positions(max_positions: int, hidden: int) -> Counts:
-    """position_ids + offset (B*S ADD), then a B*S-row lookup of the (max_positions + 2) x hidden table."""
-    return ops.elementwise("add", B * S) + blk.embedding(max_positions + POSITION_OFFSET, hidden)
-
-
 @register
-class OPT(LlamaStyle):
+class OPT(DecoderTemplate):
     name = "opt"
     model_types = ("opt",)
     base = "model.decoder"
@@ -72,93 +58,69 @@ class OPT(LlamaStyle):
         pre_ln = f.bool("do_layer_norm_before", default=True)
         bias = f.bool("enable_bias", default=True)
         return OPTSpec(
-            model_type="opt",
-            family=self.name,
-            name=name,
-            hidden_size=hidden,
-            num_layers=f.int("num_hidden_layers"),
-            num_heads=heads,
-            num_kv_heads=heads,
-            head_dim=hidden // heads,
-            intermediate_size=f.int("ffn_dim"),
-            vocab_size=f.int("vocab_size"),
-            norm="layernorm",
-            activation=read_activation(f, "activation_function", default="relu"),
-            gated_mlp=False,
-            qkv_bias=bias,
-            o_bias=bias,
-            mlp_bias=bias,
-            tie_word_embeddings=f.bool("tie_word_embeddings", default=True),
+            model_type="opt", family=self.name, name=name, hidden_size=hidden,
+            num_layers=f.int("num_hidden_layers"), num_heads=heads, num_kv_heads=heads, head_dim=hidden // heads,
+            intermediate_size=f.int("ffn_dim"), vocab_size=f.int("vocab_size"), norm="layernorm",
+            activation=read_activation(f, "activation_function", default="relu"), gated_mlp=False,
+            qkv_bias=bias, o_bias=bias, mlp_bias=bias, tie_word_embeddings=f.bool("tie_word_embeddings", default=True),
             max_positions=f.int("max_position_embeddings", default=2048),
-            word_embed_proj_dim=f.int("word_embed_proj_dim", default=hidden),
-            enable_bias=bias,
+            word_embed_proj_dim=f.int("word_embed_proj_dim", default=hidden), enable_bias=bias,
             layer_norm_affine=f.bool("layer_norm_elementwise_affine", default=True),
             final_layer_norm=pre_ln and not f.bool("_remove_final_layer_norm", default=False),
         )
 
     # --- graph ------------------------------------------------------------------------------------
+    def norm(self, spec: ArchSpec, rows: Formula, n: int) -> Counts:
+        assert isinstance(spec, OPTSpec)
+        if spec.layer_norm_affine:
+            return blk.layer_norm(rows, n)
+        return blk.with_params(ops.layer_norm(rows, n, weight=False, bias=False), 0)  # no weight, no bias
+
+    def mask_counts(self, spec: ArchSpec) -> Counts:
+        # position ids over the all-ones mask of B x (P+S): cumsum (B*(P+S-1) ADD), * mask, - 1; the causal mask
+        n = B * (P + S)
+        return ops.cumsum(B, P + S) + ops.elementwise("mul", n) + ops.elementwise("sub", n) + blk.causal_mask(P + S)
+
     def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
         assert isinstance(spec, OPTSpec)
         b, h, proj = self.base, spec.hidden_size, spec.word_embed_proj_dim
         parts = [
-            Part(f"{b}.embed_tokens", f"{b}.embed_tokens", NodeKind.EMBEDDING, blk.embedding(spec.vocab_size, proj)),
-            Part(f"{b}:positions", b, NodeKind.POSITIONS, opt_positions(blk.keys_full())),
-            Part(f"{b}.embed_positions", f"{b}.embed_positions", NodeKind.EMBEDDING,
-                 learned_positions(spec.max_positions, h)),
+            part(f"{b}.embed_tokens", NodeKind.EMBEDDING, blk.embedding(spec.vocab_size, proj)),
+            part(f"{b}:positions", NodeKind.POSITIONS, self.mask_counts(spec)),
+            # position_ids + offset (B*S ADD), then a B*S-row lookup of the (max_positions + 2) x hidden table
+            part(f"{b}.embed_positions", NodeKind.EMBEDDING,
+                 ops.elementwise("add", B * S) + blk.embedding(spec.max_positions + POSITION_OFFSET, h)),
         ]
         if proj != h:
-            parts.append(Part(f"{b}.project_in", f"{b}.project_in", NodeKind.LINEAR,
-                              blk.linear(blk.TOKENS, proj, h, bias=False)))
-        parts.append(Part(f"{b}:embed_add", b, NodeKind.ELEMENTWISE, embed_add(h), group=EMBED_GROUP, label="embed"))
-        return parts
+            parts.append(part(f"{b}.project_in", NodeKind.LINEAR, blk.linear(blk.TOKENS, proj, h, bias=False)))
+        return [*parts, embed_add_part(b, h)]
+
+    def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+        a = ".self_attn"
+        # q_proj(x) * scaling; eager attention is then called with scaling=1.0: that multiplication still runs
+        q_scale = part(f"{a}:q_scale", NodeKind.ELEMENTWISE, ops.elementwise("mul", blk.TOKENS * spec.hidden_size), ATTN)
+        parts = renamed(super().attention_parts(spec, layer), {f"{a}.o_proj": f"{a}.out_proj"})
+        return [parts[0], q_scale, *parts[1:]]
+
+    def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+        return plain_mlp(spec, ".fc1", ".activation_fn", ".fc2")
 
     def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
-        assert isinstance(spec, OPTSpec)
-        h, H, D, ffn, t = spec.hidden_size, spec.num_heads, spec.head_dim, spec.intermediate_size, blk.TOKENS
-        keys, bias, affine = blk.keys_full(), spec.enable_bias, spec.layer_norm_affine
-        a = ".self_attn"
-        return [
-            Part(".self_attn_layer_norm", ".self_attn_layer_norm", NodeKind.NORM, layer_norm(t, h, affine)),
-            Part(f"{a}.q_proj", f"{a}.q_proj", NodeKind.LINEAR, blk.linear(t, h, h, bias), ATTN),
-            # q_proj(x) * scaling
-            Part(f"{a}:q_scale", a, NodeKind.ELEMENTWISE, ops.elementwise("mul", t * h), ATTN),
-            Part(f"{a}.k_proj", f"{a}.k_proj", NodeKind.LINEAR, blk.linear(t, h, h, bias), ATTN),
-            Part(f"{a}.v_proj", f"{a}.v_proj", NodeKind.LINEAR, blk.linear(t, h, h, bias), ATTN),
-            Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(H, D, blk.cached_full()), ATTN),
-            # eager attention is called with scaling=1.0: the multiplication still runs
-            Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, blk.attn_scores(H, D, keys, kv_heads=H), ATTN),
-            Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
-            Part(f"{a}:context", a, NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys, kv_heads=H), ATTN),
-            Part(f"{a}.out_proj", f"{a}.out_proj", NodeKind.LINEAR, blk.linear(t, h, h, bias), ATTN),
-            Part(":residual", "", NodeKind.RESIDUAL, blk.residual(h)),
-            Part(".final_layer_norm", ".final_layer_norm", NodeKind.NORM, layer_norm(t, h, affine)),
-            Part(".fc1", ".fc1", NodeKind.LINEAR, blk.linear(t, h, ffn, bias), MLP),
-            Part(".activation_fn", ".activation_fn", NodeKind.ACTIVATION,
-                 activation_counts(spec.activation, t * ffn), MLP),
-            Part(".fc2", ".fc2", NodeKind.LINEAR, blk.linear(t, ffn, h, bias), MLP),
-        ]
+        return [self.norm_part(spec, ".self_attn_layer_norm"), *self.attention_parts(spec, layer),
+                part(":residual", NodeKind.RESIDUAL, blk.residual(spec.hidden_size)),
+                self.norm_part(spec, ".final_layer_norm"), *self.ffn_parts(spec, layer)]
 
     def tail_parts(self, spec: ArchSpec) -> list[Part]:
         assert isinstance(spec, OPTSpec)
         b, h, proj, t = self.base, spec.hidden_size, spec.word_embed_proj_dim, blk.TOKENS
-        parts: list[Part] = []
-        if spec.final_layer_norm:
-            parts.append(Part(f"{b}.final_layer_norm", f"{b}.final_layer_norm", NodeKind.NORM,
-                              layer_norm(t, h, spec.layer_norm_affine)))
+        parts = [self.norm_part(spec, f"{b}.final_layer_norm")] if spec.final_layer_norm else []
         if proj != h:
-            parts.append(Part(f"{b}.project_out", f"{b}.project_out", NodeKind.LINEAR,
-                              blk.linear(t, h, proj, bias=False)))
-        head = blk.lm_head(t, proj, spec.vocab_size, tied=spec.tie_word_embeddings)
-        parts.append(Part("lm_head", "lm_head", NodeKind.LM_HEAD, head))
-        return parts
+            parts.append(part(f"{b}.project_out", NodeKind.LINEAR, blk.linear(t, h, proj, bias=False)))
+        return [*parts, part("lm_head", NodeKind.LM_HEAD, blk.lm_head(t, proj, spec.vocab_size, tied=spec.tie_word_embeddings))]
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
-        out = {**data, "hidden_size": 64, "ffn_dim": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
-               "vocab_size": 128, "max_position_embeddings": 64}
         proj = data.get("word_embed_proj_dim")
-        if proj is not None and proj != data.get("hidden_size"):
-            out["word_embed_proj_dim"] = 32  # keep project_in / project_out
-        else:
-            out["word_embed_proj_dim"] = 64
-        return out
-
+        # keep project_in / project_out where the real model has them
+        return {**data, "hidden_size": 64, "ffn_dim": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "vocab_size": 128, "max_position_embeddings": 64,
+                "word_embed_proj_dim": 32 if proj is not None and proj != data.get("hidden_size") else 64}

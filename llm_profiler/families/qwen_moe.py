@@ -10,13 +10,13 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..graph import blocks as blk
-from ..graph.activations import read_activation
 from ..graph.moe import MoESpec
 from ..ops import Counts
 from ..spec import FULL_ATTENTION, SLIDING_ATTENTION, ArchSpec
 from . import register
 from .fields import Fields
-from .mixtral import SparseMoEStyle, moe_tiny_dims
+from .mixtral import SparseMoEStyle
+from .template import decoder_fields, tiny_dims
 
 
 @register
@@ -43,8 +43,6 @@ class QwenMoE(SparseMoEStyle):
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
         model_type = data["model_type"]
         f = Fields(data, model_type)
-        hidden = f.int("hidden_size")
-        heads, kv_heads, head_dim = f.attention_heads(hidden)
         layers = f.int("num_hidden_layers")
         qwen2 = model_type == "qwen2_moe"
 
@@ -56,8 +54,7 @@ class QwenMoE(SparseMoEStyle):
         dense = tuple(i for i in range(layers) if num_experts == 0 or i in mlp_only or (i + 1) % step)
         moe_inter = f.int("moe_intermediate_size")
         # the dense MLP width matters only when some layer is dense
-        inter = f.int("intermediate_size") if dense else f.int("intermediate_size", default=moe_inter)
-
+        common = decoder_fields(f, self.name, name, intermediate_default=None if dense else moe_inter)
         window, layer_types = self._sliding(f, layers, qwen2)
         if qwen2:
             qkv_bias, o_bias = f.bool("qkv_bias", default=True), False
@@ -65,11 +62,8 @@ class QwenMoE(SparseMoEStyle):
             qkv_bias = o_bias = f.bool("attention_bias", default=False)
         shared = f.int("shared_expert_intermediate_size") if qwen2 and len(dense) < layers else 0
         return MoESpec(
-            model_type=model_type, family=self.name, name=name,
-            hidden_size=hidden, num_layers=layers, num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
-            intermediate_size=inter, vocab_size=f.int("vocab_size"), activation=read_activation(f, "hidden_act", default="silu"),
-            qkv_bias=qkv_bias, o_bias=o_bias, tie_word_embeddings=f.bool("tie_word_embeddings", default=False),
-            rotary_dim=head_dim, sliding_window=window, layer_types=layer_types, qk_norm=not qwen2,
+            **{**common, "rotary_dim": common["head_dim"]}, qkv_bias=qkv_bias, o_bias=o_bias,
+            sliding_window=window, layer_types=layer_types, qk_norm=not qwen2,
             num_experts=num_experts, experts_per_token=f.int("num_experts_per_tok"),
             moe_intermediate_size=moe_inter, norm_topk_prob=f.bool("norm_topk_prob", default=False),
             shared_expert_intermediate_size=shared, shared_expert_gate=bool(shared), dense_layers=dense,
@@ -79,20 +73,14 @@ class QwenMoE(SparseMoEStyle):
     def _sliding(f: Fields, layers: int, qwen2: bool) -> tuple[int | None, tuple[str, ...]]:
         """(window, layer_types) as transformers 5.23 sets them up."""
         use = f.bool("use_sliding_window", default=False)
-        given = f.raw("layer_types")
         # an explicit null window: transformers keeps None (qwen3_moe: no sliding; qwen2_moe: its mask fails)
         null_window = "sliding_window" in f.data and f.data["sliding_window"] is None
         if not qwen2:  # qwen3_moe: sliding_window = None unless use_sliding_window; then every layer slides
             if not use or null_window:
                 return None, ()
             return f.int("sliding_window", default=4096, minimum=2), (SLIDING_ATTENTION,) * layers
-        if given is not None:
-            if not isinstance(given, list) or len(given) != layers or any(
-                t not in (FULL_ATTENTION, SLIDING_ATTENTION) for t in given
-            ):
-                raise ConfigError(f"qwen2_moe config field 'layer_types' must list {layers} entries of "
-                                  f"'{FULL_ATTENTION}' / '{SLIDING_ATTENTION}'")
-            types = tuple(given)
+        types = f.layer_types(layers)
+        if types is not None:
             if SLIDING_ATTENTION in types and not use:
                 raise ConfigError("qwen2_moe config has sliding_attention layers in 'layer_types' but "
                                   "use_sliding_window is false (transformers then sets the window to 0)")
@@ -120,20 +108,15 @@ class QwenMoE(SparseMoEStyle):
                 + blk.causal_mask(sliding_keys, spec.sliding_window or 0))
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
-        out = {**data, **moe_tiny_dims(data), "intermediate_size": 96, "moe_intermediate_size": 32,
-               "num_experts": 4, "num_experts_per_tok": 2}
-        out.pop("num_local_experts", None)
+        out = tiny_dims({k: v for k, v in data.items() if k not in ("num_local_experts", "layer_types")},
+                        moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2)
         if data["model_type"] == "qwen2_moe":
             out["shared_expert_intermediate_size"] = 80
-        if data.get("head_dim") is not None:
-            out["head_dim"] = 24  # an explicit head_dim that differs from hidden/heads (64/4 = 16)
         step = data.get("decoder_sparse_step") or 1
         if step > 1 or data.get("mlp_only_layers"):
             out["num_hidden_layers"] = 4  # room for dense and MoE layers
             out["decoder_sparse_step"] = min(step, 2)
             out["mlp_only_layers"] = [0] if data.get("mlp_only_layers") else []
         if data.get("use_sliding_window"):
-            out["sliding_window"] = 4
             out["max_window_layers"] = 1
-        out.pop("layer_types", None)
         return out

@@ -11,40 +11,53 @@ the LayerSpec makes layers differ (GPT-2's per-layer attention scaling).
 from __future__ import annotations
 
 from collections.abc import Hashable
+from dataclasses import replace
 from typing import Any
 
+from .. import ops
 from ..errors import ConfigError
 from ..formula import Formula
 from ..graph import Graph, Node, NodeKind
 from ..graph import blocks as blk
 from ..graph.activations import read_activation
 from ..graph.blocks import Part
-from ..graph.node import ATTN, MLP
+from ..graph.node import ATTN, EMBED_GROUP, MLP
 from ..ops import Counts
-from ..spec import ArchSpec, LayerSpec, Mixer
+from ..spec import SLIDING_ATTENTION, ArchSpec, LayerSpec, Mixer
 from .base import Family
 from .fields import Fields
 
 
 def decoder_fields(f: Fields, family: str, name: str, *, head_dim_default: int | None = None,
-                   activation_default: str = "silu", tie_default: bool = False) -> dict[str, Any]:
+                   activation_default: str = "silu", tie_default: bool = False,
+                   kv_default: int | None = None, intermediate_default: int | None = None) -> dict[str, Any]:
     """The ArchSpec fields every Llama-style config spells the same way: sizes, heads (``Fields.
     attention_heads``), ``hidden_act``, ``tie_word_embeddings`` and the rotary width (head_dim x
     ``partial_rotary_factor``). A family adds or overrides its own quirks: ``ArchSpec(**decoder_fields(...),
-    qk_norm=True)``."""
+    qk_norm=True)``. ``kv_default``: the KV heads when the config omits them (default: the heads);
+    ``intermediate_default``: the ``intermediate_size`` when omitted (default: required)."""
     hidden = f.int("hidden_size")
-    heads, kv_heads, head_dim = f.attention_heads(hidden, head_dim_default=head_dim_default)
+    heads, kv_heads, head_dim = f.attention_heads(hidden, kv_default=kv_default, head_dim_default=head_dim_default)
+    inter: dict[str, int] = {} if intermediate_default is None else {"default": intermediate_default}
     factor = f.float("partial_rotary_factor", default=1.0)
     if not 0 < factor <= 1:
         raise ConfigError(f"{f.model_type} config field 'partial_rotary_factor' must be in (0, 1], got {factor}")
     return {
         "model_type": f.model_type, "family": family, "name": name, "hidden_size": hidden,
         "num_layers": f.int("num_hidden_layers"), "num_heads": heads, "num_kv_heads": kv_heads,
-        "head_dim": head_dim, "intermediate_size": f.int("intermediate_size"), "vocab_size": f.int("vocab_size"),
+        "head_dim": head_dim, "intermediate_size": f.int("intermediate_size", **inter),
+        "vocab_size": f.int("vocab_size"),
         "activation": read_activation(f, "hidden_act", default=activation_default),
         "tie_word_embeddings": f.bool("tie_word_embeddings", default=tie_default),
         "rotary_dim": int(head_dim * factor),
     }
+
+
+def every_layer_window(f: Fields, layers: int) -> dict[str, Any]:
+    """``sliding_window`` (absent or null = none) on every layer (mask and cache), as Mistral: the ArchSpec's
+    ``sliding_window`` and ``layer_types``."""
+    window = f.int("sliding_window", default=None, minimum=2)
+    return {"sliding_window": window, "layer_types": (SLIDING_ATTENTION,) * layers if window is not None else ()}
 
 
 def tiny_dims(data: dict[str, Any], *, layers: int = 2, **extra: Any) -> dict[str, Any]:
@@ -69,6 +82,65 @@ def tiny_dims(data: dict[str, Any], *, layers: int = 2, **extra: Any) -> dict[st
     return out
 
 
+def part(suffix: str, kind: str, counts: Counts, block: str | None = None, **tags: str) -> Part:
+    """A Part whose module is its path up to the ``:`` (``.self_attn:scores`` runs in ``.self_attn``; a
+    plain ``.mlp.fc1`` is its own module): the naming rule of every family."""
+    return Part(suffix, suffix.partition(":")[0], kind, counts, block, **tags)
+
+
+def renamed(parts: list[Part], names: dict[str, str]) -> list[Part]:
+    """``parts`` with the suffixes in ``names`` renamed (the module follows the path: ``part``'s rule)."""
+    return [replace(p, suffix=names[p.suffix], module_suffix=names[p.suffix].partition(":")[0])
+            if p.suffix in names else p for p in parts]
+
+
+def embed_add_part(base: str, hidden: int) -> Part:
+    """Token embeddings + learned position embeddings in the base model ``base``: B*S*hidden ADD."""
+    return part(f"{base}:embed_add", NodeKind.ELEMENTWISE, ops.elementwise("add", blk.TOKENS * hidden),
+                group=EMBED_GROUP, label="embed")
+
+
+def attention_core(a: str, heads: int, head_dim: int, keys: Formula, cached: Formula, *,
+                   kv_heads: int | None = None, scores: Counts | None = None) -> list[Part]:
+    """The eager attention of module ``a`` after its projections: the KV cache (``kv_heads``, default
+    ``heads``, heads of ``cached`` tokens), the scores (``scores`` replaces the scaled, masked q @ k^T),
+    the softmax and probs @ v."""
+    kv = heads if kv_heads is None else kv_heads
+    if scores is None:
+        scores = blk.attn_scores(heads, head_dim, keys, kv_heads=kv)
+    return [
+        part(f"{a}:kv_cache", NodeKind.KV_CACHE, blk.kv_cache(kv, head_dim, cached), ATTN),
+        part(f"{a}:scores", NodeKind.ATTN_SCORES, scores, ATTN),
+        part(f"{a}:softmax", NodeKind.ATTN_SOFTMAX, blk.attn_softmax(heads, keys), ATTN),
+        part(f"{a}:context", NodeKind.ATTN_CONTEXT, blk.attn_context(heads, head_dim, keys, kv_heads=kv), ATTN),
+    ]
+
+
+def gated_mlp(spec: ArchSpec, m: str = ".mlp", intermediate: int | None = None) -> list[Part]:
+    """The gated MLP of module ``m``: down(act(gate(x)) * up(x)), ``intermediate`` wide (default the spec's),
+    every projection with ``spec.mlp_bias``."""
+    h, t, bias = spec.hidden_size, blk.TOKENS, spec.mlp_bias
+    inter = spec.intermediate_size if intermediate is None else intermediate
+    return [
+        part(f"{m}.gate_proj", NodeKind.LINEAR, blk.linear(t, h, inter, bias), MLP),
+        part(f"{m}.act_fn", NodeKind.ACTIVATION, blk.activation(spec.activation, t * inter), MLP),
+        part(f"{m}.up_proj", NodeKind.LINEAR, blk.linear(t, h, inter, bias), MLP),
+        part(f"{m}:gate_mul", NodeKind.ELEMENTWISE, blk.gate_product(inter), MLP),
+        part(f"{m}.down_proj", NodeKind.LINEAR, blk.linear(t, inter, h, bias), MLP),
+    ]
+
+
+def plain_mlp(spec: ArchSpec, up: str, act: str, down: str, linear: Any = blk.linear) -> list[Part]:
+    """A non-gated MLP: ``up`` (hidden -> intermediate), the activation module ``act``, ``down`` back; both
+    projections carry ``spec.mlp_bias``; ``linear`` builds them (a family's own linear)."""
+    h, inter, t, bias = spec.hidden_size, spec.intermediate_size, blk.TOKENS, spec.mlp_bias
+    return [
+        part(up, NodeKind.LINEAR, linear(t, h, inter, bias), MLP),
+        part(act, NodeKind.ACTIVATION, blk.activation(spec.activation, t * inter), MLP),
+        part(down, NodeKind.LINEAR, linear(t, inter, h, bias), MLP),
+    ]
+
+
 def _first_of_each(types: list[Any], minimum: int) -> list[Any]:
     """The shortest prefix of a per-layer list holding every kind it has (at least ``minimum`` entries)."""
     kinds, count = set(types), len(types)
@@ -86,6 +158,8 @@ class DecoderTemplate(Family):
 
     base = "model"  # the base model's module path
     layer_prefix = "model.layers."
+    embed_name = "embed_tokens"  # the token embedding under ``base``
+    final_norm_name = "norm"  # the final norm under ``base``
 
     # --- graph ------------------------------------------------------------------------------------
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +209,7 @@ class DecoderTemplate(Family):
     def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
         b = self.base
         parts = [
-            Part(f"{b}.embed_tokens", f"{b}.embed_tokens", NodeKind.EMBEDDING,
+            Part(f"{b}.{self.embed_name}", f"{b}.{self.embed_name}", NodeKind.EMBEDDING,
                  blk.embedding(spec.vocab_size, spec.hidden_size)),
             Part(f"{b}:positions", b, NodeKind.POSITIONS, self.mask_counts(spec)),
         ]
@@ -147,6 +221,10 @@ class DecoderTemplate(Family):
         if spec.norm == "layernorm":
             return blk.layer_norm(rows, n)
         return blk.rms_norm(rows, n)
+
+    def norm_part(self, spec: ArchSpec, suffix: str, **tags: str) -> Part:
+        """The norm module ``suffix`` (``self.norm``) over the hidden states of every token."""
+        return part(suffix, NodeKind.NORM, self.norm(spec, blk.TOKENS, spec.hidden_size), **tags)
 
     def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         h, H, KV, D = spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim
@@ -173,15 +251,7 @@ class DecoderTemplate(Family):
         return parts
 
     def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
-        h, inter, t = spec.hidden_size, spec.intermediate_size, blk.TOKENS
-        m = ".mlp"
-        return [
-            Part(f"{m}.gate_proj", f"{m}.gate_proj", NodeKind.LINEAR, blk.linear(t, h, inter, spec.mlp_bias), MLP),
-            Part(f"{m}.act_fn", f"{m}.act_fn", NodeKind.ACTIVATION, blk.activation(spec.activation, t * inter), MLP),
-            Part(f"{m}.up_proj", f"{m}.up_proj", NodeKind.LINEAR, blk.linear(t, h, inter, spec.mlp_bias), MLP),
-            Part(f"{m}:gate_mul", m, NodeKind.ELEMENTWISE, blk.gate_product(inter), MLP),
-            Part(f"{m}.down_proj", f"{m}.down_proj", NodeKind.LINEAR, blk.linear(t, inter, h, spec.mlp_bias), MLP),
-        ]
+        return gated_mlp(spec)
 
     def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         h, t = spec.hidden_size, blk.TOKENS
@@ -203,7 +273,7 @@ class DecoderTemplate(Family):
     def tail_parts(self, spec: ArchSpec) -> list[Part]:
         head = blk.lm_head(blk.TOKENS, spec.hidden_size, spec.vocab_size, tied=spec.tie_word_embeddings)
         return [
-            Part(f"{self.base}.norm", f"{self.base}.norm", NodeKind.NORM, self.norm(spec, blk.TOKENS, spec.hidden_size)),
+            part(f"{self.base}.{self.final_norm_name}", NodeKind.NORM, self.norm(spec, blk.TOKENS, spec.hidden_size)),
             Part("lm_head", "lm_head", NodeKind.LM_HEAD, head),
         ]
 
