@@ -152,6 +152,10 @@ def test_gpt_oss_router_experts_and_clamped_swiglu(oss: Any) -> None:
     assert experts["add"] == 12 * 192 * 63 + 12 * 192 + 12 * 64 * 95 + 12 * 64 + 6 * 64  # bmms, biases, sum of 2
     assert experts["params"] == 4 * (3 * 64 * 96 + 2 * 96 + 64)  # 74,752
     assert experts["active_params"] == 2 * 18_688
+    # traffic facts: the pairs read min(E, T*k) experts' weights (biases included); at decode (B = 1) 2 of 4
+    (weight,) = oss.model.graph.node("model.layers.0.mlp.experts").facts.weights
+    assert weight.shape == (4, 18_688) and weight.pairs is not None
+    assert weight.pairs.evaluate({"B": 2, "S": 3, "P": 5}) == 12 and weight.pairs.evaluate({"B": 1, "S": 1, "P": 5}) == 2
     glu = v["model.layers.0.mlp.experts:swiglu"]  # n = 12 pairs * I = 1,152
     assert glu["cmp"] == 3 * 1_152  # clamp(max) on gate, clamp(min, max) on up
     assert glu["mult"] == 3 * 1_152  # gate * alpha, gate * sigmoid, (up + 1) * glu
@@ -215,6 +219,8 @@ def test_llama4_dense_experts_router_and_shared_expert(l4: Any) -> None:
     assert experts["macs"] == 4 * 6 * 192 * 64 + 4 * 6 * 64 * 96  # 442,368 (4x a top-1 kernel's)
     assert (experts["params"], experts["active_params"]) == (4 * 3 * 64 * 96, 3 * 64 * 96)
     assert v["model.layers.1.feed_forward.experts.act_fn"]["exp"] == 4 * 6 * 96
+    (weight,) = l4.model.graph.node("model.layers.1.feed_forward.experts").facts.weights
+    assert weight.pairs is not None and weight.pairs.evaluate({"B": 1, "S": 1, "P": 5}) == 4  # all E read, even at decode
     routing = v["model.layers.1.feed_forward:routing"]
     assert routing["mult"] == 4 * 6 * 64  # inputs * scores
     assert routing["add"] == 6 * 64 * 3 + 6 * 64  # sum of the 4 outputs, + shared expert

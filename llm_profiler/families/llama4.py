@@ -81,10 +81,11 @@ class Llama4(DecoderTemplate):
         types = f.layer_types(n, ("full_attention", CHUNKED)) or tuple(
             CHUNKED if rope[i] else "full_attention" for i in range(n))
         step = f.int("interleave_moe_layer_step", default=1)
-        moe = f.raw("moe_layers", default=list(range(step - 1, n, step)))
-        if not isinstance(moe, list) or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n
-                                            for i in moe):
+        moe_list = f.raw("moe_layers", default=list(range(step - 1, n, step)))
+        if not isinstance(moe_list, list) or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n
+                                                 for i in moe_list):
             raise ConfigError(f"llama4_text config field 'moe_layers' must list layer indices in [0, {n})")
+        moe = set(moe_list)
         inter = common["intermediate_size"]
         sparse = FFN(kind="moe", intermediate=inter, experts=f.int("num_local_experts"),
                      top_k=f.int("num_experts_per_tok"), shared_intermediate=inter)
