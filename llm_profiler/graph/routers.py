@@ -26,7 +26,8 @@ from .node import MLP, NodeKind
 class Router(BaseModel):
     """One top-k router's quirks.
 
-    scoring: softmax or sigmoid over the router logits. correction_bias: the experts are chosen on
+    scoring: softmax or sigmoid over the router logits, or ``topk_softmax``: the top-k logits chosen first,
+    then a softmax over those k (Granite-MoE, JetMoE; no renormalisation: they already sum to one). correction_bias: the experts are chosen on
     scores + bias, their weights gathered from the unbiased scores. n_group / topk_group (grouped): the
     experts fall in n_group groups scored by the sum of their top-2; only the topk_group best groups are
     eligible. normalize: the top-k weights divided by their sum (``norm_eps``: sum + 1e-20 first).
@@ -34,7 +35,7 @@ class Router(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    scoring: Literal["softmax", "sigmoid"] = "softmax"
+    scoring: Literal["softmax", "sigmoid", "topk_softmax"] = "softmax"
     correction_bias: bool = False
     grouped: bool = False
     n_group: int = Field(default=1, ge=1)
@@ -58,10 +59,13 @@ def topk_router(hidden: int, experts: int, top_k: int, router: Router, rows: For
     grouped: each group's top-2 (topk over E/G) summed, the topk_group best groups (topk over G), and
     ``~mask`` before masked_fill: rows*E logic; top-k over the experts (k max scans); with a correction
     bias the weights are gathered from the unbiased scores (rows*k, no arithmetic);
+    topk_softmax: top-k of the logits, then a softmax over the k values, nothing else;
     normalize: sum of k (k-1 ADD), + 1e-20 (rows ADD) when norm_eps, rows*k DIV; scaling: rows*k MULT.
     params: experts * hidden (the router's ``weight``)."""
     E, k = experts, top_k
     out = linear(rows, hidden, E, bias=False)
+    if router.scoring == "topk_softmax":  # topk(logits), softmax over the k chosen
+        return out + ops.topk(rows, E, k) + ops.softmax(rows, k)
     out = out + (ops.softmax(rows, E) if router.scoring == "softmax" else ops.elementwise("sigmoid", rows * E))
     if router.correction_bias:
         out = out + ops.elementwise("add", rows * E)
@@ -90,9 +94,10 @@ class RoutedMoESpec(MoESpec):
 
 
 def routed_moe_parts(spec: RoutedMoESpec, block: str = ".mlp", router_name: str = ".gate",
-                     experts_name: str = ".experts", shared_name: str = ".shared_experts") -> list[Part]:
+                     experts_name: str = ".experts", shared_name: str | None = ".shared_experts") -> list[Part]:
     """The parts of a sparse MoE block with ``spec.router``, in forward order: router, routed experts
-    (batched_mm) and their activation, the shared experts, then routed + shared (rows*hidden ADD)."""
+    (batched_mm) and their activation, the shared experts, then routed + shared (rows*hidden ADD).
+    ``shared_name`` None: the family builds its shared experts itself (they live outside the block)."""
     h, E, k, inter = spec.hidden_size, spec.num_experts, spec.experts_per_token, spec.moe_intermediate_size
     parts = [
         Part(block + router_name, block + router_name, NodeKind.ROUTER, topk_router(h, E, k, spec.router), MLP),
@@ -100,7 +105,7 @@ def routed_moe_parts(spec: RoutedMoESpec, block: str = ".mlp", router_name: str 
         Part(f"{block}{experts_name}.act_fn", f"{block}{experts_name}.act_fn", NodeKind.ACTIVATION,
              expert_activation(spec.activation, inter, k), MLP),
     ]
-    if spec.shared_expert_intermediate_size:
+    if spec.shared_expert_intermediate_size and shared_name is not None:
         parts += gated_mlp_parts(block + shared_name, h, spec.shared_expert_intermediate_size, spec.activation,
                                  bias=spec.mlp_bias)
         parts.append(Part(f"{block}:shared_mix", block, NodeKind.ELEMENTWISE, shared_expert_mix(h, False), MLP))
