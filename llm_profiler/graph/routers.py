@@ -51,7 +51,8 @@ class Router(BaseModel):
         return self
 
 
-def topk_router(hidden: int, experts: int, top_k: int, router: Router, rows: Formula = TOKENS) -> Counts:
+def topk_router(hidden: int, experts: int, top_k: int, router: Router, rows: Formula = TOKENS,
+                logits: bool = True) -> Counts:
     """The router's forward on ``rows`` tokens, op by op:
 
     logits = F.linear(x, weight): rows x (hidden -> experts), no bias; scores: softmax over the experts
@@ -61,9 +62,10 @@ def topk_router(hidden: int, experts: int, top_k: int, router: Router, rows: For
     bias the weights are gathered from the unbiased scores (rows*k, no arithmetic);
     topk_softmax: top-k of the logits, then a softmax over the k values, nothing else;
     normalize: sum of k (k-1 ADD), + 1e-20 (rows ADD) when norm_eps, rows*k DIV; scaling: rows*k MULT.
-    params: experts * hidden (the router's ``weight``)."""
+    params: experts * hidden (the router's ``weight``). ``logits`` False: without the logits linear (a
+    family whose router holds it as a submodule, e.g. HunYuan's ``gate.wg``, puts it on its own node)."""
     E, k = experts, top_k
-    out = linear(rows, hidden, E, bias=False)
+    out = linear(rows, hidden, E, bias=False) if logits else Counts()
     if router.scoring == "topk_softmax":  # topk(logits), softmax over the k chosen
         return out + ops.topk(rows, E, k) + ops.softmax(rows, k)
     out = out + (ops.softmax(rows, E) if router.scoring == "softmax" else ops.elementwise("sigmoid", rows * E))
@@ -94,11 +96,14 @@ class RoutedMoESpec(MoESpec):
 
 
 def routed_moe_parts(spec: RoutedMoESpec, block: str = ".mlp", router_name: str = ".gate",
-                     experts_name: str = ".experts", shared_name: str | None = ".shared_experts") -> list[Part]:
+                     experts_name: str = ".experts", shared_name: str | None = ".shared_experts",
+                     top_k: int | None = None) -> list[Part]:
     """The parts of a sparse MoE block with ``spec.router``, in forward order: router, routed experts
     (batched_mm) and their activation, the shared experts, then routed + shared (rows*hidden ADD).
-    ``shared_name`` None: the family builds its shared experts itself (they live outside the block)."""
-    h, E, k, inter = spec.hidden_size, spec.num_experts, spec.experts_per_token, spec.moe_intermediate_size
+    ``shared_name`` None: the family builds its shared experts itself (they live outside the block).
+    ``top_k``: this layer's top-k when it differs from ``spec.experts_per_token`` (per-layer top-k)."""
+    h, E, inter = spec.hidden_size, spec.num_experts, spec.moe_intermediate_size
+    k = spec.experts_per_token if top_k is None else top_k
     parts = [
         Part(block + router_name, block + router_name, NodeKind.ROUTER, topk_router(h, E, k, spec.router), MLP),
         Part(block + experts_name, block + experts_name, NodeKind.EXPERTS, routed_experts(h, inter, E, k), MLP),
