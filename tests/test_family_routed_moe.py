@@ -2,7 +2,9 @@
 layer patterns, and validation against transformers 5.23 (full size on meta, tiny on the CPU).
 
 Configs: tests/family_configs/ (GLM-4.5-Air: a printed Glm4MoeConfig dump; MiniMax-M2.5: a vendored copy
-of the Hub config.json; OLMoE-1B-7B-0924: the checkpoint's published dims on OlmoeConfig defaults)."""
+of the Hub config.json; OLMoE-1B-7B-0924, granite-3.1-3b-a800m, Hunyuan-A13B, dots.llm1: the checkpoints'
+structural fields from stored public copies on the config class defaults; EXAONE-MoE and GLM-4-MoE-Lite:
+the transformers config class defaults (GLM-4.7-Flash's dims))."""
 
 from __future__ import annotations
 
@@ -28,6 +30,11 @@ def _data(name: str, **changes: Any) -> dict[str, Any]:
 GLM_AIR = "zai-org--GLM-4.5-Air"
 MINIMAX_M2 = "MiniMaxAI--MiniMax-M2.5"
 OLMOE = "allenai--OLMoE-1B-7B-0924"
+GRANITE = "ibm-granite--granite-3.1-3b-a800m-instruct"
+HUNYUAN = "tencent--Hunyuan-A13B-Instruct"
+DOTS = "rednote-hilab--dots.llm1.inst"
+EXAONE = "transformers--ExaoneMoeConfig-defaults"
+GLM_LITE = "transformers--Glm4MoeLiteConfig-defaults"
 
 
 # --- totals ---------------------------------------------------------------------------------------
@@ -55,6 +62,30 @@ OLMOE = "allenai--OLMoE-1B-7B-0924"
     # 16*(16,777,216 + 8,192 + 131,072 + 64*6,291,456) + 206,047,232 = 6,919,161,856; active (top 8):
     # 16*(16,916,480 + 8*6,291,456) + 206,047,232 = 1,282,017,280.
     (OLMOE, 6_919_161_856, 1_282_017_280),
+    # granite-3.1-3b-a800m (published 3.3B / 800M): h=1536, 24 heads x 64, 8 KV heads; per layer attention
+    # 1536*1536*2 + 2*1536*512 = 6,291,456, norms 2*1536, router 40*1536 = 61,440, experts 40 * 3*1536*512
+    # (2,359,296 each); tied embedding 49155*1536 = 75,502,080, final norm 1536:
+    # 32*(6,291,456 + 3,072 + 61,440 + 40*2,359,296) + 75,503,616 = 3,298,793,472; top 8: 882,874,368.
+    (GRANITE, 3_298_793_472, 882_874_368),
+    # Hunyuan-A13B (published 80B / 13B): h=4096, 32 heads x 128, 8 KV heads; per layer attention 41,943,040,
+    # q/k norms 2*128, norms 2*4096, router 64*4096 = 262,144, 64 experts + the shared MLP of 3*4096*3072
+    # (37,748,736 each); tied embedding 128167*4096 = 524,972,032, final norm 4096:
+    # 32*(41,943,040 + 256 + 8,192 + 262,144 + 65*37,748,736) + 524,976,128 = 80,393,183,232; top 8 + shared:
+    # 32*(42,213,632 + 9*37,748,736) + 524,976,128 = 12,747,448,320.
+    (HUNYUAN, 80_393_183_232, 12_747_448_320),
+    # dots.llm1 (published 142B / 14B): h=4096, 32 heads x 128; per layer attention 67,108,864, q/k norms 256,
+    # norms 8,192; layer 0 dense 3*4096*10944 = 134,479,872; 61 MoE layers: router 128*4096 = 524,288, 128
+    # routed + 2 shared experts of 3*4096*1408 = 17,301,504; embed + head 2*152064*4096, final norm 4096:
+    # 62*67,117,312 + 134,479,872 + 61*(524,288 + 130*17,301,504) + 1,245,712,384 + 4096 = 142,774,373,888;
+    # top 6 + 2 shared: 14,016,581,120.
+    (DOTS, 142_774_373_888, 14_016_581_120),
+    # GLM-4-MoE-Lite defaults = GLM-4.7-Flash (published 30B-A3B): h=2048, 20 heads, MLA q_lora 768, kv_lora
+    # 512, nope 192, rope 64, v 256: attention 2048*768 + 768 + 768*20*256 + 2048*576 + 512 + 512*20*448 +
+    # 20*256*2048 = 21,759,232 per layer, norms 2*2048; layer 0 dense 3*2048*10240 = 62,914,560; 46 MoE
+    # layers: router 64*2048, 64 + 1 shared experts of 3*2048*1536 = 9,437,184; embed + head 2*154880*2048,
+    # final norm: 47*21,763,328 + 62,914,560 + 46*(131,072 + 65*9,437,184) + 634,390,528 = 29,943,390,976;
+    # top 4 + shared: 3,896,763,136.
+    (GLM_LITE, 29_943_390_976, 3_896_763_136),
 ])
 def test_params_and_active_params(name: str, params: int, active: int) -> None:
     prof = profile(_data(name), 1, 1)
@@ -132,6 +163,54 @@ def test_olmoe_quirks() -> None:
         build_spec(_data(OLMOE, head_dim=64))
 
 
+def test_granite_multipliers_and_router() -> None:
+    v = profile(_data(GRANITE), 1, 3).values
+    assert v["model:embedding_multiplier"]["mult"] == 3 * 1536  # inputs_embeds * embedding_multiplier
+    assert v["model.layers.0:residual_multiplier"]["mult"] == 2 * 3 * 1536  # both block outputs
+    assert v[":logits_scaling"]["div"] == 3 * 49155  # logits / logits_scaling
+    router = v["model.layers.0.block_sparse_moe.router"]
+    # top-8 of 40 logits: 8*(80-8-1)/2 = 284 CMP per token, then a softmax over the 8: 7 CMP, 8 DIV
+    assert router["cmp"] == 3 * (284 + 7) and router["div"] == 3 * 8
+    shared = profile(_data(GRANITE, model_type="granitemoeshared", shared_intermediate_size=1024), 1, 3).values
+    assert shared["model.layers.0.shared_mlp.input_linear"]["params"] == 1536 * 2048  # hidden -> 2I
+    assert shared["model.layers.0:shared_mix"]["add"] == 3 * 1536
+
+
+def test_hunyuan_per_layer_top_k_and_names() -> None:
+    data = _data(HUNYUAN, num_hidden_layers=2, moe_topk=[8, 2])
+    _, spec = build_spec(data)
+    assert [layer.ffn.top_k for layer in spec.layers] == [8, 2]
+    assert any("moe_intermediate_size is ignored" in note for note in spec.notes)
+    v = profile(data, 1, 1).values
+    assert v["model.layers.1.mlp.experts"]["active_params"] == 2 * 37_748_736
+    assert v["model.layers.0.mlp.gate.wg"]["params"] == 64 * 4096  # the fp32 router linear is a submodule
+    assert v["model.layers.0.self_attn.query_layernorm"]["params"] == 128  # per head
+    with pytest.raises(ConfigError, match="num_experts"):
+        build_spec(_data(HUNYUAN, num_experts=[64] * 32))
+    with pytest.raises(ConfigError, match="moe_topk"):
+        build_spec(_data(HUNYUAN, moe_topk=[8] * 31))
+
+
+def test_layer_patterns() -> None:
+    _, dots = build_spec(_data(DOTS, num_hidden_layers=4, sliding_window=16, max_window_layers=2))
+    assert [layer.mixer.window for layer in dots.layers] == [None, None, 16, 16]  # layers >= max_window_layers
+    assert [layer.moe for layer in dots.layers] == [False, True, True, True]  # first_k_dense_replace 1
+    _, exaone = build_spec(_data(EXAONE, num_hidden_layers=8))
+    # every 4th layer global (NoPE), the others sliding with RoPE; layer 0 dense (first_k_dense_replace 1)
+    assert [layer.mixer.rope for layer in exaone.layers] == [True, True, True, False] * 2
+    assert [layer.sliding for layer in exaone.layers] == [True, True, True, False] * 2
+    assert [layer.moe for layer in exaone.layers] == [False] + [True] * 7
+    v = profile(_data(EXAONE, num_hidden_layers=4), 1, 2).values
+    assert "model.layers.0.self_attn:rope" in v and "model.layers.3.self_attn:rope" not in v
+    _, mixed = build_spec(_data(EXAONE, num_hidden_layers=3, mlp_layer_types=["sparse", "dense", "sparse"]))
+    assert [layer.moe for layer in mixed.layers] == [True, False, True]
+    with pytest.raises(ConfigError, match="sliding_window_pattern"):
+        build_spec(_data(EXAONE, sliding_window_pattern="LLLG"))  # a string pattern needs layer_types
+    _, lite = build_spec(_data(GLM_LITE, num_hidden_layers=3, mlp_layer_types=["sparse", "dense", "sparse"]))
+    assert [layer.moe for layer in lite.layers] == [True, False, True]
+    assert lite.model_type == "glm4_moe_lite"
+
+
 # --- validation against transformers --------------------------------------------------------------
 
 SHAPES = [(2, 3, 0), (3, 7, 5), (1, 1, 9)]  # prefill; odd shape after a cached prefix; decode step
@@ -139,6 +218,11 @@ FULL = {  # full width, few layers (every layer kind kept) to keep this file fas
     "glm-4.5-air": (GLM_AIR, {"num_hidden_layers": 3}),
     "minimax-m2.5": (MINIMAX_M2, {"num_hidden_layers": 2}),
     "olmoe-1b-7b": (OLMOE, {"num_hidden_layers": 2}),
+    "granite-3.1-3b-a800m": (GRANITE, {"num_hidden_layers": 2}),
+    "hunyuan-a13b": (HUNYUAN, {"num_hidden_layers": 2}),
+    "dots.llm1": (DOTS, {"num_hidden_layers": 3}),
+    "exaone-moe-defaults": (EXAONE, {"num_hidden_layers": 4, "sliding_window": 6}),  # 6: past it at (3,7,5)
+    "glm4-moe-lite-defaults": (GLM_LITE, {"num_hidden_layers": 3}),
 }
 QUIRKS = {
     "glm4-moe-grouped": (GLM_AIR, {"num_hidden_layers": 4, "n_group": 8, "topk_group": 3, "use_qk_norm": True,
@@ -148,6 +232,24 @@ QUIRKS = {
     "olmoe-gqa-bias-norm": (OLMOE, {"num_hidden_layers": 2, "norm_topk_prob": True, "attention_bias": True,
                                     "num_key_value_heads": 4}),
     "minimax-m2-full-rope": (MINIMAX_M2, {"num_hidden_layers": 2, "rotary_dim": 128}),
+    "granitemoeshared-mup": (GRANITE, {"num_hidden_layers": 2, "model_type": "granitemoeshared",
+                                       "shared_intermediate_size": 1024, "attention_bias": True,
+                                       "embedding_multiplier": 12.0, "logits_scaling": 6.0,
+                                       "residual_multiplier": 0.22, "attention_multiplier": 0.015625,
+                                       "tie_word_embeddings": False}),
+    "hunyuan-per-layer-topk-ntk": (HUNYUAN, {"num_hidden_layers": 2, "moe_topk": [8, 3], "attention_bias": True,
+                                             "rope_scaling": {"alpha": 1000.0, "factor": 1.0, "type": "dynamic"}}),
+    "dots1-sliding-grouped": (DOTS, {"num_hidden_layers": 4, "sliding_window": 4, "max_window_layers": 2,
+                                     "attention_bias": True, "n_group": 8, "topk_group": 2,
+                                     "num_key_value_heads": 8}),
+    "exaone-moe-k-exaone-dims": (EXAONE, {"num_hidden_layers": 4, "hidden_size": 6144, "head_dim": 128,
+                                          "intermediate_size": 18432, "num_attention_heads": 64,
+                                          "num_key_value_heads": 8, "num_experts": 128, "moe_intermediate_size": 2048,
+                                          "vocab_size": 153600, "sliding_window": 4, "sliding_window_pattern": "LLLG",
+                                          "layer_types": ["sliding_attention"] * 3 + ["full_attention"]}),
+    "glm4-moe-lite-quirks": (GLM_LITE, {"num_hidden_layers": 3, "mlp_layer_types": ["sparse", "dense", "sparse"],
+                                        "q_lora_rank": None, "rope_interleave": False, "n_group": 8,
+                                        "topk_group": 2, "norm_topk_prob": False}),
 }
 
 
