@@ -16,7 +16,8 @@ import pytest
 
 from llm_profiler.errors import ConfigError
 from llm_profiler.families import build_spec
-from llm_profiler.graph import routers
+from llm_profiler.formula import Formula
+from llm_profiler.graph import moe, routers
 from llm_profiler.graph.routers import RoutedMoESpec, Router
 from llm_profiler.profile import profile
 
@@ -124,11 +125,14 @@ def test_group_limited_router_counts() -> None:
     # (4 ADD); top-2 of 4 groups: 2*(8-2-1)/2 = 5 CMP; ~mask: 8; top-2 of 8: 13 CMP
     router = Router(scoring="sigmoid", correction_bias=True, grouped=True, n_group=4, topk_group=2,
                     normalize=True, norm_eps=True, scaling=True)
-    counts = routers.topk_router(16, 8, 2, router, rows=1)
+    counts = routers.topk_router(16, 8, 2, router, rows=Formula.const(1))
     assert counts["cmp"] == 4 + 5 + 8 + 13
     assert counts["add"] == 8 * 15 + 8 + 8 + 4 + 1 + 1  # logits, sigmoid, bias, group sums, sum of 2, eps
     with pytest.raises(ValueError, match="topk_group"):
         Router(grouped=True, n_group=2, topk_group=3)
+    # the plain softmax router is graph/moe.py's, op for op (Mixtral / Qwen-MoE / OLMoE)
+    for normalize in (True, False):
+        assert routers.topk_router(4096, 8, 2, Router(normalize=normalize)) == moe.router(4096, 8, 2, normalize)
 
 
 def test_minimax_m2_quirks() -> None:
@@ -214,7 +218,7 @@ def test_layer_patterns() -> None:
 # --- validation against transformers --------------------------------------------------------------
 
 SHAPES = [(2, 3, 0), (3, 7, 5), (1, 1, 9)]  # prefill; odd shape after a cached prefix; decode step
-FULL = {  # every layer at full width (a few seconds each on meta); EXAONE's window cut to 6 to bind at (3,7,5)
+FULL: dict[str, tuple[str, dict[str, Any]]] = {  # every layer at full width (a few seconds each on meta); EXAONE's window cut to 6 to bind at (3,7,5)
     "glm-4.5-air": (GLM_AIR, {}),
     "minimax-m2.5": (MINIMAX_M2, {}),
     "olmoe-1b-7b": (OLMOE, {}),
@@ -224,7 +228,7 @@ FULL = {  # every layer at full width (a few seconds each on meta); EXAONE's win
     "exaone-moe-defaults": (EXAONE, {"sliding_window": 6}),
     "glm4-moe-lite-defaults": (GLM_LITE, {}),
 }
-QUIRKS = {
+QUIRKS: dict[str, tuple[str, dict[str, Any]]] = {
     "glm4-moe-grouped": (GLM_AIR, {"num_hidden_layers": 4, "n_group": 8, "topk_group": 3, "use_qk_norm": True,
                                    "attention_bias": False, "norm_topk_prob": False, "n_shared_experts": 2,
                                    "first_k_dense_replace": 2, "partial_rotary_factor": 1.0,

@@ -36,7 +36,7 @@ class Dots1(RoutedMoEStyle):
         layers = common["num_layers"]
         experts, groups = f.int("n_routed_experts"), f.int("n_group", default=1)
         f.divisible(experts, groups, "n_routed_experts must be a multiple of n_group")
-        window = f.int("sliding_window", default=4096 if "sliding_window" not in data else None, minimum=2)
+        window: int | None = f.int("sliding_window", default=4096 if "sliding_window" not in data else None, minimum=2)
         first = f.int("max_window_layers", default=62, minimum=0)
         layer_types = f.layer_types(layers) or tuple(
             SLIDING_ATTENTION if window is not None and i >= first else FULL_ATTENTION for i in range(layers))

@@ -41,9 +41,9 @@ class Glm4MoeLite(Deepseek):
     """
 
     name = "glm4_moe_lite"
-    model_types = ("glm4_moe_lite",)
+    model_types = ("glm4_moe_lite",)  # type: ignore[assignment]  # Deepseek's is inferred as a 2-tuple
 
-    def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
+    def spec(self, data: dict[str, Any], name: str = "") -> DeepseekSpec:
         full = {**DEFAULTS, **{k: v for k, v in data.items() if v is not None or k == "q_lora_rank"}}
         f = Fields(full, "glm4_moe_lite")
         layers = f.int("num_hidden_layers")
