@@ -115,6 +115,10 @@ ELEMENTWISE: dict[str, dict[str, int]] = {
     "gelu": {EXP: 1, ADD: 1, MULT: 3},
     "gelu_tanh": {EXP: 1, ADD: 2, MULT: 6},
     "relu": {CMP: 1},
+    "abs": {CMP: 1},  # a sign test (as relu)
+    "floor": {CMP: 1},  # a rounding, counted with the other non-arithmetic ALU ops (relu, max)
+    "floor_divide": {DIV: 1},
+    "log1p": {EXP: 1},  # one transcendental evaluation, as log
     "cmp": {CMP: 1},
     "logic": {CMP: 1},
     "select": {},  # where(cond, a, b): no arithmetic, writes its output
@@ -128,6 +132,11 @@ def elementwise(op: str, n: Number) -> Counts:
     out = Counts({k: c * n for k, c in per.items()})
     out[ACT] = n
     return out
+
+
+def clamp(n: Number, bounds: int) -> Counts:
+    """``x.clamp(min, max)`` over n elements: one CMP per bound given (1 or 2); writes n."""
+    return Counts({CMP: bounds * n, ACT: n})
 
 
 def matmul(m: Number, n: Number, k: Number, batch: Number = 1, bias: bool = False) -> Counts:

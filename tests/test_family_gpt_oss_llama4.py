@@ -17,7 +17,6 @@ meta-llama--Llama-4-Maverick-17B-128E-Instruct.json: ai-dynamo/aiconfigurator @
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ import pytest
 
 from llm_profiler import ConfigError, profile
 from llm_profiler.families import build_spec
-from llm_profiler.graph.attention_variants import ATEN_EXTRA
 
 CONFIGS = Path(__file__).parent / "family_configs"
 GPT_OSS_20B = str(CONFIGS / "openai--gpt-oss-20b.json")
@@ -40,29 +38,6 @@ GPT_OSS = {**_DIMS, "model_type": "gpt_oss", "num_hidden_layers": 2, "num_expert
 LLAMA4 = {**_DIMS, "model_type": "llama4_text", "num_hidden_layers": 4, "num_experts_per_tok": 1,
           "intermediate_size_mlp": 80, "interleave_moe_layer_step": 2, "attention_chunk_size": 4}
 SHAPE = (2, 3, 5)
-
-
-@pytest.fixture
-def extra_aten_ops(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The measuring side (validation/aten.py) does not count four aten ops these families run yet:
-    aten.clamp (gpt_oss experts, the clamped SwiGLU), aten.floor_divide (llama4's chunked mask), aten.floor and
-    aten.log1p (llama4's NoPE temperature tuning); unmapped, validation reports them as unknown ops. For the
-    duration of a test they go through the same op functions the graph uses (graph.attention_variants)."""
-    from llm_profiler.validation import aten
-
-    def handler(name: str) -> Any:
-        fn = ATEN_EXTRA[name]
-
-        def count(args: tuple, kwargs: dict, result: Any) -> Any:
-            n = math.prod(result.shape)
-            if name == "clamp":  # clamp(x, min=None, max=None): one CMP per bound given
-                bounds = (args[1] if len(args) > 1 else kwargs.get("min"), args[2] if len(args) > 2 else kwargs.get("max"))
-                return fn(n, sum(b is not None for b in bounds))
-            return fn(n)
-        return count
-
-    for name in ATEN_EXTRA:
-        monkeypatch.setitem(aten._SPECIAL, name, handler(name))
 
 
 # --- published totals -----------------------------------------------------------------------------
@@ -279,14 +254,12 @@ TINY_PAST = (2, 6, 3)
 FULL_PAST = {GPT_OSS_20B: (1, 2, 130), GPT_OSS_120B: (1, 2, 130), SCOUT: (1, 2, 8200), MAVERICK: (1, 2, 8200)}
 
 
-@pytest.mark.usefixtures("extra_aten_ops")
 @pytest.mark.parametrize("source", [GPT_OSS_20B, GPT_OSS_120B, SCOUT, MAVERICK],
                          ids=["gpt-oss-20b", "gpt-oss-120b", "llama-4-scout", "llama-4-maverick"])
 def test_validation_full_size_on_meta(source: str) -> None:
     _validate_all(source, tiny=False, shapes=[*SHAPES, FULL_PAST[source]])
 
 
-@pytest.mark.usefixtures("extra_aten_ops")
 @pytest.mark.parametrize("source", [GPT_OSS_20B, GPT_OSS_120B, SCOUT, MAVERICK, GPT_OSS, LLAMA4],
                          ids=["gpt-oss-20b", "gpt-oss-120b", "llama-4-scout", "llama-4-maverick", "gpt-oss-hand",
                               "llama4-hand"])
@@ -294,7 +267,6 @@ def test_validation_tiny_on_cpu(source: Any) -> None:
     _validate_all(source, tiny=True, shapes=[*SHAPES, TINY_PAST])
 
 
-@pytest.mark.usefixtures("extra_aten_ops")
 def test_validation_quirks() -> None:
     """NoPE and rope, chunked and full, MoE and dense in other combinations; no qk norm, no temperature."""
     _validate_all({**LLAMA4, "no_rope_layers": [0, 1, 1, 1], "moe_layers": [0, 2], "use_qk_norm": False,

@@ -10,7 +10,9 @@ nodes touched, by exactly the amount moved.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,9 +136,12 @@ def test_moving_one_op_between_parts_fails(case: str) -> None:
 
 def test_every_rule_names_ops() -> None:
     """No dead rule in validation.parts.RULES: each one names ops in at least one family's forward."""
+    family = "tests/family_configs/"
+    granite = json.loads(Path(family + "ibm-granite--granite-3.1-3b-a800m-instruct.json").read_text())
     configs = ["llama-3.2-1b", "deepseek-v3", "tests/real_configs/deepseek-ai--DeepSeek-V2-Lite.json",
                PHI3_LONGROPE, "gpt2", GPT2_REORDER, "falcon-7b", FALCON_ALIBI, "bloom-560m", "opt-1.3b",
-               "gemma-2-9b"]
+               "gemma-2-9b", family + "openai--gpt-oss-20b.json", family + "meta-llama--Llama-4-Scout-17B-16E-Instruct.json",
+               granite, {**granite, "model_type": "granitemoeshared", "shared_intermediate_size": 1024}]
     used: set[parts.Rule] = set()
     for config in configs:
         profile, measured = _measure(config, (1, 2, 1), tiny=True)

@@ -13,10 +13,9 @@ P), like ``graph.blocks``:
   to the keys of its own chunk only, but transformers computes and masks all of them.
 - the clamped SwiGLU of gpt_oss experts (``GptOssExperts._apply_gate``).
 
-Op conventions for the aten ops the op table lacks (``ATEN_EXTRA`` lists them for the measuring side):
-``clamp`` is one CMP per bound given (``clamp(max=c)``: 1, ``clamp(-c, c)``: 2); ``floor_divide`` one DIV;
-``floor`` one CMP (a rounding, counted with the other non-arithmetic ALU ops, as relu and max are);
-``log1p`` one EXP (one transcendental evaluation, as ``log``). Each writes its output once (``act``).
+The elementwise ops these families add (``clamp``: one CMP per bound given; ``floor_divide``: one DIV;
+``floor``: one CMP; ``log1p``: one EXP) are in the op table (``llm_profiler.ops``), which the measuring side
+maps aten ops through as well.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from __future__ import annotations
 from .. import ops
 from ..facts import TensorClass, Weight
 from ..formula import B, Formula, P, S, fmin
-from ..metrics import ACT, CMP, DIV, EXP
 from ..ops import Counts
 from .blocks import with_params
 
@@ -32,27 +30,20 @@ from .blocks import with_params
 
 
 def clamp(n: Formula, bounds: int) -> Counts:
-    """``x.clamp(min, max)`` over n elements: one CMP per bound given (1 or 2); writes n."""
-    return Counts({CMP: bounds * n, ACT: n})
+    """``x.clamp(min, max)`` over n elements (the op table's ``ops.clamp``)."""
+    return ops.clamp(n, bounds)
 
 
 def floor_divide(n: Formula) -> Counts:
-    """``a // b`` over n elements: one DIV each; writes n."""
-    return Counts({DIV: n, ACT: n})
+    return ops.elementwise("floor_divide", n)
 
 
 def floor(n: Formula) -> Counts:
-    """``torch.floor`` over n elements: one CMP each (a rounding); writes n."""
-    return Counts({CMP: n, ACT: n})
+    return ops.elementwise("floor", n)
 
 
 def log1p(n: Formula) -> Counts:
-    """``torch.log1p`` over n elements: one EXP each (one transcendental, as log); writes n."""
-    return Counts({EXP: n, ACT: n})
-
-
-# aten op -> the function above, for the measuring side (llm_profiler.validation.aten) to map them through
-ATEN_EXTRA = {"clamp": clamp, "floor_divide": floor_divide, "floor": floor, "log1p": log1p}
+    return ops.elementwise("log1p", n)
 
 
 # --- attention sinks ------------------------------------------------------------------------------
@@ -121,6 +112,6 @@ def clamped_swiglu(n: Formula) -> Counts:
 
 
 __all__ = [
-    "ATEN_EXTRA", "cached_chunked", "chunked_causal_mask", "clamp", "clamped_swiglu", "floor",
+    "cached_chunked", "chunked_causal_mask", "clamp", "clamped_swiglu", "floor",
     "floor_divide", "keys_chunked", "log1p", "sink_softmax", "sinks",
 ]

@@ -20,7 +20,8 @@ ELEMENTWISE_ATEN: dict[str, str] = {
     "relu": "relu", "le": "cmp", "lt": "cmp", "ge": "cmp", "gt": "cmp", "eq": "cmp", "ne": "cmp",
     "maximum": "cmp", "minimum": "cmp", "bitwise_and": "logic", "bitwise_or": "logic", "bitwise_not": "logic",
     "logical_and": "logic", "logical_or": "logic", "logical_not": "logic", "where": "select",
-    "gelu": "gelu", "embedding": "gather", "index_select": "gather", "gather": "gather", "_unsafe_index": "gather",
+    "gelu": "gelu", "abs": "abs", "floor": "floor", "floor_divide": "floor_divide", "log1p": "log1p",
+    "embedding": "gather", "index_select": "gather", "gather": "gather", "_unsafe_index": "gather",
 }
 MATMUL_ATEN = frozenset({"mm", "addmm", "bmm", "baddbmm"})
 
@@ -158,7 +159,15 @@ def _cumsum(args: tuple, kwargs: dict, result: Any) -> Counts:
     return ops.cumsum(_numel(x) // n if n else 0, n)
 
 
+def _clamp(args: tuple, kwargs: dict, result: Any) -> Counts:
+    """clamp(x, min=None, max=None) (scalar or tensor bounds): one CMP per bound given."""
+    lower = args[1] if len(args) > 1 else kwargs.get("min")
+    upper = args[2] if len(args) > 2 else kwargs.get("max")
+    return ops.clamp(_numel(result), (lower is not None) + (upper is not None))
+
+
 _SPECIAL: dict[str, Any] = {
+    "clamp": _clamp,
     "mean": _reduce(ops.reduce_mean),
     "sum": _reduce(ops.reduce_sum),
     "amax": _reduce(ops.reduce_max),

@@ -84,10 +84,14 @@ def compare(model: ModelProfile, measured: Any, batch: int, seq: int,
         module_of.setdefault(path, module)
         for metric in COMPARED:
             got[path][metric] += int(counts.get(metric, 0))
+    # a parameter belongs to the node whose facts name it (e.g. gpt_oss's per-head sinks on self_attn:sinks),
+    # else to the node an op of its module with no part would go to
+    owner = {(node.module, w.name): node.path for node in model.nodes for w in node.facts.weights if not w.tied}
     for module, params in measured.params.items():
-        path = resolve.node(module, None)
-        module_of.setdefault(path, module)
-        got[path][M.PARAMS] += int(params)
+        for name, numel in params.items():
+            path = owner.get((module, name)) or resolve.node(module, None)
+            module_of.setdefault(path, module)
+            got[path][M.PARAMS] += numel
 
     rows: list[ValidationRow] = []
     extra = sorted(p for p in got if p not in predicted)

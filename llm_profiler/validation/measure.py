@@ -35,7 +35,7 @@ class Measured:
     """
 
     counts: dict[Site, Counts] = field(default_factory=lambda: defaultdict(Counts))
-    params: dict[str, int] = field(default_factory=dict)
+    params: dict[str, dict[str, int]] = field(default_factory=dict)  # module -> its own parameter -> elements
     cache_by_layer: dict[int, int] = field(default_factory=dict)  # elements after the counted forward
     cache_before: dict[int, int] = field(default_factory=dict)  # elements the prefill left (before it)
     unknown_ops: Counter = field(default_factory=Counter)  # (module, aten op) -> calls
@@ -119,7 +119,7 @@ class _CountingMode(TorchDispatchMode):
         if frame is None:
             self.measured.unnamed[self.modules.current][f"{aten.op_name(func)} outside transformers code"] += 1
             return None
-        rule = parts.rule_for(frame.f_code, frame.f_lineno)
+        rule = parts.rule_for(frame.f_code, frame.f_lineno, aten.op_name(func))
         if rule is None:
             where = f"{aten.op_name(func)} in {parts.describe(frame.f_code, frame.f_lineno)}"
             self.measured.unnamed[self.modules.current][where] += 1
@@ -164,17 +164,18 @@ def build_model(hf_config: dict[str, Any], device: str = "meta", seed: int = 0) 
     return model.eval()
 
 
-def module_params(model: torch.nn.Module) -> dict[str, int]:
+def module_params(model: torch.nn.Module) -> dict[str, dict[str, int]]:
+    """module -> each parameter it holds itself -> elements (tied parameters once, at their first owner)."""
     seen: set[int] = set()
-    out: dict[str, int] = {}
+    out: dict[str, dict[str, int]] = {}
     for name, module in model.named_modules():
-        total = 0
-        for p in module.parameters(recurse=False):
+        own: dict[str, int] = {}
+        for param_name, p in module.named_parameters(recurse=False):
             if id(p) not in seen:
                 seen.add(id(p))
-                total += p.numel()
-        if total:
-            out[name] = total
+                own[param_name] = int(p.numel())
+        if own:
+            out[name] = own
     return out
 
 

@@ -39,11 +39,13 @@ class Rule:
     why: str  # which transformers code this is, and which families run it
     file: str | None = None  # a regex the file (relative to the transformers package) must match in full
     line: str | None = None  # a regex the source line must contain
+    op: str | None = None  # a regex the aten op's name must match in full (two parts on one source line)
 
-    def matches(self, qualname: str, file: str, line: str) -> bool:
+    def matches(self, qualname: str, file: str, line: str, op: str = "") -> bool:
         return (re.fullmatch(self.function, qualname) is not None
                 and (self.file is None or re.fullmatch(self.file, file) is not None)
-                and (self.line is None or re.search(self.line, line) is not None))
+                and (self.line is None or re.search(self.line, line) is not None)
+                and (self.op is None or re.fullmatch(self.op, op) is not None))
 
 
 BASE_MODEL = r"\w+Model\.forward|OPTDecoder\.forward"  # the base model's forward (GPT2Model, LlamaModel, ...)
@@ -55,6 +57,12 @@ RULES: tuple[Rule, ...] = (
          "gpt_neox, deepseek_v3"),
     Rule("rope", r"apply_rotary_pos_emb_interleave", "deepseek_v3 with rope_interleave"),
     Rule("rope", r"apply_rotary_emb", "deepseek_v2: complex rotary, q_pe * freqs_cis"),
+    Rule("rope", r"_apply_rotary_emb", "gpt_oss: q and k rotated by halves (first * cos - second * sin, ...)"),
+    Rule("swiglu", r"GptOssExperts\._apply_gate", "gpt_oss: the clamped SwiGLU of the experts "
+         "((clamp(up) + 1) * clamp(gate) * sigmoid(alpha * gate))"),
+    Rule("temperature", r"Llama4TextAttention\.forward", "llama4 NoPE layers: attention temperature tuning "
+         "(log1p(floor((positions + 1) / floor_scale)) * attn_scale + 1, times q)",
+         line=r"positions|attn_scales"),
     Rule("longrope", r".*longrope_frequency_update",
          "phi3 longrope: the long or short inv_freq chosen every forward (dynamic_rope_update), "
          "run by the rotary embedding module", file=r"modeling_rope_utils\.py"),
@@ -62,17 +70,27 @@ RULES: tuple[Rule, ...] = (
          "composes), built once per forward by the base model: every family", file=r"masking_utils\.py"),
     Rule("embed_add", BASE_MODEL, "gpt2, opt: token embeddings + position embeddings, in the base model",
          line=r"inputs_embeds \+ pos(ition)?_embeds"),
+    Rule("embedding_multiplier", BASE_MODEL, "granite, granitemoe(shared): the embeddings times "
+         "embedding_multiplier, in the base model", line=r"embedding_multiplier"),
     Rule("positions", BASE_MODEL, "position ids in the base model: arange(S) + past_seen_tokens (every "
          "family), opt's cumsum of the attention mask", line=r"position_ids|past_seen_tokens"),
     Rule("positions", r"build_alibi_tensor|.*_get_alibi_slopes", "alibi slopes and biases, built by the base "
          "model: bloom, falcon with alibi"),
     Rule("residual", r"dropout_add", "bloom, falcon: residual + dropout(x) (bloom's inside attention and MLP)"),
+    Rule("residual_multiplier", r"\w+DecoderLayer\.forward", "granite, granitemoe(shared): the block output "
+         "times residual_multiplier, on the residual add's line", line=r"residual_multiplier", op=r"mul"),
+    Rule("residual", r"\w+DecoderLayer\.forward", "granite, granitemoe(shared): residual + (block output x "
+         "residual_multiplier)", line=r"residual_multiplier", op=r"add"),
+    Rule("shared_mix", r"GraniteMoeSharedDecoderLayer\.forward", "granitemoeshared: the routed experts' "
+         "output + the shared MLP's", line=r"shared_mlp"),
     Rule("q_scale", r"OPTAttention\.forward", "opt scales q after q_proj, before the attention call",
          line=r"\* self\.scaling"),
     Rule("final_softcap", r"\w+ForCausalLM\.forward", "gemma2, gemma3: final logit soft-capping, "
          "tanh(logits / cap) * cap", line=r"final_logit_softcapping|tanh"),
     Rule("softcap", r"eager_attention_forward", "gemma2, gemma3: attention logit soft-capping between the "
          "scaled scores and the mask, tanh(scores / cap) * cap", line=r"softcap|tanh"),
+    Rule("sinks", r"eager_attention_forward", "gpt_oss: the sink logit column joined to the scores and the row "
+         "maximum subtracted before the softmax", file=r"models/gpt_oss/.*", line=r"combined_logits\.max"),
     Rule(ORDERED, r"eager_attention_forward", "the eager attention function of every family that has one"),
     Rule(ORDERED, r"GPT2Attention\._upcast_and_reordered_attn", "gpt2 with reorder_and_upcast_attn (baddbmm)"),
     Rule(ORDERED, r"FalconAttention\.forward", "falcon computes attention in its forward (rotary or alibi)"),
@@ -99,13 +117,14 @@ def _relative(filename: str) -> str:
 
 
 @cache
-def rule_for(code: CodeType, lineno: int) -> Rule | None:
-    """The first rule matching a transformers source line (cached: the same line runs in every layer)."""
+def rule_for(code: CodeType, lineno: int, op: str = "") -> Rule | None:
+    """The first rule matching a transformers source line and aten op (cached: the same line runs in every
+    layer)."""
     qualname = getattr(code, "co_qualname", code.co_name)
     line = linecache.getline(code.co_filename, lineno).strip()
     file = _relative(code.co_filename)
     for rule in RULES:
-        if rule.matches(qualname, file, line):
+        if rule.matches(qualname, file, line, op):
             return rule
     return None
 
