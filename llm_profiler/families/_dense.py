@@ -39,11 +39,18 @@ class DenseTemplate(DecoderTemplate):
     computes, LayerNorm with or without bias."""
 
     def mask_counts(self, spec: ArchSpec) -> Counts:
-        if isinstance(spec, DenseSpec) and spec.both_masks and spec.sliding_window is not None:
-            w = spec.sliding_window
-            return (blk.position_ids() + blk.causal_mask(blk.keys_full())
-                    + blk.causal_mask(blk.keys_sliding(w), w))
-        return super().mask_counts(spec)
+        """position ids; the full causal mask always (over what the first full layer's cache holds, or with none
+        the first sliding layer's); the sliding one when a layer slides (or always, ``both_masks``)."""
+        if not isinstance(spec, DenseSpec):
+            return super().mask_counts(spec)
+        w = spec.sliding_window
+        any_sliding = any(layer.sliding for layer in spec.layers)
+        all_sliding = all(layer.sliding for layer in spec.layers)
+        full_keys = blk.keys_sliding(w) if all_sliding and w is not None else blk.keys_full()
+        out = blk.position_ids() + blk.causal_mask(full_keys)
+        if w is not None and (spec.both_masks or any_sliding):
+            out = out + blk.causal_mask(blk.keys_sliding(w), w)
+        return out
 
     def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
         parts = super().head_of_model_parts(spec)
