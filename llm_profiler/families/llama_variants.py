@@ -1,4 +1,5 @@
-"""Llama variants that differ from it by a flag or two: seed_oss, hunyuan_v1_dense, ernie4_5, ministral, helium.
+"""Llama variants that differ from it by a flag or two: seed_oss, hunyuan_v1_dense, ernie4_5, ministral, helium,
+arcee.
 
 Each is transformers' Llama graph (pre-RMSNorm, RoPE over head_dim, gated MLP, one causal mask) with the
 quirks listed on its class; the rotation over interleaved pairs (ernie4_5, helium) costs what Llama's does.
@@ -9,7 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
+from ..graph import NodeKind
+from ..graph import blocks as blk
+from ..graph.activations import read_activation
 from ..graph.blocks import Part
+from ..graph.node import MLP
 from ..spec import FULL_ATTENTION, SLIDING_ATTENTION, ArchSpec, LayerSpec
 from . import register
 from ._dense import DenseSpec, DenseTemplate
@@ -130,3 +135,26 @@ class Helium(_Variant):
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         return tiny_dims(data, head_dim=16)  # o_proj needs heads * head_dim == hidden
+
+
+@register
+class Arcee(_Variant):
+    """arcee (AFM-4.5B): a non-gated MLP, up_proj -> ``hidden_act`` (default relu2: relu, then square) ->
+    down_proj, with ``mlp_bias``; ``attention_bias`` on q/k/v/o."""
+
+    name = "arcee"
+    model_types = ("arcee",)
+
+    def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
+        f, common = self.common(data, name)
+        bias = f.bool("attention_bias", default=False)
+        return DenseSpec(**{**common, "activation": read_activation(f, "hidden_act", default="relu2")},
+                         gated_mlp=False, qkv_bias=bias, o_bias=bias, mlp_bias=f.bool("mlp_bias", default=False))
+
+    def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+        h, inter, t, m = spec.hidden_size, spec.intermediate_size, blk.TOKENS, ".mlp"
+        return [
+            Part(f"{m}.up_proj", f"{m}.up_proj", NodeKind.LINEAR, blk.linear(t, h, inter, spec.mlp_bias), MLP),
+            Part(f"{m}.act_fn", f"{m}.act_fn", NodeKind.ACTIVATION, blk.activation(spec.activation, t * inter), MLP),
+            Part(f"{m}.down_proj", f"{m}.down_proj", NodeKind.LINEAR, blk.linear(t, inter, h, spec.mlp_bias), MLP),
+        ]
