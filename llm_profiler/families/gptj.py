@@ -81,7 +81,8 @@ class GPTJ(DenseTemplate):
         scores = blk.attn_scores(H, D, keys, scale=False, kv_heads=H) + ops.elementwise("div", B * H * S * keys)
         return [
             *proj,
-            Part(f"{a}:rope", a, NodeKind.ROPE, table + blk.apply_rope(H, rd) * 2, ATTN),
+            Part(f"{a}:sincos", a, NodeKind.ROTARY, table, ATTN),  # the table rows, whatever the batch
+            Part(f"{a}:rope", a, NodeKind.ROPE, blk.apply_rope(H, rd) * 2, ATTN),
             Part(f"{a}:kv_cache", a, NodeKind.KV_CACHE, blk.kv_cache(H, D, blk.cached_full()), ATTN),
             Part(f"{a}:scores", a, NodeKind.ATTN_SCORES, scores, ATTN),
             Part(f"{a}:softmax", a, NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),

@@ -53,11 +53,13 @@ class XGLM(DenseTemplate):
     def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
         b, h = self.base, spec.hidden_size
         embed = blk.embedding(spec.vocab_size, h) + ops.elementwise("mul", blk.TOKENS * h)  # * embed_scale
-        positions = ops.elementwise("add", S) + ops.elementwise("gather", S * h)  # ids + 2, index_select
         return [
             Part(f"{b}.embed_tokens", f"{b}.embed_tokens", NodeKind.EMBEDDING, embed),
             Part(f"{b}:positions", b, NodeKind.POSITIONS, blk.causal_mask(blk.keys_full())),
-            Part(f"{b}.embed_positions", f"{b}.embed_positions", NodeKind.EMBEDDING, positions),
+            Part(f"{b}.embed_positions:ids", f"{b}.embed_positions", NodeKind.POSITIONS,
+                 ops.elementwise("add", S)),  # position_ids + 2
+            Part(f"{b}.embed_positions", f"{b}.embed_positions", NodeKind.EMBEDDING,
+                 ops.elementwise("gather", S * h)),  # index_select of S rows
             Part(f"{b}:embed_add", b, NodeKind.ELEMENTWISE, ops.elementwise("add", B * S * h), group=EMBED_GROUP,
                  label="embed"),
         ]
