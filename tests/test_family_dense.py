@@ -93,6 +93,9 @@ VARIANTS: list[tuple[str, dict[str, Any], bool | str]] = [
     ("olmo3-all-sliding", {**OLMO3, "num_hidden_layers": 2, "layer_types": [ALTERNATE[0]] * 2}, True),
     ("gpt_bigcode-mha", defaults("GPTBigCodeConfig", multi_query=False, n_layer=2), False),
     ("mpt-12-heads", defaults("MptConfig", n_heads=12, d_model=768, n_layers=2), False),
+    # an explicit head_dim (not hidden / heads) is what the attention of these uses
+    ("olmo-head-dim-64", defaults("OlmoConfig", head_dim=64, num_hidden_layers=2), False),
+    ("cohere2-head-dim-64", defaults("Cohere2Config", head_dim=64, num_hidden_layers=4, layer_types=None), True),
 ]
 SHAPES = [(2, 3, 0), (3, 7, 5), (1, 1, 9)]  # prefill; odd shape after a cached prefix; decode step
 PAST_WINDOW = (1, 2, 4095)  # full size: P + S = 4097 > the full-size windows (4096)
@@ -264,6 +267,8 @@ def test_mpt_alibi_is_rebuilt_every_forward() -> None:
     ({**defaults("CodeGenConfig"), "n_head": 6, "n_embd": 384}, "mp_num"),
     ({**defaults("GPTNeoConfig"), "attention_types": [[["global", "local"], 3]]}, "attention_types"),
     ({**defaults("HeliumConfig"), "head_dim": 64}, "head_dim"),
+    ({**STABLELM, "head_dim": 32}, "head_dim"),
+    ({**defaults("PersimmonConfig"), "head_dim": 32}, "head_dim"),
 ])
 def test_config_errors_name_the_field(config: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError, match=field):

@@ -44,7 +44,7 @@ class Cohere(DenseTemplate):
     - the logits are multiplied by ``logit_scale`` (default 0.0625): one MULT per logit.
     - rotary over interleaved pairs (repeat_interleave, rotate_half on even / odd lanes): same counts as Llama's.
     - cohere: optional ``use_qk_norm``: CohereLayerNorms over head_dim with a (heads, head_dim) weight.
-    - cohere2: head_dim is always hidden / heads; ``layer_types`` (else from ``sliding_window_pattern``,
+    - cohere2: ``layer_types`` (else from ``sliding_window_pattern``,
       default 4: three sliding, one full) with ``sliding_window`` (default 4096); only sliding layers rotate
       q / k (full layers are NoPE); the base model builds both masks.
     - tied embeddings by default; ``attention_bias`` on q/k/v/o; gated SiLU MLP without bias.
@@ -56,9 +56,6 @@ class Cohere(DenseTemplate):
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
         model_type = data["model_type"]
         f = Fields(data, model_type)
-        if model_type == "cohere2":
-            data = {k: v for k, v in data.items() if k != "head_dim"}  # Cohere2Config overwrites it
-            f = Fields(data, model_type)
         common = decoder_fields(f, self.name, name, tie_default=True)
         layers = common["num_layers"]
         bias = f.bool("attention_bias", default=False)
@@ -106,7 +103,6 @@ class Cohere(DenseTemplate):
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         out = tiny_dims(data)
         if data["model_type"] == "cohere2":
-            out.pop("head_dim", None)
             out.pop("sliding_window_pattern", None)
             f = Fields(data, "cohere2")
             if "layer_types" not in out:

@@ -24,14 +24,14 @@ class Granite(DenseTemplate):
     - ``attention_multiplier`` replaces head_dim**-0.5 as the score scaling (the same one MULT per score).
     - ``residual_multiplier``: residual + out * m after attention and after the MLP: 2 * B*S*hidden MULT.
     - ``logits_scaling``: logits / s in the CausalLM's forward: B*S*vocab DIV.
-    - ``attention_bias`` on q/k/v/o, ``mlp_bias`` on the MLP projections; head_dim is hidden / heads.
+    - ``attention_bias`` on q/k/v/o, ``mlp_bias`` on the MLP projections; head_dim as given, else hidden / heads.
     """
 
     name = "granite"
     model_types = ("granite",)
 
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
-        f = Fields({k: v for k, v in data.items() if k != "head_dim"}, "granite")
+        f = Fields(data, "granite")
         common = decoder_fields(f, self.name, name)
         bias = f.bool("attention_bias", default=False)
         for field in ("embedding_multiplier", "residual_multiplier", "attention_multiplier", "logits_scaling"):
@@ -54,4 +54,4 @@ class Granite(DenseTemplate):
         return [*super().tail_parts(spec), Part(":logits_scaling", "", NodeKind.LM_HEAD, scale)]
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
-        return tiny_dims({k: v for k, v in data.items() if k != "head_dim"})
+        return tiny_dims(data)

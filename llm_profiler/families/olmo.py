@@ -31,14 +31,14 @@ class Olmo(DenseTemplate):
       F.layer_norm with no weight and no bias (eps 1e-5): no parameters, no scale or shift ops.
     - ``clip_qkv``: q, k and v clamped to [-c, c] in place (two comparisons per element). aten.clamp is not an
       op the validation measures, so a config with ``clip_qkv`` set is profiled (with a note) but not validated.
-    - ``attention_bias`` on q/k/v/o; gated MLP without bias; head_dim is hidden / heads; untied by default.
+    - ``attention_bias`` on q/k/v/o; gated MLP without bias; head_dim as given, else hidden / heads; untied by default.
     """
 
     name = "olmo"
     model_types = ("olmo",)
 
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
-        f = Fields({k: v for k, v in data.items() if k != "head_dim"}, "olmo")
+        f = Fields(data, "olmo")
         common = decoder_fields(f, self.name, name)
         bias = f.bool("attention_bias", default=False)
         clip = f.float("clip_qkv", default=None)
@@ -61,4 +61,4 @@ class Olmo(DenseTemplate):
         return parts
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
-        return tiny_dims({k: v for k, v in data.items() if k != "head_dim"})
+        return tiny_dims(data)

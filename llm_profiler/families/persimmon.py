@@ -15,6 +15,7 @@ from . import register
 from ._dense import DenseSpec, DenseTemplate
 from .fields import Fields
 from .phi import rotary_dim
+from .stablelm import check_head_dim
 from .template import decoder_fields, tiny_dims
 
 
@@ -35,6 +36,7 @@ class Persimmon(DenseTemplate):
     model_types = ("persimmon",)
 
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
+        check_head_dim(data, "persimmon")
         f = Fields({k: v for k, v in data.items() if k not in ("head_dim", "num_key_value_heads")}, "persimmon")
         common = decoder_fields(f, self.name, name)
         return DenseSpec(**{**common, "rotary_dim": rotary_dim(f, common["head_dim"], 0.5),

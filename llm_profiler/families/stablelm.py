@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ConfigError
 from ..graph import NodeKind
 from ..graph import blocks as blk
 from ..graph.blocks import Part
@@ -14,6 +15,15 @@ from ._dense import DenseSpec, DenseTemplate, norm_part
 from .fields import Fields
 from .phi import rotary_dim
 from .template import decoder_fields, tiny_dims
+
+
+def check_head_dim(data: dict[str, Any], model_type: str) -> None:
+    """The attention of these models uses hidden / heads, their rotary table an explicit head_dim: the two must
+    agree (transformers fails on mismatched shapes otherwise)."""
+    given, hidden, heads = data.get("head_dim"), data.get("hidden_size"), data.get("num_attention_heads")
+    if given is not None and isinstance(hidden, int) and isinstance(heads, int) and heads and given != hidden // heads:
+        raise ConfigError(f"{model_type} config field 'head_dim' ({given}) must equal hidden_size / "
+                          f"num_attention_heads ({hidden // heads}) or be absent")
 
 
 class StableLmSpec(DenseSpec):
@@ -36,6 +46,7 @@ class StableLm(DenseTemplate):
     model_types = ("stablelm",)
 
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
+        check_head_dim(data, "stablelm")
         f = Fields({k: v for k, v in data.items() if k != "head_dim"}, "stablelm")  # attention uses hidden/heads
         common = decoder_fields(f, self.name, name)
         return StableLmSpec(
