@@ -141,7 +141,9 @@ def test_every_rule_names_ops() -> None:
     configs = ["llama-3.2-1b", "deepseek-v3", "tests/real_configs/deepseek-ai--DeepSeek-V2-Lite.json",
                PHI3_LONGROPE, "gpt2", GPT2_REORDER, "falcon-7b", FALCON_ALIBI, "bloom-560m", "opt-1.3b",
                "gemma-2-9b", family + "openai--gpt-oss-20b.json", family + "meta-llama--Llama-4-Scout-17B-16E-Instruct.json",
-               granite, {**granite, "model_type": "granitemoeshared", "shared_intermediate_size": 1024}]
+               granite, {**granite, "model_type": "granitemoeshared", "shared_intermediate_size": 1024},
+               *(json.loads(Path(family + f"transformers--{name}Config-defaults.json").read_text())
+                 for name in ("GPTJ", "XGLM", "Mpt", "GPTNeo"))]
     used: set[parts.Rule] = set()
     for config in configs:
         profile, measured = _measure(config, (1, 2, 1), tiny=True)

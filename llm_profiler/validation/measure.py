@@ -66,8 +66,10 @@ class _ModuleStack:
 
     def __enter__(self) -> _ModuleStack:
         def pre(module: torch.nn.Module, args: Any) -> None:
-            self.stack.append(self.names.get(id(module), self.stack[-1]))
-            self.own.append(id(module) in self.transformers_code)
+            named = id(module) in self.names
+            self.stack.append(self.names[id(module)] if named else self.stack[-1])
+            # a module built inside a forward (codegen's nn.Softmax(dim=-1)(x)) is part of its caller's own ops
+            self.own.append(id(module) in self.transformers_code if named else self.own[-1])
 
         def post(module: torch.nn.Module, args: Any, output: Any) -> None:
             self.stack.pop()

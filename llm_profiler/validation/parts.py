@@ -57,6 +57,10 @@ RULES: tuple[Rule, ...] = (
          "gpt_neox, deepseek_v3"),
     Rule("rope", r"apply_rotary_pos_emb_interleave", "deepseek_v3 with rope_interleave"),
     Rule("rope", r"apply_rotary_emb", "deepseek_v2: complex rotary, q_pe * freqs_cis"),
+    Rule("rope", r"rotate_every_two", "gptj, codegen: interleaved rotary (rotate every two)"),
+    Rule("sincos", r"GPTJAttention\.forward|CodeGenAttention\.forward", "gptj, codegen: the sin / cos rows of "
+         "the positions gathered from the fixed table", line=r"sincos"),
+    Rule("q_scaling", r"XGLMAttention\.forward", "xglm scales q after q_proj", line=r"\* self\.scaling"),
     Rule("rope", r"_apply_rotary_emb", "gpt_oss: q and k rotated by halves (first * cos - second * sin, ...)"),
     Rule("swiglu", r"GptOssExperts\._apply_gate", "gpt_oss: the clamped SwiGLU of the experts "
          "((clamp(up) + 1) * clamp(gate) * sigmoid(alpha * gate))"),
@@ -68,8 +72,10 @@ RULES: tuple[Rule, ...] = (
          "run by the rotary embedding module", file=r"modeling_rope_utils\.py"),
     Rule("positions", r".*", "the causal / sliding-window mask (create_causal_mask and the mask functions it "
          "composes), built once per forward by the base model: every family", file=r"masking_utils\.py"),
-    Rule("embed_add", BASE_MODEL, "gpt2, opt: token embeddings + position embeddings, in the base model",
-         line=r"inputs_embeds \+ pos(ition)?_embeds"),
+    Rule("embed_add", BASE_MODEL, "gpt2, opt, xglm: token embeddings + position embeddings, in the base model",
+         line=r"inputs_embeds \+ (pos(ition)?_embeds|self\.embed_positions)"),
+    Rule("ids", r"XGLMSinusoidalPositionalEmbedding\.forward", "xglm: position ids + the padding offset, in the "
+         "sinusoidal position embedding", line=r"position_ids \+ self\.offset"),
     Rule("embedding_multiplier", BASE_MODEL, "granite, granitemoe(shared): the embeddings times "
          "embedding_multiplier, in the base model", line=r"embedding_multiplier"),
     Rule("positions", BASE_MODEL, "position ids in the base model: arange(S) + past_seen_tokens (every "
@@ -95,6 +101,8 @@ RULES: tuple[Rule, ...] = (
     Rule(ORDERED, r"GPT2Attention\._upcast_and_reordered_attn", "gpt2 with reorder_and_upcast_attn (baddbmm)"),
     Rule(ORDERED, r"FalconAttention\.forward", "falcon computes attention in its forward (rotary or alibi)"),
     Rule(ORDERED, r"BloomAttention\.forward", "bloom computes attention in its forward (alibi baddbmm)"),
+    Rule(ORDERED, r"\w+Attention\._attn", "gptj, codegen, gpt_neo: the attention math in the attention's _attn"),
+    Rule(ORDERED, r"MptAttention\.forward|XGLMAttention\.forward", "mpt, xglm compute attention in their forward"),
 )
 
 
