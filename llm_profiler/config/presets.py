@@ -105,6 +105,17 @@ _PRESETS: tuple[Preset, ...] = (
     _preset("bigcode--starcoder2-7b.json", "starcoder2-7b", 7_173_923_840),
     # Remote-code model, so no transformers count: calflops' published total.
     _preset("THUDM--chatglm-6b.reconstructed.json", "chatglm-6b", 6_173_286_400),
+    # 2025-26 families (sources: shared/hf-configs/SOURCES.md). Where no exact total is published, the total
+    # is transformers' own count of the model built from the file (each validated exact, tests/test_family_*).
+    _preset("openai--gpt-oss-20b.json", "gpt-oss-20b", 20_914_757_184),  # published "21B total, 3.6B active"
+    # Text model only (the copy keeps text_config); the published 109B includes the vision tower.
+    _preset("meta-llama--Llama-4-Scout-17B-16E-Instruct.json", "llama-4-scout", 107_769_861_120),
+    _preset("zai-org--GLM-4.5-Air.json", "glm-4.5-air", 106_852_245_504),  # published "106B total, 12B active"
+    _preset("MiniMaxAI--MiniMax-M2.5.json", "minimax-m2.5", 228_689_748_992),  # published "230B total, 10B active"
+    _preset("LGAI-EXAONE--EXAONE-4.0-32B.json", "exaone-4.0-32b", 32_003_216_384),  # 30.95B without embeddings
+    _preset("allenai--Olmo-3.1-32B-Instruct.json", "olmo-3.1-32b-instruct", 32_233_522_176),
+    _preset("CohereForAI--aya-23-8B.json", "aya-23-8b", 8_028_033_024),  # the Hub's 8.03B
+    _preset("stabilityai--stablelm-2-zephyr-1_6b.json", "stablelm-2-zephyr-1.6b", 1_644_515_328),  # the Hub's 1.64B
 )
 
 
