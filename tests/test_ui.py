@@ -56,8 +56,8 @@ def shape_args(r: api.ViewRequest) -> list[str]:
 
 def roofline_args(r: api.ViewRequest) -> list[str]:
     args = ["roofline", r.model, "--device", r.device, "--phase", r.phase, *shape_args(r), "--new-tokens",
-            str(r.new_tokens), "--lm-head", r.lm_head, "--weight-dtype", r.weight_dtype, "--act-dtype", r.act_dtype,
-            "--nodes", "1", "--json"]
+            str(r.new_tokens), "--lm-head", r.lm_head, "--engine", r.engine, "--weight-dtype", r.weight_dtype,
+            "--act-dtype", r.act_dtype, "--nodes", "1", "--json"]
     return args + (["--kv-dtype", r.kv_dtype] if r.kv_dtype else [])
 
 
@@ -66,7 +66,7 @@ REQUESTS = [
     api.ViewRequest(model="llama-3.2-1b", batch=2, seq=7, past=5),
     api.ViewRequest(model="qwen3-30b-a3b", device="h100", phase="decode", batch=8, seq=1, past=4096,
                     kv_dtype="fp8"),
-    api.ViewRequest(model="gpt2", phase="generate", batch=3, seq=64, new_tokens=9, lm_head="last",
+    api.ViewRequest(model="gpt2", phase="generate", batch=3, seq=64, new_tokens=9, lm_head="last", engine="hf-eager",
                     weight_dtype="int4"),
 ]
 
@@ -78,7 +78,7 @@ def test_api_parts_equal_cli_json(request_: api.ViewRequest) -> None:
     assert api.layers_json(r) == cli_json(["profile", r.model, *shape_args(r), "--per-layer", "--json"])
     assert api.roofline_json(r) == cli_json(roofline_args(r))
     usage = memory_usage(r.model, r.batch, r.seq, r.context, r.device, weight_dtype=r.weight_dtype,
-                         act_dtype=r.act_dtype, kv_dtype=r.kv_dtype, lm_head=r.lm_head)
+                         act_dtype=r.act_dtype, kv_dtype=r.kv_dtype, lm_head=r.lm_head, engine=r.engine)
     assert api.memory_json(r) == usage.model_dump(mode="json")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -315,7 +315,7 @@ def page_request(**fields: Any) -> str:
     from urllib.parse import urlencode
 
     values = api.ViewRequest(**fields).query()
-    order = ["model", "device", "phase", "batch", "seq", "past", "new_tokens", "lm_head", "weight_dtype",
+    order = ["model", "device", "phase", "engine", "batch", "seq", "past", "new_tokens", "lm_head", "weight_dtype",
              "act_dtype", "kv_dtype", "metric", "scope"]
     return urlencode([(k, values[k]) for k in order if k in values])
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import metrics as M
 from ..checks import check_dtype_name, check_int, check_new_tokens, short
+from ..engines import get_engine
 from ..errors import ConfigError, LimitError, QueryError, ShapeError
 from ..phases import DECODE, GENERATE, LM_HEAD_ALL, PHASES, PREFILL, Phase, check_lm_head
 from ..scopes import TRANSFORMER
@@ -45,6 +46,7 @@ class ViewRequest:
     past: int = 0
     new_tokens: int = 128
     lm_head: str = LM_HEAD_ALL
+    engine: str = "vllm"  # the execution profile of the roofline and memory views (llm_profiler.engines)
     weight_dtype: str = "bf16"
     act_dtype: str = "bf16"
     kv_dtype: str | None = None
@@ -82,6 +84,7 @@ class ViewRequest:
         if self.phase not in PHASES:
             raise QueryError(f"phase must be one of {', '.join(PHASES)}, got {short(self.phase)}")
         check_lm_head(self.lm_head)
+        get_engine(self.engine)  # a QueryError that lists the engines
         if self.phase == GENERATE:
             check_new_tokens(self.new_tokens, "new_tokens")
         for name in ("weight_dtype", "act_dtype", "kv_dtype"):
@@ -188,7 +191,7 @@ def roofline_json(request: ViewRequest, uploads: Uploads | None = None) -> dict[
 
     st = _settings(request)
     report = phase_report(model_profile(request, uploads), request.phase_obj(), st,
-                          nodes=request.phase != GENERATE)
+                          nodes=request.phase != GENERATE, engine=request.engine)
     out = report.model_dump(mode="json")
     return out
 
@@ -207,7 +210,7 @@ def memory_json(request: ViewRequest, uploads: Uploads | None = None) -> dict[st
 
     usage = memory_usage(model_profile(request, uploads), request.batch, request.seq, request.context,
                          request.device, weight_dtype=request.weight_dtype, act_dtype=request.act_dtype,
-                         kv_dtype=request.kv_dtype, lm_head=request.lm_head)
+                         kv_dtype=request.kv_dtype, lm_head=request.lm_head, engine=request.engine)
     return usage.model_dump(mode="json")
 
 
@@ -247,6 +250,7 @@ def meta_json() -> dict[str, Any]:
         "variants": [{"alias": p.alias, "hub_id": p.hub_id, "variant_of": p.variant_of} for p in list_variants()],
         "devices": list_devices(),
         "phases": list(PHASES),
+        "engines": ["vllm", "hf-sdpa", "hf-eager"],
         "dtypes": ["fp32", "bf16", "fp16", "fp8", "int8", "int4"],
         "metrics": list(M.ALL),
         "labels": dict(M.LABELS),

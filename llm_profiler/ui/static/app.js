@@ -5,7 +5,7 @@
 
 (function () {
   const SVGNS = "http://www.w3.org/2000/svg";
-  const FIELDS = ["model", "device", "phase", "batch", "seq", "past", "new_tokens", "lm_head",
+  const FIELDS = ["model", "device", "phase", "engine", "batch", "seq", "past", "new_tokens", "lm_head",
                   "weight_dtype", "act_dtype", "kv_dtype", "metric", "scope"];
   const SHAPE = ["batch", "seq", "past", "new_tokens"];
   const SLIDER_MAX = {batch: 10, seq: 17, past: 18, new_tokens: 15};
@@ -123,6 +123,7 @@
     }
     fillSelect("device", meta.devices);
     fillSelect("phase", meta.phases);
+    fillSelect("engine", meta.engines);
     fillSelect("weight_dtype", meta.dtypes);
     fillSelect("act_dtype", meta.dtypes);
     fillSelect("kv_dtype", [""].concat(meta.dtypes), {"": "same as activations"});
