@@ -635,3 +635,15 @@ def test_roofline_generate_astronomic_tokens() -> None:
 def test_every_new_error_is_a_profiler_error() -> None:
     assert issubclass(ArgumentError, QueryError) and issubclass(ArgumentError, TypeError)
     assert issubclass(LimitError, QueryError) and issubclass(LimitError, ProfilerError)
+
+
+def test_mlp_only_layers_is_a_set() -> None:
+    # 10,000 layers and a 1,000,000-entry mlp_only_layers list (every 7th index): membership is tested against a
+    # set, so the spec builds at once (a list made it 10^4 x 10^6 comparisons). Dense layers: the multiples of 7
+    # below 10,000, ceil(10000 / 7) = 1,429 of them.
+    from llm_profiler.config import load_config
+    from llm_profiler.families import build_spec
+
+    data = {**load_config("qwen3-30b-a3b").data, "num_hidden_layers": 10_000, "mlp_only_layers": list(range(0, 10**6, 7))}
+    _, spec = build_spec(data)
+    assert sum(not layer.moe for layer in spec.layers) == 1_429

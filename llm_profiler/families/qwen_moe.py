@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..checks import layer_set
 from ..errors import ConfigError
 from ..graph import blocks as blk
 from ..graph.moe import MoESpec
@@ -48,9 +49,7 @@ class QwenMoE(SparseMoEStyle):
 
         num_experts = f.int("num_experts", "num_local_experts", minimum=0)
         step = f.int("decoder_sparse_step", default=1)
-        mlp_only = f.raw("mlp_only_layers", default=[])
-        if not isinstance(mlp_only, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in mlp_only):
-            raise ConfigError(f"{model_type} config field 'mlp_only_layers' must be a list of layer indices")
+        mlp_only = layer_set(f.raw("mlp_only_layers", default=[]), "mlp_only_layers")  # a set: O(1) per layer
         dense = tuple(i for i in range(layers) if num_experts == 0 or i in mlp_only or (i + 1) % step)
         moe_inter = f.int("moe_intermediate_size")
         # the dense MLP width matters only when some layer is dense
