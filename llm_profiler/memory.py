@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import metrics as M
+from .checks import check_float, check_int
 from .engines import HF_EAGER, VLLM, ExecutionProfile, get_engine, paged_tokens
 from .errors import QueryError
 from .formula import B, Formula, P, S, compile_formula, fmin, total
@@ -146,11 +147,9 @@ class _Usage:
 
 
 def _capacity(dev: DeviceSpec, memory_fraction: float, overhead_bytes: int) -> int:
-    if isinstance(memory_fraction, bool) or not 0 < memory_fraction <= 1:
-        raise QueryError(f"memory_fraction must be in (0, 1], got {memory_fraction!r}")
-    if isinstance(overhead_bytes, bool) or not isinstance(overhead_bytes, int) or overhead_bytes < 0:
-        raise QueryError(f"overhead_bytes must be a non-negative integer, got {overhead_bytes!r}")
-    return int(dev.memory_bytes * memory_fraction) - overhead_bytes
+    fraction = check_float(memory_fraction, "memory_fraction", minimum=0, maximum=1, min_open=True)
+    overhead = check_int(overhead_bytes, "overhead_bytes", minimum=0)
+    return int(dev.memory_bytes * fraction) - overhead
 
 
 def _scenario(engine: str | ExecutionProfile | None, lm_head: str | None,
@@ -178,8 +177,7 @@ def memory_usage(source: Any, batch: int, seq: int, context: int | None = None,
 
 def _check(batch: int, seq: int, context: int) -> None:
     for name, v in (("batch", batch), ("seq", seq), ("context", context)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise QueryError(f"{name} must be a positive integer, got {v!r}")
+        check_int(v, name, minimum=1, maximum=_MAX)
     if context < seq:
         raise QueryError(f"context ({context}) must be at least the prompt length seq ({seq})")
 

@@ -22,7 +22,7 @@ from .families import Family, build_spec
 from .formula import ZERO, Formula, compile_formula, total
 from .graph import Graph, Node
 from .ops import Counts
-from .scopes import MODEL, TRANSFORMER, node_filter
+from .scopes import MODEL, TRANSFORMER, node_filter, valid_scopes_text
 from .spec import ArchSpec
 
 if TYPE_CHECKING:
@@ -45,6 +45,15 @@ def check_shape(batch: Any, seq: Any, past: Any = 0) -> tuple[int, int, int]:
             raise ShapeError(f"{name} must be >= {minimum}, got {number}")
         out.append(number)
     return out[0], out[1], out[2]
+
+
+def scope_name(scope: Any) -> str:
+    """A scope argument as the string key it is looked up by (None: the default scope)."""
+    if scope is None:
+        return TRANSFORMER
+    if not isinstance(scope, str):
+        raise QueryError(f"scope must be a string or None, got {type(scope).__name__}; valid: {valid_scopes_text()}")
+    return scope
 
 
 def metric_formula(counts: Counts, metric: str) -> Formula:
@@ -85,7 +94,7 @@ class ModelProfile:
     # --- formulas -----------------------------------------------------------------------------------
     def formula(self, metric: str, scope: str | None = TRANSFORMER) -> Formula:
         """The exact count as a ``Formula`` in B, S, P (no sympy involved)."""
-        key = (M.canonical(metric), scope or TRANSFORMER)
+        key = (M.canonical(metric), scope_name(scope))
         out = self._formulas.get(key)
         if out is None:
             # Layers share their Counts objects: add each distinct one once, times how often it occurs.
@@ -103,7 +112,7 @@ class ModelProfile:
         return self.formula(metric, scope).to_sympy()
 
     def _raw(self, metric: str, scope: str | None) -> Callable[..., Any]:
-        key = (M.canonical(metric), scope or TRANSFORMER)
+        key = (M.canonical(metric), scope_name(scope))
         fn = self._compiled.get(key)
         if fn is None:
             fn = compile_formula(self.formula(*key))
@@ -222,7 +231,7 @@ class Profile:
 
         return ProfileResult(
             model=self.spec.name, model_type=self.spec.model_type, family=self.spec.family,
-            batch=self.batch, seq=self.seq, past=self.past, scope=scope or TRANSFORMER,
+            batch=self.batch, seq=self.seq, past=self.past, scope=scope_name(scope),
             totals=self.summary(scope, metrics), notes=list(self.spec.notes),
         )
 
