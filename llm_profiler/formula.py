@@ -13,6 +13,7 @@ ints and vectorised on numpy arrays.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from fractions import Fraction
 from typing import Any, TypeAlias
@@ -369,9 +370,22 @@ def total(formulas: Iterable[Any]) -> Formula:
     return out
 
 
+def _integer_code(f: Formula) -> str:
+    """Source of f with integer arithmetic only: rational coefficients are scaled by their common denominator
+    and the sum divided back exactly (the formulas count things: integers at integer shapes), so numpy int64
+    arrays stay int64 (no object arrays of fractions)."""
+    denominator = 1
+    for c in f.terms.values():
+        if isinstance(c, Fraction):
+            denominator = denominator * c.denominator // math.gcd(denominator, c.denominator)
+    if denominator == 1:
+        return f.code()
+    return f"(({(f * denominator).code()}) // {denominator})"
+
+
 def compile_formula(f: Formula) -> Callable[[Any, Any, Any], Any]:
     """A function (batch, seq, past) -> value: exact on ints, vectorised on numpy arrays."""
-    source = f"def _f(B, S, P):\n    return {f.code()}\n"
+    source = f"def _f(B, S, P):\n    return {_integer_code(f)}\n"
     namespace: dict[str, Any] = {"_min": _min, "Fraction": Fraction}
     exec(compile(source, "<formula>", "exec"), namespace)  # our own generated source, from integers only
     fn: Callable[[Any, Any, Any], Any] = namespace["_f"]
@@ -380,7 +394,7 @@ def compile_formula(f: Formula) -> Callable[[Any, Any, Any], Any]:
 
 def compile_formulas(formulas: Iterable[Formula]) -> Callable[[Any, Any, Any], list[Any]]:
     """One function (batch, seq, past) -> [value of each formula]: exact on ints, vectorised on arrays."""
-    body = ",\n        ".join(f.code() for f in formulas)
+    body = ",\n        ".join(_integer_code(f) for f in formulas)
     source = f"def _f(B, S, P):\n    return [\n        {body}\n    ]\n"
     namespace: dict[str, Any] = {"_min": _min, "Fraction": Fraction}
     exec(compile(source, "<formulas>", "exec"), namespace)  # our own generated source, from integers only

@@ -152,6 +152,17 @@ def _capacity(dev: DeviceSpec, memory_fraction: float, overhead_bytes: int) -> i
     return int(dev.memory_bytes * fraction) - overhead
 
 
+_USAGES: dict[tuple[int, Dtypes, str, str, str], tuple[ModelProfile, _Usage]] = {}
+
+
+def _usage(model: ModelProfile, dt: Dtypes, lm_head: str, attention: str, eng: ExecutionProfile) -> _Usage:
+    """The compiled memory formulas of a model, dtypes and scenario (built once: the roofline asks per call)."""
+    key = (id(model), dt, lm_head, attention, eng.name)
+    if key not in _USAGES:  # the model is kept beside its formulas, so its id is not reused
+        _USAGES[key] = (model, _Usage(model, dt, lm_head, attention, eng))
+    return _USAGES[key][1]
+
+
 def _scenario(engine: str | ExecutionProfile | None, lm_head: str | None,
               attention: str | None) -> tuple[ExecutionProfile, str, str]:
     """The execution profile (default ``vllm``: what a serving user expects) and the lm_head / attention
@@ -171,7 +182,7 @@ def memory_usage(source: Any, batch: int, seq: int, context: int | None = None,
     context = seq if context is None else context
     _check(batch, seq, context)
     eng, lm_head, attention = _scenario(engine, lm_head, attention)
-    usage = _Usage(model, dtypes(weight_dtype, act_dtype, kv_dtype), lm_head, attention, eng)
+    usage = _usage(model, dtypes(weight_dtype, act_dtype, kv_dtype), lm_head, attention, eng)
     return usage.at(batch, seq, context, _capacity(dev, memory_fraction, overhead_bytes))
 
 
@@ -212,7 +223,7 @@ def largest_batch(source: Any, device: DeviceSpec | str, seq: int, context: int 
     _check(1, seq, context)
     dt = dtypes(weight_dtype, act_dtype, kv_dtype)
     eng, lm_head, attention = _scenario(engine, lm_head, attention)
-    usage, cap = _Usage(model, dt, lm_head, attention, eng), _capacity(dev, memory_fraction, overhead_bytes)
+    usage, cap = _usage(model, dt, lm_head, attention, eng), _capacity(dev, memory_fraction, overhead_bytes)
     best = _largest(lambda b: usage.at(b, seq, context, cap).fits)
     return _fit(model, dev, "batch", best, dt, usage.at(best, seq, context, cap) if best else None,
                 usage.at(best + 1, seq, context, cap), usage)
@@ -228,7 +239,7 @@ def largest_context(source: Any, device: DeviceSpec | str, batch: int = 1, seq: 
     _check(batch, seq or 1, seq or 1)
     dt = dtypes(weight_dtype, act_dtype, kv_dtype)
     eng, lm_head, attention = _scenario(engine, lm_head, attention)
-    usage, cap = _Usage(model, dt, lm_head, attention, eng), _capacity(dev, memory_fraction, overhead_bytes)
+    usage, cap = _usage(model, dt, lm_head, attention, eng), _capacity(dev, memory_fraction, overhead_bytes)
 
     def at(c: int) -> MemoryUsage:
         return usage.at(batch, c if seq is None else min(seq, c), c, cap)

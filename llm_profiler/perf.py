@@ -25,7 +25,7 @@ import numpy as np
 
 from .engines import VLLM, ExecutionProfile, get_engine
 from .errors import QueryError
-from .formula import compile_formulas
+from .formula import compile_formula, compile_formulas
 from .hardware import DeviceSpec, compute_dtype_name, get_device, utilization
 from .hardware.roofline import roofline_time
 from .phases import DECODE, GENERATE, PREFILL, Phase
@@ -75,23 +75,35 @@ class _Evaluator:
         self.traffic = traffic
         self._fn = compile_formulas([t.get(f) for _, t in traffic.groups for f in _FIELDS])
         self._generation: dict[str, Callable[[int, int, int, int], int] | None] = {}
+        self._numeric: dict[str, Callable[..., Any]] = {}
 
     def generation_total(self, field: str, phase: Phase) -> tuple[int, list[str]]:
-        """A generation's total of ``field`` from its closed form in N, summed and compiled once per field
-        (later calls evaluate it in microseconds); a sum with no closed form is summed for this N."""
-        from .generation import compile_exact, evaluate, generation_sum
+        """A generation's total of ``field``: from its closed form in N when sympy finds one (summed and
+        compiled once per field; later calls take microseconds), else the exact sum of the prefill and every
+        decode step's value (the compiled formula over the steps' contexts, Python-int exact)."""
+        from .generation import compile_exact, generation_sum
 
         if field not in self._generation:
             try:
                 summed = generation_sum(self.traffic.total(field).to_sympy())  # symbolic in N
                 self._generation[field] = compile_exact(summed.expr) if summed.closed_form else None
-            except QueryError:  # a term with no closed form in N: summed per request below
+            except QueryError:  # a term with no closed form in N (a ceiling, a product of windows)
                 self._generation[field] = None
         exact = self._generation[field]
+        b, s, p, n = phase.batch, phase.seq, phase.past, phase.new_tokens
         if exact is not None:
-            return exact(phase.batch, phase.seq, phase.past, phase.new_tokens), []
-        summed = generation_sum(self.traffic.total(field).to_sympy(), phase.new_tokens)
-        return evaluate(summed.expr, phase.values()), list(summed.notes)
+            return exact(b, s, p, n), []
+        fn = self._numeric.get(field)
+        if fn is None:
+            fn = self._numeric[field] = compile_formula(self.traffic.total(field))
+        total = int(fn(b, s, p))
+        if n > 1:
+            contexts = np.arange(p + s, p + s + n - 1, dtype=np.int64)
+            # counts grow with the context: the last step bounds every step; past int64's range, Python ints
+            if abs(int(fn(b, 1, p + s + n - 2))) * (n - 1) >= 2**62:
+                contexts = contexts.astype(object)
+            total += int(np.sum(fn(b, 1, contexts)))
+        return total, [f"{field}: summed over the {n - 1} decode steps (no closed form in N)"]
 
     def values(self, batch: Any, seq: Any, past: Any) -> list[dict[str, Any]]:
         """Per group: field -> value (ints for int arguments, arrays for array arguments)."""

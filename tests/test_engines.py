@@ -134,3 +134,15 @@ def test_fused_elementwise_kernels_read_and_write_once() -> None:
     # SiluAndMul: the gate product reads gate and up (2 x 6 x 8192) and writes 6 x 8192
     gate = profile_model("llama-3.2-1b", engine="vllm").graph.node("model.layers.0.mlp:gate_mul")
     assert (gate.facts.reads(2, 3, 0), gate.counts[M.ACT](2, 3, 0)) == (2 * 6 * 8192, 6 * 8192)
+
+
+def test_generation_without_closed_form_equals_its_forwards() -> None:
+    # under vllm the online softmax's block visits hold ceil((P + S) / 128): sympy has no closed form for their
+    # sum over decode steps, so the generation sums the steps exactly; it must equal the forwards one by one
+    # (gemma-2-9b, sliding and global layers, prompt 300, 6 new tokens: one prefill and 5 decode steps)
+    gen = roofline("gemma-2-9b", "h100", "generate", batch=2, seq=300, new_tokens=6)
+    forwards = [roofline("gemma-2-9b", "h100", "prefill", batch=2, seq=300)]
+    forwards += [roofline("gemma-2-9b", "h100", "decode", batch=2, past=300 + i) for i in range(5)]
+    assert gen.flops.total == sum(f.flops.total for f in forwards)
+    assert gen.io.total == sum(f.io.total for f in forwards)
+    assert any("no closed form" in note for note in gen.notes)
