@@ -30,27 +30,38 @@ facts (matmul shapes, cache-state reads, the layer's mixer), never by re-derivin
     - fused elementwise kernels (vLLM's ``RMSNorm``, ``RotaryEmbedding``, ``SiluAndMul``, fused add):
       a norm, the rotary embedding, an activation, a gate product or a residual add reads its inputs once and
       writes its output once, instead of one tensor per eager op (same arithmetic).
+    - multi-head latent attention (DeepSeek-V2 / V3 layers, mixer kind ``mla``) in the absorbed form for
+      decode forwards, the naive (decompress) form for prefill, as vLLM's MLA backend chooses
+      (``mla_decode``; ``for_phase`` gives the decode forwards' profile). The absorbed form (DeepSeek-V2
+      paper, section 2.1.3 and its appendix: W^UK absorbed into W^Q, W^UV into W^O; FlashMLA): q_nope is
+      projected into the latent space (B*S*H*qk_nope*kv_lora MACs), scores run over the latent plus the
+      shared rope key (kv_lora + qk_rope MACs per kept pair and head), the online softmax as the flash rule
+      with a kv_lora-wide accumulator, the context over the latent (kv_lora MACs per kept pair and head),
+      and the output projected back (B*S*H*kv_lora*v_head MACs). kv_b_proj no longer decompresses the
+      cached tokens (its weight is read once, for the two absorptions); the latent cache is read once.
 
-    Not modelled yet (named so nobody reads them into the numbers): absorbed MLA for DeepSeek decode, the
-    residual add fused into the following norm, the fused-MoE grouped GEMM's traffic (the experts' weights
-    are already read only for the experts the tokens use).
+    Not modelled yet (named so nobody reads them into the numbers): the residual add fused into the
+    following norm, the fused-MoE grouped GEMM's traffic (the experts' weights are already read only for
+    the experts the tokens use).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from . import ops
 from .errors import QueryError
-from .facts import Facts, Matmul
-from .formula import ZERO, Formula, P, S, ceil_div, fmin
+from .facts import Facts, Matmul, State, StateKind
+from .formula import ZERO, B, Formula, P, S, ceil_div, fmin
 from .graph import Graph, Node, NodeKind
 from .graph import blocks as blk
 from .metrics import ACT, ADD, CMP, DIV, EXP, MACS, MULT
 from .ops import Counts
+from .phases import DECODE
 
 FLASH_BLOCK = 128  # keys per block of the online softmax (FlashAttention-2's Bc for head_dim <= 128)
 HF_EAGER, HF_SDPA, VLLM = "hf-eager", "hf-sdpa", "vllm"
@@ -69,6 +80,13 @@ class ExecutionProfile(BaseModel):
     max_batched_tokens: int | None = None  # tokens one step processes at most (None: the whole batch)
     builds_mask: bool = True
     fused_elementwise: bool = False  # norms, rope, activations, residual adds as one kernel each
+    mla: Literal["naive", "absorbed"] = "naive"  # how this profile's forwards run MLA layers
+    mla_decode: Literal["naive", "absorbed"] = "naive"  # how its decode forwards run them
+
+    def for_phase(self, kind: str) -> ExecutionProfile:
+        """The profile a forward of phase ``kind`` runs under: decode forwards take ``mla_decode``."""
+        form = self.mla_decode if kind == DECODE else self.mla
+        return self if form == self.mla else self.model_copy(update={"mla": form})
 
     @property
     def memory_attention(self) -> str:
@@ -85,9 +103,9 @@ PROFILES: dict[str, ExecutionProfile] = {
         attention="sdpa", lm_head="all"),
     VLLM: ExecutionProfile(
         name=VLLM, summary="vLLM-like serving: FlashAttention-2 (causal pairs only), no mask, logits on the last "
-                           "position, paged KV (16-token blocks), 8192-token steps",
+                           "position, paged KV (16-token blocks), 8192-token steps, absorbed MLA for decode",
         attention="flash", lm_head="last", kv_block=16, max_batched_tokens=8192, builds_mask=False,
-        fused_elementwise=True),
+        fused_elementwise=True, mla_decode="absorbed"),
 }
 
 
@@ -158,9 +176,14 @@ def _flash_softmax(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
     (Dv MULT); per row at the end O / l (Dv DIV). Nothing is written to memory."""
     context = _context_of(node, graph)
     mm = _only_matmul(context)  # (S x keys) @ (keys x Dv), batch B*heads
-    heads_rows, dv, keys = mm.batch, mm.n, mm.k
+    return _online_softmax(node, mm.batch, mm.n, mm.k, _layer_window(node, graph))
+
+
+def _online_softmax(node: Node, heads_rows: Formula, dv: Formula | int, keys: Formula, window: int | None) -> Node:
+    """The online softmax's counts for ``heads_rows`` (B*heads) rows of S queries over ``keys`` keys with a
+    ``dv``-wide output accumulator."""
     rows = heads_rows * S
-    pairs = heads_rows * causal_pairs(_layer_window(node, graph))
+    pairs = heads_rows * causal_pairs(window)
     visits = rows * ceil_div(keys, FLASH_BLOCK)
     counts = Counts({CMP: pairs, ADD: 2 * pairs + 2 * visits, EXP: pairs + visits, MULT: visits * (1 + dv),
                      DIV: rows * dv, ACT: ZERO})
@@ -235,6 +258,125 @@ def _positions_only(node: Node, graph: Graph, profile: ExecutionProfile) -> Node
     return replace(node, counts=counts, facts=blk.complete_facts(node.kind, counts))
 
 
+# --- absorbed MLA (DeepSeek-V2 paper, section 2.1.3 and appendix; FlashMLA; vLLM's MLA backend) ------------
+
+
+@dataclass(frozen=True)
+class _MlaDims:
+    """An MLA layer's dims, read from its nodes' facts: ``heads`` and ``qk`` (= qk_nope + qk_rope) from the
+    scores bmm (batch B*heads, inner qk), ``v_head`` from the context bmm (its n), ``kv_lora`` and
+    ``qk_nope`` from kv_b_proj's (heads*(qk_nope + v_head) x kv_lora) weight; its latent read and the
+    scores' rope-key read are the two parts of the latent cache."""
+
+    heads: int
+    qk_nope: int
+    qk_rope: int
+    v_head: int
+    kv_lora: int
+    scores: Matmul  # the reference scores bmm: batch B*heads, k = qk
+    context: Matmul  # the reference context bmm: batch B*heads, n = v_head, k = keys
+    latent_read: Formula  # latent elements the layer reads from the cache (kv_lora + qk_rope per token)
+
+
+def _latent_read(node: Node) -> Formula:
+    """Latent-cache elements ``node`` reads."""
+    out = ZERO
+    for st in node.facts.states:
+        if st.kind == StateKind.LATENT:
+            out = out + st.read
+    return out
+
+
+def _is_latent_expansion(node: Node) -> bool:
+    """kv_b_proj as transformers runs it: a linear layer re-expanding latent read from the cache."""
+    return node.kind == NodeKind.LINEAR and any(st.kind == StateKind.LATENT and bool(st.read)
+                                                 for st in node.facts.states)
+
+
+def _mla_dims(node: Node, graph: Graph) -> _MlaDims:
+    siblings = [n for n in graph.nodes if n.layer == node.layer and n.layer is not None]
+    expand = [n for n in siblings if _is_latent_expansion(n)]
+    scores = [n for n in siblings if n.kind == NodeKind.ATTN_SCORES]
+    context = [n for n in siblings if n.kind == NodeKind.ATTN_CONTEXT]
+    if len(expand) != 1 or len(scores) != 1 or len(context) != 1 or len(scores[0].facts.matmuls) != 1:
+        raise QueryError(f"{node.path}: an MLA layer needs one latent-expanding linear (kv_b_proj), one scores "
+                         "and one context node; the absorbed-MLA rule cannot apply")
+    (weight,) = [w for w in expand[0].facts.weights if len(w.shape) == 2]
+    sc, cx = _only_matmul(scores[0]), _only_matmul(context[0])
+    heads = int(sc.batch(1, 1, 0))  # B*heads at B = 1
+    qk, v_head = int(sc.k(1, 1, 0)), int(cx.n(1, 1, 0))
+    out_features, kv_lora = weight.shape
+    if out_features % heads:
+        raise QueryError(f"{expand[0].path}: weight rows {out_features} are not a multiple of {heads} heads")
+    qk_nope = out_features // heads - v_head
+    latent = _latent_read(expand[0]) + _latent_read(scores[0])
+    return _MlaDims(heads, qk_nope, qk - qk_nope, v_head, kv_lora, sc, cx, latent)
+
+
+def _absorbed_projections(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
+    """kv_b_proj in the absorbed form: its weight's W^UK half absorbs q_nope into the latent space
+    (batch H of (B*S x qk_nope) @ (qk_nope x kv_lora)) and its W^UV half maps the latent context back
+    (batch H of (B*S x kv_lora) @ (kv_lora x v_head)); no cached token is decompressed. The weight is read
+    once; q_nope and the latent context are read, q_latent and the per-head output written."""
+    d = _mla_dims(node, graph)
+    rows = B * S
+    counts = (ops.matmul(rows, d.kv_lora, d.qk_nope, batch=d.heads)
+              + ops.matmul(rows, d.v_head, d.kv_lora, batch=d.heads))
+    for metric, value in node.counts.items():  # params (and any non-arithmetic metric) stay the node's
+        if metric not in (ADD, MULT, MACS, ACT):
+            counts[metric] = value
+    heads, f = Formula.const(d.heads), Formula.const
+    matmuls = (Matmul(rows, f(d.kv_lora), f(d.qk_nope), heads), Matmul(rows, f(d.v_head), f(d.kv_lora), heads))
+    counts.facts = Facts(weights=node.facts.weights, matmuls=matmuls, reads=rows * d.heads * (d.qk_nope + d.kv_lora))
+    return replace(node, counts=counts, facts=counts.facts)
+
+
+def _absorbed_scores(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
+    """Scores over the latent plus the shared rope key: per kept pair and head kv_lora + qk_rope MACs and
+    the scaling; q_latent and q_pe read; the latent cache (kv_lora + qk_rope per cached token) read once
+    (FlashMLA reads each latent tile once for scores and context)."""
+    d = _mla_dims(node, graph)
+    heads_rows = d.scores.batch  # B * heads
+    pairs = heads_rows * causal_pairs(_layer_window(node, graph))
+    width = d.kv_lora + d.qk_rope
+    counts = Counts({MULT: pairs * width + pairs, ADD: pairs * (width - 1), MACS: pairs * width, ACT: ZERO})
+    counts.facts = Facts(matmuls=(Matmul(Formula.const(1), pairs, Formula.const(width), Formula.const(1)),),
+                         reads=heads_rows * S * width, states=(State(StateKind.LATENT, read=d.latent_read),))
+    return replace(node, counts=counts, facts=counts.facts)
+
+
+def _absorbed_softmax(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
+    """The flash rule's online softmax with the latent-space accumulator (kv_lora wide)."""
+    d = _mla_dims(node, graph)
+    return _online_softmax(node, d.context.batch, d.kv_lora, d.context.k, _layer_window(node, graph))
+
+
+def _absorbed_context(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
+    """Probabilities @ latent over the kept pairs: kv_lora MACs (and additions) per kept pair and head; the
+    latent tile is already on chip (read by the scores); B*heads*S*kv_lora written."""
+    d = _mla_dims(node, graph)
+    heads_rows = d.context.batch
+    pairs = heads_rows * causal_pairs(_layer_window(node, graph))
+    r = d.kv_lora
+    counts = Counts({MULT: pairs * r, ADD: pairs * r, MACS: pairs * r, ACT: heads_rows * S * r})
+    counts.facts = Facts(matmuls=(Matmul(Formula.const(1), Formula.const(r), pairs, Formula.const(1)),),
+                         reads=ZERO)
+    return replace(node, counts=counts, facts=counts.facts)
+
+
+_ABSORBED: dict[str, Rule] = {NodeKind.LINEAR: _absorbed_projections, NodeKind.ATTN_SCORES: _absorbed_scores,
+                              NodeKind.ATTN_SOFTMAX: _absorbed_softmax, NodeKind.ATTN_CONTEXT: _absorbed_context}
+
+
+def _mla_rule(node: Node, graph: Graph) -> Rule | None:
+    """The absorbed-MLA rule of ``node`` when it is one of an MLA layer's rewritten nodes."""
+    if node.layer is None or graph.spec.layers[node.layer].mixer.kind != "mla":
+        return None
+    if node.kind == NodeKind.LINEAR and not _is_latent_expansion(node):
+        return None
+    return _ABSORBED.get(node.kind)
+
+
 _RULES: dict[str, dict[str, Rule]] = {
     "sdpa": {NodeKind.ATTN_SCORES: _fused_no_write, NodeKind.ATTN_SOFTMAX: _fused_no_write,
              NodeKind.ATTN_CONTEXT: _fused_context},
@@ -251,25 +393,30 @@ def apply_engine(graph: Graph, profile: ExecutionProfile) -> Graph:
         rules[NodeKind.POSITIONS] = _positions_only
     if profile.fused_elementwise:
         rules.update(dict.fromkeys(FUSED_KINDS, _fused_chain))
-    if not rules:
+    absorbed = profile.mla == "absorbed"
+    if not rules and not absorbed:
         return graph
-    done: dict[tuple[int, int | None, str], Node] = {}
+    done: dict[tuple[int, int | None, str, bool], Node] = {}
     out = []
     for node in graph.nodes:
-        rule = rules.get(node.kind)
+        mla_rule = _mla_rule(node, graph) if absorbed else None
+        rule = mla_rule or rules.get(node.kind)
         if rule is _fused_chain and node.facts.fused_writes is None:
             rule = None  # not a chain a fused kernel is known to run
         if rule is None or (node.kind == NodeKind.ATTN_SCORES and len(node.facts.matmuls) != 1):
             out.append(node)
             continue
         window = _layer_window(node, graph)
-        key = (id(node.counts), window, node.kind)
+        key = (id(node.counts), window, node.kind, mla_rule is not None)
         template = done.get(key)
         if template is None:
             template = done[key] = rule(node, graph, profile)
         out.append(replace(template, path=node.path, module=node.module, layer=node.layer))
-    return Graph(spec=graph.spec, nodes=tuple(out), layer_prefix=graph.layer_prefix,
-                 meta={**graph.meta, "engine": profile.name})
+    # the reference stays reachable, so a phase's variant (``for_phase``) can be built from any view
+    meta = {**graph.meta, "engine": profile.name, "reference": graph.meta.get("reference", graph)}
+    if absorbed and any(_mla_rule(node, graph) for node in graph.nodes):
+        meta["mla"] = "absorbed"
+    return Graph(spec=graph.spec, nodes=tuple(out), layer_prefix=graph.layer_prefix, meta=meta)
 
 
 def paged_tokens(context: int, profile: ExecutionProfile) -> int:

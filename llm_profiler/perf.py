@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .engines import VLLM, ExecutionProfile, get_engine
+from .engines import VLLM, ExecutionProfile, apply_engine, get_engine
 from .errors import QueryError
 from .formula import compile_formula, compile_formulas
 from .hardware import DeviceSpec, compute_dtype_name, get_device, utilization
@@ -134,6 +134,39 @@ def _model(source: Any) -> ModelProfile:
     return source if isinstance(source, ModelProfile) else profile_model(source)
 
 
+_PHASE_VIEWS: dict[tuple[int, ExecutionProfile], tuple[ModelProfile, ModelProfile]] = {}
+
+
+def phase_model(source: Any, kind: str, engine: str | ExecutionProfile | None = None) -> ModelProfile:
+    """The formulas a forward of phase ``kind`` (prefill or decode) runs under ``engine`` (default ``vllm``):
+    the engine's view, except where the engine computes decode forwards differently (``vllm``: MLA layers
+    in the absorbed form for decode, the naive form for prefill, as vLLM's MLA backend does)."""
+    eng = get_engine(engine, default=VLLM)
+    base = _model(source)
+    view = with_engine(base, eng)
+    variant = eng.for_phase(kind)
+    if variant == eng or not any(layer.mixer.kind == "mla" for layer in view.spec.layers):
+        return view  # the same rules (the MLA form only matters where a layer is MLA)
+    reference = view.graph.meta.get("reference", base.graph)
+    key = (id(reference), variant)
+    if key not in _PHASE_VIEWS:  # the view is kept alive beside its variant, so ids are not reused
+        graph = apply_engine(reference, variant)  # type: ignore[arg-type]
+        _PHASE_VIEWS[key] = (view, ModelProfile(view.family, graph))
+    return _PHASE_VIEWS[key][1]
+
+
+def _mla_notes(prefill: ModelProfile | None, decode: ModelProfile | None) -> list[str]:
+    """What the report should say when the engine runs MLA layers in a phase-dependent form."""
+    notes = []
+    if decode is not None and decode.graph.meta.get("mla") == "absorbed":
+        notes.append("MLA decode in the absorbed form (DeepSeek-V2 section 2.1.3, FlashMLA, vLLM's MLA backend): "
+                     "scores and context over the latent cache, kv_b_proj folded into q and the output; "
+                     "transformers (--engine hf-eager) re-expands every cached token through kv_b_proj")
+    if prefill is not None and decode is not None and prefill is not decode:
+        notes.append("MLA prefill in the naive form (the latent decompressed through kv_b_proj), as vLLM runs it")
+    return notes
+
+
 @dataclass
 class _Forward:
     """One forward's roofline: totals and per-group values."""
@@ -238,15 +271,23 @@ def phase_report(source: Any, phase: Phase, device: DeviceSpec | str | Settings 
     kv_dtype, compute_dtype, flops_efficiency, bandwidth_efficiency (see ``settings``); ``nodes`` adds the
     per-node rows (prefill and decode). The report says whether weights + KV + activations fit the device."""
     eng = get_engine(engine, default=VLLM)
-    model = with_engine(_model(source), eng)
+    base = _model(source)
+    model = phase_model(base, PREFILL, eng)  # prefill forwards (and the memory the phase holds)
     st = device if isinstance(device, Settings) else settings(device, **options)
-    ev = _evaluator(model, st.dtypes, phase.lm_head)
     if phase.kind in (PREFILL, DECODE):
+        forward = phase_model(base, phase.kind, eng)
+        ev = _evaluator(forward, st.dtypes, phase.lm_head)
         fwd = _forward(ev, st, phase.batch, phase.seq, phase.past)
-        report = _report(model, st, phase, 1, fwd.flops, fwd.by_category, fwd.time, fwd.compute_bound,
-                         fwd.memory_bound, nodes=_node_rows(model, ev, fwd) if nodes else [])
+        report = _report(forward, st, phase, 1, fwd.flops, fwd.by_category, fwd.time, fwd.compute_bound,
+                         fwd.memory_bound, nodes=_node_rows(forward, ev, fwd) if nodes else [])
+        mla = _mla_notes(None, forward) if phase.kind == DECODE else _mla_notes(model, phase_model(base, DECODE, eng))
+        report = report.model_copy(update={"notes": [*report.notes, *mla[-1:]]}) if mla else report
     elif phase.kind == GENERATE:
-        report = _generation(model, ev, st, phase)
+        decode = phase_model(base, DECODE, eng)
+        report = _generation(model, _evaluator(model, st.dtypes, phase.lm_head), st, phase,
+                             None if decode is model else _evaluator(decode, st.dtypes, phase.lm_head))
+        mla = _mla_notes(model, decode)
+        report = report.model_copy(update={"notes": [*report.notes, *mla]}) if mla else report
     else:  # pragma: no cover - Phase validates the kind
         raise QueryError(f"unknown phase {phase.kind!r}")
     return _with_capacity(report, model, st, phase, eng)
@@ -272,19 +313,28 @@ def _with_capacity(report: PhaseReport, model: ModelProfile, st: Settings, phase
     return report.model_copy(update={"engine": eng.name, "memory": usage, "fits": usage.fits, "notes": notes})
 
 
-def _generation(model: ModelProfile, ev: _Evaluator, st: Settings, phase: Phase) -> PhaseReport:
+def _generation(model: ModelProfile, ev: _Evaluator, st: Settings, phase: Phase,
+                decode_ev: _Evaluator | None = None) -> PhaseReport:
+    """``decode_ev``: the decode forwards' formulas when the engine runs them differently from the prefill
+    (absorbed MLA); None: the same formulas."""
     b, s, p, n = phase.batch, phase.seq, phase.past, phase.new_tokens
     first = Phase.prefill(b, s, p, phase.lm_head)
     pre = _forward(ev, st, b, s, p)
     prefill = _report(model, st, first, 1, pre.flops, pre.by_category, pre.time, pre.compute_bound,
                       pre.memory_bound)
-    # Closed forms of the whole generation, then the decode part = whole - prefill.
+    # Closed forms of the whole generation, then the decode part = whole - prefill. With separate decode
+    # formulas: the whole under them, less their prefill, plus the prefill's own.
+    dev = decode_ev or ev
+    dec_pre = pre if decode_ev is None else _forward(decode_ev, st, b, s, p)
     notes: list[str] = []
     totals: dict[str, int] = {}
     for f in _FIELDS:
-        totals[f], field_notes = ev.generation_total(f, phase)
+        whole, field_notes = dev.generation_total(f, phase)
+        first_forward = pre.flops if f == "flops" else pre.by_category[f]
+        dec_first = dec_pre.flops if f == "flops" else dec_pre.by_category[f]
+        totals[f] = whole - dec_first + first_forward
         notes.extend(field_notes)
-    step_times, step_compute = _decode_steps(ev, st, b, s, p, n - 1)
+    step_times, step_compute = _decode_steps(dev, st, b, s, p, n - 1)
     decode_time, decode_compute = float(step_times.sum()), float(step_compute.sum())
     dec_cats = {c: totals[c] - pre.by_category[c] for c in CATEGORIES}
     decode = None
@@ -324,7 +374,8 @@ def measured_utilization(report: PhaseReport, measured_s: float, device: DeviceS
                        report.compute_dtype)
 
 
-__all__ = ["Settings", "format_report", "measured_utilization", "phase_report", "roofline", "settings"]
+__all__ = ["Settings", "format_report", "measured_utilization", "phase_model", "phase_report", "roofline",
+           "settings"]
 
 
 def _si(value: float, unit: str) -> str:

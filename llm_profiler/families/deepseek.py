@@ -48,7 +48,7 @@ from ..graph.blocks import Part
 from ..graph.node import ATTN, MLP, NodeKind
 from ..metrics import ACTIVE_PARAMS
 from ..ops import Counts
-from ..spec import FFN, ArchSpec, LayerSpec
+from ..spec import FFN, ArchSpec, LayerSpec, Mixer
 from . import register
 from .fields import Fields
 from .template import DecoderTemplate, gated_mlp, part
@@ -72,10 +72,13 @@ class DeepseekSpec(ArchSpec):
     norm_topk_prob: bool = False
 
     def derive_layers(self) -> tuple[LayerSpec, ...]:
-        """Layers below ``first_k_dense_replace`` are dense; the others are MoE (routed + shared experts)."""
+        """Every layer's mixer is MLA; layers below ``first_k_dense_replace`` are dense, the others MoE (routed
+        + shared experts)."""
         moe = FFN(kind="moe", intermediate=self.moe_intermediate_size, experts=self.n_routed_experts,
                   top_k=self.num_experts_per_tok, shared_intermediate=self.moe_intermediate_size * self.n_shared_experts)
-        return tuple(layer if i < self.first_k_dense_replace else layer.model_copy(update={"ffn": moe})
+        mla = Mixer(kind="mla")
+        return tuple(layer.model_copy(update={"mixer": mla} if i < self.first_k_dense_replace
+                                      else {"mixer": mla, "ffn": moe})
                      for i, layer in enumerate(super().derive_layers()))
 
 
