@@ -121,3 +121,12 @@ def test_weight_storage_from_facts_equals_params_bytes() -> None:
     for alias in ("llama-3.2-1b", "mixtral-8x7b", "gpt2", "deepseek-v3"):
         model = profile_model(alias)
         assert model_traffic(model, dtypes("bf16", "bf16")).weight_storage() == 2 * model.count(M.PARAMS, "model")
+
+
+def test_deepseek_decode_reads_only_the_routed_experts() -> None:
+    # DeepSeek-V3, one decode token: the routed experts node reads top-8 of its 256 experts, each
+    # 3 x 2048 x 7168 bf16 weights = 88,080,384 bytes (it read all 256, at the activation dtype, before)
+    node = profile_model("deepseek-v3").graph.node("model.layers.3.mlp.experts")
+    (experts,) = node.facts.weights
+    assert experts.tensor_class == TensorClass.EXPERTS and experts.shape == (256, 3 * 2048 * 7168)
+    assert node_traffic(node, dtypes("bf16", "bf16")).weights(1, 1, 100) == 8 * 88_080_384

@@ -41,12 +41,12 @@ from typing import Any, Literal
 from .. import ops
 from ..errors import ConfigError
 from ..facts import State, StateKind
-from ..formula import ZERO, B, Formula
+from ..formula import ZERO, B
 from ..graph import blocks as blk
 from ..graph.activations import read_activation
 from ..graph.blocks import Part
+from ..graph.moe import routed_experts
 from ..graph.node import ATTN, MLP, NodeKind
-from ..metrics import ACTIVE_PARAMS
 from ..ops import Counts
 from ..spec import FFN, ArchSpec, LayerSpec, Mixer
 from . import register
@@ -90,12 +90,6 @@ def decompressed_cache_per_token(spec: DeepseekSpec) -> int:
 def latent_cache_per_token(spec: DeepseekSpec) -> int:
     """Elements per token and layer of the MLA latent cache transformers holds: kv_lora_rank + qk_rope."""
     return spec.kv_lora_rank + spec.qk_rope_head_dim
-
-
-def _with_active(counts: Counts, active: int) -> Counts:
-    out = Counts(counts)
-    out[ACTIVE_PARAMS] = Formula.const(active)
-    return out
 
 
 @register
@@ -263,15 +257,9 @@ class Deepseek(DecoderTemplate):
         h, t = spec.hidden_size, blk.TOKENS
         E, k, inter = spec.n_routed_experts, spec.num_experts_per_tok, spec.moe_intermediate_size
         pairs = t * k  # token-expert pairs: batched_mm runs one expert's MLP per pair
-        experts = (
-            ops.matmul(2 * inter, 1, h, batch=pairs)  # gate_up: (2I x h) @ (h x 1) per pair
-            + ops.elementwise("mul", pairs * inter)  # act(gate) * up
-            + ops.matmul(h, 1, inter, batch=pairs)  # down: (h x I) @ (I x 1) per pair
-            + ops.elementwise("mul", pairs * h)  # * routing weight
-            + ops.reduce_sum(t * h, k)  # sum over the k experts of each token
-        )
-        per_expert = 3 * inter * h
-        experts = _with_active(blk.with_params(experts, E * per_expert), k * per_expert)
+        # gate_up, act(gate) * up, down and the routing weight per pair, the top-k sum per token; the pairs
+        # read min(E, pairs) experts' weights (graph.moe.routed_experts, the same blocks as Mixtral's)
+        experts = routed_experts(h, inter, E, k)
         m = ".mlp"
         return [
             part(f"{m}.gate", NodeKind.ROUTER, self.router(spec), MLP),
