@@ -59,7 +59,7 @@ from .facts import Facts, Matmul, State, StateKind
 from .formula import ZERO, B, Formula, P, S, ceil_div, fmin
 from .graph import Graph, Node, NodeKind
 from .graph import blocks as blk
-from .metrics import ACT, ADD, CMP, DIV, EXP, MACS, MULT
+from .metrics import ACT, ACTIVE_PARAMS, ADD, CMP, DIV, EXP, MACS, MULT, PARAMS
 from .ops import Counts
 from .phases import DECODE
 
@@ -187,7 +187,10 @@ def _online_softmax(node: Node, heads_rows: Formula, dv: Formula | int, keys: Fo
     visits = rows * ceil_div(keys, FLASH_BLOCK)
     counts = Counts({CMP: pairs, ADD: 2 * pairs + 2 * visits, EXP: pairs + visits, MULT: visits * (1 + dv),
                      DIV: rows * dv, ACT: ZERO})
-    counts.facts = Facts(reads=ZERO)
+    for kept in (PARAMS, ACTIVE_PARAMS):  # a softmax with parameters (gpt_oss's sinks) keeps them
+        if kept in node.counts:
+            counts[kept] = node.counts[kept]
+    counts.facts = Facts(reads=ZERO, weights=node.facts.weights)
     return replace(node, counts=counts, facts=counts.facts)
 
 

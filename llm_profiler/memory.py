@@ -38,6 +38,7 @@ from .engines import HF_EAGER, VLLM, ExecutionProfile, get_engine, paged_tokens
 from .errors import QueryError
 from .formula import B, Formula, P, S, compile_formula, fmin, total
 from .hardware import DeviceSpec, get_device
+from .hardware.dtypes import DType
 from .phases import LM_HEAD_ALL, LM_HEAD_LAST, check_lm_head
 from .profile import ModelProfile, profile_model
 from .results import FitResult, MemoryUsage
@@ -99,9 +100,22 @@ def activation_formulas(model: ModelProfile, dt: Dtypes, lm_head: str = LM_HEAD_
     return mask, [attn, mlp, head]
 
 
-def weights_bytes(source: Any, weight_dtype: str = "bf16", act_dtype: str = "bf16") -> int:
+def _dtypes(source: Any, weight_dtype: Any, act_dtype: Any, kv_dtype: Any, quantization: Any) -> tuple[Dtypes, list[str]]:
+    """The storage dtypes with the weights as ``quantization`` says (``quantization.resolve``: the config's
+    ``quantization_config`` unless an explicit ``weight_dtype`` overrides it), and the notes saying so."""
+    from .quantization import resolve
+
+    quant, notes = resolve(source, weight_dtype, quantization)
+    return dtypes(weight_dtype or "bf16", act_dtype, kv_dtype, quant), notes
+
+
+def weights_bytes(source: Any, weight_dtype: str | None = None, act_dtype: str = "bf16",
+                  quantization: Any = "config") -> int:
+    """Bytes the weights occupy: at ``weight_dtype`` when given, else as the config's
+    ``quantization_config`` stores them (bf16 without one; ``quantization="none"``: bf16 regardless)."""
     model = _model(source)
-    return model_traffic(model, dtypes(weight_dtype, act_dtype)).weight_storage()
+    dt, _ = _dtypes(source, weight_dtype, act_dtype, None, quantization)
+    return model_traffic(model, dt).weight_storage()
 
 
 def kv_cache_bytes(source: Any, batch: int, context: int, kv_dtype: str = "bf16") -> int:
@@ -172,17 +186,18 @@ def _scenario(engine: str | ExecutionProfile | None, lm_head: str | None,
 
 
 def memory_usage(source: Any, batch: int, seq: int, context: int | None = None,
-                 device: DeviceSpec | str = "a100-80gb", *, weight_dtype: str = "bf16", act_dtype: str = "bf16",
-                 kv_dtype: str | None = None, lm_head: str | None = None, memory_fraction: float = 1.0,
-                 overhead_bytes: int = 0, attention: str | None = None,
-                 engine: str | ExecutionProfile | None = None) -> MemoryUsage:
+                 device: DeviceSpec | str = "a100-80gb", *, weight_dtype: str | DType | None = None,
+                 act_dtype: str | DType = "bf16", kv_dtype: str | DType | None = None, lm_head: str | None = None,
+                 memory_fraction: float = 1.0, overhead_bytes: int = 0, attention: str | None = None,
+                 engine: str | ExecutionProfile | None = None, quantization: Any = "config") -> MemoryUsage:
     """Bytes needed to prefill ``seq`` tokens of ``batch`` sequences and hold ``context`` (default seq),
     under ``engine`` (default ``vllm``; ``hf-eager`` for the transformers forward)."""
     model, dev = _model(source), get_device(device)
     context = seq if context is None else context
     _check(batch, seq, context)
     eng, lm_head, attention = _scenario(engine, lm_head, attention)
-    usage = _usage(model, dtypes(weight_dtype, act_dtype, kv_dtype), lm_head, attention, eng)
+    dt, _ = _dtypes(source, weight_dtype, act_dtype, kv_dtype, quantization)
+    usage = _usage(model, dt, lm_head, attention, eng)
     return usage.at(batch, seq, context, _capacity(dev, memory_fraction, overhead_bytes))
 
 
@@ -212,32 +227,34 @@ def _largest(fits: Any) -> int:
 
 
 def largest_batch(source: Any, device: DeviceSpec | str, seq: int, context: int | None = None, *,
-                  weight_dtype: str = "bf16", act_dtype: str = "bf16", kv_dtype: str | None = None,
+                  weight_dtype: str | None = None, act_dtype: str = "bf16", kv_dtype: str | None = None,
                   lm_head: str | None = None, memory_fraction: float = 1.0, overhead_bytes: int = 0,
-                  attention: str | None = None, engine: str | ExecutionProfile | None = None) -> FitResult:
+                  attention: str | None = None, engine: str | ExecutionProfile | None = None,
+                  quantization: Any = "config") -> FitResult:
     """The largest batch whose prompt (``seq``) prefill and KV cache at ``context`` (default seq) fit, under
     ``engine`` (default ``vllm``: paged KV, chunked prefill, fused attention; ``hf-eager``: one transformers
     forward of the whole batch)."""
     model, dev = _model(source), get_device(device)
     context = seq if context is None else context
     _check(1, seq, context)
-    dt = dtypes(weight_dtype, act_dtype, kv_dtype)
+    dt, quant_notes = _dtypes(source, weight_dtype, act_dtype, kv_dtype, quantization)
     eng, lm_head, attention = _scenario(engine, lm_head, attention)
     usage, cap = _usage(model, dt, lm_head, attention, eng), _capacity(dev, memory_fraction, overhead_bytes)
     best = _largest(lambda b: usage.at(b, seq, context, cap).fits)
     return _fit(model, dev, "batch", best, dt, usage.at(best, seq, context, cap) if best else None,
-                usage.at(best + 1, seq, context, cap), usage)
+                usage.at(best + 1, seq, context, cap), usage, quant_notes)
 
 
 def largest_context(source: Any, device: DeviceSpec | str, batch: int = 1, seq: int | None = None, *,
-                    weight_dtype: str = "bf16", act_dtype: str = "bf16", kv_dtype: str | None = None,
+                    weight_dtype: str | None = None, act_dtype: str = "bf16", kv_dtype: str | None = None,
                     lm_head: str | None = None, memory_fraction: float = 1.0, overhead_bytes: int = 0,
-                    attention: str | None = None, engine: str | ExecutionProfile | None = None) -> FitResult:
+                    attention: str | None = None, engine: str | ExecutionProfile | None = None,
+                    quantization: Any = "config") -> FitResult:
     """The longest context that fits ``batch`` sequences: prefilled (``seq`` None), or a prompt of ``seq``
     tokens generated on to that context; under ``engine`` as ``largest_batch``."""
     model, dev = _model(source), get_device(device)
     _check(batch, seq or 1, seq or 1)
-    dt = dtypes(weight_dtype, act_dtype, kv_dtype)
+    dt, quant_notes = _dtypes(source, weight_dtype, act_dtype, kv_dtype, quantization)
     eng, lm_head, attention = _scenario(engine, lm_head, attention)
     usage, cap = _usage(model, dt, lm_head, attention, eng), _capacity(dev, memory_fraction, overhead_bytes)
 
@@ -245,7 +262,7 @@ def largest_context(source: Any, device: DeviceSpec | str, batch: int = 1, seq: 
         return usage.at(batch, c if seq is None else min(seq, c), c, cap)
 
     best = _largest(lambda c: at(c).fits)
-    return _fit(model, dev, "context", best, dt, at(best) if best else None, at(best + 1), usage)
+    return _fit(model, dev, "context", best, dt, at(best) if best else None, at(best + 1), usage, quant_notes)
 
 
 def describe(usage: _Usage) -> str:
@@ -259,8 +276,8 @@ def describe(usage: _Usage) -> str:
 
 
 def _fit(model: ModelProfile, dev: DeviceSpec, what: str, value: int, dt: Dtypes, at_value: MemoryUsage | None,
-         at_next: MemoryUsage, usage: _Usage) -> FitResult:
-    notes = [describe(usage)]
+         at_next: MemoryUsage, usage: _Usage, quant_notes: list[str] | None = None) -> FitResult:
+    notes = [describe(usage), *(quant_notes or [])]
     if not value:
         notes.append(f"not even {what} 1 fits: {at_next.total} bytes needed, {at_next.capacity} usable")
     return FitResult(model=model.spec.name or model.spec.model_type, device=dev.name, solved_for=what, value=value,

@@ -17,7 +17,7 @@ mean decode step time; tokens/s = B * N / (TTFT + the decode time).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -45,6 +45,8 @@ class Settings:
     compute_dtype: str
     flops_efficiency: float = 1.0
     bandwidth_efficiency: float = 1.0
+    weight_dtype: str | None = None  # as given: an explicit weight dtype overrides quantization_config
+    quantization: Any = "config"  # "config" | "none" | a quantization.Quantization
 
     @cached_property
     def peak(self) -> float:
@@ -55,17 +57,38 @@ class Settings:
         return self.device.memory_bandwidth * self.bandwidth_efficiency
 
 
-def settings(device: DeviceSpec | str, weight_dtype: str = "bf16", act_dtype: str = "bf16",
+def settings(device: DeviceSpec | str, weight_dtype: str | None = None, act_dtype: str = "bf16",
              kv_dtype: str | None = None, compute_dtype: str | None = None, flops_efficiency: float = 1.0,
-             bandwidth_efficiency: float = 1.0) -> Settings:
+             bandwidth_efficiency: float = 1.0, quantization: Any = "config") -> Settings:
     """Validated settings; the compute dtype defaults to the activation dtype (int4 weights are dequantized
-    to it), and the efficiencies (in (0, 1]) scale the peak FLOP/s and bandwidth."""
-    dt = dtypes(weight_dtype, act_dtype, kv_dtype)
+    to it), and the efficiencies (in (0, 1]) scale the peak FLOP/s and bandwidth. ``weight_dtype`` None:
+    the weights as the model's ``quantization_config`` stores them (``quantization="config"``, the default),
+    bf16 where it quantizes nothing; an explicit weight dtype stores every matrix at it, overriding the
+    config; ``quantization="none"`` ignores the config (``llm_profiler.quantization.resolve``)."""
+    from .quantization import MODES, Quantization
+
+    if not isinstance(quantization, Quantization) and quantization not in MODES:
+        raise QueryError(f"quantization must be one of {', '.join(MODES)}, got {quantization!r}")
+    dt = dtypes(weight_dtype or "bf16", act_dtype, kv_dtype)
     dev = get_device(device)
     compute = compute_dtype_name(compute_dtype or dt.act.name)
     dev.peak(compute)  # a clear error now when the device has no figure for it
     roofline_time(0, 0, dev, compute, flops_efficiency, bandwidth_efficiency)  # validates the efficiencies
-    return Settings(dev, dt, compute, float(flops_efficiency), float(bandwidth_efficiency))
+    given = None if weight_dtype is None else dt.weight.name
+    return Settings(dev, dt, compute, float(flops_efficiency), float(bandwidth_efficiency), given, quantization)
+
+
+def with_quantization(st: Settings, source: Any) -> tuple[Settings, list[str]]:
+    """``st`` with the weight storage of ``source``'s ``quantization_config`` (as ``settings`` says), and
+    the notes that say which storage was used."""
+    from .quantization import resolve
+
+    if st.dtypes.quant is not None:
+        return st, []
+    quant, notes = resolve(source, st.weight_dtype, st.quantization)
+    if quant is None:
+        return st, notes
+    return replace(st, dtypes=replace(st.dtypes, quant=quant)), notes
 
 
 class _Evaluator:
@@ -268,12 +291,14 @@ def phase_report(source: Any, phase: Phase, device: DeviceSpec | str | Settings 
                  nodes: bool = False, engine: str | ExecutionProfile | None = None, **options: Any) -> PhaseReport:
     """The roofline of one phase on a device, under ``engine`` (default ``vllm``: what a serving user
     expects; ``hf-eager`` for the validated transformers forward). ``options``: weight_dtype, act_dtype,
-    kv_dtype, compute_dtype, flops_efficiency, bandwidth_efficiency (see ``settings``); ``nodes`` adds the
-    per-node rows (prefill and decode). The report says whether weights + KV + activations fit the device."""
+    kv_dtype, compute_dtype, flops_efficiency, bandwidth_efficiency, quantization (see ``settings``);
+    ``nodes`` adds the per-node rows (prefill and decode). The report says whether weights + KV +
+    activations fit the device, and which weight storage it used (``dtypes``, notes)."""
     eng = get_engine(engine, default=VLLM)
     base = _model(source)
     model = phase_model(base, PREFILL, eng)  # prefill forwards (and the memory the phase holds)
     st = device if isinstance(device, Settings) else settings(device, **options)
+    st, quant_notes = with_quantization(st, source if not isinstance(source, ModelProfile) else base)
     if phase.kind in (PREFILL, DECODE):
         forward = phase_model(base, phase.kind, eng)
         ev = _evaluator(forward, st.dtypes, phase.lm_head)
@@ -290,6 +315,8 @@ def phase_report(source: Any, phase: Phase, device: DeviceSpec | str | Settings 
         report = report.model_copy(update={"notes": [*report.notes, *mla]}) if mla else report
     else:  # pragma: no cover - Phase validates the kind
         raise QueryError(f"unknown phase {phase.kind!r}")
+    if quant_notes:
+        report = report.model_copy(update={"notes": [*quant_notes, *report.notes]})
     return _with_capacity(report, model, st, phase, eng)
 
 
@@ -302,7 +329,8 @@ def _with_capacity(report: PhaseReport, model: ModelProfile, st: Settings, phase
     context = phase.past + phase.seq + (phase.new_tokens - 1 if phase.kind == GENERATE else 0)
     d = st.dtypes
     usage = memory_usage(model, phase.batch, phase.seq, max(context, phase.seq), st.device, weight_dtype=d.weight,
-                         act_dtype=d.act, kv_dtype=d.kv, lm_head=phase.lm_head, engine=eng)
+                         act_dtype=d.act, kv_dtype=d.kv, lm_head=phase.lm_head, engine=eng,
+                         quantization=d.quant or "none")
     notes = list(report.notes)
     if not usage.fits:
         gib = 2**30

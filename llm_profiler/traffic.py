@@ -4,7 +4,10 @@ The model is eager execution, one kernel per op, as the transformers forward run
 inputs from memory and writes its output (no fusion, no cache reuse). Every quantity comes from the node's
 own facts (``graph.node``: weights, matmuls, reads, states) and counts; nothing is re-derived from the spec.
 Three storage dtypes: ``weight`` (matrices and routed experts), ``act`` (activations, norm scales, biases)
-and ``kv`` (every cache state); embeddings and the lm_head at ``Dtypes.embed``.
+and ``kv`` (every cache state); embeddings and the lm_head at ``Dtypes.embed``. A quantized checkpoint
+(``Dtypes.quant``, from the config's ``quantization_config``: ``llm_profiler.quantization``) overrides the
+storage of the weights it quantizes (e.g. gpt-oss: only the routed experts, at MXFP4), each with its
+scale bytes; every other weight keeps the rules here.
 
 Rules (elements; bytes = elements x the dtype's bytes, exact integers):
 
@@ -38,6 +41,7 @@ from .graph.node import HEAD_GROUP
 from .hardware.dtypes import DType, get_dtype, tensor_bytes, weight_bytes
 from .phases import LM_HEAD_ALL, LM_HEAD_LAST, check_lm_head
 from .profile import ModelProfile, metric_formula
+from .quantization import Quantization
 from .scopes import node_filter
 
 CATEGORIES: tuple[str, ...] = ("weights", "act_read", "act_written", "kv_read", "kv_written")
@@ -52,23 +56,33 @@ class Dtypes:
     weight: DType
     act: DType
     kv: DType
+    quant: Quantization | None = None  # a quantized checkpoint's per-tensor storage (None: ``weight``)
 
     @property
     def embed(self) -> DType:
         return self.act if self.weight.grouped else self.weight
 
+    def storage(self, path: str, kind: str, w: Weight) -> DType | None:
+        """The quantized storage of weight ``w`` of the node at ``path`` (None: the rules of this module)."""
+        return None if self.quant is None else self.quant.format_for(path, kind, w)
+
     def as_dict(self) -> dict[str, str]:
-        return {"weight": self.weight.name, "act": self.act.name, "kv": self.kv.name}
+        out = {"weight": self.weight.name, "act": self.act.name, "kv": self.kv.name}
+        if self.quant is not None:
+            out["quantization"] = self.quant.describe()
+        return out
 
 
-def dtypes(weight: str | DType = "bf16", act: str | DType = "bf16", kv: str | DType | None = None) -> Dtypes:
-    """Validated storage dtypes (kv defaults to the activation dtype; int4 is weight-only)."""
+def dtypes(weight: str | DType = "bf16", act: str | DType = "bf16", kv: str | DType | None = None,
+           quant: Quantization | None = None) -> Dtypes:
+    """Validated storage dtypes (kv defaults to the activation dtype; int4 is weight-only); ``quant``: a
+    quantized checkpoint's storage, over ``weight`` for the tensors it quantizes."""
     w, a = get_dtype(weight), get_dtype(act)
     k = a if kv is None else get_dtype(kv)
     for what, d in (("activation", a), ("KV cache", k)):
-        if d.grouped or d.bits % 8:
+        if d.weight_only:
             raise QueryError(f"{d.name} is a weight-only format; the {what} dtype must be fp32, bf16, fp16, fp8 or int8")
-    return Dtypes(w, a, k)
+    return Dtypes(w, a, k, quant)
 
 
 def _per_element(d: DType) -> int:
@@ -109,17 +123,18 @@ class NodeTraffic:
                            kv_written=last(self.kv_written), flops=last(self.flops), stored=self.stored)
 
 
-def _weight_traffic(w: Weight, dt: Dtypes) -> tuple[Formula, int]:
-    """(bytes read this forward, bytes stored) of one weight tensor."""
+def _weight_traffic(w: Weight, dt: Dtypes, quantized: DType | None = None) -> tuple[Formula, int]:
+    """(bytes read this forward, bytes stored) of one weight tensor; ``quantized``: its storage in a
+    quantized checkpoint (``Dtypes.storage``), None for the default rules."""
     if w.tensor_class == TensorClass.VECTOR:
-        whole = tensor_bytes(dt.act, w.numel)
+        whole = tensor_bytes(quantized or dt.act, w.numel)
         return Formula.const(whole), whole
     if w.tensor_class == TensorClass.EXPERTS:
         experts, one = w.shape[0], w.numel // w.shape[0]
-        per_expert = tensor_bytes(dt.weight, one)
+        per_expert = tensor_bytes(quantized or dt.weight, one)
         pairs = w.pairs if w.pairs is not None else Formula.const(experts)
         return per_expert * fmin(pairs, experts), per_expert * experts
-    store = dt.embed if w.tensor_class == TensorClass.EMBEDDING else dt.weight
+    store = quantized or (dt.embed if w.tensor_class == TensorClass.EMBEDDING else dt.weight)
     rows, cols = w.shape if len(w.shape) == 2 else (w.numel, 1)
     whole = weight_bytes(store, rows, cols)
     if w.rows_read is not None:  # a lookup: only the gathered rows
@@ -133,7 +148,7 @@ def node_traffic(node: Node, dt: Dtypes, lm_head: str = LM_HEAD_ALL) -> NodeTraf
     a, kv = _per_element(dt.act), _per_element(dt.kv)
     weights, stored = ZERO, 0
     for w in facts.weights:
-        read, whole = _weight_traffic(w, dt)
+        read, whole = _weight_traffic(w, dt, dt.storage(node.path, node.kind, w))
         weights = weights + read
         stored += 0 if w.tied else whole
     reads = facts.reads if facts.reads is not None else Formula.of(c.get(M.ACT, 0))

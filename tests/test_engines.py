@@ -146,3 +146,12 @@ def test_generation_without_closed_form_equals_its_forwards() -> None:
     assert gen.flops.total == sum(f.flops.total for f in forwards)
     assert gen.io.total == sum(f.io.total for f in forwards)
     assert any("no closed form" in note for note in gen.notes)
+
+
+def test_engines_keep_every_parameter() -> None:
+    # gpt-oss keeps its 64 attention-sink logits per layer on the softmax node: the flash rule rewrites the
+    # softmax's arithmetic, not the parameters (24 layers x 64 = 1,536 of them)
+    for alias in ("gpt-oss-20b", "llama-3.2-1b", "deepseek-v3"):
+        params = profile_model(alias).count(M.PARAMS, "model")
+        for engine in ("hf-sdpa", "vllm"):
+            assert profile_model(alias, engine=engine).count(M.PARAMS, "model") == params, (alias, engine)

@@ -41,8 +41,9 @@ def add_dtype_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("dtypes and device")
     group.add_argument("--device", default="a100-80gb", metavar="NAME",
                        help=f"device spec (default a100-80gb): {', '.join(list_devices())}")
-    group.add_argument("--weight-dtype", type=dtype_arg, default="bf16", metavar="DT",
-                       help="weight storage: fp32, bf16, fp16, fp8, int8, int4 (int4-gN) (default bf16)")
+    group.add_argument("--weight-dtype", type=dtype_arg, default=None, metavar="DT",
+                       help="weight storage: fp32, bf16, fp16, fp8, int8, int4 (int4-gN) (default: as the config's "
+                            "quantization_config, else bf16)")
     group.add_argument("--act-dtype", type=dtype_arg, default="bf16", metavar="DT", help="activation dtype (default bf16)")
     group.add_argument("--kv-dtype", type=dtype_arg, default=None, metavar="DT", help="KV-cache dtype (default: the activation dtype)")
 

@@ -49,20 +49,37 @@ class DType(BaseModel):
     group_size: int | None = Field(default=None, gt=0)  # None: no per-group metadata
     scale_bits: int = Field(default=0, ge=0)
     zero_point_bits: int = Field(default=0, ge=0)
+    # Checkpoint formats read from a ``quantization_config`` (``llm_profiler.quantization``) add:
+    block_rows: int = Field(default=1, gt=0)  # a group spans this many rows too (fp8 128x128 blocks)
+    super_group: int | None = Field(default=None, gt=0)  # groups whose scales share one second-level scale
+    super_scale_bits: int = Field(default=0, ge=0)  # (bitsandbytes double quantization)
+    channel_scale_bits: int = Field(default=0, ge=0)  # metadata per output row (per-channel scales)
+    tensor_scale_bits: int = Field(default=0, ge=0)  # metadata per tensor (NVFP4's global fp32 scale)
 
     @property
     def grouped(self) -> bool:
         return self.group_size is not None
 
     @property
+    def weight_only(self) -> bool:
+        """A format with metadata beside its values (or sub-byte values): weights only."""
+        return (self.grouped or self.bits % 8 != 0 or self.channel_scale_bits > 0
+                or self.tensor_scale_bits > 0)
+
+    @property
     def effective_bits(self) -> Fraction:
         """Bits per element with the group metadata amortized (exact when the group divides the row).
 
-        int4-g128: 4 + (16 + 4) / 128 = 4.15625 bits per weight.
+        int4-g128: 4 + (16 + 4) / 128 = 4.15625 bits per weight; MXFP4: 4 + 8 / 32 = 4.25. Per-row and
+        per-tensor metadata (``channel_scale_bits``, ``tensor_scale_bits``) depend on the shape: left out.
         """
         if self.group_size is None:
             return Fraction(self.bits)
-        return self.bits + Fraction(self.scale_bits + self.zero_point_bits, self.group_size)
+        group = self.group_size * self.block_rows
+        out = self.bits + Fraction(self.scale_bits + self.zero_point_bits, group)
+        if self.super_group is not None:
+            out += Fraction(self.super_scale_bits, group * self.super_group)
+        return out
 
     @property
     def effective_bytes(self) -> Fraction:
@@ -151,34 +168,49 @@ def _bits_to_bytes(bits: int) -> int:
     return -(-bits // 8)  # ceil without floats
 
 
+def _metadata_bits(d: DType, groups: int, rows: int) -> int:
+    """Scale / zero-point bits beside the values: per group (and per super-group of groups), per output
+    row and per tensor."""
+    bits = groups * (d.scale_bits + d.zero_point_bits)
+    if d.super_group is not None:
+        bits += -(-groups // d.super_group) * d.super_scale_bits
+    return bits + rows * d.channel_scale_bits + d.tensor_scale_bits
+
+
 def weight_bytes(dtype: str | DType, rows: int, cols: int) -> int:
     """Exact bytes of a ``rows x cols`` weight matrix (``cols`` = input features, the grouped dimension).
 
     Plain: ``ceil(rows * cols * bits / 8)``.
-    Grouped: ``ceil((rows * cols * bits + rows * ceil(cols / g) * (scale_bits + zero_point_bits)) / 8)``.
+    Grouped: ``ceil((rows * cols * bits + n_groups * (scale_bits + zero_point_bits)) / 8)`` with
+    ``n_groups = ceil(rows / block_rows) * ceil(cols / g)`` (``block_rows`` 1 but for 2-D blocks), plus
+    ``ceil(n_groups / super_group) * super_scale_bits``, ``rows * channel_scale_bits`` and
+    ``tensor_scale_bits`` for the formats that store them (all 0 for the plain and int4-gN formats).
     """
     d = get_dtype(dtype)
     _check_count("rows", rows)
     _check_count("cols", cols)
     bits = rows * cols * d.bits
+    groups = 0
     if d.group_size is not None:
-        groups_per_row = -(-cols // d.group_size)
-        bits += rows * groups_per_row * (d.scale_bits + d.zero_point_bits)
-    return _bits_to_bytes(bits)
+        groups = -(-rows // d.block_rows) * -(-cols // d.group_size)
+    return _bits_to_bytes(bits + _metadata_bits(d, groups, rows))
 
 
 def tensor_bytes(dtype: str | DType, numel: int) -> int:
     """Exact bytes of a plain tensor of ``numel`` elements (activations, KV cache, biases, norms).
 
-    A grouped format is grouped along the flattened tensor: ``ceil(numel / g)`` groups. That equals
-    row-wise grouping whenever the last dimension is a multiple of the group size (e.g. head_dim 128).
+    A grouped format is grouped along the flattened tensor: ``ceil(numel / (g * block_rows))`` groups.
+    That equals row-wise grouping whenever the last dimension is a multiple of the group size (e.g.
+    head_dim 128) and the rows a multiple of ``block_rows``; a flat tensor is one row (per-channel
+    metadata counted once).
     """
     d = get_dtype(dtype)
     _check_count("numel", numel)
     bits = numel * d.bits
+    groups = 0
     if d.group_size is not None:
-        bits += -(-numel // d.group_size) * (d.scale_bits + d.zero_point_bits)
-    return _bits_to_bytes(bits)
+        groups = -(-numel // (d.group_size * d.block_rows))
+    return _bits_to_bytes(bits + _metadata_bits(d, groups, 1 if numel else 0))
 
 
 _COMPUTE_ALIASES: dict[str, str] = {
