@@ -168,7 +168,7 @@ def bench_cold(res: Results, repeats: int) -> None:
             f"a bare `python -c pass` takes {fmt_time(statistics.median(base))}")
     res.targets.append(("cold start < 1 s", "1 s", fmt_time(med), med < TARGETS["cold"][0]))
     if splits:
-        res.row("(a) of which: `import llm_profiler` (sympy, pydantic, the package)",
+        res.row("(a) of which: `import llm_profiler` (pydantic and the package; sympy is not imported)",
                 fmt_time(statistics.median(s[0] for s in splits)), "median, measured inside the process")
         res.row("(a) of which: load the preset, build the graph, compile and print the summary",
                 fmt_time(statistics.median(s[1] for s in splits)), "median, measured inside the process")
