@@ -188,3 +188,15 @@ def test_cli_limits_and_as_family(tmp_path: Path, capsys: pytest.CaptureFixture[
     path.write_text(json.dumps(llama(model_type="evil")))
     assert main(["validate", str(path), "--as-family", "llama", "--batch", "2", "--seq", "3", "--tiny"]) == 0
     assert "EXACT" in capsys.readouterr().out
+
+
+def test_peak_and_measured_runs_fail_the_same_way() -> None:
+    from llm_profiler.validation.peak import compare_peak
+    from llm_profiler.validation.runs import build_reference
+
+    with pytest.raises(ValidationBuildError, match="config field 'rope_scaling'"):
+        compare_peak(llama(rope_scaling=2), 2, 3, 0)
+    with pytest.raises(LimitError, match="batch 100000, seq 100000, past 0"):
+        compare_peak("llama-3.2-1b", 100_000, 100_000, 0, tiny=True)
+    with pytest.raises(ValidationBuildError, match="config field 'bos_token_id'"):
+        build_reference(llama(bos_token_id=math.inf), tiny=True)
