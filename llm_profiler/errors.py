@@ -39,3 +39,8 @@ class ArgumentError(QueryError, TypeError):
 class LimitError(QueryError):
     """A request past a documented size limit (sweep points, value lists, generated tokens, name lengths):
     says how much was asked and what the limit is."""
+
+
+class ValidationBuildError(ProfilerError):
+    """``validate`` could not build or run the reference model: transformers (or torch) refused the config or
+    the shape. Names the config field when it can be found, and says what to do; never a mismatch report."""

@@ -128,17 +128,24 @@ def compare(model: ModelProfile, measured: Any, batch: int, seq: int,
 def validate(config: Any, batch: int, seq: int, past: int = 0, *, tiny: bool = False,
              as_family: str | None = None, model: Any = None) -> ValidationReport:
     """Run the reference model (full size on meta, or ``tiny`` on the CPU with real random weights) and
-    compare every metric of every node with the graph. ``model`` reuses an already built reference."""
+    compare every metric of every node with the graph. ``model`` reuses an already built reference.
+
+    Fails like the profile: a shape too large for the run is a ``LimitError``, a config transformers or torch
+    refuses (building the model or running it) a ``ValidationBuildError`` (``guard``), never a mismatch."""
     import torch
     import transformers
 
-    from .measure import measure
+    from .guard import check_size, refusing
+    from .measure import measure, retry_forward
     from .reference import reference
 
     b, s, p = check_shape(batch, seq, past)
     ref = reference(config, tiny=tiny, as_family=as_family)
     profile = ref.profile
-    measured = measure(ref.build() if model is None else model, b, s, p)
+    check_size(profile, b, s, p, tiny=tiny if model is None else next(model.parameters()).device.type != "meta")
+    built = ref.build() if model is None else model
+    with refusing(f"running the forward at batch {b}, seq {s}, past {p}", ref.hf_config, retry_forward(b, s, p)):
+        measured = measure(built, b, s, p)
     rows, unknown, unattributed = compare(profile, measured, b, s, p)
     return ValidationReport(
         model=ref.name, model_type=profile.spec.model_type, batch=b, seq=s, past=p,

@@ -20,8 +20,10 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..errors import ValidationBuildError
 from ..ops import Counts
 from . import aten, parts
+from .guard import refusing
 
 Site = tuple[str, str | None]  # (module path, part of its own forward or None); "" is the root model
 
@@ -149,18 +151,36 @@ class _CountingMode(TorchDispatchMode):
 
 
 def build_model(hf_config: dict[str, Any], device: str = "meta", seed: int = 0) -> torch.nn.Module:
-    """The transformers causal LM for a config dict, with eager attention and batched MoE experts."""
+    """The transformers causal LM for a config dict, with eager attention and batched MoE experts.
+
+    A config transformers has no causal LM for, or refuses (its config checks, its model construction), is
+    a ``ValidationBuildError`` (``guard.refusing``)."""
     import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     data = dict(hf_config)
-    model_type = data.pop("model_type")
-    config = transformers.AutoConfig.for_model(model_type, **data)
+    model_type = data.pop("model_type", None)
+    if not isinstance(model_type, str):
+        raise ValidationBuildError(
+            f"validate needs the config's model_type to build the transformers model, got {model_type!r}; add "
+            "\"model_type\" to the config or pass as_family=... (CLI: --as-family)")
+    if model_type not in CONFIG_MAPPING_NAMES or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ValidationBuildError(
+            f"transformers {transformers.__version__} has no causal LM class for model_type {model_type!r}, so "
+            "validate cannot build the reference model; pass as_family= (CLI: --as-family) a family that "
+            "transformers implements, or profile the model without validating it")
+    def retry(cfg: dict[str, Any]) -> None:  # the same build without one field (guard.blame), on meta
+        build_model(cfg, device="meta")
+
+    with refusing("reading the config", hf_config, retry):
+        config = transformers.AutoConfig.for_model(model_type, **data)
     config._attn_implementation = "eager"
     for attr in ("experts_implementation", "_experts_implementation"):
         with contextlib.suppress(Exception):
             setattr(config, attr, "batched_mm")
     torch.manual_seed(seed)
-    with torch.device(device):
+    with refusing("building the model", hf_config, retry), torch.device(device):
         model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager",
                                                               dtype=torch.float32)
     return model.eval()
@@ -195,6 +215,14 @@ def cache_elements(cache: Any) -> dict[int, int]:
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
         out[index] = sum(int(t.numel()) for t in (keys, values) if isinstance(t, torch.Tensor))
     return out
+
+
+def retry_forward(batch: int, seq: int, past: int) -> Any:
+    """The forward step again, on the meta device, for ``guard.blame``."""
+    def retry(cfg: dict[str, Any]) -> None:
+        measure(build_model(cfg, device="meta"), batch, seq, past)
+
+    return retry
 
 
 def measure(model: torch.nn.Module, batch: int, seq: int, past: int = 0) -> Measured:

@@ -33,7 +33,8 @@ from .. import metrics as M
 from ..errors import QueryError
 from ..memory import activation_bytes
 from ..profile import check_shape
-from .measure import _cache_layers, _ModuleStack
+from .guard import check_size, refusing
+from .measure import _cache_layers, _ModuleStack, retry_forward
 from .reference import reference
 from .report import PeakComparison
 
@@ -157,8 +158,10 @@ def compare_peak(config: Any, batch: int, seq: int, past: int = 0, *, tiny: bool
     b, s, p = check_shape(batch, seq, past)
     ref = reference(config, tiny=tiny, as_family=as_family)
     profile = ref.profile
+    check_size(profile, b, s, p, tiny=tiny if model is None else next(model.parameters()).device.type != "meta")
     model = (ref.build() if model is None else model).to(_TORCH_DTYPES[dtype])
-    measured = measure_peak_activations(model, b, s, p)
+    with refusing(f"running the forward at batch {b}, seq {s}, past {p}", ref.hf_config, retry_forward(b, s, p)):
+        measured = measure_peak_activations(model, b, s, p)
     activations = activation_bytes(profile, b, s, p, act_dtype=dtype)
     kv = _kv_bytes(profile, b, s, p, dtype)
     predicted = activations + kv

@@ -12,6 +12,7 @@ from typing import Any
 from ..config import load_config
 from ..families import build_spec
 from ..profile import ModelProfile, profile_from_data
+from .guard import refusing
 
 
 def without_out_of_vocab_ids(data: dict[str, Any]) -> dict[str, Any]:
@@ -46,8 +47,20 @@ class Reference:
 
 
 def reference(config: Any, *, tiny: bool = False, as_family: str | None = None) -> Reference:
+    """Read the config as the profile does (``as_family`` included: the reference is then built as that
+    family's ``model_type``) and derive what transformers builds. A tiny variant that cannot be derived is a
+    ``ValidationBuildError``."""
     cfg = load_config(config)
-    family, _ = build_spec(cfg.data, cfg.name, as_family)
-    data = without_out_of_vocab_ids(family.tiny(cfg.data)) if tiny else dict(cfg.data)
-    profile = profile_from_data(data, cfg.name, as_family=as_family)
-    return Reference(name=cfg.name, profile=profile, data=data, hf_config=family.hf_config(data), tiny=tiny)
+    family, _ = build_spec(cfg.data, cfg.name, as_family)  # the profile's own checks (ConfigError)
+    # as_family: the family reads the config as its own model_type, and transformers builds that type
+    fields = dict(cfg.data) if as_family is None else {**cfg.data, "model_type": as_family}
+    if tiny:
+        with refusing("making the tiny variant of the config (use full size: tiny=False, no --tiny)", fields):
+            data = without_out_of_vocab_ids(family.tiny(fields))
+    else:
+        data = fields
+    with refusing("profiling the tiny variant of the config" if tiny else "profiling the config", data):
+        profile = profile_from_data(data, cfg.name, as_family=as_family)
+    with refusing("making the transformers config", data):
+        hf_config = family.hf_config(data)
+    return Reference(name=cfg.name, profile=profile, data=data, hf_config=hf_config, tiny=tiny)
