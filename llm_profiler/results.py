@@ -128,11 +128,13 @@ class NodeRoofline(BaseModel):
 
 
 class PhaseReport(BaseModel):
-    """Roofline prediction of one phase (prefill, decode step, or a whole generation) on one device."""
+    """Roofline prediction of one phase (prefill, decode step, or a whole generation) on one device.
+
+    schema 2: ``engine``, ``memory`` and ``fits`` added; a node's ``intensity`` is null when it moves no byte."""
 
     model_config = ConfigDict(frozen=True)
 
-    schema_version: int = 1
+    schema_version: int = 2
     model: str
     device: str
     phase: str
@@ -189,7 +191,7 @@ class FitResult(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    schema_version: int = 1
+    schema_version: int = 2  # 2: ``engine`` added (the execution profile the fit assumed)
     model: str
     device: str
     solved_for: str  # "batch" or "context"
