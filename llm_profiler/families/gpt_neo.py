@@ -17,6 +17,7 @@ from ..spec import ArchSpec, LayerSpec
 from . import register
 from ._dense import DenseSpec, DenseTemplate
 from .fields import Fields
+from .template import renamed
 
 
 class GPTNeoSpec(DenseSpec):
@@ -39,6 +40,7 @@ class GPTNeo(DenseTemplate):
     name = "gpt_neo"
     model_types = ("gpt_neo",)
     base = "transformer"
+    final_norm_name = "ln_f"
     layer_prefix = "transformer.h."
 
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
@@ -96,14 +98,8 @@ class GPTNeo(DenseTemplate):
         ]
 
     def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
-        rename = {".input_layernorm": ".ln_1", ".post_attention_layernorm": ".ln_2"}
-        return [Part(rename[p.suffix], rename[p.suffix], p.kind, p.counts, p.block) if p.suffix in rename else p
-                for p in super().layer_parts(spec, layer)]
+        return renamed(super().layer_parts(spec, layer), {".input_layernorm": ".ln_1", ".post_attention_layernorm": ".ln_2"})
 
-    def tail_parts(self, spec: ArchSpec) -> list[Part]:
-        ln_f = f"{self.base}.ln_f"
-        return [Part(ln_f, ln_f, NodeKind.NORM, self.norm(spec, blk.TOKENS, spec.hidden_size)),
-                *super().tail_parts(spec)[1:]]
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         out = {**data, "hidden_size": 64, "num_layers": 2, "num_heads": 4, "vocab_size": 128,

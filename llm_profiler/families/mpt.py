@@ -48,6 +48,7 @@ class Mpt(DenseTemplate):
     name = "mpt"
     model_types = ("mpt",)
     base = "transformer"
+    final_norm_name = "norm_f"
     layer_prefix = "transformer.blocks."
 
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
@@ -112,10 +113,6 @@ class Mpt(DenseTemplate):
             *self.ffn_parts(spec, layer),
         ]
 
-    def tail_parts(self, spec: ArchSpec) -> list[Part]:
-        norm_f = f"{self.base}.norm_f"
-        return [Part(norm_f, norm_f, NodeKind.NORM, self.norm(spec, blk.TOKENS, spec.hidden_size)),
-                *super().tail_parts(spec)[1:]]
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         return {**data, "d_model": 64, "n_heads": 4, "n_layers": 2, "vocab_size": 128, "max_seq_len": 64}

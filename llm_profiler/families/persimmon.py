@@ -32,6 +32,8 @@ class Persimmon(DenseTemplate):
       ``hidden_act`` (relu2) -> ``dense_4h_to_h``, both biased.
     """
 
+    final_norm_name = "final_layernorm"
+
     name = "persimmon"
     model_types = ("persimmon",)
 
@@ -65,10 +67,6 @@ class Persimmon(DenseTemplate):
             Part(f"{m}.dense_4h_to_h", f"{m}.dense_4h_to_h", NodeKind.LINEAR, blk.linear(t, inter, h, True), MLP),
         ]
 
-    def tail_parts(self, spec: ArchSpec) -> list[Part]:
-        final = f"{self.base}.final_layernorm"
-        return [Part(final, final, NodeKind.NORM, self.norm(spec, blk.TOKENS, spec.hidden_size)),
-                *super().tail_parts(spec)[1:]]
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         return tiny_dims({k: v for k, v in data.items() if k != "head_dim"})

@@ -16,6 +16,7 @@ from ..spec import ArchSpec, LayerSpec
 from . import register
 from ._dense import DenseSpec, DenseTemplate
 from .fields import Fields
+from .template import renamed
 
 
 @register
@@ -32,6 +33,8 @@ class XGLM(DenseTemplate):
       max(scores, min) (one CMP per score); softmax; no scaling of the scores themselves.
     - MLP fc1 -> ``activation_function`` (gelu) -> fc2; tied lm_head without bias.
     """
+
+    final_norm_name = "layer_norm"
 
     name = "xglm"
     model_types = ("xglm",)
@@ -91,14 +94,8 @@ class XGLM(DenseTemplate):
         ]
 
     def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
-        rename = {".input_layernorm": ".self_attn_layer_norm", ".post_attention_layernorm": ".final_layer_norm"}
-        return [Part(rename[p.suffix], rename[p.suffix], p.kind, p.counts, p.block) if p.suffix in rename else p
-                for p in super().layer_parts(spec, layer)]
+        return renamed(super().layer_parts(spec, layer), {".input_layernorm": ".self_attn_layer_norm", ".post_attention_layernorm": ".final_layer_norm"})
 
-    def tail_parts(self, spec: ArchSpec) -> list[Part]:
-        norm = f"{self.base}.layer_norm"
-        return [Part(norm, norm, NodeKind.NORM, self.norm(spec, blk.TOKENS, spec.hidden_size)),
-                *super().tail_parts(spec)[1:]]
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         return {**data, "d_model": 64, "attention_heads": 4, "num_layers": 2, "ffn_dim": 96, "vocab_size": 128,
