@@ -189,7 +189,7 @@ def memory_usage(source: Any, batch: int, seq: int, context: int | None = None,
                  device: DeviceSpec | str = "a100-80gb", *, weight_dtype: str | DType | None = None,
                  act_dtype: str | DType = "bf16", kv_dtype: str | DType | None = None, lm_head: str | None = None,
                  memory_fraction: float = 1.0, overhead_bytes: int = 0, attention: str | None = None,
-                 engine: str | ExecutionProfile | None = None, quantization: Any = "config") -> MemoryUsage:
+                 engine: str | ExecutionProfile | None = VLLM, quantization: Any = "config") -> MemoryUsage:
     """Bytes needed to prefill ``seq`` tokens of ``batch`` sequences and hold ``context`` (default seq),
     under ``engine`` (default ``vllm``; ``hf-eager`` for the transformers forward)."""
     model, dev = _model(source), get_device(device)
@@ -226,10 +226,10 @@ def _largest(fits: Any) -> int:
     return lo
 
 
-def largest_batch(source: Any, device: DeviceSpec | str, seq: int, context: int | None = None, *,
+def largest_batch(source: Any, device: DeviceSpec | str = "a100-80gb", seq: int = 2048, context: int | None = None, *,
                   weight_dtype: str | None = None, act_dtype: str = "bf16", kv_dtype: str | None = None,
                   lm_head: str | None = None, memory_fraction: float = 1.0, overhead_bytes: int = 0,
-                  attention: str | None = None, engine: str | ExecutionProfile | None = None,
+                  attention: str | None = None, engine: str | ExecutionProfile | None = VLLM,
                   quantization: Any = "config") -> FitResult:
     """The largest batch whose prompt (``seq``) prefill and KV cache at ``context`` (default seq) fit, under
     ``engine`` (default ``vllm``: paged KV, chunked prefill, fused attention; ``hf-eager``: one transformers
@@ -245,10 +245,10 @@ def largest_batch(source: Any, device: DeviceSpec | str, seq: int, context: int 
                 usage.at(best + 1, seq, context, cap), usage, quant_notes)
 
 
-def largest_context(source: Any, device: DeviceSpec | str, batch: int = 1, seq: int | None = None, *,
+def largest_context(source: Any, device: DeviceSpec | str = "a100-80gb", batch: int = 1, seq: int | None = None, *,
                     weight_dtype: str | None = None, act_dtype: str = "bf16", kv_dtype: str | None = None,
                     lm_head: str | None = None, memory_fraction: float = 1.0, overhead_bytes: int = 0,
-                    attention: str | None = None, engine: str | ExecutionProfile | None = None,
+                    attention: str | None = None, engine: str | ExecutionProfile | None = VLLM,
                     quantization: Any = "config") -> FitResult:
     """The longest context that fits ``batch`` sequences: prefilled (``seq`` None), or a prompt of ``seq``
     tokens generated on to that context; under ``engine`` as ``largest_batch``."""

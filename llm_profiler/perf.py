@@ -378,10 +378,14 @@ def _generation(model: ModelProfile, ev: _Evaluator, st: Settings, phase: Phase,
 
 
 def roofline(source: Any, device: DeviceSpec | str = "a100-80gb", phase: str = PREFILL, *, batch: int = 1,
-             seq: int = 1, past: int = 0, new_tokens: int = 1, lm_head: str | None = None, nodes: bool = False,
-             engine: str | ExecutionProfile | None = None, **options: Any) -> PhaseReport:
-    """Convenience: ``roofline("llama-2-7b", "a100-80gb", "decode", batch=1, past=1024)``. ``engine``
-    defaults to ``vllm``; ``lm_head`` to the engine's (``vllm``: the last position only)."""
+             seq: int | None = None, past: int = 0, new_tokens: int = 128, lm_head: str | None = None,
+             nodes: bool = False, engine: str | ExecutionProfile | None = VLLM, **options: Any) -> PhaseReport:
+    """Convenience: ``roofline("llama-2-7b", "a100-80gb", "decode", batch=1, past=1024)``. ``seq`` defaults
+    to 2048 prompt tokens (prefill, generate) or 1 token per decode step, ``new_tokens`` to 128, as the CLI
+    (docs/cli.md, "Defaults"). ``engine`` defaults to ``vllm``; ``lm_head`` to the engine's (``vllm``: the
+    last position only)."""
+    if seq is None:
+        seq = 1 if phase == DECODE else 2048
     eng = get_engine(engine, default=VLLM)
     lm_head = lm_head or eng.lm_head
     if phase == PREFILL:

@@ -32,7 +32,7 @@ BUG_REPORT = ("please report it to the llm-profiler issue tracker with the comma
 EPILOG = """\
 examples:
   llm-profiler profile llama-2-7b --batch 16 --seq 200
-  llm-profiler profile llama-2-7b --attr macs --scope attn --seq 4096
+  llm-profiler profile llama-2-7b --metric macs --scope attn --seq 4096
   llm-profiler profile llama-2-7b --per-layer --layers 0,1 --markdown
   llm-profiler compare llama-2-7b mistral-7b --seq 4096
   llm-profiler sweep llama-2-7b --metric flops --batch 1,8 --seq 128:4096:x2 --past 0,512

@@ -39,8 +39,9 @@ def register(subparsers: Any) -> None:
                             description="The exact formula of a metric in B, S and P.", epilog=EPILOG)
     add_model_args(parser)
     add_engine_arg(parser, "hf-eager", counts=True)
-    parser.add_argument("-m", "--metric", "--attr", dest="metric", type=metric_arg, default=M.FLOPS,
+    parser.add_argument("-m", "--metric", dest="metric", type=metric_arg, default=M.FLOPS,
                         metavar="METRIC", help=f"{METRIC_HELP} (default flops)")
+    parser.add_argument("--attr", dest="metric", type=metric_arg, help=argparse.SUPPRESS)  # the old name, hidden
     parser.add_argument("--scope", metavar="SCOPE", help=SCOPE_HELP)
     parser.add_argument("-f", "--format", choices=EXPORT_FORMATS, default="text",
                         help="text (by powers of S, default), sympy, latex or python")

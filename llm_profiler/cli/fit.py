@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import add_engine_arg, add_model_args, add_subcommand, emit, float_arg, int_arg, load_model
+from ._common import (
+    add_engine_arg,
+    add_format_args,
+    add_model_args,
+    add_subcommand,
+    emit,
+    float_arg,
+    int_arg,
+    load_model,
+)
 from .roofline import add_dtype_args
 
 ORDER = 41
@@ -46,8 +55,7 @@ def register(subparsers: Any) -> None:
     group.add_argument("--overhead", type=float_arg(0, MAX_OVERHEAD_GIB, unit="GiB", name="overhead"), default=0.0, metavar="GIB",
                        help="GiB reserved for the runtime (CUDA context, allocator) (default 0; at most 1e6)")
     add_dtype_args(parser)
-    parser.add_argument("--json", dest="fmt", action="store_const", const="json", default="text",
-                        help="the result as JSON (FitResult)")
+    add_format_args(parser)
     parser.set_defaults(handler=run)
 
 
@@ -63,11 +71,15 @@ def run(args: argparse.Namespace) -> int:
                   lm_head=args.lm_head, memory_fraction=args.memory_fraction,
                   overhead_bytes=int(args.overhead * 2**30), attention=args.attention, engine=args.engine)
     if args.solve == "batch":
-        result = largest_batch(model, args.device, 2048 if args.seq is None else args.seq, args.context, **common)
+        given = {} if args.seq is None else {"seq": args.seq}  # else largest_batch's default (2048): one default
+        result = largest_batch(model, args.device, context=args.context, **given, **common)
     else:
         result = largest_context(model, args.device, args.batch, args.seq, **common)
     if args.fmt == "json":
         emit(result.model_dump_json(indent=2) + "\n")
+        return 0
+    if args.fmt in ("csv", "markdown"):
+        emit(fit_table(result, args.fmt, args.exact))
         return 0
     d = result.dtypes
     lines = [f"{result.model} on {result.device} (weights {d['weight']}, activations {d['act']}, KV {d['kv']}, "
@@ -81,3 +93,17 @@ def run(args: argparse.Namespace) -> int:
     lines += [f"  note: {t}" for t in result.notes]
     emit("\n".join(lines) + "\n")
     return 0
+
+
+FIT_COLUMNS = ("model", "device", "engine", "solved_for", "usage", "value", "batch", "seq", "context", "weights",
+               "kv_cache", "activations", "total", "capacity", "fits")
+
+
+def fit_table(result: Any, fmt: str, exact: bool) -> str:
+    """The answer and the memory at it and one beyond it, one row each (``--csv`` / ``--markdown``; bytes)."""
+    from ..report.export import render_table
+
+    rows = [[result.model, result.device, result.engine, result.solved_for, label, result.value, u.batch, u.seq,
+             u.context, u.weights, u.kv_cache, u.activations, u.total, u.capacity, u.fits]
+            for label, u in (("at", result.at_value), ("one more", result.at_next)) if u is not None]
+    return render_table(list(FIT_COLUMNS), rows, fmt, exact, left=5)

@@ -35,8 +35,8 @@ examples:
   llm-profiler profile llama-2-7b --exact                          # exact integers, not 3.16  (10^12)
   llm-profiler profile qwen3-30b-a3b --kv-dtype fp8                # MoE: active params; KV bytes in fp8
   llm-profiler profile llama-2-7b --seq 1 --past 4096              # one decode step after 4096 tokens
-  llm-profiler profile llama-2-7b --attr macs --scope attn         # one number
-  llm-profiler profile llama-2-7b --attr flops --scope layers.0 -q # just the integer
+  llm-profiler profile llama-2-7b --metric macs --scope attn       # one number
+  llm-profiler profile llama-2-7b --metric flops --scope layers.0 -q # just the integer
   llm-profiler profile llama-2-7b --per-layer --layers 0,1         # per-layer table (human units)
   llm-profiler profile llama-2-7b --per-layer --exact --metrics flops,params
   llm-profiler profile llama-2-7b --json                           # totals as JSON
@@ -57,16 +57,17 @@ def register(subparsers: Any) -> None:
     add_engine_arg(parser, "hf-eager", counts=True)
     add_shape_args(parser)
     query = parser.add_argument_group("what to show")
-    query.add_argument("--attr", "--metric", dest="attr", type=metric_arg, metavar="METRIC",
+    query.add_argument("-m", "--metric", dest="attr", type=metric_arg, metavar="METRIC",
                        help=f"print one {METRIC_HELP}")
+    query.add_argument("--attr", dest="attr", type=metric_arg, help=argparse.SUPPRESS)  # the old name, hidden
     query.add_argument("--scope", metavar="SCOPE", help=SCOPE_HELP)
     query.add_argument("--metrics", type=metric_list, metavar="M1,M2",
                        help="metrics of the summary or of the table columns (default: the seed's ten)")
     query.add_argument("--per-layer", action="store_true",
                        help="the breakdown table: embed, each layer and its parts, final norm, lm_head, total")
     query.add_argument("--layers", type=int_list, metavar="0,1,4-7", help="only these layers in --per-layer")
-    query.add_argument("-q", "--quiet", action="store_true", help="with --attr: print only the integer")
-    query.add_argument("--plot", metavar="FILE", help="also write stacked per-layer bars of --attr (default "
+    query.add_argument("-q", "--quiet", action="store_true", help="with --metric: print only the integer")
+    query.add_argument("--plot", metavar="FILE", help="also write stacked per-layer bars of --metric (default "
                                                        "flops) to FILE (.png, .svg or .pdf; needs matplotlib)")
     dtypes = parser.add_argument_group("bytes beside CACHE and ACT")
     dtypes.add_argument("--act-dtype", default="bf16", metavar="DT", help="activation dtype (default bf16)")
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.per_layer and args.scope is not None:
         raise QueryError("--scope does not apply to --per-layer (the table shows every scope)")
     if args.attr is not None and args.metrics is not None:
-        raise QueryError("use either --attr (one metric) or --metrics (several)")
+        raise QueryError("use either --metric (one metric) or --metrics (several)")
     for option, name in (("--act-dtype", args.act_dtype), ("--kv-dtype", args.kv_dtype)):
         if name is not None:
             try:

@@ -11,6 +11,7 @@ from ..hardware import list_devices
 from ..phases import PHASES, PREFILL, Phase
 from ._common import (
     add_engine_arg,
+    add_format_args,
     add_model_args,
     add_subcommand,
     dtype_arg,
@@ -77,8 +78,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--measured", type=float_arg(0, min_open=True, unit="seconds", name="measured"), default=None, metavar="SECONDS",
                         help="a measured latency of the phase: also print its MFU and MBU")
     parser.add_argument("--nodes", type=int_arg(0, name="nodes"), default=0, metavar="K", help="show the K slowest nodes (prefill, decode)")
-    parser.add_argument("--json", dest="fmt", action="store_const", const="json", default="text",
-                        help="the report as JSON (PhaseReport)")
+    add_format_args(parser)
     parser.add_argument("--plot", metavar="FILE", help="write a roofline chart to FILE (needs matplotlib)")
     parser.set_defaults(handler=run)
 
@@ -138,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
 
         emit(json.dumps(body[0] if len(body) == 1 else body, indent=2) + "\n")
         return 0
+    if args.fmt in ("csv", "markdown"):
+        emit(roofline_table(reports, args.fmt, args.exact, args.measured, st.device))
+        return 0
     out = []
     for r in reports:
         text = format_report(r, args.nodes)
@@ -147,3 +150,26 @@ def run(args: argparse.Namespace) -> int:
         out.append(text)
     emit("\n".join(out))
     return 0
+
+
+ROOFLINE_COLUMNS = ("model", "device", "engine", "phase", "batch", "seq", "past", "new_tokens", "latency_s",
+                    "tokens_per_s", "ttft_s", "tpot_s", "flops", "bytes", "mfu", "mbu", "bound", "fits")
+
+
+def roofline_table(reports: list[Any], fmt: str, exact: bool, measured: float | None = None,
+                   device: Any = None) -> str:
+    """The main figures of each report, one row per batch (``--csv`` / ``--markdown``); with ``measured``,
+    also its MFU and MBU."""
+    from ..perf import measured_utilization
+    from ..report.export import render_table
+
+    header = list(ROOFLINE_COLUMNS) + (["measured_s", "measured_mfu", "measured_mbu"] if measured is not None else [])
+    rows: list[list[Any]] = []
+    for r in reports:
+        row: list[Any] = [r.model, r.device, r.engine, r.phase, r.batch, r.seq, r.past,
+                          r.new_tokens if r.phase == "generate" else None, r.latency_s, r.tokens_per_s, r.ttft_s,
+                          r.tpot_s, r.flops.total, r.io.total, r.mfu, r.mbu, r.bound, r.fits]
+        if measured is not None:
+            row += [measured, *measured_utilization(r, measured, device)]
+        rows.append(row)
+    return render_table(header, rows, fmt, exact, left=4)

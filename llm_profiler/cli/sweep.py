@@ -29,9 +29,9 @@ ORDER = 30
 
 EPILOG = """\
 examples:
-  llm-profiler sweep llama-2-7b --metric flops --batch 1,2,4 --seq 128:4096:x2 --past 0,512
-  llm-profiler sweep llama-2-7b --metric flops,cache --seq 1 --past 0:8192:1024 -o decode.csv
-  llm-profiler sweep llama-2-7b --metric flops --seq 128:32768:x2 --plot flops_vs_seq.png
+  llm-profiler sweep llama-2-7b --metrics flops --batch 1,2,4 --seq 128:4096:x2 --past 0,512
+  llm-profiler sweep llama-2-7b --metrics flops,cache --seq 1 --past 0:8192:1024 -o decode.csv
+  llm-profiler sweep llama-2-7b --metrics flops --seq 128:32768:x2 --plot flops_vs_seq.png
 
 Value lists: 1,2,4 | start:stop:xFACTOR (geometric, stop included) | start:stop:STEP | a mix (1,2,8:64:x2).
 A sweep has at most 1,000,000 points (batch values x seq values x past values), counted before anything is
@@ -49,8 +49,10 @@ def register(subparsers: Any) -> None:
                             epilog=EPILOG)
     add_model_args(parser)
     add_engine_arg(parser, "hf-eager", counts=True)
-    parser.add_argument("-m", "--metric", "--attr", dest="metrics", type=metric_list, default=[M.FLOPS],
+    parser.add_argument("--metrics", dest="metrics", type=metric_list, default=[M.FLOPS],
                         metavar="M1,M2", help="metric(s) to sweep (default flops)")
+    # the old names, hidden: `-m/--metric/--attr` took the same comma list
+    parser.add_argument("-m", "--metric", "--attr", dest="metrics", type=metric_list, help=argparse.SUPPRESS)
     parser.add_argument("--scope", metavar="SCOPE", help=SCOPE_HELP)
     parser.add_argument("-b", "--batch", type=grid, default=[1], metavar="LIST", help="batch values (default 1)")
     parser.add_argument("-s", "--seq", type=grid, default=[2048], metavar="LIST",

@@ -33,7 +33,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--tiny", action="store_true",
                         help="the same architecture at tiny dimensions, run for real on the CPU")
     parser.add_argument("--all", action="store_true", help="print every row, not only the mismatches")
-    parser.add_argument("--json", action="store_true", help="the full report as JSON")
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--json", dest="fmt", action="store_const", const="json", help="the full report as JSON")
+    fmt.add_argument("--csv", dest="fmt", action="store_const", const="csv",
+                     help="the rows (mismatches, or every row with --all) as CSV with exact integers")
+    fmt.add_argument("--markdown", dest="fmt", action="store_const", const="markdown",
+                     help="the rows as a Markdown table")
+    parser.set_defaults(fmt="text")
     parser.add_argument("--peak", action="store_true",
                         help="also measure the peak live bytes of the forward and compare them with the memory "
                              "model (activations + the KV cache it leaves); with --json: {validation, peak}")
@@ -59,11 +65,28 @@ def run(args: argparse.Namespace) -> int:
 
         peak = compare_peak(source, args.batch, args.seq, args.past, tiny=args.tiny, dtype=args.peak_dtype,
                             as_family=args.as_family)
-        if args.json:
+        if args.fmt == "json":
             both = {"validation": report.model_dump(mode="json"), "peak": peak.model_dump(mode="json")}
             emit(json.dumps(both, indent=2) + "\n")
+        elif args.fmt in ("csv", "markdown"):
+            emit(_rows(report, args) + "\n" + peak.summary_line() + "\n")
         else:
             emit(report.table(all_rows=args.all, exact=True) + peak.summary_line() + "\n")
         return 0 if report.ok else 1  # the peak is a model, not an exact count: it does not set the exit code
-    emit(to_json(report) if args.json else report.table(all_rows=args.all, exact=True))
+    if args.fmt == "json":
+        emit(to_json(report))
+    elif args.fmt in ("csv", "markdown"):
+        emit(_rows(report, args))
+    else:
+        emit(report.table(all_rows=args.all, exact=True))
     return 0 if report.ok else 1
+
+
+def _rows(report: Any, args: argparse.Namespace) -> str:
+    """``--csv`` / ``--markdown``: one row per node x metric (the mismatches, or every row with ``--all``)."""
+    from ..report.export import render_table
+
+    rows = report.rows if args.all else report.mismatches
+    return render_table(["node", "metric", "predicted", "measured", "difference"],
+                        [[r.node or "(root)", r.metric, r.predicted, r.measured, r.diff] for r in rows],
+                        args.fmt, exact=True, left=2)

@@ -11,7 +11,7 @@ from ..errors import ValidationUnavailableError
 from .report import ValidationReport, ValidationRow
 
 
-def validate(config: Any, batch: int, seq: int, past: int = 0, **kwargs: Any) -> ValidationReport:
+def validate(config: Any, batch: int = 1, seq: int = 8, past: int = 0, **kwargs: Any) -> ValidationReport:
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401

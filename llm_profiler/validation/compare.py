@@ -125,7 +125,7 @@ def compare(model: ModelProfile, measured: Any, batch: int, seq: int,
     return rows, unknown, unattributed
 
 
-def validate(config: Any, batch: int, seq: int, past: int = 0, *, tiny: bool = False,
+def validate(config: Any, batch: int = 1, seq: int = 8, past: int = 0, *, tiny: bool = False,
              as_family: str | None = None, model: Any = None) -> ValidationReport:
     """Run the reference model (full size on meta, or ``tiny`` on the CPU with real random weights) and
     compare every metric of every node with the graph. ``model`` reuses an already built reference.
