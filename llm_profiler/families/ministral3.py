@@ -9,7 +9,7 @@ scaling of the query, in ``Ministral3Attention.forward`` after the rotation and 
 
 over the S positions (S DIV, S floor, S ADD, S log, S MULT, S ADD), then B*S*H*D MULT. Both values come
 from ``rope_parameters`` (yarn by default: its factors change the tables, not their count).
-Missing fields take Ministral3Config's defaults (34 layers, hidden 4096: the 14B checkpoint's dims; its
+Missing fields take Ministral3Config's defaults (34 layers, hidden 4096, 8,489,553,920 parameters; the
 default ``rope_parameters`` are yarn with factor 16 over 16384 positions and ``llama_4_scaling_beta`` 0.1).
 """
 
