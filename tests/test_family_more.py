@@ -159,3 +159,18 @@ def test_validate_tiny_on_cpu(case: str) -> None:
     name, changes, extra = CASES[case]
     # the tiny window is 4: (2, 6, 3) crosses it
     _validate_all(_data(name, **changes), tiny=True, shapes=SHAPES + [(2, 6, 3)] * bool(extra))
+
+
+@pytest.mark.validation
+def test_validate_phimoe_longrope_tiny() -> None:
+    """A longrope rope_parameters (as the released Phi-3.5-MoE): exact on the tiny model after a cached prefix
+    and at decode; transformers' longrope forward cannot run on the meta device, and the one-off rope init
+    of a not yet cached long_inv_freq is not counted (the spec's note says so)."""
+    half = 64  # head_dim 128 / 2 frequencies (the tiny variant keeps one entry per tiny frequency)
+    rope = {"rope_type": "longrope", "rope_theta": 10000.0, "long_factor": [1.0 + i / 64 for i in range(half)],
+            "short_factor": [1.0] * half, "long_mscale": 1.243, "short_mscale": 1.19,
+            "original_max_position_embeddings": 4096}
+    config = _data(PHIMOE, rope_parameters=rope)
+    _, spec = build_spec(config)
+    assert any("longrope" in note for note in spec.notes)
+    _validate_all(config, tiny=True, shapes=[(3, 7, 5), (1, 1, 9)])

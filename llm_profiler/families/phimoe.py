@@ -13,6 +13,9 @@ What transformers 5.23 computes (modeling_phimoe), op by op where it differs fro
   the chosen expert's probability gathered; the second round first scatters -inf on the first choice
   (``num_experts_per_tok`` is ignored: two experts per token whatever it says).
 - ``mlp.experts``: ``num_local_experts`` gated SiLU experts of ``intermediate_size`` (batched).
+- a longrope ``rope_parameters`` (the released checkpoint's): the init function with its ``ext_factors``
+  (D/2 MULT more) and ``seq_len > original_max`` (1 CMP) every forward, plus phi3's
+  ``longrope_frequency_update`` on ``model.rotary_emb:longrope`` (see LONGROPE_NOTE for what is left out).
 Missing fields take PhimoeConfig's defaults, which mirror microsoft/Phi-3.5-MoE-instruct.
 """
 
@@ -33,11 +36,13 @@ from ..ops import Counts
 from ..spec import ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
-from .template import DecoderTemplate, decoder_fields, every_layer_window, tiny_dims
+from .phi3 import longrope_update
+from .template import DecoderTemplate, decoder_fields, every_layer_window, part, tiny_dims
 
 
 class PhimoeSpec(MoESpec):
     lm_head_bias: bool = False
+    longrope: bool = False  # rope_type longrope (Phi-3.5-MoE's checkpoint)
 
 
 def sparsemixer(rows: Any, experts: int) -> Counts:
@@ -48,6 +53,17 @@ def sparsemixer(rows: Any, experts: int) -> Counts:
               + ops.elementwise("div", n) + ops.elementwise("cmp", n) + ops.softmax(rows, experts)
               + ops.elementwise("gather", rows))
     return round_ + round_
+
+
+LONGROPE_NOTE = ("phimoe longrope: model.rotary_emb counts the per-forward table choice (as phi3); when "
+                 "transformers' longrope_frequency_update has not yet cached long_inv_freq it runs the rope init "
+                 "once more (5 * head_dim/2 ops, not counted); transformers' longrope forward cannot run on the "
+                 "meta device, so only the tiny model is validated")
+
+
+def _is_longrope(data: dict[str, Any]) -> bool:
+    rope = data.get("rope_parameters") or data.get("rope_scaling") or {}
+    return isinstance(rope, dict) and rope.get("rope_type", rope.get("type")) in ("longrope", "su")
 
 
 @register
@@ -66,7 +82,8 @@ class Phimoe(DecoderTemplate):
             **{**common, "rotary_dim": common["head_dim"]}, **every_layer_window(f, common["num_layers"]),
             norm="layernorm", qkv_bias=bias, o_bias=bias, lm_head_bias=f.bool("lm_head_bias", default=False),
             num_experts=f.int("num_local_experts", default=16), experts_per_token=2,
-            moe_intermediate_size=common["intermediate_size"],
+            moe_intermediate_size=common["intermediate_size"], longrope=_is_longrope(data), notes=(LONGROPE_NOTE,)
+            if _is_longrope(data) else (),
         )
 
     def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
@@ -75,8 +92,14 @@ class Phimoe(DecoderTemplate):
         half = spec.rotary_dim // 2
         seq_len = (ops.reduce_max(1, S) + ops.elementwise("add", 1) + ops.elementwise("div", half)
                    + ops.elementwise("pow", half) + ops.elementwise("reciprocal", half) + ops.elementwise("mul", half))
-        return [p if p.kind != NodeKind.ROTARY else replace(p, counts=seq_len + p.counts)
-                for p in super().head_of_model_parts(spec)]
+        assert isinstance(spec, PhimoeSpec)
+        if spec.longrope:  # seq_len > original_max (1 CMP) picks the mscale; the ext_factors product (D/2 MULT)
+            seq_len = seq_len + ops.elementwise("cmp", 1) + ops.elementwise("mul", half)
+        parts = [p if p.kind != NodeKind.ROTARY else replace(p, counts=seq_len + p.counts)
+                 for p in super().head_of_model_parts(spec)]
+        if spec.longrope:  # transformers' longrope_frequency_update, as phi3
+            parts.append(part(f"{self.base}.rotary_emb:longrope", NodeKind.ROTARY, longrope_update(spec.rotary_dim)))
+        return parts
 
     def moe_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         assert isinstance(spec, PhimoeSpec)
@@ -97,4 +120,11 @@ class Phimoe(DecoderTemplate):
                 for p in super().tail_parts(spec)]
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
-        return tiny_dims(data, num_local_experts=4)
+        out = tiny_dims(data, num_local_experts=4)
+        half = 64 // 4 // 2  # longrope's factor lists: one entry per rotary frequency of the tiny head_dim 16
+        for key in ("rope_parameters", "rope_scaling"):
+            rope = out.get(key)
+            if isinstance(rope, dict):
+                out[key] = {k: v[:1] * half if k in ("short_factor", "long_factor") and isinstance(v, list) else v
+                            for k, v in rope.items()}
+        return out
