@@ -67,6 +67,9 @@ RULES: tuple[Rule, ...] = (
     Rule("temperature", r"Llama4TextAttention\.forward", "llama4 NoPE layers: attention temperature tuning "
          "(log1p(floor((positions + 1) / floor_scale)) * attn_scale + 1, times q)",
          line=r"positions|attn_scales"),
+    Rule("temperature", r"get_llama_4_attn_scale|Ministral3Attention\.forward", "ministral3: the Llama-4-style "
+         "query scaling, 1 + beta * log(1 + floor(positions / original_max_position_embeddings)), times q",
+         line=r"get_llama_4_attn_scale|floor"),
     Rule("longrope", r".*longrope_frequency_update",
          "phi3 longrope: the long or short inv_freq chosen every forward (dynamic_rope_update), "
          "run by the rotary embedding module", file=r"modeling_rope_utils\.py"),
