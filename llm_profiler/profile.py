@@ -133,7 +133,7 @@ class ModelProfile:
         b, s, p = check_shape(batch, seq, past)
         return int(self._raw(metric, scope)(b, s, p))
 
-    def sweep(self, metric: str, scope: str | None = TRANSFORMER, *, batch: Any = 1, seq: Any = 1,
+    def sweep(self, metric: str, scope: str | None = TRANSFORMER, *, batch: Any = 1, seq: Any = 2048,
               past: Any = 0) -> Any:
         """Vectorised evaluation over numpy arrays (broadcast together), always exact.
 
@@ -294,8 +294,9 @@ def _engine_name(engine: Any) -> str:
     return get_engine(engine).name
 
 
-def profile(source: Any, batch: int = 1, seq: int = 1, past: int = 0, *, as_family: str | None = None,
+def profile(source: Any, batch: int = 1, seq: int = 2048, past: int = 0, *, as_family: str | None = None,
             hf_token: str | None = None, revision: str | None = None, engine: str | None = None) -> Profile:
-    """Profile a model at one shape: ``profile("llama-2-7b", batch=16, seq=200).total("macs", "attn")``."""
+    """Profile a model at one shape: ``profile("llama-2-7b", batch=16, seq=200).total("macs", "attn")``.
+    The defaults are the CLI's (docs/cli.md#defaults): one sequence, a 2048-token prompt, an empty cache."""
     return profile_model(source, as_family=as_family, hf_token=hf_token, revision=revision,
                          engine=engine).at(batch, seq, past)

@@ -54,7 +54,7 @@ COMMANDS: dict[str, list[tuple[Callable[..., Any], dict[str, str]]]] = {
 # Differences that remain because the Python side lives in a file this change may not edit
 # (llm_profiler/profile.py: profile(), ModelProfile.sweep() default seq=1). The CLI's 2048 is the documented
 # default (docs/cli.md, "Defaults"); test_pending_still_differ fails once profile.py follows, to drop them here.
-PENDING = {("profile", "--seq"), ("compare", "--seq"), ("sweep", "--seq")}
+PENDING: set[tuple[str, str]] = set()  # every shared default agrees
 
 # Commands whose output is a table or a result: each takes --json, --csv and --markdown.
 TABLE_COMMANDS = ("profile", "compare", "sweep", "presets", "roofline", "fit", "validate")
@@ -115,14 +115,6 @@ def test_table_entries_have_defaults() -> None:
     for command, fn, option, param in CASES:
         assert option in subparsers()[command]._option_string_actions, (command, option)
         assert python_default(fn, param) is not inspect.Parameter.empty, (fn.__qualname__, param)
-
-
-def test_pending_still_differ() -> None:
-    """profile() and ModelProfile.sweep() still default seq=1 (the CLI: 2048). When profile.py changes to
-    2048, this fails: drop the entries from PENDING."""
-    assert cli_default("profile", "--seq") == 2048 and python_default(profile, "seq") == 1
-    assert cli_default("compare", "--seq") == 2048
-    assert cli_default("sweep", "--seq") == [2048] and python_default(ModelProfile.sweep, "seq") == 1
 
 
 def test_documented_defaults() -> None:
