@@ -108,6 +108,7 @@ class ArchSpec(BaseModel):
     sliding_window: int | None = Field(default=None, gt=0)
     layer_types: tuple[str, ...] = ()  # per layer: full_attention / sliding_attention
     qk_norm: bool = False
+    lm_head_bias: bool = False  # the output projection adds a bias (phi, gptj, phimoe, ernie4_5_moe)
     notes: tuple[str, ...] = ()  # what the profiler decided that a user should know
     layers: tuple[LayerSpec, ...] = ()  # one per layer (derived from the fields above when not given)
 

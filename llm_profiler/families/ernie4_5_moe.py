@@ -18,7 +18,6 @@ Missing fields take Ernie4_5_MoeConfig's defaults (ERNIE-4.5-21B-A3B's dims).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from .. import ops
@@ -31,10 +30,6 @@ from ..spec import ArchSpec, LayerSpec
 from . import register
 from .fields import Fields
 from .template import DecoderTemplate, decoder_fields, tiny_dims
-
-
-class Ernie45MoeSpec(MoESpec):
-    lm_head_bias: bool = False  # use_bias reaches the output projection too
 
 
 @register
@@ -53,7 +48,7 @@ class Ernie45Moe(DecoderTemplate):
         dense = tuple(i for i in range(n) if not ((i + 1) % step == 0 and start <= i <= end))
         bias = f.bool("use_bias", default=False)
         inter = f.int("moe_intermediate_size", default=1536)
-        return Ernie45MoeSpec(
+        return MoESpec(
             **{**common, "rotary_dim": common["head_dim"]}, qkv_bias=bias, o_bias=bias, mlp_bias=bias,
             num_experts=f.int("moe_num_experts", "num_experts", default=64),
             experts_per_token=f.int("moe_k", "num_experts_per_tok", default=6), moe_intermediate_size=inter,
@@ -85,11 +80,6 @@ class Ernie45Moe(DecoderTemplate):
             parts.append(Part(".mlp:shared_mix", ".mlp", NodeKind.ELEMENTWISE, shared_expert_mix(h, False), MLP))
         return parts
 
-    def tail_parts(self, spec: ArchSpec) -> list[Part]:
-        assert isinstance(spec, Ernie45MoeSpec)
-        head = blk.lm_head(blk.TOKENS, spec.hidden_size, spec.vocab_size, spec.tie_word_embeddings,
-                           bias=spec.lm_head_bias)
-        return [p if p.kind != NodeKind.LM_HEAD else replace(p, counts=head) for p in super().tail_parts(spec)]
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         rest = {k: v for k, v in data.items() if k not in ("num_experts", "num_experts_per_tok")}

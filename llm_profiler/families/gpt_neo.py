@@ -12,12 +12,12 @@ from ..graph import NodeKind
 from ..graph import blocks as blk
 from ..graph.activations import read_activation
 from ..graph.blocks import Part
-from ..graph.node import ATTN, EMBED_GROUP, MLP
+from ..graph.node import ATTN, EMBED_GROUP
 from ..spec import ArchSpec, LayerSpec
 from . import register
 from ._dense import DenseSpec, DenseTemplate
 from .fields import Fields
-from .template import renamed
+from .template import plain_mlp, renamed
 
 
 class GPTNeoSpec(DenseSpec):
@@ -90,12 +90,7 @@ class GPTNeo(DenseTemplate):
         ]
 
     def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
-        h, inter, t, m = spec.hidden_size, spec.intermediate_size, blk.TOKENS, ".mlp"
-        return [
-            Part(f"{m}.c_fc", f"{m}.c_fc", NodeKind.LINEAR, blk.linear(t, h, inter, True), MLP),
-            Part(f"{m}.act", f"{m}.act", NodeKind.ACTIVATION, blk.activation(spec.activation, t * inter), MLP),
-            Part(f"{m}.c_proj", f"{m}.c_proj", NodeKind.LINEAR, blk.linear(t, inter, h, True), MLP),
-        ]
+        return plain_mlp(spec, ".mlp.c_fc", ".mlp.act", ".mlp.c_proj")
 
     def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         return renamed(super().layer_parts(spec, layer), {".input_layernorm": ".ln_1", ".post_attention_layernorm": ".ln_2"})

@@ -13,11 +13,12 @@ from ..graph import NodeKind
 from ..graph import blocks as blk
 from ..graph.activations import read_activation
 from ..graph.blocks import Part
-from ..graph.node import ATTN, MLP
+from ..graph.node import ATTN
 from ..spec import ArchSpec, LayerSpec
 from . import register
 from ._dense import DenseSpec, DenseTemplate
 from .fields import Fields
+from .template import plain_mlp
 
 
 @register
@@ -40,6 +41,7 @@ class GPTJ(DenseTemplate):
     model_types = ("gptj", "codegen")
     base = "transformer"
     layer_prefix = "transformer.h."
+    final_norm_name = "ln_f"
 
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
         model_type = data["model_type"]
@@ -60,7 +62,7 @@ class GPTJ(DenseTemplate):
             intermediate_size=f.int("n_inner", default=4 * hidden), vocab_size=f.int("vocab_size"),
             norm="layernorm", activation=read_activation(f, "activation_function", default="gelu_new"),
             gated_mlp=False, mlp_bias=True, tie_word_embeddings=f.bool("tie_word_embeddings", default=False),
-            rotary_dim=rotary,
+            rotary_dim=rotary, lm_head_bias=True,
         )
 
     def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
@@ -91,12 +93,7 @@ class GPTJ(DenseTemplate):
         ]
 
     def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
-        h, inter, t, m = spec.hidden_size, spec.intermediate_size, blk.TOKENS, ".mlp"
-        return [
-            Part(f"{m}.fc_in", f"{m}.fc_in", NodeKind.LINEAR, blk.linear(t, h, inter, True), MLP),
-            Part(f"{m}.act", f"{m}.act", NodeKind.ACTIVATION, blk.activation(spec.activation, t * inter), MLP),
-            Part(f"{m}.fc_out", f"{m}.fc_out", NodeKind.LINEAR, blk.linear(t, inter, h, True), MLP),
-        ]
+        return plain_mlp(spec, ".mlp.fc_in", ".mlp.act", ".mlp.fc_out")
 
     def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         return [
@@ -106,11 +103,6 @@ class GPTJ(DenseTemplate):
             Part(":residual", "", NodeKind.RESIDUAL, blk.residual(spec.hidden_size)),  # attn + mlp + x
         ]
 
-    def tail_parts(self, spec: ArchSpec) -> list[Part]:
-        head = blk.lm_head(blk.TOKENS, spec.hidden_size, spec.vocab_size, tied=spec.tie_word_embeddings, bias=True)
-        ln_f = f"{self.base}.ln_f"
-        return [Part(ln_f, ln_f, NodeKind.NORM, self.norm(spec, blk.TOKENS, spec.hidden_size)),
-                Part("lm_head", "lm_head", NodeKind.LM_HEAD, head)]
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         out = {**data, "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 128, "rotary_dim": 8}  # 8 of 16 dims

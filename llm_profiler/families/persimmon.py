@@ -9,14 +9,14 @@ from ..graph import NodeKind
 from ..graph import blocks as blk
 from ..graph.activations import read_activation
 from ..graph.blocks import Part
-from ..graph.node import ATTN, MLP
+from ..graph.node import ATTN
 from ..spec import ArchSpec, LayerSpec
 from . import register
 from ._dense import DenseSpec, DenseTemplate
 from .fields import Fields
 from .phi import rotary_dim
 from .stablelm import check_head_dim
-from .template import decoder_fields, tiny_dims
+from .template import decoder_fields, plain_mlp, tiny_dims
 
 
 @register
@@ -60,12 +60,7 @@ class Persimmon(DenseTemplate):
         return out
 
     def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
-        h, inter, t, m = spec.hidden_size, spec.intermediate_size, blk.TOKENS, ".mlp"
-        return [
-            Part(f"{m}.dense_h_to_4h", f"{m}.dense_h_to_4h", NodeKind.LINEAR, blk.linear(t, h, inter, True), MLP),
-            Part(f"{m}.act", f"{m}.act", NodeKind.ACTIVATION, blk.activation(spec.activation, t * inter), MLP),
-            Part(f"{m}.dense_4h_to_h", f"{m}.dense_4h_to_h", NodeKind.LINEAR, blk.linear(t, inter, h, True), MLP),
-        ]
+        return plain_mlp(spec, ".mlp.dense_h_to_4h", ".mlp.act", ".mlp.dense_4h_to_h")
 
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:

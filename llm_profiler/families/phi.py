@@ -66,7 +66,8 @@ class Phi(DecoderTemplate):
         if qk_norm and common["head_dim"] != common["hidden_size"] // common["num_heads"]:
             raise ConfigError("phi config: qk_layernorm needs head_dim == hidden_size // num_attention_heads")
         return ArchSpec(**{**common, "rotary_dim": rotary_dim(f, common["head_dim"], 0.5)}, norm="layernorm",
-                        gated_mlp=False, qkv_bias=True, o_bias=True, mlp_bias=True, qk_norm=qk_norm)
+                        gated_mlp=False, qkv_bias=True, o_bias=True, mlp_bias=True, qk_norm=qk_norm,
+                        lm_head_bias=True)  # tied: the weight is the embedding's, the bias the head's
 
     def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         # Llama's parts with phi's names: dense for o_proj, q_layernorm / k_layernorm (LayerNorm per head).
@@ -82,7 +83,3 @@ class Phi(DecoderTemplate):
                 *self.ffn_parts(spec, layer),
                 part(":residual", NodeKind.RESIDUAL, blk.residual(spec.hidden_size))]  # attn + mlp + x
 
-    def tail_parts(self, spec: ArchSpec) -> list[Part]:
-        # tied: the weight is the embedding's (counted there); the bias is the head's
-        head = blk.lm_head(blk.TOKENS, spec.hidden_size, spec.vocab_size, tied=spec.tie_word_embeddings, bias=True)
-        return [*super().tail_parts(spec)[:-1], part("lm_head", NodeKind.LM_HEAD, head)]

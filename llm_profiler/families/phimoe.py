@@ -41,7 +41,6 @@ from .template import DecoderTemplate, decoder_fields, every_layer_window, part,
 
 
 class PhimoeSpec(MoESpec):
-    lm_head_bias: bool = False
     longrope: bool = False  # rope_type longrope (Phi-3.5-MoE's checkpoint)
 
 
@@ -112,12 +111,6 @@ class Phimoe(DecoderTemplate):
                  expert_activation(spec.activation, inter, 2), MLP),
         ]
 
-    def tail_parts(self, spec: ArchSpec) -> list[Part]:
-        assert isinstance(spec, PhimoeSpec)
-        head = blk.lm_head(blk.TOKENS, spec.hidden_size, spec.vocab_size, spec.tie_word_embeddings,
-                           bias=spec.lm_head_bias)
-        return [p if p.kind != NodeKind.LM_HEAD else replace(p, counts=head)
-                for p in super().tail_parts(spec)]
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         out = tiny_dims(data, num_local_experts=4)

@@ -271,7 +271,8 @@ class DecoderTemplate(Family):
         raise NotImplementedError(f"{type(self).__name__} has MoE layers but no moe_parts")
 
     def tail_parts(self, spec: ArchSpec) -> list[Part]:
-        head = blk.lm_head(blk.TOKENS, spec.hidden_size, spec.vocab_size, tied=spec.tie_word_embeddings)
+        head = blk.lm_head(blk.TOKENS, spec.hidden_size, spec.vocab_size, tied=spec.tie_word_embeddings,
+                           bias=spec.lm_head_bias)
         return [
             part(f"{self.base}.{self.final_norm_name}", NodeKind.NORM, self.norm(spec, blk.TOKENS, spec.hidden_size)),
             Part("lm_head", "lm_head", NodeKind.LM_HEAD, head),

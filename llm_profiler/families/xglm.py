@@ -11,12 +11,12 @@ from ..graph import NodeKind
 from ..graph import blocks as blk
 from ..graph.activations import read_activation
 from ..graph.blocks import Part
-from ..graph.node import ATTN, EMBED_GROUP, MLP
+from ..graph.node import ATTN, EMBED_GROUP
 from ..spec import ArchSpec, LayerSpec
 from . import register
 from ._dense import DenseSpec, DenseTemplate
 from .fields import Fields
-from .template import renamed
+from .template import plain_mlp, renamed
 
 
 @register
@@ -85,13 +85,7 @@ class XGLM(DenseTemplate):
         ]
 
     def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
-        h, inter, t = spec.hidden_size, spec.intermediate_size, blk.TOKENS
-        return [
-            Part(".fc1", ".fc1", NodeKind.LINEAR, blk.linear(t, h, inter, True), MLP),
-            Part(".activation_fn", ".activation_fn", NodeKind.ACTIVATION, blk.activation(spec.activation, t * inter),
-                 MLP),
-            Part(".fc2", ".fc2", NodeKind.LINEAR, blk.linear(t, inter, h, True), MLP),
-        ]
+        return plain_mlp(spec, ".fc1", ".activation_fn", ".fc2")
 
     def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         return renamed(super().layer_parts(spec, layer), {".input_layernorm": ".self_attn_layer_norm", ".post_attention_layernorm": ".final_layer_norm"})
