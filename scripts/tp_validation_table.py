@@ -53,7 +53,7 @@ def _summary(runs: list[TensorParallelMeasurement]) -> str:
 
 def main() -> None:
     start = time.time()
-    two = measure_tensor_parallel_runs(["llama-2-7b", "qwen3-8b", "mixtral-8x7b"], 2, SHAPES)
+    two = measure_tensor_parallel_runs(["llama-2-7b", "qwen3-8b", "mixtral-8x7b", "llama-3.2-1b"], 2, SHAPES)
     four = measure_tensor_parallel_runs(["llama-2-7b", "mixtral-8x7b"], 4, SHAPES,
                                         overrides={"num_key_value_heads": 4})
     llama = two[("llama-2-7b", (2, 3, 0))]

@@ -37,12 +37,15 @@ class Dims:
     head_dim: int
     experts: int = 0  # mixtral: every rank holds all of them, each with INTER / tp
     top_k: int = 0
+    tied: bool = False  # lm_head shares the embedding's (vocab-sharded) weight
 
 
 # llama-2-7b is MHA (kv 4) and has no head_dim field: 64 / 4 = 16; qwen3-8b GQA (kv 2) with an explicit
 # head_dim, which tiny_dims makes 24; mixtral-8x7b GQA (kv 2), 64 / 4 = 16. At 4 ranks the KV heads are
-# made 4 (override) so that they divide: transformers splits the KV heads evenly.
-DIMS = {"llama-2-7b": Dims(4, 4, 16), "qwen3-8b": Dims(4, 2, 24), "mixtral-8x7b": Dims(4, 2, 16, 4, 2)}
+# made 4 (override) so that they divide: transformers splits the KV heads evenly. llama-3.2-1b: GQA (kv 2),
+# head_dim 24, and tied embeddings (sharded once, counted once: on the embedding).
+DIMS = {"llama-2-7b": Dims(4, 4, 16), "qwen3-8b": Dims(4, 2, 24), "mixtral-8x7b": Dims(4, 2, 16, 4, 2),
+        "llama-3.2-1b": Dims(4, 2, 24, tied=True)}
 DIMS4 = {"llama-2-7b": Dims(4, 4, 16), "mixtral-8x7b": Dims(4, 4, 16, 4, 2)}
 
 
@@ -121,7 +124,7 @@ def test_ranks_sum_to_the_single_process(request: pytest.FixtureRequest, tp: int
             for metric, value in single.items():
                 assert m.per_rank(node, metric) == [value] * tp, (node, metric)
         else:
-            assert node == "model.embed_tokens", node  # vocab-parallel: test_embedding_and_lm_head
+            assert node == "model.embed_tokens", node  # vocab-parallel: test_cache_heads_and_embedding_and_lm_head
     # sharded per layer: q k v o, rope scores softmax context (8), the MLP's gate up down act_fn gate_mul (5) or
     # mixtral's experts and experts.act_fn (2), qwen3's q_norm k_norm (2); + lm_head
     mlp = 2 if d.experts else 5
@@ -187,11 +190,13 @@ def test_params_per_rank(request: pytest.FixtureRequest, tp: int, name: str, sha
     attention = (H * q + 2 * H * kv + q * H) // tp  # q, k, v colwise, o rowwise: all split
     mlp = d.experts * 3 * H * INTER // tp if d.experts else 3 * H * INTER // tp  # experts: all of them, INTER / tp each
     replicated_layer = 2 * H + (2 * d.head_dim if name == "qwen3-8b" else 0) + H * d.experts  # norms, router
-    per_rank = V * H // tp + LAYERS * (attention + mlp + replicated_layer) + H + V * H // tp  # embed, norm, head
+    head = 0 if d.tied else V * H // tp
+    per_rank = V * H // tp + LAYERS * (attention + mlp + replicated_layer) + H + head  # embed, layers, norm, head
     assert [r.params for r in m.ranks] == [per_rank] * tp
     replicated = LAYERS * replicated_layer + H
     assert sum(r.params for r in m.ranks) == m.single_params + (tp - 1) * replicated
     assert m.per_rank("model.embed_tokens", "params") == [V * H // tp] * tp  # vocab-parallel rows
+    assert m.per_rank("lm_head", "params") == [head] * tp
     if (tp, name) == (2, "llama-2-7b"):
         # 128*64/2 + 2*((4096 + 2*4096 + 4096)/2 + 3*64*96/2 + 2*64) + 64 + 128*64/2
         assert m.ranks[0].params == 43_328 and m.single_params == 86_336

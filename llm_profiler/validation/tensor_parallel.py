@@ -30,7 +30,6 @@ import pickle
 import socket
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -335,7 +334,6 @@ def _rank_main(rank: int, world: int, port: int, jobs: list[_Job], out_dir: str)
                 recorder = _CollectiveRecorder(model)
                 with recorder.recording():
                     measured = measure(model, batch, seq, past)
-                measured.params = params
                 runs[(batch, seq, past)] = {
                     "counts": {site: dict(c) for site, c in measured.counts.items()},
                     "params": params,
@@ -549,18 +547,6 @@ def measure_tensor_parallel(config: Any, world_size: int, batch: int = 1, seq: i
     return next(iter(runs.values()))
 
 
-def collective_summary(measurement: TensorParallelMeasurement) -> dict[tuple[str, str], tuple[int, int]]:
-    """(kind, module with layer numbers as *) -> (calls, payload bytes) on rank 0."""
-    import re
-
-    out: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for c in measurement.ranks[0].collectives:
-        entry = out[(c.kind, re.sub(r"\.\d+\.", ".*.", c.module))]
-        entry[0] += 1
-        entry[1] += c.payload_bytes
-    return {k: (v[0], v[1]) for k, v in out.items()}
-
-
-__all__ = ["Collective", "RankMeasurement", "TensorParallelMeasurement", "collective_summary",
-           "measure_tensor_parallel", "measure_tensor_parallel_runs", "local_params"]
+__all__ = ["Collective", "RankMeasurement", "TensorParallelMeasurement", "local_params", "measure_tensor_parallel",
+           "measure_tensor_parallel_runs"]
 
