@@ -167,7 +167,7 @@ def test_collectives_per_rank(request: pytest.FixtureRequest, tp: int, name: str
                  ("all_reduce", f"model.layers.{layer}.{mlp}", t * H * FP32)]
     want.append(("all_gather", "lm_head", t * V * FP32))
     for rank in m.ranks:
-        assert [(c.kind, c.module, c.payload_bytes) for c in rank.collectives] == want
+        assert m.collective_rows(rank.rank) == want
         assert {(c.world, c.dtype) for c in rank.collectives} == {(tp, "float32")}
         gather = rank.collectives[-1]
         assert (gather.input_bytes, gather.output_bytes) == (t * V // tp * FP32, t * V * FP32)
@@ -254,6 +254,27 @@ def test_plan_of_each_family(tp2: dict) -> None:
         plan = tp2[(name, (2, 3, 0))].tp_plan
         got = {k: v for k, v in plan.items() if ".layers.1." not in k and not k.endswith(".weight")}
         assert got == want, name
+
+
+def test_diff_against_a_per_rank_prediction(tp2: dict) -> None:
+    """``diff`` compares a prediction (node path -> metric -> count) with a rank, as a parallel plan's will be:
+    the single-process run is exactly the single-device graph (what validate checks), and rank 0 differs from
+    that graph on exactly the sharded nodes."""
+    from llm_profiler.validation.compare import predicted_by_node
+    from llm_profiler.validation.reference import reference
+
+    m = tp2[("llama-2-7b", (2, 3, 0))]
+    graph = predicted_by_node(reference("llama-2-7b", tiny=True).profile, 2, 3, 0)
+    assert m.diff(-1, graph) == []
+    rows = m.diff(0, graph)
+    per_layer = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn:rope", "self_attn:scores",
+                 "self_attn:softmax", "self_attn:context", "self_attn.o_proj", "mlp.gate_proj", "mlp.act_fn",
+                 "mlp.up_proj", "mlp:gate_mul", "mlp.down_proj"]
+    sharded = {f"model.layers.{i}.{n}" for i in range(LAYERS) for n in per_layer} | {"model.embed_tokens", "lm_head"}
+    assert {node for node, *_ in rows} == sharded
+    assert ("model.layers.0.self_attn.q_proj", "macs", 24_576, 12_288) in rows  # 6*64*64 whole, half per rank
+    assert ("model.embed_tokens", "params", 8_192, 4_096) in rows  # 128*64 whole, 64 vocabulary rows per rank
+    assert [r for r in rows if r[0] == "model.embed_tokens"] == [("model.embed_tokens", "params", 8_192, 4_096)]
 
 
 def test_refusals() -> None:

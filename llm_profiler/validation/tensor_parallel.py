@@ -30,7 +30,7 @@ import pickle
 import socket
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..errors import ArgumentError, ValidationBuildError
 from ..profile import check_shape
+from .compare import COMPARED, NodeResolver, measured_by_node
 
 Shape = tuple[int, int, int]  # (batch, seq, past)
 
@@ -155,6 +156,24 @@ class TensorParallelMeasurement(BaseModel):
         for r in self.ranks:
             seen.update(dict.fromkeys(r.nodes))
         return list(seen)
+
+    def diff(self, rank: int, predicted: Mapping[str, Mapping[str, int]],
+             metrics: Sequence[str] = COMPARED) -> list[tuple[str, str, int, int]]:
+        """(node, metric, predicted, measured) for every node and metric where a per-rank prediction (node path
+        -> metric -> count, e.g. a parallel plan's for this rank) and this rank's measurement differ; a node
+        either side lacks counts as zeros. ``rank=-1`` compares with the single-process run."""
+        got = self.single if rank == -1 else self.ranks[rank].nodes
+        out = []
+        for node in dict.fromkeys([*predicted, *got]):
+            for metric in metrics:
+                want, have = int(predicted.get(node, {}).get(metric, 0)), int(got.get(node, {}).get(metric, 0))
+                if want != have:
+                    out.append((node, metric, want, have))
+        return out
+
+    def collective_rows(self, rank: int = 0) -> list[tuple[str, str, int]]:
+        """(kind, module, payload bytes) of each collective of a rank, in issue order: what a plan predicts."""
+        return [(c.kind, c.module, c.payload_bytes) for c in self.ranks[rank].collectives]
 
     def table(self, metrics: Sequence[str] = ("macs", "params", "act"), nodes: Sequence[str] | None = None) -> str:
         """A markdown table: per node, the single-process value and each rank's, for ``metrics``."""
@@ -441,7 +460,6 @@ def measure_tensor_parallel_runs(configs: Sequence[Any], world_size: int, shapes
 
         raise ValidationUnavailableError(f"tensor-parallel validation needs torch and transformers "
                                          f"({err.name} is missing): pip install 'llm-profiler[validate]'") from None
-    from .compare import measured_by_node
     from .measure import measure
     from .reference import reference
 
@@ -499,7 +517,7 @@ def measure_tensor_parallel_runs(configs: Sequence[Any], world_size: int, shapes
         single_logits, single_runs, single_params = singles[ref.name]
         diff = max(float((r[ref.name]["logits"] - single_logits).abs().max()) for r in per_rank)
         for shape in checked:
-            ranks = [_rank_result(rank, r[ref.name]["runs"][shape], ref.profile, measured_by_node)
+            ranks = [_rank_result(rank, r[ref.name]["runs"][shape], ref.profile)
                      for rank, r in enumerate(per_rank)]
             out[(ref.name, shape)] = TensorParallelMeasurement(
                 model=ref.name, model_type=ref.profile.spec.model_type, world_size=world_size, batch=shape[0],
@@ -510,11 +528,9 @@ def measure_tensor_parallel_runs(configs: Sequence[Any], world_size: int, shapes
     return out
 
 
-def _rank_result(rank: int, run: dict[str, Any], profile: Any, by_node: Any) -> RankMeasurement:
-    from .compare import NodeResolver
-
+def _rank_result(rank: int, run: dict[str, Any], profile: Any) -> RankMeasurement:
     measured = _Measured(counts=run["counts"], params=run["params"])
-    got, _ = by_node(profile, measured)
+    got, _ = measured_by_node(profile, measured)
     resolve = NodeResolver(profile.nodes)
     unattributed = [f"{m or '(root)'}: {site} ({n} calls)" for m, sites in sorted(run["unnamed"].items())
                     if not resolve.is_node(resolve.node(m, None)) for site, n in sorted(sites.items())]
