@@ -98,11 +98,11 @@ def cache_kind_metric(kind: str) -> str:
     return f"{M.CACHE}[{kind}]"
 
 
-def compare(model: ModelProfile, measured: Any, batch: int, seq: int,
-            past: int) -> tuple[list[ValidationRow], list[str], list[str]]:
-    """Rows (node x metric, then the cache and its growth per layer), unknown ops, unattributed ops."""
+def measured_by_node(model: ModelProfile, measured: Any) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+    """The measured counts and params on the graph's node paths (node path -> metric -> count), and each
+    path's module. Ops and params land where ``NodeResolver`` puts them; a path no node has is kept (a
+    mismatch for ``compare``)."""
     resolve = NodeResolver(model.nodes)
-    predicted = predicted_by_node(model, batch, seq, past)
     got: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     module_of = dict(resolve.module_of)
     for (module, part), counts in measured.counts.items():
@@ -118,6 +118,15 @@ def compare(model: ModelProfile, measured: Any, batch: int, seq: int,
             path = owner.get((module, name)) or resolve.node(module, None)
             module_of.setdefault(path, module)
             got[path][M.PARAMS] += numel
+    return got, module_of
+
+
+def compare(model: ModelProfile, measured: Any, batch: int, seq: int,
+            past: int) -> tuple[list[ValidationRow], list[str], list[str]]:
+    """Rows (node x metric, then the cache and its growth per layer), unknown ops, unattributed ops."""
+    resolve = NodeResolver(model.nodes)
+    predicted = predicted_by_node(model, batch, seq, past)
+    got, module_of = measured_by_node(model, measured)
 
     rows: list[ValidationRow] = []
     extra = sorted(p for p in got if p not in predicted)
