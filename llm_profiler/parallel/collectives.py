@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..formula import B, Formula, S
 from ..graph import Graph, NodeKind
+from ..graph.node import ATTN
 from .plan import ParallelPlan
 from .rules import ROW, style
 from .shard import layout, stage_layers
@@ -44,6 +45,7 @@ class Collective(BaseModel):
     group: str  # "tp", "ep" or "pp"
     ranks: int  # ranks taking part (2 for a send / recv)
     after: str  # the node path it follows (pp: the last node of the sending stage)
+    site: str  # embedding, attention, mlp, experts, lm_head or stage boundary
     stage: int  # the pipeline stage that runs it
     payload: Formula  # bytes, in B, S, P at the rank's batch
 
@@ -60,9 +62,14 @@ def collectives(graph: Graph, plan: ParallelPlan, act_bytes: int, last_position:
     stages = stage_layers(spec.num_layers, plan.pp)
     stage_of = {layer: i for i, r in enumerate(stages) for layer in r}
     out: list[Collective] = []
+    graph_nodes = {n.path: n for n in graph.nodes}
 
     def add(kind: str, group: str, ranks: int, after: str, stage: int, payload: Formula) -> None:
-        out.append(Collective(kind=kind, group=group, ranks=ranks, after=after, stage=stage, payload=payload))
+        node = graph_nodes.get(after.partition(":dispatch")[0].partition(":combine")[0])
+        site = ("stage boundary" if kind == SEND_RECV else "embedding" if node.kind == NodeKind.EMBEDDING
+                else "lm_head" if node.kind == NodeKind.LM_HEAD else "experts" if node.kind == NodeKind.EXPERTS
+                else "attention" if node.block == ATTN else "mlp")
+        out.append(Collective(kind=kind, group=group, ranks=ranks, after=after, site=site, stage=stage, payload=payload))
 
     previous: tuple[int, str] | None = None  # (stage, path) of the last node seen
     for node in graph.nodes:

@@ -38,6 +38,7 @@ class RankCollective(BaseModel):
     group: str
     ranks: int
     after: str
+    site: str
     stage: int
     payload_bytes: int
 
@@ -81,7 +82,7 @@ def per_rank(source: Any, plan: ParallelPlan, batch: int, seq: int, past: int = 
             values = {m: int(metric_formula(node.counts, m)(rank_b, 1, past)) for m in M.STORED}
         nodes.append(RankNode(path=node.path, kind=node.kind, rule=rule(reference[node.path], lay), counts=values))
     act = get_dtype(act_dtype).bits // 8
-    colls = [RankCollective(kind=c.kind, group=c.group, ranks=c.ranks, after=c.after, stage=c.stage,
+    colls = [RankCollective(kind=c.kind, group=c.group, ranks=c.ranks, after=c.after, site=c.site, stage=c.stage,
                             payload_bytes=c.bytes_at(rank_b, seq, past))
              for c in collectives(model.graph, plan, act, last_position=lm_head == "last")]
     return RankPrediction(model=model.spec.name or model.spec.model_type, plan=plan, engine=model.engine, batch=batch,
