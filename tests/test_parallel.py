@@ -211,3 +211,10 @@ def test_plan_search_ranks_by_latency_and_throughput(capsys: pytest.CaptureFixtu
     assert json.loads(capsys.readouterr().out)["plans"][0]["plan"] == "tp=8"
     with pytest.raises(PlanError, match="objective must be one of latency, throughput"):
         search_plans(L70, "dgx-h100", objective="cost")
+
+
+def test_family_outside_the_tp_table_is_refused() -> None:
+    """GPT-2's fused c_attn / c_proj are not in rules.STYLES: tp > 1 says so instead of guessing."""
+    with pytest.raises(PlanError, match=r"tp=2: the linear modules of .*gpt2.* allowed tp: 1"):
+        per_rank("gpt2", make_plan(tp=2), 1, 1)
+    assert per_rank("gpt2", make_plan(pp=2), 1, 1).stage == 0  # pipeline stages need no TP table

@@ -308,6 +308,12 @@ def rank_model(model: ModelProfile, plan: ParallelPlan, stage: int = 0) -> Model
     key = (id(model), plan, stage)
     if key not in _RANK_MODELS:  # the model is kept beside its rank view, so its id is not reused
         check_plan(plan, model.spec)
+        if plan.tp > 1 and not any(style(n.path) == ROW for n in model.nodes):
+            from .plan import PlanError
+
+            raise PlanError(f"tp={plan.tp}: the linear modules of {model.spec.name or model.spec.model_type} "
+                            f"({model.spec.model_type}) are not in the tensor-parallel table (q/k/v_proj, o_proj, "
+                            "gate/up/down_proj: llm_profiler/parallel/rules.py); allowed tp: 1")
         _RANK_MODELS[key] = (model, ModelProfile(model.family, rank_graph(model.graph, plan, stage)))
     return _RANK_MODELS[key][1]
 
