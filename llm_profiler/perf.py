@@ -355,37 +355,47 @@ def _parallel_setup(plan: Any, system: Any, device: Any) -> tuple[Any, Any] | No
     return pl, system_for(dev, pl.devices)
 
 
+def _comm(graph: Any, plan: Any, system: Any, act: int, last: bool, batch: int, seq: int,
+          past: int) -> tuple[list[float], dict[tuple[Any, ...], list[Any]]]:
+    """Per stage: seconds of its collectives in one forward at (batch, seq, past); and the collectives grouped by
+    (kind, group, ranks, link, site, stage, payload) -> [count, first path, seconds each]."""
+    from .parallel.collectives import collectives
+    from .parallel.comm import collective_s, link_for
+
+    span = {"tp": plan.tp, "ep": plan.tp * plan.ep, "pp": plan.devices}
+    comm = [0.0] * plan.pp
+    rows: dict[tuple[Any, ...], list[Any]] = {}
+    for c in collectives(graph, plan, act, last_position=last):
+        path = link_for(system, span[c.group])
+        size = c.bytes_at(batch, seq, past)
+        t = collective_s(c.kind, size, c.ranks, path)
+        comm[c.stage] += t
+        row = rows.setdefault((c.kind, c.group, c.ranks, path.name, c.site, c.stage, size), [0, c.after, t])
+        row[0] += 1
+    return comm, rows
+
+
 def _parallel_phase(base: ModelProfile, eng: ExecutionProfile, st: Settings, phase: Phase, plan: Any, system: Any,
                     nodes: bool) -> PhaseReport:
     """One rank of ``plan``: each pipeline stage's roofline at the micro-batch, its collectives' time over the
-    system's links, and the pipeline schedule: latency = (m + pp - 1) x the slowest stage-time."""
-    from .parallel.collectives import collectives
-    from .parallel.comm import collective_s, link_for
-    from .parallel.plan import PlanError, check_batch, check_plan
+    system's links, and the pipeline schedule: latency = (m + pp - 1) x the slowest stage-time. A generation:
+    its prefill so, then each decode step so (``_parallel_generation``)."""
+    from .parallel.plan import check_batch, check_plan
     from .parallel.shard import layout, rank_model, rule
     from .results import CollectiveCost, ParallelReport
 
-    if phase.kind not in (PREFILL, DECODE):
-        raise PlanError(f"phase {phase.kind!r} under a parallel plan is not modelled yet; ask for prefill and decode")
+    if phase.kind == GENERATE:
+        return _parallel_generation(base, eng, st, phase, plan, system)
     notes = check_plan(plan, base.spec)
     mb = check_batch(plan, phase.batch)
     forward = phase_model(base, phase.kind, eng)
-    act = st.dtypes.act.bits // 8
-    span = {"tp": plan.tp, "ep": plan.tp * plan.ep, "pp": plan.devices}
     stages = []
     for s in range(plan.pp):
         ranked = rank_model(forward, plan, s)
         ev = _evaluator(ranked, st.dtypes, phase.lm_head)
         stages.append((ranked, ev, _forward(ev, st, mb, phase.seq, phase.past)))
-    comm = [0.0] * plan.pp
-    rows: dict[tuple[Any, ...], list[Any]] = {}
-    for c in collectives(forward.graph, plan, act, last_position=phase.lm_head == "last"):
-        path = link_for(system, span[c.group])
-        size = c.bytes_at(mb, phase.seq, phase.past)
-        t = collective_s(c.kind, size, c.ranks, path)
-        comm[c.stage] += t
-        row = rows.setdefault((c.kind, c.group, c.ranks, path.name, c.site, c.stage, size), [0, c.after, t])
-        row[0] += 1
+    comm, rows = _comm(forward.graph, plan, system, st.dtypes.act.bits // 8, phase.lm_head == "last", mb, phase.seq,
+                       phase.past)
     times = [fwd.time + comm[s] for s, (_, _, fwd) in enumerate(stages)]
     crit = max(range(plan.pp), key=lambda s: times[s])
     step, m = times[crit], plan.micro_batches
@@ -418,6 +428,58 @@ def _parallel_phase(base: ModelProfile, eng: ExecutionProfile, st: Settings, pha
              f"stage ({crit}); latency = (micro-batches {m} + pp {plan.pp} - 1) x its stage-time, communication "
              f"included", *notes]
     return report.model_copy(update={"notes": [*report.notes, *extra]})
+
+
+def _parallel_generation(base: ModelProfile, eng: ExecutionProfile, st: Settings, phase: Phase, plan: Any,
+                         system: Any) -> PhaseReport:
+    """A generation under ``plan``: the prefill as ``_parallel_phase``, then each of the N - 1 decode steps
+    through the pipeline, (m + pp - 1) x its slowest stage-time (the stage's roofline at the step's context plus
+    its collectives, whose payloads do not depend on the context). FLOPs and bytes: one rank of the prefill's
+    slowest stage over the whole generation."""
+    from .parallel.plan import check_batch
+    from .parallel.shard import rank_model
+
+    b, s, p, n = phase.batch, phase.seq, phase.past, phase.new_tokens
+    mb, m = check_batch(plan, b), plan.micro_batches
+    pre = _parallel_phase(base, eng, st, Phase.prefill(b, s, p, phase.lm_head), plan, system, False)
+    assert pre.parallel is not None
+    decode = phase_model(base, DECODE, eng)
+    comm, rows = _comm(decode.graph, plan, system, st.dtypes.act.bits // 8, phase.lm_head == "last", mb, 1, p + s)
+    steps, compute = np.zeros(max(n - 1, 0)), np.zeros(max(n - 1, 0))
+    per_stage = []
+    for stage in range(plan.pp):
+        ev = _evaluator(rank_model(decode, plan, stage), st.dtypes, phase.lm_head)
+        total, comp = _decode_steps(ev, st, mb, s, p, n - 1)
+        per_stage.append((total + comm[stage], comp, total))
+    if n > 1:
+        stacked = np.stack([t for t, _, _ in per_stage])
+        crit = np.argmax(stacked, axis=0)
+        steps = stacked[crit, np.arange(n - 1)]
+        compute = np.stack([c for _, c, _ in per_stage])[crit, np.arange(n - 1)]
+        roof = np.stack([r for _, _, r in per_stage])[crit, np.arange(n - 1)]
+    else:
+        roof = steps
+    factor = m + plan.pp - 1
+    decode_time = factor * float(steps.sum())
+    latency = pre.latency_s + decode_time
+    par = pre.parallel
+    dec_comm = float((steps - roof).sum())
+    parallel = par.model_copy(update={
+        "compute_s": par.compute_s + m * float(compute.sum()),
+        "memory_s": par.memory_s + m * float((roof - compute).sum()),
+        "communication_s": par.communication_s + m * dec_comm,
+        "bubble_s": par.bubble_s + (plan.pp - 1) * float(steps.sum()), "latency_s": latency,
+        "notes": [*par.notes, f"decode steps: {n - 1}, each (m {m} + pp {plan.pp} - 1) x its slowest stage-time; "
+                  f"per step {sum(r[0] for r in rows.values())} collectives"]})
+    tokens = b * n
+    return pre.model_copy(update={
+        "phase": GENERATE, "new_tokens": n, "forwards": n, "latency_s": latency, "tokens": tokens,
+        "tokens_per_s": tokens / latency if latency else 0.0, "ttft_s": pre.latency_s,
+        "tpot_s": decode_time / (n - 1) if n > 1 else None, "parallel": parallel,
+        "compute_bound_s": parallel.compute_s, "memory_bound_s": parallel.memory_s,
+        "bound": "compute" if parallel.compute_s > parallel.memory_s else "memory",
+        "notes": [*pre.notes, "generate under a plan: io, flops, bytes and the collectives listed are the prefill's "
+                  "(one rank of its slowest stage); the split covers the whole generation"]})
 
 
 def _with_rank_capacity(report: PhaseReport, model: ModelProfile, st: Settings, phase: Phase,

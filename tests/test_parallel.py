@@ -218,3 +218,21 @@ def test_family_outside_the_tp_table_is_refused() -> None:
     with pytest.raises(PlanError, match=r"tp=2: the linear modules of .*gpt2.* allowed tp: 1"):
         per_rank("gpt2", make_plan(tp=2), 1, 1)
     assert per_rank("gpt2", make_plan(pp=2), 1, 1).stage == 0  # pipeline stages need no TP table
+
+
+def test_generation_under_a_plan() -> None:
+    """A generation = the prefill, then N - 1 decode steps each through the plan (communication per step)."""
+    kw = {"batch": 8, "seq": 512, "plan": {"tp": 8}, "system": "dgx-h100"}
+    pre = roofline(L70, phase="prefill", **kw)
+    one = roofline(L70, phase="generate", new_tokens=1, **kw)
+    assert one.latency_s == pre.latency_s and one.tpot_s is None  # no decode step
+    gen = roofline(L70, phase="generate", new_tokens=64, **kw)
+    assert gen.ttft_s == pre.latency_s and gen.tokens == 8 * 64
+    assert gen.latency_s == pytest.approx(gen.ttft_s + 63 * gen.tpot_s)
+    first = roofline(L70, phase="decode", batch=8, past=512, plan={"tp": 8}, system="dgx-h100")
+    last = roofline(L70, phase="decode", batch=8, past=512 + 62, plan={"tp": 8}, system="dgx-h100")
+    assert first.latency_s <= gen.tpot_s <= last.latency_s  # the mean step lies between the first and the last
+    par = gen.parallel
+    assert par is not None and par.latency_s == pytest.approx(par.compute_s + par.memory_s + par.communication_s
+                                                              + par.bubble_s)
+    assert par.communication_s == pytest.approx(pre.parallel.communication_s + 63 * first.parallel.communication_s)
