@@ -65,7 +65,7 @@ def collectives(graph: Graph, plan: ParallelPlan, act_bytes: int, last_position:
     graph_nodes = {n.path: n for n in graph.nodes}
 
     def add(kind: str, group: str, ranks: int, after: str, stage: int, payload: Formula) -> None:
-        node = graph_nodes.get(after.partition(":dispatch")[0].partition(":combine")[0])
+        node = graph_nodes[after.partition(":dispatch")[0].partition(":combine")[0]]
         site = ("stage boundary" if kind == SEND_RECV else "embedding" if node.kind == NodeKind.EMBEDDING
                 else "lm_head" if node.kind == NodeKind.LM_HEAD else "experts" if node.kind == NodeKind.EXPERTS
                 else "attention" if node.block == ATTN else "mlp")

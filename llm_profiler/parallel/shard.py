@@ -116,8 +116,9 @@ def _opt(f: Formula | None, x: Fraction) -> Formula | None:
 # --- rules ---------------------------------------------------------------------------------------
 
 
-def _linear(node: Node, split: str, out_local: int | None, tp: int) -> Node:
-    """A column- (``out_local`` outputs) or row-parallel (in / tp inputs) linear, from its weight and matmul."""
+def _linear(node: Node, split: str, out_local: int, tp: int) -> Node:
+    """A column- (``out_local`` outputs) or row-parallel (in / tp inputs; ``out_local`` unused) linear, from
+    its weight and matmul."""
     facts, counts = node.facts, _scaled(node.counts, ONE)
     (mm,) = facts.matmuls
     weights = []
@@ -236,7 +237,7 @@ def shard_node(node: Node, lay: Layout) -> Node:
         local = width // lay.kv_heads * lay.kv_local if leaf(node.path) in KV_PROJECTIONS else width // tp
         return _linear(node, COLUMN, local, tp)
     if how == ROW:
-        return _linear(node, ROW, None, tp)
+        return _linear(node, ROW, 0, tp)
     if how == "experts":
         return _experts(node, lay)
     if how == "vocab":
