@@ -236,3 +236,15 @@ def test_generation_under_a_plan() -> None:
     assert par is not None and par.latency_s == pytest.approx(par.compute_s + par.memory_s + par.communication_s
                                                               + par.bubble_s)
     assert par.communication_s == pytest.approx(pre.parallel.communication_s + 63 * first.parallel.communication_s)
+
+
+def test_new_systems_by_hand() -> None:
+    b300 = get_system("DGX B300")
+    assert b300.device.name == "B300" and b300.device_count == 8 and b300.intra_node.bandwidth == 900e9
+    assert b300.inter_node_bandwidth_per_device == 800e9 / 8  # one 800 Gb/s ConnectX-8 per GPU = 100 GB/s
+    for name, device, per_direction in (("mi325x-8", "MI325X", 448e9), ("mi355x-8", "MI355X", 537.6e9),
+                                        ("hgx-h20-8", "H20", 450e9)):
+        s = get_system(name)
+        assert (s.device.name, s.intra_node.bandwidth, s.inter_node) == (device, per_direction, None)
+        with pytest.raises(Exception, match="no inter-node network"):
+            link_for(s, 16)
