@@ -13,6 +13,7 @@ import json
 import pytest
 
 from llm_profiler.cli import main
+from llm_profiler.errors import QueryError
 from llm_profiler.hardware.systems import get_system
 from llm_profiler.memory import largest_batch
 from llm_profiler.parallel import PlanError, make_plan, per_rank
@@ -246,5 +247,5 @@ def test_new_systems_by_hand() -> None:
                                         ("hgx-h20-8", "H20", 450e9)):
         s = get_system(name)
         assert (s.device.name, s.intra_node.bandwidth, s.inter_node) == (device, per_direction, None)
-        with pytest.raises(Exception, match="no inter-node network"):
+        with pytest.raises(QueryError, match="no inter-node network"):
             link_for(s, 16)
