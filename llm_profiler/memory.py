@@ -238,7 +238,8 @@ class _Ranks:
 
         check_plan(plan, model.spec)
         self.plan = plan
-        self.stages = [_usage(rank_model(model, plan, s), dt, lm_head, attention, eng) for s in range(plan.pp)]
+        last = lm_head == LM_HEAD_LAST
+        self.stages = [_usage(rank_model(model, plan, s, last), dt, lm_head, attention, eng) for s in range(plan.pp)]
         self.engine, self.lm_head = eng, lm_head
 
     def at(self, batch: int, seq: int, context: int, capacity: int) -> MemoryUsage:

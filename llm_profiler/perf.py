@@ -355,17 +355,17 @@ def _parallel_setup(plan: Any, system: Any, device: Any) -> tuple[Any, Any] | No
     return pl, system_for(dev, pl.devices)
 
 
-def _comm(graph: Any, plan: Any, system: Any, act: int, last: bool, batch: int, seq: int,
-          past: int) -> tuple[list[float], dict[tuple[Any, ...], list[Any]]]:
+def _comm(graph: Any, plan: Any, system: Any, act: int, last: bool, batch: int, seq: int, past: int,
+          kv: int) -> tuple[list[float], dict[tuple[Any, ...], list[Any]]]:
     """Per stage: seconds of its collectives in one forward at (batch, seq, past); and the collectives grouped by
     (kind, group, ranks, link, site, stage, payload) -> [count, first path, seconds each]."""
     from .parallel.collectives import collectives
     from .parallel.comm import collective_s, link_for
 
-    span = {"tp": plan.tp, "ep": plan.tp * plan.ep, "pp": plan.devices}
+    span = {"tp": plan.tp, "cp": plan.tp * plan.cp, "ep": plan.tp * plan.cp * plan.ep, "pp": plan.devices}
     comm = [0.0] * plan.pp
     rows: dict[tuple[Any, ...], list[Any]] = {}
-    for c in collectives(graph, plan, act, last_position=last):
+    for c in collectives(graph, plan, act, last_position=last, kv_bytes=kv):
         path = link_for(system, span[c.group])
         size = c.bytes_at(batch, seq, past)
         t = collective_s(c.kind, size, c.ranks, path)
@@ -380,10 +380,11 @@ def _parallel_phase(base: ModelProfile, eng: ExecutionProfile, st: Settings, pha
     """One rank of ``plan``: each pipeline stage's roofline at the micro-batch, its collectives' time over the
     system's links, and the pipeline schedule: latency = (m + pp - 1) x the slowest stage-time. A generation:
     its prefill so, then each decode step so (``_parallel_generation``)."""
-    from .parallel.plan import check_batch, check_plan
+    from .parallel.plan import check_batch, check_plan, check_seq
     from .parallel.shard import layout, rank_model, rule
     from .results import CollectiveCost, ParallelReport
 
+    check_seq(plan, phase.seq, phase.kind)  # cp splits a prefill's prompt only
     if phase.kind == GENERATE:
         return _parallel_generation(base, eng, st, phase, plan, system)
     notes = check_plan(plan, base.spec)
@@ -391,11 +392,11 @@ def _parallel_phase(base: ModelProfile, eng: ExecutionProfile, st: Settings, pha
     forward = phase_model(base, phase.kind, eng)
     stages = []
     for s in range(plan.pp):
-        ranked = rank_model(forward, plan, s)
+        ranked = rank_model(forward, plan, s, phase.lm_head == "last")
         ev = _evaluator(ranked, st.dtypes, phase.lm_head)
         stages.append((ranked, ev, _forward(ev, st, mb, phase.seq, phase.past)))
     comm, rows = _comm(forward.graph, plan, system, st.dtypes.act.bits // 8, phase.lm_head == "last", mb, phase.seq,
-                       phase.past)
+                       phase.past, st.dtypes.kv.bits // 8)
     times = [fwd.time + comm[s] for s, (_, _, fwd) in enumerate(stages)]
     crit = max(range(plan.pp), key=lambda s: times[s])
     step, m = times[crit], plan.micro_batches
@@ -444,7 +445,8 @@ def _parallel_generation(base: ModelProfile, eng: ExecutionProfile, st: Settings
     pre = _parallel_phase(base, eng, st, Phase.prefill(b, s, p, phase.lm_head), plan, system, False)
     assert pre.parallel is not None
     decode = phase_model(base, DECODE, eng)
-    comm, rows = _comm(decode.graph, plan, system, st.dtypes.act.bits // 8, phase.lm_head == "last", mb, 1, p + s)
+    comm, rows = _comm(decode.graph, plan, system, st.dtypes.act.bits // 8, phase.lm_head == "last", mb, 1, p + s,
+                       st.dtypes.kv.bits // 8)
     steps, compute = np.zeros(max(n - 1, 0)), np.zeros(max(n - 1, 0))
     per_stage = []
     for stage in range(plan.pp):
@@ -490,7 +492,7 @@ def _with_rank_capacity(report: PhaseReport, model: ModelProfile, st: Settings, 
 
     context = phase.past + phase.seq
     d = st.dtypes
-    usages = [memory_usage(rank_model(model, plan, s), phase.batch // plan.dp, phase.seq, max(context, phase.seq),
+    usages = [memory_usage(rank_model(model, plan, s, phase.lm_head == "last"), phase.batch // plan.dp, phase.seq, max(context, phase.seq),
                            st.device, weight_dtype=d.weight, act_dtype=d.act, kv_dtype=d.kv, lm_head=phase.lm_head,
                            engine=eng, quantization=d.quant or "none") for s in range(plan.pp)]
     usage = max(usages, key=lambda u: u.total)

@@ -32,7 +32,8 @@ MODEL = "llama-2-7b"
 SHAPE = {"--batch": "batch", "--seq": "seq", "--past": "past"}
 DTYPES = {"--weight-dtype": "weight_dtype", "--act-dtype": "act_dtype", "--kv-dtype": "kv_dtype"}
 # the parallel options of roofline and fit take their defaults from parallel.make_plan (one place)
-PLAN = {"--tp": "tp", "--pp": "pp", "--dp": "dp", "--ep": "ep", "--sp": "sp", "--micro-batches": "micro_batches",
+PLAN = {"--tp": "tp", "--pp": "pp", "--dp": "dp", "--ep": "ep", "--cp": "cp", "--sp": "sp",
+        "--micro-batches": "micro_batches",
         "--embedding": "embedding"}
 COMMANDS: dict[str, list[tuple[Callable[..., Any], dict[str, str]]]] = {
     "profile": [(profile, {**SHAPE, "--engine": "engine"}), (Profile.total, {"--scope": "scope"})],

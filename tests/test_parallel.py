@@ -249,3 +249,25 @@ def test_new_systems_by_hand() -> None:
         assert (s.device.name, s.intra_node.bandwidth, s.inter_node) == (device, per_direction, None)
         with pytest.raises(QueryError, match="no inter-node network"):
             link_for(s, 16)
+
+
+def test_context_parallel_prefill() -> None:
+    """cp=4 at B=2, S=16, P=8: each rank runs 4 of the 16 prompt tokens; K / V of all 24 tokens gathered."""
+    split = per_rank(L70, make_plan(cp=4), batch=2, seq=16, past=8)
+    whole = per_rank(L70, make_plan(), batch=2, seq=16, past=8)
+    for a, b in zip(split.nodes, whole.nodes):
+        if a.kind != "lm_head":  # every node's work split four ways (eager scores: 4 of 16 queries x all keys)
+            assert {k: 4 * v for k, v in a.counts.items() if k not in ("params", "active_params")} == \
+                {k: v for k, v in b.counts.items() if k not in ("params", "active_params")}, a.path
+        assert a.counts.get("params") == b.counts.get("params")  # weights whole on every rank
+    gathers = [c for c in split.collectives if c.group == "cp"]
+    # one per layer: K and V of 8 KV heads x 128 x (8 + 16) tokens x B=2, bf16
+    assert len(gathers) == 80 and all(c.payload_bytes == 2 * 8 * 256 * 24 * 2 == 196_608 for c in gathers)
+    with pytest.raises(PlanError, match="seq 10 is not divisible by cp=4"):
+        per_rank(L70, make_plan(cp=4), batch=1, seq=10)
+    with pytest.raises(PlanError, match="cp=2 splits a prefill's prompt"):
+        roofline(L70, phase="decode", plan={"cp": 2, "tp": 4}, system="dgx-h100")
+    r = roofline(L70, phase="prefill", seq=32768, plan={"tp": 8, "cp": 2}, system="dgx-h100")
+    assert r.parallel is not None and r.parallel.devices == 16
+    cp_rows = [c for c in r.parallel.collectives if c.group == "cp"]
+    assert cp_rows[0].link.startswith("InfiniBand") and cp_rows[0].payload_bytes == 1 * 256 * 32768 * 2  # 1 KV head

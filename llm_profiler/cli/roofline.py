@@ -65,6 +65,7 @@ def add_parallel_args(parser: argparse.ArgumentParser) -> None:
                             "or a .json / .yaml system file")
     for flag, name, what in (("--tp", "tp", "tensor-parallel ranks"), ("--pp", "pp", "pipeline stages"),
                              ("--dp", "dp", "data-parallel replicas"), ("--ep", "ep", "expert-parallel ranks (divides dp)"),
+                             ("--cp", "cp", "context-parallel ranks (a prefill's prompt split)"),
                              ("--micro-batches", "micro_batches", "pipeline micro-batches")):
         group.add_argument(flag, dest=name, type=int_arg(1, 1 << 20, name=name), default=default[name], metavar="N",
                            help=f"{what} (default {default[name]})")
@@ -80,7 +81,7 @@ def plan_of(args: argparse.Namespace) -> Any:
     from ..parallel.plan import make_plan
 
     plan = make_plan(tp=args.tp, pp=args.pp, dp=args.dp, ep=args.ep, sp=args.sp, micro_batches=args.micro_batches,
-                     embedding=args.embedding)
+                     embedding=args.embedding, cp=args.cp)
     if plan == make_plan() and args.system is None:
         return None
     return plan

@@ -12,6 +12,7 @@ replica runs in that forward, i.e. a micro-batch under a pipeline), ``act_bytes`
 | after the column-parallel lm_head | tp | all-gather of the logits | rows*vocab_padded*act (rows = B*S, or B on the last position) |
 | around the routed experts of a MoE layer | ep | all-to-all dispatch + combine | B*S*top_k*hidden*act each |
 | between pipeline stages | pp | send / recv | B*S*hidden*act per stage boundary |
+| at each layer's cache (cp, a prefill) | cp | all-gather of the keys and values | the layer's K / V held after the forward (tp-local heads), at the KV dtype |
 
 An all-reduce / all-gather / reduce-scatter payload is the full (reduced or gathered) buffer; an
 all-to-all's is what one rank sends in all (its tokens' top_k copies; (ep - 1) / ep of it leaves the rank).
@@ -22,8 +23,11 @@ two all-reduces per layer in the forward; Korthikanti et al. 2022 for sequence p
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 from pydantic import BaseModel, ConfigDict
 
+from ..facts import StateKind
 from ..formula import B, Formula, S
 from ..graph import Graph, NodeKind
 from ..graph.node import ATTN
@@ -53,12 +57,14 @@ class Collective(BaseModel):
         return int(self.payload(batch, seq, past))
 
 
-def collectives(graph: Graph, plan: ParallelPlan, act_bytes: int, last_position: bool = True) -> list[Collective]:
+def collectives(graph: Graph, plan: ParallelPlan, act_bytes: int, last_position: bool = True,
+                kv_bytes: int | None = None) -> list[Collective]:
     """Every collective ``plan`` inserts into one forward of ``graph`` (the model's reference or engine graph,
     whole), in forward order. ``last_position``: the lm_head runs on the last position only (B rows)."""
-    spec, tp, ep = graph.spec, plan.tp, plan.ep
+    spec, tp, ep, cp = graph.spec, plan.tp, plan.ep, plan.cp
+    kv_b = act_bytes if kv_bytes is None else kv_bytes
     lay = layout(spec, plan)
-    hidden = B * S * spec.hidden_size * act_bytes
+    hidden = B * S * spec.hidden_size * act_bytes * Fraction(1, cp)  # the rank's tokens (S / cp under cp)
     stages = stage_layers(spec.num_layers, plan.pp)
     stage_of = {layer: i for i, r in enumerate(stages) for layer in r}
     out: list[Collective] = []
@@ -79,9 +85,14 @@ def collectives(graph: Graph, plan: ParallelPlan, act_bytes: int, last_position:
         if previous is not None and stage != previous[0]:  # the activations cross to the next stage
             add(SEND_RECV, "pp", 2, previous[1], previous[0], hidden)
         previous = (stage, node.path)
+        if cp > 1 and node.kind == NodeKind.KV_CACHE:  # every rank gathers the whole sequence's K / V
+            held = sum(((s.held * lay.kv_fraction if s.kind == StateKind.KEYS_VALUES else s.held)
+                        for s in node.facts.states), Formula())
+            add(ALL_GATHER, "cp", cp, node.path, stage, held * kv_b)
         if ep > 1 and node.kind == NodeKind.EXPERTS:
             top_k = next(layer.ffn.top_k for layer in spec.layers if layer.moe)
             routed = B * S * top_k * spec.hidden_size * act_bytes
+            routed = routed * Fraction(1, cp)  # the rank's S / cp tokens
             add(ALL_TO_ALL, "ep", ep, f"{node.path}:dispatch", stage, routed)
             add(ALL_TO_ALL, "ep", ep, f"{node.path}:combine", stage, routed)
         if tp == 1:
@@ -91,7 +102,7 @@ def collectives(graph: Graph, plan: ParallelPlan, act_bytes: int, last_position:
         elif node.kind == NodeKind.LM_HEAD:
             if plan.sp:
                 add(ALL_GATHER, "tp", tp, node.path, stage, hidden)
-            rows = B if last_position else B * S
+            rows = B if last_position else B * S * Fraction(1, cp)
             add(ALL_GATHER, "tp", tp, node.path, stage, rows * lay.vocab_local * tp * act_bytes)
         elif node.kind == NodeKind.EXPERTS or (node.kind == NodeKind.LINEAR and style(node.path) == ROW
                                                and ".shared_expert" not in node.path):

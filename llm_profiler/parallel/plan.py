@@ -5,9 +5,11 @@ linears, heads split), ``pp`` pipeline stages (layers staged), ``dp`` data-paral
 split), ``ep`` expert-parallel ranks (routed experts placed over ``ep`` of the ``dp`` replicas, DeepSpeed-MoE /
 GShard style: every rank keeps its own tokens and exchanges them with all-to-all), ``sp`` Megatron sequence
 parallelism inside the TP group (norms and residuals on S/tp tokens; reduce-scatter + all-gather instead of
-all-reduce), ``micro_batches`` for the pipeline, and ``embedding``: ``vocab`` (vocab-parallel embedding, as
+all-reduce), ``cp`` context parallelism for a prefill (each of ``cp`` ranks runs S/cp of the prompt's tokens
+and keeps their K / V; the keys and values are all-gathered per layer, as Llama 3's context parallelism
+does), ``micro_batches`` for the pipeline, and ``embedding``: ``vocab`` (vocab-parallel embedding, as
 Megatron-LM and vLLM's VocabParallelEmbedding) or ``replicated`` (transformers' ``base_model_tp_plan`` leaves
-the embedding whole). Devices = tp x pp x dp.
+the embedding whole). Devices = tp x cp x pp x dp.
 
 ``make_plan(...)`` is the one place the defaults live (the CLI options take theirs from it);
 ``check_plan(plan, spec)`` says why a plan does not apply to a model, naming the argument and what is
@@ -32,7 +34,7 @@ class PlanError(ArgumentError):
 
 
 class ParallelPlan(BaseModel):
-    """tp x pp x dp devices; ep of the dp replicas share the routed experts; see the module docstring."""
+    """tp x cp x pp x dp devices; ep of the dp replicas share the routed experts; see the module docstring."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -40,17 +42,19 @@ class ParallelPlan(BaseModel):
     pp: int = Field(default=1, ge=1, le=4096)
     dp: int = Field(default=1, ge=1, le=1 << 20)
     ep: int = Field(default=1, ge=1, le=4096)
+    cp: int = Field(default=1, ge=1, le=4096)
     sp: bool = False
     micro_batches: int = Field(default=1, ge=1, le=1 << 20)
     embedding: Literal["vocab", "replicated"] = "vocab"
 
     @property
     def devices(self) -> int:
-        return self.tp * self.pp * self.dp
+        return self.tp * self.cp * self.pp * self.dp
 
     def describe(self) -> str:
         """``tp=8``, ``tp=2 pp=2 m=4``, ``dp=8 ep=8``: the parts that are not 1 (``single device``)."""
-        parts = [f"{k}={v}" for k, v in (("tp", self.tp), ("pp", self.pp), ("dp", self.dp), ("ep", self.ep)) if v > 1]
+        parts = [f"{k}={v}" for k, v in (("tp", self.tp), ("cp", self.cp), ("pp", self.pp), ("dp", self.dp),
+                                                         ("ep", self.ep)) if v > 1]
         if self.sp:
             parts.append("sp")
         if self.micro_batches > 1:
@@ -59,11 +63,11 @@ class ParallelPlan(BaseModel):
 
 
 def make_plan(tp: int = 1, pp: int = 1, dp: int = 1, ep: int = 1, sp: bool = False, micro_batches: int = 1,
-              embedding: str = "vocab") -> ParallelPlan:
+              embedding: str = "vocab", cp: int = 1) -> ParallelPlan:
     """A validated plan (the defaults every entry point shares: one device, nothing split)."""
-    values: dict[str, Any] = {"tp": tp, "pp": pp, "dp": dp, "ep": ep, "sp": sp, "micro_batches": micro_batches,
-                              "embedding": embedding}
-    for name in ("tp", "pp", "dp", "ep", "micro_batches"):
+    values: dict[str, Any] = {"tp": tp, "pp": pp, "dp": dp, "ep": ep, "cp": cp, "sp": sp,
+                              "micro_batches": micro_batches, "embedding": embedding}
+    for name in ("tp", "pp", "dp", "ep", "cp", "micro_batches"):
         v = values[name]
         if isinstance(v, bool) or not isinstance(v, int):
             raise PlanError(f"{name} must be a positive integer, got {v!r}")
@@ -74,7 +78,7 @@ def make_plan(tp: int = 1, pp: int = 1, dp: int = 1, ep: int = 1, sp: bool = Fal
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(x) for x in err["loc"])
-        raise PlanError(f"{field}: {err['msg']} (got {values.get(field)!r}); tp, pp, dp, ep, micro_batches are "
+        raise PlanError(f"{field}: {err['msg']} (got {values.get(field)!r}); tp, pp, dp, ep, cp, micro_batches are "
                         "integers >= 1, embedding is 'vocab' or 'replicated'") from None
     if plan.ep > 1 and plan.dp % plan.ep:
         raise PlanError(f"ep={plan.ep} must divide dp={plan.dp}: the routed experts are placed over ep of the "
@@ -137,6 +141,18 @@ def check_plan(plan: ParallelPlan, spec: ArchSpec) -> list[str]:
     return notes
 
 
+def check_seq(plan: ParallelPlan, seq: int, phase: str = "prefill") -> int:
+    """The prompt tokens one context-parallel rank runs: seq / cp (a prefill whose prompt divides evenly)."""
+    if plan.cp == 1:
+        return seq
+    if phase != "prefill":
+        raise PlanError(f"cp={plan.cp} splits a prefill's prompt over ranks; a {phase} step's tokens are not split "
+                        "(use cp=1 for decode and generate)")
+    if seq % plan.cp:
+        raise PlanError(f"seq {seq} is not divisible by cp={plan.cp}; use a prompt length that is a multiple of {plan.cp}")
+    return seq // plan.cp
+
+
 def check_batch(plan: ParallelPlan, batch: int) -> int:
     """The micro-batch one rank runs: batch / (dp x micro_batches), which must be a whole number."""
     parts = plan.dp * plan.micro_batches
@@ -146,4 +162,4 @@ def check_batch(plan: ParallelPlan, batch: int) -> int:
     return batch // parts
 
 
-__all__ = ["ParallelPlan", "PlanError", "check_batch", "check_plan", "divisors", "kv_heads_per_rank", "make_plan"]
+__all__ = ["ParallelPlan", "PlanError", "check_batch", "check_plan", "check_seq", "divisors", "kv_heads_per_rank", "make_plan"]

@@ -18,7 +18,7 @@ from ..engines import HF_EAGER, get_engine
 from ..hardware.dtypes import get_dtype
 from ..profile import ModelProfile, metric_formula, profile_model, with_engine
 from .collectives import collectives
-from .plan import ParallelPlan, check_batch, check_plan
+from .plan import ParallelPlan, check_batch, check_plan, check_seq
 from .shard import layout, rank_model, rule
 
 
@@ -72,7 +72,8 @@ def per_rank(source: Any, plan: ParallelPlan, batch: int, seq: int, past: int = 
     model = with_engine(base, get_engine(engine))
     notes = check_plan(plan, model.spec)
     rank_b = check_batch(plan, batch)
-    ranked = rank_model(model, plan, stage)
+    check_seq(plan, seq)
+    ranked = rank_model(model, plan, stage, lm_head == "last")
     lay = layout(model.spec, plan)
     reference = {n.path: n for n in model.nodes}
     nodes = []

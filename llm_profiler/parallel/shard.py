@@ -23,6 +23,11 @@ Each node is rewritten from its own facts (``llm_profiler.facts``), never by div
   B*S rows, out-of-range ids masked to row 0 as Megatron-LM's VocabParallelEmbedding) or replicated.
 - norms, residuals, positions, rotary tables, routers: replicated; with ``sp`` the layer norms and residual
   adds run on S / tp tokens (scaled by 1 / tp).
+- context parallelism (``cp``, a prefill): every node runs S / cp of the prompt's tokens: each count, read,
+  write and matmul x 1 / cp (token-wise nodes are linear in S; the eager scores of S / cp queries against all
+  P + S keys are 1 / cp of the whole; under flash the causal pairs' mean share, as a load-balanced split
+  gives), the K / V appended and held x 1 / cp, the keys and values read whole (gathered); weights whole.
+  The lm_head on the last position runs on the rank holding it: not split (the busiest rank's count).
 - pipeline: layers in ``pp`` contiguous stages (the first L mod pp stages one layer more); the embedding on
   the first stage, the final norm and lm_head on the last, position ids and rotary tables on every stage.
 """
@@ -226,8 +231,28 @@ def rule(node: Node, lay: Layout) -> str:
     return "replicated"
 
 
-def shard_node(node: Node, lay: Layout) -> Node:
-    """``node`` as one rank of the plan computes it (``rule`` picks how)."""
+def context_split(node: Node, cp: int) -> Node:
+    """``node`` on S / cp of the tokens (the module docstring's context-parallel rule)."""
+    f, facts = Fraction(1, cp), node.facts
+    counts = _scaled(node.counts, f)
+    states = tuple(replace(s, appended=s.appended * f, held=s.held * f) for s in facts.states)
+    if CACHE in counts:
+        counts[CACHE] = sum((s.held for s in states), ZERO)
+    mms = tuple(replace(m, batch=m.batch * f) for m in facts.matmuls)
+    return _with(node, counts, replace(facts, reads=_opt(facts.reads, f), matmuls=mms, states=states,
+                                       fused_reads=_opt(facts.fused_reads, f), fused_writes=_opt(facts.fused_writes, f)))
+
+
+def shard_node(node: Node, lay: Layout, last_position: bool = False) -> Node:
+    """``node`` as one rank of the plan computes it (``rule`` picks how; then the context split under cp).
+    ``last_position``: the lm_head runs on the last position only (not split by cp)."""
+    out = _tensor_shard(node, lay)
+    if lay.plan.cp > 1 and not (last_position and node.kind == NodeKind.LM_HEAD):
+        out = context_split(out, lay.plan.cp)
+    return out
+
+
+def _tensor_shard(node: Node, lay: Layout) -> Node:
     tp, how = lay.plan.tp, rule(node, lay)
     if how == "replicated":
         return node
@@ -286,7 +311,7 @@ def _stage_nodes(graph: Graph, pp: int, stage: int) -> list[Node]:
     return out
 
 
-def rank_graph(graph: Graph, plan: ParallelPlan, stage: int = 0) -> Graph:
+def rank_graph(graph: Graph, plan: ParallelPlan, stage: int = 0, last_position: bool = False) -> Graph:
     """The nodes of pipeline ``stage`` as one of its ranks computes them (``shard_node``)."""
     lay = layout(graph.spec, plan)
     done: dict[tuple[int, int], Node] = {}
@@ -294,19 +319,19 @@ def rank_graph(graph: Graph, plan: ParallelPlan, stage: int = 0) -> Graph:
     for node in _stage_nodes(graph, plan.pp, stage):
         key = (id(node.counts), id(node.facts))  # layers share counts and facts: shard each distinct node once
         if key not in done or done[key].kind != node.kind or rule(done[key], lay) != rule(node, lay):
-            done[key] = shard_node(node, lay)
+            done[key] = shard_node(node, lay, last_position)
         nodes.append(replace(done[key], path=node.path, module=node.module, layer=node.layer))
     meta = {**graph.meta, "plan": plan.describe(), "stage": stage}
     return Graph(spec=graph.spec, nodes=tuple(nodes), layer_prefix=graph.layer_prefix, meta=meta)
 
 
-_RANK_MODELS: dict[tuple[int, ParallelPlan, int], tuple[ModelProfile, ModelProfile]] = {}
+_RANK_MODELS: dict[tuple[int, ParallelPlan, int, bool], tuple[ModelProfile, ModelProfile]] = {}
 
 
-def rank_model(model: ModelProfile, plan: ParallelPlan, stage: int = 0) -> ModelProfile:
+def rank_model(model: ModelProfile, plan: ParallelPlan, stage: int = 0, last_position: bool = False) -> ModelProfile:
     """``model``'s pipeline ``stage`` as one rank runs it, as a ``ModelProfile`` (traffic, roofline and memory
     work on it unchanged); checked against the model first (``check_plan``). Built once per model, plan, stage."""
-    key = (id(model), plan, stage)
+    key = (id(model), plan, stage, last_position and plan.cp > 1)
     if key not in _RANK_MODELS:  # the model is kept beside its rank view, so its id is not reused
         check_plan(plan, model.spec)
         if plan.tp > 1 and not any(style(n.path) == ROW for n in model.nodes):
@@ -315,8 +340,9 @@ def rank_model(model: ModelProfile, plan: ParallelPlan, stage: int = 0) -> Model
             raise PlanError(f"tp={plan.tp}: the linear modules of {model.spec.name or model.spec.model_type} "
                             f"({model.spec.model_type}) are not in the tensor-parallel table (q/k/v_proj, o_proj, "
                             "gate/up/down_proj: llm_profiler/parallel/rules.py); allowed tp: 1")
-        _RANK_MODELS[key] = (model, ModelProfile(model.family, rank_graph(model.graph, plan, stage)))
+        graph = rank_graph(model.graph, plan, stage, last_position)
+        _RANK_MODELS[key] = (model, ModelProfile(model.family, graph))
     return _RANK_MODELS[key][1]
 
 
-__all__ = ["Layout", "layout", "rank_graph", "rank_model", "rule", "shard_node", "stage_layers"]
+__all__ = ["Layout", "context_split", "layout", "rank_graph", "rank_model", "rule", "shard_node", "stage_layers"]
