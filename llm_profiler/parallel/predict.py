@@ -4,7 +4,12 @@
 ``stage`` (default the first), every node of that stage with its per-rank counts (the profile's metrics:
 macs, add, mult, div, sqrt, exp, cmp, act, params, active_params, cache) and the rule that sharded it, and
 every collective of the forward with its kind, group, ranks and exact payload bytes. ``batch`` is the
-global batch; one rank runs batch / (dp x micro_batches) sequences per forward.
+global batch; one rank runs batch / (dp x micro_batches) sequences per forward. ``seq`` is the whole prompt:
+under ``cp`` a rank's counts are its S / cp share (``shard.context_split``).
+
+For a comparison with transformers' own tensor parallelism (``tp_plan="auto"``), use
+``make_plan(tp=N, embedding="replicated")`` (transformers leaves the embedding whole), ``engine="hf-eager"``
+and ``lm_head="all"`` (the defaults here), and ``act_dtype`` the run's dtype (``fp32`` on a CPU).
 """
 
 from __future__ import annotations
