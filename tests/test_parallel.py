@@ -271,3 +271,12 @@ def test_context_parallel_prefill() -> None:
     assert r.parallel is not None and r.parallel.devices == 16
     cp_rows = [c for c in r.parallel.collectives if c.group == "cp"]
     assert cp_rows[0].link.startswith("InfiniBand") and cp_rows[0].payload_bytes == 1 * 256 * 32768 * 2  # 1 KV head
+
+
+def test_rank_activations_use_the_rank_widths() -> None:
+    """Peak activations per rank under tp=8 (vllm: one 8192-token chunk): the MLP's residual and normed input
+    (2 x 8192 x 8192) and its act(gate), up and product at 28672 / 8 = 3584 features (3 x 8192 x 3584), bf16."""
+    r = largest_batch(L70, system="dgx-h100", plan={"tp": 8}, context=8192)
+    assert r.at_value is not None
+    assert r.at_value.activations == 2 * 8192 * 8192 * 2 + 3 * 8192 * 3584 * 2 == 444_596_224
+    assert r.at_value.weights == 17_640_734_720

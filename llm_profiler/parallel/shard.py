@@ -321,8 +321,19 @@ def rank_graph(graph: Graph, plan: ParallelPlan, stage: int = 0, last_position: 
         if key not in done or done[key].kind != node.kind or rule(done[key], lay) != rule(node, lay):
             done[key] = shard_node(node, lay, last_position)
         nodes.append(replace(done[key], path=node.path, module=node.module, layer=node.layer))
-    meta = {**graph.meta, "plan": plan.describe(), "stage": stage}
-    return Graph(spec=graph.spec, nodes=tuple(nodes), layer_prefix=graph.layer_prefix, meta=meta)
+    meta = {**graph.meta, "plan": plan.describe(), "stage": stage, "full_spec": graph.spec}
+    return Graph(spec=rank_spec(graph.spec, lay), nodes=tuple(nodes), layer_prefix=graph.layer_prefix, meta=meta)
+
+
+def rank_spec(spec: Any, lay: Layout) -> Any:
+    """The widths one tensor-parallel rank holds (heads, KV heads, MLP intermediate, vocabulary), for what
+    reads sizes from the spec rather than the nodes (the peak-activation model of ``memory``); the full spec
+    stays in the graph's ``meta["full_spec"]``. Unchanged without tp."""
+    tp = lay.plan.tp
+    if tp == 1:
+        return spec
+    return spec.model_copy(update={"num_heads": lay.heads_local, "num_kv_heads": lay.kv_local,
+                                   "intermediate_size": -(-spec.intermediate_size // tp), "vocab_size": lay.vocab_local})
 
 
 _RANK_MODELS: dict[tuple[int, ParallelPlan, int, bool], tuple[ModelProfile, ModelProfile]] = {}
@@ -345,4 +356,4 @@ def rank_model(model: ModelProfile, plan: ParallelPlan, stage: int = 0, last_pos
     return _RANK_MODELS[key][1]
 
 
-__all__ = ["Layout", "context_split", "layout", "rank_graph", "rank_model", "rule", "shard_node", "stage_layers"]
+__all__ = ["Layout", "context_split", "layout", "rank_spec", "rank_graph", "rank_model", "rule", "shard_node", "stage_layers"]
