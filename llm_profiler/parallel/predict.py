@@ -8,7 +8,7 @@ global batch; one rank runs batch / (dp x micro_batches) sequences per forward. 
 under ``cp`` a rank's counts are its S / cp share (``shard.context_split``).
 
 For a comparison with transformers' own tensor parallelism (``tp_plan="auto"``), use
-``make_plan(tp=N, embedding="replicated")`` (transformers leaves the embedding whole), ``engine="hf-eager"``
+``make_plan(tp=N)`` (transformers 5.23 shards the embedding by vocabulary rows too), ``engine="hf-eager"``
 and ``lm_head="all"`` (the defaults here), and ``act_dtype`` the run's dtype (``fp32`` on a CPU).
 """
 
