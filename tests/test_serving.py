@@ -401,3 +401,16 @@ def test_cli_serve_plot(tmp_path, capsys):
     assert out.stat().st_size > 10_000
     text = capsys.readouterr().out
     assert "rate (req/s)" in text and "8.000" in text
+
+
+def test_block_need_without_the_grid():
+    """The stretch's cumulative block need, event by event, equals the (steps x sequences) grid:
+    sum_i max(ceil((nc_i + j + 1) / bs) - held_i, 0) after step j."""
+    rng = np.random.default_rng(7)
+    bs = 16
+    nc = rng.integers(1, 3000, 40)
+    held = -(-nc // bs) + rng.integers(0, 2, 40)  # some hold one block ahead
+    k = 300
+    j = np.arange(k)
+    grid = np.maximum(-(-(nc[None, :] + j[:, None] + 1) // bs) - held[None, :], 0).sum(axis=1)
+    np.testing.assert_array_equal(Server._block_need(nc, held, k, bs), grid)

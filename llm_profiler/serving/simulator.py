@@ -273,6 +273,7 @@ class Server:
         step = 0
         cost = self.cost
         fast = fast_forward and spec is None
+        self._last_dt = 0.0
         while done < n:
             while nxt < n and arrival[nxt] <= now:
                 sched.waiting.append(nxt)
@@ -286,6 +287,7 @@ class Server:
                                        batches if record_batches else None)
                 if k:
                     dt_sum = float(sum(steps["dt"][-k:]))
+                    self._last_dt = steps["dt"][-1]  # a pure decode step of this batch
                     now += dt_sum
                     busy += dt_sum
                     done = int(np.count_nonzero(~np.isnan(finish)))
@@ -318,6 +320,8 @@ class Server:
                 emitted_spec = np.where(dec, accepted + 1, 0)
             now += dt
             busy += dt
+            if not chunks:
+                self._last_dt = dt
             if flops > 0:
                 input_time += dt * min(pre_flops / flops, 1.0)
             ids_e, em, before = sched.commit(batch, emitted_spec)
@@ -366,38 +370,52 @@ class Server:
         step, and the blocks they need fit. Returns K (0: take one ordinary step)."""
         run = sched.running
         n = int(run.shape[0])
-        nc = sched.num_computed[run]
-        if n > sched.budget or not np.all(sched.num_tokens[run] - nc == 1) or not np.all(sched.generated[run] > 0):
-            return 0
-        left = sched.output[run] - sched.generated[run]
-        k = min(int(left.min()), max(2, 8192 // n))
-        if k < 2:
+        budget = sched.budget
+        if n > budget:
             return 0
         bs = sched.block_size
-        blocked = n >= sched.max_num_seqs or sched.budget - n <= 0
+        blocked = n >= sched.max_num_seqs or budget - n <= 0
         if sched.waiting and not blocked:
             head = sched.waiting[0]
-            computed = min(int(sched.cached[head]), int(sched.num_tokens[head]) - 1)
-            s = min(int(sched.num_tokens[head]) - computed, sched.budget - n)
-            if -(-(computed + s) // bs) <= sched.free:
+            total = int(sched.num_tokens[head])
+            computed = min(int(sched.cached[head]), total - 1)
+            if -(-(computed + min(total - computed, budget - n)) // bs) <= sched.free:
                 return 0  # the head could be admitted now (it is, by the ordinary step)
             blocked = True  # free blocks only shrink during the stretch
-        j = np.arange(k, dtype=np.int64)
-        need = np.maximum(-(-(nc[None, :] + j[:, None] + 1) // bs) - sched.blocks[run][None, :], 0).sum(axis=1)
-        fits = need <= sched.free
-        if not fits[0]:
+        nc = sched.num_computed[run]
+        gen = sched.generated[run]
+        if (sched.num_tokens[run] - nc != 1).any() or (gen == 0).any():
             return 0
-        k = int(np.argmin(fits)) if not fits.all() else k
+        k = min(int((sched.output[run] - gen).min()), max(2, 8192 // n))
+        arrival = req.arrival
+        if not blocked and nxt < arrival.shape[0] and self._last_dt > 0:
+            # steps until the next arrival, from the last step's time (steps only lengthen): a cap on the grid
+            k = min(k, int((arrival[nxt] - now) / self._last_dt) + 2)
+        if k < 2:
+            return 0
+        held = sched.blocks[run]
+        if int(np.maximum(-(-(nc + k) // bs) - held, 0).sum()) <= sched.free:  # enough for the last step
+            need = None
+        else:  # the step at which the blocks run out (cumulative need, monotone in the step)
+            j = np.arange(k, dtype=np.int64)
+            need = np.maximum(-(-(nc[None, :] + j[:, None] + 1) // bs) - held[None, :], 0).sum(axis=1)
+            fits = need <= sched.free
+            if not fits[0]:
+                return 0
+            k = int(np.argmin(fits)) if not fits.all() else k
         dt, _ = self.cost.decode_run(nc, k)
         starts = now + np.concatenate([[0.0], np.cumsum(dt)[:-1]])
-        arrival = req.arrival
         if not blocked and nxt < arrival.shape[0]:
             late = np.nonzero(starts[1:] >= arrival[nxt])[0]
             if late.size:
                 k = int(late[0]) + 1
         if k < 2:
             return 0
-        dt, starts, need = dt[:k], starts[:k], need[:k]
+        dt, starts = dt[:k], starts[:k]
+        if need is None or need.shape[0] != k:  # blocks held after each step (only the recorded steps)
+            j = np.arange(k, dtype=np.int64)
+            need = np.maximum(-(-(nc[None, :] + j[:, None] + 1) // bs) - held[None, :], 0).sum(axis=1) \
+                if n * k <= 4096 else self._block_need(nc, held, k, bs)
         ends = starts + dt
         # apply: k tokens each
         sched.num_computed[run] = nc + k
@@ -432,6 +450,17 @@ class Server:
             sched.running = run[~done]
             steps["kv"][-1] = sched.used_blocks  # as the ordinary step records it: after the finished leave
         return k
+
+    @staticmethod
+    def _block_need(nc: np.ndarray, held: np.ndarray, k: int, bs: int) -> np.ndarray:
+        """Cumulative new blocks after each of k decode steps, without the (k, n) grid: sequence i needs a
+        new block at step j when its (nc_i + j + 1)-th token starts one (beyond the blocks it holds)."""
+        events = np.zeros(k + 1, dtype=np.int64)
+        for i in range(nc.shape[0]):  # the steps at which sequence i crosses into a block it does not hold
+            first = max(int(held[i]) * bs - int(nc[i]), 0)  # steps j with nc + j + 1 > held * bs
+            if first < k:
+                events[first:k:bs] += 1
+        return np.cumsum(events[:k])
 
     def _result(self, workload: Workload, req: Requests, sched: Scheduler, cap: KVCapacity, first: np.ndarray,
                 finish: np.ndarray, itl_chunks: list[np.ndarray], steps: dict[str, list[Any]], busy: float,
