@@ -216,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = server.run(workload, progress=show)
     for rate in extra:
+        if any(p.rate == rate for p in points):
+            continue
         r = server.run(workload.with_rate(rate), progress=show)
         ok, ttft, tpot = _meets(r, 99.0, args.slo_ttft, args.slo_tpot)
         points.append(RatePoint(rate=rate, ttft_p99_s=ttft, tpot_p99_s=tpot, requests_per_s=r.requests_per_s,
@@ -224,7 +226,9 @@ def run(args: argparse.Namespace) -> int:
     if args.plot and result is not None:
         from ..serving.plots import plot_serving
 
-        note(f"wrote {plot_serving(result, args.plot, points or None, args.slo_ttft)}")
+        written = plot_serving(result, args.plot, points or None, args.slo_ttft,
+                               search.saturation_rate if search is not None else None)
+        note(f"wrote {written}")
     if args.fmt == "json":
         body: dict[str, Any] = {"result": result.model_dump(mode="json") if result is not None else None}
         if search is not None:

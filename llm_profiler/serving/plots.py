@@ -17,9 +17,9 @@ _SERIES = (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "inter-token"), ("e2e", "
 
 
 def plot_serving(result: ServeResult, path: str | Path, points: list[RatePoint] | None = None,
-                 slo_ttft_s: float | None = None) -> Path:
+                 slo_ttft_s: float | None = None, saturation_rate: float | None = None) -> Path:
     """Latency CDFs of ``result`` (log time axis); with ``points``, also output tokens/s and p99 TTFT against
-    the arrival rate (the SLO as a dashed line)."""
+    the arrival rate (the SLO as a dashed line, the saturation rate as a dotted one)."""
     target = _target(path)
     plt = _pyplot()
     panels = 3 if points else 1
@@ -37,7 +37,9 @@ def plot_serving(result: ServeResult, path: str | Path, points: list[RatePoint] 
     ax.set_ylim(0, 1.01)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(f"{result.model} on {result.device}: latency CDFs\n{result.workload}", fontsize=8)
+    ax.set_title("latency CDFs" + (f" at {result.requests_per_s:.3g} requests/s served" if result.duration_s else ""),
+                 fontsize=9)
+    fig.suptitle(f"{result.model} on {result.device} ({result.engine}): {result.workload}", fontsize=8)
     if points:
         rates = [p.rate for p in points]
         ax2 = axes[1]
@@ -56,6 +58,11 @@ def plot_serving(result: ServeResult, path: str | Path, points: list[RatePoint] 
         ax3.grid(alpha=0.3)
         ax3.legend(fontsize=8)
         ax3.set_title("p99 time to first token against arrival rate", fontsize=9)
+        if saturation_rate:
+            for a in (ax2, ax3):
+                a.axvline(saturation_rate, ls=":", color="gray", label=f"saturation {saturation_rate:.3g}/s")
+            ax2.legend(fontsize=8)
+            ax3.legend(fontsize=8)
     return _save(fig, plt, target)
 
 

@@ -208,7 +208,7 @@ class Server:
             self.draft_ratio = 0.0
             self.notes.append("speculative: n-gram (prompt lookup) drafts, free: no draft forward")
         elif spec.draft == "mtp":
-            if not mtp_layers(self.model.family and _config_data(self.source)):
+            if not mtp_layers(_config_data(self.source)):
                 raise QueryError("spec draft 'mtp' needs a config with num_nextn_predict_layers (DeepSeek-V3, ...); "
                                  "this one has none: use 'ngram' or a draft model")
             self.draft_ratio = mtp_cost_ratio(self.model, self.device, self.engine)
@@ -324,12 +324,11 @@ class Server:
                 self._last_dt = dt
             if flops > 0:
                 input_time += dt * min(pre_flops / flops, 1.0)
-            ids_e, em, before = sched.commit(batch, emitted_spec)
-            if spec is not None:
-                rows = dec[np.isin(batch.ids, ids_e)] if dec.any() else dec[:0]
-                del rows
+            if emitted_spec is not None:  # the tokens each verification yields, capped at the output left
+                left = sched.output[batch.ids[dec]] - sched.generated[batch.ids[dec]]
                 verify_rows += int(dec.sum())
-                verify_tokens += int(emitted_spec[dec].sum()) if emitted_spec is not None else 0
+                verify_tokens += int(np.minimum(emitted_spec[dec], left).sum())
+            ids_e, em, before = sched.commit(batch, emitted_spec)
             new = before == 0
             first[ids_e[new]] = now
             cont = ~new
