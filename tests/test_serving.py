@@ -414,3 +414,21 @@ def test_block_need_without_the_grid():
     j = np.arange(k)
     grid = np.maximum(-(-(nc[None, :] + j[:, None] + 1) // bs) - held[None, :], 0).sum(axis=1)
     np.testing.assert_array_equal(Server._block_need(nc, held, k, bs), grid)
+
+
+def test_mtp_drafts_cost_one_layer_and_the_head():
+    """GLM-4.5-Air has num_nextn_predict_layers = 1: an MTP draft costs its last decoder layer plus the
+    final norm and lm_head of a batch-1 decode step. With 46 layers, one layer is ~1/46 = 2.2% of the layers'
+    time and the lm_head (151,552 x 4,096 bf16 = 1.24 GB against ~12 GB of weights read per token) adds
+    ~5-10%: the ratio lies between 1/46 and 0.15."""
+    from llm_profiler import load_config, profile_model
+
+    spec = Speculative.make(1, 0.85, draft="mtp")
+    server = Server("glm-4.5-air", "h200", weight_dtype="fp8", speculative=spec)
+    assert server.draft_ratio is not None and 1 / 46 < server.draft_ratio < 0.15
+    # formulas alone do not keep the config field: pass it
+    with pytest.raises(QueryError, match="num_nextn_predict_layers"):
+        Server(profile_model("glm-4.5-air"), "h200", weight_dtype="fp8", speculative=spec)
+    again = Server(profile_model("glm-4.5-air"), "h200", weight_dtype="fp8", speculative=spec,
+                   config=load_config("glm-4.5-air"))
+    assert again.draft_ratio == pytest.approx(server.draft_ratio)

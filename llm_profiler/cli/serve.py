@@ -200,8 +200,12 @@ def run(args: argparse.Namespace) -> int:
                                   block_size=args.block_size, memory_fraction=args.memory_fraction,
                                   num_kv_blocks=args.num_kv_blocks, prefix_cache_hit=args.prefix_hit)
     model = load_model(args)
-    source: Any = model if args.model is None else args.model
-    server = Server(source, args.device, engine=args.engine, scheduler=config, speculative=spec,
+    model_config = None
+    if spec is not None and spec.draft == "mtp":
+        from ..config import load_config
+
+        model_config = load_config(args.model, hf_token=args.hf_token, revision=args.revision)
+    server = Server(model, args.device, config=model_config, engine=args.engine, scheduler=config, speculative=spec,
                     weight_dtype=args.weight_dtype, act_dtype=args.act_dtype, kv_dtype=args.kv_dtype,
                     flops_efficiency=args.flops_efficiency, bandwidth_efficiency=args.bandwidth_efficiency,
                     cost_per_hour=args.cost_per_hour, tdp_watts=args.tdp, idle_fraction=args.idle_fraction)

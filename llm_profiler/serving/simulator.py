@@ -176,8 +176,11 @@ class Server:
                  weight_dtype: str | None = None, act_dtype: str = "bf16", kv_dtype: str | None = None,
                  quantization: Any = "config", flops_efficiency: float = 1.0, bandwidth_efficiency: float = 1.0,
                  cost_per_hour: float | None = None, tdp_watts: float | None = None,
-                 idle_fraction: float = IDLE_FRACTION) -> None:
+                 idle_fraction: float = IDLE_FRACTION, config: Any = None) -> None:
+        """``config``: the model's config (a ``ModelConfig`` or dict), where ``model`` is a ``ModelProfile``
+        and speculation uses its MTP heads (the formulas do not keep ``num_nextn_predict_layers``)."""
         self.source = model
+        self.config_source = config if config is not None else model
         self.model = model if isinstance(model, ModelProfile) else profile_model(model)
         self.engine = get_engine(engine, default=VLLM)
         self.config = scheduler or SchedulerConfig()
@@ -208,7 +211,7 @@ class Server:
             self.draft_ratio = 0.0
             self.notes.append("speculative: n-gram (prompt lookup) drafts, free: no draft forward")
         elif spec.draft == "mtp":
-            if not mtp_layers(_config_data(self.source)):
+            if not mtp_layers(_config_data(self.config_source)):
                 raise QueryError("spec draft 'mtp' needs a config with num_nextn_predict_layers (DeepSeek-V3, ...); "
                                  "this one has none: use 'ngram' or a draft model")
             self.draft_ratio = mtp_cost_ratio(self.model, self.device, self.engine)
@@ -524,7 +527,9 @@ def _config_data(source: Any) -> Any:
     from ..config import load_config
 
     if isinstance(source, ModelProfile):
-        return {"num_nextn_predict_layers": getattr(source.spec, "num_nextn_predict_layers", 0) or 0}
+        return {}  # the formulas do not keep the config: pass ``config`` to ``Server``
+    if isinstance(source, dict):
+        return source
     return load_config(source)
 
 
