@@ -432,3 +432,19 @@ def test_mtp_drafts_cost_one_layer_and_the_head():
     again = Server(profile_model("glm-4.5-air"), "h200", weight_dtype="fp8", speculative=spec,
                    config=load_config("glm-4.5-air"))
     assert again.draft_ratio == pytest.approx(server.draft_ratio)
+
+
+def test_rate_search_refuses_what_it_cannot_vary(tmp_path):
+    with pytest.raises(QueryError, match="not burst"):
+        max_rate_under_slo(SMALL, "h100", Workload.make(arrival="burst", rate=None))
+    with pytest.raises(QueryError, match="own arrival times"):
+        max_rate_under_slo(SMALL, "h100", Workload.make(trace=_trace(tmp_path, [(10, 2)])))
+
+
+def test_budget_cut_speculative_rows_still_progress():
+    """A 4-token budget with k = 4: each decode asks for 5 tokens, the first gets 4 (3 drafts), the others
+    none in that step; every request still completes with exactly its output tokens."""
+    wl = Workload.make(prompt=Lengths(value=4), output=Lengths(value=20), arrival="burst", rate=None, num_requests=3)
+    r = simulate(SMALL, "h100", wl, speculative=Speculative.make(4, 0.8),
+                 scheduler=SchedulerConfig(max_num_batched_tokens=4))
+    assert r.output_tokens == 60 and not np.isnan(r.raw["e2e"]).any()

@@ -123,7 +123,7 @@ class Scheduler:
         if self.spec_k:
             want[dec] = 1 + self.spec_k
         before = np.cumsum(want) - want
-        sched = np.clip(budget - before, 0, want)
+        sched = np.minimum(np.maximum(budget - before, 0), want)
         need = np.where(sched > 0, np.maximum(_ceil_div(nc + sched, bs) - self.blocks[run], 0), 0)
         total = int(need.sum())
         preempted: list[int] = []
@@ -160,13 +160,19 @@ class Scheduler:
                 new_ids.append(r)
                 new_tokens.append(s)
                 new_past.append(computed)
-        self.running = run if not new_ids else np.concatenate([run, np.asarray(new_ids, dtype=np.int64)])
         keep = sched > 0
-        ids = np.concatenate([run[keep], np.asarray(new_ids, dtype=np.int64)])
-        tokens = np.concatenate([sched[keep], np.asarray(new_tokens, dtype=np.int64)])
-        past = np.concatenate([nc[keep], np.asarray(new_past, dtype=np.int64)])
-        decode = np.concatenate([dec[keep], np.zeros(len(new_ids), dtype=bool)])
-        return Batch(ids, tokens, past, decode, preempted)
+        if not keep.all():
+            run_ids, sched, nc, dec = run[keep], sched[keep], nc[keep], dec[keep]
+        else:
+            run_ids = run
+        if not new_ids:
+            self.running = run
+            return Batch(run_ids, sched, nc, dec, preempted)
+        fresh = np.asarray(new_ids, dtype=np.int64)
+        self.running = np.concatenate([run, fresh])
+        return Batch(np.concatenate([run_ids, fresh]), np.concatenate([sched, np.asarray(new_tokens, dtype=np.int64)]),
+                     np.concatenate([nc, np.asarray(new_past, dtype=np.int64)]),
+                     np.concatenate([dec, np.zeros(len(new_ids), dtype=bool)]), preempted)
 
     def commit(self, batch: Batch, emitted_spec: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Apply a finished step: computed tokens advance, tokens are sampled. ``emitted_spec``: the tokens each

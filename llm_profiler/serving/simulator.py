@@ -29,7 +29,7 @@ from .cost import IDLE_FRACTION, CostReport, cost_report
 from .scheduler import Scheduler, SchedulerConfig
 from .speculative import Speculative, expected_tokens, mtp_cost_ratio, mtp_layers
 from .step_cost import StepCost
-from .workload import Requests, Workload
+from .workload import Requests, Workload, read_trace
 
 MAX_STEPS = 20_000_000
 TIMELINE_POINTS = 200
@@ -303,13 +303,13 @@ class Server:
             if batch.ids.shape[0] == 0:  # pragma: no cover - the capacity check makes this impossible
                 raise ProfilerError("internal error: the scheduler found nothing to run")
             dec = batch.decode & (batch.tokens == width)
-            ctx = batch.past[dec]
-            pre = ~dec
-            chunks = list(zip(batch.tokens[pre].tolist(), batch.past[pre].tolist()))
-            dt, flops, _ = cost.step(ctx, chunks, width)
-            pre_flops = 0.0
-            if chunks and flops > 0:
-                pre_flops = float(sum(cost.prefill_rows(s, p)[:, 0] @ cost.multiplicity for s, p in chunks))
+            if dec.all():
+                ctx, chunks = batch.past, []
+            else:
+                ctx = batch.past[dec]
+                pre = ~dec
+                chunks = list(zip(batch.tokens[pre].tolist(), batch.past[pre].tolist()))
+            dt, flops, _, pre_flops = cost.step_split(ctx, chunks, width)
             emitted_spec = None
             if spec is not None:
                 n_dec = int(ctx.shape[0])
@@ -320,7 +320,7 @@ class Server:
                         dt += spec.k * self.draft_ratio * cost.step(ctx, None, 1)[0]
                 accepted = np.minimum(rng.geometric(1 - spec.acceptance, dec.shape[0]) - 1, batch.tokens - 1) \
                     if spec.acceptance < 1 else batch.tokens - 1
-                emitted_spec = np.where(dec, accepted + 1, 0)
+                emitted_spec = np.where(batch.decode, accepted + 1, 0)  # a row the budget cut verifies fewer
             now += dt
             busy += dt
             if not chunks:
@@ -592,8 +592,11 @@ def max_rate_under_slo(model: Any, device: Any = "h100", workload: Workload | No
     arrive at once), past which no finite run's percentiles mean anything. Every point simulates the same seeded requests (their gaps scale
     with 1 / rate). ``options`` go to ``Server``."""
     wl = workload or Workload()
-    if wl.arrival == "burst" or wl.trace is not None and wl.rate is None:
-        raise QueryError("max_rate_under_slo needs poisson or fixed arrivals with a rate to vary")
+    if wl.arrival == "burst":
+        raise QueryError("max_rate_under_slo needs poisson or fixed arrivals with a rate to vary, not burst")
+    if wl.trace is not None and read_trace(wl.trace)[2] is not None:
+        raise QueryError(f"trace {wl.trace!r} has its own arrival times, which the rate search cannot vary: "
+                         "simulate it without --find-max-rate, or drop its arrival_s column")
     if slo_ttft_s is None and slo_tpot_s is None:
         raise QueryError("give an SLO: slo_ttft_s (--slo-ttft) and/or slo_tpot_s (--slo-tpot)")
     for name, v in (("slo_ttft_s", slo_ttft_s), ("slo_tpot_s", slo_tpot_s)):

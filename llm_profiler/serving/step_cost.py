@@ -195,17 +195,24 @@ class StepCost:
              decode_width: int = 1) -> tuple[float, float, float]:
         """(seconds, FLOPs, bytes) of one step: decodes of ``decode_width`` tokens (1; 1 + k when verifying
         k drafts) at contexts ``decode_contexts``, and prefill chunks ``(S, P)``."""
+        t, flops, nbytes, _ = self.step_split(decode_contexts, prefill, decode_width)
+        return t, flops, nbytes
+
+    def step_split(self, decode_contexts: np.ndarray | None = None, prefill: list[tuple[int, int]] | None = None,
+                   decode_width: int = 1) -> tuple[float, float, float, float]:
+        """``step`` and the prefill chunks' share of its FLOPs (their per-sequence rows)."""
         ctx = np.zeros(0, dtype=np.int64) if decode_contexts is None else np.asarray(decode_contexts, dtype=np.int64)
         chunks = prefill or []
         n_dec = int(ctx.shape[0])
         tokens = n_dec * decode_width + sum(s for s, _ in chunks)
         if tokens == 0:
-            return 0.0, 0.0, 0.0
+            return 0.0, 0.0, 0.0, 0.0
         acc = np.zeros((len(self.multiplicity), 2))
-        if n_dec:
-            acc += self._decode_table(decode_width, int(ctx.max())).take(ctx, axis=0).sum(axis=0)
         for s, p in chunks:
             acc += self.prefill_rows(s, p)
+        pre_flops = float(acc[:, 0] @ self.multiplicity) if chunks else 0.0
+        if n_dec:
+            acc += self._decode_table(decode_width, int(ctx.max())).take(ctx, axis=0).sum(axis=0)
         top = int(ctx.max()) if n_dec else 0
         if chunks:
             acc += self._f0(PREFILL, max(max(s for s, _ in chunks), decode_width if n_dec else 0),
@@ -217,7 +224,7 @@ class StepCost:
         st = self.settings
         t = np.maximum(flops / st.peak, nbytes / st.bandwidth)
         m = self.multiplicity
-        return float(t @ m), float(flops @ m), float(nbytes @ m)
+        return float(t @ m), float(flops @ m), float(nbytes @ m), pre_flops
 
     def decode_run(self, contexts: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """(seconds, FLOPs) of ``steps`` consecutive one-token decode steps of the same sequences, the first at
