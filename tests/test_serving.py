@@ -448,3 +448,17 @@ def test_budget_cut_speculative_rows_still_progress():
     r = simulate(SMALL, "h100", wl, speculative=Speculative.make(4, 0.8),
                  scheduler=SchedulerConfig(max_num_batched_tokens=4))
     assert r.output_tokens == 60 and not np.isnan(r.raw["e2e"]).any()
+
+
+def test_contexts_past_the_tables():
+    """Contexts and step token counts past the tabulated range are evaluated per call: the same roofline."""
+    from llm_profiler.serving.step_cost import TABLE_MAX
+
+    c = StepCost("llama-3.1-8b", "h100")
+    far = TABLE_MAX + 5
+    assert c.decode_step(4, far) == pytest.approx(roofline("llama-3.1-8b", "h100", "decode", batch=4, past=far).latency_s,
+                                                  rel=1e-12)
+    assert c.step(None, [(far, 0)])[0] == pytest.approx(roofline("llama-3.1-8b", "h100", "prefill", seq=far).latency_s,
+                                                        rel=1e-12)
+    t, _ = c.decode_run(np.array([TABLE_MAX - 1, 5]), 3)
+    np.testing.assert_allclose(t, [c.step(np.array([TABLE_MAX - 1 + j, 5 + j]))[0] for j in range(3)], rtol=1e-12)

@@ -44,6 +44,7 @@ from ..profile import ModelProfile, profile_model
 from ..traffic import CATEGORIES, ModelTraffic, NodeTraffic, model_traffic
 
 _B, _S = Formula.symbol("B"), Formula.symbol("S")
+TABLE_MAX = 1 << 17  # rows of a context / token-count table at most; beyond, rows are evaluated per call
 _STREAM = CATEGORIES[1:]  # act_read, act_written, kv_read, kv_written: per sequence (weights: per step)
 
 
@@ -168,6 +169,8 @@ class StepCost:
         return row
 
     def _weights_at(self, tokens: int) -> np.ndarray:
+        if tokens >= TABLE_MAX:
+            return np.array([float(v) for v in self._weights_fn(1, tokens, 0)])
         if self._weights.shape[0] <= tokens:
             size = max(1024, 1 << int(tokens).bit_length())
             values = self._weights_fn(1, np.arange(size, dtype=np.int64), 0)
@@ -211,7 +214,9 @@ class StepCost:
         for s, p in chunks:
             acc += self.prefill_rows(s, p)
         pre_flops = float(acc[:, 0] @ self.multiplicity) if chunks else 0.0
-        if n_dec:
+        if n_dec and int(ctx.max()) >= TABLE_MAX:
+            acc += self._rows(DECODE, decode_width, ctx).sum(axis=0)
+        elif n_dec:
             acc += self._decode_table(decode_width, int(ctx.max())).take(ctx, axis=0).sum(axis=0)
         top = int(ctx.max()) if n_dec else 0
         if chunks:
@@ -232,6 +237,9 @@ class StepCost:
         ctx = np.asarray(contexts, dtype=np.int64)
         n = int(ctx.shape[0])
         grid = ctx[None, :] + np.arange(steps, dtype=np.int64)[:, None]
+        if int(grid.max()) >= TABLE_MAX:  # past the tables: step by step
+            out = [self.step(ctx + j) for j in range(steps)]
+            return np.array([o[0] for o in out]), np.array([o[1] for o in out])
         table = self._decode_table(1, int(grid.max()))
         acc = table.take(grid.ravel(), axis=0).reshape(steps, n, -1, 2).sum(axis=1)  # (steps, groups, 2)
         if self._f0_uses_past[DECODE]:
