@@ -141,8 +141,7 @@ def kv_capacity(source: Any, model: ModelProfile, device: Any, config: Scheduler
     weights = weights_bytes(source, weight_dtype, act_dtype, quantization)
     opts = {"weight_dtype": weight_dtype, "act_dtype": act_dtype, "kv_dtype": kv_dtype, "engine": engine,
             "quantization": quantization}
-    chunk = min(budget, max(max_context, 1))
-    act = max(memory_usage(source, 1, chunk, chunk, dev, **opts).activations,
+    act = max(memory_usage(source, 1, budget, budget, dev, **opts).activations,  # a full step of prompt tokens
               memory_usage(source, config.max_num_seqs, 1, max(max_context, 1), dev, **opts).activations)
     per_block = kv_cache_bytes(model, 1, block, kv)
     draft_w = 0
