@@ -385,64 +385,61 @@ class Server:
             blocked = True  # free blocks only shrink during the stretch
         nc = sched.num_computed[run]
         gen = sched.generated[run]
-        if (sched.num_tokens[run] - nc != 1).any() or (gen == 0).any():
+        if (sched.num_tokens[run] - nc != 1).any() or not gen.all():
             return 0
-        k = min(int((sched.output[run] - gen).min()), max(2, 8192 // n))
+        left = sched.output[run] - gen
+        k = min(int(left.min()), max(2, 8192 // n))
         arrival = req.arrival
-        if not blocked and nxt < arrival.shape[0] and self._last_dt > 0:
-            # steps until the next arrival, from the last step's time (steps only lengthen): a cap on the grid
+        arrives = not blocked and nxt < arrival.shape[0]
+        if arrives and self._last_dt > 0:
+            # steps until the next arrival, from the last decode step's time: a cap on the work below
             k = min(k, int((arrival[nxt] - now) / self._last_dt) + 2)
         if k < 2:
             return 0
         held = sched.blocks[run]
-        if int(np.maximum(-(-(nc + k) // bs) - held, 0).sum()) <= sched.free:  # enough for the last step
-            need = None
-        else:  # the step at which the blocks run out (cumulative need, monotone in the step)
-            j = np.arange(k, dtype=np.int64)
-            need = np.maximum(-(-(nc[None, :] + j[:, None] + 1) // bs) - held[None, :], 0).sum(axis=1)
-            fits = need <= sched.free
-            if not fits[0]:
+        need = self._block_need(nc, held, k, bs)  # cumulative new blocks after each step
+        if need[-1] > sched.free:  # the step at which the blocks run out
+            k = int(np.searchsorted(need, sched.free, side="right"))
+            if k < 2:
                 return 0
-            k = int(np.argmin(fits)) if not fits.all() else k
+            need = need[:k]
         dt, _ = self.cost.decode_run(nc, k)
-        starts = now + np.concatenate([[0.0], np.cumsum(dt)[:-1]])
-        if not blocked and nxt < arrival.shape[0]:
-            late = np.nonzero(starts[1:] >= arrival[nxt])[0]
-            if late.size:
-                k = int(late[0]) + 1
-        if k < 2:
-            return 0
-        dt, starts = dt[:k], starts[:k]
-        if need is None or need.shape[0] != k:  # blocks held after each step (only the recorded steps)
-            j = np.arange(k, dtype=np.int64)
-            need = np.maximum(-(-(nc[None, :] + j[:, None] + 1) // bs) - held[None, :], 0).sum(axis=1) \
-                if n * k <= 4096 else self._block_need(nc, held, k, bs)
-        ends = starts + dt
+        ends = np.cumsum(dt)
+        ends += now
+        starts = ends - dt
+        if arrives:
+            late = int(np.searchsorted(starts, arrival[nxt], side="left"))  # the first step the arrival sees
+            if late < k:
+                if late < 2:
+                    return 0
+                k = late
+                dt, starts, ends, need = dt[:k], starts[:k], ends[:k], need[:k]
         # apply: k tokens each
         sched.num_computed[run] = nc + k
         sched.num_tokens[run] += k
-        sched.generated[run] += k
-        sched.blocks[run] = np.maximum(sched.blocks[run], -(-(nc + k) // bs))
+        sched.generated[run] = gen + k
+        sched.blocks[run] = held + np.maximum(-(-(nc + k) // bs) - held, 0)
         used_before = sched.used_blocks
         sched.free -= int(need[-1])
-        gaps0 = ends[0] - last_tok[run]
-        itl_chunks.append(gaps0)
-        if k > 1:
-            itl_chunks.append(np.repeat(dt[1:], n))
+        itl_chunks.append(ends[0] - last_tok[run])
+        itl_chunks.append(np.repeat(dt[1:], n))
         last_tok[run] = ends[-1]
-        joined = np.searchsorted(arrival, starts, side="right") - nxt  # arrivals by each step's start
-        waiting = len(sched.waiting)
         steps["t"].extend(starts.tolist())
         steps["dt"].extend(dt.tolist())
-        steps["kv"].extend((used_before + need).tolist())
+        steps["kv"].extend((need + used_before).tolist())
         steps["running"].extend([n] * k)
-        steps["in_system"].extend((n + waiting + np.maximum(joined, 0)).tolist())
         steps["tokens"].extend([n] * k)
+        waiting = n + len(sched.waiting)
+        if blocked and nxt < arrival.shape[0]:  # arrivals join the queue by each step's start
+            joined = np.searchsorted(arrival, starts, side="right") - nxt
+            steps["in_system"].extend((np.maximum(joined, 0) + waiting).tolist())
+        else:
+            steps["in_system"].extend([waiting] * k)
         if batches is not None:
             ids = run.tolist()
             for i in range(k):
                 batches.append([(r, 1, int(p) + i) for r, p in zip(ids, nc.tolist())])
-        done = sched.generated[run] >= sched.output[run]
+        done = left == k
         if done.any():
             fin = run[done]
             finish[fin] = ends[-1]
@@ -454,14 +451,17 @@ class Server:
 
     @staticmethod
     def _block_need(nc: np.ndarray, held: np.ndarray, k: int, bs: int) -> np.ndarray:
-        """Cumulative new blocks after each of k decode steps, without the (k, n) grid: sequence i needs a
-        new block at step j when its (nc_i + j + 1)-th token starts one (beyond the blocks it holds)."""
-        events = np.zeros(k + 1, dtype=np.int64)
-        for i in range(nc.shape[0]):  # the steps at which sequence i crosses into a block it does not hold
-            first = max(int(held[i]) * bs - int(nc[i]), 0)  # steps j with nc + j + 1 > held * bs
-            if first < k:
-                events[first:k:bs] += 1
-        return np.cumsum(events[:k])
+        """Cumulative new blocks after each of k decode steps, without a (k, n) grid: sequence i needs a new
+        block at steps first_i, first_i + bs, ... where first_i = max(held_i * bs - nc_i, 0) (its token
+        nc_i + j + 1 passes the blocks it holds); the events are counted per step and summed."""
+        first = np.maximum(held * bs - nc, 0)
+        count = np.maximum(-(-(k - first) // bs), 0)  # events of sequence i within the k steps
+        total = int(count.sum())
+        if total == 0:
+            return np.zeros(k, dtype=np.int64)
+        offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
+        steps = np.repeat(first, count) + bs * offsets
+        return np.cumsum(np.bincount(steps, minlength=k)[:k])
 
     def _result(self, workload: Workload, req: Requests, sched: Scheduler, cap: KVCapacity, first: np.ndarray,
                 finish: np.ndarray, itl_chunks: list[np.ndarray], steps: dict[str, list[Any]], busy: float,
