@@ -108,6 +108,19 @@ RULES: tuple[Rule, ...] = (
     Rule(ORDERED, r"MptAttention\.forward|XGLMAttention\.forward", "mpt, xglm compute attention in their forward"),
 )
 
+# State-space mixers (llm_profiler/graph/ssm.py): the torch fallbacks transformers runs without the mamba_ssm /
+# causal_conv1d kernels, module-level functions of the same name in every Mamba-2 hybrid's modeling file.
+RULES = RULES + (
+    Rule("conv", r"causal_conv1d_fn|causal_conv1d_update", "the short causal depthwise conv1d of a state-space "
+         "mixer (F.conv1d, its bias): nemotron_h, mamba2, falcon_h1, granitemoehybrid"),
+    Rule("dt", r"mamba2_chunk_scan|mamba2_selective_state_update", "Mamba-2's time step: dt + dt_bias, "
+         "softplus, the clamp to time_step_limit (chunked scan and one-token update): nemotron_h, mamba2, "
+         "falcon_h1, granitemoehybrid", line=r"dt_bias|softplus|torch\.clamp\(dt"),
+    Rule("scan", r"mamba2_chunk_scan|mamba2_selective_state_update|segment_sum", "Mamba-2's selective scan: the "
+         "chunked SSD form (segment sums, the four einsums, D skip) or the one-token state update: nemotron_h, "
+         "mamba2, falcon_h1, granitemoehybrid"),
+)
+
 
 _TRANSFORMERS_DIR: str | None = None
 

@@ -1,0 +1,218 @@
+"""State-space mixers: the Mamba-2 mixer graph every hybrid shares (nemotron_h, mamba2, falcon_h1, ...).
+
+The counts follow the torch fallback transformers runs when the ``mamba_ssm`` / ``causal_conv1d`` kernels are
+not installed (the module-level functions ``causal_conv1d_fn`` / ``causal_conv1d_update`` /
+``mamba2_chunk_scan`` / ``mamba2_selective_state_update`` of each modeling file), op by op:
+
+- ``in_proj``: hidden -> gate (I) + conv channels (I + 2 G N) + dt (H), I = heads x head_dim;
+- ``:conv``: the depthwise causal conv1d (kernel K) over the conv channels, and the mixer's own ``silu`` of it;
+  what it convolves depends on the cache: a prefill (P = 0) pads to max(S, K) and F.conv1d pads K - 1 more on
+  both sides (max(S, K) + K - 1 outputs per channel); a later multi-token forward convolves the K cached
+  columns and the S new ones (S + 2K - 1 outputs); a one-token forward with a cache is ``causal_conv1d_update``
+  (K + 1 columns, no padding: 2 outputs, the last kept);
+- ``:dt``: dt + dt_bias, softplus, clamp to the time-step limits;
+- ``:scan``: the chunked SSD scan over c = ceil(S / chunk) chunks (intra-chunk segment sums and the four
+  einsums, the inter-chunk recurrence over c + 1 states, the D skip over the padded length), or, for one
+  token with a cache, the recurrent state update (exp(dt A), dt B x, state * dA + dBx, C state, D skip);
+- ``.norm``: the gated RMSNorm (x * silu(gate), normalised per group of I / G), then ``out_proj``.
+
+Which path runs is a function of (S, P), written with the formula atoms: ``fmin(P, 1)`` is 1 when the cache
+holds a state, ``fmin(S - 1, 1)`` is 1 when more than one token comes; the decode path is taken when both a
+state exists and S = 1. The cache holds, per Mamba layer, the conv state (B x conv channels x K) and the SSM
+state (B x heads x head_dim x state size), as transformers' ``LinearAttentionLayer`` does.
+
+A CUDA-kernel engine (``mamba_chunk_scan_combined``, ``causal_conv1d``) runs the same scan with fused
+kernels: no padded chunk outputs, no L x L segment-sum masks materialised, and the conv writes only S
+outputs; see docs/families.md.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import ops
+from ..facts import State, StateKind, TensorClass, Weight
+from ..formula import ONE, ZERO, B, Formula, P, S, ceil_div, fmin
+from ..metrics import CACHE
+from ..ops import Counts
+from . import blocks as blk
+from .blocks import TOKENS, Part, fusable
+from .node import ATTN, NodeKind
+
+CONV_KIND = "conv"  # node kinds of the mixer's own computation (NodeKind has no state-space kinds)
+SCAN_KIND = "ssm_scan"
+
+
+class Mamba2(BaseModel):
+    """The dimensions of a Mamba-2 mixer: ``heads`` x ``head_dim`` = I (the inner width), ``groups`` of
+    B / C of ``state`` each, a conv of ``conv_kernel``, the scan's ``chunk``, and the biases."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    groups: int = Field(gt=0)
+    state: int = Field(gt=0)
+    conv_kernel: int = Field(gt=0)
+    chunk: int = Field(gt=0)
+    conv_bias: bool = True
+    proj_bias: bool = False  # in_proj and out_proj
+    norm_groups: int = Field(default=1, gt=0)  # the gated RMSNorm normalises I / norm_groups wide groups
+
+    @property
+    def inner(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def conv_channels(self) -> int:
+        return self.inner + 2 * self.groups * self.state
+
+
+# --- which path runs ----------------------------------------------------------------------------------
+HAS_STATE = fmin(P, 1)  # 1 when the cache holds a state (a forward after a prefill), else 0
+MANY = fmin(S - 1, 1)  # 1 when more than one new token comes, else 0
+DECODE = HAS_STATE - HAS_STATE * MANY  # a state and one token: the recurrent update
+CHUNKED = ONE - DECODE  # every other forward: the chunked scan
+
+
+def state_cache(kind: str, held: Formula, appended: Formula) -> Counts:
+    """A node holding one kind of cache state (no arithmetic)."""
+    state_fn = getattr(blk, "state_cache", None)
+    if state_fn is not None:
+        return state_fn(kind, held, appended=appended)
+    return Counts({CACHE: held}).with_facts(states=(State(kind, appended=appended, held=held),), reads=ZERO)
+
+
+def conv_columns(k: int) -> tuple[Formula, Formula]:
+    """(outputs of F.conv1d per channel, columns the activation sees per channel) for a kernel of ``k``."""
+    prefill = S + k - fmin(S, k)  # the new tokens left-padded to at least k columns
+    outputs = (ONE - HAS_STATE) * (prefill + k - 1) + HAS_STATE * MANY * (S + 2 * k - 1) + DECODE * 2
+    activated = (ONE - HAS_STATE) * prefill + HAS_STATE * MANY * (S + k) + DECODE
+    return outputs, activated
+
+
+def conv_counts(m: Mamba2) -> Counts:
+    """The depthwise causal conv1d (its weight held by the ``conv1d`` module: read here, tied), reading the
+    cached conv state when there is one."""
+    outputs, _ = conv_columns(m.conv_kernel)
+    ch = m.conv_channels
+    out = ops.conv(B * ch * outputs, m.conv_kernel, m.conv_bias)
+    weights = [Weight("weight", (ch, 1, m.conv_kernel), TensorClass.VECTOR, tied=True)]
+    if m.conv_bias:
+        weights.append(Weight("bias", (ch,), TensorClass.VECTOR, tied=True))
+    conv_state = State(StateKind.CONV, read=B * ch * m.conv_kernel * HAS_STATE)
+    return out.with_facts(weights=tuple(weights), states=(conv_state,), reads=B * ch * outputs)
+
+
+def conv_params(m: Mamba2) -> Counts:
+    """The ``conv1d`` module: its weight (channels x 1 x K) and bias, which the mixer passes to F.conv1d
+    (the module's own forward never runs)."""
+    ch = m.conv_channels
+    n = ch * m.conv_kernel + (ch if m.conv_bias else 0)
+    return blk.with_params(Counts(), n).with_facts(reads=ZERO)
+
+
+def own_counts(m: Mamba2, act: str = "silu") -> Counts:
+    """The mixer's own ops outside the scan functions: A = -exp(A_log) (H EXP, H ADD) and the conv output's
+    activation; its parameters A_log, D and dt_bias (H each)."""
+    _, activated = conv_columns(m.conv_kernel)
+    out = ops.elementwise("exp", Formula.const(m.heads)) + ops.elementwise("neg", Formula.const(m.heads))
+    out = out + blk.activation(act, B * m.conv_channels * activated)
+    return blk.with_params(out, 3 * m.heads)
+
+
+def dt_counts(m: Mamba2) -> Counts:
+    """dt + dt_bias, softplus, clamp(min, max) (chunked: per token and head); the one-token update broadcasts
+    dt over head_dim first and does not clamp."""
+    chunked, decode = TOKENS * m.heads * CHUNKED, TOKENS * m.heads * m.head_dim * DECODE
+    return (ops.elementwise("add", chunked + decode) + ops.elementwise("softplus", chunked + decode)
+            + ops.clamp(chunked, 2))
+
+
+def chunk_scan_counts(m: Mamba2) -> Counts:
+    """``mamba2_chunk_scan`` after dt, times ``CHUNKED`` (every size carries the factor so that the matmul
+    facts keep their shapes)."""
+    H, D, N, L = m.heads, m.head_dim, m.state, m.chunk
+    on = CHUNKED
+    c = ceil_div(S, L)  # chunks
+    z = c + 1  # chunk states with the initial one
+    padded = B * c * L * H  # (token, head) rows over the padded length
+    ew = ops.elementwise
+    out = ew("mul", padded * D * on)  # D_residual = D * pad(x)
+    out = out + ew("mul", TOKENS * H * D * on) + ew("mul", TOKENS * H * on)  # x * dt, A * dt
+    out = out + ops.cumsum(B * H * c * on, L)  # A_cumsum
+    out = out + _segment_sum(B * H * c * on, L, on) + ew("exp", B * H * c * L * L * on)  # L = exp(segsum(A))
+    out = out + ops.matmul(L, L, N, batch=B * c * H * on)  # G = C B^T per chunk
+    out = out + ew("mul", padded * L * on)  # M = G * L
+    out = out + ops.matmul(L, D, L, batch=B * c * H * on)  # Y_diag = M x
+    out = out + ew("sub", padded * on) + ew("exp", padded * on)  # decay_states
+    out = out + ew("mul", padded * N * on)  # B * decay_states
+    out = out + ops.matmul(D, N, L, batch=B * c * H * on)  # states = (B decay)^T x
+    out = out + _segment_sum(B * H * on, z, on) + ew("exp", B * H * z * z * on)  # decay_chunk
+    out = out + ops.matmul(z, D * N, z, batch=B * H * on)  # new_states over the chunk boundaries
+    out = out + ew("exp", padded * on)  # state_decay_out
+    out = out + ops.matmul(L, D, N, batch=B * c * H * on)  # C_times_states
+    out = out + ew("mul", padded * D * on) + ew("add", padded * D * on)  # Y_off, Y_diag + Y_off
+    return out + ew("add", padded * D * on)  # + D_residual
+
+
+def _segment_sum(rows: Formula, n: int | Formula, on: Formula) -> Counts:
+    """segment_sum over ``n``: the two (n x n) triangular masks negated (2 n^2 logic), the cumsum of the
+    masked (rows, n, n) expansion along its second-to-last axis (rows * n columns of n)."""
+    n = Formula.of(n)
+    return ops.elementwise("logic", 2 * n * n * on) + ops.cumsum(rows * n, n)
+
+
+def recurrent_counts(m: Mamba2) -> Counts:
+    """``mamba2_selective_state_update`` after dt (one token, a state), times ``DECODE``."""
+    rows = TOKENS * m.heads * DECODE  # (sequence, head) pairs
+    cells = rows * m.head_dim * m.state  # state elements
+    ew = ops.elementwise
+    out = ew("mul", cells) + ew("exp", cells)  # dA = exp(dt * A)
+    out = out + ew("mul", cells) + ew("mul", cells)  # dB = dt * B, dBx = dB * x
+    out = out + ew("mul", cells) + ew("add", cells)  # state * dA + dBx
+    out = out + ops.matmul(m.head_dim, 1, m.state, batch=rows)  # state @ C
+    return out + ew("mul", rows * m.head_dim) + ew("add", rows * m.head_dim)  # + x * D
+
+
+def scan_counts(m: Mamba2) -> Counts:
+    """The selective scan: chunked or recurrent (exactly one of them runs), reading the SSM state when the
+    cache holds one."""
+    ssm = State(StateKind.RECURRENT, read=B * m.heads * m.head_dim * m.state * HAS_STATE)
+    return (chunk_scan_counts(m) + recurrent_counts(m)).with_facts(states=(ssm,))
+
+
+def gated_norm(m: Mamba2) -> Counts:
+    """The gated RMSNorm (norm after the gate): x * silu(gate), then RMSNorm per group of I / norm_groups,
+    times its I weights."""
+    n, g = m.inner, m.norm_groups
+    rows = TOKENS * g
+    out = ops.elementwise("silu", TOKENS * n) + ops.elementwise("mul", TOKENS * n)
+    out = out + ops.rms_norm(rows, n // g)
+    return fusable(blk.with_params(out, n), 2 * TOKENS * n, TOKENS * n)
+
+
+def mamba2_parts(m: Mamba2, hidden: int, mixer: str, act: str = "silu", block: str = ATTN) -> list[Part]:
+    """The Mamba-2 mixer at module ``mixer`` (e.g. ``.mixer``) of a layer."""
+    t, ch = TOKENS, m.conv_channels
+    proj = m.inner + ch + m.heads
+    ssm_state = B * m.heads * m.head_dim * m.state
+    conv_state = B * ch * m.conv_kernel
+    return [
+        Part(f"{mixer}.in_proj", f"{mixer}.in_proj", NodeKind.LINEAR, blk.linear(t, hidden, proj, m.proj_bias), block),
+        Part(f"{mixer}.conv1d", f"{mixer}.conv1d", CONV_KIND, conv_params(m), block),
+        Part(f"{mixer}:conv_state", mixer, NodeKind.KV_CACHE,
+             state_cache(StateKind.CONV, conv_state, conv_state), block),
+        Part(f"{mixer}:conv", mixer, CONV_KIND, conv_counts(m), block),
+        Part(mixer, mixer, NodeKind.ELEMENTWISE, own_counts(m, act), block),
+        Part(f"{mixer}:dt", mixer, SCAN_KIND, dt_counts(m), block),
+        Part(f"{mixer}:ssm_state", mixer, NodeKind.KV_CACHE,
+             state_cache(StateKind.RECURRENT, ssm_state, ssm_state), block),
+        Part(f"{mixer}:scan", mixer, SCAN_KIND, scan_counts(m), block),
+        Part(f"{mixer}.norm", f"{mixer}.norm", NodeKind.NORM, gated_norm(m), block),
+        Part(f"{mixer}.out_proj", f"{mixer}.out_proj", NodeKind.LINEAR, blk.linear(t, m.inner, hidden, m.proj_bias),
+             block),
+    ]
+
+
+__all__ = ["CHUNKED", "CONV_KIND", "SCAN_KIND", "DECODE", "HAS_STATE", "MANY", "Mamba2", "mamba2_parts", "state_cache"]
