@@ -41,6 +41,7 @@ from .node import ATTN, NodeKind
 
 CONV_KIND = "conv"  # node kinds of the mixer's own computation (NodeKind has no state-space kinds)
 SCAN_KIND = "ssm_scan"
+WEIGHTS_KIND = "weights"  # a module whose parameters the mixer reads in its own forward (conv1d, dt_proj)
 
 
 class Mamba2(BaseModel):
@@ -97,19 +98,22 @@ def conv_counts(m: Mamba2) -> Counts:
     outputs, _ = conv_columns(m.conv_kernel)
     ch = m.conv_channels
     out = ops.conv(B * ch * outputs, m.conv_kernel, m.conv_bias)
-    weights = [Weight("weight", (ch, 1, m.conv_kernel), TensorClass.VECTOR, tied=True)]
-    if m.conv_bias:
-        weights.append(Weight("bias", (ch,), TensorClass.VECTOR, tied=True))
     conv_state = State(StateKind.CONV, read=B * ch * m.conv_kernel * HAS_STATE)
-    return out.with_facts(weights=tuple(weights), states=(conv_state,), reads=B * ch * outputs)
+    return out.with_facts(weights=_conv_weights(ch, m.conv_kernel, m.conv_bias), states=(conv_state,),
+                          reads=B * ch * outputs)
 
 
-def conv_params(m: Mamba2) -> Counts:
+def _conv_weights(channels: int, kernel: int, bias: bool, tied: bool = True) -> tuple[Weight, ...]:
+    weight = Weight("weight", (channels, 1, kernel), TensorClass.VECTOR, tied=tied)
+    return (weight, Weight("bias", (channels,), TensorClass.VECTOR, tied=tied)) if bias else (weight,)
+
+
+def _conv_params(channels: int, kernel: int, bias: bool) -> Counts:
     """The ``conv1d`` module: its weight (channels x 1 x K) and bias, which the mixer passes to F.conv1d
-    (the module's own forward never runs)."""
-    ch = m.conv_channels
-    n = ch * m.conv_kernel + (ch if m.conv_bias else 0)
-    return blk.with_params(Counts(), n).with_facts(reads=ZERO)
+    (the module's own forward never runs): parameters, no arithmetic."""
+    n = channels * kernel + (channels if bias else 0)
+    return blk.with_params(Counts(), n).with_facts(weights=_conv_weights(channels, kernel, bias, tied=False),
+                                                   reads=ZERO)
 
 
 def own_counts(m: Mamba2, act: str = "silu") -> Counts:
@@ -200,7 +204,8 @@ def mamba2_parts(m: Mamba2, hidden: int, mixer: str, act: str = "silu", block: s
     conv_state = B * ch * m.conv_kernel
     return [
         Part(f"{mixer}.in_proj", f"{mixer}.in_proj", NodeKind.LINEAR, blk.linear(t, hidden, proj, m.proj_bias), block),
-        Part(f"{mixer}.conv1d", f"{mixer}.conv1d", CONV_KIND, conv_params(m), block),
+        Part(f"{mixer}.conv1d", f"{mixer}.conv1d", WEIGHTS_KIND,
+             _conv_params(ch, m.conv_kernel, m.conv_bias), block),
         Part(f"{mixer}:conv_state", mixer, NodeKind.KV_CACHE,
              state_cache(StateKind.CONV, conv_state, conv_state), block),
         Part(f"{mixer}:conv", mixer, CONV_KIND, conv_counts(m), block),
@@ -215,4 +220,81 @@ def mamba2_parts(m: Mamba2, hidden: int, mixer: str, act: str = "silu", block: s
     ]
 
 
-__all__ = ["CHUNKED", "CONV_KIND", "SCAN_KIND", "DECODE", "HAS_STATE", "MANY", "Mamba2", "mamba2_parts", "state_cache"]
+__all__ = ["CHUNKED", "CONV_KIND", "SCAN_KIND", "WEIGHTS_KIND", "Mamba1", "mamba1_parts", "DECODE", "HAS_STATE", "MANY", "Mamba2", "mamba2_parts", "state_cache"]
+
+
+# --- Mamba-1 (jamba, mamba) -----------------------------------------------------------------------------
+
+
+class Mamba1(BaseModel):
+    """The dimensions of a Mamba-1 mixer: ``inner`` channels (expand x hidden), a state of ``state`` per
+    channel, a conv of ``conv_kernel``, dt of rank ``dt_rank``; ``dt_norms``: Jamba's RMSNorms on dt, B, C."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    inner: int = Field(gt=0)
+    state: int = Field(gt=0)
+    conv_kernel: int = Field(gt=0)
+    dt_rank: int = Field(gt=0)
+    conv_bias: bool = True
+    proj_bias: bool = False  # in_proj and out_proj
+    dt_norms: bool = False
+
+
+def mamba1_scan_counts(m: Mamba1) -> Counts:
+    """``mamba_selective_scan`` (the sequential torch loop from a zero state) or, for one token with a state,
+    ``mamba_selective_state_update``: the same ops per token, so one formula for both. Per (token, channel,
+    state) cell: dA = exp(dt * A) (MULT, EXP), dB = dt * B, dB * x (2 MULT), state * dA + dBx (MULT, ADD);
+    per token a bmm state @ C (channels x state @ state x 1); then + x * D and * silu(z) per (token, channel)."""
+    rows = TOKENS * m.inner
+    cells = rows * m.state
+    ew = ops.elementwise
+    out = ew("mul", cells) + ew("exp", cells) + ew("mul", cells) + ew("mul", cells)
+    out = out + ew("mul", cells) + ew("add", cells) + ops.matmul(m.inner, 1, m.state, batch=TOKENS)
+    out = out + ew("mul", rows) + ew("add", rows) + ew("silu", rows) + ew("mul", rows)
+    return out.with_facts(states=(State(StateKind.RECURRENT, read=B * m.inner * m.state * HAS_STATE),))
+
+
+def mamba1_dt_counts(m: Mamba1) -> Counts:
+    """dt = dt_proj.weight @ dt_low_rank (the mixer's own matmul: the ``dt_proj`` module's weight, read
+    here), + its bias, softplus: per token."""
+    out = ops.matmul(TOKENS, m.inner, m.dt_rank) + ops.elementwise("add", TOKENS * m.inner)
+    out = out + ops.elementwise("softplus", TOKENS * m.inner)
+    return out.with_facts(weights=(Weight("weight", (m.inner, m.dt_rank), TensorClass.MATRIX, tied=True),
+                                   Weight("bias", (m.inner,), TensorClass.VECTOR, tied=True)))
+
+
+def mamba1_parts(m: Mamba1, hidden: int, mixer: str, act: str = "silu", block: str = ATTN) -> list[Part]:
+    """The Mamba-1 mixer at module ``mixer`` (``.mamba`` in jamba, ``.mixer`` in mamba)."""
+    t, ch, N = TOKENS, m.inner, m.state
+    outputs, activated = conv_columns(m.conv_kernel)
+    conv_state = B * ch * m.conv_kernel
+    ssm_state = B * ch * N
+    own = ops.elementwise("exp", Formula.const(ch * N)) + ops.elementwise("neg", Formula.const(ch * N))
+    own = blk.with_params(own + blk.activation(act, B * ch * activated), ch * N + ch)  # A_log, D
+    conv_ops = ops.conv(B * ch * outputs, m.conv_kernel, m.conv_bias).with_facts(
+        weights=_conv_weights(ch, m.conv_kernel, m.conv_bias),
+        states=(State(StateKind.CONV, read=conv_state * HAS_STATE),), reads=B * ch * outputs)
+    dt_proj = blk.with_params(Counts(), ch * m.dt_rank + ch).with_facts(
+        weights=(Weight("weight", (ch, m.dt_rank), TensorClass.MATRIX), Weight("bias", (ch,), TensorClass.VECTOR)),
+        reads=ZERO)
+    parts = [
+        Part(f"{mixer}.in_proj", f"{mixer}.in_proj", NodeKind.LINEAR, blk.linear(t, hidden, 2 * ch, m.proj_bias), block),
+        Part(f"{mixer}.conv1d", f"{mixer}.conv1d", WEIGHTS_KIND, _conv_params(ch, m.conv_kernel, m.conv_bias), block),
+        Part(f"{mixer}:conv_state", mixer, NodeKind.KV_CACHE, state_cache(StateKind.CONV, conv_state, conv_state),
+             block),
+        Part(f"{mixer}:conv", mixer, CONV_KIND, conv_ops, block),
+        Part(mixer, mixer, NodeKind.ELEMENTWISE, own, block),
+        Part(f"{mixer}.x_proj", f"{mixer}.x_proj", NodeKind.LINEAR, blk.linear(t, ch, m.dt_rank + 2 * N, False), block),
+    ]
+    if m.dt_norms:
+        parts += [Part(f"{mixer}.{name}", f"{mixer}.{name}", NodeKind.NORM, blk.rms_norm(t, n), block)
+                  for name, n in (("dt_layernorm", m.dt_rank), ("b_layernorm", N), ("c_layernorm", N))]
+    return parts + [
+        Part(f"{mixer}.dt_proj", f"{mixer}.dt_proj", WEIGHTS_KIND, dt_proj, block),
+        Part(f"{mixer}:dt", mixer, SCAN_KIND, mamba1_dt_counts(m), block),
+        Part(f"{mixer}:ssm_state", mixer, NodeKind.KV_CACHE, state_cache(StateKind.RECURRENT, ssm_state, ssm_state),
+             block),
+        Part(f"{mixer}:scan", mixer, SCAN_KIND, mamba1_scan_counts(m), block),
+        Part(f"{mixer}.out_proj", f"{mixer}.out_proj", NodeKind.LINEAR, blk.linear(t, ch, hidden, m.proj_bias), block),
+    ]
