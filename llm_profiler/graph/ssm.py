@@ -33,7 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import ops
 from ..facts import State, StateKind, TensorClass, Weight
 from ..formula import ONE, ZERO, B, Formula, P, S, ceil_div, fmin
-from ..metrics import CACHE
 from ..ops import Counts
 from . import blocks as blk
 from .blocks import TOKENS, Part, fusable
@@ -74,14 +73,6 @@ HAS_STATE = fmin(P, 1)  # 1 when the cache holds a state (a forward after a pref
 MANY = fmin(S - 1, 1)  # 1 when more than one new token comes, else 0
 DECODE = HAS_STATE - HAS_STATE * MANY  # a state and one token: the recurrent update
 CHUNKED = ONE - DECODE  # every other forward: the chunked scan
-
-
-def state_cache(kind: str, held: Formula, appended: Formula) -> Counts:
-    """A node holding one kind of cache state (no arithmetic)."""
-    state_fn = getattr(blk, "state_cache", None)
-    if state_fn is not None:
-        return state_fn(kind, held, appended=appended)
-    return Counts({CACHE: held}).with_facts(states=(State(kind, appended=appended, held=held),), reads=ZERO)
 
 
 def conv_columns(k: int) -> tuple[Formula, Formula]:
@@ -207,12 +198,12 @@ def mamba2_parts(m: Mamba2, hidden: int, mixer: str, act: str = "silu", block: s
         Part(f"{mixer}.conv1d", f"{mixer}.conv1d", WEIGHTS_KIND,
              _conv_params(ch, m.conv_kernel, m.conv_bias), block),
         Part(f"{mixer}:conv_state", mixer, NodeKind.KV_CACHE,
-             state_cache(StateKind.CONV, conv_state, conv_state), block),
+             blk.state_cache(StateKind.CONV, conv_state, conv_state), block),
         Part(f"{mixer}:conv", mixer, CONV_KIND, conv_counts(m), block),
         Part(mixer, mixer, NodeKind.ELEMENTWISE, own_counts(m, act), block),
         Part(f"{mixer}:dt", mixer, SCAN_KIND, dt_counts(m), block),
         Part(f"{mixer}:ssm_state", mixer, NodeKind.KV_CACHE,
-             state_cache(StateKind.RECURRENT, ssm_state, ssm_state), block),
+             blk.state_cache(StateKind.RECURRENT, ssm_state, ssm_state), block),
         Part(f"{mixer}:scan", mixer, SCAN_KIND, scan_counts(m), block),
         Part(f"{mixer}.norm", f"{mixer}.norm", NodeKind.NORM, gated_norm(m), block),
         Part(f"{mixer}.out_proj", f"{mixer}.out_proj", NodeKind.LINEAR, blk.linear(t, m.inner, hidden, m.proj_bias),
@@ -220,7 +211,7 @@ def mamba2_parts(m: Mamba2, hidden: int, mixer: str, act: str = "silu", block: s
     ]
 
 
-__all__ = ["CHUNKED", "CONV_KIND", "SCAN_KIND", "WEIGHTS_KIND", "Mamba1", "mamba1_parts", "DECODE", "HAS_STATE", "MANY", "Mamba2", "mamba2_parts", "state_cache"]
+__all__ = ["CHUNKED", "CONV_KIND", "SCAN_KIND", "WEIGHTS_KIND", "Mamba1", "mamba1_parts", "DECODE", "HAS_STATE", "MANY", "Mamba2", "mamba2_parts"]
 
 
 # --- Mamba-1 (jamba, mamba) -----------------------------------------------------------------------------
@@ -281,7 +272,7 @@ def mamba1_parts(m: Mamba1, hidden: int, mixer: str, act: str = "silu", block: s
     parts = [
         Part(f"{mixer}.in_proj", f"{mixer}.in_proj", NodeKind.LINEAR, blk.linear(t, hidden, 2 * ch, m.proj_bias), block),
         Part(f"{mixer}.conv1d", f"{mixer}.conv1d", WEIGHTS_KIND, _conv_params(ch, m.conv_kernel, m.conv_bias), block),
-        Part(f"{mixer}:conv_state", mixer, NodeKind.KV_CACHE, state_cache(StateKind.CONV, conv_state, conv_state),
+        Part(f"{mixer}:conv_state", mixer, NodeKind.KV_CACHE, blk.state_cache(StateKind.CONV, conv_state, conv_state),
              block),
         Part(f"{mixer}:conv", mixer, CONV_KIND, conv_ops, block),
         Part(mixer, mixer, NodeKind.ELEMENTWISE, own, block),
@@ -293,7 +284,7 @@ def mamba1_parts(m: Mamba1, hidden: int, mixer: str, act: str = "silu", block: s
     return parts + [
         Part(f"{mixer}.dt_proj", f"{mixer}.dt_proj", WEIGHTS_KIND, dt_proj, block),
         Part(f"{mixer}:dt", mixer, SCAN_KIND, mamba1_dt_counts(m), block),
-        Part(f"{mixer}:ssm_state", mixer, NodeKind.KV_CACHE, state_cache(StateKind.RECURRENT, ssm_state, ssm_state),
+        Part(f"{mixer}:ssm_state", mixer, NodeKind.KV_CACHE, blk.state_cache(StateKind.RECURRENT, ssm_state, ssm_state),
              block),
         Part(f"{mixer}:scan", mixer, SCAN_KIND, mamba1_scan_counts(m), block),
         Part(f"{mixer}.out_proj", f"{mixer}.out_proj", NodeKind.LINEAR, blk.linear(t, ch, hidden, m.proj_bias), block),
