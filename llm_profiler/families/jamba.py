@@ -58,9 +58,10 @@ class Jamba(DecoderTemplate):
         moe_period, moe_offset = f.int("expert_layer_period", default=2), f.int("expert_layer_offset", default=1, minimum=0)
         experts, top_k = f.int("num_experts", default=16), f.int("num_experts_per_tok", default=2)
         inter = common["intermediate_size"]
-        moe = FFN(kind="moe", intermediate=inter, experts=experts, top_k=top_k)
+        dense = FFN(intermediate=inter)
+        moe = FFN(kind="moe", intermediate=inter, experts=experts, top_k=top_k) if experts > 1 else dense
         specs = tuple(LayerSpec(mixer=Mixer(rope=False) if i % attn_period == attn_offset else Mixer(kind="state_space"),
-                                ffn=moe if experts > 1 and i % moe_period == moe_offset else FFN(intermediate=inter))
+                                ffn=moe if i % moe_period == moe_offset else dense)
                       for i in range(layers))
         return JambaSpec(**{**common, "rotary_dim": 0}, num_experts=experts, experts_per_token=top_k,
                          moe_intermediate_size=inter, norm_topk_prob=False, layers=specs, mamba=mamba)

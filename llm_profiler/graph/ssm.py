@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import ops
 from ..facts import State, StateKind, TensorClass, Weight
 from ..formula import ONE, ZERO, B, Formula, P, S, ceil_div, fmin
+from ..metrics import ACT
 from ..ops import Counts
 from . import blocks as blk
 from .blocks import TOKENS, Part, fusable
@@ -287,5 +288,17 @@ def mamba1_parts(m: Mamba1, hidden: int, mixer: str, act: str = "silu", block: s
         Part(f"{mixer}:ssm_state", mixer, NodeKind.KV_CACHE, blk.state_cache(StateKind.RECURRENT, ssm_state, ssm_state),
              block),
         Part(f"{mixer}:scan", mixer, SCAN_KIND, mamba1_scan_counts(m), block),
-        Part(f"{mixer}.out_proj", f"{mixer}.out_proj", NodeKind.LINEAR, blk.linear(t, ch, hidden, m.proj_bias), block),
+        Part(f"{mixer}.out_proj", f"{mixer}.out_proj", NodeKind.LINEAR, _transposed_input_linear(ch, hidden, m.proj_bias),
+             block),
     ]
+
+
+def _transposed_input_linear(in_features: int, out_features: int, bias: bool) -> Counts:
+    """nn.Linear on a transposed view, as Mamba-1's out_proj gets ``scan_output.transpose(1, 2)``: for more than
+    one token the view is not contiguous and F.linear runs the product, then adds the bias as a separate op
+    (the same arithmetic as one addmm, its output written twice); one token's view is contiguous (one addmm)."""
+    out = blk.linear(TOKENS, in_features, out_features, bias)
+    if not bias:
+        return out
+    extra = Counts({ACT: TOKENS * out_features * MANY})
+    return (out + extra).with_facts(weights=out.facts.weights if out.facts else ())
