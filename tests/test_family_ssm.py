@@ -1,13 +1,17 @@
-"""State-space hybrids (graph/ssm.py): nemotron_h (Mamba-2 + attention + MLP blocks) and jamba (Mamba-1 +
-attention, MoE). Published totals, layer patterns, the conv / scan paths by hand, every cache state, the
+"""State-space models (graph/ssm.py): nemotron_h (Mamba-2 + attention + MLP blocks), jamba (Mamba-1 +
+attention, MoE), mamba and mamba2 (pure Mamba-1 / Mamba-2 stacks). Published totals, layer patterns, the conv / scan paths by hand, every cache state, the
 generation closed form, and validation against transformers 5.23's torch path (full size on meta, tiny on
 the CPU; no mamba_ssm / causal_conv1d kernels are installed, so transformers runs its torch fallbacks).
 
 Configs: the bundled presets nemotron-h-56b (nvidia/Nemotron-H-56B-Base-8K) and jamba-1.5-mini
-(ai21labs/AI21-Jamba-1.5-Mini), copies of shared/hf-configs (sources in its SOURCES.md)."""
+(ai21labs/AI21-Jamba-1.5-Mini), copies of shared/hf-configs (sources in its SOURCES.md); for mamba and mamba2
+the transformers config class defaults (tests/family_configs/transformers--Mamba{,2}Config-defaults.json,
+MambaConfig() / Mamba2Config().to_dict() of transformers 5.23, run-time fields dropped)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +28,14 @@ from llm_profiler.symbols import B, P, S
 
 NEMOTRON = "nemotron-h-56b"
 JAMBA = "jamba-1.5-mini"
+CONFIGS = Path(__file__).parent / "family_configs"
+MAMBA = "transformers--MambaConfig-defaults"
+MAMBA2 = "transformers--Mamba2Config-defaults"
 
 
 def _data(preset: str, **changes: Any) -> dict[str, Any]:
+    if preset in (MAMBA, MAMBA2):
+        return {**json.loads((CONFIGS / f"{preset}.json").read_text()), **changes}
     return {**load_config(preset).data, **changes}
 
 
@@ -62,6 +71,22 @@ def test_jamba_1_5_mini_total_and_active() -> None:
     assert p.total("params", "model") == total == 51_570_323_328  # published "52B total"
     # active: 2 of the 16 experts per MoE layer -> 14 fewer experts on each of the 16 MoE layers
     assert p.total("active_params", "model") == total - 16 * 14 * mlp == 12_110_311_296  # published "12B active"
+
+
+def test_mamba_and_mamba2_defaults_totals() -> None:
+    # MambaConfig(): h = 768, 32 layers, inner 1536, state 16, dt rank 48, conv 4, vocab 50280, tied head.
+    # per layer: in_proj 768*3072, conv1d 1536*4 + 1536, x_proj 1536*(48 + 32), dt_proj 48*1536 + 1536,
+    # A_log 1536*16, D 1536, out_proj 1536*768, norm 768
+    h, inner, rank, n = 768, 1536, 48, 16
+    layer = h * 2 * inner + inner * 5 + inner * (rank + 2 * n) + rank * inner + inner + inner * n + inner + inner * h + h
+    assert profile(_data(MAMBA), 1, 1).total("params", "model") == 32 * layer + 50280 * h + h == 159_308_544
+    # Mamba2Config() (Mamba-Codestral-7B's dims): h = 4096, 64 layers, 128 heads x 64, 8 groups of state 128
+    # (conv channels 8192 + 2*8*128 = 10240), vocab 32768, untied head.
+    h, inner, ch, heads = 4096, 8192, 10240, 128
+    layer = h * (inner + ch + heads) + ch * 5 + 3 * heads + inner + inner * h + h
+    assert profile(_data(MAMBA2), 1, 1).total("params", "model") == 64 * layer + 2 * 32768 * h + h == 7_285_403_648
+    with pytest.raises(ConfigError, match="expand x hidden_size"):
+        build_spec(_data(MAMBA2, num_heads=64))
 
 
 # --- layer patterns and config quirks --------------------------------------------------------------
@@ -181,6 +206,23 @@ QUIRKS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def _cache_params_named_past_key_values(model: Any) -> Any:
+    """MambaForCausalLM / Mamba2ForCausalLM take and return their cache as ``cache_params``; the measuring side
+    passes and reads ``past_key_values``. The same model (same modules, same forward) under a subclass that
+    renames the argument and the output field (llm_profiler/validation/measure.py itself does not know the
+    name yet: see the SSM report)."""
+    base = type(model)
+
+    class PastKeyValuesNamed(base):  # type: ignore[misc, valid-type]
+        def forward(self, input_ids: Any = None, past_key_values: Any = None, use_cache: Any = None, **kw: Any) -> Any:
+            out = base.forward(self, input_ids=input_ids, cache_params=past_key_values, use_cache=use_cache, **kw)
+            out["past_key_values"] = out.cache_params
+            return out
+
+    model.__class__ = PastKeyValuesNamed
+    return model
+
+
 def _validate_all(config: Any, tiny: bool, shapes: list[tuple[int, int, int]]) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
@@ -188,6 +230,8 @@ def _validate_all(config: Any, tiny: bool, shapes: list[tuple[int, int, int]]) -
     from llm_profiler.validation.reference import reference
 
     model = reference(config, tiny=tiny).build()
+    if "cache_params" in type(model).forward.__code__.co_varnames:
+        model = _cache_params_named_past_key_values(model)
     for shape in shapes:
         report = validate(config, *shape, tiny=tiny, model=model)
         assert report.ok and report.rows and not report.unknown_ops, report.table()
@@ -206,6 +250,13 @@ def test_validate_full_size_on_meta(preset: str) -> None:
 @pytest.mark.parametrize("preset", [NEMOTRON, JAMBA])
 def test_validate_tiny_on_cpu(preset: str) -> None:
     _validate_all(preset, tiny=True, shapes=SHAPES + TINY_EXTRA)
+
+
+@pytest.mark.validation
+@pytest.mark.parametrize("name", [MAMBA, MAMBA2])
+def test_validate_mamba_and_mamba2(name: str) -> None:
+    _validate_all(_data(name), tiny=False, shapes=SHAPES + [(1, 300, 2)])  # mamba2's chunk is 256
+    _validate_all(_data(name), tiny=True, shapes=SHAPES + TINY_EXTRA)
 
 
 @pytest.mark.validation

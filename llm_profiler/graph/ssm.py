@@ -109,12 +109,17 @@ def _conv_params(channels: int, kernel: int, bias: bool) -> Counts:
 
 
 def own_counts(m: Mamba2, act: str = "silu") -> Counts:
-    """The mixer's own ops outside the scan functions: A = -exp(A_log) (H EXP, H ADD) and the conv output's
-    activation; its parameters A_log, D and dt_bias (H each)."""
+    """The mixer's own op outside the scan functions: the conv output's activation; its parameters A_log, D
+    and dt_bias (H each)."""
     _, activated = conv_columns(m.conv_kernel)
-    out = ops.elementwise("exp", Formula.const(m.heads)) + ops.elementwise("neg", Formula.const(m.heads))
-    out = out + blk.activation(act, B * m.conv_channels * activated)
-    return blk.with_params(out, 3 * m.heads)
+    return blk.with_params(blk.activation(act, B * m.conv_channels * activated), 3 * m.heads)
+
+
+def decay_counts(elements: int) -> Counts:
+    """A = -exp(A_log) over its ``elements`` (H for Mamba-2, inner x state for Mamba-1): EXP and ADD (neg) each,
+    once per forward whatever the batch."""
+    n = Formula.const(elements)
+    return ops.elementwise("exp", n) + ops.elementwise("neg", n)
 
 
 def dt_counts(m: Mamba2) -> Counts:
@@ -201,6 +206,7 @@ def mamba2_parts(m: Mamba2, hidden: int, mixer: str, act: str = "silu", block: s
         Part(f"{mixer}:conv_state", mixer, NodeKind.KV_CACHE,
              blk.state_cache(StateKind.CONV, conv_state, conv_state), block),
         Part(f"{mixer}:conv", mixer, CONV_KIND, conv_counts(m), block),
+        Part(f"{mixer}:decay", mixer, NodeKind.ELEMENTWISE, decay_counts(m.heads), block),
         Part(mixer, mixer, NodeKind.ELEMENTWISE, own_counts(m, act), block),
         Part(f"{mixer}:dt", mixer, SCAN_KIND, dt_counts(m), block),
         Part(f"{mixer}:ssm_state", mixer, NodeKind.KV_CACHE,
@@ -262,8 +268,7 @@ def mamba1_parts(m: Mamba1, hidden: int, mixer: str, act: str = "silu", block: s
     outputs, activated = conv_columns(m.conv_kernel)
     conv_state = B * ch * m.conv_kernel
     ssm_state = B * ch * N
-    own = ops.elementwise("exp", Formula.const(ch * N)) + ops.elementwise("neg", Formula.const(ch * N))
-    own = blk.with_params(own + blk.activation(act, B * ch * activated), ch * N + ch)  # A_log, D
+    own = blk.with_params(blk.activation(act, B * ch * activated), ch * N + ch)  # A_log, D
     conv_ops = ops.conv(B * ch * outputs, m.conv_kernel, m.conv_bias).with_facts(
         weights=_conv_weights(ch, m.conv_kernel, m.conv_bias),
         states=(State(StateKind.CONV, read=conv_state * HAS_STATE),), reads=B * ch * outputs)
@@ -276,6 +281,7 @@ def mamba1_parts(m: Mamba1, hidden: int, mixer: str, act: str = "silu", block: s
         Part(f"{mixer}:conv_state", mixer, NodeKind.KV_CACHE, blk.state_cache(StateKind.CONV, conv_state, conv_state),
              block),
         Part(f"{mixer}:conv", mixer, CONV_KIND, conv_ops, block),
+        Part(f"{mixer}:decay", mixer, NodeKind.ELEMENTWISE, decay_counts(ch * N), block),
         Part(mixer, mixer, NodeKind.ELEMENTWISE, own, block),
         Part(f"{mixer}.x_proj", f"{mixer}.x_proj", NodeKind.LINEAR, blk.linear(t, ch, m.dt_rank + 2 * N, False), block),
     ]
