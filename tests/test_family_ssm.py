@@ -235,9 +235,10 @@ def _validate_all(config: Any, tiny: bool, shapes: list[tuple[int, int, int]]) -
     for shape in shapes:
         report = validate(config, *shape, tiny=tiny, model=model)
         assert report.ok and report.rows and not report.unknown_ops, report.table()
-        # per-kind rows for the Mamba layers (attention layers' keys and values are the plain cache rows)
+        # per-kind rows for the Mamba layers (attention layers' keys and values are the plain cache rows); the
+        # growth has rows where it is not zero: a prefill creates the states, later forwards only overwrite them
         kinds = {row.metric for row in report.rows if row.metric.startswith("cache")}
-        assert {"cache", "cache[conv]", "cache[recurrent]", "cache_growth"} <= kinds, kinds
+        assert {"cache", "cache[conv]", "cache[recurrent]"} | ({"cache_growth"} if shape[2] == 0 else set()) <= kinds
 
 
 @pytest.mark.validation
