@@ -103,16 +103,21 @@ def test_roofline_says_when_weights_do_not_fit() -> None:
     assert any(note.startswith("does not fit A100-80GB") for note in report.notes)
 
 
-def test_sdpa_keeps_the_reference_arithmetic_but_writes_no_scores() -> None:
+def test_sdpa_drops_the_additive_mask_and_writes_no_scores() -> None:
     eager = profile_model("llama-3.2-1b")
     sdpa = profile_model("llama-3.2-1b", engine="hf-sdpa")
-    for metric in (M.ADD, M.MULT, M.DIV, M.EXP, M.CMP, M.MACS):
+    for metric in (M.MULT, M.DIV, M.EXP, M.CMP, M.MACS):
         assert sdpa.count(metric, "model", 2, 7, 5) == eager.count(metric, "model", 2, 7, 5)
+    # SDPA takes a boolean mask (a select): the eager additive mask, one add per score, is gone:
+    # 16 layers x B*H*S*keys = 16 x 2*32*7*12 = 86,016
+    assert eager.count(M.ADD, "model", 2, 7, 5) - sdpa.count(M.ADD, "model", 2, 7, 5) == 16 * 2 * 32 * 7 * 12
     node = sdpa.graph.node("model.layers.0.self_attn:softmax")
     assert node.counts[M.ACT](2, 7, 5) == 0
     # act drops by the four S x keys tensors eager writes per layer (q @ k^T, its scaling, the masked scores,
-    # the probabilities): 4 x B*H*S*keys = 4 x 2*32*7*12, 16 layers
-    assert eager.count(M.ACT, "model", 2, 7, 5) - sdpa.count(M.ACT, "model", 2, 7, 5) == 16 * 4 * 2 * 32 * 7 * 12
+    # the probabilities): 4 x B*H*S*keys = 4 x 2*32*7*12, 16 layers; and by the mask's expansion over the
+    # batch (where(mask, 0, min): B*S*keys = 2*7*12)
+    assert (eager.count(M.ACT, "model", 2, 7, 5) - sdpa.count(M.ACT, "model", 2, 7, 5)
+            == 16 * 4 * 2 * 32 * 7 * 12 + 2 * 7 * 12)
 
 
 def test_unknown_engine_lists_the_valid_ones() -> None:

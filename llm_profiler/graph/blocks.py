@@ -245,19 +245,20 @@ def _keys_or_values(heads: int, head_dim: int, keys: Formula, kv_heads: int | No
     return state_read(StateKind.KEYS_VALUES, B * kv_heads * keys * head_dim)
 
 
-def causal_mask(keys: Formula, sliding_window: int | None = None) -> Counts:
+def causal_mask(keys: Formula, sliding_window: int | None = None, expand: bool = True) -> Counts:
     """One call of transformers' create_causal_mask / create_sliding_window_causal_mask (eager):
 
     cache_position = arange(S) + P: S ADD; kv_idx = arange(keys) + offset: keys ADD;
     causal: kv_idx <= q_idx over S x keys: S*keys CMP;
     sliding overlay: q_idx - window: S ADD; kv_idx > q_idx - window: S*keys CMP; two bitwise ANDs
     (with the all-true start and with the causal part): 2*S*keys CMP;
-    where(mask, 0, min) expands over the batch: writes B*S*keys (no arithmetic).
+    where(mask, 0, min) expands over the batch: writes B*S*keys (no arithmetic). ``expand=False``: the boolean
+    mask as SDPA takes it (no where, no batch expansion).
     """
     out = ops.elementwise("add", S) + ops.elementwise("add", keys) + ops.elementwise("cmp", S * keys)
     if sliding_window is not None:
         out = out + ops.elementwise("sub", S) + ops.elementwise("cmp", S * keys) + ops.elementwise("logic", 2 * S * keys)
-    return out + ops.elementwise("select", B * S * keys)
+    return out + ops.elementwise("select", B * S * keys) if expand else out
 
 
 def position_ids() -> Counts:
