@@ -1,12 +1,13 @@
 """State-space models (graph/ssm.py): nemotron_h (Mamba-2 + attention + MLP blocks), jamba (Mamba-1 +
-attention, MoE), mamba and mamba2 (pure Mamba-1 / Mamba-2 stacks). Published totals, layer patterns, the conv / scan paths by hand, every cache state, the
+attention, MoE), mamba and mamba2 (pure Mamba-1 / Mamba-2 stacks), falcon_h1 (Mamba-2 and attention in
+parallel in every layer). Published totals, layer patterns, the conv / scan paths by hand, every cache state, the
 generation closed form, and validation against transformers 5.23's torch path (full size on meta, tiny on
 the CPU; no mamba_ssm / causal_conv1d kernels are installed, so transformers runs its torch fallbacks).
 
 Configs: the bundled presets nemotron-h-56b (nvidia/Nemotron-H-56B-Base-8K) and jamba-1.5-mini
 (ai21labs/AI21-Jamba-1.5-Mini), copies of shared/hf-configs (sources in its SOURCES.md); for mamba and mamba2
-the transformers config class defaults (tests/family_configs/transformers--Mamba{,2}Config-defaults.json,
-MambaConfig() / Mamba2Config().to_dict() of transformers 5.23, run-time fields dropped)."""
+and falcon_h1 the transformers config class defaults (tests/family_configs/transformers--{Mamba,Mamba2,
+FalconH1}Config-defaults.json: the class's to_dict() in transformers 5.23, run-time fields dropped)."""
 
 from __future__ import annotations
 
@@ -31,10 +32,11 @@ JAMBA = "jamba-1.5-mini"
 CONFIGS = Path(__file__).parent / "family_configs"
 MAMBA = "transformers--MambaConfig-defaults"
 MAMBA2 = "transformers--Mamba2Config-defaults"
+FALCON_H1 = "transformers--FalconH1Config-defaults"
 
 
 def _data(preset: str, **changes: Any) -> dict[str, Any]:
-    if preset in (MAMBA, MAMBA2):
+    if preset in (MAMBA, MAMBA2, FALCON_H1):
         return {**json.loads((CONFIGS / f"{preset}.json").read_text()), **changes}
     return {**load_config(preset).data, **changes}
 
@@ -87,6 +89,21 @@ def test_mamba_and_mamba2_defaults_totals() -> None:
     assert profile(_data(MAMBA2), 1, 1).total("params", "model") == 64 * layer + 2 * 32768 * h + h == 7_285_403_648
     with pytest.raises(ConfigError, match="expand x hidden_size"):
         build_spec(_data(MAMBA2, num_heads=64))
+
+
+def test_falcon_h1_defaults_total() -> None:
+    # FalconH1Config(): h = 4096, 32 layers; Mamba-2 of 1024 = 128 heads x 8, 1 group of state 256 (conv
+    # channels 1024 + 2*256 = 1536), in_proj 4096 x (1024 + 1536 + 128), conv1d 1536*4 + 1536, A_log/D/dt_bias
+    # 3*128, out_proj 1024*4096 (no norm module: mamba_rms_norm off); attention q, o 4096^2, k, v 4096*1024;
+    # gated MLP 3*4096*14336; two norms; vocab 128000, untied head.
+    h = 4096
+    layer = 2 * h + h * 2688 + 1536 * 5 + 3 * 128 + 1024 * h + 2 * h * h + 2 * h * 1024 + 3 * h * 14336
+    assert profile(_data(FALCON_H1), 1, 1).total("params", "model") == 32 * layer + 2 * 128000 * h + h == 8_514_961_408
+    # every layer holds K, V (8 heads x 128) and the Mamba states: conv B x 1536 x 4, SSM B x 128 x 8 x 256
+    m = profile_model(_data(FALCON_H1))
+    assert m.count(M.CACHE, "model.layers.3", 2, 3, 5) == 2 * (8 * 8 * 256 + 1536 * 4 + 128 * 8 * 256)
+    with pytest.raises(ConfigError, match="mamba_n_heads"):
+        build_spec(_data(FALCON_H1, mamba_n_heads=96))
 
 
 # --- layer patterns and config quirks --------------------------------------------------------------
@@ -203,6 +220,11 @@ QUIRKS: dict[str, tuple[str, dict[str, Any]]] = {
     "nemotron-h-biases": (NEMOTRON, {"use_bias": True, "use_conv_bias": False, "mlp_bias": True,
                                      "hybrid_override_pattern": "-M*M"}),
     "jamba-dense-biases": (JAMBA, {"num_experts": 1, "mamba_proj_bias": True, "mamba_conv_bias": False}),
+    # the gated RMSNorm module, gate before the norm, every bias, non-unit muP multipliers (ops all the same)
+    "falcon-h1-norm-biases-mup": (FALCON_H1, {
+        "mamba_rms_norm": True, "mamba_norm_before_gate": False, "attention_bias": True, "mlp_bias": True,
+        "projectors_bias": True, "mamba_proj_bias": True, "mamba_conv_bias": False, "embedding_multiplier": 2.0,
+        "mlp_multipliers": [0.5, 2.0], "ssm_multipliers": [1.0, 2.0, 3.0, 4.0, 5.0], "key_multiplier": 0.5}),
 }
 
 
@@ -258,6 +280,12 @@ def test_validate_tiny_on_cpu(preset: str) -> None:
 def test_validate_mamba_and_mamba2(name: str) -> None:
     _validate_all(_data(name), tiny=False, shapes=SHAPES + [(1, 300, 2)])  # mamba2's chunk is 256
     _validate_all(_data(name), tiny=True, shapes=SHAPES + TINY_EXTRA)
+
+
+@pytest.mark.validation
+def test_validate_falcon_h1() -> None:
+    _validate_all(_data(FALCON_H1), tiny=False, shapes=SHAPES + [(1, 260, 2)])  # chunk 256: 2 chunks
+    _validate_all(_data(FALCON_H1), tiny=True, shapes=SHAPES + TINY_EXTRA)
 
 
 @pytest.mark.validation

@@ -59,6 +59,8 @@ class Mamba2(BaseModel):
     conv_bias: bool = True
     proj_bias: bool = False  # in_proj and out_proj
     norm_groups: int = Field(default=1, gt=0)  # the gated RMSNorm normalises I / norm_groups wide groups
+    gated_norm: bool = True  # False: no norm module, the scan output times silu(gate) (falcon_h1's mamba_rms_norm off)
+    out_bias: bool | None = None  # out_proj's bias when it differs from in_proj's (None: proj_bias)
 
     @property
     def inner(self) -> int:
@@ -193,12 +195,26 @@ def gated_norm(m: Mamba2) -> Counts:
     return fusable(blk.with_params(out, n), 2 * TOKENS * n, TOKENS * n)
 
 
-def mamba2_parts(m: Mamba2, hidden: int, mixer: str, act: str = "silu", block: str = ATTN) -> list[Part]:
-    """The Mamba-2 mixer at module ``mixer`` (e.g. ``.mixer``) of a layer."""
+def _ungated(m: Mamba2, path: Formula) -> Counts:
+    """scan output * silu(gate) without a norm, on the forwards ``path`` (CHUNKED / DECODE) selects."""
+    n = TOKENS * m.inner * path
+    return ops.elementwise("silu", n) + ops.elementwise("mul", n)
+
+
+def mamba2_parts(m: Mamba2, hidden: int, mixer: str, act: str = "silu", block: str = ATTN,
+                 own_extra: Counts | None = None) -> list[Part]:
+    """The Mamba-2 mixer at module ``mixer`` (e.g. ``.mixer``) of a layer; ``own_extra``: more of the mixer's
+    own ops (falcon_h1's muP multipliers)."""
     t, ch = TOKENS, m.conv_channels
     proj = m.inner + ch + m.heads
     ssm_state = B * m.heads * m.head_dim * m.state
     conv_state = B * ch * m.conv_kernel
+    own, scan = own_counts(m, act), scan_counts(m)
+    if own_extra is not None:
+        own = own + own_extra
+    if not m.gated_norm:  # the gate: in the mixer's forward (chunked), inside the state update (decode)
+        own, scan = own + _ungated(m, CHUNKED), (scan + _ungated(m, DECODE)).with_facts(states=scan.facts.states)
+    out_bias = m.proj_bias if m.out_bias is None else m.out_bias
     return [
         Part(f"{mixer}.in_proj", f"{mixer}.in_proj", NodeKind.LINEAR, blk.linear(t, hidden, proj, m.proj_bias), block),
         Part(f"{mixer}.conv1d", f"{mixer}.conv1d", WEIGHTS_KIND,
@@ -207,13 +223,13 @@ def mamba2_parts(m: Mamba2, hidden: int, mixer: str, act: str = "silu", block: s
              blk.state_cache(StateKind.CONV, conv_state, conv_state), block),
         Part(f"{mixer}:conv", mixer, CONV_KIND, conv_counts(m), block),
         Part(f"{mixer}:decay", mixer, NodeKind.ELEMENTWISE, decay_counts(m.heads), block),
-        Part(mixer, mixer, NodeKind.ELEMENTWISE, own_counts(m, act), block),
+        Part(mixer, mixer, NodeKind.ELEMENTWISE, own, block),
         Part(f"{mixer}:dt", mixer, SCAN_KIND, dt_counts(m), block),
         Part(f"{mixer}:ssm_state", mixer, NodeKind.KV_CACHE,
              blk.state_cache(StateKind.RECURRENT, ssm_state, ssm_state), block),
-        Part(f"{mixer}:scan", mixer, SCAN_KIND, scan_counts(m), block),
-        Part(f"{mixer}.norm", f"{mixer}.norm", NodeKind.NORM, gated_norm(m), block),
-        Part(f"{mixer}.out_proj", f"{mixer}.out_proj", NodeKind.LINEAR, blk.linear(t, m.inner, hidden, m.proj_bias),
+        Part(f"{mixer}:scan", mixer, SCAN_KIND, scan, block),
+        *([Part(f"{mixer}.norm", f"{mixer}.norm", NodeKind.NORM, gated_norm(m), block)] if m.gated_norm else []),
+        Part(f"{mixer}.out_proj", f"{mixer}.out_proj", NodeKind.LINEAR, blk.linear(t, m.inner, hidden, out_bias),
              block),
     ]
 
