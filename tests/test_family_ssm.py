@@ -1,13 +1,15 @@
 """State-space models (graph/ssm.py): nemotron_h (Mamba-2 + attention + MLP blocks), jamba (Mamba-1 +
 attention, MoE), mamba and mamba2 (pure Mamba-1 / Mamba-2 stacks), falcon_h1 (Mamba-2 and attention in
-parallel in every layer). Published totals, layer patterns, the conv / scan paths by hand, every cache state, the
+parallel in every layer), granitemoehybrid (Granite-4.0-H: Mamba-2 or NoPE attention, MoE + shared MLP). Published totals, layer patterns, the conv / scan paths by hand, every cache state, the
 generation closed form, and validation against transformers 5.23's torch path (full size on meta, tiny on
 the CPU; no mamba_ssm / causal_conv1d kernels are installed, so transformers runs its torch fallbacks).
 
 Configs: the bundled presets nemotron-h-56b (nvidia/Nemotron-H-56B-Base-8K) and jamba-1.5-mini
 (ai21labs/AI21-Jamba-1.5-Mini), copies of shared/hf-configs (sources in its SOURCES.md); for mamba and mamba2
-and falcon_h1 the transformers config class defaults (tests/family_configs/transformers--{Mamba,Mamba2,
-FalconH1}Config-defaults.json: the class's to_dict() in transformers 5.23, run-time fields dropped)."""
+falcon_h1 and granitemoehybrid the transformers config class defaults (tests/family_configs/transformers--{Mamba,
+Mamba2,FalconH1,GraniteMoeHybrid}Config-defaults.json: the class's to_dict() in transformers 5.23, run-time
+fields dropped; GraniteMoeHybrid's layer_types put attention on layers 5, 15 and 25, because the default
+all-Mamba stack fails in transformers' own DynamicCache.get_seq_length)."""
 
 from __future__ import annotations
 
@@ -33,10 +35,11 @@ CONFIGS = Path(__file__).parent / "family_configs"
 MAMBA = "transformers--MambaConfig-defaults"
 MAMBA2 = "transformers--Mamba2Config-defaults"
 FALCON_H1 = "transformers--FalconH1Config-defaults"
+GRANITE_H = "transformers--GraniteMoeHybridConfig-defaults"
 
 
 def _data(preset: str, **changes: Any) -> dict[str, Any]:
-    if preset in (MAMBA, MAMBA2, FALCON_H1):
+    if preset in (MAMBA, MAMBA2, FALCON_H1, GRANITE_H):
         return {**json.loads((CONFIGS / f"{preset}.json").read_text()), **changes}
     return {**load_config(preset).data, **changes}
 
@@ -104,6 +107,24 @@ def test_falcon_h1_defaults_total() -> None:
     assert m.count(M.CACHE, "model.layers.3", 2, 3, 5) == 2 * (8 * 8 * 256 + 1536 * 4 + 128 * 8 * 256)
     with pytest.raises(ConfigError, match="mamba_n_heads"):
         build_spec(_data(FALCON_H1, mamba_n_heads=96))
+
+
+def test_granitemoehybrid_total() -> None:
+    # h = 4096, 32 layers: 29 Mamba-2 (inner 8192 = 128 heads x 64, 1 group of state 256: conv channels 8704;
+    # in_proj 4096 x (8192 + 8704 + 128), conv1d 8704*5, A_log/D/dt_bias, gated norm 8192, out_proj 8192*4096)
+    # and 3 attention layers (32 heads = 32 KV heads of 128: 4 x 4096^2); every layer: router 8*4096, 8 experts
+    # of 3*4096*11008, shared MLP 3*4096*1024, two norms; vocab 32000, untied head.
+    h = 4096
+    mamba = h * 17024 + 8704 * 5 + 3 * 128 + 8192 + 8192 * h
+    ffn = 8 * h + 8 * 3 * h * 11008 + 3 * h * 1024 + 2 * h
+    p = profile(_data(GRANITE_H), 1, 1)
+    assert p.total("params", "model") == 29 * mamba + 3 * 4 * h * h + 32 * ffn + 2 * 32000 * h + h == 38_492_380_544
+    assert p.total("active_params", "model") == 38_492_380_544 - 32 * 6 * 3 * h * 11008  # 2 of 8 experts
+    _, spec = build_spec(_data(GRANITE_H))
+    assert [i for i, layer in enumerate(spec.layers) if layer.mixer.kind != "state_space"] == [5, 15, 25]
+    assert spec.rotary_dim == 0  # position_embedding_type unset: NoPE attention
+    _, dense = build_spec(_data(GRANITE_H, num_local_experts=0))
+    assert not any(layer.moe for layer in dense.layers)
 
 
 # --- layer patterns and config quirks --------------------------------------------------------------
@@ -225,6 +246,11 @@ QUIRKS: dict[str, tuple[str, dict[str, Any]]] = {
         "mamba_rms_norm": True, "mamba_norm_before_gate": False, "attention_bias": True, "mlp_bias": True,
         "projectors_bias": True, "mamba_proj_bias": True, "mamba_conv_bias": False, "embedding_multiplier": 2.0,
         "mlp_multipliers": [0.5, 2.0], "ssm_multipliers": [1.0, 2.0, 3.0, 4.0, 5.0], "key_multiplier": 0.5}),
+    "granitemoehybrid-rope-biases-mup": (GRANITE_H, {
+        "position_embedding_type": "rope", "attention_bias": True, "mamba_proj_bias": True, "mamba_conv_bias": False,
+        "embedding_multiplier": 12.0, "residual_multiplier": 0.22, "logits_scaling": 6.0,
+        "attention_multiplier": 0.015625}),
+    "granitemoehybrid-no-experts": (GRANITE_H, {"num_local_experts": 0}),  # the shared MLP alone
 }
 
 
@@ -286,6 +312,12 @@ def test_validate_mamba_and_mamba2(name: str) -> None:
 def test_validate_falcon_h1() -> None:
     _validate_all(_data(FALCON_H1), tiny=False, shapes=SHAPES + [(1, 260, 2)])  # chunk 256: 2 chunks
     _validate_all(_data(FALCON_H1), tiny=True, shapes=SHAPES + TINY_EXTRA)
+
+
+@pytest.mark.validation
+def test_validate_granitemoehybrid() -> None:
+    _validate_all(_data(GRANITE_H), tiny=False, shapes=SHAPES + [(1, 260, 2)])  # chunk 256: 2 chunks
+    _validate_all(_data(GRANITE_H), tiny=True, shapes=SHAPES + TINY_EXTRA)
 
 
 @pytest.mark.validation

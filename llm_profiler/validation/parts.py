@@ -125,6 +125,8 @@ RULES = RULES + (
     Rule("scan", r"mamba2_chunk_scan|mamba2_selective_state_update|segment_sum", "Mamba-2's selective scan: the "
          "chunked SSD form (segment sums, the four einsums, D skip) or the one-token state update: nemotron_h, "
          "mamba2, falcon_h1, granitemoehybrid"),
+    Rule("shared_mix", r"GraniteMoeHybridDecoderLayer\.forward", "granitemoehybrid: the routed experts' output + "
+         "the shared MLP's", line=r"shared_mlp"),
     Rule("scan", r"mamba_selective_scan|mamba_selective_state_update", "Mamba-1's selective scan: the sequential "
          "torch loop over the tokens or the one-token state update (D skip, * silu(z)): jamba, mamba"),
 )
