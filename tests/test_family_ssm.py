@@ -1,6 +1,7 @@
 """State-space models (graph/ssm.py): nemotron_h (Mamba-2 + attention + MLP blocks), jamba (Mamba-1 +
 attention, MoE), mamba and mamba2 (pure Mamba-1 / Mamba-2 stacks), falcon_h1 (Mamba-2 and attention in
-parallel in every layer), granitemoehybrid (Granite-4.0-H: Mamba-2 or NoPE attention, MoE + shared MLP). Published totals, layer patterns, the conv / scan paths by hand, every cache state, the
+parallel in every layer), granitemoehybrid (Granite-4.0-H: Mamba-2 or NoPE attention, MoE + shared MLP), lfm2
+(gated short-convolution layers and attention). Published totals, layer patterns, the conv / scan paths by hand, every cache state, the
 generation closed form, and validation against transformers 5.23's torch path (full size on meta, tiny on
 the CPU; no mamba_ssm / causal_conv1d kernels are installed, so transformers runs its torch fallbacks).
 
@@ -9,7 +10,9 @@ Configs: the bundled presets nemotron-h-56b (nvidia/Nemotron-H-56B-Base-8K) and 
 falcon_h1 and granitemoehybrid the transformers config class defaults (tests/family_configs/transformers--{Mamba,
 Mamba2,FalconH1,GraniteMoeHybrid}Config-defaults.json: the class's to_dict() in transformers 5.23, run-time
 fields dropped; GraniteMoeHybrid's layer_types put attention on layers 5, 15 and 25, because the default
-all-Mamba stack fails in transformers' own DynamicCache.get_seq_length)."""
+all-Mamba stack fails in transformers' own DynamicCache.get_seq_length); lfm2: Lfm2Config with LFM2-1.2B's
+dimensions (hidden 2048, 16 layers with attention at 2, 5, 8, 10, 12, 14, 12288 before the 2/3 adjustment,
+32 heads / 8 KV, conv_L_cache 3, vocab 65536, tied), transformers--Lfm2Config-LFM2-1.2B-dims.json."""
 
 from __future__ import annotations
 
@@ -36,10 +39,11 @@ MAMBA = "transformers--MambaConfig-defaults"
 MAMBA2 = "transformers--Mamba2Config-defaults"
 FALCON_H1 = "transformers--FalconH1Config-defaults"
 GRANITE_H = "transformers--GraniteMoeHybridConfig-defaults"
+LFM2 = "transformers--Lfm2Config-LFM2-1.2B-dims"
 
 
 def _data(preset: str, **changes: Any) -> dict[str, Any]:
-    if preset in (MAMBA, MAMBA2, FALCON_H1, GRANITE_H):
+    if preset in (MAMBA, MAMBA2, FALCON_H1, GRANITE_H, LFM2):
         return {**json.loads((CONFIGS / f"{preset}.json").read_text()), **changes}
     return {**load_config(preset).data, **changes}
 
@@ -125,6 +129,21 @@ def test_granitemoehybrid_total() -> None:
     assert spec.rotary_dim == 0  # position_embedding_type unset: NoPE attention
     _, dense = build_spec(_data(GRANITE_H, num_local_experts=0))
     assert not any(layer.moe for layer in dense.layers)
+
+
+def test_lfm2_total_and_conv_cache() -> None:
+    # h = 2048; MLP width int(2 * 12288 / 3) = 8192 (x 1.0, a multiple of 256); 10 conv layers: in_proj
+    # 2048 x 6144, conv1d 2048*3 (no bias), out_proj 2048^2; 6 attention layers: q, out 2048^2, k, v
+    # 2048 x 512 (8 KV heads of 64), q/k per-head norms 64 each; SwiGLU 3 x 2048 x 8192 and two norms per
+    # layer; tied embeddings 65536 x 2048 + the final norm. LFM2-1.2B's card: 1.17B.
+    h = 2048
+    conv, attention = h * 3 * h + h * 3 + h * h, 2 * h * h + 2 * h * 512 + 2 * 64
+    total = 10 * conv + 6 * attention + 16 * (3 * h * 8192 + 2 * h) + 65536 * h + h
+    assert profile(_data(LFM2), 1, 1).total("params", "model") == total == 1_170_340_608
+    m = profile_model(_data(LFM2))
+    # a conv layer's cache: the conv state B x 2048 x 3 (no SSM state); an attention layer's: K, V
+    assert m.count(M.CACHE, "model.layers.0", 3, 7, 5) == 3 * 2048 * 3
+    assert m.count(M.CACHE, "model.layers.2", 3, 7, 5) == 3 * 12 * 8 * 128  # B * (P+S) * KV heads * (K+V dims)
 
 
 # --- layer patterns and config quirks --------------------------------------------------------------
@@ -251,6 +270,7 @@ QUIRKS: dict[str, tuple[str, dict[str, Any]]] = {
         "embedding_multiplier": 12.0, "residual_multiplier": 0.22, "logits_scaling": 6.0,
         "attention_multiplier": 0.015625}),
     "granitemoehybrid-no-experts": (GRANITE_H, {"num_local_experts": 0}),  # the shared MLP alone
+    "lfm2-conv-bias-kernel-4": (LFM2, {"conv_bias": True, "conv_L_cache": 4, "block_auto_adjust_ff_dim": False}),
 }
 
 
@@ -271,7 +291,8 @@ def _cache_params_named_past_key_values(model: Any) -> Any:
     return model
 
 
-def _validate_all(config: Any, tiny: bool, shapes: list[tuple[int, int, int]]) -> None:
+def _validate_all(config: Any, tiny: bool, shapes: list[tuple[int, int, int]],
+                  states: tuple[str, ...] = ("conv", "recurrent")) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from llm_profiler.validation import validate
@@ -286,7 +307,8 @@ def _validate_all(config: Any, tiny: bool, shapes: list[tuple[int, int, int]]) -
         # per-kind rows for the Mamba layers (attention layers' keys and values are the plain cache rows); the
         # growth has rows where it is not zero: a prefill creates the states, later forwards only overwrite them
         kinds = {row.metric for row in report.rows if row.metric.startswith("cache")}
-        assert {"cache", "cache[conv]", "cache[recurrent]"} | ({"cache_growth"} if shape[2] == 0 else set()) <= kinds
+        want = {"cache", *(f"cache[{kind}]" for kind in states)} | ({"cache_growth"} if shape[2] == 0 else set())
+        assert want <= kinds, (want, kinds)
 
 
 @pytest.mark.validation
@@ -321,7 +343,15 @@ def test_validate_granitemoehybrid() -> None:
 
 
 @pytest.mark.validation
+def test_validate_lfm2() -> None:
+    # S < conv kernel; the short conv's cache has no recurrent state
+    _validate_all(_data(LFM2), tiny=False, shapes=SHAPES + [(1, 2, 0)], states=("conv",))
+    _validate_all(_data(LFM2), tiny=True, shapes=SHAPES + TINY_EXTRA, states=("conv",))
+
+
+@pytest.mark.validation
 @pytest.mark.parametrize("case", sorted(QUIRKS))
 def test_validate_quirks_tiny(case: str) -> None:
     preset, changes = QUIRKS[case]
-    _validate_all(_data(preset, **changes), tiny=True, shapes=SHAPES + TINY_EXTRA)
+    states = ("conv",) if preset == LFM2 else ("conv", "recurrent")
+    _validate_all(_data(preset, **changes), tiny=True, shapes=SHAPES + TINY_EXTRA, states=states)

@@ -234,7 +234,6 @@ def mamba2_parts(m: Mamba2, hidden: int, mixer: str, act: str = "silu", block: s
     ]
 
 
-__all__ = ["CHUNKED", "CONV_KIND", "SCAN_KIND", "WEIGHTS_KIND", "Mamba1", "mamba1_parts", "DECODE", "HAS_STATE", "MANY", "Mamba2", "mamba2_parts"]
 
 
 # --- Mamba-1 (jamba, mamba) -----------------------------------------------------------------------------
@@ -315,6 +314,31 @@ def mamba1_parts(m: Mamba1, hidden: int, mixer: str, act: str = "silu", block: s
     ]
 
 
+# --- LFM2's gated short convolution ------------------------------------------------------------------------
+
+
+def short_conv_parts(hidden: int, kernel: int, bias: bool, mixer: str, block: str = ATTN) -> list[Part]:
+    """LFM2's ``Lfm2ShortConv`` at module ``mixer``: in_proj to B, C, x (3 x hidden), B * x, the depthwise causal
+    conv1d (kernel ``kernel``, no activation; the same columns as a Mamba conv), C * y, out_proj; ``bias`` on
+    the projections and the conv. Its cache holds the conv state (B x hidden x kernel) only."""
+    t = TOKENS
+    outputs, _ = conv_columns(kernel)
+    conv_state = B * hidden * kernel
+    conv_ops = ops.conv(B * hidden * outputs, kernel, bias).with_facts(
+        weights=_conv_weights(hidden, kernel, bias), states=(State(StateKind.CONV, read=conv_state * HAS_STATE),),
+        reads=B * hidden * outputs)
+    return [
+        Part(f"{mixer}.in_proj", f"{mixer}.in_proj", NodeKind.LINEAR, blk.linear(t, hidden, 3 * hidden, bias), block),
+        Part(f"{mixer}.conv", f"{mixer}.conv", WEIGHTS_KIND, _conv_params(hidden, kernel, bias), block),
+        Part(f"{mixer}:conv_state", mixer, NodeKind.KV_CACHE, blk.state_cache(StateKind.CONV, conv_state, conv_state),
+             block),
+        Part(f"{mixer}:conv", mixer, CONV_KIND, conv_ops, block),
+        # B * x before the conv, C * y after it
+        Part(mixer, mixer, NodeKind.ELEMENTWISE, ops.elementwise("mul", 2 * t * hidden), block),
+        Part(f"{mixer}.out_proj", f"{mixer}.out_proj", NodeKind.LINEAR, blk.linear(t, hidden, hidden, bias), block),
+    ]
+
+
 def _transposed_input_linear(in_features: int, out_features: int, bias: bool) -> Counts:
     """nn.Linear on a transposed view, as Mamba-1's out_proj gets ``scan_output.transpose(1, 2)``: for more than
     one token the view is not contiguous and F.linear runs the product, then adds the bias as a separate op
@@ -324,3 +348,7 @@ def _transposed_input_linear(in_features: int, out_features: int, bias: bool) ->
         return out
     extra = Counts({ACT: TOKENS * out_features * MANY})
     return (out + extra).with_facts(weights=out.facts.weights if out.facts else ())
+
+
+__all__ = ["CHUNKED", "CONV_KIND", "DECODE", "HAS_STATE", "MANY", "SCAN_KIND", "WEIGHTS_KIND", "Mamba1", "Mamba2",
+           "mamba1_parts", "mamba2_parts", "short_conv_parts"]
