@@ -265,17 +265,24 @@ def _with_counts(node: Node, counts: Counts) -> Node:
     return replace(node, counts=counts)
 
 
+def _sdpa_copies(node: Node) -> Formula | None:
+    """transformers' SDPA path repeats grouped K / V heads only when it passes a mask (else ``enable_gqa``)."""
+    return None if node.facts.copies is None else node.facts.copies * sdpa_mask_built()
+
+
 def _fused_no_write(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
     """SDPA's fused kernel: the same arithmetic, nothing of the S x keys matrices written or read back."""
     counts = Counts(node.counts)
     counts[ACT] = ZERO
-    facts = replace(node.facts, reads=ZERO if node.kind != NodeKind.ATTN_SCORES else _q_reads(node))
+    facts = replace(node.facts, reads=ZERO if node.kind != NodeKind.ATTN_SCORES else _q_reads(node),
+                    copies=_sdpa_copies(node))
     counts.facts = facts
     return replace(node, counts=counts, facts=facts)
 
 
 def _fused_context(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
-    facts = replace(node.facts, reads=ZERO)  # the probabilities stay on chip; the output is written
+    # the probabilities stay on chip; the output is written
+    facts = replace(node.facts, reads=ZERO, copies=_sdpa_copies(node))
     counts = Counts(node.counts)
     counts.facts = facts
     return replace(node, counts=counts, facts=facts)
@@ -300,6 +307,14 @@ def _fused_chain(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
     new = replace(facts, reads=facts.fused_reads)
     counts.facts = new
     return replace(node, counts=counts, facts=new)
+
+
+def _paged_append(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
+    """A paged KV cache (PagedAttention) writes the new tokens into their blocks: no re-copy of the cache."""
+    facts = replace(node.facts, cache_copies=None)
+    counts = Counts(node.counts)
+    counts.facts = facts
+    return replace(node, counts=counts, facts=facts)
 
 
 def _positions_only(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
@@ -440,6 +455,8 @@ def apply_engine(graph: Graph, profile: ExecutionProfile) -> Graph:
     rules = dict(_RULES.get(profile.attention, {}))
     if not profile.builds_mask:
         rules[NodeKind.POSITIONS] = _positions_only
+    if profile.kv_block is not None:
+        rules[NodeKind.KV_CACHE] = _paged_append
     if profile.fused_elementwise:
         rules.update(dict.fromkeys(FUSED_KINDS, _fused_chain))
     absorbed = profile.mla == "absorbed"

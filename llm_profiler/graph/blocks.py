@@ -192,7 +192,9 @@ def kv_cache(kv_heads: int, head_dim: int, cached_tokens: Formula, v_head_dim: i
     """K and V of every cached token: B * kv_heads * (head_dim + v_head_dim) * tokens elements held (the
     update is a copy); the S new tokens' K and V are appended (written) this forward."""
     per_token = B * kv_heads * (head_dim + (head_dim if v_head_dim is None else v_head_dim))
-    return state_cache(kind, held=per_token * cached_tokens, appended=per_token * S)
+    out = state_cache(kind, held=per_token * cached_tokens, appended=per_token * S)
+    # DynamicCache.update: torch.cat([cached, new]) re-copies the tokens held before this forward
+    return out.with_facts(cache_copies=per_token * cached_tokens.substitute({"S": 0}))
 
 
 # The kinds the ``kv`` metric counts: what an attention layer caches (MLA caches its latent instead of K, V).
@@ -242,7 +244,11 @@ def attn_context(heads: int, head_dim: int, keys: Formula, kv_heads: int | None 
 def _keys_or_values(heads: int, head_dim: int, keys: Formula, kv_heads: int | None) -> Counts:
     if kv_heads is None:
         return Counts().with_facts(reads=B * heads * keys * head_dim)
-    return state_read(StateKind.KEYS_VALUES, B * kv_heads * keys * head_dim)
+    out = state_read(StateKind.KEYS_VALUES, B * kv_heads * keys * head_dim)
+    if kv_heads == heads:
+        return out
+    # grouped KV heads: eager attention's repeat_kv copies them to every query head, which the bmm reads
+    return out.with_facts(copies=B * heads * keys * head_dim)
 
 
 def causal_mask(keys: Formula, sliding_window: int | None = None, expand: bool = True) -> Counts:
