@@ -128,6 +128,9 @@ ELEMENTWISE: dict[str, dict[str, int]] = {
     "logic": {CMP: 1},
     "select": {},  # where(cond, a, b): no arithmetic, writes its output
     "gather": {},  # embedding / index_select: no arithmetic, writes its output
+    # softplus(x) = x if x > threshold else log1p(exp(x)) (beta 1): the threshold test (1 CMP), exp and log1p
+    # (2 EXP; the + 1 is inside log1p, counted with it as log1p is): Mamba's dt.
+    "softplus": {EXP: 2, CMP: 1},
 }
 
 
@@ -244,6 +247,13 @@ def complex_mul(n: Number, complex_factor: bool = True) -> Counts:
     return Counts({MULT: 2 * n, ACT: 2 * n})
 
 
+def conv(outputs: Number, k: Number, bias: bool) -> Counts:
+    """A convolution (aten.convolution) writing ``outputs`` elements, each a dot product of ``k`` = in_channels
+    / groups x kernel terms: k MULT (= MACs) and k-1 ADD per output, one more ADD with a bias. A depthwise
+    conv1d (groups = channels: Mamba's short causal convolution) has k = kernel. Writes ``outputs``."""
+    return Counts({MULT: outputs * k, ADD: outputs * (k if bias else k - 1), MACS: outputs * k, ACT: outputs})
+
+
 def polar(n: Number) -> Counts:
     """torch.polar(abs, angle) = abs*cos(angle) + i*abs*sin(angle) over n complex elements:
     2 EXP (cos, sin) and 2 MULT each; writes 2 reals per element."""
@@ -275,3 +285,6 @@ CREATE_OPS: frozenset[str] = frozenset(
     {"arange", "zeros", "ones", "full", "empty", "scalar_tensor", "zeros_like", "ones_like", "full_like",
      "empty_like", "empty_strided", "tensor", "_local_scalar_dense"}
 )
+# tril / triu: a copy with the elements above / below a diagonal zeroed (no arithmetic): moves, as masked_fill
+# (Mamba-2's chunked scan builds its causal masks with torch.tril).
+MOVE_OPS = MOVE_OPS | frozenset({"tril", "triu"})

@@ -45,6 +45,8 @@ B_FREE: dict[str, set[str]] = {
 # temperature, log1p(floor((positions + 1) / floor_scale)) * attn_scale + 1, is computed once per position
 # before it scales q (B*S*heads*head_dim multiplications, linear in B).
 B_FREE_PARTS: dict[str, set[str]] = {"temperature": set(M.STORED)}
+# A state-space mixer's decay rates A = -exp(A_log) (graph/ssm.py) are computed once per forward from the weights.
+B_FREE_PARTS["decay"] = set(M.STORED)
 LINEAR_TOTALS = (M.MACS, M.DIV, M.SQRT, M.CACHE, M.MATMUL_FLOPS)
 SHAPE_FREE = (M.PARAMS, M.ACTIVE_PARAMS)
 

@@ -116,6 +116,9 @@ _PRESETS: tuple[Preset, ...] = (
     _preset("allenai--Olmo-3.1-32B-Instruct.json", "olmo-3.1-32b-instruct", 32_233_522_176),
     _preset("CohereForAI--aya-23-8B.json", "aya-23-8b", 8_028_033_024),  # the Hub's 8.03B
     _preset("stabilityai--stablelm-2-zephyr-1_6b.json", "stablelm-2-zephyr-1.6b", 1_644_515_328),  # the Hub's 1.64B
+    # Hybrids with Mamba mixers (graph/ssm.py): no exact total is published, these are transformers' own counts.
+    _preset("nvidia--Nemotron-H-56B-Base-8K.json", "nemotron-h-56b", 56_324_350_464),  # the model card's "56B"
+    _preset("ai21labs--AI21-Jamba-1.5-Mini.json", "jamba-1.5-mini", 51_570_323_328),  # published "52B total, 12B active"
 )
 
 

@@ -23,6 +23,7 @@ ELEMENTWISE_ATEN: dict[str, str] = {
     "gelu": "gelu", "abs": "abs", "floor": "floor", "floor_divide": "floor_divide", "log1p": "log1p",
     "embedding": "gather", "index_select": "gather", "gather": "gather", "_unsafe_index": "gather",
 }
+ELEMENTWISE_ATEN["softplus"] = "softplus"  # Mamba's dt (ops.ELEMENTWISE["softplus"])
 MATMUL_ATEN = frozenset({"mm", "addmm", "bmm", "baddbmm"})
 
 
@@ -166,6 +167,13 @@ def _clamp(args: tuple, kwargs: dict, result: Any) -> Counts:
     return ops.clamp(_numel(result), (lower is not None) + (upper is not None))
 
 
+def _convolution(args: tuple, kwargs: dict, result: Any) -> Counts:
+    """aten.convolution(input, weight, bias, ...): each output a dot product over weight.shape[1:] (in_channels
+    / groups x the kernel), plus the bias when given."""
+    weight, bias = args[1], args[2] if len(args) > 2 else kwargs.get("bias")
+    return ops.conv(_numel(result), math.prod(weight.shape[1:]), bias is not None)
+
+
 _SPECIAL: dict[str, Any] = {
     "clamp": _clamp,
     "mean": _reduce(ops.reduce_mean),
@@ -179,6 +187,7 @@ _SPECIAL: dict[str, Any] = {
     "polar": _polar,
     "max": _max,
 }
+_SPECIAL["convolution"] = _convolution  # Mamba's short causal conv1d (F.conv1d)
 
 
 def scaled_dot_product_attention(query: Any, key: Any, value: Any, attn_mask: Any = None,

@@ -108,6 +108,29 @@ RULES: tuple[Rule, ...] = (
     Rule(ORDERED, r"MptAttention\.forward|XGLMAttention\.forward", "mpt, xglm compute attention in their forward"),
 )
 
+# State-space mixers (llm_profiler/graph/ssm.py): the torch fallbacks transformers runs without the mamba_ssm /
+# causal_conv1d kernels, module-level functions of the same name in every Mamba-2 hybrid's modeling file.
+RULES = RULES + (
+    Rule("decay", r"\w*Mixer\.forward|\w*MambaLayer\.forward", "A = -exp(A_log), the state decay rates, once per "
+         "forward in the mixer's own forward: nemotron_h, mamba2, falcon_h1, granitemoehybrid, jamba, mamba",
+         line=r"-torch\.exp\(self\.A_log"),
+    Rule("conv", r"causal_conv1d_fn|causal_conv1d_update", "the short causal depthwise conv1d of a state-space "
+         "mixer (F.conv1d, its bias): nemotron_h, mamba2, falcon_h1, granitemoehybrid, jamba, mamba"),
+    Rule("dt", r"mamba2_chunk_scan|mamba2_selective_state_update|mamba_selective_scan|mamba_selective_state_update",
+         "the time step: dt + dt_bias, softplus and (Mamba-2's chunked scan) the clamp to the time-step limits, "
+         "in the scan functions: nemotron_h, mamba2, falcon_h1, granitemoehybrid, jamba, mamba",
+         line=r"dt_bias|delta_bias|softplus|torch\.clamp\(dt"),
+    Rule("dt", r"\w*MambaMixer\.forward", "Mamba-1's dt = dt_proj.weight @ dt (the mixer's own matmul with the "
+         "dt_proj module's weight): jamba, mamba", line=r"dt_proj\.weight @"),
+    Rule("scan", r"mamba2_chunk_scan|mamba2_selective_state_update|segment_sum", "Mamba-2's selective scan: the "
+         "chunked SSD form (segment sums, the four einsums, D skip) or the one-token state update: nemotron_h, "
+         "mamba2, falcon_h1, granitemoehybrid"),
+    Rule("shared_mix", r"GraniteMoeHybridDecoderLayer\.forward", "granitemoehybrid: the routed experts' output + "
+         "the shared MLP's", line=r"shared_mlp"),
+    Rule("scan", r"mamba_selective_scan|mamba_selective_state_update", "Mamba-1's selective scan: the sequential "
+         "torch loop over the tokens or the one-token state update (D skip, * silu(z)): jamba, mamba"),
+)
+
 
 _TRANSFORMERS_DIR: str | None = None
 
