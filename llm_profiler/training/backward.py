@@ -1,0 +1,280 @@
+"""Backward counts per node: what ``loss.backward()`` computes for each forward node, as autograd runs it.
+
+One rule per forward node kind, derived from the node's facts (the matmul shapes the op table recorded, the
+norm's weight, the elementwise chain's fused size) and, where a count is a fixed multiple of a forward op,
+from the forward counts. Each backward op is costed by the op table (``llm_profiler.ops``); the backward-only
+aten ops (``silu_backward``, ``_softmax_backward_data``, ...) are costed here, by ``ATEN_BACKWARD``, which the
+measuring side (``validation/backward.py``) maps the same aten ops through. The derivatives follow
+PyTorch's ``tools/autograd/derivatives.yaml`` and the CPU kernels:
+
+- a matmul (m x k) @ (k x n), the weight or the second operand needing a gradient: grad of the first operand
+  g (m x n) @ B^T (n x k) = m*k*n MACs, grad of the second A^T (k x m) @ g (m x n) = k*n*m MACs; a fused bias:
+  its gradient is g summed over the m rows (n*(m-1) ADD);
+- a mul by a constant (the attention scaling) or by a tensor with no gradient (rope's cos / sin): one mul;
+  a mul of two tensors that both need a gradient (x * rstd, weight * x, gate * up): two muls, and a sum over
+  the broadcast dimension of the smaller operand (the rows of a norm weight, the features of rstd);
+- ``x.pow(2)``: ``grad * 2 * x.pow(1)`` (pow(x, 1) is an aten pow: 1 EXP, then 2 MULT); ``rsqrt``:
+  ``-0.5 * grad * rstd.pow(3)`` (cube: 2 MULT, then 2 MULT); ``mean``: the gradient expanded and divided by n
+  (1 DIV per input element); an add or the additive mask: nothing (the gradient passes through); ``neg``:
+  one neg;
+- silu: ``dy * s * (1 + x * (1 - s))``, s = 1 / (1 + exp(-x)) (aten silu_backward, CPU kernel): EXP 1,
+  ADD 3, DIV 1, MULT 3 per element;
+- softmax: ``y * (g - sum(g * y))`` per row of n: MULT 2n, ADD 2n - 1;
+- the loss, cross_entropy(logits, targets) (mean over the N = B*S rows): log_softmax backward,
+  ``g - exp(y) * sum(g)`` per row of V: ADD 2V - 1, EXP V, MULT V; nll_loss backward: -grad / N once
+  (1 DIV, 1 ADD), written into a zero N x V gradient;
+- the embedding: ``embedding_dense_backward``, the T gradient rows added into a zero V x h table: T*h ADD.
+
+Gradient accumulation: a tensor read by r ops receives r gradients, summed by r - 1 adds of its size; they
+are charged to the node that wrote the tensor (``accumulations``), e.g. the residual stream read by the next
+RMSNorm twice (x.pow(2) and x * rstd) and by the residual add: 2 adds on the node that wrote it. A tied
+lm_head's weight gradient is added to the embedding's: V*h ADD on the embedding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from .. import ops
+from ..errors import ProfilerError
+from ..formula import ZERO, B, Formula, S
+from ..graph.node import Node, NodeKind
+from ..metrics import ACT, ADD, DIV, EXP, MACS, MULT, PARAMS
+from ..ops import Counts
+from ..profile import ModelProfile
+
+TOKENS = B * S
+LOSS = "loss"  # the node path of the cross-entropy on the logits
+
+Number = Any
+
+
+class BackwardUnsupportedError(ProfilerError):
+    """A node whose backward has no rule yet (its family is not validated for training)."""
+
+
+# --- backward-only ops, per element or per row -------------------------------------------------------
+def silu_backward(n: Number) -> Counts:
+    """aten silu_backward: dy * s * (1 + x * (1 - s)), s = 1 / (1 + exp(-x)): EXP 1, ADD 3, DIV 1, MULT 3."""
+    return Counts({EXP: n, ADD: 3 * n, DIV: n, MULT: 3 * n, ACT: n})
+
+
+def softmax_backward(rows: Number, n: Number) -> Counts:
+    """aten _softmax_backward_data: y * (g - sum(g * y)) per row of n: MULT 2n, ADD (n - 1) + n."""
+    return Counts({MULT: 2 * rows * n, ADD: rows * (2 * n - 1), ACT: rows * n})
+
+
+def log_softmax_backward(rows: Number, n: Number) -> Counts:
+    """aten _log_softmax_backward_data: g - exp(y) * sum(g) per row of n: ADD (n - 1) + n, EXP n, MULT n."""
+    return Counts({ADD: rows * (2 * n - 1), EXP: rows * n, MULT: rows * n, ACT: rows * n})
+
+
+def nll_loss_backward(rows: Number, classes: Number) -> Counts:
+    """aten nll_loss_backward (mean): -grad / total_weight once (1 DIV, 1 ADD), scattered into a zero
+    rows x classes gradient (written: rows * classes)."""
+    return Counts({DIV: 1, ADD: 1, ACT: rows * classes})
+
+
+def embedding_backward(rows: Number, hidden: Number, vocab: Number) -> Counts:
+    """aten embedding_dense_backward: the rows' gradients added into a zero vocab x hidden table."""
+    return Counts({ADD: rows * hidden, ACT: vocab * hidden})
+
+
+def _numel(x: Any) -> int:
+    return int(math.prod(x.shape))
+
+
+def _silu(args: tuple, kwargs: dict, out: Any) -> Counts:
+    return silu_backward(_numel(out))
+
+
+def _softmax(args: tuple, kwargs: dict, out: Any) -> Counts:
+    grad, dim = args[0], args[2]
+    n = grad.shape[dim]
+    return softmax_backward(_numel(grad) // n, n)
+
+
+def _log_softmax(args: tuple, kwargs: dict, out: Any) -> Counts:
+    grad, dim = args[0], args[2]
+    n = grad.shape[dim]
+    return log_softmax_backward(_numel(grad) // n, n)
+
+
+def _nll(args: tuple, kwargs: dict, out: Any) -> Counts:
+    rows, classes = out.shape if out.dim() == 2 else (1, out.shape[0])
+    return nll_loss_backward(rows, classes)
+
+
+def _embedding(args: tuple, kwargs: dict, out: Any) -> Counts:
+    grad = args[0]
+    hidden = grad.shape[-1]
+    return embedding_backward(_numel(grad) // hidden, hidden, out.shape[0])
+
+
+# aten op (overload packet name) -> counts, for the ops only backward runs (forward ops: validation.aten)
+ATEN_BACKWARD: dict[str, Callable[[tuple, dict, Any], Counts]] = {
+    "silu_backward": _silu,
+    "_softmax_backward_data": _softmax,
+    "_log_softmax_backward_data": _log_softmax,
+    "nll_loss_backward": _nll,
+    "embedding_dense_backward": _embedding,
+}
+
+
+# --- per node ----------------------------------------------------------------------------------------
+def matmul_backward(node: Node) -> Counts:
+    """Both operands' gradients of every matmul the node records; a fused bias's gradient (sum over rows)."""
+    out = Counts()
+    for mm in node.facts.matmuls:
+        out = out + ops.matmul(mm.m, mm.k, mm.n, batch=mm.batch) + ops.matmul(mm.k, mm.n, mm.m, batch=mm.batch)
+        if mm.bias:
+            out = out + ops.reduce_sum(mm.n, mm.m)
+    return Counts(out)
+
+
+def rms_norm_backward(rows: Formula, n: Formula) -> Counts:
+    """The eager RMSNorm, w * (x * rsqrt(mean(x^2) + eps)), backwards (see the module docstring):
+
+    w * y: grad_w = sum_rows(g * y) (rows*n MULT, n*(rows-1) ADD), grad_y = g * w (rows*n MULT);
+    x * r: grad_x = g * r (rows*n MULT), grad_r = sum_n(g * x) (rows*n MULT, rows*(n-1) ADD);
+    rsqrt: r^3 (2 MULT), * -0.5, * g: 4 MULT per row; + eps: nothing; mean: g / n expanded: rows*n DIV;
+    x^2: x^1 (rows*n EXP), * 2, * g: 2 rows*n MULT.
+    """
+    elems = rows * n
+    return Counts({
+        MULT: 6 * elems + 4 * rows, ADD: n * (rows - 1) + rows * (n - 1), DIV: elems, EXP: elems,
+        ACT: 8 * elems + n + 4 * rows,
+    })
+
+
+def _rms_rows(node: Node) -> tuple[Formula, Formula]:
+    n = Formula.of(node.counts.get(PARAMS, 0))  # the scale: n weights
+    elems = node.facts.fused_reads
+    if elems is None or not n:
+        raise BackwardUnsupportedError(f"node {node.path}: a norm without its size facts")
+    return elems / int(n), n
+
+
+def node_backward(node: Node, norm: str = "rmsnorm", activation: str = "silu", group: int = 1) -> Counts:
+    """The backward counts of one forward node (gradient accumulation excluded: ``accumulations``).
+
+    ``group``: query heads per KV head (the GQA expansion repeat_kv undoes: its gradient sums ``group``
+    copies, (group - 1) ADD per KV element read by scores (keys) and context (values))."""
+    kind, c = node.kind, node.counts
+    if kind in (NodeKind.POSITIONS, NodeKind.ROTARY, NodeKind.KV_CACHE, NodeKind.RESIDUAL):
+        return Counts()  # no gradient (positions, tables, the cache) or a pass-through (the residual add)
+    if kind in (NodeKind.LINEAR, NodeKind.LM_HEAD):
+        return matmul_backward(node)
+    if kind in (NodeKind.ATTN_SCORES, NodeKind.ATTN_CONTEXT):
+        out = matmul_backward(node)
+        scale = Formula.of(c.get(MULT, 0)) - Formula.of(c.get(MACS, 0))  # the scaling muls: one each back
+        if scale:
+            out = out + ops.elementwise("mul", scale)
+        if group > 1:
+            kv = sum((s.read for s in node.facts.states), ZERO)
+            out = out + Counts({ADD: kv * (group - 1), ACT: kv})
+        return Counts(out)
+    if kind == NodeKind.ATTN_SOFTMAX:
+        elems = Formula.of(c[EXP])
+        rows = elems - Formula.of(c["cmp"])  # rows * n exps, rows * (n - 1) comparisons
+        return Counts({MULT: 2 * elems, ADD: 2 * elems - rows, ACT: elems})  # softmax_backward, rows x n
+    if kind == NodeKind.NORM:
+        if norm != "rmsnorm":
+            raise BackwardUnsupportedError(f"node {node.path}: no backward rule for norm {norm!r} yet")
+        rows, n = _rms_rows(node)
+        return rms_norm_backward(rows, n)
+    if kind == NodeKind.ROPE:
+        # x * cos and rotate_half(x) * sin: one mul back each (cos, sin need no gradient); the neg of half
+        # of x: one neg. Forward: 2n MULT, 1.5n ADD (neg n/2, add n) over n = q and k elements.
+        mult = Formula.of(c[MULT])
+        neg = Formula.of(c[ADD]) / 3
+        return Counts({MULT: mult, ADD: neg, ACT: mult + neg})
+    if kind == NodeKind.ACTIVATION:
+        if activation != "silu":
+            raise BackwardUnsupportedError(f"node {node.path}: no backward rule for activation {activation!r} yet")
+        return silu_backward(Formula.of(c[ACT]))
+    if kind == NodeKind.ELEMENTWISE and node.part == "gate_mul":
+        n = Formula.of(c[MULT])
+        return Counts({MULT: 2 * n, ACT: 2 * n})  # gate * up: grad_gate = g * up, grad_up = g * gate
+    if kind == NodeKind.EMBEDDING:
+        weight = node.facts.weights[0]
+        vocab, hidden = weight.shape
+        return embedding_backward(TOKENS, hidden, vocab)
+    raise BackwardUnsupportedError(f"node {node.path} (kind {kind}): no backward rule yet")
+
+
+def loss_backward(vocab: int) -> Counts:
+    """cross_entropy(logits.reshape(B*S, V), targets), mean: nll_loss then log_softmax backwards."""
+    return nll_loss_backward(TOKENS, vocab) + log_softmax_backward(TOKENS, vocab)
+
+
+# --- gradient accumulation (the template's dataflow) ------------------------------------------------
+TEMPLATE_FAMILIES = frozenset({"llama"})  # families laid out exactly as DecoderTemplate.layer_parts
+
+
+def accumulations(model: ModelProfile) -> dict[str, Counts]:
+    """Gradient accumulation adds per node, charged to the node that wrote the tensor read r times
+    (r - 1 adds of its size), for the DecoderTemplate layout:
+
+    - the residual stream (the embedding's output, then each layer's two residual adds): read by the next
+      RMSNorm twice (x.pow(2), x * rstd) and by the residual add: 2 adds; the last layer's output is read by
+      the final norm only: 1 add;
+    - input_layernorm's output, read by q_proj, k_proj, v_proj: 2 adds; post_attention_layernorm's, read by
+      gate_proj and up_proj: 1 add;
+    - q and k (q_proj / k_proj, or q_norm / k_norm under qk_norm), read by rope three times (x * cos and the
+      two halves rotate_half slices): 2 adds each; under qk_norm, q_proj / k_proj are read twice by the norm:
+      1 add each;
+    - a tied lm_head: its weight gradient added to the embedding's (V*h adds on the embedding).
+    """
+    spec = model.spec
+    if model.graph.meta.get("family", spec.family) not in TEMPLATE_FAMILIES:
+        raise BackwardUnsupportedError(
+            f"gradient accumulation is derived for the families {sorted(TEMPLATE_FAMILIES)} only, not "
+            f"{spec.family!r}")
+    h = spec.hidden_size
+    stream = TOKENS * h
+    out: dict[str, Counts] = {}
+
+    def add(path: str, n: Formula) -> None:
+        out[path] = out.get(path, Counts()) + Counts({ADD: n, ACT: n})
+
+    embed = next(n for n in model.nodes if n.kind == NodeKind.EMBEDDING)
+    add(embed.path, 2 * stream)
+    if spec.tie_word_embeddings:
+        add(embed.path, Formula.const(spec.vocab_size * h))
+    last = max(n.layer for n in model.nodes if n.layer is not None)
+    for node in model.nodes:
+        if node.layer is None:
+            continue
+        name = node.path.rsplit(".", 1)[-1]
+        if node.kind == NodeKind.RESIDUAL:
+            add(node.path, 2 * stream + (1 if node.layer == last else 2) * stream)
+        elif name == "input_layernorm":
+            add(node.path, 2 * stream)
+        elif name == "post_attention_layernorm":
+            add(node.path, stream)
+        elif name in ("q_proj", "k_proj"):
+            size = node.facts.matmuls[0].outputs
+            add(node.path, (1 if spec.qk_norm else 2) * size)
+        elif name in ("q_norm", "k_norm"):
+            add(node.path, 2 * Formula.of(node.facts.fused_writes))
+    return out
+
+
+def backward_counts(model: ModelProfile) -> dict[str, Counts]:
+    """node path -> backward counts (its own ops plus the accumulations charged to it), and ``loss``."""
+    spec = model.spec
+    group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
+    acc = accumulations(model)
+    out: dict[str, Counts] = {}
+    for node in model.nodes:
+        counts = node_backward(node, spec.norm, spec.activation, group) + acc.get(node.path, Counts())
+        out[node.path] = Counts(counts)
+    out[LOSS] = loss_backward(spec.vocab_size)
+    return out
+
+
+__all__ = ["ATEN_BACKWARD", "LOSS", "BackwardUnsupportedError", "accumulations", "backward_counts",
+           "node_backward"]

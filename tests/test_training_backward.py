@@ -1,0 +1,114 @@
+"""Backward counts per node (llm_profiler.training.backward) against autograd (validation.backward)."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_profiler import profile_model
+from llm_profiler.training.backward import (
+    LOSS,
+    BackwardUnsupportedError,
+    backward_counts,
+    rms_norm_backward,
+    silu_backward,
+    softmax_backward,
+)
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from llm_profiler.validation.backward import validate_backward  # noqa: E402
+
+
+def _at(counts: dict, b: int, s: int) -> dict[str, int]:
+    return {k: int(v(b, s, 0)) if hasattr(v, "evaluate") else int(v) for k, v in counts.items()}
+
+
+def test_rms_norm_backward_op_by_op() -> None:
+    # rows 6, n 64: MULT 6*384 + 4*6 = 2328 (g*y, g*w, g*r, g*x, 2*, *g on x^1; r^3 (2), *-0.5, *g per row)
+    # ADD 64*5 (sum of g*y over the rows) + 6*63 (sum of g*x over n) = 698; DIV = EXP = 384 (mean, x^1)
+    c = rms_norm_backward(6, 64)
+    assert (c["mult"], c["add"], c["div"], c["exp"], c["act"]) == (2328, 698, 384, 384, 8 * 384 + 64 + 24)
+
+
+def test_elementwise_backward_rules() -> None:
+    assert dict(silu_backward(10)) == {"exp": 10, "add": 30, "div": 10, "mult": 30, "act": 10}
+    # 8 rows of 3: MULT 2*24, ADD 8*(2*3-1) = 40
+    assert dict(softmax_backward(8, 3)) == {"mult": 48, "add": 40, "act": 24}
+
+
+def test_llama_8b_backward_values() -> None:
+    """Llama-3.1-8B at B=1, S=2048: h 4096, H 32, KV 8, D 128, I 14336, V 128256, untied."""
+    model = profile_model("llama-3.1-8b")
+    back = backward_counts(model)
+    t, h = 2048, 4096
+    q = _at(back["model.layers.0.self_attn.q_proj"], 1, t)
+    # grad x: (T x h) @ (h x h), grad W: (h x T) @ (T x h): 2*T*h*h MACs; ADD T*h*(h-1) + h*h*(T-1);
+    # plus rope's fan-out: q read 3 times (x*cos, two rotate_half slices): 2*T*h ADD
+    assert q["macs"] == 2 * t * h * h == 68_719_476_736
+    assert q["add"] == t * h * (h - 1) + h * h * (t - 1) + 2 * t * h
+    # the forward's matmul MACs are exactly half of the backward's, node by node (the "2x" rule)
+    fwd = model.at(1, t).values
+    for path in ("model.layers.0.mlp.down_proj", "lm_head", "model.layers.0.self_attn:scores"):
+        assert _at(back[path], 1, t)["macs"] == 2 * fwd[path]["macs"]
+    # scores: grad q and grad k (2 * B*H*S*K*D MACs); the scaling mul back (B*H*S*K); GQA: the keys' 4 repeated
+    # heads summed, 3 ADD per KV element (B*KV*K*D)
+    s = _at(back["model.layers.0.self_attn:scores"], 1, t)
+    assert s["macs"] == 2 * 32 * t * t * 128
+    assert s["mult"] == s["macs"] + 32 * t * t
+    assert s["add"] == 2 * 32 * t * 128 * (t - 1) + 3 * 8 * t * 128
+    loss = _at(back[LOSS], 1, t)
+    # log_softmax backward over V per row: EXP V, MULT V, ADD 2V-1; nll: one DIV and one neg
+    assert loss["exp"] == t * 128256 and loss["div"] == 1 and loss["add"] == t * (2 * 128256 - 1) + 1
+
+
+def test_unsupported_family_is_a_profiler_error() -> None:
+    with pytest.raises(BackwardUnsupportedError, match="families"):
+        backward_counts(profile_model("gpt2"))
+
+
+EXACT_TINY = [
+    ("llama-3.2-1b", 2, 3), ("llama-3.2-1b", 1, 5),  # GQA (4 heads, 2 KV), tied embedding
+    ("meta-llama/Llama-2-7b-hf", 2, 3),  # MHA, untied
+    ("Qwen/Qwen2.5-0.5B", 2, 3), ("Qwen/Qwen2.5-0.5B", 1, 5),  # q/k/v biases (bias grad = sum over rows)
+    ("Qwen/Qwen3-8B", 2, 3), ("Qwen/Qwen3-8B", 1, 5),  # q_norm / k_norm
+    ("mistralai/Mistral-7B-v0.1", 1, 5),  # sliding window 4 binds at S=5
+]
+
+
+@pytest.mark.parametrize(("model", "batch", "seq"), EXACT_TINY)
+def test_backward_exact_per_node_tiny(model: str, batch: int, seq: int) -> None:
+    report = validate_backward(model, batch, seq, tiny=True)
+    assert report.ok, report.summary_line() + "\n" + "\n".join(
+        f"{r.node} {r.metric}: {r.predicted} vs {r.measured}" for r in report.mismatches[:20])
+    nodes = {r.node for r in report.rows}
+    assert LOSS in nodes and "model.embed_tokens" in nodes and "lm_head" in nodes
+
+
+def test_backward_exact_per_node_full_size_meta() -> None:
+    report = validate_backward("llama-3.2-1b", 1, 5, tiny=False)
+    assert report.ok, report.summary_line()
+    macs = {r.node: r.measured for r in report.rows if r.metric == "macs"}
+    # q_proj of Llama-3.2-1B (h = 2048, 32 x 64 = 2048 outputs): 2 * 5 * 2048 * 2048
+    assert macs["model.layers.0.self_attn.q_proj"] == 2 * 5 * 2048 * 2048
+
+
+def test_a_moved_accumulation_fails_on_both_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Charging the residual stream's accumulation to the norm that reads it instead of the node that wrote it
+    fails on exactly those two nodes."""
+    import llm_profiler.training.backward as tb
+    from llm_profiler.ops import Counts
+
+    real = tb.accumulations
+
+    def moved(model):  # type: ignore[no-untyped-def]
+        out = dict(real(model))
+        n = tb.TOKENS * model.spec.hidden_size
+        out["model.embed_tokens"] = out["model.embed_tokens"] + Counts({"add": -n})
+        out["model.layers.0.input_layernorm"] = out["model.layers.0.input_layernorm"] + Counts({"add": n})
+        return out
+
+    monkeypatch.setattr(tb, "accumulations", moved)
+    report = validate_backward("llama-3.2-1b", 2, 3, tiny=True)
+    assert {(r.node, r.metric) for r in report.mismatches} == {
+        ("model.embed_tokens", "add"), ("model.layers.0.input_layernorm", "add")}
