@@ -107,10 +107,13 @@ class _SiteRecorder(_CountingMode):
 class _Tagger(TorchFunctionMode):
     """Tags the autograd nodes each torch function creates with the site of the ops it dispatched."""
 
-    def __init__(self, recorder: _SiteRecorder, modules: _ModuleStack) -> None:
+    def __init__(self, recorder: _SiteRecorder, modules: _ModuleStack,
+                 saves: dict[Site, int] | None = None) -> None:
         super().__init__()
         self.recorder = recorder
         self.modules = modules
+        self.saves = saves  # site -> elements saved for backward (measure_saved), or None
+        self.pending: list[int] = []  # elements saved by the torch function running now
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         self.recorder.sites = []
@@ -125,6 +128,10 @@ class _Tagger(TorchFunctionMode):
             site, computes = ((LOSS, None) if self.recorder.loss else (self.modules.current, None)), False
         for tensor in _tensors(out):
             _tag(tensor.grad_fn, site, computes)
+        if self.saves is not None:
+            for elements in self.pending:
+                self.saves[site] += elements
+        self.pending = []
         return out
 
 
@@ -347,3 +354,64 @@ def validate_backward(config: Any, batch: int = 1, seq: int = 8, *, tiny: bool =
                                                                             key=str)],
         untagged=[f"{node} ({n} ops)" for node, n in sorted(measured.untagged.items())],
     )
+
+
+def measure_saved(model: torch.nn.Module, batch: int, seq: int, seed: int = 0) -> dict[Site, int]:
+    """Elements of the tensors autograd saves for backward during a training forward and its loss, per
+    forward site (``saved_tensors_hooks``): each storage once (a tensor saved by two ops, or a view of a
+    saved tensor, counts once, at the site that saved it first), parameters excluded (they are weights, not
+    activations). Elements are counted at the storage's size, so a saved view of a larger tensor counts the
+    tensor."""
+    generator = torch.Generator().manual_seed(seed)
+    config: Any = model.config
+    vocab = config.get_text_config().vocab_size
+    ids = torch.randint(0, vocab, (batch, seq), generator=generator)
+    targets = torch.randint(0, vocab, (batch * seq,), generator=generator)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: set[int] = set()
+    out: dict[Site, int] = defaultdict(int)
+    forward = Measured(params=module_params(model))
+    stack = _ModuleStack(model)
+    recorder = _SiteRecorder(stack, forward)
+
+    tagger = _Tagger(recorder, stack, out)
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key not in params and key not in seen:
+            seen.add(key)
+            tagger.pending.append(storage.nbytes() // t.element_size())
+        return t
+
+    with torch.enable_grad(), stack, recorder, tagger, \
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logits = model(input_ids=ids, use_cache=False).logits
+        recorder.loss = True
+        torch.nn.functional.cross_entropy(logits.reshape(batch * seq, -1), targets)
+    return dict(out)
+
+
+
+def compare_saved(config: Any, batch: int, seq: int, *, as_family: str | None = None) -> list[ValidationRow]:
+    """Rows (node, ``saved``): ``training.activations.saved_by_node`` against ``measure_saved`` on the tiny
+    reference model (real weights on the CPU: storages are told apart by their addresses)."""
+    from ..training.activations import saved_by_node
+    from .reference import reference
+
+    ref = reference(config, tiny=True, as_family=as_family)
+    measured = measure_saved(ref.build(), batch, seq)
+    resolve = NodeResolver(ref.profile.nodes)
+    got: dict[str, int] = defaultdict(int)
+    for (module, part), elements in measured.items():
+        got[LOSS if module == LOSS else resolve.node(module, part)] += elements
+    predicted = saved_by_node(ref.profile)
+    env = {"B": batch, "S": seq, "P": 0}
+    rows = []
+    for path in [*predicted, *sorted(p for p in got if p not in predicted)]:
+        p = int(predicted[path].evaluate(env)) if path in predicted else 0
+        m = got.get(path, 0)
+        if p or m:
+            rows.append(ValidationRow(node=path, module=resolve.module_of.get(path, path), metric="saved",
+                                      predicted=p, measured=m))
+    return rows
