@@ -43,8 +43,6 @@ overlapped with compute (an upper bound on the step; ``overlap=True`` takes the 
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict
 
 from .. import metrics as M

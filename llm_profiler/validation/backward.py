@@ -213,7 +213,7 @@ class _BackwardCounter(TorchDispatchMode):
         elif node is None:
             where = None
         else:
-            where = node.metadata.get(_SITE)
+            where = _metadata(node).get(_SITE)
         kind = "compute" if name in rules.ATEN_BACKWARD else aten.classify(func)
         if kind == "unknown" and name in _BACKWARD_MOVES:
             kind = "move"
@@ -415,3 +415,9 @@ def compare_saved(config: Any, batch: int, seq: int, *, as_family: str | None = 
             rows.append(ValidationRow(node=path, module=resolve.module_of.get(path, path), metric="saved",
                                       predicted=p, measured=m))
     return rows
+
+
+def _metadata(node: Any) -> dict[str, Any]:
+    """An autograd node's metadata dict (a property at run time; the stubs call it a method)."""
+    meta: dict[str, Any] = node.metadata
+    return meta
