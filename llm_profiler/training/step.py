@@ -246,6 +246,9 @@ def training_step(model: ModelProfile, batch: int, seq: int, *, device: str | No
         act_exact = False
         activations = int(sum(v[M.ACT] for v in values.values())) * wbytes
         notes.append(f"activations estimated as every op's output kept (the forward's act): {err}")
+    if lora is not None and act_exact:
+        notes.append("LoRA: activations counted as full fine-tuning saves them (an upper bound: frozen linears and "
+                     "norm weights need not keep their inputs; the adapters keep x and x A^T)")
     memory = Memory(weights=weights, gradients=grads, master_weights=master, optimizer_states=states,
                     activations=activations, total=weights + grads + master + states + activations)
 
