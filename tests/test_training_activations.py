@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from llm_profiler import profile_model
@@ -13,10 +15,20 @@ pytest.importorskip("transformers")
 
 from llm_profiler.validation.backward import compare_saved  # noqa: E402
 
+CONFIGS = Path(__file__).parent / "family_configs"
+SAVED_EXACT = ["llama-3.2-1b", "meta-llama/Llama-2-7b-hf", "Qwen/Qwen3-8B", "Qwen/Qwen2.5-0.5B",
+               "mistralai/Mistral-7B-v0.1", *(str(CONFIGS / f"transformers--{n}Config-defaults.json")
+                                               for n in ("SmolLM3", "Helium", "SeedOss", "Ernie4_5", "Granite"))]
 
-@pytest.mark.parametrize(("model", "batch", "seq"), [
-    ("llama-3.2-1b", 2, 3), ("llama-3.2-1b", 1, 5), ("Qwen/Qwen3-8B", 2, 3), ("Qwen/Qwen2.5-0.5B", 2, 3),
-    ("mistralai/Mistral-7B-v0.1", 1, 5), ("meta-llama/Llama-2-7b-hf", 2, 3)])
+
+def test_validated_list_is_what_is_tested() -> None:
+    from llm_profiler.training.activations import VALIDATED_MODEL_TYPES
+    from llm_profiler.validation.reference import reference
+
+    assert {reference(m, tiny=True).profile.spec.model_type for m in SAVED_EXACT} == VALIDATED_MODEL_TYPES
+
+
+@pytest.mark.parametrize(("model", "batch", "seq"), [(m, 2, 3) for m in SAVED_EXACT] + [(m, 1, 5) for m in SAVED_EXACT])
 def test_saved_exact_per_node_tiny(model: str, batch: int, seq: int) -> None:
     rows = compare_saved(model, batch, seq)
     assert [r for r in rows if not r.ok] == []

@@ -10,7 +10,8 @@ read); a tensor saved by several ops is stored once and is charged to the first 
 - a linear saves its input (for the weight's gradient): the first linear reading a tensor (q_proj,
   gate_proj, o_proj, down_proj, lm_head) stores it; k_proj, v_proj and up_proj read the same tensor;
 - rope: cos and sin (x * cos, rotate_half(x) * sin save the factor): 2*S*rotary_dim once per model (every
-  layer reads the same tables); q and k themselves are not saved by rope;
+  layer reads the same tables; helium's and ernie4_5's interleaved rope re-derives them in every layer);
+  q and k themselves are not saved by rope;
 - scores: q and the (GQA-repeated) keys, B*H*S*D + B*H*K*D; the scaling (a constant) and the mask (an add)
   save nothing;
 - softmax: its output, B*H*S*K (context's probs @ v reuses it); context: the repeated values, B*H*K*D;
@@ -33,10 +34,15 @@ from ..formula import ZERO, B, Formula, S
 from ..graph.node import Node, NodeKind
 from ..metrics import EXP, PARAMS
 from ..profile import ModelProfile
-from .backward import LOSS, TEMPLATE_FAMILIES, BackwardUnsupportedError
+from .backward import LOSS, BackwardUnsupportedError
 
 TOKENS = B * S
 RECOMPUTE = ("none", "selective", "full")
+# model types whose saved activations are validated exact per node (tests/test_training_activations.py)
+VALIDATED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3", "seed_oss", "helium", "ernie4_5",
+                                   "granite"})
+# interleaved rope: each layer's apply_rotary_pos_emb re-derives cos / sin (repeat_interleave), a new pair
+_TABLES_PER_LAYER = frozenset({"helium", "ernie4_5"})
 _SAVING_LINEARS = ("q_proj", "gate_proj", "o_proj", "down_proj")
 
 
@@ -50,7 +56,7 @@ def node_saved(node: Node) -> Formula:
         n = int(Formula.of(node.counts.get(PARAMS, 0)))
         elems = Formula.of(facts.fused_reads)
         return 2 * elems + elems / n
-    if kind == NodeKind.LM_HEAD or (kind == NodeKind.LINEAR and name in _SAVING_LINEARS):
+    if (kind == NodeKind.LM_HEAD and facts.matmuls) or (kind == NodeKind.LINEAR and name in _SAVING_LINEARS):
         mm = facts.matmuls[0]
         return mm.batch * mm.m * mm.k
     if kind == NodeKind.ATTN_SCORES:
@@ -71,16 +77,17 @@ def node_saved(node: Node) -> Formula:
 def saved_by_node(model: ModelProfile, recompute: str = "none") -> dict[str, Formula]:
     """node path -> elements saved for backward (and ``loss``), under ``recompute`` (none, selective, full)."""
     spec = model.spec
-    if spec.family not in TEMPLATE_FAMILIES:
+    if spec.model_type not in VALIDATED_MODEL_TYPES:
         raise BackwardUnsupportedError(
-            f"saved activations are derived for the families {sorted(TEMPLATE_FAMILIES)} only, not {spec.family!r}")
+            f"saved activations are derived for the model types {', '.join(sorted(VALIDATED_MODEL_TYPES))} only, "
+            f"not {spec.model_type!r}")
     if recompute not in RECOMPUTE:
         raise BackwardUnsupportedError(f"recompute must be one of {', '.join(RECOMPUTE)}, got {recompute!r}")
     out: dict[str, Formula] = {}
     rope_seen = False
     for node in model.nodes:
-        if node.kind == NodeKind.ROPE:
-            out[node.path] = ZERO if rope_seen else 2 * S * spec.rotary_dim
+        if node.kind == NodeKind.ROPE:  # the tables, once (or per layer where each layer re-derives them)
+            out[node.path] = ZERO if rope_seen and spec.model_type not in _TABLES_PER_LAYER else 2 * S * spec.rotary_dim
             rope_seen = True
             continue
         out[node.path] = node_saved(node)

@@ -113,13 +113,44 @@ def _embedding(args: tuple, kwargs: dict, out: Any) -> Counts:
     return embedding_backward(_numel(grad) // hidden, hidden, out.shape[0])
 
 
-# aten op (overload packet name) -> counts, for the ops only backward runs (forward ops: validation.aten)
-ATEN_BACKWARD: dict[str, Callable[[tuple, dict, Any], Counts]] = {
+def index_accumulate(values: Number, out: Number) -> Counts:
+    """aten index_put(..., accumulate=True), the backward of a gather (``weights[expert_ids]``): each
+    gathered row's gradient added into a zero tensor of the source's shape: one ADD per value."""
+    return Counts({ADD: values, ACT: out})
+
+
+def _index_put(args: tuple, kwargs: dict, out: Any) -> Counts | None:
+    accumulate = args[3] if len(args) > 3 else kwargs.get("accumulate", False)
+    if not accumulate:
+        return None  # a plain scatter of values: data movement
+    return index_accumulate(_numel(args[2]), _numel(out))
+
+
+def _scatter_add(args: tuple, kwargs: dict, out: Any) -> Counts:
+    """scatter_add(zeros, dim, index, src), the backward of a gather: one ADD per source element."""
+    return index_accumulate(_numel(args[3]), _numel(out))
+
+
+def _sigmoid(args: tuple, kwargs: dict, out: Any) -> Counts:
+    return sigmoid_backward(_numel(out))
+
+
+def sigmoid_backward(n: Number) -> Counts:
+    """aten sigmoid_backward: g * (1 - y) * y: ADD 1, MULT 2 per element."""
+    return Counts({ADD: n, MULT: 2 * n, ACT: n})
+
+
+# aten op (overload packet name) -> counts, for the ops only backward runs (forward ops: validation.aten);
+# a handler returning None: the op moves data (no arithmetic) in that call
+ATEN_BACKWARD: dict[str, Callable[[tuple, dict, Any], Counts | None]] = {
     "silu_backward": _silu,
     "_softmax_backward_data": _softmax,
     "_log_softmax_backward_data": _log_softmax,
     "nll_loss_backward": _nll,
     "embedding_dense_backward": _embedding,
+    "index_put": _index_put,
+    "scatter_add": _scatter_add,
+    "sigmoid_backward": _sigmoid,
 }
 
 
@@ -157,7 +188,16 @@ def _rms_rows(node: Node) -> tuple[Formula, Formula]:
     return elems / int(n), n
 
 
-def node_backward(node: Node, norm: str = "rmsnorm", activation: str = "silu", group: int = 1) -> Counts:
+def _is_scaling(node: Node) -> bool:
+    """A node that multiplies or divides a tensor by a constant: one arithmetic metric, MULT or DIV, no
+    matmul (a gate product multiplies two tensors: not a scaling)."""
+    arith = {k for k, v in node.counts.items() if k in (ADD, MULT, DIV, EXP, "sqrt", "cmp") and Formula.of(v)}
+    return (node.part != "gate_mul" and not node.facts.matmuls and arith in ({MULT}, {DIV})
+            and node.kind in (NodeKind.ELEMENTWISE, NodeKind.LM_HEAD))
+
+
+def node_backward(node: Node, norm: str = "rmsnorm", activation: str = "silu", group: int = 1,
+                  spec_moe: Any = None) -> Counts:
     """The backward counts of one forward node (gradient accumulation excluded: ``accumulations``).
 
     ``group``: query heads per KV head (the GQA expansion repeat_kv undoes: its gradient sums ``group``
@@ -165,8 +205,10 @@ def node_backward(node: Node, norm: str = "rmsnorm", activation: str = "silu", g
     kind, c = node.kind, node.counts
     if kind in (NodeKind.POSITIONS, NodeKind.ROTARY, NodeKind.KV_CACHE, NodeKind.RESIDUAL):
         return Counts()  # no gradient (positions, tables, the cache) or a pass-through (the residual add)
-    if kind in (NodeKind.LINEAR, NodeKind.LM_HEAD):
+    if kind in (NodeKind.LINEAR, NodeKind.LM_HEAD) and node.facts.matmuls:
         return matmul_backward(node)
+    if _is_scaling(node):  # x * c or x / c by a constant (granite's multipliers, a logits scaling)
+        return Counts(c.without_act() + Counts({ACT: c[ACT]}))
     if kind in (NodeKind.ATTN_SCORES, NodeKind.ATTN_CONTEXT):
         out = matmul_backward(node)
         scale = Formula.of(c.get(MULT, 0)) - Formula.of(c.get(MACS, 0))  # the scaling muls: one each back
@@ -198,11 +240,74 @@ def node_backward(node: Node, norm: str = "rmsnorm", activation: str = "silu", g
     if kind == NodeKind.ELEMENTWISE and node.part == "gate_mul":
         n = Formula.of(c[MULT])
         return Counts({MULT: 2 * n, ACT: 2 * n})  # gate * up: grad_gate = g * up, grad_up = g * gate
+    if kind == NodeKind.ROUTER and spec_moe is not None:
+        return router_backward(node, spec_moe)
+    if kind == NodeKind.EXPERTS and spec_moe is not None:
+        return experts_backward(node, spec_moe)
+    if kind == NodeKind.ELEMENTWISE and node.part == "shared_mix":
+        return shared_mix_backward(node)
     if kind == NodeKind.EMBEDDING:
         weight = node.facts.weights[0]
         vocab, hidden = weight.shape
         return embedding_backward(TOKENS, hidden, vocab)
     raise BackwardUnsupportedError(f"node {node.path} (kind {kind}): no backward rule yet")
+
+
+def router_backward(node: Node, spec: Any) -> Counts:
+    """A top-k router (graph.moe.router, graph.routers.topk_router), backwards, over T tokens, E experts, k
+    chosen: the logits linear's two gradients; the scores: softmax_backward over E per token, or
+    sigmoid_backward over T*E (``topk_softmax``: the softmax over the k chosen logits; top-k itself is a scatter
+    into zeros, no arithmetic); weights gathered from the unbiased scores (a correction bias): their
+    gradient scattered back with scatter_add, T*k ADD; normalize, top /= top.sum() (+ eps: an add, nothing):
+    grad top = g / s (T*k DIV), grad s = -sum_k(g * (top / s) / s) (2 T*k DIV, T*k MULT, T*k neg, T*(k-1)
+    ADD), and top, read by the sum and the division, gets its two gradients added (T*k ADD); the routed
+    scaling factor: one mul per weight."""
+    rows, k, experts = TOKENS, spec.experts_per_token, spec.num_experts
+    router = getattr(spec, "router", None)
+    scoring = router.scoring if router is not None else "softmax"
+    normalize = router.normalize if router is not None else spec.norm_topk_prob
+    pairs = rows * k
+    out = matmul_backward(node)
+    if scoring == "topk_softmax":
+        return Counts(out + softmax_backward(rows, k))
+    out = out + (softmax_backward(rows, experts) if scoring == "softmax" else sigmoid_backward(rows * experts))
+    if router is not None and router.correction_bias:
+        out = out + index_accumulate(pairs, rows * experts)
+    if normalize:
+        out = out + Counts({DIV: 3 * pairs, MULT: pairs, ADD: 2 * pairs + rows * (k - 1), ACT: 6 * pairs + rows})
+    if router is not None and router.scaling:
+        out = out + ops.elementwise("mul", pairs)
+    return Counts(out)
+
+
+def experts_backward(node: Node, spec: Any) -> Counts:
+    """The batched_mm experts (graph.moe.routed_experts), backwards, for N = T*k (token, expert) pairs:
+
+    the top-k sum: an expand (nothing); out * w: grad out = g * w (N*h MULT), grad w = sum_h(g * out) (N*h MULT,
+    N*(h-1) ADD); each bmm's two gradients (``matmul_backward`` on the recorded shapes); act(gate) * up: two
+    muls of N*I; the gathered weights (``gate_up_proj[expert_ids]``, ``down_proj[expert_ids]``): index_put
+    with accumulate, one ADD per gathered element (N * 3*h*I), into zero tensors of every expert's weights;
+    the tokens repeated k times (repeat_interleave): their k gradients summed, T*h*(k-1) ADD."""
+    h, inter, k = spec.hidden_size, spec.moe_intermediate_size, spec.experts_per_token
+    pairs = TOKENS * k
+    one = sum(w.numel for w in node.facts.weights) // max(spec.num_experts, 1)
+    out = matmul_backward(node) + Counts({MULT: 2 * pairs * h, ADD: pairs * (h - 1), ACT: 2 * pairs * h + pairs})
+    out = out + Counts({MULT: 2 * pairs * inter, ACT: 2 * pairs * inter})  # act(gate) * up
+    out = out + index_accumulate(pairs * one, spec.num_experts * one)
+    out = out + Counts({ADD: TOKENS * h * (k - 1), ACT: TOKENS * h})
+    return Counts(out)
+
+
+def shared_mix_backward(node: Node) -> Counts:
+    """routed + shared (an add: nothing back); with qwen2_moe's gate, sigmoid(gate_logit) * shared first:
+    sigmoid_backward over the T logits, and the product's two gradients, g * sigmoid (T*h MULT) and
+    sum_h(g * shared) (T*h MULT, T*(h - 1) ADD)."""
+    c = node.counts
+    rows = Formula.of(c.get(EXP, 0))  # one sigmoid per token when gated
+    if not rows:
+        return Counts()
+    n = Formula.of(c[MULT])  # the T*h product
+    return Counts(sigmoid_backward(rows) + Counts({MULT: 2 * n, ADD: n - rows, ACT: 2 * n + rows}))
 
 
 def loss_backward(vocab: int) -> Counts:
@@ -211,12 +316,25 @@ def loss_backward(vocab: int) -> Counts:
 
 
 # --- gradient accumulation (the template's dataflow) ------------------------------------------------
-TEMPLATE_FAMILIES = frozenset({"llama"})  # families laid out exactly as DecoderTemplate.layer_parts
+# model types whose backward is validated exact per node against autograd (tests/test_training_backward.py)
+VALIDATED_MODEL_TYPES = frozenset({
+    "llama", "mistral", "qwen2", "qwen3", "smollm3", "helium", "seed_oss", "ernie4_5", "granite", "glm", "glm4",
+    "phi3",  # dense
+    "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "granitemoe", "dots1", "glm4_moe", "exaone_moe", "minimax_m2",  # MoE
+})
+_LAYER_NORMS = ("input_layernorm", "post_attention_layernorm")
+# the linears that read a block's internal tensor, not the norm's output (the block's output projections)
+_FUSED_QKV = ("qkv_proj", "query_key_value", "W_pack", "c_attn", "Wqkv")
+# model types whose apply_rotary_pos_emb slices q and k into the rotary part and the rest, then concatenates
+_ROPE_SPLIT = frozenset({"phi3", "glm", "glm4", "glm4_moe", "glm4_moe_lite", "gpt_neox", "nemotron", "minimax_m2",
+                         "deepseek_v3"})
+_OUTPUT_PROJECTIONS = frozenset({"o_proj", "down_proj", "dense", "out_proj", "fc2", "c_proj", "wo", "w2"})
 
 
 def accumulations(model: ModelProfile) -> dict[str, Counts]:
     """Gradient accumulation adds per node, charged to the node that wrote the tensor read r times
-    (r - 1 adds of its size), for the DecoderTemplate layout:
+    (r - 1 adds of its size), for the DecoderTemplate layout (``input_layernorm``, attention, ``:residual``,
+    ``post_attention_layernorm``, MLP):
 
     - the residual stream (the embedding's output, then each layer's two residual adds): read by the next
       RMSNorm twice (x.pow(2), x * rstd) and by the residual add: 2 adds; the last layer's output is read by
@@ -224,15 +342,17 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
     - input_layernorm's output, read by q_proj, k_proj, v_proj: 2 adds; post_attention_layernorm's, read by
       gate_proj and up_proj: 1 add;
     - q and k (q_proj / k_proj, or q_norm / k_norm under qk_norm), read by rope three times (x * cos and the
-      two halves rotate_half slices): 2 adds each; under qk_norm, q_proj / k_proj are read twice by the norm:
-      1 add each;
+      two halves rotate_half slices): 2 adds each (a layer without rope: none); under qk_norm, q_proj /
+      k_proj are read twice by the norm: 1 add each;
     - a tied lm_head: its weight gradient added to the embedding's (V*h adds on the embedding).
     """
     spec = model.spec
-    if model.graph.meta.get("family", spec.family) not in TEMPLATE_FAMILIES:
+    names = {n.path.rsplit(".", 1)[-1] for n in model.nodes}
+    if not all(name in names for name in _LAYER_NORMS) or spec.norm != "rmsnorm":
         raise BackwardUnsupportedError(
-            f"gradient accumulation is derived for the families {sorted(TEMPLATE_FAMILIES)} only, not "
-            f"{spec.family!r}")
+            f"gradient accumulation is derived for the pre-RMSNorm DecoderTemplate layout (input_layernorm, "
+            f"attention, residual, post_attention_layernorm, MLP) only; {spec.model_type!r} is not laid out so "
+            f"(validated: {', '.join(sorted(VALIDATED_MODEL_TYPES))})")
     h = spec.hidden_size
     stream = TOKENS * h
     out: dict[str, Counts] = {}
@@ -241,25 +361,47 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
         out[path] = out.get(path, Counts()) + Counts({ADD: n, ACT: n})
 
     embed = next(n for n in model.nodes if n.kind == NodeKind.EMBEDDING)
-    add(embed.path, 2 * stream)
+    # the stream's first writer: the embedding, or a scaling of it in the base model (granite's multiplier)
+    head = [n for n in model.nodes if n.layer is None and n.kind == NodeKind.ELEMENTWISE
+            and model.nodes.index(n) < next(i for i, m in enumerate(model.nodes) if m.layer is not None)]
+    add(head[-1].path if head else embed.path, 2 * stream)
     if spec.tie_word_embeddings:
         add(embed.path, Formula.const(spec.vocab_size * h))
     last = max(n.layer for n in model.nodes if n.layer is not None)
+    roped = {n.layer for n in model.nodes if n.kind == NodeKind.ROPE}
     for node in model.nodes:
         if node.layer is None:
             continue
         name = node.path.rsplit(".", 1)[-1]
         if node.kind == NodeKind.RESIDUAL:
             add(node.path, 2 * stream + (1 if node.layer == last else 2) * stream)
-        elif name == "input_layernorm":
-            add(node.path, 2 * stream)
-        elif name == "post_attention_layernorm":
-            add(node.path, stream)
-        elif name in ("q_proj", "k_proj"):
-            size = node.facts.matmuls[0].outputs
-            add(node.path, (1 if spec.qk_norm else 2) * size)
-        elif name in ("q_norm", "k_norm"):
-            add(node.path, 2 * Formula.of(node.facts.fused_writes))
+        elif name in _LAYER_NORMS:
+            block = "attn" if name == "input_layernorm" else "mlp"
+            readers = [n for n in model.nodes if n.layer == node.layer and n.block == block and (
+                n.kind in (NodeKind.ROUTER, NodeKind.EXPERTS)
+                or (n.kind == NodeKind.LINEAR and n.path.rsplit(".", 1)[-1] not in _OUTPUT_PROJECTIONS))]
+            add(node.path, (len(readers) - 1) * stream)
+        elif name in ("q_proj", "k_proj") and spec.qk_norm:
+            add(node.path, node.facts.matmuls[0].outputs)  # read by q_norm / k_norm twice
+        elif name in _FUSED_QKV:
+            add(node.path, 2 * node.facts.matmuls[0].outputs)  # sliced into q, k, v: three gradients
+        elif node.kind == NodeKind.NORM and name not in ("q_norm", "k_norm"):
+            # a norm of a sublayer's output (glm4's post_self_attn_layernorm / post_mlp_layernorm) reads the
+            # node just before it twice (x.pow(2), x * rstd): 1 add on that node
+            before = model.nodes[model.nodes.index(node) - 1]
+            add(before.path, _output(before))
+    # q and k, read by rope: x * cos and rotate_half's two halves (2 adds of the rotated part); where the
+    # rope slices q into its rotary and pass-through parts first (_ROPE_SPLIT), one more add of all of q
+    split = spec.model_type in _ROPE_SPLIT
+    for layer in sorted(roped):
+        in_layer = {n.path.rsplit(".", 1)[-1]: n for n in model.nodes if n.layer == layer}
+        for which, heads in (("q", spec.num_heads), ("k", spec.num_kv_heads)):
+            writer = in_layer.get(f"{which}_norm") or in_layer.get(f"{which}_proj") or next(
+                (in_layer[n] for n in _FUSED_QKV if n in in_layer), None)
+            if writer is None:
+                raise BackwardUnsupportedError(f"layer {layer}: no node writes {which} for rope")
+            full = TOKENS * heads * spec.head_dim
+            add(writer.path, 2 * TOKENS * heads * spec.rotary_dim + (full if split else 0))
     return out
 
 
@@ -270,11 +412,26 @@ def backward_counts(model: ModelProfile) -> dict[str, Counts]:
     acc = accumulations(model)
     out: dict[str, Counts] = {}
     for node in model.nodes:
-        counts = node_backward(node, spec.norm, spec.activation, group) + acc.get(node.path, Counts())
+        moe = spec if hasattr(spec, "num_experts") else None
+        counts = node_backward(node, spec.norm, spec.activation, group, moe) + acc.get(node.path, Counts())
         out[node.path] = Counts(counts)
     out[LOSS] = loss_backward(spec.vocab_size)
     return out
 
 
-__all__ = ["ATEN_BACKWARD", "LOSS", "BackwardUnsupportedError", "accumulations", "backward_counts",
+def _output(node: Node) -> Formula:
+    """Elements a node writes as its output: its matmul's outputs, else its chain's fused output."""
+    if node.facts.matmuls:
+        return node.facts.matmuls[-1].outputs
+    if node.facts.fused_writes is None:
+        raise BackwardUnsupportedError(f"node {node.path}: its output size is not among its facts")
+    return node.facts.fused_writes
+
+
+def is_validated(model: ModelProfile) -> bool:
+    """Whether the model's type has its backward validated exact per node against autograd."""
+    return model.spec.model_type in VALIDATED_MODEL_TYPES
+
+
+__all__ = ["ATEN_BACKWARD", "LOSS", "VALIDATED_MODEL_TYPES", "is_validated", "BackwardUnsupportedError", "accumulations", "backward_counts",
            "node_backward"]

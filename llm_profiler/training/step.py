@@ -52,7 +52,7 @@ from ..graph.node import NodeKind
 from ..hardware import get_device
 from ..profile import ModelProfile
 from .activations import saved_activations
-from .backward import BackwardUnsupportedError, backward_counts
+from .backward import BackwardUnsupportedError, backward_counts, is_validated
 
 OPTIMIZERS = ("adamw", "sgd", "adafactor", "adam8bit")
 PRECISIONS = ("bf16-mixed", "fp32")
@@ -183,7 +183,10 @@ def training_step(model: ModelProfile, batch: int, seq: int, *, device: str | No
     try:
         back = backward_counts(model)
         backward = sum(_arith({k: int(Formula.of(v).evaluate(env)) for k, v in c.items()}) for c in back.values())
-        exact = True
+        exact = is_validated(model)
+        if not exact:
+            notes.append(f"backward from the per-node rules, not validated against autograd for "
+                         f"{model.spec.model_type!r}")
     except BackwardUnsupportedError as err:
         exact = False
         backward = 2 * 2 * fwd_macs + (forward - 2 * fwd_macs)

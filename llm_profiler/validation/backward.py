@@ -214,14 +214,14 @@ class _BackwardCounter(TorchDispatchMode):
             where = None
         else:
             where = _metadata(node).get(_SITE)
-        kind = "compute" if name in rules.ATEN_BACKWARD else aten.classify(func)
+        special = rules.ATEN_BACKWARD[name](args, kwargs, out) if name in rules.ATEN_BACKWARD else None
+        kind = "compute" if special is not None else aten.classify(func)
         if kind == "unknown" and name in _BACKWARD_MOVES:
             kind = "move"
         if kind == "compute" and where is None and node is not None:
             self.measured.untagged[type(node).__name__] += 1
         if kind == "compute":
-            counts = rules.ATEN_BACKWARD[name](args, kwargs, out) if name in rules.ATEN_BACKWARD else aten.count(
-                func, args, kwargs, out)
+            counts = special if special is not None else aten.count(func, args, kwargs, out)
             key: Site = where if where is not None else ("<untagged>", None)
             self.measured.counts[key] = self.measured.counts[key] + counts
         elif kind == "unknown":
