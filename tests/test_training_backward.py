@@ -65,7 +65,8 @@ def test_llama_8b_backward_values() -> None:
 
 
 def test_unsupported_family_is_a_profiler_error() -> None:
-    with pytest.raises(BackwardUnsupportedError, match="layout"):
+    # GPT-2: token + position embeddings added in the base model, a node with no backward rule yet
+    with pytest.raises(BackwardUnsupportedError, match="transformer:embed_add"):
         backward_counts(profile_model("gpt2"))
 
 
@@ -84,6 +85,14 @@ EXACT_MODELS = [
     str(CONFIGS / "transformers--GlmConfig-defaults.json"),  # glm: partial rotary (rope slices q), fused gate_up
     str(CONFIGS / "transformers--Glm4Config-defaults.json"),  # glm4: post-sublayer norms
     "microsoft/Phi-3-mini-4k-instruct",  # phi3: fused qkv_proj sliced into q, k, v
+    "google/gemma-2b",  # gemma: (1 + w) RMSNorm, scaled embedding, gelu (tanh) backward
+    "google/gemma-2-9b",  # gemma2: pre and post norms around each block, attention and final soft-capping
+    "google/gemma-3-27b-pt",  # gemma3_text: sliding and full layers, q/k norms
+    "bigcode/starcoder2-7b",  # starcoder2: LayerNorm (native_layer_norm_backward), biases, plain gelu MLP
+    str(CONFIGS / "stabilityai--stablelm-2-zephyr-1_6b.json"),  # stablelm: LayerNorm, partial rotary slices
+    str(CONFIGS / "transformers--OlmoConfig-defaults.json"),  # olmo: LayerNorm without parameters
+    str(CONFIGS / "allenai--Olmo-3.1-32B-Instruct.json"),  # olmo3: post-norms only, full-width q/k norms
+    str(CONFIGS / "LGAI-EXAONE--EXAONE-4.0-32B.json"),  # exaone4: post-norms, hybrid sliding layers
     "mistralai/Mixtral-8x7B-v0.1",  # mixtral: softmax top-k router, batched_mm experts
     "Qwen/Qwen3-30B-A3B",  # qwen3_moe
     "Qwen/Qwen1.5-MoE-A2.7B",  # qwen2_moe: shared expert with a sigmoid gate

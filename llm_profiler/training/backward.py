@@ -82,6 +82,50 @@ def embedding_backward(rows: Number, hidden: Number, vocab: Number) -> Counts:
     return Counts({ADD: rows * hidden, ACT: vocab * hidden})
 
 
+def gelu_backward(n: Number, tanh: bool = False) -> Counts:
+    """aten gelu_backward, CPU kernel. erf: cdf = 0.5 * (1 + erf(x / sqrt2)), pdf = exp(-0.5 * x * x) * beta,
+    dy * (cdf + x * pdf): EXP 2, ADD 2, MULT 7. tanh: inner = beta * (x + kappa * x^3), t = tanh(inner),
+    dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * beta * (1 + 3 * kappa * x * x)): EXP 1, ADD 5, MULT 12."""
+    if tanh:
+        return Counts({EXP: n, ADD: 5 * n, MULT: 12 * n, ACT: n})
+    return Counts({EXP: 2 * n, ADD: 2 * n, MULT: 7 * n, ACT: n})
+
+
+def tanh_backward(n: Number) -> Counts:
+    """aten tanh_backward: g * (1 - y * y): MULT 2, ADD 1."""
+    return Counts({MULT: 2 * n, ADD: n, ACT: n})
+
+
+def relu_backward(n: Number) -> Counts:
+    """aten threshold_backward: g where x > 0, else 0: one CMP."""
+    return Counts({"cmp": n, ACT: n})
+
+
+def layer_norm_backward(rows: Number, n: Number, weight: bool, grad_weight: bool, grad_bias: bool) -> Counts:
+    """aten native_layer_norm_backward (the CPU kernel), per row of n: dy * w (n MULT, with a weight);
+    ds = sum(dy * w * x) (n MULT, n - 1 ADD), db = sum(dy * w) (n - 1 ADD); the row's coefficients
+    b = (db * mean - ds) * rstd^3 / n and c = -b * mean - db * rstd / n (6 MULT, 2 ADD, 2 DIV);
+    dx = rstd * dy * w + b * x + c (2n MULT, 2n ADD). grad weight: sum over the rows of dy * (x - mean) * rstd
+    (rows*n ADD + 2 rows*n MULT, n*(rows - 1) ADD); grad bias: sum over the rows of dy (n*(rows - 1) ADD)."""
+    out = Counts({MULT: rows * ((4 if weight else 3) * n + 6), ADD: rows * 4 * n, DIV: 2 * rows, ACT: rows * n})
+    if grad_weight:
+        out = out + Counts({ADD: rows * n + n * (rows - 1), MULT: 2 * rows * n, ACT: n})
+    if grad_bias:
+        out = out + Counts({ADD: n * (rows - 1), ACT: n})
+    return out
+
+
+def _layer_norm(args: tuple, kwargs: dict, out: Any) -> Counts:
+    grad, shape, weight, mask = args[0], args[2], args[5], args[7]
+    n = math.prod(shape)
+    return layer_norm_backward(_numel(grad) // n, n, weight is not None, bool(mask[1]), bool(mask[2]))
+
+
+def _gelu(args: tuple, kwargs: dict, out: Any) -> Counts:
+    approximate = kwargs.get("approximate", args[2] if len(args) > 2 else "none")
+    return gelu_backward(_numel(out), tanh=approximate == "tanh")
+
+
 def _numel(x: Any) -> int:
     return int(math.prod(x.shape))
 
@@ -149,6 +193,10 @@ ATEN_BACKWARD: dict[str, Callable[[tuple, dict, Any], Counts | None]] = {
     "nll_loss_backward": _nll,
     "embedding_dense_backward": _embedding,
     "index_put": _index_put,
+    "native_layer_norm_backward": _layer_norm,
+    "gelu_backward": _gelu,
+    "tanh_backward": lambda args, kwargs, out: tanh_backward(_numel(out)),
+    "threshold_backward": lambda args, kwargs, out: relu_backward(_numel(out)),
     "scatter_add": _scatter_add,
     "sigmoid_backward": _sigmoid,
 }
@@ -180,6 +228,25 @@ def rms_norm_backward(rows: Formula, n: Formula) -> Counts:
     })
 
 
+# single-aten-op activations (graph.activations.HF_ACTIVATIONS) -> their backward op
+_ACTIVATIONS: dict[str, Callable[[Formula], Counts]] = {
+    "silu": silu_backward, "swish": silu_backward, "gelu": gelu_backward,
+    "gelu_pytorch_tanh": lambda n: gelu_backward(n, tanh=True), "relu": relu_backward,
+    "sigmoid": sigmoid_backward, "tanh": tanh_backward,
+}
+
+
+def _layer_norm_node(node: Node) -> Counts:
+    """nn.LayerNorm (one aten op): rows = its SQRT count, n from its MULT (3n per row with a weight)."""
+    c = node.counts
+    rows = Formula.of(c["sqrt"])
+    per_row = int(Formula.of(c[MULT]).evaluate({"B": 1, "S": 1, "P": 0})) // int(rows.evaluate({"B": 1, "S": 1, "P": 0}))
+    weight = int(Formula.of(c.get(PARAMS, 0))) > 0
+    n = per_row // (3 if weight else 2)
+    bias = int(Formula.of(c.get(PARAMS, 0))) == 2 * n
+    return layer_norm_backward(rows, n, weight, weight, bias)
+
+
 def _rms_rows(node: Node) -> tuple[Formula, Formula]:
     n = Formula.of(node.counts.get(PARAMS, 0))  # the scale: n weights
     elems = node.facts.fused_reads
@@ -209,6 +276,10 @@ def node_backward(node: Node, norm: str = "rmsnorm", activation: str = "silu", g
         return matmul_backward(node)
     if _is_scaling(node):  # x * c or x / c by a constant (granite's multipliers, a logits scaling)
         return Counts(c.without_act() + Counts({ACT: c[ACT]}))
+    if node.part in ("softcap", "final_softcap"):
+        # tanh(x / cap) * cap (gemma2 / gemma3): * cap back (MULT), tanh_backward, / cap back (DIV)
+        n = Formula.of(c[EXP])
+        return Counts(ops.elementwise("mul", n) + tanh_backward(n) + ops.elementwise("div", n))
     if kind in (NodeKind.ATTN_SCORES, NodeKind.ATTN_CONTEXT):
         out = matmul_backward(node)
         scale = Formula.of(c.get(MULT, 0)) - Formula.of(c.get(MACS, 0))  # the scaling muls: one each back
@@ -223,8 +294,8 @@ def node_backward(node: Node, norm: str = "rmsnorm", activation: str = "silu", g
         rows = elems - Formula.of(c["cmp"])  # rows * n exps, rows * (n - 1) comparisons
         return Counts({MULT: 2 * elems, ADD: 2 * elems - rows, ACT: elems})  # softmax_backward, rows x n
     if kind == NodeKind.NORM:
-        if norm != "rmsnorm":
-            raise BackwardUnsupportedError(f"node {node.path}: no backward rule for norm {norm!r} yet")
+        if norm == "layernorm":
+            return _layer_norm_node(node)
         rows, n = _rms_rows(node)
         return rms_norm_backward(rows, n)
     if kind == NodeKind.ROPE:
@@ -234,9 +305,10 @@ def node_backward(node: Node, norm: str = "rmsnorm", activation: str = "silu", g
         neg = Formula.of(c[ADD]) / 3
         return Counts({MULT: mult, ADD: neg, ACT: mult + neg})
     if kind == NodeKind.ACTIVATION:
-        if activation != "silu":
+        rule = _ACTIVATIONS.get(activation)
+        if rule is None:
             raise BackwardUnsupportedError(f"node {node.path}: no backward rule for activation {activation!r} yet")
-        return silu_backward(Formula.of(c[ACT]))
+        return rule(Formula.of(c[ACT]))
     if kind == NodeKind.ELEMENTWISE and node.part == "gate_mul":
         n = Formula.of(c[MULT])
         return Counts({MULT: 2 * n, ACT: 2 * n})  # gate * up: grad_gate = g * up, grad_up = g * gate
@@ -249,7 +321,9 @@ def node_backward(node: Node, norm: str = "rmsnorm", activation: str = "silu", g
     if kind == NodeKind.EMBEDDING:
         weight = node.facts.weights[0]
         vocab, hidden = weight.shape
-        return embedding_backward(TOKENS, hidden, vocab)
+        # a scaled embedding (gemma's embed * sqrt(h), in the node): one mul back per element
+        return embedding_backward(TOKENS, hidden, vocab) + ops.elementwise("mul", Formula.of(c.get(MULT, 0))) \
+            if c.get(MULT) else embedding_backward(TOKENS, hidden, vocab)
     raise BackwardUnsupportedError(f"node {node.path} (kind {kind}): no backward rule yet")
 
 
@@ -319,89 +393,99 @@ def loss_backward(vocab: int) -> Counts:
 # model types whose backward is validated exact per node against autograd (tests/test_training_backward.py)
 VALIDATED_MODEL_TYPES = frozenset({
     "llama", "mistral", "qwen2", "qwen3", "smollm3", "helium", "seed_oss", "ernie4_5", "granite", "glm", "glm4",
-    "phi3",  # dense
+    "phi3", "gemma", "gemma2", "gemma3_text", "starcoder2", "stablelm", "olmo", "olmo3", "exaone4",  # dense
     "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "granitemoe", "dots1", "glm4_moe", "exaone_moe", "minimax_m2",  # MoE
 })
-_LAYER_NORMS = ("input_layernorm", "post_attention_layernorm")
 # the linears that read a block's internal tensor, not the norm's output (the block's output projections)
 _FUSED_QKV = ("qkv_proj", "query_key_value", "W_pack", "c_attn", "Wqkv")
 # model types whose apply_rotary_pos_emb slices q and k into the rotary part and the rest, then concatenates
 _ROPE_SPLIT = frozenset({"phi3", "glm", "glm4", "glm4_moe", "glm4_moe_lite", "gpt_neox", "nemotron", "minimax_m2",
-                         "deepseek_v3"})
+                         "deepseek_v3", "stablelm", "persimmon"})
 _OUTPUT_PROJECTIONS = frozenset({"o_proj", "down_proj", "dense", "out_proj", "fc2", "c_proj", "wo", "w2"})
 
 
 def accumulations(model: ModelProfile) -> dict[str, Counts]:
     """Gradient accumulation adds per node, charged to the node that wrote the tensor read r times
-    (r - 1 adds of its size), for the DecoderTemplate layout (``input_layernorm``, attention, ``:residual``,
-    ``post_attention_layernorm``, MLP):
+    (r - 1 adds of its size). Each layer is read as blocks (attention, then MLP / MoE), each with an optional
+    pre-norm (a norm just before the block's first node) and post-norm (a norm just after its last), and a
+    ``:residual`` node writing the stream after each block:
 
-    - the residual stream (the embedding's output, then each layer's two residual adds): read by the next
-      RMSNorm twice (x.pow(2), x * rstd) and by the residual add: 2 adds; the last layer's output is read by
-      the final norm only: 1 add;
-    - input_layernorm's output, read by q_proj, k_proj, v_proj: 2 adds; post_attention_layernorm's, read by
-      gate_proj and up_proj: 1 add;
-    - q and k (q_proj / k_proj, or q_norm / k_norm under qk_norm), read by rope three times (x * cos and the
-      two halves rotate_half slices): 2 adds each (a layer without rope: none); under qk_norm, q_proj /
-      k_proj are read twice by the norm: 1 add each;
+    - the stream a block reads (the embedding's output, or a scaling of it in the base model, then the
+      layer's residual adds) is read by the block's pre-norm (the eager RMSNorm twice, x.pow(2) and
+      x * rstd; nn.LayerNorm once) and by the residual add; without a pre-norm, by the block's input
+      linears and the residual add; the last layer's output by the final norm only;
+    - a pre-norm's output is read by the block's input linears (q, k, v or a fused qkv; gate and up; a
+      router, the experts and a shared expert's gate / up / gate linear): one read each;
+    - a post-norm (gemma2's post_attention_layernorm, glm4's post_self_attn_layernorm, olmo2's) reads the
+      block's output: (reads - 1) adds on the node that wrote it;
+    - q_proj / k_proj under qk-norm: read by the norm (reads - 1 adds); a fused qkv sliced into q, k and v:
+      2 adds of its output; q and k (their norm's output under qk-norm) read by rope three times (x * cos
+      and rotate_half's two halves: 2 adds of the rotated part), and once more where rope first slices
+      them into the rotary part and the rest (``_ROPE_SPLIT``: 1 add of all of q);
     - a tied lm_head: its weight gradient added to the embedding's (V*h adds on the embedding).
     """
     spec = model.spec
-    names = {n.path.rsplit(".", 1)[-1] for n in model.nodes}
-    if not all(name in names for name in _LAYER_NORMS) or spec.norm != "rmsnorm":
-        raise BackwardUnsupportedError(
-            f"gradient accumulation is derived for the pre-RMSNorm DecoderTemplate layout (input_layernorm, "
-            f"attention, residual, post_attention_layernorm, MLP) only; {spec.model_type!r} is not laid out so "
-            f"(validated: {', '.join(sorted(VALIDATED_MODEL_TYPES))})")
     h = spec.hidden_size
     stream = TOKENS * h
+    reads = 2 if spec.norm == "rmsnorm" else 1  # the eager RMSNorm reads x twice, nn.LayerNorm once
     out: dict[str, Counts] = {}
+    nodes = list(model.nodes)
 
     def add(path: str, n: Formula) -> None:
         out[path] = out.get(path, Counts()) + Counts({ADD: n, ACT: n})
 
-    embed = next(n for n in model.nodes if n.kind == NodeKind.EMBEDDING)
-    # the stream's first writer: the embedding, or a scaling of it in the base model (granite's multiplier)
-    head = [n for n in model.nodes if n.layer is None and n.kind == NodeKind.ELEMENTWISE
-            and model.nodes.index(n) < next(i for i, m in enumerate(model.nodes) if m.layer is not None)]
-    add(head[-1].path if head else embed.path, 2 * stream)
+    embed = next(n for n in nodes if n.kind == NodeKind.EMBEDDING)
+    first_layer = next(i for i, m in enumerate(nodes) if m.layer is not None)
+    head = [n for n in nodes[:first_layer] if n.kind == NodeKind.ELEMENTWISE]
+    writer = head[-1].path if head else embed.path  # the stream's first writer (granite's multiplier)
     if spec.tie_word_embeddings:
         add(embed.path, Formula.const(spec.vocab_size * h))
-    last = max(n.layer for n in model.nodes if n.layer is not None)
-    roped = {n.layer for n in model.nodes if n.kind == NodeKind.ROPE}
-    for node in model.nodes:
-        if node.layer is None:
-            continue
-        name = node.path.rsplit(".", 1)[-1]
-        if node.kind == NodeKind.RESIDUAL:
-            add(node.path, 2 * stream + (1 if node.layer == last else 2) * stream)
-        elif name in _LAYER_NORMS:
-            block = "attn" if name == "input_layernorm" else "mlp"
-            readers = [n for n in model.nodes if n.layer == node.layer and n.block == block and (
+    layers = sorted({n.layer for n in nodes if n.layer is not None})
+    for layer in layers:
+        in_layer = [n for n in nodes if n.layer == layer]
+        residual = [n for n in in_layer if n.kind == NodeKind.RESIDUAL]
+        if len(residual) != 1:
+            raise BackwardUnsupportedError(
+                f"layer {layer}: gradient accumulation is derived for layers with one residual node of two adds "
+                f"(attention, then MLP), not {spec.model_type!r}'s")
+        blocks = [b for b in ("attn", "mlp") if any(n.block == b for n in in_layer)]
+        if blocks != ["attn", "mlp"]:
+            raise BackwardUnsupportedError(f"layer {layer}: no attention-then-MLP blocks ({spec.model_type!r})")
+        for block in blocks:
+            members = [i for i, n in enumerate(in_layer) if n.block == block]
+            pre = _norm_at(in_layer, members[0] - 1)
+            post = _norm_at(in_layer, members[-1] + 1)
+            readers = sum(1 for n in in_layer if n.block == block and (
                 n.kind in (NodeKind.ROUTER, NodeKind.EXPERTS)
-                or (n.kind == NodeKind.LINEAR and n.path.rsplit(".", 1)[-1] not in _OUTPUT_PROJECTIONS))]
-            add(node.path, (len(readers) - 1) * stream)
-        elif name in ("q_proj", "k_proj") and spec.qk_norm:
-            add(node.path, node.facts.matmuls[0].outputs)  # read by q_norm / k_norm twice
-        elif name in _FUSED_QKV:
-            add(node.path, 2 * node.facts.matmuls[0].outputs)  # sliced into q, k, v: three gradients
-        elif node.kind == NodeKind.NORM and name not in ("q_norm", "k_norm"):
-            # a norm of a sublayer's output (glm4's post_self_attn_layernorm / post_mlp_layernorm) reads the
-            # node just before it twice (x.pow(2), x * rstd): 1 add on that node
-            before = model.nodes[model.nodes.index(node) - 1]
-            add(before.path, _output(before))
+                or (n.kind == NodeKind.LINEAR and n.path.rsplit(".", 1)[-1] not in _OUTPUT_PROJECTIONS)))
+            if pre is not None:
+                add(writer, reads * stream)
+                add(pre.path, (readers - 1) * stream)
+            else:
+                add(writer, readers * stream)
+            if post is not None and reads > 1:
+                add(in_layer[members[-1]].path, (reads - 1) * _output(in_layer[members[-1]]))
+            writer = residual[0].path
+        for node in in_layer:
+            name = node.path.rsplit(".", 1)[-1]
+            if name in ("q_proj", "k_proj") and spec.qk_norm and reads > 1:
+                add(node.path, node.facts.matmuls[0].outputs)  # read by q_norm / k_norm twice
+            elif name in _FUSED_QKV:
+                add(node.path, 2 * node.facts.matmuls[0].outputs)  # sliced into q, k, v: three gradients
+    add(writer, (reads - 1) * stream)  # the last layer's output, read by the final norm
+    roped = {n.layer for n in nodes if n.kind == NodeKind.ROPE}
     # q and k, read by rope: x * cos and rotate_half's two halves (2 adds of the rotated part); where the
     # rope slices q into its rotary and pass-through parts first (_ROPE_SPLIT), one more add of all of q
     split = spec.model_type in _ROPE_SPLIT
     for layer in sorted(roped):
-        in_layer = {n.path.rsplit(".", 1)[-1]: n for n in model.nodes if n.layer == layer}
+        by_name = {n.path.rsplit(".", 1)[-1]: n for n in nodes if n.layer == layer}
         for which, heads in (("q", spec.num_heads), ("k", spec.num_kv_heads)):
-            writer = in_layer.get(f"{which}_norm") or in_layer.get(f"{which}_proj") or next(
-                (in_layer[n] for n in _FUSED_QKV if n in in_layer), None)
-            if writer is None:
+            qk = by_name.get(f"{which}_norm") or by_name.get(f"{which}_proj") or next(
+                (by_name[n] for n in _FUSED_QKV if n in by_name), None)
+            if qk is None:
                 raise BackwardUnsupportedError(f"layer {layer}: no node writes {which} for rope")
             full = TOKENS * heads * spec.head_dim
-            add(writer.path, 2 * TOKENS * heads * spec.rotary_dim + (full if split else 0))
+            add(qk.path, 2 * TOKENS * heads * spec.rotary_dim + (full if split else 0))
     return out
 
 
@@ -417,6 +501,13 @@ def backward_counts(model: ModelProfile) -> dict[str, Counts]:
         out[node.path] = Counts(counts)
     out[LOSS] = loss_backward(spec.vocab_size)
     return out
+
+
+def _norm_at(nodes: list[Node], index: int) -> Node | None:
+    """The block-less norm at ``index`` (right before a block: its pre-norm; right after: its post-norm)."""
+    if 0 <= index < len(nodes) and nodes[index].kind == NodeKind.NORM and nodes[index].block is None:
+        return nodes[index]
+    return None
 
 
 def _output(node: Node) -> Formula:
