@@ -130,6 +130,21 @@ def test_backward_exact_per_node_full_size_meta() -> None:
     assert macs["model.layers.0.self_attn.q_proj"] == 2 * 5 * 2048 * 2048
 
 
+def test_moe_backward_exact_full_size_meta() -> None:
+    report = validate_backward("mistralai/Mixtral-8x7B-v0.1", 1, 5, tiny=False)  # 32 layers, 8 experts, top-2
+    assert report.ok, report.summary_line()
+    adds = {r.node: r.measured for r in report.rows if r.metric == "add"}
+    macs = {r.node: r.measured for r in report.rows if r.metric == "macs"}
+    h, i, pairs = 4096, 14336, 5 * 2
+    # the experts' bmms backwards: 2 x the forward's pairs * 3*h*I MACs
+    assert macs["model.layers.0.mlp.experts"] == 2 * pairs * 3 * h * i
+    # ADD: grad x of gate_up (pairs*h*(2I-1)) and of down (pairs*I*(h-1)); grad w = sum_h(g * out)
+    # (pairs*(h-1)); the gathered expert weights' gradients scattered back (pairs*3*h*I); the k=2 copies of
+    # each token summed (5*h)
+    assert adds["model.layers.0.mlp.experts"] == (
+        pairs * h * (2 * i - 1) + pairs * i * (h - 1) + pairs * (h - 1) + pairs * 3 * h * i + 5 * h)
+
+
 def test_a_moved_accumulation_fails_on_both_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Charging the residual stream's accumulation to the norm that reads it instead of the node that wrote it
     fails on exactly those two nodes."""
