@@ -16,8 +16,9 @@ examples:
   llm-profiler train llama-3.1-8b --device h100 --batch 1 --seq 2048 --lora-rank 16 --qlora --json
   llm-profiler train llama-3.2-1b --device a100 --batch 8 --seq 1024 --optimizer sgd --efficiency 0.5
 
-Backward counts and saved activations are exact per node (validated against autograd) for llama, mistral,
-qwen2 and qwen3; other families use estimates, which the output notes (docs/training.md).
+Backward counts are exact per node (validated against autograd) for 29 model types (llama, mistral, qwen2/3,
+gemma 1-3, mixtral, the qwen and other MoEs...), saved activations for 9; other models use estimates, which
+the output notes (docs/training.md).
 """
 
 
