@@ -473,7 +473,7 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
             elif name in _FUSED_QKV:
                 add(node.path, 2 * node.facts.matmuls[0].outputs)  # sliced into q, k, v: three gradients
     add(writer, (reads - 1) * stream)  # the last layer's output, read by the final norm
-    roped = {n.layer for n in nodes if n.kind == NodeKind.ROPE}
+    roped: set[int] = {n.layer for n in nodes if n.kind == NodeKind.ROPE and n.layer is not None}
     # q and k, read by rope: x * cos and rotate_half's two halves (2 adds of the rotated part); where the
     # rope slices q into its rotary and pass-through parts first (_ROPE_SPLIT), one more add of all of q
     split = spec.model_type in _ROPE_SPLIT
