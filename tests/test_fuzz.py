@@ -428,7 +428,7 @@ def test_cli_arbitrary_arguments(command: str) -> None:
 
 def test_cli_fuzz_covers_every_subcommand_but_validate_and_ui() -> None:
     assert set(CLI_COMMANDS) == {"profile", "compare", "sweep", "export", "presets", "roofline", "fit", "plan",
-                                 "serve"}
+                                 "serve", "train"}
     assert ("--overhead", True) in CLI_COMMANDS["fit"] and ("--exact", False) in CLI_COMMANDS["profile"]
 
 
