@@ -116,6 +116,9 @@ _PRESETS: tuple[Preset, ...] = (
     _preset("allenai--Olmo-3.1-32B-Instruct.json", "olmo-3.1-32b-instruct", 32_233_522_176),
     _preset("CohereForAI--aya-23-8B.json", "aya-23-8b", 8_028_033_024),  # the Hub's 8.03B
     _preset("stabilityai--stablelm-2-zephyr-1_6b.json", "stablelm-2-zephyr-1.6b", 1_644_515_328),  # the Hub's 1.64B
+    # Without the multi-token-prediction layer, as deepseek-v3 (the Hub's "685B" counts it): V3's 671,026,404,352
+    # plus 61 lightning indexers of 13,959,424 (wq_b 1536*8192, wk 7168*128, k_norm 2*128, weights_proj 7168*64).
+    _preset("deepseek-ai--DeepSeek-V3.2.json", "deepseek-v3.2", 671_877_929_216),
 )
 
 

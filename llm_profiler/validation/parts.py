@@ -100,6 +100,11 @@ RULES: tuple[Rule, ...] = (
          "scaled scores and the mask, tanh(scores / cap) * cap", line=r"softcap|tanh"),
     Rule("sinks", r"eager_attention_forward", "gpt_oss: the sink logit column joined to the scores and the row "
          "maximum subtracted before the softmax", file=r"models/gpt_oss/.*", line=r"combined_logits\.max"),
+    Rule("topk", r"DeepseekV32Indexer\.forward|GlmMoeDsaIndexer\.forward", "deepseek_v32, glm_moe_dsa: the "
+         "lightning indexer's top index_topk keys per query", line=r"\.topk\("),
+    Rule("scores", r"DeepseekV32Indexer\.forward|GlmMoeDsaIndexer\.forward", "deepseek_v32, glm_moe_dsa: the "
+         "lightning indexer's scores (q @ k^T, the scale, ReLU, the head weights' scale, their weighted sum, "
+         "the mask)"),
     Rule(ORDERED, r"eager_attention_forward", "the eager attention function of every family that has one"),
     Rule(ORDERED, r"GPT2Attention\._upcast_and_reordered_attn", "gpt2 with reorder_and_upcast_attn (baddbmm)"),
     Rule(ORDERED, r"FalconAttention\.forward", "falcon computes attention in its forward (rotary or alibi)"),
