@@ -27,9 +27,9 @@ from __future__ import annotations
 from typing import Literal
 
 from .. import ops
-from ..facts import State, StateKind
-from ..formula import ZERO, B, Formula, P, S, fmin
-from ..metrics import ACT, CACHE, CMP
+from ..facts import StateKind
+from ..formula import B, Formula, P, S, fmin
+from ..metrics import ACT, CMP
 from ..ops import Counts
 from . import blocks as blk
 from .blocks import Part
@@ -57,9 +57,7 @@ def topk_counts(rows: Formula, n: Formula, topk: int) -> Counts:
 def indexer_key_cache(head_dim: int, cached: Formula) -> Counts:
     """The indexer's key cache (``indexer_keys``): B * Di elements per token held; the S new keys appended."""
     per_token = B * head_dim
-    held = per_token * cached
-    return Counts({CACHE: held}).with_facts(
-        states=(State(StateKind.INDEXER_KEYS, appended=per_token * S, held=held),), reads=ZERO)
+    return blk.state_cache(StateKind.INDEXER_KEYS, held=per_token * cached, appended=per_token * S)
 
 
 def indexer_rope(style: IndexerRope, heads: int, rope_dim: int) -> Counts:
