@@ -119,6 +119,9 @@ _PRESETS: tuple[Preset, ...] = (
     # Without the multi-token-prediction layer, as deepseek-v3 (the Hub's "685B" counts it): V3's 671,026,404,352
     # plus 61 lightning indexers of 13,959,424 (wq_b 1536*8192, wk 7168*128, k_norm 2*128, weights_proj 7168*64).
     _preset("deepseek-ai--DeepSeek-V3.2.json", "deepseek-v3.2", 671_877_929_216),
+    # Text model only (Gemma4ForCausalLM from text_config; the vision tower is not counted): published "25.2B total,
+    # 3.8B active"; transformers' count of the text model, active 3,822,530,560.
+    _preset("google--gemma-4-26B-A4B.json", "gemma-4-26b-a4b", 25_233_141_760),
 )
 
 

@@ -105,6 +105,12 @@ RULES: tuple[Rule, ...] = (
     Rule("scores", r"DeepseekV32Indexer\.forward|GlmMoeDsaIndexer\.forward", "deepseek_v32, glm_moe_dsa: the "
          "lightning indexer's scores (q @ k^T, the scale, ReLU, the head weights' scale, their weighted sum, "
          "the mask)"),
+    Rule("combine", r"Gemma4TextDecoderLayer\.forward", "gemma4: the dense MLP's and the experts' outputs "
+         "summed, in the decoder layer", line=r"hidden_states_1 \+ hidden_states_2"),
+    Rule("layer_scalar", r"Gemma4TextDecoderLayer\.forward", "gemma4: the layer output times its "
+         "layer_scalar buffer", line=r"layer_scalar"),
+    Rule("residual", r"Gemma4TextDecoderLayer\.forward", "gemma4: the residual additions of the decoder "
+         "layer (beside its combine and layer_scalar parts)", line=r"residual \+"),
     Rule(ORDERED, r"eager_attention_forward", "the eager attention function of every family that has one"),
     Rule(ORDERED, r"GPT2Attention\._upcast_and_reordered_attn", "gpt2 with reorder_and_upcast_attn (baddbmm)"),
     Rule(ORDERED, r"FalconAttention\.forward", "falcon computes attention in its forward (rotary or alibi)"),
