@@ -17,13 +17,21 @@ Gemma4ForCausalLM computes it, modeling_gemma4.py).
   the experts (``moe_intermediate_size``, batched), post_feedforward_layernorm_2, the sum of the two; then
   post_feedforward_layernorm, the residual, and the output times ``layer_scalar`` (a buffer).
 - Embeddings scaled by sqrt(hidden) in the embedding module; tied head; final logit softcapping.
-- Not supported (a ConfigError says so): per-layer embeddings (``hidden_size_per_layer_input`` > 0, the
-  config class default 256: give 0 explicitly), KV sharing (``num_kv_shared_layers`` > 0), bidirectional
-  attention "all", RoPE types other than default / proportional.
+- Per-layer embeddings (``hidden_size_per_layer_input`` d > 0; the config class default is 256): the base model
+  looks every token up in ``embed_tokens_per_layer`` (``vocab_size_per_layer_input`` x L*d, * sqrt(d)), projects
+  the embeddings (``per_layer_model_projection``, hidden -> L*d, * hidden**-0.5), norms each layer's d-slice
+  (``per_layer_projection_norm``) and averages the two ((a + b) * 2**-0.5); each layer then adds
+  ``per_layer_projection(act(per_layer_input_gate(x)) * its slice)``, normed, to the residual.
+- KV sharing (``num_kv_shared_layers`` n): the last n layers have no k/v projections, norms or cache (a dummy
+  cache layer); each attends to the keys and values the last earlier layer of its type stored this forward
+  (as many keys as that type's cache layer returns); with ``use_double_wide_mlp`` their MLP is twice as wide.
+- Not supported (a ConfigError says so): bidirectional attention "all", RoPE types other than default /
+  proportional.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 from .. import ops
@@ -34,7 +42,7 @@ from ..graph import blocks as blk
 from ..graph.activations import read_activation
 from ..graph.blocks import Part
 from ..graph.moe import expert_activation, routed_experts
-from ..graph.node import ATTN, MLP
+from ..graph.node import ATTN, EMBED_GROUP, MLP
 from ..ops import Counts
 from ..spec import FFN, FULL_ATTENTION, SLIDING_ATTENTION, ArchSpec, LayerSpec
 from . import register
@@ -47,7 +55,8 @@ DEFAULTS: dict[str, Any] = {
     "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
     "tie_word_embeddings": True, "attention_bias": False, "sliding_window": 512, "final_logit_softcapping": None,
     "hidden_size_per_layer_input": 256, "attention_k_eq_v": False, "num_kv_shared_layers": 0,
-    "enable_moe_block": False, "global_head_dim": 512,
+    "enable_moe_block": False, "global_head_dim": 512, "use_double_wide_mlp": False,
+    "vocab_size_per_layer_input": 262_144,
 }
 _ROPE_TYPES = ("default", "proportional")
 
@@ -61,13 +70,20 @@ class Gemma4Spec(ArchSpec):
     experts: int = 0
     top_k: int = 0
     moe_intermediate: int = 0
+    per_layer_dim: int = 0  # hidden_size_per_layer_input (0: no per-layer embeddings)
+    per_layer_vocab: int = 0
+    kv_shared_layers: tuple[int, ...] = ()  # layers that reuse an earlier layer's keys and values
+    double_wide_mlp: bool = False  # the KV-shared layers' MLP is 2 * intermediate_size wide
 
     def derive_layers(self) -> tuple[LayerSpec, ...]:
-        if not self.experts:
-            return super().derive_layers()
-        moe = FFN(kind="moe", intermediate=self.moe_intermediate, experts=self.experts, top_k=self.top_k,
-                  shared_intermediate=self.intermediate_size)  # the dense MLP runs beside the experts
-        return tuple(layer.model_copy(update={"ffn": moe}) for layer in super().derive_layers())
+        out = []
+        for i, layer in enumerate(super().derive_layers()):
+            inter = self.intermediate_size * (2 if self.double_wide_mlp and i in self.kv_shared_layers else 1)
+            ffn = FFN(kind="gated", intermediate=inter) if not self.experts else FFN(
+                kind="moe", intermediate=self.moe_intermediate, experts=self.experts, top_k=self.top_k,
+                shared_intermediate=inter)  # the dense MLP runs beside the experts
+            out.append(layer.model_copy(update={"ffn": ffn}))
+        return tuple(out)
 
 
 @register
@@ -92,11 +108,6 @@ class Gemma4(DecoderTemplate):
                  "the vision and audio towers are not counted"] if data.get("model_type") == "gemma4" else []
         full = {**DEFAULTS, **{k: v for k, v in self._text(data).items() if v is not None}}
         f = Fields(full, "gemma4_text")
-        for key, why in (("hidden_size_per_layer_input", "per-layer embeddings"),
-                         ("num_kv_shared_layers", "KV sharing across layers")):
-            if f.int(key, minimum=0):
-                raise ConfigError(f"gemma4_text config field {key!r} = {full[key]}: {why} are not supported yet "
-                                  f"(set it to 0)")
         if full.get("use_bidirectional_attention") == "all":
             raise ConfigError("gemma4_text config field 'use_bidirectional_attention' = 'all' (bidirectional "
                               "attention) is not supported: its masks differ from the causal decoder's")
@@ -118,6 +129,12 @@ class Gemma4(DecoderTemplate):
             if kind in types:
                 tables.append(width)
         moe = f.bool("enable_moe_block")
+        shared = f.int("num_kv_shared_layers", minimum=0)
+        if shared >= layers or shared and set(types[:layers - shared]) != set(types):
+            raise ConfigError(f"gemma4_text config field 'num_kv_shared_layers' = {shared}: the layers before the "
+                              "shared ones must include a layer of every type in layer_types (they store the keys "
+                              "and values the shared layers reuse)")
+        ple = f.int("hidden_size_per_layer_input", minimum=0)
         cap = full.get("final_logit_softcapping")
         bias = f.bool("attention_bias")
         return Gemma4Spec(
@@ -130,7 +147,10 @@ class Gemma4(DecoderTemplate):
             global_head_dim=global_dim, global_kv_heads=global_kv or kv, k_eq_v=k_eq_v,
             final_softcap=None if cap is None else f.float("final_logit_softcapping"), rope_tables=tuple(tables),
             experts=f.int("num_experts") if moe else 0, top_k=f.int("top_k_experts") if moe else 0,
-            moe_intermediate=f.int("moe_intermediate_size") if moe else 0, notes=tuple(notes),
+            moe_intermediate=f.int("moe_intermediate_size") if moe else 0, per_layer_dim=ple,
+            per_layer_vocab=f.int("vocab_size_per_layer_input") if ple else 0,
+            kv_shared_layers=tuple(range(layers - shared, layers)),
+            double_wide_mlp=f.bool("use_double_wide_mlp"), notes=tuple(notes),
         )
 
     # --- graph ------------------------------------------------------------------------------------
@@ -150,13 +170,27 @@ class Gemma4(DecoderTemplate):
         tables = Counts()
         for width in spec.rope_tables:
             tables = tables + blk.rotary_table(width)
-        return [
-            part(f"{b}.embed_tokens", NodeKind.EMBEDDING, embed),
+        parts = [part(f"{b}.embed_tokens", NodeKind.EMBEDDING, embed)]
+        if spec.per_layer_dim:  # per-layer embeddings: n = T * L * d elements
+            n, t, d = blk.TOKENS * spec.num_layers * spec.per_layer_dim, blk.TOKENS, spec.per_layer_dim
+            ple = blk.embedding(spec.per_layer_vocab, spec.num_layers * d) + ops.elementwise("mul", n)  # * sqrt(d)
+            # projection * hidden**-0.5; (projection + embeddings) * 2**-0.5
+            mix = ops.elementwise("mul", n) + ops.elementwise("add", n) + ops.elementwise("mul", n)
+            parts += [
+                part(f"{b}.embed_tokens_per_layer", NodeKind.EMBEDDING, ple),
+                part(f"{b}.per_layer_model_projection", NodeKind.LINEAR, blk.linear(t, h, spec.num_layers * d, False),
+                     group=EMBED_GROUP),
+                part(f"{b}.per_layer_projection_norm", NodeKind.NORM, blk.rms_norm(t * spec.num_layers, d),
+                     group=EMBED_GROUP),
+                part(f"{b}:per_layer_inputs", NodeKind.ELEMENTWISE, mix, group=EMBED_GROUP, label="per-layer inputs"),
+            ]
+        return parts + [
             part(f"{b}:positions", NodeKind.POSITIONS, self.mask_counts(spec)),
             part(f"{b}.rotary_emb", NodeKind.ROTARY, tables),
         ]
 
-    def attention_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+    def attention_parts(self, spec: ArchSpec, layer: LayerSpec, shared: bool = False) -> list[Part]:
+        """The attention of a layer; ``shared``: a KV-shared layer (q only; keys and values of an earlier layer)."""
         assert isinstance(spec, Gemma4Spec)
         h, H, t, bias = spec.hidden_size, spec.num_heads, blk.TOKENS, spec.qkv_bias
         full = not layer.sliding
@@ -166,15 +200,20 @@ class Gemma4(DecoderTemplate):
         parts = [
             part(f"{a}.q_proj", NodeKind.LINEAR, blk.linear(t, h, H * D, bias), ATTN),
             part(f"{a}.q_norm", NodeKind.NORM, blk.rms_norm(t * H, D), ATTN),
-            part(f"{a}.k_proj", NodeKind.LINEAR, blk.linear(t, h, KV * D, bias), ATTN),
         ]
-        if not (full and spec.k_eq_v):
-            parts.append(part(f"{a}.v_proj", NodeKind.LINEAR, blk.linear(t, h, KV * D, bias), ATTN))
+        if shared:
+            parts.append(part(f"{a}:rope", NodeKind.ROPE, blk.apply_rope(H, D), ATTN))
+        else:
+            parts.append(part(f"{a}.k_proj", NodeKind.LINEAR, blk.linear(t, h, KV * D, bias), ATTN))
+            if not (full and spec.k_eq_v):
+                parts.append(part(f"{a}.v_proj", NodeKind.LINEAR, blk.linear(t, h, KV * D, bias), ATTN))
+            parts += [
+                part(f"{a}.k_norm", NodeKind.NORM, blk.rms_norm(t * KV, D), ATTN),
+                part(f"{a}:rope", NodeKind.ROPE, blk.apply_rope(H, D) + blk.apply_rope(KV, D), ATTN),
+                part(f"{a}.v_norm", NodeKind.NORM, ops.rms_norm(t * KV, D, weight=False), ATTN),
+                part(f"{a}:kv_cache", NodeKind.KV_CACHE, blk.kv_cache(KV, D, self.cached(spec, layer)), ATTN),
+            ]
         parts += [
-            part(f"{a}.k_norm", NodeKind.NORM, blk.rms_norm(t * KV, D), ATTN),
-            part(f"{a}:rope", NodeKind.ROPE, blk.apply_rope(H, D) + blk.apply_rope(KV, D), ATTN),
-            part(f"{a}.v_norm", NodeKind.NORM, ops.rms_norm(t * KV, D, weight=False), ATTN),
-            part(f"{a}:kv_cache", NodeKind.KV_CACHE, blk.kv_cache(KV, D, self.cached(spec, layer)), ATTN),
             part(f"{a}:scores", NodeKind.ATTN_SCORES, blk.attn_scores(H, D, keys, kv_heads=KV), ATTN),
             part(f"{a}:softmax", NodeKind.ATTN_SOFTMAX, blk.attn_softmax(H, keys), ATTN),
             part(f"{a}:context", NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys, kv_heads=KV), ATTN),
@@ -189,7 +228,7 @@ class Gemma4(DecoderTemplate):
         router = (ops.elementwise("mul", 2 * t * h) + ops.softmax(t, E) + ops.topk(t, E, k)
                   + ops.reduce_sum(t, k) + ops.elementwise("div", t * k) + ops.elementwise("mul", t * k))
         return [
-            *gated_mlp(spec),
+            *gated_mlp(spec, intermediate=layer.ffn.shared_intermediate),
             self.norm_part(spec, ".post_feedforward_layernorm_1"),
             part(".router.norm", NodeKind.NORM, ops.rms_norm(t, h, weight=False), MLP),
             part(".router", NodeKind.ROUTER, blk.with_params(router, h + E), MLP),
@@ -201,18 +240,35 @@ class Gemma4(DecoderTemplate):
             part(":combine", NodeKind.ELEMENTWISE, ops.elementwise("add", t * h), MLP),  # MLP + experts
         ]
 
-    def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
-        h, t = spec.hidden_size, blk.TOKENS
-        return [
+    def mlp_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
+        return gated_mlp(spec, intermediate=layer.ffn.intermediate)
+
+    def layer_key(self, spec: ArchSpec, index: int, layer: LayerSpec) -> Hashable:
+        assert isinstance(spec, Gemma4Spec)
+        return (layer, index in spec.kv_shared_layers)
+
+    def keyed_layer_parts(self, spec: ArchSpec, key: Any) -> list[Part]:
+        assert isinstance(spec, Gemma4Spec)
+        layer, shared = key
+        h, t, d = spec.hidden_size, blk.TOKENS, spec.per_layer_dim
+        parts = [
             self.norm_part(spec, ".input_layernorm"),
-            *self.attention_parts(spec, layer),
+            *self.attention_parts(spec, layer, shared),
             self.norm_part(spec, ".post_attention_layernorm"),
-            part(":residual", NodeKind.RESIDUAL, blk.residual(h)),
+            part(":residual", NodeKind.RESIDUAL, blk.residual(h, 3 if d else 2)),
             self.norm_part(spec, ".pre_feedforward_layernorm"),
             *self.ffn_parts(spec, layer),
             self.norm_part(spec, ".post_feedforward_layernorm"),
-            part(":layer_scalar", NodeKind.ELEMENTWISE, ops.elementwise("mul", t * h)),  # *= layer_scalar
         ]
+        if d:  # per-layer input: projection(act(gate(x)) * this layer's slice), normed, + residual
+            parts += [
+                part(".per_layer_input_gate", NodeKind.LINEAR, blk.linear(t, h, d, False)),
+                part(".act_fn", NodeKind.ACTIVATION, blk.activation(spec.activation, t * d)),
+                part(":per_layer_input", NodeKind.ELEMENTWISE, ops.elementwise("mul", t * d)),
+                part(".per_layer_projection", NodeKind.LINEAR, blk.linear(t, d, h, False)),
+                self.norm_part(spec, ".post_per_layer_input_norm"),
+            ]
+        return parts + [part(":layer_scalar", NodeKind.ELEMENTWISE, ops.elementwise("mul", t * h))]  # *= scalar
 
     def tail_parts(self, spec: ArchSpec) -> list[Part]:
         assert isinstance(spec, Gemma4Spec)
@@ -230,7 +286,14 @@ class Gemma4(DecoderTemplate):
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         spec = self.spec(data)
         text = {**DEFAULTS, **self._text(data), "layer_types": list(spec.layer_types)}
-        out = tiny_dims(text, head_dim=24, global_head_dim=32, sliding_window=4, vocab_size_per_layer_input=128)
+        extra: dict[str, Any] = {}
+        if spec.kv_shared_layers:  # each type stored before the shared layers, and each shared
+            kinds = sorted(set(spec.layer_types), reverse=True)  # sliding first, the last layer full
+            extra = {"layer_types": kinds * 2, "num_hidden_layers": 2 * len(kinds), "num_kv_shared_layers": len(kinds)}
+        out = tiny_dims(text, head_dim=24, global_head_dim=32, sliding_window=4, vocab_size_per_layer_input=128,
+                        **extra)
+        if spec.per_layer_dim:
+            out["hidden_size_per_layer_input"] = 8
         if spec.k_eq_v:
             out["num_global_key_value_heads"] = 1
         if spec.experts:

@@ -111,6 +111,11 @@ RULES: tuple[Rule, ...] = (
          "layer_scalar buffer", line=r"layer_scalar"),
     Rule("residual", r"Gemma4TextDecoderLayer\.forward", "gemma4: the residual additions of the decoder "
          "layer (beside its combine and layer_scalar parts)", line=r"residual \+"),
+    Rule("per_layer_input", r"Gemma4TextDecoderLayer\.forward", "gemma4 with per-layer embeddings: the gated "
+         "hidden states times the layer's per-layer input", line=r"\* per_layer_input\b"),
+    Rule("per_layer_inputs", r"Gemma4TextModel\.project_per_layer_inputs", "gemma4 with per-layer embeddings: "
+         "the projection's scale and the average of the projected and looked-up per-layer inputs, in the base "
+         "model"),
     Rule(ORDERED, r"eager_attention_forward", "the eager attention function of every family that has one"),
     Rule(ORDERED, r"GPT2Attention\._upcast_and_reordered_attn", "gpt2 with reorder_and_upcast_attn (baddbmm)"),
     Rule(ORDERED, r"FalconAttention\.forward", "falcon computes attention in its forward (rotary or alibi)"),
