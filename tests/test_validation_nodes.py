@@ -128,6 +128,9 @@ MOVES = {  # case -> (config, from node, to node, metric): one move per multi-pa
     "gemma4 combine->residual": ("gemma-4-26b-a4b", "model.layers.0:combine", "model.layers.0:residual", M.ADD),
     "gemma4 layer_scalar->residual": ("gemma-4-26b-a4b", "model.layers.0:layer_scalar", "model.layers.0:residual",
                                       M.ACT),
+    "mimo_v2_flash row_max->scores": (
+        json.loads(Path("tests/family_configs/transformers--MiMoV2FlashConfig-defaults.json").read_text()),
+        "model.layers.1.self_attn:row_max", "model.layers.1.self_attn:scores", M.ADD),
 }
 
 
@@ -151,7 +154,7 @@ def test_every_rule_names_ops() -> None:
                "gemma-2-9b", family + "openai--gpt-oss-20b.json", family + "meta-llama--Llama-4-Scout-17B-16E-Instruct.json",
                granite, {**granite, "model_type": "granitemoeshared", "shared_intermediate_size": 1024},
                *(json.loads(Path(family + f"transformers--{name}Config-defaults.json").read_text())
-                 for name in ("GPTJ", "XGLM", "Mpt", "GPTNeo", "Ministral3"))]
+                 for name in ("GPTJ", "XGLM", "Mpt", "GPTNeo", "Ministral3", "MiMoV2Flash", "Gemma4Text"))]
     used: set[parts.Rule] = set()
     for config in configs:
         profile, measured = _measure(config, (1, 2, 1), tiny=True)

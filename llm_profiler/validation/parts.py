@@ -116,6 +116,11 @@ RULES: tuple[Rule, ...] = (
     Rule("per_layer_inputs", r"Gemma4TextModel\.project_per_layer_inputs", "gemma4 with per-layer embeddings: "
          "the projection's scale and the average of the projected and looked-up per-layer inputs, in the base "
          "model"),
+    Rule("row_max", r"eager_attention_forward", "mimo_v2_flash: the row maximum (over the keys and, on sliding "
+         "layers, the sink column) subtracted before the softmax", file=r"models/mimo_v2_flash/.*",
+         line=r"attn_weights\.max"),
+    Rule("v_scale", r"MiMoV2FlashAttention\.forward", "mimo_v2_flash: the values times attention_value_scale",
+         line=r"v_scale"),
     Rule(ORDERED, r"eager_attention_forward", "the eager attention function of every family that has one"),
     Rule(ORDERED, r"GPT2Attention\._upcast_and_reordered_attn", "gpt2 with reorder_and_upcast_attn (baddbmm)"),
     Rule(ORDERED, r"FalconAttention\.forward", "falcon computes attention in its forward (rotary or alibi)"),
