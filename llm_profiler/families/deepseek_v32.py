@@ -77,7 +77,8 @@ def _indexer_types(f: Fields, data: dict[str, Any], layers: int) -> tuple[str, .
                 raise ConfigError(f"glm_moe_dsa config field 'index_topk_pattern' = {pattern!r}: use 'F' and 'S'")
             pattern = [{"F": "full", "S": "shared"}[c] for c in pattern]
         data = {**data, "indexer_types": list(pattern)}
-        return Fields(data, "glm_moe_dsa").layer_types(layers, allowed=("full", "shared"), name="indexer_types")
+        return Fields(data, "glm_moe_dsa").layer_types(layers, allowed=("full", "shared"),
+                                                       name="indexer_types") or ("full",) * layers
     freq = max(f.int("index_topk_freq", default=1), 1)
     offset = f.int("index_skip_topk_offset", default=2)
     return tuple("full" if max(i - offset + 1, 0) % freq == 0 else "shared" for i in range(layers))
