@@ -70,7 +70,12 @@ def merge_facts(a: Mapping[str, Number], b: Mapping[str, Number]) -> Facts:
     return Facts(weights=fa.weights + fb.weights, matmuls=fa.matmuls + fb.matmuls,
                  reads=Formula.of(reads_of(a)) + Formula.of(reads_of(b)), states=fa.states + fb.states,
                  fused_reads=_add(fa.fused_reads, fb.fused_reads) if fused else None,
-                 fused_writes=_add(fa.fused_writes, fb.fused_writes) if fused else None)
+                 fused_writes=_add(fa.fused_writes, fb.fused_writes) if fused else None,
+                 copies=_add_optional(fa.copies, fb.copies), cache_copies=_add_optional(fa.cache_copies, fb.cache_copies))
+
+
+def _add_optional(a: Formula | None, b: Formula | None) -> Formula | None:
+    return None if a is None and b is None else _add(a, b)
 
 
 def _add(a: Formula | None, b: Formula | None) -> Formula:

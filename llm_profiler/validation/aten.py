@@ -179,3 +179,34 @@ _SPECIAL: dict[str, Any] = {
     "polar": _polar,
     "max": _max,
 }
+
+
+def scaled_dot_product_attention(query: Any, key: Any, value: Any, attn_mask: Any = None,
+                                 is_causal: bool = False) -> dict[str, Counts]:
+    """``torch.nn.functional.scaled_dot_product_attention`` (one fused op on every backend but the math one)
+    counted by PyTorch's documented definition (the reference implementation in its docs), split into the
+    graph's three attention parts: ``scores`` = q @ k^T * scale (+ the mask), ``softmax`` over the keys,
+    ``context`` = probabilities @ v.
+
+    A fused kernel writes only its output: scores and softmax write nothing (act 0). ``is_causal``: the
+    kernel masks by position (no arithmetic counted); a boolean ``attn_mask`` is a select (masked_fill: no
+    arithmetic), a float one an add per score. Grouped KV heads (``enable_gqa``) are shared, never copied.
+    """
+    e, ev, keys = query.shape[-1], value.shape[-1], key.shape[-2]
+    length = query.shape[-2]
+    rows = _numel(query) // e  # batch * heads * queries
+    heads = rows // length if length else 0
+    scores = ops.matmul(length, keys, e, batch=heads) + ops.elementwise("mul", rows * keys)
+    if attn_mask is not None:
+        scores = scores + ops.elementwise("select" if attn_mask.dtype == _bool_dtype() else "add", rows * keys)
+    return {
+        "scores": scores.without_act(),
+        "softmax": ops.softmax(rows, keys).without_act(),
+        "context": ops.matmul(length, ev, keys, batch=heads),
+    }
+
+
+def _bool_dtype() -> Any:
+    import torch
+
+    return torch.bool
