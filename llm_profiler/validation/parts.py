@@ -100,6 +100,27 @@ RULES: tuple[Rule, ...] = (
          "scaled scores and the mask, tanh(scores / cap) * cap", line=r"softcap|tanh"),
     Rule("sinks", r"eager_attention_forward", "gpt_oss: the sink logit column joined to the scores and the row "
          "maximum subtracted before the softmax", file=r"models/gpt_oss/.*", line=r"combined_logits\.max"),
+    Rule("topk", r"DeepseekV32Indexer\.forward|GlmMoeDsaIndexer\.forward", "deepseek_v32, glm_moe_dsa: the "
+         "lightning indexer's top index_topk keys per query", line=r"\.topk\("),
+    Rule("scores", r"DeepseekV32Indexer\.forward|GlmMoeDsaIndexer\.forward", "deepseek_v32, glm_moe_dsa: the "
+         "lightning indexer's scores (q @ k^T, the scale, ReLU, the head weights' scale, their weighted sum, "
+         "the mask)"),
+    Rule("combine", r"Gemma4TextDecoderLayer\.forward", "gemma4: the dense MLP's and the experts' outputs "
+         "summed, in the decoder layer", line=r"hidden_states_1 \+ hidden_states_2"),
+    Rule("layer_scalar", r"Gemma4TextDecoderLayer\.forward", "gemma4: the layer output times its "
+         "layer_scalar buffer", line=r"layer_scalar"),
+    Rule("residual", r"Gemma4TextDecoderLayer\.forward", "gemma4: the residual additions of the decoder "
+         "layer (beside its combine and layer_scalar parts)", line=r"residual \+"),
+    Rule("per_layer_input", r"Gemma4TextDecoderLayer\.forward", "gemma4 with per-layer embeddings: the gated "
+         "hidden states times the layer's per-layer input", line=r"\* per_layer_input\b"),
+    Rule("per_layer_inputs", r"Gemma4TextModel\.project_per_layer_inputs", "gemma4 with per-layer embeddings: "
+         "the projection's scale and the average of the projected and looked-up per-layer inputs, in the base "
+         "model"),
+    Rule("row_max", r"eager_attention_forward", "mimo_v2_flash: the row maximum (over the keys and, on sliding "
+         "layers, the sink column) subtracted before the softmax", file=r"models/mimo_v2_flash/.*",
+         line=r"attn_weights\.max"),
+    Rule("v_scale", r"MiMoV2FlashAttention\.forward", "mimo_v2_flash: the values times attention_value_scale",
+         line=r"v_scale"),
     Rule(ORDERED, r"eager_attention_forward", "the eager attention function of every family that has one"),
     Rule(ORDERED, r"GPT2Attention\._upcast_and_reordered_attn", "gpt2 with reorder_and_upcast_attn (baddbmm)"),
     Rule(ORDERED, r"FalconAttention\.forward", "falcon computes attention in its forward (rotary or alibi)"),
