@@ -132,8 +132,9 @@ def _targeted(base: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
     cases = []
     heads = base.get("num_attention_heads") or base.get("n_head")
     hidden_key = next((k for k in ("hidden_size", "n_embd", "d_model") if base.get(k)), None)
-    if (heads and hidden_key and base.get("head_dim") is None and base.get("attention_head_dim") is None
-            and "qk_nope_head_dim" not in base):  # MLA, or a head_dim of its own (Nemotron-H): free
+    # NemotronHConfig defaults head_dim to 128 (the files' attention_head_dim is not read): any hidden size is valid
+    head_dim_defaulted = base.get("model_type") == "nemotron_h"
+    if heads and hidden_key and base.get("head_dim") is None and "qk_nope_head_dim" not in base and not head_dim_defaulted:
         cases.append(("heads do not divide hidden", {hidden_key: heads * 64 + 1}, hidden_key))
     if base.get("num_key_value_heads") and heads and base["num_key_value_heads"] != heads:
         cases.append(("kv heads do not divide heads", {"num_key_value_heads": heads - 1}, "num_key_value_heads"))

@@ -47,6 +47,8 @@ B_FREE: dict[str, set[str]] = {
 B_FREE_PARTS: dict[str, set[str]] = {"temperature": set(M.STORED)}
 # A state-space mixer's decay rates A = -exp(A_log) (graph/ssm.py) are computed once per forward from the weights.
 B_FREE_PARTS["decay"] = set(M.STORED)
+# The chunked scan negates its two (chunk x chunk) and (chunks+1)^2 triangular masks once per call, whatever the batch.
+B_FREE_PARTS["scan"] = {M.CMP, M.ACT}
 LINEAR_TOTALS = (M.MACS, M.DIV, M.SQRT, M.CACHE, M.MATMUL_FLOPS)
 SHAPE_FREE = (M.PARAMS, M.ACTIVE_PARAMS)
 

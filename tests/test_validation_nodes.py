@@ -154,7 +154,10 @@ def test_every_rule_names_ops() -> None:
                "gemma-2-9b", family + "openai--gpt-oss-20b.json", family + "meta-llama--Llama-4-Scout-17B-16E-Instruct.json",
                granite, {**granite, "model_type": "granitemoeshared", "shared_intermediate_size": 1024},
                *(json.loads(Path(family + f"transformers--{name}Config-defaults.json").read_text())
-                 for name in ("GPTJ", "XGLM", "Mpt", "GPTNeo", "Ministral3", "MiMoV2Flash", "Gemma4Text"))]
+                 for name in ("GPTJ", "XGLM", "Mpt", "GPTNeo", "Ministral3", "MiMoV2Flash", "Gemma4Text")),
+               # state-space mixers (graph/ssm.py): Mamba-2, Mamba-1, the granite hybrid's shared_mix
+               "nemotron-h-56b", "jamba-1.5-mini",
+               json.loads(Path(family + "transformers--GraniteMoeHybridConfig-defaults.json").read_text())]
     used: set[parts.Rule] = set()
     for config in configs:
         profile, measured = _measure(config, (1, 2, 1), tiny=True)

@@ -21,9 +21,14 @@ holds a state, ``fmin(S - 1, 1)`` is 1 when more than one token comes; the decod
 state exists and S = 1. The cache holds, per Mamba layer, the conv state (B x conv channels x K) and the SSM
 state (B x heads x head_dim x state size), as transformers' ``LinearAttentionLayer`` does.
 
-A CUDA-kernel engine (``mamba_chunk_scan_combined``, ``causal_conv1d``) runs the same scan with fused
-kernels: no padded chunk outputs, no L x L segment-sum masks materialised, and the conv writes only S
-outputs; see docs/families.md.
+What a CUDA-kernel engine computes differently (``mamba_ssm``'s ``mamba_chunk_scan_combined`` /
+``selective_state_update``, ``causal_conv1d``; vLLM and SGLang use the same kernels): the same chunked SSD
+algebra, fused, so nothing of the padded last chunk, of the (chunk x chunk) segment-sum masks or of the
+intermediate einsum outputs is written (``act`` and traffic are far lower); the conv computes S outputs (not
+max(S, K) + K - 1 with F.conv1d's symmetric padding); the gate, D skip and dt softplus are fused. The FLOPs of
+the four chunk einsums and the state recurrence are the same. Mamba-1 differs more: transformers' torch scan is
+a sequential loop over the tokens from a zero state (a multi-token forward after a prefill ignores the cached
+SSM state), where ``selective_scan_fn`` is one parallel scan kernel starting from the cached state.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ cache object before and after the counted forward.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -307,6 +308,20 @@ def cache_elements(cache: Any) -> dict[int, int]:
     return {layer: sum(kinds.values()) for layer, kinds in cache_states(cache).items()}
 
 
+def _cache_argument(model: torch.nn.Module) -> str:
+    """The forward's cache argument: ``past_key_values``, or ``cache_params`` (transformers' mamba / mamba2)."""
+    return "cache_params" if "cache_params" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _returned_cache(out: Any) -> Any:
+    for name in ("past_key_values", "cache_params"):
+        cache = getattr(out, name, None)
+        if cache is not None:
+            return cache
+    raise ValidationBuildError(f"the forward returned no cache ({type(out).__name__} has neither past_key_values "
+                               "nor cache_params)")
+
+
 def retry_forward(batch: int, seq: int, past: int) -> Any:
     """The forward step again, on the meta device, for ``guard.blame``."""
     def retry(cfg: dict[str, Any]) -> None:
@@ -330,11 +345,11 @@ def measure(model: torch.nn.Module, batch: int, seq: int, past: int = 0) -> Meas
     with torch.no_grad():
         cache = None
         if past:
-            cache = model(input_ids=tokens(past), use_cache=True).past_key_values
+            cache = _returned_cache(model(input_ids=tokens(past), use_cache=True))
             measured.cache_before = cache_elements(cache)  # the forward below grows this object in place
         new_tokens = tokens(seq)
         with _ModuleStack(model) as stack, _CountingMode(stack, measured) as mode, mode.counting_sdpa():
-            out = model(input_ids=new_tokens, past_key_values=cache, use_cache=True)
-    measured.cache_kinds = cache_states(out.past_key_values)
+            out = model(input_ids=new_tokens, use_cache=True, **{_cache_argument(model): cache})
+    measured.cache_kinds = cache_states(_returned_cache(out))
     measured.cache_by_layer = {layer: sum(kinds.values()) for layer, kinds in measured.cache_kinds.items()}
     return measured
