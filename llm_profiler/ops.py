@@ -92,6 +92,7 @@ def total(parts: Iterable[Mapping[str, Number]]) -> Counts:
 # neg(x) = 0 - x: one ADD (rotate_half negates half of q and k).
 # rsqrt(x) = 1 / sqrt(x): one SQRT and one DIV.
 # relu(x) = max(x, 0): one CMP.
+# softplus(x) = log(1 + exp(x)): exp, + 1, log (2 EXP, 1 ADD; torch returns x past its threshold).
 ELEMENTWISE: dict[str, dict[str, int]] = {
     "add": {ADD: 1},
     "sub": {ADD: 1},
@@ -119,6 +120,7 @@ ELEMENTWISE: dict[str, dict[str, int]] = {
     "floor": {CMP: 1},  # a rounding, counted with the other non-arithmetic ALU ops (relu, max)
     "floor_divide": {DIV: 1},
     "log1p": {EXP: 1},  # one transcendental evaluation, as log
+    "softplus": {EXP: 2, ADD: 1},  # deepseek_v4's sqrtsoftplus router scores (see above)
     "cmp": {CMP: 1},
     "logic": {CMP: 1},
     "select": {},  # where(cond, a, b): no arithmetic, writes its output

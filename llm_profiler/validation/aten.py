@@ -22,6 +22,7 @@ ELEMENTWISE_ATEN: dict[str, str] = {
     "logical_and": "logic", "logical_or": "logic", "logical_not": "logic", "where": "select",
     "gelu": "gelu", "abs": "abs", "floor": "floor", "floor_divide": "floor_divide", "log1p": "log1p",
     "embedding": "gather", "index_select": "gather", "gather": "gather", "_unsafe_index": "gather",
+    "softplus": "softplus",  # deepseek_v4's sqrtsoftplus router scores
 }
 MATMUL_ATEN = frozenset({"mm", "addmm", "bmm", "baddbmm"})
 
