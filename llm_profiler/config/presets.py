@@ -116,6 +116,9 @@ _PRESETS: tuple[Preset, ...] = (
     _preset("allenai--Olmo-3.1-32B-Instruct.json", "olmo-3.1-32b-instruct", 32_233_522_176),
     _preset("CohereForAI--aya-23-8B.json", "aya-23-8b", 8_028_033_024),  # the Hub's 8.03B
     _preset("stabilityai--stablelm-2-zephyr-1_6b.json", "stablelm-2-zephyr-1.6b", 1_644_515_328),  # the Hub's 1.64B
+    # Without the multi-token-prediction layer, which transformers does not build: published "284B total, 13B
+    # activated" (the model card); the fp8 / fp4 quantization_config changes no count.
+    _preset("deepseek-ai--DeepSeek-V4-Flash.json", "deepseek-v4-flash", 284_332_230_231),
 )
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from .. import ops
 from ..errors import ConfigError
-from ..facts import StateKind, TensorClass, Weight
+from ..facts import TensorClass, Weight
 from ..formula import B, P, S, fmin
 from ..graph import blocks as blk
 from ..graph import compressed_attention as ca
@@ -207,14 +207,14 @@ class DeepseekV4(DecoderTemplate):
         assert m is not None
         sparse = layer.mixer.kind == "sparse_attention"
         c = ".self_attn.compressor"
-        out = self.pooled(spec, c, m, D, 2 * D if sparse else D, sparse, ca.CompressedStateKind.COMPRESSED)
+        out = self.pooled(spec, c, m, D, 2 * D if sparse else D, sparse)
         # the mask over the compressed entries: HCA's causal one, CSA's from the indexer's picks
         bias = ca.csa_block_bias(m, spec.index_topk) if sparse else ca.hca_block_bias(m)
         out[-1] = part(c, NodeKind.ELEMENTWISE, out[-1].counts + bias, ATTN, label="compressor")
         if not sparse:
             return out
         Hi, Di, i = spec.index_heads, spec.index_head_dim, c + ".indexer"
-        out += self.pooled(spec, i, m, Di, 2 * Di, True, StateKind.INDEXER_KEYS, query_rows=S)
+        out += self.pooled(spec, i, m, Di, 2 * Di, True, query_rows=S)
         out[-1] = part(i, NodeKind.ELEMENTWISE, out[-1].counts + ca.indexer_selection(m, spec.index_topk), ATTN,
                        label="indexer")
         out[-2] = part(i + ":rope", NodeKind.ROPE, out[-2].counts + blk.apply_rope(Hi, r), ATTN)
@@ -224,17 +224,18 @@ class DeepseekV4(DecoderTemplate):
             part(i + ".scorer.weights_proj", NodeKind.LINEAR, blk.linear(t, h, Hi, False), ATTN),
         ]
 
-    def pooled(self, spec: DeepseekV4Spec, c: str, m: int, dim: int, width: int, overlap: bool, kind: str,
+    def pooled(self, spec: DeepseekV4Spec, c: str, m: int, dim: int, width: int, overlap: bool,
                query_rows: Any = 0) -> list[Part]:
         """One compressor ``c`` of ratio m: kv / gate projections to ``width``, its cache states (pooled entries
-        of ``kind``; buffered kv and gate; CSA's overlap slices once a window closed), kv_norm, rotary, rope,
-        and (last) its own pooling."""
+        of ``dim``; buffered kv and gate; CSA's overlap slices once a window closed), kv_norm, rotary (on its
+        entries' positions and ``query_rows`` more), rope, and (last) its own pooling."""
         h, t, r = spec.hidden_size, blk.TOKENS, spec.rotary_dim
         counts = ca.compressor_parts_counts(m, width, dim, r, overlap, m * width)
-        held = B * ca.compressed(m) * dim
-        states = ca.state(kind, held, B * ca.new_windows(m) * dim)
-        pending = 2 * B * ca.buffered(m) * width + (2 * B * dim * ca.present(ca.compressed(m)) if overlap else 0)
-        states = states + ca.state(ca.CompressedStateKind.COMPRESSOR, pending)
+        entries = blk.state_cache(ca.CompressedStateKind.COMPRESSED, B * ca.compressed(m) * dim,
+                                  appended=B * ca.new_windows(m) * dim)
+        # kv and gate of the buffered tokens; CSA keeps the first halves of its last closed window's m slots
+        pending = 2 * B * ca.buffered(m) * width + (2 * B * m * dim * ca.present(ca.compressed(m)) if overlap else 0)
+        states = entries + blk.state_cache(ca.CompressedStateKind.COMPRESSOR, pending)
         return [
             part(c + ".kv_proj", NodeKind.LINEAR, blk.linear(t, h, width, False), ATTN),
             part(c + ".gate_proj", NodeKind.LINEAR, blk.linear(t, h, width, False), ATTN),

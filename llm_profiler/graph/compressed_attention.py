@@ -18,17 +18,18 @@ branches transformers takes on a shape (``if chunk_kv.shape[1] > 0``, ``if seq_l
 compressed_len == 0``) are products with it.
 
 Cache states (what ``DeepseekV4HCACache`` / ``DeepseekV4CSACache`` hold per layer besides the sliding
-window's keys): the compressed entries (``COMPRESSED``; the indexer's compressed keys are
-``StateKind.INDEXER_KEYS``), and the compressor's pending tokens and overlap slices (``COMPRESSOR``: the
-projected kv and gate of the buffered tokens, and a CSA window's carried-over first-half kv and gate).
+window's keys): the compressed entries (``COMPRESSED``: the compressor's pooled KV and the indexer's pooled
+keys, both in the cache layer's ``compressed_kv``), and the compressors' pending tokens and overlap slices
+(``COMPRESSOR``: the projected kv and gate of the buffered tokens, ``buffer_kv`` / ``buffer_gate``, and a
+CSA window's carried-over first-half kv and gate, ``overlap_kv`` / ``overlap_gate``). Validation maps those
+attributes to these kinds (``validation.measure.STATE_ATTRIBUTES``).
 """
 
 from __future__ import annotations
 
 from .. import ops
-from ..facts import State
-from ..formula import ZERO, B, Formula, P, S, ceil_div, fmin
-from ..metrics import ACT, CACHE, CMP
+from ..formula import B, Formula, P, S, ceil_div, fmin
+from ..metrics import ACT, CMP
 from ..ops import Counts
 from .blocks import TOKENS, apply_rope, rms_norm, with_params
 
@@ -36,8 +37,8 @@ from .blocks import TOKENS, apply_rope, rms_norm, with_params
 class CompressedStateKind:
     """Cache-state kinds of compressed attention (beside ``facts.StateKind``'s)."""
 
-    COMPRESSED = "compressed"  # pooled KV entries, one per m tokens (CSA / HCA compressors)
-    COMPRESSOR = "compressor"  # tokens buffered until their window closes, and CSA's overlap slices
+    COMPRESSED = "compressed"  # pooled entries, one per m tokens (the compressor's KV, the indexer's keys)
+    COMPRESSOR = "compressor_state"  # tokens buffered until their window closes, and CSA's overlap slices
 
 
 def floor_div(x: Formula, m: int) -> Formula:
@@ -150,13 +151,8 @@ def indexer_scores(heads: int, head_dim: int, m: int) -> Counts:
             + ops.elementwise("mul", TOKENS * heads) + ops.elementwise("mul", n) + ops.reduce_sum(TOKENS * t, heads))
 
 
-def state(kind: str, held: Formula, appended: Formula = ZERO) -> Counts:
-    """A cache node holding ``held`` elements of one kind of state (no arithmetic)."""
-    return Counts({CACHE: held}).with_facts(states=(State(kind, appended=appended, held=held),), reads=ZERO)
-
-
 __all__ = [
     "CompressedStateKind", "buffered", "causal_threshold", "compressed", "compressor_parts_counts",
     "csa_block_bias", "floor_div", "hca_block_bias", "indexer_scores", "indexer_selection", "new_windows",
-    "pooling", "present", "rotary_rows", "state", "topk_scan",
+    "pooling", "present", "rotary_rows", "topk_scan",
 ]
