@@ -34,7 +34,7 @@ from typing import Any
 
 from .. import ops
 from ..errors import ConfigError
-from ..facts import TensorClass, Weight
+from ..facts import StateKind, TensorClass, Weight
 from ..formula import B, P, S, fmin
 from ..graph import blocks as blk
 from ..graph import compressed_attention as ca
@@ -174,8 +174,14 @@ class DeepseekV4(DecoderTemplate):
         keys = fmin(P, W - 1) + S + entries
         window_keys = blk.kv_cache(1, D, blk.cached_sliding(W), v_head_dim=None if m is None else 0)
         rows = B * H * S
-        scores = (blk.attn_scores(H, D, keys, kv_heads=1) + ops.topk(rows, keys + 1, 1)
+        # the window's keys and the compressed entries are read from the cache (K = V: once for scores, once for
+        # the context); then the sink column's max and the subtraction, before the softmax
+        read = (blk.state_read(StateKind.KEYS_VALUES, B * D * (keys - entries))
+                + blk.state_read(ca.CompressedStateKind.COMPRESSED, B * D * entries))
+        scores = (ops.matmul(S, keys, D, batch=B * H) + read + ops.elementwise("mul", rows * keys)
+                  + ops.elementwise("add", rows * keys) + ops.topk(rows, keys + 1, 1)
                   + ops.elementwise("sub", rows * (keys + 1)))
+        context = ops.matmul(S, D, keys, batch=B * H) + read
         softmax = blk.with_params(ops.softmax(rows, keys + 1), H).with_facts(
             weights=(Weight("sinks", (H,), TensorClass.VECTOR),))
         g, og = spec.o_groups, spec.o_lora_rank
@@ -196,7 +202,7 @@ class DeepseekV4(DecoderTemplate):
             *(self.compressor(spec, layer) if m else []),
             part(f"{a}:scores", NodeKind.ATTN_SCORES, scores, ATTN),
             part(f"{a}:softmax", NodeKind.ATTN_SOFTMAX, softmax, ATTN),
-            part(f"{a}:context", NodeKind.ATTN_CONTEXT, blk.attn_context(H, D, keys, kv_heads=1), ATTN),
+            part(f"{a}:context", NodeKind.ATTN_CONTEXT, context, ATTN),
             part(f"{a}.o_a_proj", NodeKind.LINEAR, grouped, ATTN),
             part(f"{a}.o_b_proj", NodeKind.LINEAR, blk.linear(t, g * og, h, False), ATTN),
         ]
@@ -220,7 +226,8 @@ class DeepseekV4(DecoderTemplate):
         out[-2] = part(i + ":rope", NodeKind.ROPE, out[-2].counts + blk.apply_rope(Hi, r), ATTN)
         return out + [
             part(i + ".q_b_proj", NodeKind.LINEAR, blk.linear(t, spec.q_lora_rank, Hi * Di, False), ATTN),
-            part(i + ".scorer", NodeKind.ATTN_SCORES, ca.indexer_scores(Hi, Di, m), ATTN),
+            part(i + ".scorer", NodeKind.ATTN_SCORES, ca.indexer_scores(Hi, Di, m) + blk.state_read(
+                ca.CompressedStateKind.COMPRESSED, B * ca.compressed(m) * Di), ATTN),
             part(i + ".scorer.weights_proj", NodeKind.LINEAR, blk.linear(t, h, Hi, False), ATTN),
         ]
 
