@@ -121,6 +121,7 @@ ELEMENTWISE: dict[str, dict[str, int]] = {
     "floor_divide": {DIV: 1},
     "log1p": {EXP: 1},  # one transcendental evaluation, as log
     "softplus": {EXP: 2, ADD: 1},  # deepseek_v4's sqrtsoftplus router scores (see above)
+    "erfinv": {EXP: 1},  # one transcendental evaluation, as erf (gemma3n's Normal(0, 1).icdf)
     "cmp": {CMP: 1},
     "logic": {CMP: 1},
     "select": {},  # where(cond, a, b): no arithmetic, writes its output
@@ -188,6 +189,12 @@ def reduce_sum(rows: Number, k: Number) -> Counts:
 def reduce_mean(rows: Number, k: Number) -> Counts:
     """Mean over k: k-1 ADD and one DIV per output."""
     return Counts({ADD: rows * (k - 1), DIV: rows, ACT: rows})
+
+
+def std(rows: Number, k: Number) -> Counts:
+    """Standard deviation over k per row (torch.std, any correction): the mean (k-1 ADD, 1 DIV), x - mean
+    (k ADD), its square (k MULT), their sum (k-1 ADD), / (k - correction) (1 DIV), sqrt (1 SQRT)."""
+    return Counts({ADD: rows * (3 * k - 2), MULT: rows * k, DIV: 2 * rows, SQRT: rows, ACT: rows})
 
 
 def reduce_max(rows: Number, k: Number) -> Counts:

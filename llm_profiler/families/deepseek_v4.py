@@ -174,14 +174,15 @@ class DeepseekV4(DecoderTemplate):
         keys = fmin(P, W - 1) + S + entries
         window_keys = blk.kv_cache(1, D, blk.cached_sliding(W), v_head_dim=None if m is None else 0)
         rows = B * H * S
-        # the window's keys and the compressed entries are read from the cache (K = V: once for scores, once for
-        # the context); then the sink column's max and the subtraction, before the softmax
+        # the window's keys and the compressed entries are read from the cache once: K = V, the context's values
+        # are the same elements (an unfused eager run reads them twice); then the sink column's max and the
+        # subtraction, before the softmax
         read = (blk.state_read(StateKind.KEYS_VALUES, B * D * (keys - entries))
                 + blk.state_read(ca.CompressedStateKind.COMPRESSED, B * D * entries))
         scores = (ops.matmul(S, keys, D, batch=B * H) + read + ops.elementwise("mul", rows * keys)
                   + ops.elementwise("add", rows * keys) + ops.topk(rows, keys + 1, 1)
                   + ops.elementwise("sub", rows * (keys + 1)))
-        context = ops.matmul(S, D, keys, batch=B * H) + read
+        context = ops.matmul(S, D, keys, batch=B * H).with_facts(reads=B * H * S * keys)  # the probabilities
         softmax = blk.with_params(ops.softmax(rows, keys + 1), H).with_facts(
             weights=(Weight("sinks", (H,), TensorClass.VECTOR),))
         g, og = spec.o_groups, spec.o_lora_rank
@@ -240,9 +241,13 @@ class DeepseekV4(DecoderTemplate):
         counts = ca.compressor_parts_counts(m, width, dim, r, overlap, m * width)
         entries = blk.state_cache(ca.CompressedStateKind.COMPRESSED, B * ca.compressed(m) * dim,
                                   appended=B * ca.new_windows(m) * dim)
-        # kv and gate of the buffered tokens; CSA keeps the first halves of its last closed window's m slots
-        pending = 2 * B * ca.buffered(m) * width + (2 * B * m * dim * ca.present(ca.compressed(m)) if overlap else 0)
-        states = entries + blk.state_cache(ca.CompressedStateKind.COMPRESSOR, pending)
+        # kv and gate of the buffered tokens (each forward writes its S tokens' in); CSA keeps the first halves of
+        # its last closed window's m slots (written when a window closes)
+        pending, written = 2 * B * ca.buffered(m) * width, 2 * B * S * width
+        if overlap:
+            pending = pending + 2 * B * m * dim * ca.present(ca.compressed(m))
+            written = written + 2 * B * m * dim * ca.present(ca.new_windows(m))
+        states = entries + blk.state_cache(ca.CompressedStateKind.COMPRESSOR, pending, appended=written)
         return [
             part(c + ".kv_proj", NodeKind.LINEAR, blk.linear(t, h, width, False), ATTN),
             part(c + ".gate_proj", NodeKind.LINEAR, blk.linear(t, h, width, False), ATTN),

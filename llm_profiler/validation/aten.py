@@ -23,6 +23,7 @@ ELEMENTWISE_ATEN: dict[str, str] = {
     "gelu": "gelu", "abs": "abs", "floor": "floor", "floor_divide": "floor_divide", "log1p": "log1p",
     "embedding": "gather", "index_select": "gather", "gather": "gather", "_unsafe_index": "gather",
     "softplus": "softplus",  # deepseek_v4's sqrtsoftplus router scores
+    "erfinv": "erfinv",  # gemma3n's activation sparsity: Normal(0, 1).icdf
 }
 MATMUL_ATEN = frozenset({"mm", "addmm", "bmm", "baddbmm"})
 
@@ -179,4 +180,6 @@ _SPECIAL: dict[str, Any] = {
     "topk": _topk,
     "polar": _polar,
     "max": _max,
+    "std": _reduce(ops.std),  # gemma3n's activation sparsity
+    "_is_all_true": _reduce(ops.reduce_max),  # all(): a min over booleans (torch.distributions' argument checks)
 }
