@@ -119,3 +119,19 @@ def test_validation_quirks() -> None:
     _validate_all({**TINY, "num_kv_shared_layers": 0, "activation_sparsity_pattern": [0.0] * 5,
                    "altup_correct_scale": False, "altup_num_inputs": 3},
                   tiny=True, shapes=[(2, 3, 5)])
+
+
+@pytest.mark.parametrize("metric", ["flops", "cache"])
+def test_generation_closed_form_equals_the_forwards(metric: str) -> None:
+    """Sliding windows only (the shared layers read their owner's window): one closed form in B, S, P, N."""
+    from llm_profiler.generation import compile_exact, generation_sum, phase_count, phase_total
+    from llm_profiler.phases import Phase
+
+    model = profile(TINY, 1, 1).model
+    closed = generation_sum(phase_total(model, metric))
+    assert closed.closed_form
+    exact = compile_exact(closed.expr)
+    for batch, prompt, past, new in [(2, 3, 2, 7), (1, 1, 0, 9)]:  # the window of 4 binds during the decode
+        phase = Phase.generate(batch, prompt, new, past)
+        forwards = sum(phase_count(model, metric, Phase.prefill(batch, s, p)) for s, p in phase.steps())
+        assert exact(batch, prompt, past, new) == forwards
