@@ -50,6 +50,7 @@ def test_kv_sharing_and_layer_plan() -> None:
     assert spec.sparsity[:10] == (0.95,) * 10 and spec.sparsity[10] == 0.0  # type: ignore[attr-defined]
     _, spec = build_spec({"model_type": "gemma3n", "text_config": {"num_hidden_layers": 12, "num_kv_shared_layers": 4}})
     assert spec.model_type == "gemma3n_text" and spec.num_layers == 12  # a multimodal config: its text_config
+    assert "multimodal 'gemma3n' config" in spec.notes[0]
     with pytest.raises(ConfigError, match="num_kv_shared_layers"):
         build_spec({**TINY, "num_kv_shared_layers": 4})  # no full layer before the shared ones
     with pytest.raises(ConfigError, match="activation_sparsity_pattern"):

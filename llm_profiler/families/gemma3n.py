@@ -67,6 +67,8 @@ class Gemma3n(DecoderTemplate):
     model_types = ("gemma3n_text", "gemma3n")
 
     def spec(self, data: dict[str, Any], name: str = "") -> Gemma3nSpec:
+        multimodal = ("multimodal 'gemma3n' config: profiling its language model (text_config, as Gemma3nForCausalLM) "
+                      "only; the vision and audio towers are not counted",) if data.get("model_type") == "gemma3n" else ()
         data = self.hf_config(data)
         filled = sorted(k for k in DEFAULTS if k not in data)
         f = Fields({**DEFAULTS, **data}, "gemma3n_text")
@@ -87,8 +89,8 @@ class Gemma3n(DecoderTemplate):
         ffns = [FFN(kind="gated", intermediate=i) for i in inters]
         mixers = {SLIDING_ATTENTION: Mixer(kind="sliding_attention", window=window), FULL_ATTENTION: Mixer()}
         cap = f.raw("final_logit_softcapping")
-        notes = ("gemma3n_text: fields absent from the config take Gemma3nTextConfig's defaults: "
-                 + ", ".join(f"{k}={DEFAULTS[k]}" for k in filled),) if filled else ()
+        notes = multimodal + (("gemma3n_text: fields absent from the config take Gemma3nTextConfig's defaults: "
+                               + ", ".join(f"{k}={DEFAULTS[k]}" for k in filled),) if filled else ())
         return Gemma3nSpec(
             model_type="gemma3n_text", family=self.name, name=name, hidden_size=h, num_layers=n, num_heads=heads,
             num_kv_heads=f.int("num_key_value_heads"), head_dim=f.int("head_dim"), intermediate_size=inters[0],
