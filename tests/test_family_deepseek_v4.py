@@ -71,9 +71,10 @@ def test_config_quirks() -> None:
     assert [layer.mixer.chunk for layer in spec.layers] == [None, 8, 16] and spec.hash_layers == ()  # type: ignore[attr-defined]
     _, spec = build_spec({**TINY, "partial_rotary_factor": 0.5})
     assert spec.rotary_dim == 16
-    for bad, field in [({"compress_ratios": [0, 4, 64]}, "compress_ratios"), ({"layer_types": [SLIDING, "x", HCA]},
-                       "layer_types"), ({"scoring_func": "softmax"}, "scoring_func"),
-                       ({"mlp_layer_types": ["moe"]}, "mlp_layer_types")]:
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"compress_ratios": [0, 4, 64]}, "compress_ratios"), ({"layer_types": [SLIDING, "x", HCA]}, "layer_types"),
+        ({"scoring_func": "softmax"}, "scoring_func"), ({"mlp_layer_types": ["moe"]}, "mlp_layer_types")]
+    for bad, field in cases:  # (explicit layer_types win over compress_ratios: drop them for that case)
         data = {k: v for k, v in TINY.items() if k != "layer_types" or "compress_ratios" not in bad}
         with pytest.raises(ConfigError, match=field):
             build_spec({**data, **bad})
