@@ -100,10 +100,13 @@ def v() -> Any:
 def test_hca_compressor_pooling_and_block_bias(v: Any) -> None:
     own = v["model.layers.2.self_attn.compressor"]  # one window of 8 closed: B*n = 2 entries of D = 32
     # gate + position_bias 2*8*32 = 512 ADD; softmax over 8 slots of 64 rows: 448 CMP, 960 ADD, 512 EXP, 512 DIV;
-    # kv * probs 512 MULT; sum over the slots 448 ADD; positions * 8 + first: 1 MULT, 1 ADD;
-    # block bias (S > 1, T = 1): (pos + 1) // 8: 3 ADD, 3 DIV; entry >= threshold over S x T: 3 CMP
-    assert (own["add"], own["cmp"], own["div"], own["mult"], own["exp"]) == (1_924, 451, 515, 513, 512)
+    # kv * probs 512 MULT; sum over the slots 448 ADD
+    assert (own["add"], own["cmp"], own["div"], own["mult"], own["exp"]) == (1_920, 448, 512, 512, 512)
     assert own["params"] == 8 * 32  # position_bias
+    # once per position: the entry's position * 8 + first (1 MULT, 1 ADD); the block bias (S > 1, T = 1):
+    # (pos + 1) // 8: 3 ADD, 3 DIV; entry >= threshold over S x T: 3 CMP
+    pos = v["model.layers.2.self_attn.compressor:entry_positions"]
+    assert (pos["add"], pos["mult"], pos["div"], pos["cmp"]) == (4, 1, 3, 3)
     assert v["model.layers.2.self_attn.compressor.kv_norm"]["mult"] == 3 * 2 * 32  # 2 entries: x^2, * rstd, * weight
     assert v["model.layers.2.self_attn:scores"]["macs"] == 2 * 4 * 3 * (3 + 3 + 1) * 32  # window keys + T = 1
 
@@ -111,9 +114,10 @@ def test_hca_compressor_pooling_and_block_bias(v: Any) -> None:
 def test_csa_indexer_selection_and_scores(v: Any) -> None:
     own = v["model.layers.1.self_attn.compressor.indexer"]  # one window of 4 closed, Di = 16, overlap 2*4 slots
     # pooling: 2*4*32 = 256 ADD; softmax of 32 rows over 8: 224 CMP, 480 ADD, 256 EXP, 256 DIV; 256 MULT; sums 224
-    # ADD; positions 1 MULT 1 ADD. Selection (T = 2, k = min(2, 2)): threshold 3 ADD 3 DIV; future mask 6 CMP;
-    # top-2 of 2 per (b, s) row: 1 CMP * 6; invalid 12 CMP; where 12 written
-    assert (own["add"], own["cmp"], own["div"], own["mult"]) == (964, 224 + 6 + 6 + 12, 259, 257)
+    # ADD. Selection (T = 2, k = min(2, 2)): top-2 of 2 per (b, s) row: 1 CMP * 6; invalid 12 CMP; where 12 written
+    assert (own["add"], own["cmp"], own["div"], own["mult"]) == (960, 224 + 6 + 12, 256, 256)
+    pos = v["model.layers.1.self_attn.compressor.indexer:entry_positions"]  # position 1 MULT 1 ADD; threshold
+    assert (pos["add"], pos["div"], pos["cmp"], pos["mult"]) == (1 + 3, 3, 6, 1)  # 3 ADD 3 DIV; future mask S*T
     scorer = v["model.layers.1.self_attn.compressor.indexer.scorer"]  # q @ k^T: 6 x (4 x 16) @ (16 x 2)
     assert scorer["macs"] == 6 * 4 * 16 * 2 and scorer["cmp"] == 48  # relu over B*S*heads*T = 48
     assert scorer["mult"] == 768 + 48 + 24 + 48  # the bmm, * softmax_scale, weights * scaling, scores * weights

@@ -146,7 +146,10 @@ def test_every_rule_names_ops() -> None:
                "gemma-2-9b", family + "openai--gpt-oss-20b.json", family + "meta-llama--Llama-4-Scout-17B-16E-Instruct.json",
                granite, {**granite, "model_type": "granitemoeshared", "shared_intermediate_size": 1024},
                *(json.loads(Path(family + f"transformers--{name}Config-defaults.json").read_text())
-                 for name in ("GPTJ", "XGLM", "Mpt", "GPTNeo", "Ministral3"))]
+                 for name in ("GPTJ", "XGLM", "Mpt", "GPTNeo", "Ministral3")),
+               # compression ratios 2 and 3: windows close and entries are masked at P + S = 3
+               {"model_type": "deepseek_v4", "compress_rates": {"compressed_sparse_attention": 2,
+                                                               "heavily_compressed_attention": 3}}]
     used: set[parts.Rule] = set()
     for config in configs:
         profile, measured = _measure(config, (1, 2, 1), tiny=True)

@@ -198,7 +198,7 @@ class DeepseekV4(DecoderTemplate):
             part(f"{a}.kv_norm", NodeKind.NORM, blk.rms_norm(t, D), ATTN),
             # q, the shared key / value, and the output de-rotated with -sin (its negation: the module's own)
             part(f"{a}:rope", NodeKind.ROPE, blk.apply_rope(H, r) + blk.apply_rope(1, r) + blk.apply_rope(H, r), ATTN),
-            part(a, NodeKind.ELEMENTWISE, ops.elementwise("neg", S * (r // 2)), ATTN, label="-sin"),
+            part(a, NodeKind.ROTARY, ops.elementwise("neg", S * (r // 2)), ATTN, label="-sin"),
             part(f"{a}:kv_cache", NodeKind.KV_CACHE, window_keys, ATTN),
             *(self.compressor(spec, layer) if m else []),
             part(f"{a}:scores", NodeKind.ATTN_SCORES, scores, ATTN),
@@ -215,16 +215,18 @@ class DeepseekV4(DecoderTemplate):
         sparse = layer.mixer.kind == "sparse_attention"
         c = ".self_attn.compressor"
         out = self.pooled(spec, c, m, D, 2 * D if sparse else D, sparse)
-        # the mask over the compressed entries: HCA's causal one, CSA's from the indexer's picks
-        bias = ca.csa_block_bias(m, spec.index_topk) if sparse else ca.hca_block_bias(m)
-        out[-1] = part(c, NodeKind.ELEMENTWISE, out[-1].counts + bias, ATTN, label="compressor")
+        # the mask over the compressed entries: HCA's causal one (per position), CSA's from the indexer's picks
         if not sparse:
-            return out
+            return [*out, part(c + ":entry_positions", NodeKind.ELEMENTWISE, ca.entry_positions(m, "hca"), ATTN)]
+        out[-1] = part(c, NodeKind.ELEMENTWISE, out[-1].counts + ca.csa_block_bias(m, spec.index_topk), ATTN,
+                       label="compressor")
+        out.append(part(c + ":entry_positions", NodeKind.ELEMENTWISE, ca.entry_positions(m), ATTN))
         Hi, Di, i = spec.index_heads, spec.index_head_dim, c + ".indexer"
         out += self.pooled(spec, i, m, Di, 2 * Di, True, query_rows=S)
         out[-1] = part(i, NodeKind.ELEMENTWISE, out[-1].counts + ca.indexer_selection(m, spec.index_topk), ATTN,
                        label="indexer")
-        out[-2] = part(i + ":rope", NodeKind.ROPE, out[-2].counts + blk.apply_rope(Hi, r), ATTN)
+        out[-2] = part(i + ":rope", NodeKind.ROPE, out[-2].counts + blk.apply_rope(Hi, r), ATTN)  # and the queries
+        out.append(part(i + ":entry_positions", NodeKind.ELEMENTWISE, ca.entry_positions(m, "indexer"), ATTN))
         return out + [
             part(i + ".q_b_proj", NodeKind.LINEAR, blk.linear(t, spec.q_lora_rank, Hi * Di, False), ATTN),
             part(i + ".scorer", NodeKind.ATTN_SCORES, ca.indexer_scores(Hi, Di, m) + blk.state_read(
@@ -290,14 +292,18 @@ class DeepseekV4(DecoderTemplate):
         return {k: v for k, v in data.items() if k not in ("quantization_config", "expert_dtype")}
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Three layers (sliding, CSA, HCA), the first hash-routed; the HCA ratio 8 and the window 4 bind at
-        the test shapes, index_topk 2 binds past 8 tokens."""
+        """Three layers (sliding, CSA, HCA), the first hash-routed; the HCA ratio 8 (or the config's
+        ``compress_rates`` when all are <= 8) and the window 4 bind at the test shapes, index_topk 2 past 8
+        tokens."""
+        rates = data.get("compress_rates")
+        if not (isinstance(rates, dict) and set(rates) == {CSA, HCA} and all(0 < r <= 8 for r in rates.values())):
+            rates = {CSA: 4, HCA: 8}
         drop = ("compress_ratios", "compress_rate_csa", "compress_rate_hca", "num_hash_layers",
                 "partial_rotary_factor", "mlp_layer_types")
         return {k: v for k, v in self.hf_config(data).items() if k not in drop} | {
             "hidden_size": 64, "moe_intermediate_size": 48, "num_hidden_layers": 3, "num_attention_heads": 4,
             "head_dim": 32, "qk_rope_head_dim": 8, "q_lora_rank": 16, "o_groups": 2, "o_lora_rank": 16,
             "index_n_heads": 4, "index_head_dim": 16, "index_topk": 2, "sliding_window": 4,
-            "layer_types": [SLIDING, CSA, HCA], "compress_rates": {CSA: 4, HCA: 8}, "num_hash_layers": 1,
+            "layer_types": [SLIDING, CSA, HCA], "compress_rates": rates, "num_hash_layers": 1,
             "n_routed_experts": 4, "num_experts_per_tok": 2, "hc_mult": 3, "hc_sinkhorn_iters": 3,
             "vocab_size": 128}

@@ -86,13 +86,32 @@ def pooling(m: int, width: int, head_dim: int, overlap: bool) -> Counts:
     gate + position_bias: B*n*m*width ADD; the gated pooling over the window's slots (m, or 2m with CSA's
     overlap: the previous window's first half joins the current second half, in head_dim-wide slots):
     softmax over the slots of B*n*head_dim rows, kv * probs (one MULT per slot element), sum over the
-    slots; the entries' positions arange(n) * m + first: n MULT and n ADD."""
+    slots (the entries' positions: ``entry_positions``)."""
     n = new_windows(m)
     slots = 2 * m if overlap else m
     rows = B * n * head_dim
     return (ops.elementwise("add", B * n * m * width) + ops.softmax(rows, slots)
-            + ops.elementwise("mul", rows * slots) + ops.reduce_sum(rows, slots)
-            + ops.elementwise("mul", n) + ops.elementwise("add", n))
+            + ops.elementwise("mul", rows * slots) + ops.reduce_sum(rows, slots))
+
+
+def entry_positions(m: int, mask: str | None = None) -> Counts:
+    """What a compressor computes once per position, not per sequence (``parts`` rule ``entry_positions``):
+    the new entries' positions arange(n) * m + first (n MULT, n ADD); ``mask`` "hca": HCA's causal mask over
+    its entries (``hca_block_bias``); "indexer": the indexer's threshold and future mask (``indexer_mask``)."""
+    n = new_windows(m)
+    out = ops.elementwise("mul", n) + ops.elementwise("add", n)
+    if mask == "hca":
+        out = out + hca_block_bias(m)
+    elif mask == "indexer":
+        out = out + indexer_mask(m)
+    return out
+
+
+def indexer_mask(m: int) -> Counts:
+    """The indexer's future mask when it holds T > 0 keys: the threshold, entry >= threshold over S x T (CMP;
+    masked_fill: a copy)."""
+    t = compressed(m)
+    return causal_threshold(m) * present(t) + ops.elementwise("cmp", S * t)
 
 
 def causal_threshold(m: int) -> Counts:
@@ -123,15 +142,13 @@ def compressor_parts_counts(m: int, width: int, head_dim: int, rotary_dim: int, 
 
 
 def indexer_selection(m: int, top_k: int) -> Counts:
-    """The indexer's choice among its T compressed keys (``DeepseekV4Indexer.forward`` after scoring), with
-    k = min(top_k, T): when T > 0 the threshold, the future mask entry >= threshold over S x T (CMP, then
-    masked_fill: a copy), top-k of T per (batch, query) row, invalid = index >= threshold (B*S*k CMP) and
-    where(invalid, -1, index) (B*S*k written); with T = 0 a top-0 of nothing."""
+    """The indexer's choice among its T compressed keys (``DeepseekV4Indexer.forward`` after scoring and the
+    mask, ``indexer_mask``), with k = min(top_k, T): top-k of T per (batch, query) row, invalid = index >=
+    threshold (B*S*k CMP) and where(invalid, -1, index) (B*S*k written); with T = 0 a top-0 of nothing."""
     t = compressed(m)
     k = fmin(t, top_k)
     rows = TOKENS
-    return (causal_threshold(m) * present(t) + ops.elementwise("cmp", S * t) + topk_scan(rows, t, k)
-            + ops.elementwise("cmp", rows * k) + ops.elementwise("select", rows * k))
+    return topk_scan(rows, t, k) + ops.elementwise("cmp", rows * k) + ops.elementwise("select", rows * k)
 
 
 def csa_block_bias(m: int, top_k: int) -> Counts:
@@ -153,6 +170,7 @@ def indexer_scores(heads: int, head_dim: int, m: int) -> Counts:
 
 __all__ = [
     "CompressedStateKind", "buffered", "causal_threshold", "compressed", "compressor_parts_counts",
-    "csa_block_bias", "floor_div", "hca_block_bias", "indexer_scores", "indexer_selection", "new_windows",
+    "csa_block_bias", "entry_positions", "floor_div", "hca_block_bias", "indexer_mask", "indexer_scores",
+    "indexer_selection", "new_windows",
     "pooling", "present", "rotary_rows", "topk_scan",
 ]
