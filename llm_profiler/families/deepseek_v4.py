@@ -80,6 +80,10 @@ class DeepseekV4(DecoderTemplate):
         filled = sorted(k for k in DEFAULTS if k not in data)
         f = Fields({**DEFAULTS, **data}, self.name)
         n, heads, D = f.int("num_hidden_layers"), f.int("num_attention_heads"), f.int("head_dim")
+        # transformers runs one shared K = V head whatever num_key_value_heads says; a value that cannot group
+        # the heads is a corrupt config all the same
+        f.divisible(heads, f.int("num_key_value_heads", default=1), "num_attention_heads must be a multiple of "
+                    "num_key_value_heads")
         window = f.int("sliding_window", minimum=2)
         rates = {CSA: 4, HCA: 128, **(f.raw("compress_rates") or {})}
         rates[CSA] = f.int("compress_rate_csa", default=rates[CSA])
