@@ -4,9 +4,10 @@ See ``phases`` for what each phase is. Every graph formula is a ``Formula`` in B
 so that a generation of N tokens is one closed form in B, S, P, N (``generation_sum``), not a loop.
 
 Sliding windows put ``Min(P, w - 1)`` terms in the formulas; sympy sums those poorly, so ``sum_steps``
-splits each sum at the window boundary (exact for integers, see ``_sum_min_term``); a term it cannot
-split (a product of two windowed factors, say) is summed as an exact finite sum when N is a number, with
-a note saying so.
+splits each sum at the window boundary (exact for integers, see ``_sum_min_term``); a count of blocks that
+grows with the context (``ceil_div`` atoms: DeepSeek-V4's compressed entries, floor((P + S) / m)) is summed
+through the antidifference of floor (``_sum_ceiling_term``); a term it cannot split (a product of two
+windowed or blocked factors, say) is summed as an exact finite sum when N is a number, with a note saying so.
 """
 
 from __future__ import annotations
@@ -103,6 +104,70 @@ def _sum_min_term(coeff: sympy.Expr, x: sympy.Expr, c: sympy.Expr, upper: sympy.
     return (head + tail).subs(k, sympy.Min(sympy.Max(c - a, 0), upper + 1))
 
 
+def _floor_power_antidifference(z: sympy.Expr, m: sympy.Integer, power: int) -> sympy.Expr:
+    """G(z) = sum_{y=0}^{z-1} floor(y / m)^power for every integer z: with q = floor(z / m),
+    G(z) = m * sum_{j<q} j^power + (z - m q) q^power; G(z + 1) - G(z) = floor(z / m)^power for every integer z
+    (z = m q + r: the step adds q^power, also where r = m - 1 closes a block)."""
+    q, j = sympy.floor(z / m), sympy.Dummy("j", integer=True)
+    return m * sympy.summation(j**power, (j, 0, q - 1)) + (z - m * q) * q**power
+
+
+def _as_ceiling(atom: sympy.Expr) -> tuple[sympy.Expr, sympy.Integer] | None:
+    """(a, m) when ``atom`` is ceiling((i + a) / m) with a free of i and m a positive integer."""
+    arg = atom.args[0]
+    slope = sympy.diff(arg, STEP)
+    if not slope.is_Rational or slope <= 0 or sympy.diff(arg, STEP, 2) != 0 or not (1 / slope).is_Integer:
+        return None
+    m = sympy.Integer(1 / slope)
+    return sympy.expand(arg * m - STEP), m
+
+
+def _ceiling_power_sum(a: sympy.Expr, m: sympy.Integer, count: sympy.Expr, power: int) -> sympy.Expr:
+    """sum_{i=0}^{count-1} ceiling((i + a) / m)^power for integers a and count >= 0: ceiling(x / m) =
+    floor((x + m - 1) / m), so the sum is G(count + a + m - 1) - G(a + m - 1) (``_floor_power_antidifference``)."""
+    if power == 0:
+        return count
+    return (_floor_power_antidifference(count + a + m - 1, m, power)
+            - _floor_power_antidifference(a + m - 1, m, power))
+
+
+def _sum_ceiling_term(term: sympy.Expr, upper: sympy.Expr) -> sympy.Expr | None:
+    """sum_{i=0}^{upper} of coeff * c^p * Min(c, K)^q with c = ceiling((i + a) / m) (a block count that grows with
+    the context: ``Formula`` ceil_div atoms, e.g. DeepSeek-V4's compressed entries) and coeff, K free of i,
+    exactly for integers; None for any other shape. Min(c, K) is c while i + a <= K m, then K: the sum splits
+    at that step as ``_sum_min_term`` splits a window."""
+    ceilings = [c for c in term.atoms(sympy.ceiling) if STEP in c.free_symbols]
+    mins = _min_atoms(term)
+    if len(ceilings) != 1 or len(mins) > 1:
+        return None
+    ceiling = ceilings[0]
+    split = _as_ceiling(ceiling)
+    if split is None:
+        return None
+    a, m = split
+    own, capped, coeff = 0, 0, sympy.Integer(1)
+    for factor in sympy.Mul.make_args(term):
+        base, exponent = factor.as_base_exp()
+        if base in (ceiling, *mins) and exponent.is_Integer and exponent > 0:
+            own, capped = (own + int(exponent), capped) if base == ceiling else (own, capped + int(exponent))
+        elif STEP in factor.free_symbols:
+            return None
+        else:
+            coeff = coeff * factor
+    if not capped:
+        return coeff * _ceiling_power_sum(a, m, upper + 1, own)
+    (atom,) = mins
+    if not isinstance(atom, sympy.Min) or len(atom.args) != 2 or ceiling not in atom.args:
+        return None
+    cap = atom.args[0] if atom.args[1] == ceiling else atom.args[1]
+    if STEP in cap.free_symbols:
+        return None
+    k = sympy.Min(sympy.Max(cap * m - a + 1, 0), upper + 1)  # steps whose ceiling is still <= cap
+    head = _ceiling_power_sum(a, m, k, own + capped)
+    tail = _ceiling_power_sum(a, m, upper + 1, own) - _ceiling_power_sum(a, m, k, own)
+    return coeff * (head + cap**capped * tail)
+
+
 def _min_atoms(term: sympy.Expr) -> list[sympy.Expr]:
     return [a for a in term.atoms(sympy.Min, sympy.Max) if STEP in a.free_symbols]
 
@@ -123,7 +188,7 @@ def sum_steps(expr: sympy.Expr, upper: sympy.Expr, upper_value: int | None = Non
     closed = True
     for term in sympy.Add.make_args(sympy.expand(_max_to_min(sympy.sympify(expr)))):
         atoms = _min_atoms(term)
-        if not atoms:
+        if not atoms and not any(STEP in c.free_symbols for c in term.atoms(sympy.ceiling)):
             out.append(sympy.summation(term, (STEP, 0, upper)))
             continue
         if len(atoms) == 1:
@@ -132,6 +197,10 @@ def sum_steps(expr: sympy.Expr, upper: sympy.Expr, upper_value: int | None = Non
             if split and coeff is not None and not _min_atoms(coeff) and coeff.is_polynomial(STEP):
                 out.append(_sum_min_term(coeff, *split, upper))
                 continue
+        summed = _sum_ceiling_term(term, upper)
+        if summed is not None:
+            out.append(summed)
+            continue
         if upper_value is None:
             raise QueryError(f"no closed form for the generation sum of {term}; give the number of new tokens")
         closed = False

@@ -97,6 +97,8 @@ def total(parts: Iterable[Mapping[str, Number]]) -> Counts:
 # neg(x) = 0 - x: one ADD (rotate_half negates half of q and k).
 # rsqrt(x) = 1 / sqrt(x): one SQRT and one DIV.
 # relu(x) = max(x, 0): one CMP.
+# softplus(x) = x if x > threshold else log1p(exp(x)): the threshold test (1 CMP), exp and log1p (2 EXP), as main's
+# entry (Mamba's dt) counts it: the two are one line when merged.
 ELEMENTWISE: dict[str, dict[str, int]] = {
     "add": {ADD: 1},
     "sub": {ADD: 1},
@@ -124,12 +126,13 @@ ELEMENTWISE: dict[str, dict[str, int]] = {
     "floor": {CMP: 1},  # a rounding, counted with the other non-arithmetic ALU ops (relu, max)
     "floor_divide": {DIV: 1},
     "log1p": {EXP: 1},  # one transcendental evaluation, as log
+    "erfinv": {EXP: 1},  # one transcendental evaluation, as erf (gemma3n's Normal(0, 1).icdf)
     "cmp": {CMP: 1},
     "logic": {CMP: 1},
     "select": {},  # where(cond, a, b): no arithmetic, writes its output
     "gather": {},  # embedding / index_select: no arithmetic, writes its output
     # softplus(x) = x if x > threshold else log1p(exp(x)) (beta 1): the threshold test (1 CMP), exp and log1p
-    # (2 EXP; the + 1 is inside log1p, counted with it as log1p is): Mamba's dt.
+    # (2 EXP; the + 1 is inside log1p, counted with it as log1p is): Mamba's dt, deepseek_v4's sqrtsoftplus scores.
     "softplus": {EXP: 2, CMP: 1},
 }
 
@@ -194,6 +197,12 @@ def reduce_sum(rows: Number, k: Number) -> Counts:
 def reduce_mean(rows: Number, k: Number) -> Counts:
     """Mean over k: k-1 ADD and one DIV per output."""
     return Counts({ADD: rows * (k - 1), DIV: rows, ACT: rows})
+
+
+def std(rows: Number, k: Number) -> Counts:
+    """Standard deviation over k per row (torch.std, any correction): the mean (k-1 ADD, 1 DIV), x - mean
+    (k ADD), its square (k MULT), their sum (k-1 ADD), / (k - correction) (1 DIV), sqrt (1 SQRT)."""
+    return Counts({ADD: rows * (3 * k - 2), MULT: rows * k, DIV: 2 * rows, SQRT: rows, ACT: rows})
 
 
 def reduce_max(rows: Number, k: Number) -> Counts:

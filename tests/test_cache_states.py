@@ -71,8 +71,9 @@ def test_measure_counts_every_state_tensor_once_per_kind() -> None:
 def test_measure_names_an_unknown_cache_tensor() -> None:
     from llm_profiler.validation.measure import cache_states
 
-    with pytest.raises(ValidationBuildError, match="'compressed_kv'.*STATE_ATTRIBUTES"):
-        cache_states(_Cache(_Layer(keys=torch.zeros(1, 1, 1, 2), compressed_kv=torch.zeros(3, 3))))
+    # (deepseek_v4's compressed_kv is mapped now: a name no cache layer uses stands for a new one)
+    with pytest.raises(ValidationBuildError, match="'pooled_kv'.*STATE_ATTRIBUTES"):
+        cache_states(_Cache(_Layer(keys=torch.zeros(1, 1, 1, 2), pooled_kv=torch.zeros(3, 3))))
 
 
 def test_mla_latent_is_compared_as_keys_and_values() -> None:

@@ -44,7 +44,9 @@ B_FREE: dict[str, set[str]] = {
 # Parts (the text after ":" in a node path) allowed a B-free part whatever their kind: llama4's NoPE attention
 # temperature, log1p(floor((positions + 1) / floor_scale)) * attn_scale + 1, is computed once per position
 # before it scales q (B*S*heads*head_dim multiplications, linear in B).
-B_FREE_PARTS: dict[str, set[str]] = {"temperature": set(M.STORED)}
+# deepseek_v4's compressors: their entries' positions, the queries' causal threshold and entry >= threshold, once
+# per position (position_ids is one row for the batch).
+B_FREE_PARTS: dict[str, set[str]] = {"temperature": set(M.STORED), "entry_positions": set(M.STORED)}
 # A state-space mixer's decay rates A = -exp(A_log) (graph/ssm.py) are computed once per forward from the weights.
 B_FREE_PARTS["decay"] = set(M.STORED)
 # The chunked scan negates its two (chunk x chunk) and (chunks+1)^2 triangular masks once per call, whatever the batch.

@@ -157,7 +157,10 @@ def test_every_rule_names_ops() -> None:
                  for name in ("GPTJ", "XGLM", "Mpt", "GPTNeo", "Ministral3", "MiMoV2Flash", "Gemma4Text")),
                # state-space mixers (graph/ssm.py): Mamba-2, Mamba-1, the granite hybrid's shared_mix
                "nemotron-h-56b", "jamba-1.5-mini",
-               json.loads(Path(family + "transformers--GraniteMoeHybridConfig-defaults.json").read_text())]
+               json.loads(Path(family + "transformers--GraniteMoeHybridConfig-defaults.json").read_text()),
+               # compression ratios 2 and 3: windows close and entries are masked at P + S = 3
+               {"model_type": "deepseek_v4", "compress_rates": {"compressed_sparse_attention": 2,
+                                                               "heavily_compressed_attention": 3}}]
     used: set[parts.Rule] = set()
     for config in configs:
         profile, measured = _measure(config, (1, 2, 1), tiny=True)

@@ -125,6 +125,9 @@ _PRESETS: tuple[Preset, ...] = (
     # Text model only (Gemma4ForCausalLM from text_config; the vision tower is not counted): published "25.2B total,
     # 3.8B active"; transformers' count of the text model, active 3,822,530,560.
     _preset("google--gemma-4-26B-A4B.json", "gemma-4-26b-a4b", 25_233_141_760),
+    # Without the multi-token-prediction layer, which transformers does not build: published "284B total, 13B
+    # activated" (the model card); the fp8 / fp4 quantization_config changes no count.
+    _preset("deepseek-ai--DeepSeek-V4-Flash.json", "deepseek-v4-flash", 284_332_230_231),
 )
 
 

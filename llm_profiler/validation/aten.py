@@ -22,8 +22,9 @@ ELEMENTWISE_ATEN: dict[str, str] = {
     "logical_and": "logic", "logical_or": "logic", "logical_not": "logic", "where": "select",
     "gelu": "gelu", "abs": "abs", "floor": "floor", "floor_divide": "floor_divide", "log1p": "log1p",
     "embedding": "gather", "index_select": "gather", "gather": "gather", "_unsafe_index": "gather",
+    "erfinv": "erfinv",  # gemma3n's activation sparsity: Normal(0, 1).icdf
 }
-ELEMENTWISE_ATEN["softplus"] = "softplus"  # Mamba's dt (ops.ELEMENTWISE["softplus"])
+ELEMENTWISE_ATEN["softplus"] = "softplus"  # Mamba's dt, deepseek_v4's router (ops.ELEMENTWISE["softplus"])
 MATMUL_ATEN = frozenset({"mm", "addmm", "bmm", "baddbmm"})
 
 
@@ -186,6 +187,8 @@ _SPECIAL: dict[str, Any] = {
     "topk": _topk,
     "polar": _polar,
     "max": _max,
+    "std": _reduce(ops.std),  # gemma3n's activation sparsity
+    "_is_all_true": _reduce(ops.reduce_max),  # all(): a min over booleans (torch.distributions' argument checks)
 }
 _SPECIAL["convolution"] = _convolution  # Mamba's short causal conv1d (F.conv1d)
 

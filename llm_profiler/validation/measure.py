@@ -257,6 +257,14 @@ STATE_ATTRIBUTES: dict[str, str] = {
     "indexer_keys": StateKind.INDEXER_KEYS,
     "conv_states": StateKind.CONV,
     "recurrent_states": StateKind.RECURRENT,
+    # deepseek_v4's DeepseekV4HCACache / DeepseekV4CSACache (graph.compressed_attention.CompressedStateKind):
+    # the pooled entries of the compressor and of the indexer (dicts keyed "compressor" / "indexer"), ...
+    "compressed_kv": "compressed",
+    # ... the projected kv / gate of the tokens waiting for their window, and CSA's carried-over half window
+    "buffer_kv": "compressor_state",
+    "buffer_gate": "compressor_state",
+    "overlap_kv": "compressor_state",
+    "overlap_gate": "compressor_state",
 }
 # Tensors a cache layer keeps for bookkeeping, not state: positions and counters (a few integers per token).
 BOOKKEEPING_ATTRIBUTES: frozenset[str] = frozenset({

@@ -70,6 +70,10 @@ RULES: tuple[Rule, ...] = (
     Rule("temperature", r"get_llama_4_attn_scale|Ministral3Attention\.forward", "ministral3: the Llama-4-style "
          "query scaling, 1 + beta * log(1 + floor(positions / original_max_position_embeddings)), times q",
          line=r"get_llama_4_attn_scale|floor"),
+    Rule("entry_positions", r"DeepseekV4(HCA|CSA)Compressor\.forward|DeepseekV4Indexer\.forward", "deepseek_v4: "
+         "the compressed entries' positions (arange * ratio + first), the queries' causal threshold "
+         "((position_ids + 1) // ratio) and entry >= threshold, once per position (not per sequence)",
+         line=r"^positions = |^causal_threshold = |entry_indices\.view"),
     Rule("longrope", r".*longrope_frequency_update",
          "phi3 longrope: the long or short inv_freq chosen every forward (dynamic_rope_update), "
          "run by the rotary embedding module", file=r"modeling_rope_utils\.py"),
