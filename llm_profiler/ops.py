@@ -97,8 +97,7 @@ def total(parts: Iterable[Mapping[str, Number]]) -> Counts:
 # neg(x) = 0 - x: one ADD (rotate_half negates half of q and k).
 # rsqrt(x) = 1 / sqrt(x): one SQRT and one DIV.
 # relu(x) = max(x, 0): one CMP.
-# softplus(x) = x if x > threshold else log1p(exp(x)): the threshold test (1 CMP), exp and log1p (2 EXP), as main's
-# entry (Mamba's dt) counts it: the two are one line when merged.
+# softplus(x) = x if x > threshold else log1p(exp(x)): the threshold test (1 CMP), exp and log1p (2 EXP).
 ELEMENTWISE: dict[str, dict[str, int]] = {
     "add": {ADD: 1},
     "sub": {ADD: 1},
