@@ -119,6 +119,7 @@ ELEMENTWISE: dict[str, dict[str, int]] = {
     "floor": {CMP: 1},  # a rounding, counted with the other non-arithmetic ALU ops (relu, max)
     "floor_divide": {DIV: 1},
     "log1p": {EXP: 1},  # one transcendental evaluation, as log
+    "softplus": {EXP: 2, CMP: 1},  # log1p(exp(x)) below the threshold (20), x above: exp, log1p, the test
     "cmp": {CMP: 1},
     "logic": {CMP: 1},
     "select": {},  # where(cond, a, b): no arithmetic, writes its output
@@ -239,6 +240,28 @@ def complex_mul(n: Number, complex_factor: bool = True) -> Counts:
     return Counts({MULT: 2 * n, ACT: 2 * n})
 
 
+def convolution(outputs: Number, taps: Number, bias: bool = False) -> Counts:
+    """A convolution (aten.convolution) writing ``outputs`` elements, each the dot product of ``taps``
+    inputs with the kernel (taps = in_channels / groups x kernel size: K for a depthwise conv1d):
+    MULT = MACs = outputs*taps, ADD = outputs*(taps-1) (+ outputs with a bias), as a matmul's row. torch's
+    FlopCounterMode counts the same 2*outputs*taps."""
+    return Counts({MULT: outputs * taps, ADD: outputs * (taps if bias else taps - 1), MACS: outputs * taps,
+                   ACT: outputs})
+
+
+def solve_triangular(batch: Number, n: Number, cols: Number, unit: bool) -> Counts:
+    """X = A^-1 B for ``batch`` triangular n x n matrices A and n x ``cols`` right-hand sides B
+    (aten.linalg_solve_triangular, left=True), by substitution: row i of each column subtracts i known
+    products, x_i = (b_i - sum_{j<i} a_ij x_j) [/ a_ii]: n(n-1)/2 MULT and ADD per column (each a
+    multiply-accumulate: MACs), plus n DIV per column unless ``unit`` (unit diagonal). Writes batch*n*cols.
+    torch's FlopCounterMode has no formula for it (counts 0)."""
+    pairs = batch * cols * (n * (n - 1) // 2)
+    out = Counts({MULT: pairs, ADD: pairs, MACS: pairs, ACT: batch * n * cols})
+    if not unit:
+        out[DIV] = batch * cols * n
+    return out
+
+
 def polar(n: Number) -> Counts:
     """torch.polar(abs, angle) = abs*cos(angle) + i*abs*sin(angle) over n complex elements:
     2 EXP (cos, sin) and 2 MULT each; writes 2 reals per element."""
@@ -263,6 +286,7 @@ MOVE_OPS: frozenset[str] = frozenset(
         "index_put_", "index_put", "slice_scatter", "select_scatter", "roll", "repeat", "pad",
         "constant_pad_nd", "flip", "masked_fill", "masked_fill_", "fill_", "zero_", "index", "scatter",
         "scatter_", "_index_put_impl_", "new_zeros", "new_empty", "new_ones", "new_full",
+        "triu", "tril",  # keep one triangle of a matrix, zero the rest: a masked copy (DeltaNet's chunk mask)
     }
 )
 # Creation: tensors made from nothing (ranges, constants): no arithmetic, not activations.

@@ -22,6 +22,7 @@ ELEMENTWISE_ATEN: dict[str, str] = {
     "logical_and": "logic", "logical_or": "logic", "logical_not": "logic", "where": "select",
     "gelu": "gelu", "abs": "abs", "floor": "floor", "floor_divide": "floor_divide", "log1p": "log1p",
     "embedding": "gather", "index_select": "gather", "gather": "gather", "_unsafe_index": "gather",
+    "softplus": "softplus",
 }
 MATMUL_ATEN = frozenset({"mm", "addmm", "bmm", "baddbmm"})
 
@@ -166,6 +167,22 @@ def _clamp(args: tuple, kwargs: dict, result: Any) -> Counts:
     return ops.clamp(_numel(result), (lower is not None) + (upper is not None))
 
 
+def _convolution(args: tuple, kwargs: dict, result: Any) -> Counts:
+    """convolution(input, weight, bias, ...): each output element dots weight.shape[1] (in_channels / groups)
+    x kernel-size taps."""
+    weight, bias = args[1], args[2] if len(args) > 2 else kwargs.get("bias")
+    return ops.convolution(_numel(result), _numel(weight) // weight.shape[0], bias is not None)
+
+
+def _solve_triangular(args: tuple, kwargs: dict, result: Any) -> Counts:
+    """linalg_solve_triangular(A, B, *, upper, left=True, unitriangular=False), A (..., n, n): left, A X = B
+    solves each of B's columns; right (left=False), X A = B each of its rows."""
+    n = args[0].shape[-1]
+    solved = result.shape[-1] if kwargs.get("left", True) else result.shape[-2]
+    batch = _numel(result) // (n * solved) if n and solved else 0
+    return ops.solve_triangular(batch, n, solved, bool(kwargs.get("unitriangular", False)))
+
+
 _SPECIAL: dict[str, Any] = {
     "clamp": _clamp,
     "mean": _reduce(ops.reduce_mean),
@@ -178,4 +195,6 @@ _SPECIAL: dict[str, Any] = {
     "topk": _topk,
     "polar": _polar,
     "max": _max,
+    "convolution": _convolution,
+    "linalg_solve_triangular": _solve_triangular,
 }
