@@ -11,12 +11,13 @@ MACS = "macs"  # multiply-accumulates of matrix products (linear, attention scor
 ACT = "act"  # elements written by computing ops (views, copies, casts and creation ops excluded)
 PARAMS = "params"  # parameters (tied weights once)
 ACTIVE_PARAMS = "active_params"  # parameters one token uses (MoE: routed top-k + shared + dense); = params if absent
-CACHE = "cache"  # KV-cache elements held after the forward
+CACHE = "cache"  # every cache state held after the forward (keys and values, latents, indexer keys, conv, recurrent)
+KV = "kv"  # the attention keys and values alone (MLA: its cached latent), a part of CACHE
 FLOPS = "flops"  # derived: add + mult (the seed's meaning)
 MATMUL_FLOPS = "matmul_flops"  # derived: 2 * macs (torch FlopCounterMode / DeepSpeed / calflops convention)
 
 # What a node stores: everything but the derived metrics.
-STORED: tuple[str, ...] = (*ARITHMETIC, MACS, ACT, PARAMS, ACTIVE_PARAMS, CACHE)
+STORED: tuple[str, ...] = (*ARITHMETIC, MACS, ACT, PARAMS, ACTIVE_PARAMS, CACHE, KV)
 DERIVED: dict[str, tuple[tuple[str, int], ...]] = {
     FLOPS: ((ADD, 1), (MULT, 1)),
     MATMUL_FLOPS: ((MACS, 2),),
@@ -29,7 +30,7 @@ SUMMARY: tuple[str, ...] = (ADD, MULT, DIV, SQRT, EXP, FLOPS, MACS, PARAMS, CACH
 # added to STORED without its label broke every table and seed line that showed it (a KeyError).
 LABELS: dict[str, str] = {
     ADD: "ADD", MULT: "MULT", DIV: "DIV", SQRT: "SQRT", EXP: "EXP", CMP: "CMP",
-    MACS: "MACs", ACT: "ACT", PARAMS: "PARAMS", ACTIVE_PARAMS: "ACTIVE_PARAMS", CACHE: "CACHE", FLOPS: "FLOPs",
+    MACS: "MACs", ACT: "ACT", PARAMS: "PARAMS", ACTIVE_PARAMS: "ACTIVE_PARAMS", CACHE: "CACHE", KV: "KV", FLOPS: "FLOPs",
     MATMUL_FLOPS: "MATMUL_FLOPs",
 }
 DESCRIPTIONS: dict[str, str] = {
@@ -43,14 +44,16 @@ DESCRIPTIONS: dict[str, str] = {
     ACT: "activation elements written by computing ops",
     PARAMS: "parameters (tied weights once)",
     ACTIVE_PARAMS: "parameters one token uses (MoE: routed top-k experts, shared experts and dense parts)",
-    CACHE: "KV-cache elements held after the forward",
+    CACHE: "cache elements held after the forward: every state (keys and values, MLA latents, indexer keys, "
+           "conv and recurrent states)",
+    KV: "attention keys and values held in the cache after the forward (MLA: its cached latent)",
     FLOPS: "add + mult",
     MATMUL_FLOPS: "2 * macs",
 }
 
 _ALIASES: dict[str, str] = {
     "mul": MULT, "multiply": MULT, "sub": ADD, "flop": FLOPS, "mac": MACS, "param": PARAMS,
-    "parameters": PARAMS, "active": ACTIVE_PARAMS, "kv_cache": CACHE, "kv": CACHE, "activations": ACT, "activation": ACT,
+    "parameters": PARAMS, "active": ACTIVE_PARAMS, "kv_cache": KV, "state": CACHE, "states": CACHE, "activations": ACT, "activation": ACT,
     "transcendental": EXP, "compare": CMP,
 }
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from .. import ops
 from ..facts import NO_FACTS, Facts, State, StateKind, TensorClass, Weight
 from ..formula import ZERO, B, Formula, P, S, fmin
-from ..metrics import ACT, CACHE, PARAMS
+from ..metrics import ACT, CACHE, KV, PARAMS
 from ..ops import Counts
 from .activations import activation_counts
 from .node import ATTN, MLP, Node, NodeKind
@@ -192,9 +192,19 @@ def kv_cache(kv_heads: int, head_dim: int, cached_tokens: Formula, v_head_dim: i
     """K and V of every cached token: B * kv_heads * (head_dim + v_head_dim) * tokens elements held (the
     update is a copy); the S new tokens' K and V are appended (written) this forward."""
     per_token = B * kv_heads * (head_dim + (head_dim if v_head_dim is None else v_head_dim))
-    held = per_token * cached_tokens
-    out = Counts({CACHE: held})
-    return out.with_facts(states=(State(kind, appended=per_token * S, held=held),), reads=ZERO)
+    return state_cache(kind, held=per_token * cached_tokens, appended=per_token * S)
+
+
+# The kinds the ``kv`` metric counts: what an attention layer caches (MLA caches its latent instead of K, V).
+KV_KINDS = frozenset({StateKind.KEYS_VALUES, StateKind.LATENT})
+
+
+def state_cache(kind: str, held: Formula, appended: Formula = ZERO, read: Formula = ZERO) -> Counts:
+    """One kind of cache state (``facts.StateKind``) a layer holds after the forward: ``held`` elements,
+    ``appended`` of them written this forward, ``read`` of them read. No arithmetic (the update is a copy).
+    ``cache`` counts every kind; ``kv`` only the attention's keys and values (``KV_KINDS``)."""
+    out = Counts({CACHE: held, KV: held}) if kind in KV_KINDS else Counts({CACHE: held})
+    return out.with_facts(states=(State(kind, read=read, appended=appended, held=held),), reads=ZERO)
 
 
 def state_read(kind: str, elements: Formula) -> Counts:

@@ -9,7 +9,8 @@ Every measured (module, part) lands on one node path:
   no node predicts: a mismatch, listed with its source lines in ``ValidationReport.unattributed_ops``.
 
 Params are the module's own parameters, placed like an op with no part. The cache is compared per layer
-(elements the cache object holds after the forward) and so is its growth over the forward (after minus what
+(elements of every state the cache object holds after the forward; per kind of state as well, ``cache[conv]``
+..., for a layer that holds more than keys and values) and so is its growth over the forward (after minus what
 the prefill left, against the prediction at (B, S, P) minus the prediction at the prefill's (B, P, 0)).
 """
 
@@ -19,6 +20,7 @@ from collections import defaultdict
 from typing import Any
 
 from .. import metrics as M
+from ..facts import StateKind
 from ..graph import Node, NodeKind
 from ..profile import ModelProfile, check_shape
 from .report import ValidationReport, ValidationRow
@@ -72,6 +74,26 @@ def predicted_cache(model: ModelProfile, batch: int, seq: int, past: int) -> dic
     return cache
 
 
+def predicted_state_kinds(model: ModelProfile, batch: int, seq: int, past: int) -> dict[int, dict[str, int]]:
+    """layer -> state kind -> elements held after a forward at (B, S, P), from the nodes' state facts.
+
+    An MLA latent is compared as keys and values: transformers keeps it in the cache layer's ``keys`` /
+    ``values`` slots, which is all the measurement can see."""
+    out: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for node in model.nodes:
+        for state in node.facts.states:
+            held = int(state.held(batch, seq, past))
+            kind = StateKind.KEYS_VALUES if state.kind == StateKind.LATENT else state.kind
+            if held:
+                out[node.layer if node.layer is not None else -1][kind] += held
+    return {layer: dict(kinds) for layer, kinds in out.items()}
+
+
+def cache_kind_metric(kind: str) -> str:
+    """The row metric of one kind of cache state, e.g. ``cache[conv]``."""
+    return f"{M.CACHE}[{kind}]"
+
+
 def compare(model: ModelProfile, measured: Any, batch: int, seq: int,
             past: int) -> tuple[list[ValidationRow], list[str], list[str]]:
     """Rows (node x metric, then the cache and its growth per layer), unknown ops, unattributed ops."""
@@ -105,12 +127,20 @@ def compare(model: ModelProfile, measured: Any, batch: int, seq: int,
     after = predicted_cache(model, batch, seq, past)
     before = predicted_cache(model, batch, past, 0) if past else {}
     measured_before = getattr(measured, "cache_before", {}) or {}
+    kinds_after = predicted_state_kinds(model, batch, seq, past)
+    measured_kinds = getattr(measured, "cache_kinds", {}) or {}
     for layer in sorted(set(after) | set(measured.cache_by_layer)):
         label, p = after.get(layer, (f"{model.graph.layer_prefix}{layer} (cache)", 0))
         m = measured.cache_by_layer.get(layer, 0)
         module = resolve.module_of.get(label, label)
         if p or m:
             rows.append(ValidationRow(node=label, module=module, metric=M.CACHE, predicted=int(p), measured=int(m)))
+        kinds_p = kinds_after.get(layer, {})
+        kinds_m = measured_kinds.get(layer, {})
+        if (set(kinds_p) | set(kinds_m)) - {StateKind.KEYS_VALUES}:  # a layer with more than keys and values
+            for kind in sorted(set(kinds_p) | set(kinds_m)):
+                rows.append(ValidationRow(node=label, module=module, metric=cache_kind_metric(kind),
+                                          predicted=kinds_p.get(kind, 0), measured=kinds_m.get(kind, 0)))
         grow_p = p - before.get(layer, (label, 0))[1]
         grow_m = m - measured_before.get(layer, 0)
         if grow_p or grow_m:

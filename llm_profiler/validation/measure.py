@@ -21,6 +21,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..errors import ValidationBuildError
+from ..facts import StateKind
 from ..ops import Counts
 from . import aten, parts
 from .guard import refusing
@@ -40,6 +41,7 @@ class Measured:
     params: dict[str, dict[str, int]] = field(default_factory=dict)  # module -> its own parameter -> elements
     cache_by_layer: dict[int, int] = field(default_factory=dict)  # elements after the counted forward
     cache_before: dict[int, int] = field(default_factory=dict)  # elements the prefill left (before it)
+    cache_kinds: dict[int, dict[str, int]] = field(default_factory=dict)  # layer -> state kind -> elements after
     unknown_ops: Counter = field(default_factory=Counter)  # (module, aten op) -> calls
     data_ops: Counter = field(default_factory=Counter)  # (class, aten op) -> calls, for view / move / create
     # module -> "aten op in function (file:line)" -> calls, for the own ops no rule names (part None)
@@ -208,13 +210,63 @@ def _cache_layers(cache: Any) -> list[Any]:
     return list(layers)
 
 
-def cache_elements(cache: Any) -> dict[int, int]:
-    """Layer -> elements of the keys and values the cache object holds now."""
-    out = {}
+# Cache-layer attributes that hold state, by kind (``facts.StateKind``); a dict of tensors (transformers' linear-
+# attention layers keep one conv / recurrent state per index) counts every tensor in it.
+STATE_ATTRIBUTES: dict[str, str] = {
+    "keys": StateKind.KEYS_VALUES,
+    "values": StateKind.KEYS_VALUES,
+    "indexer_keys": StateKind.INDEXER_KEYS,
+    "conv_states": StateKind.CONV,
+    "recurrent_states": StateKind.RECURRENT,
+}
+# Tensors a cache layer keeps for bookkeeping, not state: positions and counters (a few integers per token).
+BOOKKEEPING_ATTRIBUTES: frozenset[str] = frozenset({
+    "indexer_position_ids", "indexer_cumulative_length", "cumulative_length",
+    "_sliding_window_tensor",  # DynamicSlidingWindowLayer's window as a 0-d tensor
+})
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for t in value.values() if isinstance(t, torch.Tensor)]
+    if isinstance(value, (list, tuple)):
+        return [t for t in value if isinstance(t, torch.Tensor)]
+    return []
+
+
+def cache_states(cache: Any) -> dict[int, dict[str, int]]:
+    """Layer -> state kind -> elements the cache object holds now, every tensor of every layer once (a tensor
+    two names share counts once). A tensor attribute neither state nor bookkeeping is an error that names it:
+    the profile cannot be validated against a cache it does not know."""
+    out: dict[int, dict[str, int]] = {}
+    seen: set[int] = set()
     for index, layer in enumerate(_cache_layers(cache)):
-        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-        out[index] = sum(int(t.numel()) for t in (keys, values) if isinstance(t, torch.Tensor))
+        kinds: dict[str, int] = {}
+        for name, value in vars(layer).items():
+            tensors = _tensors(value)
+            if not tensors or name in BOOKKEEPING_ATTRIBUTES:
+                continue
+            kind = STATE_ATTRIBUTES.get(name)
+            if kind is None:
+                raise ValidationBuildError(
+                    f"validate cannot measure this model's cache: layer {index} ({type(layer).__name__}) holds "
+                    f"tensor attribute {name!r}, which llm_profiler/validation/measure.py's STATE_ATTRIBUTES does "
+                    "not map to a state kind (the counts themselves, `profile`, are unaffected)")
+            for t in tensors:
+                key = id(t) if t.device.type == "meta" else t.untyped_storage().data_ptr() + t.storage_offset()
+                if key in seen:
+                    continue
+                seen.add(key)
+                kinds[kind] = kinds.get(kind, 0) + int(t.numel())
+        out[index] = kinds
     return out
+
+
+def cache_elements(cache: Any) -> dict[int, int]:
+    """Layer -> elements of every state the cache object holds now."""
+    return {layer: sum(kinds.values()) for layer, kinds in cache_states(cache).items()}
 
 
 def retry_forward(batch: int, seq: int, past: int) -> Any:
@@ -245,5 +297,6 @@ def measure(model: torch.nn.Module, batch: int, seq: int, past: int = 0) -> Meas
         new_tokens = tokens(seq)
         with _ModuleStack(model) as stack, _CountingMode(stack, measured):
             out = model(input_ids=new_tokens, past_key_values=cache, use_cache=True)
-    measured.cache_by_layer = cache_elements(out.past_key_values)
+    measured.cache_kinds = cache_states(out.past_key_values)
+    measured.cache_by_layer = {layer: sum(kinds.values()) for layer, kinds in measured.cache_kinds.items()}
     return measured

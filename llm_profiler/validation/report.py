@@ -13,8 +13,8 @@ class ValidationRow(BaseModel):
     """One (node, metric): the graph's count against the measured one.
 
     ``node`` is a graph node path (``model.layers.0.self_attn:scores``), or a path no node has when the
-    measurement found computation there that the graph does not predict; for the ``cache`` and
-    ``cache_growth`` rows it is the layer's first cache node. ``module`` is the module whose forward runs it.
+    measurement found computation there that the graph does not predict; for the ``cache``,
+    ``cache[<kind>]`` and ``cache_growth`` rows it is the layer's first cache node. ``module`` is the module whose forward runs it.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -35,6 +35,11 @@ class ValidationRow(BaseModel):
             if "module" not in data and "node" in data:
                 data = {**data, "module": str(data["node"]).split(":", 1)[0]}
         return data
+
+    @property
+    def is_cache(self) -> bool:
+        """A per-layer cache row (``cache``, ``cache[<kind>]``, ``cache_growth``), not a node's own count."""
+        return self.metric.startswith("cache")
 
     @property
     def diff(self) -> int:
@@ -80,7 +85,7 @@ class ValidationReport(BaseModel):
         """module -> metric -> (predicted, measured), the node rows summed per module (cache rows apart)."""
         out: dict[str, dict[str, tuple[int, int]]] = {}
         for r in self.rows:
-            if r.metric in ("cache", "cache_growth"):
+            if r.is_cache:
                 continue
             p, m = out.setdefault(r.module, {}).get(r.metric, (0, 0))
             out[r.module][r.metric] = (p + r.predicted, m + r.measured)
@@ -89,7 +94,7 @@ class ValidationReport(BaseModel):
     def summary_line(self) -> str:
         verdict = "EXACT" if self.ok else "MISMATCH"
         size = "tiny, cpu" if self.tiny else "full size, meta"
-        nodes = len({r.node for r in self.rows if r.metric not in ("cache", "cache_growth")})
+        nodes = len({r.node for r in self.rows if not r.is_cache})
         unattributed = f", {len(self.unattributed_ops)} unattributed ops" if self.unattributed_ops else ""
         return (f"{verdict}: {self.model} ({self.model_type}, {size}) B={self.batch} S={self.seq} P={self.past}: "
                 f"{len(self.rows) - len(self.mismatches)}/{len(self.rows)} node x metric values agree "
