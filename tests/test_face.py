@@ -166,7 +166,7 @@ def test_variants_are_the_base_config_plus_overrides() -> None:
             assert find_preset(name) is variant
         assert load_config(variant.alias).name == variant.hub_id
     # the preset files and their table are unchanged: variants are listed apart
-    assert all(p.variant_of is None for p in list_presets()) and len(list_presets()) == 41
+    assert all(p.variant_of is None for p in list_presets()) and len(list_presets()) == 43
     assert find_preset("Meta-Llama-3.1-8B-Instruct").hub_id == "meta-llama/Llama-3.1-8B-Instruct"  # type: ignore[union-attr]
     assert find_preset("llama-2-7b-chat").hub_id == "meta-llama/Llama-2-7b-chat-hf"  # type: ignore[union-attr]
 

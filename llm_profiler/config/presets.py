@@ -116,6 +116,10 @@ _PRESETS: tuple[Preset, ...] = (
     _preset("allenai--Olmo-3.1-32B-Instruct.json", "olmo-3.1-32b-instruct", 32_233_522_176),
     _preset("CohereForAI--aya-23-8B.json", "aya-23-8b", 8_028_033_024),  # the Hub's 8.03B
     _preset("stabilityai--stablelm-2-zephyr-1_6b.json", "stablelm-2-zephyr-1.6b", 1_644_515_328),  # the Hub's 1.64B
+    # Published "80B total, 3B active"; transformers' count (the checkpoint's MTP layer is not loaded).
+    _preset("Qwen--Qwen3-Next-80B-A3B-Thinking.json", "qwen3-next-80b-a3b", 79_674_391_296),
+    # Multimodal checkpoint: the text model (text_config) only; the published "27B" includes the vision tower.
+    _preset("Qwen--Qwen3.5-27B.json", "qwen3.5-27b", 26_895_998_464),
 )
 
 

@@ -138,10 +138,12 @@ class Qwen3Next(SparseMoEStyle):
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         if data.get("model_type") in _MULTIMODAL:
             return {**data, "text_config": self.tiny(self._text(data, []))}
-        out = tiny_dims({k: v for k, v in data.items() if k != "mlp_only_layers"}, layers=4,
-                        linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
-                        linear_value_head_dim=12, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
-                        shared_expert_intermediate_size=40)
+        # 4 layers: 3 DeltaNet and 1 full with the default interval; q / k heads repeated to 2x value heads
+        moe = {} if data.get("model_type") == "qwen3_5_text" else {
+            "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 40}
+        out = tiny_dims({k: v for k, v in data.items() if k != "mlp_only_layers"}, layers=4, **moe,
+                        linear_num_key_heads=4 if data.get("linear_num_key_heads") == data.get("linear_num_value_heads") else 2,
+                        linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=12)
         if data.get("mlp_only_layers"):
             out["mlp_only_layers"] = [0]
         return out

@@ -41,11 +41,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import ops
 from ..facts import State, StateKind, TensorClass, Weight
 from ..formula import ZERO, B, Formula, P, S, ceil_div, fmin
-from ..metrics import CACHE
 from ..ops import Counts
 from ..spec import ArchSpec, LayerSpec, Mixer
 from .activations import activation_counts
-from .blocks import TOKENS, Part, fusable, linear, with_params
+from .blocks import TOKENS, Part, fusable, linear, state_cache, with_params
 from .moe import MoESpec
 from .node import ATTN, NodeKind
 
@@ -123,19 +122,18 @@ def decode_step() -> Formula:
 # --- nodes ------------------------------------------------------------------------------------------
 
 
-def state_node(kind: str, held: Formula, read: Formula) -> Counts:
-    """A cache state rewritten whole by every forward: ``held`` elements held and written, ``read`` read."""
-    return Counts({CACHE: held}).with_facts(states=(State(kind, read=read, appended=held, held=held),), reads=ZERO)
-
-
 def conv_state(d: DeltaNet) -> Counts:
-    """The conv state: the last K columns of the conv input, B * conv_dim * K."""
-    return state_node(StateKind.CONV, B * d.conv_dim * d.kernel, ZERO)
+    """The conv state: the last K columns of the conv input, B * conv_dim * K, rewritten whole by every
+    forward (the conv node reads it)."""
+    held = B * d.conv_dim * d.kernel
+    return state_cache(StateKind.CONV, held, appended=held)
 
 
 def recurrent_state(d: DeltaNet) -> Counts:
-    """The recurrent state: B * value_heads * key_dim * value_dim."""
-    return state_node(StateKind.RECURRENT, B * d.value_heads * d.key_dim * d.value_dim, ZERO)
+    """The recurrent state: B * value_heads * key_dim * value_dim, rewritten whole by every forward (the
+    delta rule reads it)."""
+    held = B * d.value_heads * d.key_dim * d.value_dim
+    return state_cache(StateKind.RECURRENT, held, appended=held)
 
 
 def causal_conv(d: DeltaNet, activation: str) -> Counts:
