@@ -121,6 +121,9 @@ MOVES = {  # case -> (config, from node, to node, metric): one move per multi-pa
     "ministral3 temperature->rope": (
         json.loads(Path("tests/family_configs/transformers--Ministral3Config-defaults.json").read_text()),
         "model.layers.0.self_attn:temperature", "model.layers.0.self_attn:rope", M.MULT),
+    "qwen3_next gates->delta_rule": ("tests/family_configs/Qwen--Qwen3-Next-80B-A3B-Thinking.json",
+                                     "model.layers.0.linear_attn:gates", "model.layers.0.linear_attn:delta_rule",
+                                     M.EXP),
     "llama rope->context": ("llama-3.2-1b", "model.layers.1.self_attn:rope", "model.layers.1.self_attn:context",
                             M.ADD),
 }
@@ -146,7 +149,8 @@ def test_every_rule_names_ops() -> None:
                "gemma-2-9b", family + "openai--gpt-oss-20b.json", family + "meta-llama--Llama-4-Scout-17B-16E-Instruct.json",
                granite, {**granite, "model_type": "granitemoeshared", "shared_intermediate_size": 1024},
                *(json.loads(Path(family + f"transformers--{name}Config-defaults.json").read_text())
-                 for name in ("GPTJ", "XGLM", "Mpt", "GPTNeo", "Ministral3"))]
+                 for name in ("GPTJ", "XGLM", "Mpt", "GPTNeo", "Ministral3")),
+               family + "Qwen--Qwen3-Next-80B-A3B-Thinking.json"]
     used: set[parts.Rule] = set()
     for config in configs:
         profile, measured = _measure(config, (1, 2, 1), tiny=True)
