@@ -210,7 +210,7 @@ def test_presets_command(capsys: Any) -> None:
     line = next(x for x in out.splitlines() if x.startswith("llama-3.2-1b-instruct "))
     assert "meta-llama/Llama-3.2-1B-Instruct" in line and "llama-3.2-1b" in line.split()[2]
     code, out, _ = _cli(["presets", "--csv"], capsys)
-    assert len(list(csv.reader(io.StringIO(out)))) == 1 + 41  # machine formats: the files only
+    assert len(list(csv.reader(io.StringIO(out)))) == 1 + 43  # machine formats: the files only
     assert main(["presets", "--no-params", "--recount"]) == 2  # mutually exclusive
     capsys.readouterr()
 

@@ -27,11 +27,16 @@ Which branch runs is a formula too: p = min(P, 1) (a cache state exists) and d =
 (a decode step) are 0 / 1 indicators, so every count is one exact formula in B, S, P (and a generation, whose
 steps are all decode steps, stays a closed form).
 
-What a kernel engine computes differently (fla's chunk_gated_delta_rule, causal_conv1d_fn): the same
-projections, conv and gates; the chunked kernel works on the key_heads q / k without materialising the
-repeat, fuses the l2norm, the decays and the triangular solve inside each chunk and never pads S to a
-multiple of 64; the causal-conv1d kernel convolves only the S new positions. Its counts are close to
-these but not identical; the formulas here are the transformers torch path.
+What a kernel engine computes differently (transformers with ``flash-linear-attention`` and ``causal-conv1d``
+installed, vLLM, SGLang): the same projections, gates, gated norm and the same per-chunk algorithm (fla's
+``chunk_gated_delta_rule``: l2norm, chunk-local cumsum, k_beta @ k^T, the triangular solve ``solve_tril``, the
+WY recompute, the state pass, the output), but fused per chunk in on-chip memory: q / k reach the kernel with
+key_heads heads (the repeat to value_heads is the torch fallback's), the tail chunk is masked rather than padded
+to 64 in memory, and none of the chunk intermediates (pairwise decays, C x C systems) is written to HBM; the
+``causal_conv1d_fn`` kernel convolves only the S new positions (S outputs of K taps per channel, not the padded
+max(S, K) + K - 1 or S + 2K - 1), and decode is fused the same way. Arithmetic differs by those paddings and
+repeats; activations and memory traffic differ far more (``act`` counts every intermediate the torch path
+writes).
 """
 
 from __future__ import annotations
