@@ -24,6 +24,7 @@ import sympy
 
 from llm_profiler import ConfigError, profile, profile_model
 from llm_profiler.families import build_spec
+from llm_profiler.perf import roofline
 from llm_profiler.phases import STEP, N, Phase, generation_sum, phase_count, phase_total
 from llm_profiler.symbols import B, P, S
 
@@ -166,6 +167,11 @@ def test_cache_states_per_layer() -> None:
     (state,) = node.facts.states
     assert state.kind == "recurrent" and int(state.read.evaluate({"B": 3, "S": 7, "P": 5})) == 1152
     assert int(state.read.evaluate({"B": 3, "S": 7, "P": 0})) == 0  # no state before the first prefill
+    # a decode step (bf16) rewrites the 3 DeltaNet layers' states whole, 3 * (320 + 384), and appends one token's
+    # keys and values to the full layer, 2 * 2 * 24; it reads those states and the 10 cached tokens' K and V
+    cats = roofline(QN, "h100", "decode", batch=1, past=9).bytes_by_category
+    assert cats["kv_written"] == 2 * (3 * (320 + 384) + 96) == 4_416
+    assert cats["kv_read"] == 2 * (3 * (320 + 384) + 10 * 96) == 6_144
 
 
 def test_gated_attention_and_zero_centred_norms() -> None:
