@@ -94,9 +94,10 @@ class Qwen3Next(SparseMoEStyle):
         text_type = _MULTIMODAL.get(data.get("model_type", ""))
         if text_type is None:
             return data
-        text = data.get("text_config") or {}
-        if not isinstance(text, dict):
-            raise ConfigError(f"{data['model_type']} config field 'text_config' must be an object")
+        text = data.get("text_config")
+        if not isinstance(text, dict) or not text:
+            raise ConfigError(f"{data['model_type']} config field 'text_config' must be an object holding the "
+                              f"language model's fields ({text_type}: hidden_size, num_hidden_layers, ...), got {text!r}")
         notes.append(f"multimodal '{data['model_type']}' config: profiling its language model (text_config, as "
                      f"{text_type}) only; the vision tower and projector are not counted")
         tie = {"tie_word_embeddings": data["tie_word_embeddings"]} if "tie_word_embeddings" in data else {}
