@@ -248,3 +248,7 @@ def test_validation_quirks() -> None:
     _validate_all({**QN, "layer_types": ["full_attention", "linear_attention"] * 2, "decoder_sparse_step": 2,
                    "linear_conv_kernel_dim": 6, "linear_num_key_heads": 4, "attention_bias": True},
                   tiny=True, shapes=[(2, 3, 0), (1, 1, 4), (2, 5, 2)])
+    # no partial_rotary_factor: the config classes default to 0.25 (rotary over 24 * 0.25 = 6 dims)
+    default = {k: v for k, v in QN.items() if k != "partial_rotary_factor"}
+    assert build_spec(default)[1].rotary_dim == 6
+    _validate_all(default, tiny=True, shapes=[(2, 3, 1)])

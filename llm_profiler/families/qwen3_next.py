@@ -37,7 +37,7 @@ class Qwen3Next(SparseMoEStyle):
       ``linear_conv_kernel_dim``); the cache holds a conv and a recurrent state per DeltaNet layer and keys /
       values per attention layer.
     - attention: q_proj is twice as wide (query and an output gate per head); per-head q/k norms; partial
-      rotary (``partial_rotary_factor``, top level or in ``rope_parameters``; qwen3_5 defaults to 0.25);
+      rotary (``partial_rotary_factor``, top level or in ``rope_parameters``; default 0.25);
       the output is multiplied by sigmoid(gate) before o_proj; head_dim defaults to 256.
     - every RMSNorm but the DeltaNet's gated one is zero-centred: x * rsqrt(...) * (1 + weight).
     - qwen3_next: MoE as qwen2_moe (``decoder_sparse_step``, ``mlp_only_layers``, ``norm_topk_prob``, a shared
@@ -61,7 +61,7 @@ class Qwen3Next(SparseMoEStyle):
         common = decoder_fields(f, self.name, name, head_dim_default=256,
                                 intermediate_default=f.int("moe_intermediate_size") if model_type == "qwen3_5_moe_text" else None)
         rope = f.raw("rope_parameters") or {}
-        factor = rope.get("partial_rotary_factor", data.get("partial_rotary_factor", 1.0 if model_type == "qwen3_next" else 0.25))
+        factor = rope.get("partial_rotary_factor", data.get("partial_rotary_factor", 0.25))  # the classes' default
         if not 0 < factor <= 1:
             raise ConfigError(f"{model_type} config field 'partial_rotary_factor' must be in (0, 1], got {factor}")
         interval = f.int("full_attention_interval", default=4)
