@@ -110,19 +110,19 @@ def test_layer_plan_and_config_quirks() -> None:
 
 
 def test_causal_conv_in_its_three_branches() -> None:
+    def conv(*shape: int) -> tuple[int, int, int]:
+        v = profile(QN, *shape).values
+        return v[f"{LA}:conv"]["macs"], v[f"{LA}:conv"]["add"], v[LA]["exp"]  # the conv; its silu (own node)
+
     # conv_dim 80 channels of K = 4 taps. Prefill (P = 0) of S = 3 < K: the cache pads to max(S, K) = 4
-    # positions, padding K - 1 gives 4 + 3 = 7 outputs: B*80*7*4 MACs; silu on the 4 kept positions.
-    v = profile(QN, 2, 3, 0).values[LA]
-    assert (v["macs"], v["exp"]) == (2 * 80 * 7 * 4, 2 * 80 * 4)
+    # positions, padding K - 1 gives 4 + 3 = 7 outputs: B*80*7*4 MACs, 3 ADD each; silu on the 4 kept positions.
+    assert conv(2, 3, 0) == (2 * 80 * 7 * 4, 2 * 80 * 7 * 3, 2 * 80 * 4)
     # after a prefill (P = 5), S = 7: the 4 cached columns and 7 new ones, padded: 11 + 3 = 14 outputs
-    v = profile(QN, 3, 7, 5).values[LA]
-    assert (v["macs"], v["exp"]) == (3 * 80 * 14 * 4, 3 * 80 * 11)
+    assert conv(3, 7, 5) == (3 * 80 * 14 * 4, 3 * 80 * 14 * 3, 3 * 80 * 11)
     # decode step (P = 9, S = 1): causal_conv1d_update on K + 1 = 5 columns, no padding: 2 outputs, 1 activated
-    v = profile(QN, 1, 1, 9).values[LA]
-    assert (v["macs"], v["add"], v["exp"]) == (80 * 2 * 4, 80 * 2 * 3 + 80, 80)  # silu: 1 ADD (1 + exp) each
+    assert conv(1, 1, 9) == (80 * 2 * 4, 80 * 2 * 3, 80)
     # a prompt longer than the kernel (S = 70 > 4): 70 + 3 outputs, 70 activated
-    v = profile(QN, 1, 70, 0).values[LA]
-    assert (v["macs"], v["exp"]) == (80 * 73 * 4, 80 * 70)
+    assert conv(1, 70, 0) == (80 * 73 * 4, 80 * 73 * 3, 80 * 70)
 
 
 def test_gates_l2norm_and_gated_norm() -> None:

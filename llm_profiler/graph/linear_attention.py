@@ -141,15 +141,29 @@ def recurrent_state(d: DeltaNet) -> Counts:
     return state_cache(StateKind.RECURRENT, held, appended=held)
 
 
-def causal_conv(d: DeltaNet, activation: str) -> Counts:
-    """The depthwise causal conv1d and its activation (see the module docstring for the three branches)."""
+def _conv_lengths(d: DeltaNet) -> tuple[Formula, Formula]:
+    """(outputs, activated positions) per channel of the causal conv in its three branches (module docstring)."""
     K, p, dec = d.kernel, has_state(), decode_step()
     prefill = S + K - fmin(S, K)  # max(S, K): the new tokens left-padded to the kernel
     outputs = (1 - p) * (prefill + K - 1) + (p - dec) * (S + 2 * K - 1) + dec * 2
     activated = (1 - p) * prefill + (p - dec) * (S + K) + dec
-    out = ops.convolution(B * d.conv_dim * outputs, K) + activation_counts(activation, B * d.conv_dim * activated)
-    state = State(StateKind.CONV, read=p * B * d.conv_dim * K)
-    return out.with_facts(states=(state,), reads=B * d.conv_dim * (S + p * K))
+    return outputs, activated
+
+
+def causal_conv(d: DeltaNet) -> Counts:
+    """The depthwise causal conv1d (F.conv1d in ``causal_conv1d_fn`` / ``causal_conv1d_update``): K taps per
+    output; reads the conv state when a prefill left one."""
+    outputs, _ = _conv_lengths(d)
+    out = ops.convolution(B * d.conv_dim * outputs, d.kernel)
+    state = State(StateKind.CONV, read=has_state() * B * d.conv_dim * d.kernel)
+    return out.with_facts(states=(state,), reads=B * d.conv_dim * (S + has_state() * d.kernel))
+
+
+def conv_activation(d: DeltaNet, activation: str) -> Counts:
+    """The conv's activation (``hidden_act`` through ACT2FN, inside the conv function) on the kept positions."""
+    _, activated = _conv_lengths(d)
+    n = B * d.conv_dim * activated
+    return fusable(activation_counts(activation, n), n, n)
 
 
 def conv_weight(d: DeltaNet) -> Counts:
@@ -252,8 +266,9 @@ def gated_norm(d: DeltaNet, activation: str = "silu") -> Counts:
 
 
 def deltanet_parts(d: DeltaNet, hidden: int, activation: str, a: str = ".linear_attn") -> list[Part]:
-    """The parts of a gated DeltaNet module ``a`` in its forward's order. The conv runs in the module's own
-    forward (its node is the module path), its weight sits on ``.conv1d`` (a module that never runs)."""
+    """The parts of a gated DeltaNet module ``a`` in its forward's order. The conv (``:conv``) and its
+    activation run in the module's own forward (the activation, through ACT2FN, has no part rule: it is the
+    module path's node); the conv weight sits on ``.conv1d`` (a module that never runs)."""
     t, kw, vw, H = TOKENS, d.key_width, d.value_width, d.value_heads
     if d.fused_projections:
         proj = [Part(f"{a}.in_proj_qkvz", f"{a}.in_proj_qkvz", NodeKind.LINEAR, linear(t, hidden, 2 * kw + 2 * vw, False), ATTN),
@@ -266,7 +281,8 @@ def deltanet_parts(d: DeltaNet, hidden: int, activation: str, a: str = ".linear_
         *proj,
         Part(f"{a}:conv_state", a, NodeKind.KV_CACHE, conv_state(d), ATTN),
         Part(f"{a}.conv1d", f"{a}.conv1d", CAUSAL_CONV, conv_weight(d), ATTN),
-        Part(a, a, CAUSAL_CONV, causal_conv(d, activation), ATTN),
+        Part(f"{a}:conv", a, CAUSAL_CONV, causal_conv(d), ATTN),
+        Part(a, a, NodeKind.ACTIVATION, conv_activation(d, activation), ATTN),
         Part(f"{a}:gates", a, GATES, gates(d), ATTN),
         Part(f"{a}:l2norm", a, NodeKind.NORM, qk_l2norm(d), ATTN),
         Part(f"{a}:delta_rule", a, DELTA_RULE, delta_rule(d), ATTN),
@@ -277,6 +293,5 @@ def deltanet_parts(d: DeltaNet, hidden: int, activation: str, a: str = ".linear_
 
 
 __all__ = ["CAUSAL_CONV", "DELTA_RULE", "GATES", "LINEAR_ATTENTION", "DeltaNet", "DeltaNetMoESpec", "DeltaNetSpec",
-           "LinearLayers", "causal_conv",
-           "chunk_rule", "decode_step", "deltanet_parts", "delta_rule", "gated_norm", "has_state",
-           "recurrent_rule"]
+           "LinearLayers", "causal_conv", "chunk_rule", "conv_activation", "decode_step", "deltanet_parts",
+           "delta_rule", "gated_norm", "has_state", "recurrent_rule"]
