@@ -8,9 +8,10 @@ facts (matmul shapes, cache-state reads, the layer's mixer), never by re-derivin
     transformers with ``attn_implementation="eager"``: the reference, unchanged.
 ``hf-sdpa``
     transformers with ``attn_implementation="sdpa"``: ``torch.nn.functional.scaled_dot_product_attention``
-    computes the same masked S x keys products (its math backend is the eager decomposition), but a fused
-    kernel never writes the scores or the probabilities to memory: the attention nodes' arithmetic is the
-    reference's, their activation traffic is q, K, V in and the output out.
+    by PyTorch's documented definition (q @ k^T * scale, the mask a boolean select, softmax, @ v), a fused
+    kernel that never writes the scores or the probabilities to memory (activation traffic: q, K, V in and
+    the output out); the causal mask is built only for a chunk after a cache (``sdpa_mask_built``).
+    Validated per node against transformers' SDPA forward (docs/engines.md).
 ``vllm``
     a vLLM / SGLang-like engine:
 
@@ -219,17 +220,69 @@ def _context_of(node: Node, graph: Graph) -> Node:
     raise QueryError(f"{node.path}: no attention context node beside it; the flash rule cannot apply")
 
 
+def sdpa_mask_built() -> Formula:
+    """1 when transformers' SDPA path builds a mask, else 0: it passes none (``is_causal``, or one query row)
+    unless S > 1 and P > 0 (``masking_utils._ignore_causal_mask_sdpa``, no padding). For integers S >= 1,
+    P >= 0, min(S - 1, 1) * min(P, 1) is exactly that."""
+    return fmin(S - 1, 1) * fmin(P, 1)
+
+
+def _eager_scores(mm: Matmul) -> Counts:
+    """The plain eager scores: q @ k^T, times the scaling, plus the additive mask."""
+    return ops.matmul(mm.m, mm.n, mm.k, batch=mm.batch) + ops.elementwise("mul", mm.outputs) + ops.elementwise(
+        "add", mm.outputs)
+
+
+def _same_counts(a: Counts, b: Counts) -> bool:
+    return {k: Formula.of(v) for k, v in a.items() if v} == {k: Formula.of(v) for k, v in b.items() if v}
+
+
+def _sdpa_scores(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
+    """SDPA by PyTorch's documented definition: q @ k^T * scale, the mask a boolean select (no add), nothing
+    written. Only plain scores (matmul, scaling, additive mask) are rewritten; softcapping, alibi or sinks
+    keep the eager arithmetic (transformers runs those families eagerly or through their own kernels)."""
+    if not _same_counts(node.counts, _eager_scores(_only_matmul(node))):
+        return _fused_no_write(node, graph, profile)
+    mm = _only_matmul(node)
+    counts = (ops.matmul(mm.m, mm.n, mm.k, batch=mm.batch) + ops.elementwise("mul", mm.outputs)).without_act()
+    return _with_counts(_fused_no_write(node, graph, profile), counts)
+
+
+def _sdpa_positions(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
+    """transformers' SDPA path: position ids always; the causal mask (boolean, not expanded over the batch)
+    only when it is built (``sdpa_mask_built``). Applied where every layer attends to all keys and the node
+    is exactly position ids plus one eager causal mask; any other mask keeps the eager count."""
+    full = all(layer.mixer.kind == "attention" and layer.mixer.window is None for layer in graph.spec.layers)
+    eager = blk.position_ids() + blk.causal_mask(P + S)
+    if not full or not _same_counts(node.counts, eager):
+        return node
+    counts = blk.position_ids() + blk.causal_mask(P + S, expand=False) * sdpa_mask_built()
+    return replace(node, counts=counts, facts=blk.complete_facts(node.kind, counts))
+
+
+def _with_counts(node: Node, counts: Counts) -> Node:
+    counts.facts = node.facts
+    return replace(node, counts=counts)
+
+
+def _sdpa_copies(node: Node) -> Formula | None:
+    """transformers' SDPA path repeats grouped K / V heads only when it passes a mask (else ``enable_gqa``)."""
+    return None if node.facts.copies is None else node.facts.copies * sdpa_mask_built()
+
+
 def _fused_no_write(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
     """SDPA's fused kernel: the same arithmetic, nothing of the S x keys matrices written or read back."""
     counts = Counts(node.counts)
     counts[ACT] = ZERO
-    facts = replace(node.facts, reads=ZERO if node.kind != NodeKind.ATTN_SCORES else _q_reads(node))
+    facts = replace(node.facts, reads=ZERO if node.kind != NodeKind.ATTN_SCORES else _q_reads(node),
+                    copies=_sdpa_copies(node))
     counts.facts = facts
     return replace(node, counts=counts, facts=facts)
 
 
 def _fused_context(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
-    facts = replace(node.facts, reads=ZERO)  # the probabilities stay on chip; the output is written
+    # the probabilities stay on chip; the output is written
+    facts = replace(node.facts, reads=ZERO, copies=_sdpa_copies(node))
     counts = Counts(node.counts)
     counts.facts = facts
     return replace(node, counts=counts, facts=facts)
@@ -254,6 +307,14 @@ def _fused_chain(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
     new = replace(facts, reads=facts.fused_reads)
     counts.facts = new
     return replace(node, counts=counts, facts=new)
+
+
+def _paged_append(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
+    """A paged KV cache (PagedAttention) writes the new tokens into their blocks: no re-copy of the cache."""
+    facts = replace(node.facts, cache_copies=None)
+    counts = Counts(node.counts)
+    counts.facts = facts
+    return replace(node, counts=counts, facts=facts)
 
 
 def _positions_only(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
@@ -381,8 +442,8 @@ def _mla_rule(node: Node, graph: Graph) -> Rule | None:
 
 
 _RULES: dict[str, dict[str, Rule]] = {
-    "sdpa": {NodeKind.ATTN_SCORES: _fused_no_write, NodeKind.ATTN_SOFTMAX: _fused_no_write,
-             NodeKind.ATTN_CONTEXT: _fused_context},
+    "sdpa": {NodeKind.ATTN_SCORES: _sdpa_scores, NodeKind.ATTN_SOFTMAX: _fused_no_write,
+             NodeKind.ATTN_CONTEXT: _fused_context, NodeKind.POSITIONS: _sdpa_positions},
     "flash": {NodeKind.ATTN_SCORES: _flash_scores, NodeKind.ATTN_SOFTMAX: _flash_softmax,
               NodeKind.ATTN_CONTEXT: _flash_context},
 }
@@ -394,6 +455,8 @@ def apply_engine(graph: Graph, profile: ExecutionProfile) -> Graph:
     rules = dict(_RULES.get(profile.attention, {}))
     if not profile.builds_mask:
         rules[NodeKind.POSITIONS] = _positions_only
+    if profile.kv_block is not None:
+        rules[NodeKind.KV_CACHE] = _paged_append
     if profile.fused_elementwise:
         rules.update(dict.fromkeys(FUSED_KINDS, _fused_chain))
     absorbed = profile.mla == "absorbed"

@@ -92,6 +92,11 @@ class Facts:
     # its distinct inputs read once and its final output written once (None: not a fusable chain).
     fused_reads: Formula | None = None
     fused_writes: Formula | None = None
+    # Elements data ops copy (read once, written once; ``act`` counts computing ops only): eager attention's
+    # repeat_kv expansion of K and V to every query head (``copies``, activations) and DynamicCache's
+    # torch.cat re-copy of the cached tokens each forward (``cache_copies``, at the cache dtype).
+    copies: Formula | None = None
+    cache_copies: Formula | None = None
 
 
 NO_FACTS = Facts()

@@ -226,46 +226,110 @@ def _largest(fits: Any) -> int:
     return lo
 
 
+class _Ranks:
+    """The memory of one rank of a parallel plan (``llm_profiler.parallel``): every pipeline stage's rank
+    (sharded weights, its KV heads, activations of the full model: an upper bound), at batch / dp each; the
+    stage that needs the most is the answer."""
+
+    def __init__(self, model: ModelProfile, plan: Any, dt: Dtypes, lm_head: str, attention: str,
+                 eng: ExecutionProfile) -> None:
+        from .parallel.plan import check_plan
+        from .parallel.shard import rank_model
+
+        check_plan(plan, model.spec)
+        self.plan = plan
+        last = lm_head == LM_HEAD_LAST
+        self.stages = [_usage(rank_model(model, plan, s, last), dt, lm_head, attention, eng) for s in range(plan.pp)]
+        self.engine, self.lm_head = eng, lm_head
+
+    def at(self, batch: int, seq: int, context: int, capacity: int) -> MemoryUsage:
+        """The usage of the busiest rank when each of the dp replicas holds ``batch`` sequences."""
+        return max((u.at(batch, seq, context, capacity) for u in self.stages), key=lambda u: u.total)
+
+
+def _plan_and_device(device: DeviceSpec | str, plan: Any, system: Any) -> tuple[Any, DeviceSpec]:
+    """(ParallelPlan or None, the device one rank runs on): a system's device replaces ``device``."""
+    if plan is None and system is None:
+        return None, get_device(device)
+    from .hardware.systems import get_system
+    from .parallel.plan import ParallelPlan, make_plan
+
+    pl = plan if isinstance(plan, ParallelPlan) else make_plan(**(plan or {}))
+    dev = get_system(system).device if system is not None else get_device(device)
+    return pl, dev
+
+
 def largest_batch(source: Any, device: DeviceSpec | str = "a100-80gb", seq: int = 2048, context: int | None = None, *,
                   weight_dtype: str | None = None, act_dtype: str = "bf16", kv_dtype: str | None = None,
                   lm_head: str | None = None, memory_fraction: float = 1.0, overhead_bytes: int = 0,
                   attention: str | None = None, engine: str | ExecutionProfile | None = VLLM,
-                  quantization: Any = "config") -> FitResult:
+                  quantization: Any = "config", plan: Any = None, system: Any = None) -> FitResult:
     """The largest batch whose prompt (``seq``) prefill and KV cache at ``context`` (default seq) fit, under
     ``engine`` (default ``vllm``: paged KV, chunked prefill, fused attention; ``hf-eager``: one transformers
-    forward of the whole batch)."""
-    model, dev = _model(source), get_device(device)
+    forward of the whole batch). ``plan`` (a ``parallel.ParallelPlan`` or a dict of ``make_plan``'s
+    arguments) / ``system``: per rank of the plan (the answer is the global batch, dp x a rank's); when not
+    even one sequence fits, ``smallest_plan`` names the smallest plan whose ranks hold one."""
+    model = _model(source)
+    pl, dev = _plan_and_device(device, plan, system)
     context = seq if context is None else context
     _check(1, seq, context)
     dt, quant_notes = _dtypes(source, weight_dtype, act_dtype, kv_dtype, quantization)
     eng, lm_head, attention = _scenario(engine, lm_head, attention)
-    usage, cap = _usage(model, dt, lm_head, attention, eng), _capacity(dev, memory_fraction, overhead_bytes)
+    cap = _capacity(dev, memory_fraction, overhead_bytes)
+    usage: Any = _usage(model, dt, lm_head, attention, eng) if pl is None else _Ranks(model, pl, dt, lm_head, attention, eng)
     best = _largest(lambda b: usage.at(b, seq, context, cap).fits)
-    return _fit(model, dev, "batch", best, dt, usage.at(best, seq, context, cap) if best else None,
-                usage.at(best + 1, seq, context, cap), usage, quant_notes)
+    result = _fit(model, dev, "batch", best, dt, usage.at(best, seq, context, cap) if best else None,
+                  usage.at(best + 1, seq, context, cap), usage, quant_notes)
+    dp = 1 if pl is None else pl.dp
+    update: dict[str, Any] = {"value": best * dp}
+    if pl is not None:
+        update["plan"] = pl.describe()
+        update["notes"] = [*result.notes, f"per rank of {pl.describe()} ({pl.devices} x {dev.name}): each of the "
+                           f"{dp} data-parallel replica{'s' if dp > 1 else ''} holds batch {best}"]
+    if not best and (pl is None or pl.devices == 1):
+        from .parallel.search import smallest_plan
+
+        found = smallest_plan(model, lambda p: _Ranks(model, p, dt, lm_head, attention, eng).at(1, seq, context, cap).fits)
+        if found is not None:
+            update["smallest_plan"] = found.describe()
+            update["notes"] = [*update.get("notes", result.notes),
+                               f"the smallest plan that fits batch 1: {found.describe()} ({found.devices} x {dev.name}); "
+                               f"`fit --tp {found.tp} --pp {found.pp}` gives its largest batch"]
+    return result.model_copy(update=update)
 
 
 def largest_context(source: Any, device: DeviceSpec | str = "a100-80gb", batch: int = 1, seq: int | None = None, *,
                     weight_dtype: str | None = None, act_dtype: str = "bf16", kv_dtype: str | None = None,
                     lm_head: str | None = None, memory_fraction: float = 1.0, overhead_bytes: int = 0,
                     attention: str | None = None, engine: str | ExecutionProfile | None = VLLM,
-                    quantization: Any = "config") -> FitResult:
+                    quantization: Any = "config", plan: Any = None, system: Any = None) -> FitResult:
     """The longest context that fits ``batch`` sequences: prefilled (``seq`` None), or a prompt of ``seq``
-    tokens generated on to that context; under ``engine`` as ``largest_batch``."""
-    model, dev = _model(source), get_device(device)
+    tokens generated on to that context; under ``engine`` as ``largest_batch``; ``plan`` / ``system``: per
+    rank, each data-parallel replica holding batch / dp sequences."""
+    model = _model(source)
+    pl, dev = _plan_and_device(device, plan, system)
     _check(batch, seq or 1, seq or 1)
     dt, quant_notes = _dtypes(source, weight_dtype, act_dtype, kv_dtype, quantization)
     eng, lm_head, attention = _scenario(engine, lm_head, attention)
-    usage, cap = _usage(model, dt, lm_head, attention, eng), _capacity(dev, memory_fraction, overhead_bytes)
+    cap = _capacity(dev, memory_fraction, overhead_bytes)
+    usage: Any = _usage(model, dt, lm_head, attention, eng) if pl is None else _Ranks(model, pl, dt, lm_head, attention, eng)
+    rank_batch = batch
+    if pl is not None:
+        from .parallel.plan import PlanError
+
+        if batch % pl.dp:
+            raise PlanError(f"batch {batch} is not divisible by dp={pl.dp}; use a multiple of {pl.dp}")
+        rank_batch = batch // pl.dp
 
     def at(c: int) -> MemoryUsage:
-        return usage.at(batch, c if seq is None else min(seq, c), c, cap)
+        return usage.at(rank_batch, c if seq is None else min(seq, c), c, cap)
 
     best = _largest(lambda c: at(c).fits)
-    return _fit(model, dev, "context", best, dt, at(best) if best else None, at(best + 1), usage, quant_notes)
+    result = _fit(model, dev, "context", best, dt, at(best) if best else None, at(best + 1), usage, quant_notes)
+    return result if pl is None else result.model_copy(update={"plan": pl.describe()})
 
 
-def describe(usage: _Usage) -> str:
+def describe(usage: Any) -> str:
     """The scenario a memory answer solved, in words."""
     eng = usage.engine
     prefill = (f"prompts prefilled in chunks of at most {eng.max_batched_tokens} tokens"
@@ -276,7 +340,7 @@ def describe(usage: _Usage) -> str:
 
 
 def _fit(model: ModelProfile, dev: DeviceSpec, what: str, value: int, dt: Dtypes, at_value: MemoryUsage | None,
-         at_next: MemoryUsage, usage: _Usage, quant_notes: list[str] | None = None) -> FitResult:
+         at_next: MemoryUsage, usage: Any, quant_notes: list[str] | None = None) -> FitResult:
     notes = [describe(usage), *(quant_notes or [])]
     if not value:
         notes.append(f"not even {what} 1 fits: {at_next.total} bytes needed, {at_next.capacity} usable")

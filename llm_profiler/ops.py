@@ -70,7 +70,12 @@ def merge_facts(a: Mapping[str, Number], b: Mapping[str, Number]) -> Facts:
     return Facts(weights=fa.weights + fb.weights, matmuls=fa.matmuls + fb.matmuls,
                  reads=Formula.of(reads_of(a)) + Formula.of(reads_of(b)), states=fa.states + fb.states,
                  fused_reads=_add(fa.fused_reads, fb.fused_reads) if fused else None,
-                 fused_writes=_add(fa.fused_writes, fb.fused_writes) if fused else None)
+                 fused_writes=_add(fa.fused_writes, fb.fused_writes) if fused else None,
+                 copies=_add_optional(fa.copies, fb.copies), cache_copies=_add_optional(fa.cache_copies, fb.cache_copies))
+
+
+def _add_optional(a: Formula | None, b: Formula | None) -> Formula | None:
+    return None if a is None and b is None else _add(a, b)
 
 
 def _add(a: Formula | None, b: Formula | None) -> Formula:
@@ -119,11 +124,13 @@ ELEMENTWISE: dict[str, dict[str, int]] = {
     "floor": {CMP: 1},  # a rounding, counted with the other non-arithmetic ALU ops (relu, max)
     "floor_divide": {DIV: 1},
     "log1p": {EXP: 1},  # one transcendental evaluation, as log
-    "softplus": {EXP: 2, CMP: 1},  # log1p(exp(x)) below the threshold (20), x above: exp, log1p, the test
     "cmp": {CMP: 1},
     "logic": {CMP: 1},
     "select": {},  # where(cond, a, b): no arithmetic, writes its output
     "gather": {},  # embedding / index_select: no arithmetic, writes its output
+    # softplus(x) = x if x > threshold else log1p(exp(x)) (beta 1): the threshold test (1 CMP), exp and log1p
+    # (2 EXP; the + 1 is inside log1p, counted with it as log1p is): Mamba's dt.
+    "softplus": {EXP: 2, CMP: 1},
 }
 
 
@@ -240,13 +247,11 @@ def complex_mul(n: Number, complex_factor: bool = True) -> Counts:
     return Counts({MULT: 2 * n, ACT: 2 * n})
 
 
-def convolution(outputs: Number, taps: Number, bias: bool = False) -> Counts:
-    """A convolution (aten.convolution) writing ``outputs`` elements, each the dot product of ``taps``
-    inputs with the kernel (taps = in_channels / groups x kernel size: K for a depthwise conv1d):
-    MULT = MACs = outputs*taps, ADD = outputs*(taps-1) (+ outputs with a bias), as a matmul's row. torch's
-    FlopCounterMode counts the same 2*outputs*taps."""
-    return Counts({MULT: outputs * taps, ADD: outputs * (taps if bias else taps - 1), MACS: outputs * taps,
-                   ACT: outputs})
+def conv(outputs: Number, k: Number, bias: bool) -> Counts:
+    """A convolution (aten.convolution) writing ``outputs`` elements, each a dot product of ``k`` = in_channels
+    / groups x kernel terms: k MULT (= MACs) and k-1 ADD per output, one more ADD with a bias. A depthwise
+    conv1d (groups = channels: Mamba's short causal convolution) has k = kernel. Writes ``outputs``."""
+    return Counts({MULT: outputs * k, ADD: outputs * (k if bias else k - 1), MACS: outputs * k, ACT: outputs})
 
 
 def solve_triangular(batch: Number, n: Number, cols: Number, unit: bool) -> Counts:
@@ -286,7 +291,6 @@ MOVE_OPS: frozenset[str] = frozenset(
         "index_put_", "index_put", "slice_scatter", "select_scatter", "roll", "repeat", "pad",
         "constant_pad_nd", "flip", "masked_fill", "masked_fill_", "fill_", "zero_", "index", "scatter",
         "scatter_", "_index_put_impl_", "new_zeros", "new_empty", "new_ones", "new_full",
-        "triu", "tril",  # keep one triangle of a matrix, zero the rest: a masked copy (DeltaNet's chunk mask)
     }
 )
 # Creation: tensors made from nothing (ranges, constants): no arithmetic, not activations.
@@ -294,3 +298,6 @@ CREATE_OPS: frozenset[str] = frozenset(
     {"arange", "zeros", "ones", "full", "empty", "scalar_tensor", "zeros_like", "ones_like", "full_like",
      "empty_like", "empty_strided", "tensor", "_local_scalar_dense"}
 )
+# tril / triu: a copy with the elements above / below a diagonal zeroed (no arithmetic): moves, as masked_fill
+# (Mamba-2's chunked scan builds its causal masks with torch.tril).
+MOVE_OPS = MOVE_OPS | frozenset({"tril", "triu"})

@@ -288,17 +288,32 @@ def _node_rows(model: ModelProfile, ev: _Evaluator, fwd: _Forward) -> list[NodeR
 
 
 def phase_report(source: Any, phase: Phase, device: DeviceSpec | str | Settings = "a100-80gb", *,
-                 nodes: bool = False, engine: str | ExecutionProfile | None = None, **options: Any) -> PhaseReport:
+                 nodes: bool = False, engine: str | ExecutionProfile | None = None, plan: Any = None,
+                 system: Any = None, **options: Any) -> PhaseReport:
     """The roofline of one phase on a device, under ``engine`` (default ``vllm``: what a serving user
     expects; ``hf-eager`` for the validated transformers forward). ``options``: weight_dtype, act_dtype,
     kv_dtype, compute_dtype, flops_efficiency, bandwidth_efficiency, quantization (see ``settings``);
     ``nodes`` adds the per-node rows (prefill and decode). The report says whether weights + KV +
-    activations fit the device, and which weight storage it used (``dtypes``, notes)."""
+    activations fit the device, and which weight storage it used (``dtypes``, notes).
+
+    ``plan`` (a ``parallel.ParallelPlan`` or a dict of ``parallel.make_plan``'s arguments) and / or ``system``
+    (a name, file or ``SystemSpec``; its device replaces ``device`` unless ``device`` is a ``Settings``): the
+    phase on one rank of the plan (prefill and decode), with its collectives over the system's links and the
+    pipeline bubble (``report.parallel``, docs/parallel.md); without a system, ``plan.devices`` copies of the
+    device joined by its interconnect."""
     eng = get_engine(engine, default=VLLM)
     base = _model(source)
     model = phase_model(base, PREFILL, eng)  # prefill forwards (and the memory the phase holds)
+    par = _parallel_setup(plan, system, device)
+    if par is not None and not isinstance(device, Settings):
+        device = par[1].device
     st = device if isinstance(device, Settings) else settings(device, **options)
     st, quant_notes = with_quantization(st, source if not isinstance(source, ModelProfile) else base)
+    if par is not None:
+        report = _parallel_phase(base, eng, st, phase, par[0], par[1], nodes)
+        if quant_notes:
+            report = report.model_copy(update={"notes": [*quant_notes, *report.notes]})
+        return _with_rank_capacity(report, model, st, phase, eng, par[0])
     if phase.kind in (PREFILL, DECODE):
         forward = phase_model(base, phase.kind, eng)
         ev = _evaluator(forward, st.dtypes, phase.lm_head)
@@ -318,6 +333,175 @@ def phase_report(source: Any, phase: Phase, device: DeviceSpec | str | Settings 
     if quant_notes:
         report = report.model_copy(update={"notes": [*quant_notes, *report.notes]})
     return _with_capacity(report, model, st, phase, eng)
+
+
+def _parallel_setup(plan: Any, system: Any, device: Any) -> tuple[Any, Any] | None:
+    """(ParallelPlan, SystemSpec) when a plan or a system is given, else None."""
+    if plan is None and system is None:
+        return None
+    from .hardware.systems import get_system
+    from .parallel.comm import system_for
+    from .parallel.plan import ParallelPlan, PlanError, make_plan
+
+    if isinstance(plan, ParallelPlan):
+        pl = plan
+    elif plan is None or isinstance(plan, dict):
+        pl = make_plan(**(plan or {}))
+    else:
+        raise PlanError(f"plan must be a ParallelPlan or a dict of make_plan's arguments, got {type(plan).__name__}")
+    if system is not None:
+        return pl, get_system(system)
+    dev = device.device if isinstance(device, Settings) else device
+    return pl, system_for(dev, pl.devices)
+
+
+def _comm(graph: Any, plan: Any, system: Any, act: int, last: bool, batch: int, seq: int, past: int,
+          kv: int) -> tuple[list[float], dict[tuple[Any, ...], list[Any]]]:
+    """Per stage: seconds of its collectives in one forward at (batch, seq, past); and the collectives grouped by
+    (kind, group, ranks, link, site, stage, payload) -> [count, first path, seconds each]."""
+    from .parallel.collectives import collectives
+    from .parallel.comm import collective_s, link_for
+
+    span = {"tp": plan.tp, "cp": plan.tp * plan.cp, "ep": plan.tp * plan.cp * plan.ep, "pp": plan.devices}
+    comm = [0.0] * plan.pp
+    rows: dict[tuple[Any, ...], list[Any]] = {}
+    for c in collectives(graph, plan, act, last_position=last, kv_bytes=kv):
+        path = link_for(system, span[c.group])
+        size = c.bytes_at(batch, seq, past)
+        t = collective_s(c.kind, size, c.ranks, path)
+        comm[c.stage] += t
+        row = rows.setdefault((c.kind, c.group, c.ranks, path.name, c.site, c.stage, size), [0, c.after, t])
+        row[0] += 1
+    return comm, rows
+
+
+def _parallel_phase(base: ModelProfile, eng: ExecutionProfile, st: Settings, phase: Phase, plan: Any, system: Any,
+                    nodes: bool) -> PhaseReport:
+    """One rank of ``plan``: each pipeline stage's roofline at the micro-batch, its collectives' time over the
+    system's links, and the pipeline schedule: latency = (m + pp - 1) x the slowest stage-time. A generation:
+    its prefill so, then each decode step so (``_parallel_generation``)."""
+    from .parallel.plan import check_batch, check_plan, check_seq
+    from .parallel.shard import layout, rank_model, rule
+    from .results import CollectiveCost, ParallelReport
+
+    check_seq(plan, phase.seq, phase.kind)  # cp splits a prefill's prompt only
+    if phase.kind == GENERATE:
+        return _parallel_generation(base, eng, st, phase, plan, system)
+    notes = check_plan(plan, base.spec)
+    mb = check_batch(plan, phase.batch)
+    forward = phase_model(base, phase.kind, eng)
+    stages = []
+    for s in range(plan.pp):
+        ranked = rank_model(forward, plan, s, phase.lm_head == "last")
+        ev = _evaluator(ranked, st.dtypes, phase.lm_head)
+        stages.append((ranked, ev, _forward(ev, st, mb, phase.seq, phase.past)))
+    comm, rows = _comm(forward.graph, plan, system, st.dtypes.act.bits // 8, phase.lm_head == "last", mb, phase.seq,
+                       phase.past, st.dtypes.kv.bits // 8)
+    times = [fwd.time + comm[s] for s, (_, _, fwd) in enumerate(stages)]
+    crit = max(range(plan.pp), key=lambda s: times[s])
+    step, m = times[crit], plan.micro_batches
+    ranked, ev, fwd = stages[crit]
+    latency, bubble = (m + plan.pp - 1) * step, (plan.pp - 1) * step
+    lay, reference = layout(base.spec, plan), {n.path: n for n in forward.nodes}
+    weights = []
+    for s_model, _, _ in stages:
+        sharded = replicated = 0
+        for group_nodes, t in model_traffic(s_model, st.dtypes).groups:
+            for node in group_nodes:
+                if rule(reference[node.path], lay) == "replicated":
+                    replicated += t.stored
+                else:
+                    sharded += t.stored
+        weights.append((sharded + replicated, sharded, replicated))
+    heaviest = max(weights)
+    costs = [CollectiveCost(kind=k, group=g, ranks=n, link=link, site=site, stage=s, count=count, payload_bytes=size,
+                            time_s=t, total_s=count * t, first_after=after)
+             for (k, g, n, link, site, s, size), (count, after, t) in rows.items()]
+    parallel = ParallelReport(
+        plan=plan.model_dump(), plan_name=plan.describe(), system=system.name, devices=plan.devices, rank_batch=mb,
+        weight_bytes_per_rank=heaviest[0], weight_bytes_sharded=heaviest[1], weight_bytes_replicated=heaviest[2],
+        compute_s=m * fwd.compute_bound, memory_s=m * fwd.memory_bound, communication_s=m * comm[crit],
+        bubble_s=bubble, latency_s=latency, stage_s=times, collectives=costs, notes=notes)
+    cats = {c: m * v for c, v in fwd.by_category.items()}
+    report = _report(ranked, st, phase, 1, m * fwd.flops, cats, latency, m * fwd.compute_bound, m * fwd.memory_bound,
+                     nodes=_node_rows(ranked, ev, fwd) if nodes else [], parallel=parallel)
+    extra = [f"parallel plan {plan.describe()} on {system.name}: io, flops and bytes are one rank's of the slowest "
+             f"stage ({crit}); latency = (micro-batches {m} + pp {plan.pp} - 1) x its stage-time, communication "
+             f"included", *notes]
+    return report.model_copy(update={"notes": [*report.notes, *extra]})
+
+
+def _parallel_generation(base: ModelProfile, eng: ExecutionProfile, st: Settings, phase: Phase, plan: Any,
+                         system: Any) -> PhaseReport:
+    """A generation under ``plan``: the prefill as ``_parallel_phase``, then each of the N - 1 decode steps
+    through the pipeline, (m + pp - 1) x its slowest stage-time (the stage's roofline at the step's context plus
+    its collectives, whose payloads do not depend on the context). FLOPs and bytes: one rank of the prefill's
+    slowest stage over the whole generation."""
+    from .parallel.plan import check_batch
+    from .parallel.shard import rank_model
+
+    b, s, p, n = phase.batch, phase.seq, phase.past, phase.new_tokens
+    mb, m = check_batch(plan, b), plan.micro_batches
+    pre = _parallel_phase(base, eng, st, Phase.prefill(b, s, p, phase.lm_head), plan, system, False)
+    assert pre.parallel is not None
+    decode = phase_model(base, DECODE, eng)
+    comm, rows = _comm(decode.graph, plan, system, st.dtypes.act.bits // 8, phase.lm_head == "last", mb, 1, p + s,
+                       st.dtypes.kv.bits // 8)
+    steps, compute = np.zeros(max(n - 1, 0)), np.zeros(max(n - 1, 0))
+    per_stage = []
+    for stage in range(plan.pp):
+        ev = _evaluator(rank_model(decode, plan, stage), st.dtypes, phase.lm_head)
+        total, comp = _decode_steps(ev, st, mb, s, p, n - 1)
+        per_stage.append((total + comm[stage], comp, total))
+    if n > 1:
+        stacked = np.stack([t for t, _, _ in per_stage])
+        crit = np.argmax(stacked, axis=0)
+        steps = stacked[crit, np.arange(n - 1)]
+        compute = np.stack([c for _, c, _ in per_stage])[crit, np.arange(n - 1)]
+        roof = np.stack([r for _, _, r in per_stage])[crit, np.arange(n - 1)]
+    else:
+        roof = steps
+    factor = m + plan.pp - 1
+    decode_time = factor * float(steps.sum())
+    latency = pre.latency_s + decode_time
+    par = pre.parallel
+    dec_comm = float((steps - roof).sum())
+    parallel = par.model_copy(update={
+        "compute_s": par.compute_s + m * float(compute.sum()),
+        "memory_s": par.memory_s + m * float((roof - compute).sum()),
+        "communication_s": par.communication_s + m * dec_comm,
+        "bubble_s": par.bubble_s + (plan.pp - 1) * float(steps.sum()), "latency_s": latency,
+        "notes": [*par.notes, f"decode steps: {n - 1}, each (m {m} + pp {plan.pp} - 1) x its slowest stage-time; "
+                  f"per step {sum(r[0] for r in rows.values())} collectives"]})
+    tokens = b * n
+    return pre.model_copy(update={
+        "phase": GENERATE, "new_tokens": n, "forwards": n, "latency_s": latency, "tokens": tokens,
+        "tokens_per_s": tokens / latency if latency else 0.0, "ttft_s": pre.latency_s,
+        "tpot_s": decode_time / (n - 1) if n > 1 else None, "parallel": parallel,
+        "compute_bound_s": parallel.compute_s, "memory_bound_s": parallel.memory_s,
+        "bound": "compute" if parallel.compute_s > parallel.memory_s else "memory",
+        "notes": [*pre.notes, "generate under a plan: io, flops, bytes and the collectives listed are the prefill's "
+                  "(one rank of its slowest stage); the split covers the whole generation"]})
+
+
+def _with_rank_capacity(report: PhaseReport, model: ModelProfile, st: Settings, phase: Phase,
+                        eng: ExecutionProfile, plan: Any) -> PhaseReport:
+    """As ``_with_capacity``, per rank: the stage whose rank needs the most memory at batch / dp."""
+    from .memory import memory_usage
+    from .parallel.shard import rank_model
+
+    context = phase.past + phase.seq
+    d = st.dtypes
+    usages = [memory_usage(rank_model(model, plan, s, phase.lm_head == "last"), phase.batch // plan.dp, phase.seq, max(context, phase.seq),
+                           st.device, weight_dtype=d.weight, act_dtype=d.act, kv_dtype=d.kv, lm_head=phase.lm_head,
+                           engine=eng, quantization=d.quant or "none") for s in range(plan.pp)]
+    usage = max(usages, key=lambda u: u.total)
+    notes = list(report.notes)
+    if not usage.fits:
+        gib = 2**30
+        notes.append(f"does not fit one rank of {plan.describe()} on {st.device.name}: {usage.total / gib:.2f} GiB > "
+                     f"{usage.capacity / gib:.2f} GiB (more ranks, or quantize)")
+    return report.model_copy(update={"engine": eng.name, "memory": usage, "fits": usage.fits, "notes": notes})
 
 
 def _with_capacity(report: PhaseReport, model: ModelProfile, st: Settings, phase: Phase,
@@ -379,8 +563,11 @@ def _generation(model: ModelProfile, ev: _Evaluator, st: Settings, phase: Phase,
 
 def roofline(source: Any, device: DeviceSpec | str = "a100-80gb", phase: str = PREFILL, *, batch: int = 1,
              seq: int | None = None, past: int = 0, new_tokens: int = 128, lm_head: str | None = None,
-             nodes: bool = False, engine: str | ExecutionProfile | None = VLLM, **options: Any) -> PhaseReport:
-    """Convenience: ``roofline("llama-2-7b", "a100-80gb", "decode", batch=1, past=1024)``. ``seq`` defaults
+             nodes: bool = False, engine: str | ExecutionProfile | None = VLLM, plan: Any = None,
+             system: Any = None, **options: Any) -> PhaseReport:
+    """Convenience: ``roofline("llama-2-7b", "a100-80gb", "decode", batch=1, past=1024)``; ``plan`` /
+    ``system`` as ``phase_report`` (``roofline("llama-3.1-70b", phase="decode", plan={"tp": 8},
+    system="dgx-h100")``). ``seq`` defaults
     to 2048 prompt tokens (prefill, generate) or 1 token per decode step, ``new_tokens`` to 128, as the CLI
     (docs/cli.md, "Defaults"). ``engine`` defaults to ``vllm``; ``lm_head`` to the engine's (``vllm``: the
     last position only)."""
@@ -396,7 +583,7 @@ def roofline(source: Any, device: DeviceSpec | str = "a100-80gb", phase: str = P
         ph = Phase.generate(batch, seq, new_tokens, past, lm_head)
     else:
         raise QueryError(f"unknown phase {phase!r}; valid: prefill, decode, generate")
-    return phase_report(source, ph, device, nodes=nodes, engine=eng, **options)
+    return phase_report(source, ph, device, nodes=nodes, engine=eng, plan=plan, system=system, **options)
 
 
 def measured_utilization(report: PhaseReport, measured_s: float, device: DeviceSpec | str | None = None) -> tuple[float, float]:
@@ -456,9 +643,27 @@ def format_report(report: PhaseReport, nodes: int = 0) -> str:
         lines.append(f"  memory       weights {u.weights / gib:.2f} GiB + KV {u.kv_cache / gib:.2f} GiB + activations "
                      f"{u.activations / gib:.2f} GiB = {u.total / gib:.2f} GiB of {u.capacity / gib:.2f} GiB -> "
                      f"{'fits' if u.fits else 'does NOT fit'}")
+    if report.parallel is not None:
+        lines += _parallel_lines(report.parallel)
     for n in sorted(report.nodes, key=lambda r: -r.time_s)[:nodes]:
         lines.append(f"    {n.path:<48} {_seconds(n.time_s):>11} {n.bound:<7} {_si(n.flops, 'FLOP'):>12} "
                      f"{_si(n.bytes, 'B'):>10}  "
                      + (f"{n.intensity:8.1f} FLOP/B" if n.intensity is not None else "  no bytes (on chip)"))
     lines += [f"  note: {t}" for t in report.notes]
     return "\n".join(lines) + "\n"
+
+
+def _parallel_lines(par: Any) -> list[str]:
+    """The text lines of a plan's split: per-rank weights, where the time goes, each kind of collective."""
+    lines = [
+        f"  parallel     {par.plan_name} on {par.system} ({par.devices} devices; {par.rank_batch} sequence"
+        f"{'s' if par.rank_batch != 1 else ''} per rank per micro-batch)",
+        f"  per rank     weights {_si(par.weight_bytes_per_rank, 'B')} = {_si(par.weight_bytes_sharded, 'B')} sharded + "
+        f"{_si(par.weight_bytes_replicated, 'B')} replicated",
+        f"  split        compute {_seconds(par.compute_s)} + memory {_seconds(par.memory_s)} + communication "
+        f"{_seconds(par.communication_s)} + bubble {_seconds(par.bubble_s)} = {_seconds(par.latency_s)}",
+    ]
+    for c in par.collectives:
+        lines.append(f"    {c.count:>5} x {c.kind:<14} {c.group} ({c.ranks} ranks, {c.site}, stage {c.stage}) of "
+                     f"{_si(c.payload_bytes, 'B')} over {c.link}: {_seconds(c.time_s)} each, {_seconds(c.total_s)}")
+    return lines

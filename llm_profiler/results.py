@@ -127,14 +127,57 @@ class NodeRoofline(BaseModel):
     bound: str  # "compute" or "memory"
 
 
-class PhaseReport(BaseModel):
-    """Roofline prediction of one phase (prefill, decode step, or a whole generation) on one device.
-
-    schema 2: ``engine``, ``memory`` and ``fits`` added; a node's ``intensity`` is null when it moves no byte."""
+class CollectiveCost(BaseModel):
+    """Collectives of one kind, group and payload in a forward under a parallel plan (llm_profiler.parallel)."""
 
     model_config = ConfigDict(frozen=True)
 
-    schema_version: int = 2
+    kind: str  # all_reduce, all_gather, reduce_scatter, all_to_all, send_recv
+    group: str  # tp, ep, pp
+    ranks: int
+    link: str  # the link it runs over
+    site: str  # embedding, attention, mlp, experts, lm_head or stage boundary
+    stage: int  # the pipeline stage that runs it
+    count: int  # how many per forward (per micro-batch under a pipeline)
+    payload_bytes: int  # each
+    time_s: float  # each
+    total_s: float  # count x time_s
+    first_after: str  # the node path the first of them follows
+
+
+class ParallelReport(BaseModel):
+    """How a phase runs under a parallel plan on a system: per-rank weights and the latency split."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plan: dict[str, int | bool | str]  # llm_profiler.parallel.ParallelPlan fields
+    plan_name: str  # e.g. "tp=8"
+    system: str
+    devices: int
+    rank_batch: int  # sequences one rank runs per micro-batch
+    weight_bytes_per_rank: int  # the largest stage's rank
+    weight_bytes_sharded: int  # of which split over the tp / ep ranks
+    weight_bytes_replicated: int  # of which every rank holds whole (norms, routers, a replicated embedding)
+    compute_s: float  # time in compute-bound nodes (the slowest stage, all micro-batches)
+    memory_s: float  # time in memory-bound nodes
+    communication_s: float  # collectives and pipeline sends
+    bubble_s: float  # (pp - 1) stage-times of a pipeline
+    latency_s: float  # the sum of the four
+    stage_s: list[float]  # one micro-batch's time on each stage, communication included
+    collectives: list[CollectiveCost]
+    notes: list[str] = []
+
+
+class PhaseReport(BaseModel):
+    """Roofline prediction of one phase (prefill, decode step, or a whole generation) on one device.
+
+    schema 2: ``engine``, ``memory`` and ``fits`` added; a node's ``intensity`` is null when it moves no byte.
+    schema 3: ``parallel`` added (a plan on a system: per-rank weights, compute / memory / communication /
+    bubble); with it ``io``, ``flops`` and the byte counts describe one rank of the slowest stage."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = 3
     model: str
     device: str
     phase: str
@@ -168,6 +211,7 @@ class PhaseReport(BaseModel):
     engine: str = "hf-eager"  # the execution profile (llm_profiler.engines)
     memory: MemoryUsage | None = None  # weights + KV + activations the phase needs on the device
     fits: bool | None = None  # memory.total <= the device's capacity
+    parallel: ParallelReport | None = None  # under a parallel plan (schema 3)
 
 
 class MemoryUsage(BaseModel):
@@ -191,7 +235,7 @@ class FitResult(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    schema_version: int = 2  # 2: ``engine`` added (the execution profile the fit assumed)
+    schema_version: int = 3  # 2: ``engine`` added (the execution profile the fit assumed); 3: ``plan``, ``smallest_plan``
     model: str
     device: str
     solved_for: str  # "batch" or "context"
@@ -201,6 +245,8 @@ class FitResult(BaseModel):
     at_next: MemoryUsage
     notes: list[str] = []
     engine: str = "hf-eager"  # the execution profile the answer assumed (llm_profiler.engines)
+    plan: str | None = None  # the parallel plan the memory is per rank of (None: one device)
+    smallest_plan: str | None = None  # when not even one sequence fits: the smallest plan that does
 
 
 class MeasuredRun(BaseModel):

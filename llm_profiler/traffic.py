@@ -18,8 +18,12 @@ Rules (elements; bytes = elements x the dtype's bytes, exact integers):
 - act_read: the node's ``reads`` (the op table records each matmul's first operand; elementwise ops read
   one tensor of their output's size, two-operand nodes two); act_written: ``act``.
 - kv_read / kv_written: the ``read`` / ``appended`` elements of the node's cache states (K and V, MLA
-  latents, ...) at the KV dtype. transformers' DynamicCache re-copies the whole cache with torch.cat each
-  step; an efficient server appends, which is what is modelled.
+  latents, ...) at the KV dtype, plus the ``cache_copies`` the engine makes: transformers' DynamicCache
+  re-copies the tokens held before the forward with torch.cat (read and written again: hf-eager, hf-sdpa);
+  a paged serving engine appends (vllm: no copy).
+- copies: elements data ops copy (``Facts.copies``, read and written at the activation dtype): eager
+  attention's repeat_kv expansion of grouped K and V to every query head (hf-eager always, hf-sdpa when it
+  passes a mask, vllm never).
 
 Roofline FLOPs (``flops``): 2 * macs + the non-matmul arithmetic, i.e. every arithmetic category (add,
 mult, div, sqrt, exp, cmp) plus, for each matmul output without a fused bias, the one accumulation the
@@ -154,12 +158,13 @@ def node_traffic(node: Node, dt: Dtypes, lm_head: str = LM_HEAD_ALL) -> NodeTraf
     reads = facts.reads if facts.reads is not None else Formula.of(c.get(M.ACT, 0))
     arith = total(metric_formula(c, m) for m in M.ARITHMETIC)
     unbiased_outputs = total(mm.outputs for mm in facts.matmuls if not mm.bias)
+    copies, cache_copies = Formula.of(facts.copies or 0), Formula.of(facts.cache_copies or 0)
     out = NodeTraffic(
         weights=weights,
-        act_read=reads * a,
-        act_written=metric_formula(c, M.ACT) * a,
-        kv_read=total(st.read for st in facts.states) * kv,
-        kv_written=total(st.appended for st in facts.states) * kv,
+        act_read=(reads + copies) * a,
+        act_written=(metric_formula(c, M.ACT) + copies) * a,
+        kv_read=(total(st.read for st in facts.states) + cache_copies) * kv,
+        kv_written=(total(st.appended for st in facts.states) + cache_copies) * kv,
         flops=arith + unbiased_outputs,
         stored=stored,
     )

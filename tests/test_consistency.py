@@ -20,6 +20,8 @@ from llm_profiler.cli import build_parser, main
 from llm_profiler.cli._common import scope_name
 from llm_profiler.engines import get_engine
 from llm_profiler.hardware import get_device
+from llm_profiler.parallel import make_plan
+from llm_profiler.parallel.search import search_plans
 from llm_profiler.profile import ModelProfile, Profile, profile, profile_model
 from llm_profiler.validation import validate
 
@@ -29,6 +31,10 @@ MODEL = "llama-2-7b"
 # sides are listed (a required Python parameter has none to compare); test_table_entries_have_defaults checks it.
 SHAPE = {"--batch": "batch", "--seq": "seq", "--past": "past"}
 DTYPES = {"--weight-dtype": "weight_dtype", "--act-dtype": "act_dtype", "--kv-dtype": "kv_dtype"}
+# the parallel options of roofline and fit take their defaults from parallel.make_plan (one place)
+PLAN = {"--tp": "tp", "--pp": "pp", "--dp": "dp", "--ep": "ep", "--cp": "cp", "--sp": "sp",
+        "--micro-batches": "micro_batches",
+        "--embedding": "embedding"}
 COMMANDS: dict[str, list[tuple[Callable[..., Any], dict[str, str]]]] = {
     "profile": [(profile, {**SHAPE, "--engine": "engine"}), (Profile.total, {"--scope": "scope"})],
     "compare": [(profile, {**SHAPE, "--engine": "engine"}), (Profile.total, {"--scope": "scope"})],
@@ -39,12 +45,17 @@ COMMANDS: dict[str, list[tuple[Callable[..., Any], dict[str, str]]]] = {
                  # roofline(**options) passes the dtypes and efficiencies on to perf.settings
                  (perf.settings, {**DTYPES, "--compute-dtype": "compute_dtype",
                                   "--flops-efficiency": "flops_efficiency",
-                                  "--bandwidth-efficiency": "bandwidth_efficiency"})],
+                                  "--bandwidth-efficiency": "bandwidth_efficiency"}),
+                 (make_plan, PLAN), (perf.roofline, {"--system": "system"})],
     "fit": [(memory.largest_context, {**DTYPES, "--batch": "batch", "--seq": "seq", "--lm-head": "lm_head",
                                       "--engine": "engine", "--device": "device", "--attention": "attention",
                                       "--memory-fraction": "memory_fraction"}),
             (memory.largest_batch, {**DTYPES, "--lm-head": "lm_head", "--engine": "engine", "--device": "device",
-                                    "--attention": "attention", "--memory-fraction": "memory_fraction"})],
+                                    "--attention": "attention", "--memory-fraction": "memory_fraction",
+                                    "--system": "system"}),
+            (make_plan, PLAN)],
+    "plan": [(search_plans, {"--phase": "phase", "--batch": "batch", "--seq": "seq", "--past": "past",
+                             "--objective": "objective", "--top": "top", "--engine": "engine"})],
     "validate": [(validate, SHAPE)],
     "ui": [(perf.roofline, {**SHAPE, "--new-tokens": "new_tokens", "--phase": "phase"}),
            (perf.settings, {"--act-dtype": "act_dtype", "--kv-dtype": "kv_dtype"}),
@@ -76,6 +87,8 @@ def cli_default(command: str, option: str) -> Any:
     with the option's type, as on a real command line)."""
     parser = subparsers()[command]
     positionals = [MODEL] if command != "ui" else []
+    if command == "plan":
+        positionals += ["--system", "dgx-h100"]  # required
     return getattr(parser.parse_args(positionals), cli_action(command, option).dest)
 
 

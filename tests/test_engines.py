@@ -70,9 +70,33 @@ def test_vllm_prefill_is_compute_bound_near_two_macs_over_peak() -> None:
     report = roofline("llama-3.1-8b", "a100-80gb", "prefill", seq=2048)
     assert report.engine == "vllm" and report.lm_head == "last" and report.fits
     assert abs(report.latency_s / (2 * macs / 312e12) - 1) < 0.10
-    # the transformers eager forward keeps its figure (scores and fp32 softmax copies in memory)
+    # the transformers eager forward keeps its figure (scores and fp32 softmax copies in memory), plus what
+    # repeat_kv copies: K and V of 8 KV heads to 32 heads, 2 x 32 x 2048 x 128 elements written and read
+    # again per layer, 32 layers at bf16: 4 x 536,870,912 bytes = 2.15 GB, ~1.05 ms at 2,039 GB/s
     eager = roofline("llama-3.1-8b", "a100-80gb", "prefill", seq=2048, engine="hf-eager")
-    assert round(eager.latency_s * 1e3, 1) == 144.8
+    assert round(eager.latency_s * 1e3, 1) == 145.8
+    cats = eager.bytes_by_category
+    no_copies = roofline("llama-3.1-8b", "a100-80gb", "prefill", seq=2048, engine="vllm").bytes_by_category
+    assert cats["kv_written"] == no_copies["kv_written"]  # P = 0: DynamicCache has nothing to re-copy
+
+
+def test_eager_cache_traffic_charges_repeat_kv_and_the_cache_re_copy() -> None:
+    # Llama-3.1-8B decode at B=1, P=1023 (32 heads, 8 KV heads, head_dim 128, 32 layers, bf16)
+    eager = roofline("llama-3.1-8b", "h100", "decode", past=1023, engine="hf-eager").bytes_by_category
+    sdpa = roofline("llama-3.1-8b", "h100", "decode", past=1023, engine="hf-sdpa").bytes_by_category
+    vllm = roofline("llama-3.1-8b", "h100", "decode", past=1023, engine="vllm").bytes_by_category
+    one_token = 32 * 2 * 8 * 128 * 2  # K and V of one token, all layers: 131,072 bytes
+    assert vllm["kv_written"] == one_token  # paged: the new token into its block
+    # DynamicCache's torch.cat reads the 1023 tokens held and writes them again with the new one
+    assert eager["kv_written"] == sdpa["kv_written"] == one_token * 1024 == 134_217_728
+    assert eager["kv_read"] - vllm["kv_read"] == one_token * 1023
+    # eager repeat_kv: K (and V) of 1024 tokens copied to 32 heads, 32 x 1024 x 128 = 4,194,304 elements
+    # each, written then read by the bmm; SDPA passes no mask for one query row (enable_gqa: no copy), but
+    # repeats them for a chunk after a cache, when it passes one
+    for node in ("model.layers.0.self_attn:scores", "model.layers.0.self_attn:context"):
+        assert profile_model("llama-3.1-8b").graph.node(node).facts.copies(1, 1, 1023) == 4_194_304
+        sdpa_node = profile_model("llama-3.1-8b", engine="hf-sdpa").graph.node(node)
+        assert sdpa_node.facts.copies(1, 1, 1023) == 0 and sdpa_node.facts.copies(1, 7, 1023) == 32 * 1030 * 128
 
 
 def test_fit_with_paged_kv_and_chunked_prefill() -> None:
@@ -103,16 +127,21 @@ def test_roofline_says_when_weights_do_not_fit() -> None:
     assert any(note.startswith("does not fit A100-80GB") for note in report.notes)
 
 
-def test_sdpa_keeps_the_reference_arithmetic_but_writes_no_scores() -> None:
+def test_sdpa_drops_the_additive_mask_and_writes_no_scores() -> None:
     eager = profile_model("llama-3.2-1b")
     sdpa = profile_model("llama-3.2-1b", engine="hf-sdpa")
-    for metric in (M.ADD, M.MULT, M.DIV, M.EXP, M.CMP, M.MACS):
+    for metric in (M.MULT, M.DIV, M.EXP, M.CMP, M.MACS):
         assert sdpa.count(metric, "model", 2, 7, 5) == eager.count(metric, "model", 2, 7, 5)
+    # SDPA takes a boolean mask (a select): the eager additive mask, one add per score, is gone:
+    # 16 layers x B*H*S*keys = 16 x 2*32*7*12 = 86,016
+    assert eager.count(M.ADD, "model", 2, 7, 5) - sdpa.count(M.ADD, "model", 2, 7, 5) == 16 * 2 * 32 * 7 * 12
     node = sdpa.graph.node("model.layers.0.self_attn:softmax")
     assert node.counts[M.ACT](2, 7, 5) == 0
     # act drops by the four S x keys tensors eager writes per layer (q @ k^T, its scaling, the masked scores,
-    # the probabilities): 4 x B*H*S*keys = 4 x 2*32*7*12, 16 layers
-    assert eager.count(M.ACT, "model", 2, 7, 5) - sdpa.count(M.ACT, "model", 2, 7, 5) == 16 * 4 * 2 * 32 * 7 * 12
+    # the probabilities): 4 x B*H*S*keys = 4 x 2*32*7*12, 16 layers; and by the mask's expansion over the
+    # batch (where(mask, 0, min): B*S*keys = 2*7*12)
+    assert (eager.count(M.ACT, "model", 2, 7, 5) - sdpa.count(M.ACT, "model", 2, 7, 5)
+            == 16 * 4 * 2 * 32 * 7 * 12 + 2 * 7 * 12)
 
 
 def test_unknown_engine_lists_the_valid_ones() -> None:

@@ -45,9 +45,14 @@ B_FREE: dict[str, set[str]] = {
 # Parts (the text after ":" in a node path) allowed a B-free part whatever their kind: llama4's NoPE attention
 # temperature, log1p(floor((positions + 1) / floor_scale)) * attn_scale + 1, is computed once per position
 # before it scales q (B*S*heads*head_dim multiplications, linear in B).
+B_FREE_PARTS: dict[str, set[str]] = {"temperature": set(M.STORED)}
+# A state-space mixer's decay rates A = -exp(A_log) (graph/ssm.py) are computed once per forward from the weights.
+B_FREE_PARTS["decay"] = set(M.STORED)
+# The chunked scan negates its two (chunk x chunk) and (chunks+1)^2 triangular masks once per call, whatever the batch.
+B_FREE_PARTS["scan"] = {M.CMP, M.ACT}
 # The gated DeltaNet's gates: g = -exp(A_log) * softplus(...) takes exp(A_log) and its negation over the
 # value_heads parameters once per forward (then B*S*heads products, linear in B).
-B_FREE_PARTS: dict[str, set[str]] = {"temperature": set(M.STORED), "gates": {M.EXP, M.ADD, M.ACT}}
+B_FREE_PARTS["gates"] = {M.EXP, M.ADD, M.ACT}
 LINEAR_TOTALS = (M.MACS, M.DIV, M.SQRT, M.CACHE, M.MATMUL_FLOPS)
 SHAPE_FREE = (M.PARAMS, M.ACTIVE_PARAMS)
 

@@ -126,6 +126,14 @@ MOVES = {  # case -> (config, from node, to node, metric): one move per multi-pa
                                      M.EXP),
     "llama rope->context": ("llama-3.2-1b", "model.layers.1.self_attn:rope", "model.layers.1.self_attn:context",
                             M.ADD),
+    "deepseek-v3.2 indexer topk->scores": ("deepseek-v3.2", "model.layers.0.self_attn.indexer:topk",
+                                           "model.layers.0.self_attn.indexer:scores", M.CMP),
+    "gemma4 combine->residual": ("gemma-4-26b-a4b", "model.layers.0:combine", "model.layers.0:residual", M.ADD),
+    "gemma4 layer_scalar->residual": ("gemma-4-26b-a4b", "model.layers.0:layer_scalar", "model.layers.0:residual",
+                                      M.ACT),
+    "mimo_v2_flash row_max->scores": (
+        json.loads(Path("tests/family_configs/transformers--MiMoV2FlashConfig-defaults.json").read_text()),
+        "model.layers.1.self_attn:row_max", "model.layers.1.self_attn:scores", M.ADD),
 }
 
 
@@ -144,12 +152,15 @@ def test_every_rule_names_ops() -> None:
     """No dead rule in validation.parts.RULES: each one names ops in at least one family's forward."""
     family = "tests/family_configs/"
     granite = json.loads(Path(family + "ibm-granite--granite-3.1-3b-a800m-instruct.json").read_text())
-    configs = ["llama-3.2-1b", "deepseek-v3", "tests/real_configs/deepseek-ai--DeepSeek-V2-Lite.json",
+    configs = ["llama-3.2-1b", "deepseek-v3", "deepseek-v3.2", "gemma-4-26b-a4b", "tests/real_configs/deepseek-ai--DeepSeek-V2-Lite.json",
                PHI3_LONGROPE, "gpt2", GPT2_REORDER, "falcon-7b", FALCON_ALIBI, "bloom-560m", "opt-1.3b",
                "gemma-2-9b", family + "openai--gpt-oss-20b.json", family + "meta-llama--Llama-4-Scout-17B-16E-Instruct.json",
                granite, {**granite, "model_type": "granitemoeshared", "shared_intermediate_size": 1024},
                *(json.loads(Path(family + f"transformers--{name}Config-defaults.json").read_text())
-                 for name in ("GPTJ", "XGLM", "Mpt", "GPTNeo", "Ministral3")),
+                 for name in ("GPTJ", "XGLM", "Mpt", "GPTNeo", "Ministral3", "MiMoV2Flash", "Gemma4Text")),
+               # state-space mixers (graph/ssm.py): Mamba-2, Mamba-1, the granite hybrid's shared_mix
+               "nemotron-h-56b", "jamba-1.5-mini",
+               json.loads(Path(family + "transformers--GraniteMoeHybridConfig-defaults.json").read_text()),
                family + "Qwen--Qwen3-Next-80B-A3B-Thinking.json"]
     used: set[parts.Rule] = set()
     for config in configs:

@@ -15,7 +15,7 @@ from ._common import (
     int_arg,
     load_model,
 )
-from .roofline import add_dtype_args
+from .roofline import add_dtype_args, add_parallel_args, plan_of
 
 ORDER = 41
 MAX_OVERHEAD_GIB = 1e6  # a million GiB: no device comes near it
@@ -26,6 +26,8 @@ examples:
   llm-profiler fit llama-2-7b --device a100-80gb --seq 512 --context 4096 --kv-dtype fp8
   llm-profiler fit llama-2-7b --device rtx-4090 --solve context --batch 1 --weight-dtype int4
   llm-profiler fit mistral-7b --device l4 --seq 1024 --attention fused --memory-fraction 0.9 --json
+  llm-profiler fit mixtral-8x7b --device a100-80gb          # does not fit one: names the smallest plan that does
+  llm-profiler fit llama-3.1-70b --system dgx-h100 --tp 8 --context 8192   # per rank of a plan
 
 Memory = weights + KV cache at the context + peak live activations of a forward (docs/phases.md).
 """
@@ -55,6 +57,7 @@ def register(subparsers: Any) -> None:
     group.add_argument("--overhead", type=float_arg(0, MAX_OVERHEAD_GIB, unit="GiB", name="overhead"), default=0.0, metavar="GIB",
                        help="GiB reserved for the runtime (CUDA context, allocator) (default 0; at most 1e6)")
     add_dtype_args(parser)
+    add_parallel_args(parser)
     add_format_args(parser)
     parser.set_defaults(handler=run)
 
@@ -69,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     common = dict(weight_dtype=args.weight_dtype, act_dtype=args.act_dtype, kv_dtype=args.kv_dtype,
                   lm_head=args.lm_head, memory_fraction=args.memory_fraction,
-                  overhead_bytes=int(args.overhead * 2**30), attention=args.attention, engine=args.engine)
+                  overhead_bytes=int(args.overhead * 2**30), attention=args.attention, engine=args.engine,
+                  plan=plan_of(args), system=args.system)
     if args.solve == "batch":
         given = {} if args.seq is None else {"seq": args.seq}  # else largest_batch's default (2048): one default
         result = largest_batch(model, args.device, context=args.context, **given, **common)
@@ -83,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     d = result.dtypes
     lines = [f"{result.model} on {result.device} (weights {d['weight']}, activations {d['act']}, KV {d['kv']}, "
-             f"engine {result.engine}): largest {result.solved_for} = {result.value}"]
+             f"engine {result.engine}{', per rank of ' + result.plan if result.plan else ''}): largest "
+             f"{result.solved_for} = {result.value}"]
+    if result.smallest_plan:
+        lines.append(f"  smallest plan that fits: {result.smallest_plan}")
     for label, u in (("at", result.at_value), ("one more", result.at_next)):
         if u is None:
             continue

@@ -33,6 +33,7 @@ examples:
   llm-profiler roofline llama-2-7b --phase generate --seq 512 --new-tokens 256 --lm-head last
   llm-profiler roofline mistral-7b --phase decode --past 8192 --weight-dtype int4 --kv-dtype fp8 --json
   llm-profiler roofline llama-2-7b --phase decode --batch 1,8,64 --plot roofline.png
+  llm-profiler roofline llama-3.1-70b --system dgx-h100 --tp 8 --phase decode   # per rank, with communication
 
 Per node: time = max(FLOPs / peak, bytes / bandwidth); a forward is the sum over its nodes (docs/phases.md).
 """
@@ -47,6 +48,43 @@ def add_dtype_args(parser: argparse.ArgumentParser) -> None:
                             "quantization_config, else bf16)")
     group.add_argument("--act-dtype", type=dtype_arg, default="bf16", metavar="DT", help="activation dtype (default bf16)")
     group.add_argument("--kv-dtype", type=dtype_arg, default=None, metavar="DT", help="KV-cache dtype (default: the activation dtype)")
+
+
+def add_parallel_args(parser: argparse.ArgumentParser) -> None:
+    """--tp / --pp / --dp / --ep / --sp / --micro-batches / --embedding and --system: the defaults are
+    ``parallel.make_plan``'s (one place)."""
+    import inspect
+
+    from ..hardware.systems import list_systems
+    from ..parallel.plan import make_plan
+
+    default = {k: v.default for k, v in inspect.signature(make_plan).parameters.items()}
+    group = parser.add_argument_group("parallelism (docs/parallel.md)")
+    group.add_argument("--system", default=None, metavar="NAME|FILE",
+                       help=f"a multi-device system (its device replaces --device): {', '.join(list_systems())}, "
+                            "or a .json / .yaml system file")
+    for flag, name, what in (("--tp", "tp", "tensor-parallel ranks"), ("--pp", "pp", "pipeline stages"),
+                             ("--dp", "dp", "data-parallel replicas"), ("--ep", "ep", "expert-parallel ranks (divides dp)"),
+                             ("--cp", "cp", "context-parallel ranks (a prefill's prompt split)"),
+                             ("--micro-batches", "micro_batches", "pipeline micro-batches")):
+        group.add_argument(flag, dest=name, type=int_arg(1, 1 << 20, name=name), default=default[name], metavar="N",
+                           help=f"{what} (default {default[name]})")
+    group.add_argument("--sp", action="store_true", default=default["sp"],
+                       help="sequence parallelism in the tensor-parallel group (reduce-scatter + all-gather)")
+    group.add_argument("--embedding", choices=("vocab", "replicated"), default=default["embedding"],
+                       help="vocab-parallel embedding (Megatron, vLLM) or replicated (transformers' tp plan) "
+                            f"(default {default['embedding']})")
+
+
+def plan_of(args: argparse.Namespace) -> Any:
+    """The plan the options ask for, or None when none is asked (one device, no --system)."""
+    from ..parallel.plan import make_plan
+
+    plan = make_plan(tp=args.tp, pp=args.pp, dp=args.dp, ep=args.ep, sp=args.sp, micro_batches=args.micro_batches,
+                     embedding=args.embedding, cp=args.cp)
+    if plan == make_plan() and args.system is None:
+        return None
+    return plan
 
 
 def register(subparsers: Any) -> None:
@@ -78,6 +116,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--measured", type=float_arg(0, min_open=True, unit="seconds", name="measured"), default=None, metavar="SECONDS",
                         help="a measured latency of the phase: also print its MFU and MBU")
     parser.add_argument("--nodes", type=int_arg(0, name="nodes"), default=0, metavar="K", help="show the K slowest nodes (prefill, decode)")
+    add_parallel_args(parser)
     add_format_args(parser)
     parser.add_argument("--plot", metavar="FILE", help="write a roofline chart to FILE (needs matplotlib)")
     parser.set_defaults(handler=run)
@@ -115,11 +154,17 @@ def run(args: argparse.Namespace) -> int:
     if args.phase == "generate":
         check_new_tokens(args.new_tokens, "--new-tokens")
     model = load_model(args)
-    st = settings(args.device, args.weight_dtype, args.act_dtype, args.kv_dtype, args.compute_dtype,
+    plan = plan_of(args)
+    device: Any = args.device
+    if args.system is not None:
+        from ..hardware.systems import get_system
+
+        device = get_system(args.system).device
+    st = settings(device, args.weight_dtype, args.act_dtype, args.kv_dtype, args.compute_dtype,
                   args.flops_efficiency, args.bandwidth_efficiency)
     per_node = args.phase != "generate"
     reports = [phase_report(model, _phase(args, b), st, nodes=per_node and bool(args.nodes or args.plot),
-                            engine=args.engine) for b in batches]
+                            engine=args.engine, plan=plan, system=args.system) for b in batches]
     if args.plot:
         from ..report.plots import plot_roofline
 

@@ -15,6 +15,7 @@ examples:
   llm-profiler validate llama-3.2-1b --batch 2 --seq 3                # full size, on the meta device
   llm-profiler validate llama-3.2-1b --batch 3 --seq 7 --past 5 --tiny  # tiny dims, real CPU run
   llm-profiler validate llama-3.2-1b --seq 1 --past 9 --all            # every row, not only mismatches
+  llm-profiler validate llama-3.2-1b --seq 7 --past 5 --engine hf-sdpa # transformers' SDPA attention
   llm-profiler validate ./my-model/config.json --json
   llm-profiler validate llama-3.2-1b --seq 2048 --peak --peak-dtype bf16  # + measured vs predicted peak memory
 
@@ -33,6 +34,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--tiny", action="store_true",
                         help="the same architecture at tiny dimensions, run for real on the CPU")
     parser.add_argument("--all", action="store_true", help="print every row, not only the mismatches")
+    parser.add_argument("--engine", choices=("hf-eager", "hf-sdpa"), default="hf-eager",
+                        help="the transformers attention run and compared: hf-eager (the reference) or hf-sdpa "
+                             "(SDPA, against the hf-sdpa execution profile) (default hf-eager)")
     fmt = parser.add_mutually_exclusive_group()
     fmt.add_argument("--json", dest="fmt", action="store_const", const="json", help="the full report as JSON")
     fmt.add_argument("--csv", dest="fmt", action="store_const", const="csv",
@@ -57,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         source: Any = load_config(args.config, hf_token=args.hf_token, revision=args.revision)
     else:
         source = args.config
-    report = validate(source, args.batch, args.seq, args.past, tiny=args.tiny, as_family=args.as_family)
+    report = validate(source, args.batch, args.seq, args.past, tiny=args.tiny, as_family=args.as_family,
+                      engine=args.engine)
     if args.peak:  # validate() has checked that torch and transformers import
         import json
 

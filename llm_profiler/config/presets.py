@@ -116,6 +116,15 @@ _PRESETS: tuple[Preset, ...] = (
     _preset("allenai--Olmo-3.1-32B-Instruct.json", "olmo-3.1-32b-instruct", 32_233_522_176),
     _preset("CohereForAI--aya-23-8B.json", "aya-23-8b", 8_028_033_024),  # the Hub's 8.03B
     _preset("stabilityai--stablelm-2-zephyr-1_6b.json", "stablelm-2-zephyr-1.6b", 1_644_515_328),  # the Hub's 1.64B
+    # Hybrids with Mamba mixers (graph/ssm.py): no exact total is published, these are transformers' own counts.
+    _preset("nvidia--Nemotron-H-56B-Base-8K.json", "nemotron-h-56b", 56_324_350_464),  # the model card's "56B"
+    _preset("ai21labs--AI21-Jamba-1.5-Mini.json", "jamba-1.5-mini", 51_570_323_328),  # published "52B total, 12B active"
+    # Without the multi-token-prediction layer, as deepseek-v3 (the Hub's "685B" counts it): V3's 671,026,404,352
+    # plus 61 lightning indexers of 13,959,424 (wq_b 1536*8192, wk 7168*128, k_norm 2*128, weights_proj 7168*64).
+    _preset("deepseek-ai--DeepSeek-V3.2.json", "deepseek-v3.2", 671_877_929_216),
+    # Text model only (Gemma4ForCausalLM from text_config; the vision tower is not counted): published "25.2B total,
+    # 3.8B active"; transformers' count of the text model, active 3,822,530,560.
+    _preset("google--gemma-4-26B-A4B.json", "gemma-4-26b-a4b", 25_233_141_760),
     # Published "80B total, 3B active"; transformers' count (the checkpoint's MTP layer is not loaded).
     _preset("Qwen--Qwen3-Next-80B-A3B-Thinking.json", "qwen3-next-80b-a3b", 79_674_391_296),
     # Multimodal checkpoint: the text model (text_config) only; the published "27B" includes the vision tower.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import re
 from functools import cache
@@ -61,6 +62,11 @@ def _known(model_type: str) -> bool:
     return model_type in _REGISTRY or model_type in _index()
 
 
+def is_supported(model_type: str) -> bool:
+    """Whether a family is registered for ``model_type``."""
+    return _known(model_type)
+
+
 def supported_model_types() -> list[str]:
     return sorted(set(_index()) | set(_REGISTRY))
 
@@ -76,8 +82,35 @@ def get_family(model_type: str) -> Family:
         raise UnknownModelTypeError(
             f"unsupported model_type {model_type!r}; supported: {', '.join(supported_model_types())}. "
             "If the model is architecturally one of these, profile it as that family with "
-            "as_family='<model_type>' (CLI: --as-family)."
+            "as_family='<model_type>' (CLI: --as-family). A config whose 'architectures' names a supported class "
+            "(e.g. DeepseekV3ForCausalLM) is profiled as that class's model type."
         ) from None
+
+
+@cache
+def _architectures() -> dict[str, list[str]]:
+    """Architecture class -> its model types, as transformers' auto mappings list them (data/architectures.json,
+    written by scripts/architectures_table.py)."""
+    path = Path(__file__).parent / "data" / "architectures.json"
+    classes: dict[str, list[str]] = json.loads(path.read_text(encoding="utf-8"))["classes"]
+    return classes
+
+
+def model_type_of_architecture(data: dict[str, Any]) -> tuple[str, str] | None:
+    """(class, model type) for a config whose ``architectures`` names a class of a supported model type, else
+    None. A class serving a text and a multimodal model type picks by the config's shape (``text_config``)."""
+    archs = data.get("architectures")
+    if not isinstance(archs, list):
+        return None
+    multimodal = isinstance(data.get("text_config"), dict)
+    for cls in archs:
+        if not isinstance(cls, str):
+            continue
+        known = [t for t in _architectures().get(cls, []) if _known(t)]
+        if known:
+            known.sort(key=lambda t: (t.endswith("_text") == multimodal, t))
+            return cls, known[0]
+    return None
 
 
 def resolve(data: dict[str, Any], as_family: str | None = None) -> tuple[Family, dict[str, Any], tuple[str, ...]]:
@@ -103,6 +136,19 @@ def resolve(data: dict[str, Any], as_family: str | None = None) -> tuple[Family,
         if isinstance(text_type, str) and _known(text_type):
             notes = (f"multimodal {model_type!r} config: profiling its language model ({text_type!r}) only",)
             return get_family(text_type), text, notes
+    if not _known(model_type):
+        by_class = model_type_of_architecture(data)
+        if by_class is not None:
+            cls, known_type = by_class
+            notes = (f"model_type {model_type!r} is not a supported model type; profiled as {known_type!r}, the model "
+                     f"type of its declared architecture {cls} (no remote code is run)",)
+            return resolve({**data, "model_type": known_type})[0], {**data, "model_type": known_type}, notes
+        archs = data.get("architectures")
+        if isinstance(archs, list) and archs:
+            raise UnknownModelTypeError(
+                f"unsupported model_type {model_type!r}, and its architectures {archs} name no supported class; "
+                f"supported model types: {', '.join(supported_model_types())}. If the model is architecturally "
+                "one of these, profile it as that family with as_family='<model_type>' (CLI: --as-family).")
     return get_family(model_type), data, notes
 
 
@@ -131,4 +177,5 @@ def _first_line(err: Exception) -> str:
     return text.splitlines()[0]
 
 
-__all__ = ["Family", "build_spec", "get_family", "register", "resolve", "supported_model_types"]
+__all__ = ["Family", "build_spec", "get_family", "is_supported", "model_type_of_architecture", "register", "resolve",
+           "supported_model_types"]

@@ -192,7 +192,9 @@ def kv_cache(kv_heads: int, head_dim: int, cached_tokens: Formula, v_head_dim: i
     """K and V of every cached token: B * kv_heads * (head_dim + v_head_dim) * tokens elements held (the
     update is a copy); the S new tokens' K and V are appended (written) this forward."""
     per_token = B * kv_heads * (head_dim + (head_dim if v_head_dim is None else v_head_dim))
-    return state_cache(kind, held=per_token * cached_tokens, appended=per_token * S)
+    out = state_cache(kind, held=per_token * cached_tokens, appended=per_token * S)
+    # DynamicCache.update: torch.cat([cached, new]) re-copies the tokens held before this forward
+    return out.with_facts(cache_copies=per_token * cached_tokens.substitute({"S": 0}))
 
 
 # The kinds the ``kv`` metric counts: what an attention layer caches (MLA caches its latent instead of K, V).
@@ -242,22 +244,27 @@ def attn_context(heads: int, head_dim: int, keys: Formula, kv_heads: int | None 
 def _keys_or_values(heads: int, head_dim: int, keys: Formula, kv_heads: int | None) -> Counts:
     if kv_heads is None:
         return Counts().with_facts(reads=B * heads * keys * head_dim)
-    return state_read(StateKind.KEYS_VALUES, B * kv_heads * keys * head_dim)
+    out = state_read(StateKind.KEYS_VALUES, B * kv_heads * keys * head_dim)
+    if kv_heads == heads:
+        return out
+    # grouped KV heads: eager attention's repeat_kv copies them to every query head, which the bmm reads
+    return out.with_facts(copies=B * heads * keys * head_dim)
 
 
-def causal_mask(keys: Formula, sliding_window: int | None = None) -> Counts:
+def causal_mask(keys: Formula, sliding_window: int | None = None, expand: bool = True) -> Counts:
     """One call of transformers' create_causal_mask / create_sliding_window_causal_mask (eager):
 
     cache_position = arange(S) + P: S ADD; kv_idx = arange(keys) + offset: keys ADD;
     causal: kv_idx <= q_idx over S x keys: S*keys CMP;
     sliding overlay: q_idx - window: S ADD; kv_idx > q_idx - window: S*keys CMP; two bitwise ANDs
     (with the all-true start and with the causal part): 2*S*keys CMP;
-    where(mask, 0, min) expands over the batch: writes B*S*keys (no arithmetic).
+    where(mask, 0, min) expands over the batch: writes B*S*keys (no arithmetic). ``expand=False``: the boolean
+    mask as SDPA takes it (no where, no batch expansion).
     """
     out = ops.elementwise("add", S) + ops.elementwise("add", keys) + ops.elementwise("cmp", S * keys)
     if sliding_window is not None:
         out = out + ops.elementwise("sub", S) + ops.elementwise("cmp", S * keys) + ops.elementwise("logic", 2 * S * keys)
-    return out + ops.elementwise("select", B * S * keys)
+    return out + ops.elementwise("select", B * S * keys) if expand else out
 
 
 def position_ids() -> Counts:

@@ -154,7 +154,7 @@ def causal_conv(d: DeltaNet) -> Counts:
     """The depthwise causal conv1d (F.conv1d in ``causal_conv1d_fn`` / ``causal_conv1d_update``): K taps per
     output; reads the conv state when a prefill left one."""
     outputs, _ = _conv_lengths(d)
-    out = ops.convolution(B * d.conv_dim * outputs, d.kernel)
+    out = ops.conv(B * d.conv_dim * outputs, d.kernel, bias=False)
     state = State(StateKind.CONV, read=has_state() * B * d.conv_dim * d.kernel)
     return out.with_facts(states=(state,), reads=B * d.conv_dim * (S + has_state() * d.kernel))
 

@@ -95,6 +95,8 @@ _DGX_H = ("NVIDIA DGX H100 / DGX H200 datasheet ('8x single-port ConnectX-7 VPI,
           "Ethernet'; the 2 dual-port storage NICs not counted), https://www.nvidia.com/en-us/data-center/dgx-h200/")
 _DGX_B200 = ("NVIDIA DGX B200 datasheet ('8x single-port ConnectX-7 VPI, up to 400 Gb/s InfiniBand / Ethernet'), "
              "https://www.nvidia.com/en-us/data-center/dgx-b200/")
+_DGX_B300 = ("NVIDIA DGX B300 datasheet ('8x OSFP ports serving 8x single-port NVIDIA ConnectX-8 VPI, up to 800 Gb/s "
+             "InfiniBand / Ethernet'), https://www.nvidia.com/en-us/data-center/dgx-b300/")
 _DGX_A100 = ("NVIDIA DGX A100 datasheet ('8x single-port ConnectX-6 VPI, 200 Gb/s HDR InfiniBand'), "
              "https://www.nvidia.com/en-us/data-center/dgx-a100/")
 
@@ -159,6 +161,29 @@ _TABLE: tuple[SystemSpec, ...] = (
         notes="network as in DGX A100 (other HGX A100 servers differ)",
         source=f"NVIDIA HGX A100 8-GPU baseboard; {_DGX_A100}",
     ),
+    # DGX B300: 8x B300 (2.3 TB), NVLink 5 (1.8 TB/s per GPU, bidirectional); 8x single-port ConnectX-8 VPI,
+    # up to 800 Gb/s InfiniBand / Ethernet, one per GPU.
+    SystemSpec(
+        name="dgx-b300",
+        device=DEVICES["B300"],
+        device_count=8,
+        intra_node=_device_link("B300"),
+        inter_node=_gbit("InfiniBand XDR (ConnectX-8)", 8, 800, f"{_DGX_B300}; {_NCCL_NET}", 2.7),
+        notes="NVLink 5 Switch; one 800 Gb/s ConnectX-8 per GPU",
+        source=_DGX_B300,
+    ),
+    # HGX H20 8-GPU: 8x H20 (96GB) on the HGX baseboard, NVLink 4 through NVSwitch (900 GB/s per GPU,
+    # bidirectional); the scale-out NICs are the server builder's.
+    SystemSpec(
+        name="hgx-h20-8",
+        device=DEVICES["H20"],
+        device_count=8,
+        intra_node=_device_link("H20"),
+        inter_node=None,
+        notes="scale-out NICs vary by server: describe yours in a system file; H20 figures as reported (no public "
+              "datasheet, see the device entry)",
+        source="HGX H20 product brief as reported (see the H20 device entry); HGX 8-GPU NVSwitch baseboard",
+    ),
     # AMD Instinct MI300X Platform: 8x MI300X (1.5 TB HBM3), fully connected by Infinity Fabric: 7 links of
     # 128 GB/s per GPU = 896 GB/s (bidirectional) = 448 GB/s per direction (64 GB/s to each peer).
     SystemSpec(
@@ -171,6 +196,30 @@ _TABLE: tuple[SystemSpec, ...] = (
               "the platform has no NICs (servers add their own)",
         source="AMD Instinct MI300X Platform data sheet, https://www.amd.com/content/dam/amd/en/documents/"
                "instinct-tech-docs/data-sheets/amd-instinct-mi300x-platform-data-sheet.pdf",
+    ),
+    # AMD Instinct MI325X Platform: 8x MI325X (2 TB HBM3E), fully connected by Infinity Fabric, 7 x 128 GB/s
+    # per GPU (bidirectional) = 448 GB/s per direction; no NICs on the platform.
+    SystemSpec(
+        name="mi325x-8",
+        device=DEVICES["MI325X"],
+        device_count=8,
+        intra_node=_device_link("MI325X"),
+        inter_node=None,
+        notes="fully connected mesh, not a switch: one peer gets 64 GB/s per direction; servers add their own NICs",
+        source="AMD Instinct MI325X Platform (8 x MI325X OAM, Infinity Fabric mesh), "
+               "https://www.amd.com/en/products/accelerators/instinct/mi300/mi325x.html",
+    ),
+    # AMD Instinct MI355X Platform: 8x MI355X (2.3 TB HBM3E), Infinity Fabric 7 x 153.6 GB/s per GPU
+    # (bidirectional) = 537.6 GB/s per direction; no NICs on the platform.
+    SystemSpec(
+        name="mi355x-8",
+        device=DEVICES["MI355X"],
+        device_count=8,
+        intra_node=_device_link("MI355X"),
+        inter_node=None,
+        notes="fully connected mesh, not a switch: one peer gets 76.8 GB/s per direction; servers add their own NICs",
+        source="AMD Instinct MI355X Platform (8 x MI355X OAM, Infinity Fabric mesh), "
+               "https://www.amd.com/en/products/accelerators/instinct/mi350.html",
     ),
     # Intel Gaudi 3 8-card baseboard (HLS-Gaudi3): 21 of each card's 24 x 200 GbE ports connect the cards all to
     # all; the remaining 3 per card leave the node through 6 x 800 GbE OSFP ports (4.8 Tb/s).
@@ -220,6 +269,9 @@ _ALIASES: dict[str, str] = {
     "v5litepod8": "tpu-v5e-8",
     "v6e8": "tpu-v6e-8",
     "hlsgaudi3": "gaudi3-8",
+    "hgxh20": "hgx-h20-8",
+    "mi325xplatform": "mi325x-8",
+    "mi355xplatform": "mi355x-8",
 }
 
 

@@ -22,8 +22,8 @@ ELEMENTWISE_ATEN: dict[str, str] = {
     "logical_and": "logic", "logical_or": "logic", "logical_not": "logic", "where": "select",
     "gelu": "gelu", "abs": "abs", "floor": "floor", "floor_divide": "floor_divide", "log1p": "log1p",
     "embedding": "gather", "index_select": "gather", "gather": "gather", "_unsafe_index": "gather",
-    "softplus": "softplus",
 }
+ELEMENTWISE_ATEN["softplus"] = "softplus"  # Mamba's dt (ops.ELEMENTWISE["softplus"])
 MATMUL_ATEN = frozenset({"mm", "addmm", "bmm", "baddbmm"})
 
 
@@ -168,10 +168,10 @@ def _clamp(args: tuple, kwargs: dict, result: Any) -> Counts:
 
 
 def _convolution(args: tuple, kwargs: dict, result: Any) -> Counts:
-    """convolution(input, weight, bias, ...): each output element dots weight.shape[1] (in_channels / groups)
-    x kernel-size taps."""
+    """aten.convolution(input, weight, bias, ...): each output a dot product over weight.shape[1:] (in_channels
+    / groups x the kernel), plus the bias when given."""
     weight, bias = args[1], args[2] if len(args) > 2 else kwargs.get("bias")
-    return ops.convolution(_numel(result), _numel(weight) // weight.shape[0], bias is not None)
+    return ops.conv(_numel(result), math.prod(weight.shape[1:]), bias is not None)
 
 
 def _solve_triangular(args: tuple, kwargs: dict, result: Any) -> Counts:
@@ -195,6 +195,37 @@ _SPECIAL: dict[str, Any] = {
     "topk": _topk,
     "polar": _polar,
     "max": _max,
-    "convolution": _convolution,
     "linalg_solve_triangular": _solve_triangular,
 }
+_SPECIAL["convolution"] = _convolution  # Mamba's short causal conv1d (F.conv1d)
+
+
+def scaled_dot_product_attention(query: Any, key: Any, value: Any, attn_mask: Any = None,
+                                 is_causal: bool = False) -> dict[str, Counts]:
+    """``torch.nn.functional.scaled_dot_product_attention`` (one fused op on every backend but the math one)
+    counted by PyTorch's documented definition (the reference implementation in its docs), split into the
+    graph's three attention parts: ``scores`` = q @ k^T * scale (+ the mask), ``softmax`` over the keys,
+    ``context`` = probabilities @ v.
+
+    A fused kernel writes only its output: scores and softmax write nothing (act 0). ``is_causal``: the
+    kernel masks by position (no arithmetic counted); a boolean ``attn_mask`` is a select (masked_fill: no
+    arithmetic), a float one an add per score. Grouped KV heads (``enable_gqa``) are shared, never copied.
+    """
+    e, ev, keys = query.shape[-1], value.shape[-1], key.shape[-2]
+    length = query.shape[-2]
+    rows = _numel(query) // e  # batch * heads * queries
+    heads = rows // length if length else 0
+    scores = ops.matmul(length, keys, e, batch=heads) + ops.elementwise("mul", rows * keys)
+    if attn_mask is not None:
+        scores = scores + ops.elementwise("select" if attn_mask.dtype == _bool_dtype() else "add", rows * keys)
+    return {
+        "scores": scores.without_act(),
+        "softmax": ops.softmax(rows, keys).without_act(),
+        "context": ops.matmul(length, ev, keys, batch=heads),
+    }
+
+
+def _bool_dtype() -> Any:
+    import torch
+
+    return torch.bool

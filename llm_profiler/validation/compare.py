@@ -20,12 +20,16 @@ from collections import defaultdict
 from typing import Any
 
 from .. import metrics as M
+from ..engines import HF_EAGER, HF_SDPA, get_engine
+from ..errors import QueryError
 from ..facts import StateKind
 from ..graph import Node, NodeKind
-from ..profile import ModelProfile, check_shape
+from ..profile import ModelProfile, check_shape, with_engine
 from .report import ValidationReport, ValidationRow
 
 COMPARED: tuple[str, ...] = (*M.ARITHMETIC, M.MACS, M.ACT, M.PARAMS)
+# the execution profiles transformers runs itself -> its attn_implementation
+VALIDATED_ENGINES: dict[str, str] = {HF_EAGER: "eager", HF_SDPA: "sdpa"}
 CACHE_GROWTH = "cache_growth"  # elements the forward added to a layer's cache (after minus before)
 
 
@@ -94,11 +98,11 @@ def cache_kind_metric(kind: str) -> str:
     return f"{M.CACHE}[{kind}]"
 
 
-def compare(model: ModelProfile, measured: Any, batch: int, seq: int,
-            past: int) -> tuple[list[ValidationRow], list[str], list[str]]:
-    """Rows (node x metric, then the cache and its growth per layer), unknown ops, unattributed ops."""
+def measured_by_node(model: ModelProfile, measured: Any) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+    """The measured counts and params on the graph's node paths (node path -> metric -> count), and each
+    path's module. Ops and params land where ``NodeResolver`` puts them; a path no node has is kept (a
+    mismatch for ``compare``)."""
     resolve = NodeResolver(model.nodes)
-    predicted = predicted_by_node(model, batch, seq, past)
     got: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     module_of = dict(resolve.module_of)
     for (module, part), counts in measured.counts.items():
@@ -114,6 +118,15 @@ def compare(model: ModelProfile, measured: Any, batch: int, seq: int,
             path = owner.get((module, name)) or resolve.node(module, None)
             module_of.setdefault(path, module)
             got[path][M.PARAMS] += numel
+    return got, module_of
+
+
+def compare(model: ModelProfile, measured: Any, batch: int, seq: int,
+            past: int) -> tuple[list[ValidationRow], list[str], list[str]]:
+    """Rows (node x metric, then the cache and its growth per layer), unknown ops, unattributed ops."""
+    resolve = NodeResolver(model.nodes)
+    predicted = predicted_by_node(model, batch, seq, past)
+    got, module_of = measured_by_node(model, measured)
 
     rows: list[ValidationRow] = []
     extra = sorted(p for p in got if p not in predicted)
@@ -156,9 +169,12 @@ def compare(model: ModelProfile, measured: Any, batch: int, seq: int,
 
 
 def validate(config: Any, batch: int = 1, seq: int = 8, past: int = 0, *, tiny: bool = False,
-             as_family: str | None = None, model: Any = None) -> ValidationReport:
+             as_family: str | None = None, model: Any = None, engine: str | None = None) -> ValidationReport:
     """Run the reference model (full size on meta, or ``tiny`` on the CPU with real random weights) and
     compare every metric of every node with the graph. ``model`` reuses an already built reference.
+    ``engine``: ``hf-eager`` (the default, transformers' eager attention) or ``hf-sdpa`` (transformers'
+    SDPA attention, against the ``hf-sdpa`` execution profile; the fused op is counted by its documented
+    definition, ``aten.scaled_dot_product_attention``).
 
     Fails like the profile: a shape too large for the run is a ``LimitError``, a config transformers or torch
     refuses (building the model or running it) a ``ValidationBuildError`` (``guard``), never a mismatch."""
@@ -170,15 +186,21 @@ def validate(config: Any, batch: int = 1, seq: int = 8, past: int = 0, *, tiny: 
     from .reference import reference
 
     b, s, p = check_shape(batch, seq, past)
+    eng = get_engine(engine)
+    if eng.name not in VALIDATED_ENGINES:
+        raise QueryError(f"validate runs transformers itself: engine must be one of {', '.join(VALIDATED_ENGINES)}"
+                         f", got {eng.name!r} (a serving engine's rules are tested against their references, "
+                         "docs/engines.md)")
     ref = reference(config, tiny=tiny, as_family=as_family)
-    profile = ref.profile
+    profile = with_engine(ref.profile, eng)
     check_size(profile, b, s, p, tiny=tiny if model is None else next(model.parameters()).device.type != "meta")
-    built = ref.build() if model is None else model
+    built = ref.build(attention=VALIDATED_ENGINES[eng.name]) if model is None else model
     with refusing(f"running the forward at batch {b}, seq {s}, past {p}", ref.hf_config, retry_forward(b, s, p)):
         measured = measure(built, b, s, p)
     rows, unknown, unattributed = compare(profile, measured, b, s, p)
     return ValidationReport(
         model=ref.name, model_type=profile.spec.model_type, batch=b, seq=s, past=p,
+        attn_implementation=VALIDATED_ENGINES[eng.name],
         device=ref.device, tiny=tiny, transformers_version=transformers.__version__,
         torch_version=torch.__version__, rows=rows, unknown_ops=unknown, unattributed_ops=unattributed,
         data_ops=[f"{kind}: {op} ({n} calls)" for (kind, op), n in sorted(measured.data_ops.items())],

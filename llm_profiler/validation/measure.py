@@ -12,8 +12,10 @@ cache object before and after the counted forward.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +114,7 @@ class _CountingMode(TorchDispatchMode):
         self.modules = modules
         self.measured = measured
         self._softmaxed: Any = None  # the attention call (frame) whose softmax has run: later ops are context
+        self._paused = 0  # > 0 inside an op counted as a whole (scaled_dot_product_attention)
 
     def __exit__(self, *exc: Any) -> None:
         self._softmaxed = None  # let that frame and its tensors go
@@ -138,9 +141,36 @@ class _CountingMode(TorchDispatchMode):
             return parts.SOFTMAX
         return parts.CONTEXT if frame is self._softmaxed else parts.SCORES
 
+    @contextlib.contextmanager
+    def counting_sdpa(self) -> Iterator[None]:
+        """``torch.nn.functional.scaled_dot_product_attention`` counted as one op by its documented definition
+        (``aten.scaled_dot_product_attention``), whatever backend runs it: on the meta device and on the
+        math backend it would otherwise decompose into other ops, on the CPU it is one fused kernel."""
+        real = torch.nn.functional.scaled_dot_product_attention
+
+        def counted(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: Any = None,
+                    dropout_p: float = 0.0, is_causal: bool = False, **kwargs: Any) -> torch.Tensor:
+            module = self.modules.current
+            for part, counts in aten.scaled_dot_product_attention(query, key, value, attn_mask, is_causal).items():
+                self.measured.counts[(module, part)] = self.measured.counts[(module, part)] + counts
+            self._paused += 1
+            try:
+                return real(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                            **kwargs)
+            finally:
+                self._paused -= 1
+
+        torch.nn.functional.scaled_dot_product_attention = counted
+        try:
+            yield
+        finally:
+            torch.nn.functional.scaled_dot_product_attention = real
+
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if self._paused:  # inside an op counted as a whole (counting_sdpa)
+            return out
         kind = aten.classify(func)
         if kind == "compute":
             where = (self.modules.current, self._part(func))
@@ -152,8 +182,10 @@ class _CountingMode(TorchDispatchMode):
         return out
 
 
-def build_model(hf_config: dict[str, Any], device: str = "meta", seed: int = 0) -> torch.nn.Module:
-    """The transformers causal LM for a config dict, with eager attention and batched MoE experts.
+def build_model(hf_config: dict[str, Any], device: str = "meta", seed: int = 0,
+                attention: str = "eager") -> torch.nn.Module:
+    """The transformers causal LM for a config dict, with ``attention`` ("eager", the reference, or "sdpa")
+    and batched MoE experts.
 
     A config transformers has no causal LM for, or refuses (its config checks, its model construction), is
     a ``ValidationBuildError`` (``guard.refusing``)."""
@@ -172,18 +204,25 @@ def build_model(hf_config: dict[str, Any], device: str = "meta", seed: int = 0) 
             f"transformers {transformers.__version__} has no causal LM class for model_type {model_type!r}, so "
             "validate cannot build the reference model; pass as_family= (CLI: --as-family) a family that "
             "transformers implements, or profile the model without validating it")
+    if attention != "eager":
+        cls_name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]
+        if not getattr(getattr(transformers, str(cls_name), None), "_supports_sdpa", True):
+            raise ValidationBuildError(
+                f"transformers {transformers.__version__}'s {cls_name} does not run attn_implementation="
+                f"{attention!r} (its _supports_sdpa is False): validate it with engine hf-eager")
+
     def retry(cfg: dict[str, Any]) -> None:  # the same build without one field (guard.blame), on meta
-        build_model(cfg, device="meta")
+        build_model(cfg, device="meta", attention=attention)
 
     with refusing("reading the config", hf_config, retry):
         config = transformers.AutoConfig.for_model(model_type, **data)
-    config._attn_implementation = "eager"
+    config._attn_implementation = attention
     for attr in ("experts_implementation", "_experts_implementation"):
         with contextlib.suppress(Exception):
             setattr(config, attr, "batched_mm")
     torch.manual_seed(seed)
     with refusing("building the model", hf_config, retry), torch.device(device):
-        model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager",
+        model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attention,
                                                               dtype=torch.float32)
     return model.eval()
 
@@ -269,6 +308,20 @@ def cache_elements(cache: Any) -> dict[int, int]:
     return {layer: sum(kinds.values()) for layer, kinds in cache_states(cache).items()}
 
 
+def _cache_argument(model: torch.nn.Module) -> str:
+    """The forward's cache argument: ``past_key_values``, or ``cache_params`` (transformers' mamba / mamba2)."""
+    return "cache_params" if "cache_params" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _returned_cache(out: Any) -> Any:
+    for name in ("past_key_values", "cache_params"):
+        cache = getattr(out, name, None)
+        if cache is not None:
+            return cache
+    raise ValidationBuildError(f"the forward returned no cache ({type(out).__name__} has neither past_key_values "
+                               "nor cache_params)")
+
+
 def retry_forward(batch: int, seq: int, past: int) -> Any:
     """The forward step again, on the meta device, for ``guard.blame``."""
     def retry(cfg: dict[str, Any]) -> None:
@@ -292,11 +345,11 @@ def measure(model: torch.nn.Module, batch: int, seq: int, past: int = 0) -> Meas
     with torch.no_grad():
         cache = None
         if past:
-            cache = model(input_ids=tokens(past), use_cache=True).past_key_values
+            cache = _returned_cache(model(input_ids=tokens(past), use_cache=True))
             measured.cache_before = cache_elements(cache)  # the forward below grows this object in place
         new_tokens = tokens(seq)
-        with _ModuleStack(model) as stack, _CountingMode(stack, measured):
-            out = model(input_ids=new_tokens, past_key_values=cache, use_cache=True)
-    measured.cache_kinds = cache_states(out.past_key_values)
+        with _ModuleStack(model) as stack, _CountingMode(stack, measured) as mode, mode.counting_sdpa():
+            out = model(input_ids=new_tokens, use_cache=True, **{_cache_argument(model): cache})
+    measured.cache_kinds = cache_states(_returned_cache(out))
     measured.cache_by_layer = {layer: sum(kinds.values()) for layer, kinds in measured.cache_kinds.items()}
     return measured

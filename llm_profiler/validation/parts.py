@@ -111,12 +111,56 @@ RULES: tuple[Rule, ...] = (
          file=r"models/qwen3_(next|5|5_moe)/.*"),
     Rule("delta_rule", r"torch_chunk_gated_delta_rule|torch_recurrent_gated_delta_rule", "qwen3_next, "
          "qwen3_5(_moe): the gated delta rule's torch path (chunked scan for a prefill, recurrent for a decode step)"),
+    Rule("topk", r"DeepseekV32Indexer\.forward|GlmMoeDsaIndexer\.forward", "deepseek_v32, glm_moe_dsa: the "
+         "lightning indexer's top index_topk keys per query", line=r"\.topk\("),
+    Rule("scores", r"DeepseekV32Indexer\.forward|GlmMoeDsaIndexer\.forward", "deepseek_v32, glm_moe_dsa: the "
+         "lightning indexer's scores (q @ k^T, the scale, ReLU, the head weights' scale, their weighted sum, "
+         "the mask)"),
+    Rule("combine", r"Gemma4TextDecoderLayer\.forward", "gemma4: the dense MLP's and the experts' outputs "
+         "summed, in the decoder layer", line=r"hidden_states_1 \+ hidden_states_2"),
+    Rule("layer_scalar", r"Gemma4TextDecoderLayer\.forward", "gemma4: the layer output times its "
+         "layer_scalar buffer", line=r"layer_scalar"),
+    Rule("residual", r"Gemma4TextDecoderLayer\.forward", "gemma4: the residual additions of the decoder "
+         "layer (beside its combine and layer_scalar parts)", line=r"residual \+"),
+    Rule("per_layer_input", r"Gemma4TextDecoderLayer\.forward", "gemma4 with per-layer embeddings: the gated "
+         "hidden states times the layer's per-layer input", line=r"\* per_layer_input\b"),
+    Rule("per_layer_inputs", r"Gemma4TextModel\.project_per_layer_inputs", "gemma4 with per-layer embeddings: "
+         "the projection's scale and the average of the projected and looked-up per-layer inputs, in the base "
+         "model"),
+    Rule("row_max", r"eager_attention_forward", "mimo_v2_flash: the row maximum (over the keys and, on sliding "
+         "layers, the sink column) subtracted before the softmax", file=r"models/mimo_v2_flash/.*",
+         line=r"attn_weights\.max"),
+    Rule("v_scale", r"MiMoV2FlashAttention\.forward", "mimo_v2_flash: the values times attention_value_scale",
+         line=r"v_scale"),
     Rule(ORDERED, r"eager_attention_forward", "the eager attention function of every family that has one"),
     Rule(ORDERED, r"GPT2Attention\._upcast_and_reordered_attn", "gpt2 with reorder_and_upcast_attn (baddbmm)"),
     Rule(ORDERED, r"FalconAttention\.forward", "falcon computes attention in its forward (rotary or alibi)"),
     Rule(ORDERED, r"BloomAttention\.forward", "bloom computes attention in its forward (alibi baddbmm)"),
     Rule(ORDERED, r"\w+Attention\._attn", "gptj, codegen, gpt_neo: the attention math in the attention's _attn"),
     Rule(ORDERED, r"MptAttention\.forward|XGLMAttention\.forward", "mpt, xglm compute attention in their forward"),
+)
+
+# State-space mixers (llm_profiler/graph/ssm.py): the torch fallbacks transformers runs without the mamba_ssm /
+# causal_conv1d kernels, module-level functions of the same name in every Mamba-2 hybrid's modeling file.
+RULES = RULES + (
+    Rule("decay", r"\w*Mixer\.forward|\w*MambaLayer\.forward", "A = -exp(A_log), the state decay rates, once per "
+         "forward in the mixer's own forward: nemotron_h, mamba2, falcon_h1, granitemoehybrid, jamba, mamba",
+         line=r"-torch\.exp\(self\.A_log"),
+    Rule("conv", r"causal_conv1d_fn|causal_conv1d_update", "the short causal depthwise conv1d of a state-space "
+         "mixer (F.conv1d, its bias): nemotron_h, mamba2, falcon_h1, granitemoehybrid, jamba, mamba"),
+    Rule("dt", r"mamba2_chunk_scan|mamba2_selective_state_update|mamba_selective_scan|mamba_selective_state_update",
+         "the time step: dt + dt_bias, softplus and (Mamba-2's chunked scan) the clamp to the time-step limits, "
+         "in the scan functions: nemotron_h, mamba2, falcon_h1, granitemoehybrid, jamba, mamba",
+         line=r"dt_bias|delta_bias|softplus|torch\.clamp\(dt"),
+    Rule("dt", r"\w*MambaMixer\.forward", "Mamba-1's dt = dt_proj.weight @ dt (the mixer's own matmul with the "
+         "dt_proj module's weight): jamba, mamba", line=r"dt_proj\.weight @"),
+    Rule("scan", r"mamba2_chunk_scan|mamba2_selective_state_update|segment_sum", "Mamba-2's selective scan: the "
+         "chunked SSD form (segment sums, the four einsums, D skip) or the one-token state update: nemotron_h, "
+         "mamba2, falcon_h1, granitemoehybrid"),
+    Rule("shared_mix", r"GraniteMoeHybridDecoderLayer\.forward", "granitemoehybrid: the routed experts' output + "
+         "the shared MLP's", line=r"shared_mlp"),
+    Rule("scan", r"mamba_selective_scan|mamba_selective_state_update", "Mamba-1's selective scan: the sequential "
+         "torch loop over the tokens or the one-token state update (D skip, * silu(z)): jamba, mamba"),
 )
 
 

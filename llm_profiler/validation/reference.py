@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .. import families
 from ..config import load_config
 from ..families import build_spec
 from ..profile import ModelProfile, profile_from_data
@@ -39,11 +40,11 @@ class Reference:
         """Full size on the meta device (shapes only), tiny with real random weights on the CPU."""
         return "cpu" if self.tiny else "meta"
 
-    def build(self, device: str | None = None, seed: int = 0) -> Any:
-        """The transformers model (eager attention, batched MoE experts), float32."""
+    def build(self, device: str | None = None, seed: int = 0, attention: str = "eager") -> Any:
+        """The transformers model (``attention``: eager, or sdpa; batched MoE experts), float32."""
         from .measure import build_model
 
-        return build_model(self.hf_config, device=device or self.device, seed=seed)
+        return build_model(self.hf_config, device=device or self.device, seed=seed, attention=attention)
 
 
 def reference(config: Any, *, tiny: bool = False, as_family: str | None = None) -> Reference:
@@ -54,6 +55,9 @@ def reference(config: Any, *, tiny: bool = False, as_family: str | None = None) 
     family, _ = build_spec(cfg.data, cfg.name, as_family)  # the profile's own checks (ConfigError)
     # as_family: the family reads the config as its own model_type, and transformers builds that type
     fields = dict(cfg.data) if as_family is None else {**cfg.data, "model_type": as_family}
+    by_class = None if as_family is not None else families.model_type_of_architecture(cfg.data)
+    if by_class is not None and not families.is_supported(str(cfg.data.get("model_type"))):
+        fields["model_type"] = by_class[1]  # Kimi-K2's kimi_k2 is built as its DeepseekV3ForCausalLM class
     if tiny:
         with refusing("making the tiny variant of the config (use full size: tiny=False, no --tiny)", fields):
             data = without_out_of_vocab_ids(family.tiny(fields))

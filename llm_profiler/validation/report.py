@@ -94,6 +94,8 @@ class ValidationReport(BaseModel):
     def summary_line(self) -> str:
         verdict = "EXACT" if self.ok else "MISMATCH"
         size = "tiny, cpu" if self.tiny else "full size, meta"
+        if self.attn_implementation != "eager":
+            size += f", {self.attn_implementation}"
         nodes = len({r.node for r in self.rows if not r.is_cache})
         unattributed = f", {len(self.unattributed_ops)} unattributed ops" if self.unattributed_ops else ""
         return (f"{verdict}: {self.model} ({self.model_type}, {size}) B={self.batch} S={self.seq} P={self.past}: "
@@ -154,6 +156,8 @@ class PeakComparison(BaseModel):
 
     def summary_line(self) -> str:
         size = "tiny, cpu" if self.tiny else "full size, meta"
+        if self.attn_implementation != "eager":
+            size += f", {self.attn_implementation}"
         return (f"peak activations: {self.model} ({self.model_type}, {size}) B={self.batch} S={self.seq} "
                 f"P={self.past}, {self.act_dtype}: predicted {self.predicted:,} bytes (activations "
                 f"{self.predicted_activations:,} + KV cache {self.predicted_kv_cache:,}), measured "

@@ -1,0 +1,138 @@
+"""Activations saved for backward, per node: the tensors autograd keeps from the forward until the backward
+uses them, for the eager transformers code of the DecoderTemplate layout (llama, mistral, qwen2, qwen3).
+
+What each forward op saves follows ``derivatives.yaml`` (an op saves the operands its gradient formulas
+read); a tensor saved by several ops is stored once and is charged to the first node that saves it:
+
+- the embedding: the token ids (B*S, int64);
+- RMSNorm over n, rows r: x (for x.pow(2) and x * rstd), rstd (r) and y = x * rstd (for weight * y):
+  2*r*n + r; the weight is a parameter, not an activation;
+- a linear saves its input (for the weight's gradient): the first linear reading a tensor (q_proj,
+  gate_proj, o_proj, down_proj, lm_head) stores it; k_proj, v_proj and up_proj read the same tensor;
+- rope: cos and sin (x * cos, rotate_half(x) * sin save the factor): 2*S*rotary_dim once per model (every
+  layer reads the same tables; helium's and ernie4_5's interleaved rope re-derives them in every layer);
+  q and k themselves are not saved by rope;
+- scores: q and the (GQA-repeated) keys, B*H*S*D + B*H*K*D; the scaling (a constant) and the mask (an add)
+  save nothing;
+- softmax: its output, B*H*S*K (context's probs @ v reuses it); context: the repeated values, B*H*K*D;
+- the activation: its input (silu_backward reads x); the gate product: both factors, 2*T*I;
+- the residual adds: nothing;
+- the loss: log_softmax's output (B*S*V) and the targets (B*S) and nll_loss's total weight (1).
+
+Recomputation (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models"):
+``selective`` recomputes the attention core from q, k and v, which stay saved: the softmax output
+(B*H*S*K, the term quadratic in S) is not stored. ``full`` stores each layer's input (B*S*h, the
+checkpoint) and recomputes the layer in the backward: the layers' saved tensors are replaced by one
+checkpoint per layer, and one layer's saved tensors are live again while it is recomputed.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from ..formula import ZERO, B, Formula, S
+from ..graph.node import Node, NodeKind
+from ..metrics import EXP, PARAMS
+from ..profile import ModelProfile
+from .backward import LOSS, BackwardUnsupportedError
+
+TOKENS = B * S
+RECOMPUTE = ("none", "selective", "full")
+# model types whose saved activations are validated exact per node (tests/test_training_activations.py)
+VALIDATED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3", "seed_oss", "helium", "ernie4_5",
+                                   "granite"})
+# interleaved rope: each layer's apply_rotary_pos_emb re-derives cos / sin (repeat_interleave), a new pair
+_TABLES_PER_LAYER = frozenset({"helium", "ernie4_5"})
+_SAVING_LINEARS = ("q_proj", "gate_proj", "o_proj", "down_proj")
+
+
+def node_saved(node: Node) -> Formula:
+    """Elements node ``node`` saves for backward (see the module docstring; rope: ``saved_by_node``)."""
+    kind, facts = node.kind, node.facts
+    name = node.path.rsplit(".", 1)[-1]
+    if kind == NodeKind.EMBEDDING:
+        return TOKENS
+    if kind == NodeKind.NORM:
+        n = int(Formula.of(node.counts.get(PARAMS, 0)))
+        elems = Formula.of(facts.fused_reads)
+        return 2 * elems + elems / n
+    if (kind == NodeKind.LM_HEAD and facts.matmuls) or (kind == NodeKind.LINEAR and name in _SAVING_LINEARS):
+        mm = facts.matmuls[0]
+        return mm.batch * mm.m * mm.k
+    if kind == NodeKind.ATTN_SCORES:
+        mm = facts.matmuls[0]  # (S x D) @ (D x K), batch B*H
+        return mm.batch * mm.m * mm.k + mm.batch * mm.n * mm.k
+    if kind == NodeKind.ATTN_SOFTMAX:
+        return Formula.of(node.counts[EXP])
+    if kind == NodeKind.ATTN_CONTEXT:
+        mm = facts.matmuls[0]  # (S x K) @ (K x D), batch B*H
+        return mm.batch * mm.k * mm.n
+    if kind == NodeKind.ACTIVATION:
+        return Formula.of(facts.fused_reads)
+    if kind == NodeKind.ELEMENTWISE and node.part == "gate_mul":
+        return Formula.of(facts.fused_reads)  # both factors
+    return ZERO
+
+
+def saved_by_node(model: ModelProfile, recompute: str = "none") -> dict[str, Formula]:
+    """node path -> elements saved for backward (and ``loss``), under ``recompute`` (none, selective, full)."""
+    spec = model.spec
+    if spec.model_type not in VALIDATED_MODEL_TYPES:
+        raise BackwardUnsupportedError(
+            f"saved activations are derived for the model types {', '.join(sorted(VALIDATED_MODEL_TYPES))} only, "
+            f"not {spec.model_type!r}")
+    if recompute not in RECOMPUTE:
+        raise BackwardUnsupportedError(f"recompute must be one of {', '.join(RECOMPUTE)}, got {recompute!r}")
+    out: dict[str, Formula] = {}
+    rope_seen = False
+    for node in model.nodes:
+        if node.kind == NodeKind.ROPE:  # the tables, once (or per layer where each layer re-derives them)
+            out[node.path] = ZERO if rope_seen and spec.model_type not in _TABLES_PER_LAYER else 2 * S * spec.rotary_dim
+            rope_seen = True
+            continue
+        out[node.path] = node_saved(node)
+    out[LOSS] = TOKENS * spec.vocab_size + TOKENS + 1
+    if recompute == "selective":
+        for node in model.nodes:
+            if node.kind == NodeKind.ATTN_SOFTMAX:
+                out[node.path] = ZERO
+    elif recompute == "full":
+        for node in model.nodes:
+            if node.layer is not None:
+                out[node.path] = ZERO
+        first = {n.layer: n.path for n in reversed(model.nodes) if n.layer is not None}
+        for path in first.values():
+            out[path] = TOKENS * spec.hidden_size  # the layer's input, its checkpoint
+    return out
+
+
+def layer_saved(model: ModelProfile, layer: int = 0) -> Formula:
+    """Elements one layer saves without recomputation (what full recomputation holds again, one layer at a
+    time, during the backward)."""
+    saved = saved_by_node(model)
+    return sum((saved[n.path] for n in model.nodes if n.layer == layer), ZERO)
+
+
+class SavedActivations(BaseModel):
+    """Saved-for-backward activations of one micro-batch."""
+
+    recompute: str
+    elements: int  # saved tensors (one copy each), at the end of the forward
+    bytes: int  # in the activation dtype; token ids at 8 bytes
+    recompute_peak_elements: int  # full recomputation: one layer's tensors live again during its backward
+
+
+def saved_activations(model: ModelProfile, batch: int, seq: int, recompute: str = "none",
+                      act_bytes: int = 2) -> SavedActivations:
+    """Saved activations at (``batch``, ``seq``): elements per ``saved_by_node``; bytes at ``act_bytes`` per
+    element (token ids and targets at 8, int64)."""
+    saved = saved_by_node(model, recompute)
+    env = {"B": batch, "S": seq, "P": 0}
+    elements = sum(int(f.evaluate(env)) for f in saved.values())
+    ids = 2 * batch * seq  # ids and targets: int64
+    extra = int(layer_saved(model).evaluate(env)) if recompute == "full" else 0
+    return SavedActivations(recompute=recompute, elements=elements, bytes=(elements - ids) * act_bytes + ids * 8,
+                            recompute_peak_elements=extra)
+
+
+__all__ = ["RECOMPUTE", "SavedActivations", "saved_activations", "saved_by_node"]
