@@ -262,6 +262,19 @@ def conv(outputs: Number, k: Number, bias: bool) -> Counts:
     return Counts({MULT: outputs * k, ADD: outputs * (k if bias else k - 1), MACS: outputs * k, ACT: outputs})
 
 
+def solve_triangular(batch: Number, n: Number, cols: Number, unit: bool) -> Counts:
+    """X = A^-1 B for ``batch`` triangular n x n matrices A and n x ``cols`` right-hand sides B
+    (aten.linalg_solve_triangular, left=True), by substitution: row i of each column subtracts i known
+    products, x_i = (b_i - sum_{j<i} a_ij x_j) [/ a_ii]: n(n-1)/2 MULT and ADD per column (each a
+    multiply-accumulate: MACs), plus n DIV per column unless ``unit`` (unit diagonal). Writes batch*n*cols.
+    torch's FlopCounterMode has no formula for it (counts 0)."""
+    pairs = batch * cols * (n * (n - 1) // 2)
+    out = Counts({MULT: pairs, ADD: pairs, MACS: pairs, ACT: batch * n * cols})
+    if not unit:
+        out[DIV] = batch * cols * n
+    return out
+
+
 def polar(n: Number) -> Counts:
     """torch.polar(abs, angle) = abs*cos(angle) + i*abs*sin(angle) over n complex elements:
     2 EXP (cos, sin) and 2 MULT each; writes 2 reals per element."""

@@ -24,8 +24,10 @@ REAL = sorted(str(p) for p in (Path(__file__).parent / "real_configs").glob("*.j
 
 @pytest.mark.parametrize("source", PRESETS + REAL, ids=lambda s: Path(s).stem)
 def test_decode_kv_bytes_follow_the_cache(source: str) -> None:
-    """One decode step at B=1, P=100: the bytes written to the cache are one token's cache growth, and the
-    cache reads never exceed what the cache holds after the step plus that token (bf16: 2 bytes)."""
+    """One decode step at B=1, P=100: the bytes written to the cache are one token's cache growth (plus the
+    conv / recurrent states of linear-attention layers, rewritten whole by every step while their size stays
+    constant), and the cache reads never exceed what the cache holds after the step plus what it wrote (bf16:
+    2 bytes)."""
     model = profile_model(source)
     grown = model.count(M.CACHE, "model", 1, 1, 100) - model.count(M.CACHE, "model", 1, 100, 0)
     report = roofline(model, "h100", "decode", batch=1, past=100)

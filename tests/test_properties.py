@@ -9,7 +9,8 @@ experts, ...). The properties, for every node and metric:
   done once per forward whatever the batch: position ids and the attention mask's index arithmetic
   (kind ``positions``), the rotary cos / sin tables (``rotary``), learned position embeddings looked up
   once per position (gpt2's ``wpe``, kind ``embedding``), and Gemma's ``1 + weight`` of its RMSNorms
-  (kind ``norm``), llama4's per-position attention temperature (part ``temperature``). Every other node is
+  (kind ``norm``), llama4's per-position attention temperature (part ``temperature``), the gated DeltaNet's
+  exp(A_log) and its negation (part ``gates``). Every other node is
   exactly linear in B: count(2B) == 2 * count(B). The model's
   macs, div, sqrt and cache are exactly linear in B;
 - scopes add up: transformer + lm_head == model; the layers plus the non-layer nodes == model; a layer's
@@ -51,6 +52,9 @@ B_FREE_PARTS: dict[str, set[str]] = {"temperature": set(M.STORED), "entry_positi
 B_FREE_PARTS["decay"] = set(M.STORED)
 # The chunked scan negates its two (chunk x chunk) and (chunks+1)^2 triangular masks once per call, whatever the batch.
 B_FREE_PARTS["scan"] = {M.CMP, M.ACT}
+# The gated DeltaNet's gates: g = -exp(A_log) * softplus(...) takes exp(A_log) and its negation over the
+# value_heads parameters once per forward (then B*S*heads products, linear in B).
+B_FREE_PARTS["gates"] = {M.EXP, M.ADD, M.ACT}
 LINEAR_TOTALS = (M.MACS, M.DIV, M.SQRT, M.CACHE, M.MATMUL_FLOPS)
 SHAPE_FREE = (M.PARAMS, M.ACTIVE_PARAMS)
 

@@ -121,6 +121,9 @@ MOVES = {  # case -> (config, from node, to node, metric): one move per multi-pa
     "ministral3 temperature->rope": (
         json.loads(Path("tests/family_configs/transformers--Ministral3Config-defaults.json").read_text()),
         "model.layers.0.self_attn:temperature", "model.layers.0.self_attn:rope", M.MULT),
+    "qwen3_next gates->delta_rule": ("tests/family_configs/Qwen--Qwen3-Next-80B-A3B-Thinking.json",
+                                     "model.layers.0.linear_attn:gates", "model.layers.0.linear_attn:delta_rule",
+                                     M.EXP),
     "llama rope->context": ("llama-3.2-1b", "model.layers.1.self_attn:rope", "model.layers.1.self_attn:context",
                             M.ADD),
     "deepseek-v3.2 indexer topk->scores": ("deepseek-v3.2", "model.layers.0.self_attn.indexer:topk",
@@ -160,7 +163,8 @@ def test_every_rule_names_ops() -> None:
                json.loads(Path(family + "transformers--GraniteMoeHybridConfig-defaults.json").read_text()),
                # compression ratios 2 and 3: windows close and entries are masked at P + S = 3
                {"model_type": "deepseek_v4", "compress_rates": {"compressed_sparse_attention": 2,
-                                                               "heavily_compressed_attention": 3}}]
+                                                               "heavily_compressed_attention": 3}},
+               family + "Qwen--Qwen3-Next-80B-A3B-Thinking.json"]
     used: set[parts.Rule] = set()
     for config in configs:
         profile, measured = _measure(config, (1, 2, 1), tiny=True)

@@ -128,6 +128,10 @@ _PRESETS: tuple[Preset, ...] = (
     # Without the multi-token-prediction layer, which transformers does not build: published "284B total, 13B
     # activated" (the model card); the fp8 / fp4 quantization_config changes no count.
     _preset("deepseek-ai--DeepSeek-V4-Flash.json", "deepseek-v4-flash", 284_332_230_231),
+    # Published "80B total, 3B active"; transformers' count (the checkpoint's MTP layer is not loaded).
+    _preset("Qwen--Qwen3-Next-80B-A3B-Thinking.json", "qwen3-next-80b-a3b", 79_674_391_296),
+    # Multimodal checkpoint: the text model (text_config) only; the published "27B" includes the vision tower.
+    _preset("Qwen--Qwen3.5-27B.json", "qwen3.5-27b", 26_895_998_464),
 )
 
 

@@ -175,6 +175,15 @@ def _convolution(args: tuple, kwargs: dict, result: Any) -> Counts:
     return ops.conv(_numel(result), math.prod(weight.shape[1:]), bias is not None)
 
 
+def _solve_triangular(args: tuple, kwargs: dict, result: Any) -> Counts:
+    """linalg_solve_triangular(A, B, *, upper, left=True, unitriangular=False), A (..., n, n): left, A X = B
+    solves each of B's columns; right (left=False), X A = B each of its rows."""
+    n = args[0].shape[-1]
+    solved = result.shape[-1] if kwargs.get("left", True) else result.shape[-2]
+    batch = _numel(result) // (n * solved) if n and solved else 0
+    return ops.solve_triangular(batch, n, solved, bool(kwargs.get("unitriangular", False)))
+
+
 _SPECIAL: dict[str, Any] = {
     "clamp": _clamp,
     "mean": _reduce(ops.reduce_mean),
@@ -189,6 +198,7 @@ _SPECIAL: dict[str, Any] = {
     "max": _max,
     "std": _reduce(ops.std),  # gemma3n's activation sparsity
     "_is_all_true": _reduce(ops.reduce_max),  # all(): a min over booleans (torch.distributions' argument checks)
+    "linalg_solve_triangular": _solve_triangular,
 }
 _SPECIAL["convolution"] = _convolution  # Mamba's short causal conv1d (F.conv1d)
 

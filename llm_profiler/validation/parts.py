@@ -104,6 +104,17 @@ RULES: tuple[Rule, ...] = (
          "scaled scores and the mask, tanh(scores / cap) * cap", line=r"softcap|tanh"),
     Rule("sinks", r"eager_attention_forward", "gpt_oss: the sink logit column joined to the scores and the row "
          "maximum subtracted before the softmax", file=r"models/gpt_oss/.*", line=r"combined_logits\.max"),
+    Rule("output_gate", r"Qwen3(Next|_5|_5Moe)Attention\.forward", "qwen3_next, qwen3_5(_moe): the attention "
+         "output times sigmoid(gate), the gate being the second half of q_proj", line=r"sigmoid\(gate\)"),
+    Rule("conv", r"causal_conv1d_fn|causal_conv1d_update", "qwen3_next, qwen3_5(_moe) gated DeltaNet: the short "
+         "causal depthwise conv1d (F.conv1d; its activation, through ACT2FN, is the module's own node)",
+         file=r"models/qwen3_(next|5|5_moe)/.*"),
+    Rule("gates", r"Qwen3(Next|_5|_5Moe)GatedDeltaNet\.forward", "qwen3_next, qwen3_5(_moe) gated DeltaNet: "
+         "beta = sigmoid(b), g = -exp(A_log) * softplus(a + dt_bias)", line=r"sigmoid\(\)|softplus"),
+    Rule("l2norm", r"l2norm", "qwen3_next, qwen3_5(_moe) gated DeltaNet: q and k l2-normalised in the delta rule",
+         file=r"models/qwen3_(next|5|5_moe)/.*"),
+    Rule("delta_rule", r"torch_chunk_gated_delta_rule|torch_recurrent_gated_delta_rule", "qwen3_next, "
+         "qwen3_5(_moe): the gated delta rule's torch path (chunked scan for a prefill, recurrent for a decode step)"),
     Rule("topk", r"DeepseekV32Indexer\.forward|GlmMoeDsaIndexer\.forward", "deepseek_v32, glm_moe_dsa: the "
          "lightning indexer's top index_topk keys per query", line=r"\.topk\("),
     Rule("scores", r"DeepseekV32Indexer\.forward|GlmMoeDsaIndexer\.forward", "deepseek_v32, glm_moe_dsa: the "
