@@ -13,12 +13,12 @@ stamps it on every layer that has it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FULL_ATTENTION = "full_attention"
-SLIDING_ATTENTION = "sliding_attention"
+SLIDING_ATTENTION: Final = "sliding_attention"
 
 MixerKind = Literal["attention", "sliding_attention", "chunked_attention", "mla", "sparse_attention",
                     "linear_attention", "state_space"]

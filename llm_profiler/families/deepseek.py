@@ -126,6 +126,8 @@ class Deepseek(DecoderTemplate):
         if top_k > experts:
             raise ConfigError(f"{model_type} config: num_experts_per_tok ({top_k}) exceeds n_routed_experts ({experts})")
         notes: list[str] = []
+        router: Literal["sigmoid_group", "softmax_greedy", "softmax_group"]
+        style: Literal["interleave", "rotate_half", "complex"]
         if f.int("moe_layer_freq", default=1) != 1:
             notes.append("moe_layer_freq is ignored: transformers makes every layer >= first_k_dense_replace MoE")
         if v3:

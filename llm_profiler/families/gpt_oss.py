@@ -59,7 +59,7 @@ class GptOss(DecoderTemplate):
                                                for i in range(layers))
         ffn = FFN(kind="moe", intermediate=common["intermediate_size"], experts=f.int("num_local_experts"),
                   top_k=f.int("num_experts_per_tok"))
-        mixers = {t: Mixer(kind=t if t == SLIDING_ATTENTION else "attention", sinks=True,
+        mixers = {t: Mixer(kind=SLIDING_ATTENTION if t == SLIDING_ATTENTION else "attention", sinks=True,
                            window=window if t == SLIDING_ATTENTION else None) for t in set(types)}
         bias = f.bool("attention_bias")
         notes = ("gpt_oss: fields absent from the config take GptOssConfig's defaults: "

@@ -38,7 +38,7 @@ class GraniteMoeHybrid(GraniteMoe):
     """
 
     name = "granitemoehybrid"
-    model_types = ("granitemoehybrid",)
+    model_types = ("granitemoehybrid",)  # type: ignore[assignment]  # GraniteMoe's holds two
 
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
         f = Fields(data, "granitemoehybrid")

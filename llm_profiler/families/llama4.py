@@ -22,7 +22,7 @@ the temperature fields).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from pydantic import Field
 
@@ -45,7 +45,7 @@ from .template import DecoderTemplate, decoder_fields, tiny_dims
 DEFAULTS = {"vocab_size": 202048, "hidden_size": 5120, "intermediate_size": 8192, "intermediate_size_mlp": 16384,
             "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8, "head_dim": 128,
             "num_experts_per_tok": 1, "num_local_experts": 16, "attention_chunk_size": 8192}
-CHUNKED = "chunked_attention"
+CHUNKED: Final = "chunked_attention"
 
 
 class Llama4Spec(ArchSpec):

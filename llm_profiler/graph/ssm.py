@@ -218,7 +218,8 @@ def mamba2_parts(m: Mamba2, hidden: int, mixer: str, act: str = "silu", block: s
     if own_extra is not None:
         own = own + own_extra
     if not m.gated_norm:  # the gate: in the mixer's forward (chunked), inside the state update (decode)
-        own, scan = own + _ungated(m, CHUNKED), (scan + _ungated(m, DECODE)).with_facts(states=scan.facts.states)
+        own, scan = own + _ungated(m, CHUNKED), (scan + _ungated(m, DECODE)).with_facts(
+            states=scan.facts.states if scan.facts is not None else ())
     out_bias = m.proj_bias if m.out_bias is None else m.out_bias
     return [
         Part(f"{mixer}.in_proj", f"{mixer}.in_proj", NodeKind.LINEAR, blk.linear(t, hidden, proj, m.proj_bias), block),

@@ -160,7 +160,7 @@ class _CountingMode(TorchDispatchMode):
             finally:
                 self._paused -= 1
 
-        torch.nn.functional.scaled_dot_product_attention = counted
+        torch.nn.functional.scaled_dot_product_attention = counted  # type: ignore[assignment]
         try:
             yield
         finally:
@@ -302,7 +302,7 @@ def cache_states(cache: Any) -> dict[int, dict[str, int]]:
                     f"tensor attribute {name!r}, which llm_profiler/validation/measure.py's STATE_ATTRIBUTES does "
                     "not map to a state kind (the counts themselves, `profile`, are unaffected)")
             for t in tensors:
-                key = id(t) if t.device.type == "meta" else t.untyped_storage().data_ptr() + t.storage_offset()
+                key = id(t) if t.device.type == "meta" else t.untyped_storage().data_ptr() + int(t.storage_offset())
                 if key in seen:
                     continue
                 seen.add(key)

@@ -156,8 +156,6 @@ class PeakComparison(BaseModel):
 
     def summary_line(self) -> str:
         size = "tiny, cpu" if self.tiny else "full size, meta"
-        if self.attn_implementation != "eager":
-            size += f", {self.attn_implementation}"
         return (f"peak activations: {self.model} ({self.model_type}, {size}) B={self.batch} S={self.seq} "
                 f"P={self.past}, {self.act_dtype}: predicted {self.predicted:,} bytes (activations "
                 f"{self.predicted_activations:,} + KV cache {self.predicted_kv_cache:,}), measured "
