@@ -56,6 +56,8 @@ def test_full_size_after_a_prefix(llama_meta):
     # (the prefill's 5 tokens + 7 new): 16 * 2 * 2 * 8 * 64 * 12 * 4 = 1,572,864
     assert (r.measured, r.measured_kv_cache) == (8_869_888, 1_572_864)
     assert abs(r.ratio - 1) < FULL_TOLERANCE
+    # the one line `validate --peak` prints (it once read a field only ValidationReport has)
+    assert r.summary_line().startswith("peak activations: meta-llama/Llama-3.2-1B (llama, full size, meta) B=2 S=7 P=5")
 
 
 def test_full_size_attention_peak(llama_meta):
