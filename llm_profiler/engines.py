@@ -241,11 +241,12 @@ def _sdpa_scores(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
     """SDPA by PyTorch's documented definition: q @ k^T * scale, the mask a boolean select (no add), nothing
     written. Only plain scores (matmul, scaling, additive mask) are rewritten; softcapping, alibi or sinks
     keep the eager arithmetic (transformers runs those families eagerly or through their own kernels)."""
-    if not _same_counts(node.counts, _eager_scores(_only_matmul(node))):
-        return _fused_no_write(node, graph, profile)
+    fused = _fused_no_write(node, graph, profile)
     mm = _only_matmul(node)
-    counts = (ops.matmul(mm.m, mm.n, mm.k, batch=mm.batch) + ops.elementwise("mul", mm.outputs)).without_act()
-    return _with_counts(_fused_no_write(node, graph, profile), counts)
+    if not _same_counts(node.counts, _eager_scores(mm)):
+        return fused
+    return _rewritten(fused, (ops.matmul(mm.m, mm.n, mm.k, batch=mm.batch)
+                              + ops.elementwise("mul", mm.outputs)).without_act())
 
 
 def _sdpa_positions(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
@@ -260,9 +261,11 @@ def _sdpa_positions(node: Node, graph: Graph, profile: ExecutionProfile) -> Node
     return replace(node, counts=counts, facts=blk.complete_facts(node.kind, counts))
 
 
-def _with_counts(node: Node, counts: Counts) -> Node:
-    counts.facts = node.facts
-    return replace(node, counts=counts)
+def _rewritten(node: Node, counts: Counts | None = None, facts: Facts | None = None) -> Node:
+    """``node`` with new counts and / or facts (its own where not given); the counts carry the facts."""
+    new = Counts(node.counts if counts is None else counts)
+    new.facts = node.facts if facts is None else facts
+    return replace(node, counts=new, facts=new.facts)
 
 
 def _sdpa_copies(node: Node) -> Formula | None:
@@ -274,18 +277,13 @@ def _fused_no_write(node: Node, graph: Graph, profile: ExecutionProfile) -> Node
     """SDPA's fused kernel: the same arithmetic, nothing of the S x keys matrices written or read back."""
     counts = Counts(node.counts)
     counts[ACT] = ZERO
-    facts = replace(node.facts, reads=ZERO if node.kind != NodeKind.ATTN_SCORES else _q_reads(node),
-                    copies=_sdpa_copies(node))
-    counts.facts = facts
-    return replace(node, counts=counts, facts=facts)
+    return _rewritten(node, counts, replace(node.facts, copies=_sdpa_copies(node),
+                                            reads=ZERO if node.kind != NodeKind.ATTN_SCORES else _q_reads(node)))
 
 
 def _fused_context(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
     # the probabilities stay on chip; the output is written
-    facts = replace(node.facts, reads=ZERO, copies=_sdpa_copies(node))
-    counts = Counts(node.counts)
-    counts.facts = facts
-    return replace(node, counts=counts, facts=facts)
+    return _rewritten(node, facts=replace(node.facts, reads=ZERO, copies=_sdpa_copies(node)))
 
 
 def _q_reads(node: Node) -> Formula:
@@ -304,17 +302,12 @@ def _fused_chain(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
     assert facts.fused_writes is not None and facts.fused_reads is not None
     counts = Counts(node.counts)
     counts[ACT] = facts.fused_writes
-    new = replace(facts, reads=facts.fused_reads)
-    counts.facts = new
-    return replace(node, counts=counts, facts=new)
+    return _rewritten(node, counts, replace(facts, reads=facts.fused_reads))
 
 
 def _paged_append(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
     """A paged KV cache (PagedAttention) writes the new tokens into their blocks: no re-copy of the cache."""
-    facts = replace(node.facts, cache_copies=None)
-    counts = Counts(node.counts)
-    counts.facts = facts
-    return replace(node, counts=counts, facts=facts)
+    return _rewritten(node, facts=replace(node.facts, cache_copies=None))
 
 
 def _positions_only(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:

@@ -142,7 +142,7 @@ def resolve(data: dict[str, Any], as_family: str | None = None) -> tuple[Family,
             cls, known_type = by_class
             notes = (f"model_type {model_type!r} is not a supported model type; profiled as {known_type!r}, the model "
                      f"type of its declared architecture {cls} (no remote code is run)",)
-            return resolve({**data, "model_type": known_type})[0], {**data, "model_type": known_type}, notes
+            return get_family(known_type), {**data, "model_type": known_type}, notes
         archs = data.get("architectures")
         if isinstance(archs, list) and archs:
             raise UnknownModelTypeError(

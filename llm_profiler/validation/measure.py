@@ -313,7 +313,12 @@ def cache_states(cache: Any) -> dict[int, dict[str, int]]:
 
 def cache_elements(cache: Any) -> dict[int, int]:
     """Layer -> elements of every state the cache object holds now."""
-    return {layer: sum(kinds.values()) for layer, kinds in cache_states(cache).items()}
+    return layer_totals(cache_states(cache))
+
+
+def layer_totals(states: dict[int, dict[str, int]]) -> dict[int, int]:
+    """Layer -> elements of all its kinds of state (``cache_states``'s result summed per layer)."""
+    return {layer: sum(kinds.values()) for layer, kinds in states.items()}
 
 
 def _cache_argument(model: torch.nn.Module) -> str:
@@ -359,5 +364,5 @@ def measure(model: torch.nn.Module, batch: int, seq: int, past: int = 0) -> Meas
         with _ModuleStack(model) as stack, _CountingMode(stack, measured) as mode, mode.counting_sdpa():
             out = model(input_ids=new_tokens, use_cache=True, **{_cache_argument(model): cache})
     measured.cache_kinds = cache_states(_returned_cache(out))
-    measured.cache_by_layer = {layer: sum(kinds.values()) for layer, kinds in measured.cache_kinds.items()}
+    measured.cache_by_layer = layer_totals(measured.cache_kinds)
     return measured
