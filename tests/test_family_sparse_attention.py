@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from closed_forms import assert_generation_is_the_sum_of_forwards
 
 from llm_profiler import ConfigError, profile, profile_model
-from llm_profiler.phases import N, Phase, generation_sum, phase_count, phase_total
-from llm_profiler.symbols import B, P, S
 
 CONFIGS = Path(__file__).parent / "family_configs"
 V32 = str(CONFIGS / "deepseek-ai--DeepSeek-V3.2.json")
@@ -180,16 +179,8 @@ def test_glm_pattern_errors() -> None:
 
 
 def test_generation_closed_form_equals_sum_of_forwards() -> None:
-    m = profile_model(TINY)
-    for metric in ("flops", "macs", "cmp", "act", "cache"):
-        forward = phase_total(m, metric, "model")
-        closed = generation_sum(forward)  # the top-k's min(P + S, K) stays linear: one closed form
-        assert closed.closed_form
-        for b, s, p, n in [(1, 1, 0, 1), (2, 3, 0, 2), (1, 2, 0, 6), (3, 5, 2, 4), (1, 1, 7, 8)]:
-            phase = Phase.generate(b, s, n, p)
-            want = sum(int(forward.xreplace({B: b, S: ss, P: pp})) for ss, pp in phase.steps())
-            assert int(closed.expr.xreplace({B: b, S: s, P: p, N: n})) == want, (metric, b, s, p, n)
-            assert phase_count(m, metric, phase, "model") == want
+    # the top-k's min(P + S, K) stays linear: one closed form
+    assert_generation_is_the_sum_of_forwards(profile_model(TINY), ("flops", "macs", "cmp", "act", "cache"))
 
 
 # --- validation against transformers -----------------------------------------------------------------
