@@ -31,7 +31,7 @@ from .hardware.roofline import roofline_time
 from .phases import DECODE, GENERATE, PREFILL, Phase
 from .profile import ModelProfile, profile_model, with_engine
 from .results import Counter, NodeRoofline, PhaseReport
-from .traffic import CATEGORIES, Dtypes, ModelTraffic, dtypes, intensity, model_traffic
+from .traffic import CATEGORIES, Dtypes, ModelTraffic, dtypes, intensity, model_traffic, weights_label
 
 _FIELDS: tuple[str, ...] = ("flops", *CATEGORIES)
 
@@ -619,7 +619,7 @@ def format_report(report: PhaseReport, nodes: int = 0) -> str:
         shape = f"batch {report.batch}, prompt {report.seq}, past {report.past}, {report.new_tokens} new tokens"
     d = report.dtypes
     lines = [
-        f"{report.model} {report.phase} ({shape}) on {report.device}, engine {report.engine}: weights {d['weight']}, activations "
+        f"{report.model} {report.phase} ({shape}) on {report.device}, engine {report.engine}: weights {weights_label(d)}, activations "
         f"{d['act']}, KV cache {d['kv']}, compute {report.compute_dtype}, lm_head on "
         f"{'all positions' if report.lm_head == 'all' else 'the last position'}"
         + (f", efficiency flops {report.flops_efficiency:g} / bandwidth {report.bandwidth_efficiency:g}"

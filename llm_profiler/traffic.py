@@ -77,6 +77,14 @@ class Dtypes:
         return out
 
 
+def weights_label(d: dict[str, str]) -> str:
+    """How a header names the weight storage of ``Dtypes.as_dict()``: the quantized format first when the
+    config's ``quantization_config`` applies (the rest stays at the weight dtype)."""
+    if "quantization" not in d:
+        return d["weight"]
+    return f"{d['quantization'].split(':')[0]} per quantization_config, others {d['weight']}"
+
+
 def dtypes(weight: str | DType = "bf16", act: str | DType = "bf16", kv: str | DType | None = None,
            quant: Quantization | None = None) -> Dtypes:
     """Validated storage dtypes (kv defaults to the activation dtype; int4 is weight-only); ``quant``: a

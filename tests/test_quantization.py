@@ -229,3 +229,13 @@ def test_block_format_bytes() -> None:
     assert weight_bytes(fp8_block(128, 128), 576, 7168) == 4_129_888
     # MXFP4 of a 2880 x 5760 gate_up: 16,588,800 * 4 bits + 518,400 E8M0 scales = 8,294,400 + 518,400 B
     assert weight_bytes(MXFP4, 2880, 5760) == 8_812_800
+
+
+def test_headers_name_the_quantized_weight_format() -> None:
+    # fit's and roofline's headers name the format quantization_config declares, not the default bf16 alone
+    from llm_profiler.traffic import weights_label
+
+    assert weights_label({"weight": "bf16", "act": "bf16", "kv": "bf16"}) == "bf16"
+    described = {"weight": "bf16", "act": "bf16", "kv": "bf16",
+                 "quantization": "fp8: linear layers fp8-b128x128, routed experts fp8-b128x128; ..."}
+    assert weights_label(described) == "fp8 per quantization_config, others bf16"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..traffic import weights_label
 from ._common import (
     add_engine_arg,
     add_format_args,
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         emit(fit_table(result, args.fmt, args.exact))
         return 0
     d = result.dtypes
-    lines = [f"{result.model} on {result.device} (weights {d['weight']}, activations {d['act']}, KV {d['kv']}, "
+    lines = [f"{result.model} on {result.device} (weights {weights_label(d)}, activations {d['act']}, KV {d['kv']}, "
              f"engine {result.engine}{', per rank of ' + result.plan if result.plan else ''}): largest "
              f"{result.solved_for} = {result.value}"]
     if result.smallest_plan:
