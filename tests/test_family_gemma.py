@@ -1,4 +1,4 @@
-"""The Gemma families (gemma, gemma2, gemma3_text, multimodal gemma3 via text_config): hand-derived counts,
+"""The Gemma families (gemma, gemma2, gemma3_text, vaultgemma, multimodal gemma3 via text_config): hand-derived counts,
 preset params, config quirks, and validation against transformers.
 
 The hand-derived values use a tiny gemma2 / gemma3_text config: h = 64, H = 4, KV = 2, D = 24 (!= 64/4),
@@ -20,6 +20,8 @@ TINY = {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "
 GEMMA2 = {**TINY, "model_type": "gemma2", "query_pre_attn_scalar": 24, "attn_logit_softcapping": 50.0,
           "final_logit_softcapping": 30.0}
 GEMMA3 = {**TINY, "model_type": "gemma3_text", "query_pre_attn_scalar": 24, "final_logit_softcapping": 30.0}
+# VaultGemma: gemma2's attention and softcaps without the post-norms
+VAULT = {**GEMMA2, "model_type": "vaultgemma"}
 SHAPE = (2, 3, 5)
 
 
@@ -54,6 +56,21 @@ def test_four_norms_per_layer(g2):
     assert norms == {f"model.layers.1.{n}" for n in ("input_layernorm", "post_attention_layernorm",
                                                       "pre_feedforward_layernorm", "post_feedforward_layernorm")}
     assert g2.total("params", "norm") == 576  # (4 per layer * 2 layers + final) * h = 9*64
+
+
+def test_vaultgemma_two_norms_per_layer_else_gemma2():
+    norms = {n.path for n in profile_model(VAULT).select("layers.1") if n.kind == "norm"}
+    assert norms == {"model.layers.1.input_layernorm", "model.layers.1.pre_feedforward_layernorm"}
+    v, g2 = profile(VAULT, *SHAPE), profile(GEMMA2, *SHAPE)
+    assert v.total("params", "norm") == 320  # (2 per layer * 2 layers + final) * h = 5*64
+    # the two post-norms per layer are the whole difference: 2 layers * 2 norms * (mult 3*T*h = 1,152)
+    assert g2.total("mult", "model") - v.total("mult", "model") == 4 * 1_152
+    assert v.total("mult", "attn") == g2.total("mult", "attn")  # softcap, scaling and rope as gemma2's
+
+
+def test_vaultgemma_preset_params():
+    # the Hub's count: 256000*1152 + 26*(3*1152*1024 + 1024*1152 + 3*1152*6912 + 2*1152) + 1152 = 1,038,741,120
+    assert profile("vaultgemma-1b", 1, 1).total("params", "model") == 1_038_741_120
 
 
 def test_attention_softcap_and_sliding_keys(g2):
@@ -150,8 +167,10 @@ def _exact(report) -> None:
 
 
 @pytest.mark.validation
-@pytest.mark.parametrize("source", ["gemma-2b", "gemma-2-9b", "gemma-2-27b", "gemma-3-27b", GEMMA2, GEMMA3],
-                         ids=["gemma-2b", "gemma-2-9b", "gemma-2-27b", "gemma-3-27b", "gemma2", "gemma3_text"])
+@pytest.mark.parametrize("source", ["gemma-2b", "gemma-2-9b", "gemma-2-27b", "gemma-3-27b", "vaultgemma-1b", GEMMA2,
+                                    GEMMA3, VAULT],
+                         ids=["gemma-2b", "gemma-2-9b", "gemma-2-27b", "gemma-3-27b", "vaultgemma-1b", "gemma2",
+                              "gemma3_text", "vaultgemma"])
 def test_tiny_on_cpu(source):
     pytest.importorskip("torch")
     from llm_profiler.validation import validate

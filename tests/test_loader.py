@@ -37,13 +37,20 @@ def _no_ambient_hub_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_preset_table_covers_every_bundled_file() -> None:
     bundled = {p.name for p in PRESET_DIR.glob("*.json")}
     assert {p.filename for p in list_presets()} == bundled
-    assert len(bundled) == 48  # 33 of the first families, 15 of the 2025-26 ones
+    assert len(bundled) == 49  # 33 of the first families, 16 of the 2025-26 ones
 
 
 @pytest.mark.skipif(not SHARED_CONFIGS.is_dir(), reason="shared reference copies not present")
 def test_bundled_files_are_unchanged_copies() -> None:
+    """A preset from the shared reference copies is that file byte for byte; one found elsewhere (e.g. VaultGemma's
+    gated file, reconstructed from its mirrors) has its source in docs/presets.md's table."""
+    sources = (Path(__file__).parent.parent / "docs" / "presets.md").read_text()
     for preset in list_presets():
-        assert (PRESET_DIR / preset.filename).read_bytes() == (SHARED_CONFIGS / preset.filename).read_bytes()
+        shared = SHARED_CONFIGS / preset.filename
+        if shared.exists():
+            assert (PRESET_DIR / preset.filename).read_bytes() == shared.read_bytes()
+        else:
+            assert f"| `{preset.alias}` | `{preset.hub_id}` |" in sources, preset.alias
 
 
 @pytest.mark.parametrize("preset", list_presets(), ids=lambda p: p.alias)

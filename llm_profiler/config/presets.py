@@ -128,6 +128,9 @@ _PRESETS: tuple[Preset, ...] = (
     # Without the multi-token-prediction layer, which transformers does not build: published "284B total, 13B
     # activated" (the model card); the fp8 / fp4 quantization_config changes no count.
     _preset("deepseek-ai--DeepSeek-V4-Flash.json", "deepseek-v4-flash", 284_332_230_231),
+    # The gated hub file reconstructed from its open mirrors' dims (docs/presets.md); the Hub's safetensors count:
+    # 256000*1152 embedding + 26 * (3*1152*1024 + 1024*1152 + 3*1152*6912 + 2*1152) + 1152 final norm.
+    _preset("google--vaultgemma-1b.reconstructed.json", "vaultgemma-1b", 1_038_741_120),
     # Published "80B total, 3B active"; transformers' count (the checkpoint's MTP layer is not loaded).
     _preset("Qwen--Qwen3-Next-80B-A3B-Thinking.json", "qwen3-next-80b-a3b", 79_674_391_296),
     # Multimodal checkpoint: the text model (text_config) only; the published "27B" includes the vision tower.

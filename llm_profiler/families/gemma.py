@@ -1,4 +1,5 @@
-"""The Gemma families: gemma, gemma2, gemma3_text, and the multimodal gemma3 through its ``text_config``.
+"""The Gemma families: gemma, gemma2, gemma3_text, vaultgemma, and the multimodal gemma3 through its
+``text_config``.
 
 All three follow the eager transformers code (5.23) op by op:
 
@@ -13,6 +14,9 @@ All three follow the eager transformers code (5.23) op by op:
 - gemma2 softcaps the attention logits (``x / c``, tanh, ``* c``) and the final logits (in the CausalLM
   root module, on the lm_head output). Gemma3's attention does not pass ``attn_logit_softcapping`` to the
   attention function, so it never applies; its final softcap applies when set (default null).
+- vaultgemma (VaultGemma-1B, trained with differential privacy): gemma2's attention, masks, softcaps and
+  alternating layers, with two norms per layer only: ``input_layernorm`` before the attention and
+  ``pre_feedforward_layernorm`` before the MLP (VaultGemmaDecoderLayer deletes gemma2's post-norms).
 - gemma3: q_norm / k_norm per head, and one rotary table per distinct layer type (local base frequency
   for sliding layers, global for full ones: one ``model.rotary_emb`` module called once per type).
 
@@ -39,7 +43,7 @@ from . import register
 from .fields import Fields
 from .template import DecoderTemplate, decoder_fields, part, tiny_dims
 
-# Defaults of GemmaConfig / Gemma2Config / Gemma3TextConfig (transformers 5.23), for fields a config omits.
+# Defaults of GemmaConfig / Gemma2Config / VaultGemmaConfig / Gemma3TextConfig (transformers 5.23), for fields a config omits.
 _COMMON = {"head_dim": 256, "tie_word_embeddings": True, "attention_bias": False}
 DEFAULTS: dict[str, dict[str, Any]] = {
     "gemma": {**_COMMON, "vocab_size": 256000, "hidden_size": 3072, "intermediate_size": 24576,
@@ -49,6 +53,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
                "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256, "sliding_window": 4096,
                "final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0},
+    "vaultgemma": {**_COMMON, "vocab_size": 256000, "hidden_size": 2304, "intermediate_size": 9216,
+                   "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+                   "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256, "sliding_window": 4096,
+                   "final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0},
     "gemma3_text": {**_COMMON, "vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216,
                     "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
                     "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256,
@@ -62,6 +70,7 @@ _SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_l
 
 class GemmaSpec(ArchSpec):
     post_norms: bool = False  # gemma2/3: norms after attention and around the MLP (4 per layer)
+    pre_ffn_name: str = ".post_attention_layernorm"  # the pre-MLP norm's module (vaultgemma: pre_feedforward_...)
     attn_softcap: float | None = None  # attention logits: c * tanh(x / c)
     final_softcap: float | None = None  # final logits: c * tanh(x / c), in the root module
     query_pre_attn_scalar: float | None = None  # scaling = this ** -0.5 (one multiply either way)
@@ -77,7 +86,7 @@ def softcap(n: Formula) -> Counts:
 @register
 class Gemma(DecoderTemplate):
     name = "gemma"
-    model_types = ("gemma", "gemma2", "gemma3_text", "gemma3")
+    model_types = ("gemma", "gemma2", "gemma3_text", "gemma3", "vaultgemma")
 
     # --- config -----------------------------------------------------------------------------------
     def spec(self, data: dict[str, Any], name: str = "") -> GemmaSpec:
@@ -117,14 +126,14 @@ class Gemma(DecoderTemplate):
         if model_type != "gemma":  # Gemma2Config / Gemma3TextConfig.validate_architecture
             f.divisible(common["hidden_size"], heads, "hidden_size must be a multiple of num_attention_heads")
             window = f.int("sliding_window", default=defaults["sliding_window"], minimum=2)
-            # the old patterns: gemma2 alternates (sliding first); gemma3 puts a global layer every
+            # the old patterns: gemma2 (and vaultgemma) alternates (sliding first); gemma3 puts a global layer every
             # sliding_window_pattern layers (default 6: five local, one global)
-            period = 2 if model_type == "gemma2" else f.int("sliding_window_pattern", default=6)
+            period = 2 if model_type in ("gemma2", "vaultgemma") else f.int("sliding_window_pattern", default=6)
             layer_types = f.layer_types(layers) or tuple(
                 SLIDING_ATTENTION if (i + 1) % period else FULL_ATTENTION for i in range(layers))
             final_cap = self._cap(f, get("final_logit_softcapping"), "final_logit_softcapping")
             scalar = f.float("query_pre_attn_scalar", default=float(defaults["query_pre_attn_scalar"]))
-            if model_type == "gemma2":
+            if model_type in ("gemma2", "vaultgemma"):
                 attn_cap = self._cap(f, get("attn_logit_softcapping"), "attn_logit_softcapping")
             elif get("attn_logit_softcapping") is not None:
                 notes.append("gemma3 ignores attn_logit_softcapping (transformers does not apply it)")
@@ -135,7 +144,9 @@ class Gemma(DecoderTemplate):
         return GemmaSpec(
             **{**common, "rotary_dim": common["head_dim"]}, qkv_bias=bias, o_bias=bias,
             sliding_window=window, layer_types=layer_types, qk_norm=model_type == "gemma3_text",
-            post_norms=model_type != "gemma", attn_softcap=attn_cap, final_softcap=final_cap,
+            post_norms=model_type not in ("gemma", "vaultgemma"),
+            pre_ffn_name=".pre_feedforward_layernorm" if model_type == "vaultgemma" else ".post_attention_layernorm",
+            attn_softcap=attn_cap, final_softcap=final_cap,
             query_pre_attn_scalar=scalar, sliding_mask=model_type != "gemma",
             rope_tables=len(set(layer_types)) if model_type == "gemma3_text" else 1, notes=tuple(notes),
         )
@@ -170,8 +181,12 @@ class Gemma(DecoderTemplate):
         assert isinstance(spec, GemmaSpec)
         out = blk.position_ids() + blk.causal_mask(blk.keys_full())
         if spec.sliding_mask:  # gemma2/3 build both masks whatever the layer types
-            assert spec.sliding_window is not None
-            out = out + blk.causal_mask(blk.keys_sliding(spec.sliding_window), spec.sliding_window)
+            w = spec.sliding_window
+            assert w is not None
+            # sized by the first sliding cache layer; with none (VaultGemma-1B: all full), by layer 0's full
+            # cache (masking_utils.create_sliding_window_causal_mask's layer_idx)
+            keys = blk.keys_sliding(w) if SLIDING_ATTENTION in spec.layer_types else blk.keys_full()
+            out = out + blk.causal_mask(keys, w)
         return out
 
     def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
@@ -199,7 +214,9 @@ class Gemma(DecoderTemplate):
     def layer_parts(self, spec: ArchSpec, layer: LayerSpec) -> list[Part]:
         assert isinstance(spec, GemmaSpec)
         if not spec.post_norms:
-            return super().layer_parts(spec, layer)
+            parts = super().layer_parts(spec, layer)
+            return [p if p.suffix != ".post_attention_layernorm" else self.norm_part(spec, spec.pre_ffn_name)
+                    for p in parts]
         return [
             self.norm_part(spec, ".input_layernorm"),
             *self.attention_parts(spec, layer),
