@@ -1,6 +1,6 @@
 """Dense decoder families of issue 11: olmo3, exaone4, cohere, cohere2, stablelm, glm, glm4, granite, smollm3,
 seed_oss, hunyuan_v1_dense, ernie4_5, ministral, helium, arcee, olmo, nemotron, persimmon, gpt_neo, gptj,
-codegen, gpt_bigcode, mpt, xglm.
+codegen, gpt_bigcode, mpt, xglm, cwm.
 
 Configs live in tests/family_configs/: the real config.json of EXAONE-4.0-32B, Olmo-3.1-32B-Instruct,
 aya-23-8B and stablelm-2-zephyr-1.6b, and for the other model types the transformers 5.23 config class
@@ -72,6 +72,8 @@ BASE: list[tuple[str, dict[str, Any], bool | str]] = [
     ("gpt_bigcode", defaults("GPTBigCodeConfig"), False),
     ("mpt", MPT_7B, False),
     ("xglm", defaults("XGLMConfig"), False),
+    # CwmConfig's defaults are CWM-32B's dimensions (a full layer every fourth, 8192-token windows otherwise)
+    ("cwm", defaults("CwmConfig"), True),
 ]
 ALTERNATE = [f"{f}_attention" for f in ("sliding", "full")]
 # Quirks the base configs leave off (2-4 layers each, run both ways).
@@ -91,6 +93,10 @@ VARIANTS: list[tuple[str, dict[str, Any], bool | str]] = [
     ("ministral-alternating", defaults("MinistralConfig", head_dim=128, num_hidden_layers=2,
                                        layer_types=ALTERNATE), True),
     ("olmo3-all-sliding", {**OLMO3, "num_hidden_layers": 2, "layer_types": [ALTERNATE[0]] * 2}, True),
+    # no layer slides, yet the base model builds the sliding mask, sized by layer 0's full cache
+    ("olmo3-all-full", {**OLMO3, "num_hidden_layers": 2, "layer_types": [ALTERNATE[1]] * 2}, True),
+    ("ministral-all-full", defaults("MinistralConfig", head_dim=128, num_hidden_layers=2,
+                                    layer_types=[ALTERNATE[1]] * 2), True),
     ("gpt_bigcode-mha", defaults("GPTBigCodeConfig", multi_query=False, n_layer=2), False),
     ("mpt-12-heads", defaults("MptConfig", n_heads=12, d_model=768, n_layers=2), False),
     # an explicit head_dim (not hidden / heads) is what the attention of these uses
@@ -273,3 +279,13 @@ def test_mpt_alibi_is_rebuilt_every_forward() -> None:
 def test_config_errors_name_the_field(config: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         build_spec(config)
+
+
+def test_cwm_params_and_layers() -> None:
+    # CWM-32B (CwmConfig's defaults): untied 128256 x 6144 embedding and lm_head = 2 * 788,004,864; per layer
+    # q, o 6144^2 each, k, v 6144*1024 each, MLP 3*6144*21504, two norms 2*6144 = 484,454,400; 64 layers; final norm
+    cwm = defaults("CwmConfig")
+    assert profile(cwm, 1, 1).total("params", "model") == 2 * 788_004_864 + 64 * 484_454_400 + 6_144
+    spec = build_spec(cwm)[1]
+    assert [layer.sliding for layer in spec.layers[:5]] == [False, True, True, True, False]  # full when i % 4 == 0
+    assert spec.sliding_window == 8192

@@ -49,7 +49,9 @@ class DenseTemplate(DecoderTemplate):
         full_keys = blk.keys_sliding(w) if all_sliding and w is not None else blk.keys_full()
         out = blk.position_ids() + blk.causal_mask(full_keys)
         if w is not None and (spec.both_masks or any_sliding):
-            out = out + blk.causal_mask(blk.keys_sliding(w), w)
+            # sized by the first sliding cache layer; with none, by layer 0's full cache (masking_utils'
+            # create_sliding_window_causal_mask picks that layer_idx)
+            out = out + blk.causal_mask(blk.keys_sliding(w) if any_sliding else blk.keys_full(), w)
         return out
 
     def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:

@@ -1,5 +1,5 @@
 """Llama variants that differ from it by a flag or two: seed_oss, hunyuan_v1_dense, ernie4_5, ministral, helium,
-arcee.
+arcee, cwm.
 
 Each is transformers' Llama graph (pre-RMSNorm, RoPE over head_dim, gated MLP, one causal mask) with the
 quirks listed on its class; the rotation over interleaved pairs (ernie4_5, helium) costs what Llama's does.
@@ -112,7 +112,7 @@ class Ministral(_Variant):
             raise ConfigError("ministral config field 'sliding_window' must be a number: transformers builds the "
                               "sliding-window mask whatever the layer types, and fails without one")
         sliding = SLIDING_ATTENTION in types
-        return DenseSpec(**common, sliding_window=window if sliding else None, layer_types=types if sliding else (),
+        return DenseSpec(**common, sliding_window=window, layer_types=types if sliding else (),
                          both_masks=True)
 
 
@@ -158,3 +158,28 @@ class Arcee(_Variant):
             Part(f"{m}.act_fn", f"{m}.act_fn", NodeKind.ACTIVATION, blk.activation(spec.activation, t * inter), MLP),
             Part(f"{m}.down_proj", f"{m}.down_proj", NodeKind.LINEAR, blk.linear(t, inter, h, spec.mlp_bias), MLP),
         ]
+
+
+@register
+class Cwm(_Variant):
+    """cwm (Meta's Code World Model, CWM-32B): Llama without biases, head_dim default 128, with ``layer_types``
+    (default: a full layer every fourth, ``i % 4 == 0``, the others sliding over ``sliding_window``, default
+    8192); the base model builds both masks whatever the types (modeling_cwm.CwmModel); the llama3 RoPE
+    scaling changes no count."""
+
+    name = "cwm"
+    model_types = ("cwm",)
+    head_dim_default = 128
+
+    def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
+        f, common = self.common(data, name)
+        layers = common["num_layers"]
+        window = f.int("sliding_window", default=8192, minimum=2)
+        types = f.layer_types(layers) or tuple(
+            FULL_ATTENTION if i % 4 == 0 else SLIDING_ATTENTION for i in range(layers))
+        return DenseSpec(**common, sliding_window=window, layer_types=types if SLIDING_ATTENTION in types else (),
+                         both_masks=True)
+
+    def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
+        # CwmConfig requires an int bos_token_id: keep one inside the tiny vocabulary
+        return {**tiny_dims(data, sliding_window=4), "bos_token_id": 1}
