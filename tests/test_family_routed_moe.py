@@ -1,4 +1,4 @@
-"""Routed-MoE families (graph/routers.py): glm4_moe, minimax_m2, olmoe, ... Published totals, routing quirks,
+"""Routed-MoE families (graph/routers.py): glm4_moe, solar_open, minimax_m2, olmoe, ... Published totals, routing quirks,
 layer patterns, and validation against transformers 5.23 (full size on meta, tiny on the CPU).
 
 Configs: tests/family_configs/ (GLM-4.5-Air: a printed Glm4MoeConfig dump; MiniMax-M2.5: a vendored copy
@@ -36,6 +36,7 @@ HUNYUAN = "tencent--Hunyuan-A13B-Instruct"
 DOTS = "rednote-hilab--dots.llm1.inst"
 EXAONE = "transformers--ExaoneMoeConfig-defaults"
 GLM_LITE = "transformers--Glm4MoeLiteConfig-defaults"
+SOLAR = "transformers--SolarOpenConfig-defaults"  # SolarOpenConfig's defaults (Solar-Open-100B's dims)
 
 
 # --- totals ---------------------------------------------------------------------------------------
@@ -87,6 +88,12 @@ GLM_LITE = "transformers--Glm4MoeLiteConfig-defaults"
     # final norm: 47*21,763,328 + 62,914,560 + 46*(131,072 + 65*9,437,184) + 634,390,528 = 29,943,390,976;
     # top 4 + shared: 3,896,763,136.
     (GLM_LITE, 29_943_390_976, 3_896_763_136),
+    # Solar Open (SolarOpenConfig's defaults, "100B"): h=4096, 64 heads x 128, 8 KV heads, no biases; per layer
+    # attention 4096*8192 + 2*4096*1024 + 8192*4096 = 75,497,472, norms 2*4096; every layer MoE: router 128*4096
+    # = 524,288, 128 + 1 shared experts of 3*4096*1280 = 15,728,640; embed + head 2*196608*4096 = 1,610,612,736,
+    # final norm 4096: 48*(75,505,664 + 524,288 + 129*15,728,640) + 1,610,616,832 = 102,651,793,408;
+    # top 8 + shared: 48*(75,505,664 + 524,288 + 9*15,728,640) + 1,610,616,832 = 12,054,827,008.
+    (SOLAR, 102_651_793_408, 12_054_827_008),
 ])
 def test_params_and_active_params(name: str, params: int, active: int) -> None:
     prof = profile(_data(name), 1, 1)
@@ -213,6 +220,13 @@ def test_layer_patterns() -> None:
     _, lite = build_spec(_data(GLM_LITE, num_hidden_layers=3, mlp_layer_types=["sparse", "dense", "sparse"]))
     assert [layer.moe for layer in lite.layers] == [True, False, True]
     assert lite.model_type == "glm4_moe_lite"
+    _, solar = build_spec(_data(SOLAR))
+    assert solar.model_type == "solar_open"
+    assert all(layer.moe for layer in solar.layers)  # no first_k_dense_replace: every layer routes
+    assert solar.rotary_dim == 128  # the whole head (glm4_moe's default is half)
+    with pytest.raises(ConfigError, match="partial_rotary_factor"):  # transformers fails on it (LlamaAttention)
+        build_spec(_data(SOLAR, rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+                                                 "partial_rotary_factor": 0.5}))
 
 
 # --- validation against transformers --------------------------------------------------------------
@@ -227,6 +241,7 @@ FULL: dict[str, tuple[str, dict[str, Any]]] = {  # every layer at full width (a 
     "dots.llm1": (DOTS, {}),
     "exaone-moe-defaults": (EXAONE, {"sliding_window": 6}),
     "glm4-moe-lite-defaults": (GLM_LITE, {}),
+    "solar-open-defaults": (SOLAR, {}),
 }
 QUIRKS: dict[str, tuple[str, dict[str, Any]]] = {
     "glm4-moe-grouped": (GLM_AIR, {"num_hidden_layers": 4, "n_group": 8, "topk_group": 3, "use_qk_norm": True,
@@ -251,6 +266,8 @@ QUIRKS: dict[str, tuple[str, dict[str, Any]]] = {
                                           "num_key_value_heads": 8, "num_experts": 128, "moe_intermediate_size": 2048,
                                           "vocab_size": 153600, "sliding_window": 4, "sliding_window_pattern": "LLLG",
                                           "layer_types": ["sliding_attention"] * 3 + ["full_attention"]}),
+    "solar-open-bias-groups": (SOLAR, {"num_hidden_layers": 2, "attention_bias": True, "n_group": 8,
+                                       "topk_group": 2, "norm_topk_prob": False, "n_shared_experts": 2}),
     "glm4-moe-lite-quirks": (GLM_LITE, {"num_hidden_layers": 3, "mlp_layer_types": ["sparse", "dense", "sparse"],
                                         "q_lora_rank": None, "rope_interleave": False, "n_group": 8,
                                         "topk_group": 2, "norm_topk_prob": False}),

@@ -34,7 +34,7 @@ class Glm4Moe(RoutedMoEStyle):
     model_types = ("glm4_moe",)
 
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
-        f = Fields(data, "glm4_moe")
+        f = Fields(data, data.get("model_type") or "glm4_moe")  # solar_open reuses this spec
         common = decoder_fields(f, self.name, name)
         common["rotary_dim"] = int(common["head_dim"] * rotary_factor(f, 0.5))
         experts = f.int("n_routed_experts", "num_local_experts")
