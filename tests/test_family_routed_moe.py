@@ -1,4 +1,4 @@
-"""Routed-MoE families (graph/routers.py): glm4_moe, solar_open, minimax_m2, olmoe, ... Published totals, routing quirks,
+"""Routed-MoE families (graph/routers.py): glm4_moe, solar_open, minimax_m2, olmoe, flex_olmo, ... Published totals, routing quirks,
 layer patterns, and validation against transformers 5.23 (full size on meta, tiny on the CPU).
 
 Configs: tests/family_configs/ (GLM-4.5-Air: a printed Glm4MoeConfig dump; MiniMax-M2.5: a vendored copy
@@ -36,7 +36,8 @@ HUNYUAN = "tencent--Hunyuan-A13B-Instruct"
 DOTS = "rednote-hilab--dots.llm1.inst"
 EXAONE = "transformers--ExaoneMoeConfig-defaults"
 GLM_LITE = "transformers--Glm4MoeLiteConfig-defaults"
-SOLAR = "transformers--SolarOpenConfig-defaults"  # SolarOpenConfig's defaults (Solar-Open-100B's dims)
+SOLAR = "transformers--SolarOpenConfig-defaults"
+FLEX_OLMO = "transformers--FlexOlmoConfig-defaults"  # FlexOlmoConfig's defaults (FlexOlmo-7x7B's dims)  # SolarOpenConfig's defaults (Solar-Open-100B's dims)
 
 
 # --- totals ---------------------------------------------------------------------------------------
@@ -94,6 +95,11 @@ SOLAR = "transformers--SolarOpenConfig-defaults"  # SolarOpenConfig's defaults (
     # final norm 4096: 48*(75,505,664 + 524,288 + 129*15,728,640) + 1,610,616,832 = 102,651,793,408;
     # top 8 + shared: 48*(75,505,664 + 524,288 + 9*15,728,640) + 1,610,616,832 = 12,054,827,008.
     (SOLAR, 102_651_793_408, 12_054_827_008),
+    # FlexOlmo-7x7B (FlexOlmoConfig's defaults): h=4096, 32 heads x 128 (MHA), no biases; per layer attention
+    # 4*4096^2 = 67,108,864, whole-projection q / k norms 2*4096, post-norms 2*4096; router 7*4096 = 28,672;
+    # 7 experts of 3*4096*11008 = 135,266,304; embed + head 2*100352*4096 = 822,083,584, final norm 4096:
+    # 32*(67,125,248 + 28,672 + 7*135,266,304) + 822,087,680 = 33,270,665,216; top 5: 24,613,621,760.
+    (FLEX_OLMO, 33_270_665_216, 24_613_621_760),
 ])
 def test_params_and_active_params(name: str, params: int, active: int) -> None:
     prof = profile(_data(name), 1, 1)
@@ -220,6 +226,9 @@ def test_layer_patterns() -> None:
     _, lite = build_spec(_data(GLM_LITE, num_hidden_layers=3, mlp_layer_types=["sparse", "dense", "sparse"]))
     assert [layer.moe for layer in lite.layers] == [True, False, True]
     assert lite.model_type == "glm4_moe_lite"
+    flex = profile(_data(FLEX_OLMO, num_hidden_layers=1), 1, 2).values
+    assert "model.layers.0.input_layernorm" not in flex  # OLMo-2's layer: norms after the blocks
+    assert {"model.layers.0.post_attention_layernorm", "model.layers.0.post_feedforward_layernorm"} <= set(flex)
     _, solar = build_spec(_data(SOLAR))
     assert solar.model_type == "solar_open"
     assert all(layer.moe for layer in solar.layers)  # no first_k_dense_replace: every layer routes
@@ -242,6 +251,7 @@ FULL: dict[str, tuple[str, dict[str, Any]]] = {  # every layer at full width (a 
     "exaone-moe-defaults": (EXAONE, {"sliding_window": 6}),
     "glm4-moe-lite-defaults": (GLM_LITE, {}),
     "solar-open-defaults": (SOLAR, {}),
+    "flex-olmo-defaults": (FLEX_OLMO, {}),
 }
 QUIRKS: dict[str, tuple[str, dict[str, Any]]] = {
     "glm4-moe-grouped": (GLM_AIR, {"num_hidden_layers": 4, "n_group": 8, "topk_group": 3, "use_qk_norm": True,
@@ -266,6 +276,8 @@ QUIRKS: dict[str, tuple[str, dict[str, Any]]] = {
                                           "num_key_value_heads": 8, "num_experts": 128, "moe_intermediate_size": 2048,
                                           "vocab_size": 153600, "sliding_window": 4, "sliding_window_pattern": "LLLG",
                                           "layer_types": ["sliding_attention"] * 3 + ["full_attention"]}),
+    "flex-olmo-gqa-bias-norm": (FLEX_OLMO, {"num_hidden_layers": 2, "num_key_value_heads": 8,
+                                            "attention_bias": True, "norm_topk_prob": True}),
     "solar-open-bias-groups": (SOLAR, {"num_hidden_layers": 2, "attention_bias": True, "n_group": 8,
                                        "topk_group": 2, "norm_topk_prob": False, "n_shared_experts": 2}),
     "glm4-moe-lite-quirks": (GLM_LITE, {"num_hidden_layers": 3, "mlp_layer_types": ["sparse", "dense", "sparse"],

@@ -41,7 +41,7 @@ class Olmoe(RoutedMoEStyle):
     whole_qk_norm = True
 
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
-        f = Fields(data, "olmoe")
+        f = Fields(data, data.get("model_type") or "olmoe")  # flex_olmo reuses this spec
         common = decoder_fields(f, self.name, name)
         if common["num_heads"] * common["head_dim"] != common["hidden_size"]:
             raise ConfigError(f"olmoe config field 'head_dim' ({common['head_dim']}) must equal hidden_size / "
