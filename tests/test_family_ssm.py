@@ -37,13 +37,14 @@ JAMBA = "jamba-1.5-mini"
 CONFIGS = Path(__file__).parent / "family_configs"
 MAMBA = "transformers--MambaConfig-defaults"
 MAMBA2 = "transformers--Mamba2Config-defaults"
+FALCON_MAMBA = "transformers--FalconMambaConfig-defaults"
 FALCON_H1 = "transformers--FalconH1Config-defaults"
 GRANITE_H = "transformers--GraniteMoeHybridConfig-defaults"
 LFM2 = "transformers--Lfm2Config-LFM2-1.2B-dims"
 
 
 def _data(preset: str, **changes: Any) -> dict[str, Any]:
-    if preset in (MAMBA, MAMBA2, FALCON_H1, GRANITE_H, LFM2):
+    if preset in (MAMBA, MAMBA2, FALCON_MAMBA, FALCON_H1, GRANITE_H, LFM2):
         return {**json.loads((CONFIGS / f"{preset}.json").read_text()), **changes}
     return {**load_config(preset).data, **changes}
 
@@ -252,6 +253,19 @@ def test_generation_closed_form_equals_sum_of_steps(preset: str) -> None:
 # --- validation against transformers --------------------------------------------------------------
 
 SHAPES = [(2, 3, 0), (3, 7, 5), (1, 1, 9)]  # prefill; odd shape after a cached prefix; decode step
+def test_falcon_mamba_is_mamba_with_weightless_dt_b_c_norms() -> None:
+    # FalconMambaConfig() has MambaConfig's dims; its RMSNorms on dt (rank 48), B and C (state 16) have no
+    # learned scale (a buffer the forward never reads): the same params, and per norm of n over T rows x^2 and
+    # x * rstd (2*T*n MULT), the mean (T*(n-1) ADD, T DIV), + eps (T ADD), rsqrt (T SQRT, T DIV)
+    falcon, mamba = profile(_data(FALCON_MAMBA), 1, 2), profile(_data(MAMBA), 1, 2)
+    assert falcon.total("params", "model") == mamba.total("params", "model") == 159_308_544
+    t, widths = 2, (48, 16, 16)
+    assert falcon.total("mult", "model") - mamba.total("mult", "model") == 32 * sum(2 * t * n for n in widths)
+    assert falcon.total("add", "model") - mamba.total("add", "model") == 32 * sum(t * (n - 1) + t for n in widths)
+    assert falcon.total("sqrt", "model") - mamba.total("sqrt", "model") == 32 * 3 * t
+    assert "backbone.layers.0.mixer.b_layernorm" in falcon.values
+
+
 # full size: past Nemotron-H's chunk of 128 (2 chunks); tiny (chunk 4, conv kernel 4): 3 chunks after a cache,
 # a one-token prefill (the chunked path at S = 1), S < kernel after a cache
 FULL_EXTRA = {NEMOTRON: [(1, 130, 2)], JAMBA: [(1, 2, 0)]}
@@ -324,7 +338,7 @@ def test_validate_tiny_on_cpu(preset: str) -> None:
 
 
 @pytest.mark.validation
-@pytest.mark.parametrize("name", [MAMBA, MAMBA2])
+@pytest.mark.parametrize("name", [MAMBA, MAMBA2, FALCON_MAMBA])
 def test_validate_mamba_and_mamba2(name: str) -> None:
     _validate_all(_data(name), tiny=False, shapes=SHAPES + [(1, 300, 2)])  # mamba2's chunk is 256
     _validate_all(_data(name), tiny=True, shapes=SHAPES + TINY_EXTRA)

@@ -1,4 +1,5 @@
-"""Pure state-space models: mamba (Mamba-1 mixers) and mamba2 (Mamba-2 mixers), no attention, no MLP.
+"""Pure state-space models: mamba and falcon_mamba (Mamba-1 mixers) and mamba2 (Mamba-2 mixers), no attention,
+no MLP.
 
 Every layer of ``backbone.layers`` is ``norm -> mixer -> + residual`` (graph/ssm.py builds the mixer); the
 base model builds no position ids and no causal mask (only the recurrent padding mask, no arithmetic without
@@ -64,17 +65,21 @@ class Mamba(_StateSpaceStack):
     embeddings tied by default. transformers' torch scan is a sequential loop from a zero state."""
 
     name = "mamba"
-    model_types = ("mamba",)
+    model_types = ("mamba", "falcon_mamba")
 
     def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
-        f = Fields(data, "mamba")
+        # falcon_mamba (Falcon-Mamba-7B, FalconMambaMixer): Mamba-1 plus weightless RMSNorms (eps
+        # ``mixer_rms_eps``) on dt, B and C right after x_proj; everything else is MambaConfig's
+        falcon = data.get("model_type") == "falcon_mamba"
+        f = Fields(data, "falcon_mamba" if falcon else "mamba")
         hidden = f.int("hidden_size")
         rank = f.raw("time_step_rank", default="auto")
         inner = f.int("intermediate_size", default=f.int("expand", default=2) * hidden)  # a given one wins
         mixer = Mamba1(inner=inner, state=f.int("state_size", default=16),
                        conv_kernel=f.int("conv_kernel", default=4),
                        dt_rank=ceil(hidden / 16) if rank == "auto" else f.int("time_step_rank"),
-                       conv_bias=f.bool("use_conv_bias", default=True), proj_bias=f.bool("use_bias", default=False))
+                       conv_bias=f.bool("use_conv_bias", default=True), proj_bias=f.bool("use_bias", default=False),
+                       dt_norms=falcon, dt_norms_weight=False)
         return _spec(f, self.name, name, mixer, tie=True)
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:

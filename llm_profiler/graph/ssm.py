@@ -247,7 +247,8 @@ def mamba2_parts(m: Mamba2, hidden: int, mixer: str, act: str = "silu", block: s
 
 class Mamba1(BaseModel):
     """The dimensions of a Mamba-1 mixer: ``inner`` channels (expand x hidden), a state of ``state`` per
-    channel, a conv of ``conv_kernel``, dt of rank ``dt_rank``; ``dt_norms``: Jamba's RMSNorms on dt, B, C."""
+    channel, a conv of ``conv_kernel``, dt of rank ``dt_rank``; ``dt_norms``: RMSNorms on dt, B, C (Jamba's with
+    a learned scale; FalconMamba's weightless, ``dt_norms_weight`` false: a non-persistent buffer it never reads)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -258,6 +259,7 @@ class Mamba1(BaseModel):
     conv_bias: bool = True
     proj_bias: bool = False  # in_proj and out_proj
     dt_norms: bool = False
+    dt_norms_weight: bool = True
 
 
 def mamba1_scan_counts(m: Mamba1) -> Counts:
@@ -307,7 +309,10 @@ def mamba1_parts(m: Mamba1, hidden: int, mixer: str, act: str = "silu", block: s
         Part(f"{mixer}.x_proj", f"{mixer}.x_proj", NodeKind.LINEAR, blk.linear(t, ch, m.dt_rank + 2 * N, False), block),
     ]
     if m.dt_norms:
-        parts += [Part(f"{mixer}.{name}", f"{mixer}.{name}", NodeKind.NORM, blk.rms_norm(t, n), block)
+        def norm(n: int) -> Counts:
+            return blk.rms_norm(t, n) if m.dt_norms_weight else blk.fusable(ops.rms_norm(t, n, weight=False), t * n,
+                                                                              t * n)
+        parts += [Part(f"{mixer}.{name}", f"{mixer}.{name}", NodeKind.NORM, norm(n), block)
                   for name, n in (("dt_layernorm", m.dt_rank), ("b_layernorm", N), ("c_layernorm", N))]
     return parts + [
         Part(f"{mixer}.dt_proj", f"{mixer}.dt_proj", WEIGHTS_KIND, dt_proj, block),
