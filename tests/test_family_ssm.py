@@ -38,13 +38,14 @@ CONFIGS = Path(__file__).parent / "family_configs"
 MAMBA = "transformers--MambaConfig-defaults"
 MAMBA2 = "transformers--Mamba2Config-defaults"
 FALCON_MAMBA = "transformers--FalconMambaConfig-defaults"
+BAMBA = "transformers--BambaConfig-defaults"  # BambaConfig's defaults with Bamba-9B's attention layers 9, 18, 27
 FALCON_H1 = "transformers--FalconH1Config-defaults"
 GRANITE_H = "transformers--GraniteMoeHybridConfig-defaults"
 LFM2 = "transformers--Lfm2Config-LFM2-1.2B-dims"
 
 
 def _data(preset: str, **changes: Any) -> dict[str, Any]:
-    if preset in (MAMBA, MAMBA2, FALCON_MAMBA, FALCON_H1, GRANITE_H, LFM2):
+    if preset in (MAMBA, MAMBA2, FALCON_MAMBA, BAMBA, FALCON_H1, GRANITE_H, LFM2):
         return {**json.loads((CONFIGS / f"{preset}.json").read_text()), **changes}
     return {**load_config(preset).data, **changes}
 
@@ -266,6 +267,19 @@ def test_falcon_mamba_is_mamba_with_weightless_dt_b_c_norms() -> None:
     assert "backbone.layers.0.mixer.b_layernorm" in falcon.values
 
 
+def test_bamba_total_and_layers() -> None:
+    # h = 4096; Mamba-2: inner 8192, 128 heads x 64, 1 group, state 256, conv 4: in_proj 4096*(2*8192 + 2*256 + 128)
+    # = 69,730,304, conv1d (8192 + 512)*(4 + 1) = 43,520, dt_bias / A_log / D 3*128, gated norm 8192, out_proj
+    # 8192*4096 = 33,554,432: 103,336,832. Attention (32 heads, 8 KV, 128): 2*4096^2 + 2*4096*1024 = 41,943,040.
+    # Every layer: MLP 3*4096*14336 = 176,160,768, two norms 8192. Untied 128000 x 4096 embedding and head.
+    mixer, attention, rest = 103_336_832, 41_943_040, 176_160_768 + 8_192
+    total = 29 * (mixer + rest) + 3 * (attention + rest) + 2 * 128_000 * 4096 + 4096
+    assert profile(_data(BAMBA), 1, 1).total("params", "model") == total == 9_808_584_064
+    _, spec = build_spec(_data(BAMBA))
+    assert [i for i, layer in enumerate(spec.layers) if layer.mixer.kind != "state_space"] == [9, 18, 27]
+    assert spec.rotary_dim == 64  # half of head_dim 128: BambaConfig hard-codes partial_rotary_factor 0.5
+
+
 # full size: past Nemotron-H's chunk of 128 (2 chunks); tiny (chunk 4, conv kernel 4): 3 chunks after a cache,
 # a one-token prefill (the chunked path at S = 1), S < kernel after a cache
 FULL_EXTRA = {NEMOTRON: [(1, 130, 2)], JAMBA: [(1, 2, 0)]}
@@ -342,6 +356,12 @@ def test_validate_tiny_on_cpu(preset: str) -> None:
 def test_validate_mamba_and_mamba2(name: str) -> None:
     _validate_all(_data(name), tiny=False, shapes=SHAPES + [(1, 300, 2)])  # mamba2's chunk is 256
     _validate_all(_data(name), tiny=True, shapes=SHAPES + TINY_EXTRA)
+
+
+@pytest.mark.validation
+def test_validate_bamba() -> None:
+    _validate_all(_data(BAMBA), tiny=False, shapes=SHAPES + [(1, 260, 2)])  # chunk 256: 2 chunks
+    _validate_all(_data(BAMBA), tiny=True, shapes=SHAPES + TINY_EXTRA)
 
 
 @pytest.mark.validation
