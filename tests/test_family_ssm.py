@@ -42,10 +42,12 @@ BAMBA = "transformers--BambaConfig-defaults"  # BambaConfig's defaults with Bamb
 FALCON_H1 = "transformers--FalconH1Config-defaults"
 GRANITE_H = "transformers--GraniteMoeHybridConfig-defaults"
 LFM2 = "transformers--Lfm2Config-LFM2-1.2B-dims"
+# Lfm2MoeConfig with LFM2-8B-A1B's 24 layers and layer_types (as a trimmed public copy of its config lists them)
+LFM2_MOE = "transformers--Lfm2MoeConfig-LFM2-8B-A1B-dims"
 
 
 def _data(preset: str, **changes: Any) -> dict[str, Any]:
-    if preset in (MAMBA, MAMBA2, FALCON_MAMBA, BAMBA, FALCON_H1, GRANITE_H, LFM2):
+    if preset in (MAMBA, MAMBA2, FALCON_MAMBA, BAMBA, FALCON_H1, GRANITE_H, LFM2, LFM2_MOE):
         return {**json.loads((CONFIGS / f"{preset}.json").read_text()), **changes}
     return {**load_config(preset).data, **changes}
 
@@ -146,6 +148,20 @@ def test_lfm2_total_and_conv_cache() -> None:
     # a conv layer's cache: the conv state B x 2048 x 3 (no SSM state); an attention layer's: K, V
     assert m.count(M.CACHE, "model.layers.0", 3, 7, 5) == 3 * 2048 * 3
     assert m.count(M.CACHE, "model.layers.2", 3, 7, 5) == 3 * 12 * 8 * 128  # B * (P+S) * KV heads * (K+V dims)
+
+
+def test_lfm2_moe_total_and_active() -> None:
+    # LFM2-8B-A1B ("8.3B total, 1.5B active"): h = 2048; 18 conv layers (in_proj 2048 x 6144, conv 2048*3,
+    # out_proj 2048^2) and 6 attention layers (q, o 2048^2, k, v 2048 x 512, q/k norms 64 each); two norms per
+    # layer; layers 0-1 a dense SwiGLU of 7168; 22 MoE layers: router 32 x 2048, 32 experts of 3*2048*1792
+    # (top 4); tied 65536 x 2048 embedding, final norm
+    h, expert = 2048, 3 * 2048 * 1792
+    conv, attention = h * 3 * h + h * 3 + h * h, 2 * h * h + 2 * h * 512 + 2 * 64
+    shared = 18 * conv + 6 * attention + 24 * 2 * h + 2 * 3 * h * 7168 + 65536 * h + h
+    prof = profile(_data(LFM2_MOE), 1, 1)
+    assert prof.total("params", "model") == shared + 22 * (32 * h + 32 * expert) == 8_339_929_856
+    assert prof.total("active_params", "model") == shared + 22 * (32 * h + 4 * expert) == 1_557_740_288
+    assert "model.pos_emb" in prof.values and "model.layers.2.feed_forward.gate" in prof.values
 
 
 # --- layer patterns and config quirks --------------------------------------------------------------
@@ -374,6 +390,14 @@ def test_validate_falcon_h1() -> None:
 def test_validate_granitemoehybrid() -> None:
     _validate_all(_data(GRANITE_H), tiny=False, shapes=SHAPES + [(1, 260, 2)])  # chunk 256: 2 chunks
     _validate_all(_data(GRANITE_H), tiny=True, shapes=SHAPES + TINY_EXTRA)
+
+
+@pytest.mark.validation
+def test_validate_lfm2_moe() -> None:
+    _validate_all(_data(LFM2_MOE), tiny=False, shapes=SHAPES + [(1, 2, 0)], states=("conv",))
+    _validate_all(_data(LFM2_MOE), tiny=True, shapes=SHAPES + TINY_EXTRA, states=("conv",))
+    with pytest.raises(ConfigError, match="layer_types"):
+        build_spec(_data(LFM2_MOE, layer_types=None))
 
 
 @pytest.mark.validation
