@@ -1,6 +1,6 @@
 """Dense decoder families of issue 11: olmo3, exaone4, cohere, cohere2, stablelm, glm, glm4, granite, smollm3,
 seed_oss, hunyuan_v1_dense, ernie4_5, ministral, helium, arcee, olmo, nemotron, persimmon, gpt_neo, gptj,
-codegen, gpt_bigcode, mpt, xglm, cwm.
+codegen, gpt_bigcode, mpt, xglm, cwm, jais2.
 
 Configs live in tests/family_configs/: the real config.json of EXAONE-4.0-32B, Olmo-3.1-32B-Instruct,
 aya-23-8B and stablelm-2-zephyr-1.6b, and for the other model types the transformers 5.23 config class
@@ -74,6 +74,7 @@ BASE: list[tuple[str, dict[str, Any], bool | str]] = [
     ("xglm", defaults("XGLMConfig"), False),
     # CwmConfig's defaults are CWM-32B's dimensions (a full layer every fourth, 8192-token windows otherwise)
     ("cwm", defaults("CwmConfig"), True),
+    ("jais2", defaults("Jais2Config"), False),  # Jais-2-8B's dimensions
 ]
 ALTERNATE = [f"{f}_attention" for f in ("sliding", "full")]
 # Quirks the base configs leave off (2-4 layers each, run both ways).
@@ -289,3 +290,13 @@ def test_cwm_params_and_layers() -> None:
     spec = build_spec(cwm)[1]
     assert [layer.sliding for layer in spec.layers[:5]] == [False, True, True, True, False]  # full when i % 4 == 0
     assert spec.sliding_window == 8192
+
+
+def test_jais2_params() -> None:
+    # Jais-2-8B (Jais2Config's defaults): h = 3328 = 26 heads x 128 (MHA); q, k, v, o with biases 4*(3328^2 + 3328);
+    # relu2 MLP with biases: up 3328*26624 + 26624, down 26624*3328 + 3328; two LayerNorms 2*(2*3328); 32 layers;
+    # untied 150272 x 3328 embedding and head; final LayerNorm 2*3328
+    layer = 4 * (3328**2 + 3328) + (3328 * 26624 + 26624) + (26624 * 3328 + 3328) + 4 * 3328
+    assert profile(defaults("Jais2Config"), 1, 1).total("params", "model") == 32 * layer + 2 * 150272 * 3328 + 2 * 3328
+    assert 32 * layer + 2 * 150272 * 3328 + 2 * 3328 == 8_090_401_280
+    assert build_spec(defaults("Jais2Config"))[1].norm == "layernorm"

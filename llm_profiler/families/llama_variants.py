@@ -183,3 +183,18 @@ class Cwm(_Variant):
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         # CwmConfig requires an int bos_token_id: keep one inside the tiny vocabulary
         return {**tiny_dims(data, sliding_window=4), "bos_token_id": 1}
+
+
+@register
+class Jais2(Arcee):
+    """jais2 (Jais-2-8B / 70B): arcee's non-gated MLP (up_proj -> ``hidden_act``, default relu2 -> down_proj, as
+    NemotronMLP) with ``mlp_bias`` (default true), ``attention_bias`` (default true) on q/k/v/o, and nn.LayerNorm
+    (weight and bias, ``layer_norm_eps``) for the input, post-attention and final norms."""
+
+    name = "jais2"
+    model_types = ("jais2",)
+
+    def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
+        defaults = {"attention_bias": True, "mlp_bias": True}
+        spec = super().spec({**defaults, **{k: v for k, v in data.items() if v is not None}}, name)
+        return spec.model_copy(update={"norm": "layernorm"})
