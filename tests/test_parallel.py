@@ -280,3 +280,84 @@ def test_rank_activations_use_the_rank_widths() -> None:
     assert r.at_value is not None
     assert r.at_value.activations == 2 * 8192 * 8192 * 2 + 3 * 8192 * 3584 * 2 == 444_596_224
     assert r.at_value.weights == 17_640_734_720
+
+
+# --- linear-attention and state-space mixers under tp (vLLM's sharding) ---------------------------------
+
+
+def test_gated_deltanet_split_by_heads_under_tp4() -> None:
+    """Qwen3-Next-80B-A3B: 16 key heads and 32 value heads of 128; conv over q, k, v: 2*16*128 + 32*128 = 8192
+    channels. tp=4 gives each rank 4 key / 8 value heads: in_proj_qkvz (2*2048 + 2*4096) / 4 = 3072 rows,
+    in_proj_ba 2*32 / 4 = 16, conv 8192 / 4 = 2048 channels (kernel 4), A_log / dt_bias 32 / 4 = 8, out_proj
+    4096 / 4 = 1024 columns; the output norm's weight (head_dim 128, shared by every head) stays whole."""
+    model = profile_model("qwen3-next-80b-a3b")
+    rank = rank_model(model, make_plan(tp=4))
+    weights = {n.path.rsplit(".", 1)[-1].rsplit(":", 1)[-1]: [w.shape for w in n.facts.weights]
+               for n in rank.nodes if n.layer == 0 and n.facts.weights}
+    assert weights["in_proj_qkvz"] == [(3072, 2048)] and weights["in_proj_ba"] == [(16, 2048)]
+    assert weights["conv1d"] == [(2048, 4)] and weights["gates"] == [(8,), (8,)]
+    assert weights["norm"] == [(128,)] and weights["out_proj"] == [(2048, 1024)]
+    # the states a rank holds: conv B*2048*4, recurrent B*8*128*128 (a quarter of the whole layer's)
+    assert rank.count("cache", "model.layers.0", 2, 3, 0) == 2 * 2048 * 4 + 2 * 8 * 128 * 128
+    assert model.count("cache", "model.layers.0", 2, 3, 0) == 4 * rank.count("cache", "model.layers.0", 2, 3, 0)
+    # the delta rule's arithmetic is per head: a quarter on each rank
+    node = "model.layers.0.linear_attn:delta_rule"
+    assert 4 * rank.count("mult", node, 2, 70, 5) == model.count("mult", node, 2, 70, 5)
+
+
+def test_linear_mixers_end_their_block_with_an_all_reduce() -> None:
+    """48 layers, each ending its mixer (36 DeltaNets' out_proj, 12 attentions' o_proj) and its MoE with an
+    all-reduce, plus the embedding's and the logits all-gather: 1 + 96 + 1 collectives."""
+    from llm_profiler.parallel.collectives import collectives
+
+    model = profile_model("qwen3-next-80b-a3b")
+    found = collectives(model.graph, make_plan(tp=4), act_bytes=2)
+    assert len(found) == 98
+    assert [(c.kind, c.after) for c in found[1:3]] == [("all_reduce", "model.layers.0.linear_attn.out_proj"),
+                                                       ("all_reduce", "model.layers.0.mlp.experts")]
+    # B*S*hidden*2 bytes at (2, 3, 0): 2*3*2048*2
+    assert found[1].bytes_at(2, 3, 0) == 24_576
+
+
+def test_mamba2_split_by_heads_and_groups() -> None:
+    """Nemotron-H-56B's Mamba-2: 256 heads of 64 (inner 16384), 8 groups of state 256, conv 4; tp=8: in_proj
+    (2*16384 + 2*8*256 + 256) / 8 = 4640 rows, conv (16384 + 2*8*256) / 8 = 2560 channels, A_log / D /
+    dt_bias 256 / 8 = 32, the gated norm 16384 / 8 = 2048, out_proj 16384 / 8 = 2048 columns; per-rank params
+    of the mixer: (37120*8192 + 20480*5 + 768 + 16384 + 8192*16384) / 8."""
+    rank = rank_model(profile_model("nemotron-h-56b"), make_plan(tp=8))
+    mixer = next(n.layer for n in rank.nodes if n.path.endswith(".mixer.in_proj"))
+    shapes = {n.path.rsplit(".", 1)[-1]: [w.shape for w in n.facts.weights]
+              for n in rank.nodes if n.layer == mixer and n.facts.weights}
+    assert shapes["in_proj"] == [(4640, 8192)] and shapes["out_proj"] == [(8192, 2048)]
+    assert shapes["norm"] == [(2048,)]
+    assert rank.count("params", f"model.layers.{mixer}.mixer", 1, 1, 0) == (
+        37120 * 8192 + 20480 * 5 + 768 + 16384 + 8192 * 16384) // 8
+    assert shapes["conv1d"] == [(2560, 1, 4), (2560,)]  # depthwise weight and bias
+
+
+def test_linear_mixers_outside_the_model_are_refused() -> None:
+    with pytest.raises(PlanError, match=r"tp=32 does not divide the 16 linear-attention key heads .* allowed tp: "
+                                        r"1, 2, 4, 8, 16"):
+        per_rank("qwen3-next-80b-a3b", make_plan(tp=32), 1, 1)
+    with pytest.raises(PlanError, match="Mamba-1 mixers .* not modelled"):
+        per_rank("jamba-1.5-mini", make_plan(tp=2), 1, 1)
+    from pathlib import Path
+
+    bamba = json.loads((Path(__file__).parent / "family_configs" / "transformers--BambaConfig-defaults.json")
+                       .read_text())  # BambaConfig's defaults: one B / C group
+    with pytest.raises(PlanError, match=r"tp=2 does not divide the 1 Mamba-2 B / C groups .* allowed tp: 1"):
+        per_rank(bamba, make_plan(tp=2), 1, 1)
+
+
+def test_pure_state_space_stack_under_tp() -> None:
+    """Mamba2Config's defaults (Mamba-Codestral-7B's dims: 128 heads, 8 groups): no attention, so its head
+    fields (placeholders) are not checked; every mixer ends with out_proj's all-reduce."""
+    from pathlib import Path
+
+    config = json.loads((Path(__file__).parent / "family_configs" / "transformers--Mamba2Config-defaults.json")
+                        .read_text())
+    rank = per_rank(config, make_plan(tp=8), 1, 1)
+    assert rank.stage == 0
+    model = rank_model(profile_model(config), make_plan(tp=8))
+    in_proj = next(n for n in model.nodes if n.path.endswith("layers.0.mixer.in_proj"))
+    assert [w.shape for w in in_proj.facts.weights] == [((2 * 8192 + 2 * 8 * 128 + 128) // 8, 4096)]

@@ -6,7 +6,7 @@ replica runs in that forward, i.e. a micro-batch under a pipeline), ``act_bytes`
 | where | plan | collective | payload (bytes of the buffer each rank holds) |
 |---|---|---|---|
 | after the vocab-parallel embedding | tp | all-reduce (sp: reduce-scatter) | B*S*hidden*act |
-| after each row-parallel linear (o_proj; down_proj or the experts) | tp | all-reduce | B*S*hidden*act |
+| after each row-parallel linear (o_proj, a linear mixer's out_proj; down_proj or the experts) | tp | all-reduce | B*S*hidden*act |
 | the same with sequence parallelism | tp, sp | reduce-scatter + all-gather before the next block | B*S*hidden*act each |
 | before the lm_head (sp) | tp, sp | all-gather of the final hidden states | B*S*hidden*act |
 | after the column-parallel lm_head | tp | all-gather of the logits | rows*vocab_padded*act (rows = B*S, or B on the last position) |
@@ -32,8 +32,8 @@ from ..formula import B, Formula, S
 from ..graph import Graph, NodeKind
 from ..graph.node import ATTN
 from .plan import ParallelPlan
-from .rules import ROW, style
-from .shard import layout, stage_layers
+from .rules import ROW
+from .shard import layout, rule, stage_layers
 
 ALL_REDUCE, ALL_GATHER, REDUCE_SCATTER, ALL_TO_ALL, SEND_RECV = (
     "all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
@@ -104,7 +104,7 @@ def collectives(graph: Graph, plan: ParallelPlan, act_bytes: int, last_position:
                 add(ALL_GATHER, "tp", tp, node.path, stage, hidden)
             rows = B if last_position else B * S * Fraction(1, cp)
             add(ALL_GATHER, "tp", tp, node.path, stage, rows * lay.vocab_local * tp * act_bytes)
-        elif node.kind == NodeKind.EXPERTS or (node.kind == NodeKind.LINEAR and style(node.path) == ROW
+        elif node.kind == NodeKind.EXPERTS or (node.kind == NodeKind.LINEAR and rule(node, lay) == ROW
                                                and ".shared_expert" not in node.path):
             # the experts' rowwise down_proj ends its block as o_proj / down_proj do (a shared expert's down
             # is summed into the routed output first, then reduced with it)

@@ -26,6 +26,53 @@ from ..errors import ArgumentError
 from ..spec import ArchSpec
 
 TP_MIXERS = frozenset({"attention", "sliding_attention", "chunked_attention", "mla", "sparse_attention"})
+# Token mixers split by heads / channels under tp (vLLM's sharding): gated DeltaNet, Mamba-2, LFM2's short conv.
+LINEAR_MIXERS = frozenset({"linear_attention", "state_space"})
+
+
+def linear_mixer_error(spec: ArchSpec, tp: int) -> str | None:
+    """Why ``tp`` cannot split the linear-attention / state-space mixers of ``spec`` (None: it can), as vLLM
+    shards them: a gated DeltaNet by its key and value heads (qwen3_next.py's Qwen3NextGatedDeltaNet), a
+    Mamba-2 mixer by its heads with its B / C groups split too (mamba_mixer2.py; n_groups not divisible by
+    tp are replicated there, with an all-reduce inside the gated norm: not modelled), LFM2's short conv by
+    its hidden channels (lfm2.py's ShortConv). Mamba-1 mixers (x_proj row-parallel, dt_proj column-parallel
+    in vLLM's mamba_mixer.py) and other linear mixers are not modelled."""
+    from ..graph.linear_attention import DeltaNet
+    from ..graph.ssm import Mamba2
+
+    name = spec.name or spec.model_type
+    kinds = {layer.mixer.kind for layer in spec.layers} & LINEAR_MIXERS
+    delta, mamba = getattr(spec, "delta_net", None), getattr(spec, "mamba", None) or getattr(spec, "mixer", None)
+    conv = getattr(spec, "conv_kernel", None)
+    if "linear_attention" in kinds:
+        if isinstance(delta, DeltaNet):
+            for count, what in ((delta.key_heads, "linear-attention key heads"),
+                                (delta.value_heads, "linear-attention value heads")):
+                if count % tp:
+                    allowed = ", ".join(str(d) for d in divisors(delta.key_heads) if delta.value_heads % d == 0)
+                    return f"tp={tp} does not divide the {count} {what} of {name}; allowed tp: {allowed}"
+        elif isinstance(conv, int) and delta is None:  # LFM2's short convolution over the hidden channels
+            if spec.hidden_size % tp:
+                return f"tp={tp} does not divide the {spec.hidden_size} short-conv channels of {name}"
+        else:
+            return f"tp={tp}: tensor parallelism of {name}'s linear-attention layers is not modelled; use tp=1 with pp / dp"
+    if "state_space" in kinds:
+        if not isinstance(mamba, Mamba2):
+            return (f"tp={tp}: tensor parallelism of Mamba-1 mixers ({name}) is not modelled (vLLM splits x_proj "
+                    "row-wise, a second all-reduce per layer); use tp=1 with pp / dp")
+        for count, what in ((mamba.heads, "Mamba-2 heads"), (mamba.groups, "Mamba-2 B / C groups"),
+                            (mamba.norm_groups, "Mamba-2 gated-norm groups")):
+            if count % tp:
+                allowed = ", ".join(str(d) for d in divisors(mamba.heads)
+                                    if mamba.groups % d == 0 and mamba.norm_groups % d == 0)
+                return (f"tp={tp} does not divide the {count} {what} of {name} (groups that do not divide tp are "
+                        f"replicated by vLLM, with an all-reduce in the gated norm: not modelled); allowed tp: {allowed}")
+    return None
+
+
+def has_attention(spec: ArchSpec) -> bool:
+    """Whether any layer attends (a pure state-space stack's head fields are placeholders)."""
+    return any(layer.mixer.kind in TP_MIXERS for layer in spec.layers)
 
 
 class PlanError(ArgumentError):
@@ -104,19 +151,23 @@ def check_plan(plan: ParallelPlan, spec: ArchSpec) -> list[str]:
     name, notes = spec.name or spec.model_type, []
     tp = plan.tp
     if tp > 1:
-        mixers = sorted({layer.mixer.kind for layer in spec.layers} - TP_MIXERS)
+        mixers = sorted({layer.mixer.kind for layer in spec.layers} - TP_MIXERS - LINEAR_MIXERS)
         if mixers:
             raise PlanError(f"tp={tp}: tensor parallelism of {', '.join(mixers)} layers is not modelled "
                             f"({name}); use tp=1 with pp / dp")
-        if spec.num_heads % tp:
+        error = linear_mixer_error(spec, tp)
+        if error:
+            raise PlanError(error)
+        attends = has_attention(spec)
+        if attends and spec.num_heads % tp:
             allowed = ", ".join(str(d) for d in divisors(spec.num_heads))
             raise PlanError(f"tp={tp} does not divide the {spec.num_heads} attention heads of {name}; allowed tp: {allowed}")
         kv = spec.num_kv_heads
-        if kv % tp and tp % kv:
+        if attends and kv % tp and tp % kv:
             allowed = ", ".join(str(d) for d in divisors(spec.num_heads) if kv % d == 0 or d % kv == 0)
             raise PlanError(f"tp={tp}: the {kv} KV heads of {name} can neither be split nor replicated evenly "
                             f"(tp must divide {kv} or be a multiple of it); allowed tp: {allowed}")
-        if tp > kv:
+        if attends and tp > kv:
             notes.append(f"tp={tp} > {kv} KV heads: each KV head is replicated on {tp // kv} ranks (as vLLM does), "
                          "each rank holds 1")
         widths = {layer.ffn.intermediate for layer in spec.layers if layer.ffn.kind != "none"}
@@ -162,4 +213,5 @@ def check_batch(plan: ParallelPlan, batch: int) -> int:
     return batch // parts
 
 
-__all__ = ["ParallelPlan", "PlanError", "check_batch", "check_plan", "check_seq", "divisors", "kv_heads_per_rank", "make_plan"]
+__all__ = ["LINEAR_MIXERS", "ParallelPlan", "PlanError", "check_batch", "check_plan", "check_seq", "divisors",
+           "has_attention", "kv_heads_per_rank", "linear_mixer_error", "make_plan"]

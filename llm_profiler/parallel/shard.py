@@ -15,6 +15,12 @@ Each node is rewritten from its own facts (``llm_profiler.facts``), never by div
   (heads_local + kv_local) / (heads + kv) (MLA: one shared rope key head). MLA's latent state and norms
   are replicated.
 - MLP internals (the activation, the gate product): one per intermediate feature, scaled by 1 / tp.
+- linear-attention and state-space mixers (vLLM's sharding; ``plan.linear_mixer_error`` says which are
+  modelled): their input projections (``in_proj*``) column-parallel (out / tp), ``out_proj`` row-parallel
+  (an all-reduce after it, as after o_proj); every other node of the mixer (the causal conv and its state, the
+  gates, the scan or delta rule and the recurrent state, the per-group gated norm, A_log / D / dt_bias) works
+  on heads / tp heads (channels / tp channels): counts, reads, writes, states and weights x 1 / tp, except a
+  gated DeltaNet's output norm, whose weight (one head_dim vector shared by every head) stays whole.
 - routed experts: ``ep`` places experts / ep of them on each rank (weights (experts / ep, one / tp));
   every rank runs the (token, expert) pairs of its own tokens (their count under balanced routing, the
   same formula at the rank's batch); with tp the experts' gate_up and down are split as transformers'
@@ -46,7 +52,7 @@ from ..graph.node import ATTN, MLP
 from ..metrics import ACTIVE_PARAMS, CACHE, PARAMS
 from ..ops import Counts
 from ..profile import ModelProfile
-from .plan import ParallelPlan, check_plan, kv_heads_per_rank
+from .plan import LINEAR_MIXERS, ParallelPlan, check_plan, has_attention, kv_heads_per_rank
 from .rules import COLUMN, KV_PROJECTIONS, ROW, leaf, style
 
 ONE = Fraction(1)
@@ -64,6 +70,8 @@ class Layout:
     vocab: int
     vocab_local: int
     mla: bool
+    mixer_layers: frozenset[int] = frozenset()  # layers whose mixer is split by heads / channels (not attention)
+    shared_norm_layers: frozenset[int] = frozenset()  # of those, gated DeltaNets (their norm weight is replicated)
 
     @property
     def q_fraction(self) -> Fraction:
@@ -76,9 +84,16 @@ class Layout:
 
 def layout(spec: Any, plan: ParallelPlan) -> Layout:
     tp = plan.tp
-    return Layout(plan=plan, heads=spec.num_heads, kv_heads=spec.num_kv_heads, heads_local=spec.num_heads // tp,
-                  kv_local=kv_heads_per_rank(spec.num_kv_heads, tp), vocab=spec.vocab_size,
-                  vocab_local=-(-spec.vocab_size // tp), mla=any(layer.mixer.kind == "mla" for layer in spec.layers))
+    attends = has_attention(spec)  # a pure state-space stack's head fields are placeholders: left whole
+    mixers = frozenset(i for i, layer in enumerate(spec.layers) if layer.mixer.kind in LINEAR_MIXERS)
+    delta_net = getattr(spec, "delta_net", None) is not None
+    return Layout(plan=plan, heads=spec.num_heads, kv_heads=spec.num_kv_heads,
+                  heads_local=spec.num_heads // tp if attends else spec.num_heads,
+                  kv_local=kv_heads_per_rank(spec.num_kv_heads, tp) if attends else spec.num_kv_heads,
+                  vocab=spec.vocab_size, vocab_local=-(-spec.vocab_size // tp),
+                  mla=any(layer.mixer.kind == "mla" for layer in spec.layers), mixer_layers=mixers,
+                  shared_norm_layers=frozenset(i for i in mixers if delta_net
+                                               and spec.layers[i].mixer.kind == "linear_attention"))
 
 
 # --- counts and facts arithmetic --------------------------------------------------------------------
@@ -160,6 +175,26 @@ def _fraction(node: Node, f: Fraction, kv: Fraction = ONE) -> Node:
                                        fused_reads=_opt(facts.fused_reads, f), fused_writes=_opt(facts.fused_writes, f)))
 
 
+def _mixer_share(node: Node, tp: int, split_weights: bool) -> Node:
+    """A linear-attention / state-space node on heads / tp heads: counts, reads, writes, matmuls and states
+    x 1 / tp, and (``split_weights``) its per-head / per-channel weights' first dimension / tp."""
+    f, facts = Fraction(1, tp), node.facts
+    counts = _scaled(node.counts, f)
+    states = tuple(replace(s, read=s.read * f, appended=s.appended * f, held=s.held * f) for s in facts.states)
+    if CACHE in counts:
+        counts[CACHE] = sum((s.held for s in states), ZERO)
+    weights = facts.weights
+    if split_weights:  # every weight split alike; a node whose weights are facts only (the conv reading
+        # conv1d's) keeps its zero params
+        weights = tuple(replace(w, shape=(w.shape[0] // tp, *w.shape[1:])) for w in weights)
+        for key in (PARAMS, ACTIVE_PARAMS):
+            if key in counts:
+                counts[key] = Formula.of(node.counts[key]) * f
+    mms = tuple(replace(m, batch=m.batch * f) for m in facts.matmuls)
+    return _with(node, counts, replace(facts, weights=weights, reads=_opt(facts.reads, f), matmuls=mms, states=states,
+                                       fused_reads=_opt(facts.fused_reads, f), fused_writes=_opt(facts.fused_writes, f)))
+
+
 def _experts(node: Node, lay: Layout) -> Node:
     """Routed experts: experts / ep on the rank, each split by tp (gate_up packed colwise, down rowwise)."""
     tp, ep, facts = lay.plan.tp, lay.plan.ep, node.facts
@@ -209,6 +244,13 @@ def rule(node: Node, lay: Layout) -> str:
         return "experts" if tp > 1 or lay.plan.ep > 1 else "replicated"
     if tp == 1:
         return "replicated"
+    if node.layer in lay.mixer_layers and node.block == ATTN:  # a linear-attention / state-space mixer
+        name = leaf(node.path)
+        if node.kind == NodeKind.LINEAR and node.facts.matmuls:
+            return COLUMN if name.startswith("in_proj") else ROW if name == "out_proj" else "replicated"
+        if node.kind == NodeKind.NORM and node.layer in lay.shared_norm_layers:
+            return "mixer_shared_weights"
+        return "mixer"
     if node.kind == NodeKind.EMBEDDING:
         return "vocab" if lay.plan.embedding == "vocab" else "replicated"
     if node.kind == NodeKind.LM_HEAD:
@@ -278,6 +320,8 @@ def _tensor_shard(node: Node, lay: Layout) -> Node:
         return _fraction(node, Fraction(lay.heads_local + kv_local, lay.heads + kv))
     if how in ("intermediate", "tokens"):
         return _fraction(node, Fraction(1, tp))
+    if how in ("mixer", "mixer_shared_weights"):
+        return _mixer_share(node, tp, split_weights=how == "mixer")
     raise AssertionError(how)  # pragma: no cover
 
 
@@ -345,7 +389,7 @@ def rank_model(model: ModelProfile, plan: ParallelPlan, stage: int = 0, last_pos
     key = (id(model), plan, stage, last_position and plan.cp > 1)
     if key not in _RANK_MODELS:  # the model is kept beside its rank view, so its id is not reused
         check_plan(plan, model.spec)
-        if plan.tp > 1 and not any(style(n.path) == ROW for n in model.nodes):
+        if plan.tp > 1 and not any(rule(n, layout(model.spec, plan)) == ROW for n in model.nodes):
             from .plan import PlanError
 
             raise PlanError(f"tp={plan.tp}: the linear modules of {model.spec.name or model.spec.model_type} "
