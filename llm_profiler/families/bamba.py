@@ -18,6 +18,21 @@ class BambaSpec(ArchSpec):
     mamba: Mamba2
 
 
+def mamba_mixer(f: Fields, hidden: int) -> Mamba2:
+    """The Mamba-2 mixer of BambaConfig's ``mamba_*`` fields (granitemoehybrid reads the same): inner =
+    ``mamba_expand`` x hidden in ``mamba_n_heads`` heads of ``mamba_d_head`` ("auto": inner / heads),
+    ``mamba_n_groups`` (the gated norm's groups too), ``mamba_d_state``, ``mamba_d_conv``, ``mamba_chunk_size``,
+    ``mamba_conv_bias``, ``mamba_proj_bias``."""
+    inner, heads = f.int("mamba_expand", default=2) * hidden, f.int("mamba_n_heads", default=128)
+    f.divisible(inner, heads, "mamba_expand x hidden_size must be a multiple of mamba_n_heads")
+    head_dim = inner // heads if f.raw("mamba_d_head", default="auto") == "auto" else f.int("mamba_d_head")
+    groups = f.int("mamba_n_groups", default=1)
+    return Mamba2(heads=heads, head_dim=head_dim, groups=groups, state=f.int("mamba_d_state", default=256),
+                  conv_kernel=f.int("mamba_d_conv", default=4), chunk=f.int("mamba_chunk_size", default=256),
+                  conv_bias=f.bool("mamba_conv_bias", default=True),
+                  proj_bias=f.bool("mamba_proj_bias", default=False), norm_groups=groups)
+
+
 @register
 class Bamba(DecoderTemplate):
     """bamba. Quirks, from transformers' BambaConfig and modeling_bamba:
@@ -41,14 +56,7 @@ class Bamba(DecoderTemplate):
         f = Fields(data, "bamba")
         common = decoder_fields(f, self.name, name, kv_default=8)
         hidden, layers = common["hidden_size"], common["num_layers"]
-        inner, heads = f.int("mamba_expand", default=2) * hidden, f.int("mamba_n_heads", default=128)
-        f.divisible(inner, heads, "mamba_expand x hidden_size must be a multiple of mamba_n_heads")
-        head_dim = inner // heads if f.raw("mamba_d_head", default="auto") == "auto" else f.int("mamba_d_head")
-        groups = f.int("mamba_n_groups", default=1)
-        mamba = Mamba2(heads=heads, head_dim=head_dim, groups=groups, state=f.int("mamba_d_state", default=256),
-                       conv_kernel=f.int("mamba_d_conv", default=4), chunk=f.int("mamba_chunk_size", default=256),
-                       conv_bias=f.bool("mamba_conv_bias", default=True),
-                       proj_bias=f.bool("mamba_proj_bias", default=False), norm_groups=groups)
+        mamba = mamba_mixer(f, hidden)
         attention = set(f.raw("attn_layer_indices", default=None) or ())
         ffn = FFN(kind="gated", intermediate=common["intermediate_size"])
         specs = tuple(LayerSpec(mixer=Mixer() if i in attention else Mixer(kind="state_space", chunk=mamba.chunk),

@@ -13,6 +13,7 @@ from ..graph.routers import RoutedMoESpec, Router
 from ..graph.ssm import Mamba2, mamba2_parts
 from ..spec import FFN, ArchSpec, LayerSpec, Mixer
 from . import register
+from .bamba import mamba_mixer
 from .fields import Fields
 from .granitemoe import GraniteMoe
 from .template import decoder_fields
@@ -44,14 +45,7 @@ class GraniteMoeHybrid(GraniteMoe):
         f = Fields(data, "granitemoehybrid")
         common = decoder_fields(f, self.name, name)
         hidden, layers = common["hidden_size"], common["num_layers"]
-        inner, heads = f.int("mamba_expand", default=2) * hidden, f.int("mamba_n_heads", default=128)
-        f.divisible(inner, heads, "mamba_expand x hidden_size must be a multiple of mamba_n_heads")
-        head_dim = inner // heads if f.raw("mamba_d_head", default="auto") == "auto" else f.int("mamba_d_head")
-        groups = f.int("mamba_n_groups", default=1)
-        mamba = Mamba2(heads=heads, head_dim=head_dim, groups=groups, state=f.int("mamba_d_state", default=256),
-                       conv_kernel=f.int("mamba_d_conv", default=4), chunk=f.int("mamba_chunk_size", default=256),
-                       conv_bias=f.bool("mamba_conv_bias", default=True),
-                       proj_bias=f.bool("mamba_proj_bias", default=False), norm_groups=groups)
+        mamba = mamba_mixer(f, hidden)
         types = f.layer_types(layers, ("linear_attention", "attention")) or ("linear_attention",) * layers
         rope = f.raw("position_embedding_type") == "rope"
         experts, shared = f.int("num_local_experts", default=8, minimum=0), f.int("shared_intermediate_size", default=1024)
