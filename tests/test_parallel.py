@@ -339,8 +339,8 @@ def test_linear_mixers_outside_the_model_are_refused() -> None:
     with pytest.raises(PlanError, match=r"tp=32 does not divide the 16 linear-attention key heads .* allowed tp: "
                                         r"1, 2, 4, 8, 16"):
         per_rank("qwen3-next-80b-a3b", make_plan(tp=32), 1, 1)
-    with pytest.raises(PlanError, match="Mamba-1 mixers .* not modelled"):
-        per_rank("jamba-1.5-mini", make_plan(tp=2), 1, 1)
+    with pytest.raises(PlanError, match=r"tp=3 does not divide the 8192 Mamba channels .* allowed tp: 1, 2, 4"):
+        per_rank("jamba-1.5-mini", make_plan(tp=3), 1, 1)
     from pathlib import Path
 
     bamba = json.loads((Path(__file__).parent / "family_configs" / "transformers--BambaConfig-defaults.json")
@@ -361,3 +361,24 @@ def test_pure_state_space_stack_under_tp() -> None:
     model = rank_model(profile_model(config), make_plan(tp=8))
     in_proj = next(n for n in model.nodes if n.path.endswith("layers.0.mixer.in_proj"))
     assert [w.shape for w in in_proj.facts.weights] == [((2 * 8192 + 2 * 8 * 128 + 128) // 8, 4096)]
+
+
+def test_mamba1_split_by_channels_with_x_proj_all_reduced() -> None:
+    """Jamba-1.5-Mini's Mamba-1 (inner 8192, state 16, dt rank 256) under tp=2, as vLLM's MambaMixer: in_proj
+    2*8192 / 2 = 8192 rows, conv 8192 / 2 = 4096 channels, A_log + D (8192*16 + 8192) / 2, dt_proj 8192 / 2 rows;
+    x_proj row-parallel (288 x 4096), its 256 + 2*16 = 288 outputs all-reduced mid-block (B*S*288*2 bytes);
+    the dt / B / C norms run whole on every rank."""
+    from llm_profiler.parallel.collectives import collectives
+
+    model = profile_model("jamba-1.5-mini")
+    rank = rank_model(model, make_plan(tp=2))
+    shapes = {n.path.rsplit(".", 1)[-1]: [w.shape for w in n.facts.weights]
+              for n in rank.nodes if n.layer == 0 and n.facts.weights}
+    assert shapes["in_proj"] == [(8192, 4096)] and shapes["conv1d"] == [(4096, 1, 4), (4096,)]
+    assert shapes["mamba"] == [((8192 * 16 + 8192) // 2,)] and shapes["dt_proj"] == [(4096, 256), (4096,)]
+    assert shapes["x_proj"] == [(288, 4096)] and shapes["dt_layernorm"] == [(256,)]
+    found = collectives(model.graph, make_plan(tp=2), act_bytes=2)
+    assert [(c.after, c.bytes_at(1, 10, 0)) for c in found[1:3]] == [
+        ("model.layers.0.mamba.x_proj", 10 * 288 * 2), ("model.layers.0.mamba.out_proj", 10 * 4096 * 2)]
+    # the conv and SSM states a rank holds: B*4096*4 + B*4096*16
+    assert rank.count("cache", "model.layers.0", 1, 10, 0) == 4096 * 4 + 4096 * 16

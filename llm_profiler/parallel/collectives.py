@@ -7,6 +7,7 @@ replica runs in that forward, i.e. a micro-batch under a pipeline), ``act_bytes`
 |---|---|---|---|
 | after the vocab-parallel embedding | tp | all-reduce (sp: reduce-scatter) | B*S*hidden*act |
 | after each row-parallel linear (o_proj, a linear mixer's out_proj; down_proj or the experts) | tp | all-reduce | B*S*hidden*act |
+| after a Mamba-1 mixer's row-parallel x_proj (mid-block) | tp | all-reduce | B*S*(dt_rank + 2*state)*act |
 | the same with sequence parallelism | tp, sp | reduce-scatter + all-gather before the next block | B*S*hidden*act each |
 | before the lm_head (sp) | tp, sp | all-gather of the final hidden states | B*S*hidden*act |
 | after the column-parallel lm_head | tp | all-gather of the logits | rows*vocab_padded*act (rows = B*S, or B on the last position) |
@@ -104,6 +105,10 @@ def collectives(graph: Graph, plan: ParallelPlan, act_bytes: int, last_position:
                 add(ALL_GATHER, "tp", tp, node.path, stage, hidden)
             rows = B if last_position else B * S * Fraction(1, cp)
             add(ALL_GATHER, "tp", tp, node.path, stage, rows * lay.vocab_local * tp * act_bytes)
+        elif node.kind == NodeKind.LINEAR and rule(node, lay) == ROW and node.facts.matmuls[0].n != spec.hidden_size:
+            # a row-parallel linear inside a block (Mamba-1's x_proj): its own outputs all-reduced, mid-block
+            width = Formula.of(node.facts.matmuls[0].n)
+            add(ALL_REDUCE, "tp", tp, node.path, stage, B * S * width * act_bytes * Fraction(1, cp))
         elif node.kind == NodeKind.EXPERTS or (node.kind == NodeKind.LINEAR and rule(node, lay) == ROW
                                                and ".shared_expert" not in node.path):
             # the experts' rowwise down_proj ends its block as o_proj / down_proj do (a shared expert's down

@@ -34,11 +34,11 @@ def linear_mixer_error(spec: ArchSpec, tp: int) -> str | None:
     """Why ``tp`` cannot split the linear-attention / state-space mixers of ``spec`` (None: it can), as vLLM
     shards them: a gated DeltaNet by its key and value heads (qwen3_next.py's Qwen3NextGatedDeltaNet), a
     Mamba-2 mixer by its heads with its B / C groups split too (mamba_mixer2.py; n_groups not divisible by
-    tp are replicated there, with an all-reduce inside the gated norm: not modelled), LFM2's short conv by
-    its hidden channels (lfm2.py's ShortConv). Mamba-1 mixers (x_proj row-parallel, dt_proj column-parallel
-    in vLLM's mamba_mixer.py) and other linear mixers are not modelled."""
+    tp are replicated there, with an all-reduce inside the gated norm: not modelled), a Mamba-1 mixer by its
+    channels (mamba_mixer.py: x_proj row-parallel, so its small output is all-reduced, dt_proj column-parallel),
+    LFM2's short conv by its hidden channels (lfm2.py's ShortConv). Other linear mixers are not modelled."""
     from ..graph.linear_attention import DeltaNet
-    from ..graph.ssm import Mamba2
+    from ..graph.ssm import Mamba1, Mamba2
 
     name = spec.name or spec.model_type
     kinds = {layer.mixer.kind for layer in spec.layers} & LINEAR_MIXERS
@@ -57,9 +57,13 @@ def linear_mixer_error(spec: ArchSpec, tp: int) -> str | None:
         else:
             return f"tp={tp}: tensor parallelism of {name}'s linear-attention layers is not modelled; use tp=1 with pp / dp"
     if "state_space" in kinds:
+        if isinstance(mamba, Mamba1):
+            if mamba.inner % tp:
+                allowed = ", ".join(str(d) for d in divisors(mamba.inner) if d <= 64)
+                return f"tp={tp} does not divide the {mamba.inner} Mamba channels of {name}; allowed tp: {allowed}"
+            return None
         if not isinstance(mamba, Mamba2):
-            return (f"tp={tp}: tensor parallelism of Mamba-1 mixers ({name}) is not modelled (vLLM splits x_proj "
-                    "row-wise, a second all-reduce per layer); use tp=1 with pp / dp")
+            return f"tp={tp}: tensor parallelism of {name}'s state-space layers is not modelled; use tp=1 with pp / dp"
         for count, what in ((mamba.heads, "Mamba-2 heads"), (mamba.groups, "Mamba-2 B / C groups"),
                             (mamba.norm_groups, "Mamba-2 gated-norm groups")):
             if count % tp:

@@ -17,7 +17,8 @@ Each node is rewritten from its own facts (``llm_profiler.facts``), never by div
 - MLP internals (the activation, the gate product): one per intermediate feature, scaled by 1 / tp.
 - linear-attention and state-space mixers (vLLM's sharding; ``plan.linear_mixer_error`` says which are
   modelled): their input projections (``in_proj*``) column-parallel (out / tp), ``out_proj`` row-parallel
-  (an all-reduce after it, as after o_proj); every other node of the mixer (the causal conv and its state, the
+  (an all-reduce after it, as after o_proj), a Mamba-1 ``x_proj`` row-parallel too (its dt_rank + 2N outputs
+  all-reduced; Jamba's dt / B / C norms then run whole on every rank); every other node of the mixer (the causal conv and its state, the
   gates, the scan or delta rule and the recurrent state, the per-group gated norm, A_log / D / dt_bias) works
   on heads / tp heads (channels / tp channels): counts, reads, writes, states and weights x 1 / tp, except a
   gated DeltaNet's output norm, whose weight (one head_dim vector shared by every head) stays whole.
@@ -56,6 +57,8 @@ from .plan import LINEAR_MIXERS, ParallelPlan, check_plan, has_attention, kv_hea
 from .rules import COLUMN, KV_PROJECTIONS, ROW, leaf, style
 
 ONE = Fraction(1)
+# Jamba's RMSNorms on dt, B and C read x_proj's all-reduced output: every rank computes them whole
+MAMBA1_REPLICATED = frozenset({"dt_layernorm", "b_layernorm", "c_layernorm"})
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,9 @@ def rule(node: Node, lay: Layout) -> str:
     if node.layer in lay.mixer_layers and node.block == ATTN:  # a linear-attention / state-space mixer
         name = leaf(node.path)
         if node.kind == NodeKind.LINEAR and node.facts.matmuls:
-            return COLUMN if name.startswith("in_proj") else ROW if name == "out_proj" else "replicated"
+            return COLUMN if name.startswith("in_proj") else ROW if name in ("out_proj", "x_proj") else "replicated"
+        if name in MAMBA1_REPLICATED:
+            return "replicated"
         if node.kind == NodeKind.NORM and node.layer in lay.shared_norm_layers:
             return "mixer_shared_weights"
         return "mixer"
