@@ -89,7 +89,8 @@ class JetMoe(DecoderTemplate):
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         out = tiny_dims({k: v for k, v in data.items() if k != "num_attention_heads"}, num_key_value_heads=2,
-                        kv_channels=24, num_local_experts=4, num_experts_per_tok=2)
+                        kv_channels=24, num_local_experts=4,
+                        num_experts_per_tok=min(2, int(data.get("num_experts_per_tok") or 2)))
         out.pop("num_attention_heads", None)
         out.pop("head_dim", None)
         return out
