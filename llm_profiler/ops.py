@@ -134,6 +134,9 @@ ELEMENTWISE: dict[str, dict[str, int]] = {
     # (2 EXP; the + 1 is inside log1p, counted with it as log1p is): Mamba's dt, deepseek_v4's sqrtsoftplus scores.
     "softplus": {EXP: 2, CMP: 1},
 }
+# expm1(x) = exp(x) - 1, evaluated as one function (std::expm1 / Sleef's expm1 on the CPU kernel, which computes the
+# small-x result directly rather than exp then subtract): one transcendental evaluation, as log1p (Apertus' xIELU).
+ELEMENTWISE["expm1"] = {EXP: 1}
 
 
 def elementwise(op: str, n: Number) -> Counts:
@@ -247,6 +250,52 @@ def topk(rows: Number, n: Number, k: Number) -> Counts:
     return Counts({CMP: rows * (k * (2 * n - k - 1) // 2), ACT: 2 * rows * k})  # k*(2n-k-1) is even
 
 
+def sort(rows: Number, n: Number) -> Counts:
+    """Sort n elements per row (aten.sort: values and indices). Counted as ``topk`` with k = n, the same
+    selection convention (n successive max scans over what is left): n(n-1)/2 CMP per row, whatever algorithm
+    the kernel uses (the CPU kernel sorts with a comparison sort). Writes n values and n indices per row.
+    n may be a formula (JetMoE sorts all B*S*k routed pairs in one row): n(n-1) is even, the halving exact."""
+    pairs = n * (n - 1)
+    return Counts({CMP: rows * (pairs // 2 if isinstance(pairs, int) else pairs / 2), ACT: 2 * rows * n})
+
+
+def index_add(n: Number, alpha: bool = False) -> Counts:
+    """``out.index_add_(dim, index, source)``: out[index[i]] += source[i] for the n elements of ``source``: n ADD
+    (plus n MULT for alpha != 1). Writes the n sums; the rest of the output (out-of-place, a copy of ``self``) is
+    data movement, as index_put / scatter. DBRX's and JetMoE's experts scatter their weighted outputs back
+    into token order with it."""
+    out = Counts({ADD: n, ACT: n})
+    if alpha:
+        out[MULT] = n
+    return out
+
+
+def aminmax(rows: Number, n: Number) -> Counts:
+    """Min and max over n per row (aten.aminmax: one_hot's range check of its indices): 2(n-1) CMP per row;
+    writes the two values."""
+    return Counts({CMP: rows * 2 * (n - 1), ACT: 2 * rows})
+
+
+def vector_norm(rows: Number, n: Number, order: float) -> Counts:
+    """``torch.linalg.vector_norm(x, ord, dim)`` over n per row, as the CPU reduction kernel computes it
+    (ReduceOpsKernel's norm ops; |x| is a sign test, counted as CMP like ``abs``):
+
+    ord 2: sum of x*x, then sqrt: n MULT, n-1 ADD, 1 SQRT; ord 1: sum of |x|: n CMP, n-1 ADD;
+    ord inf / -inf: max / min of |x|: n CMP + n-1 CMP; ord 0: count of x != 0: n CMP, n-1 ADD;
+    any other p: sum of |x|^p, then ^(1/p): n CMP, n EXP (pow), n-1 ADD, 1 EXP. Writes one value per row."""
+    if order == 2:
+        per = {MULT: n, ADD: n - 1, SQRT: 1}
+    elif order in (1, 0):
+        per = {CMP: n, ADD: n - 1}
+    elif order in (float("inf"), float("-inf")):
+        per = {CMP: 2 * n - 1}
+    else:
+        per = {CMP: n, EXP: n + 1, ADD: n - 1}
+    out = Counts({k: rows * v for k, v in per.items()})
+    out[ACT] = rows
+    return out
+
+
 def complex_mul(n: Number, complex_factor: bool = True) -> Counts:
     """n complex products: (a+bi)(c+di) = (ac-bd) + (ad+bc)i is 4 MULT and 2 ADD; by a real factor
     (a+bi)*c is 2 MULT. ``act`` counts the reals written: 2 per complex element."""
@@ -306,6 +355,9 @@ CREATE_OPS: frozenset[str] = frozenset(
     {"arange", "zeros", "ones", "full", "empty", "scalar_tensor", "zeros_like", "ones_like", "full_like",
      "empty_like", "empty_strided", "tensor", "_local_scalar_dense"}
 )
+# nonzero: the indices of the nonzero elements, a stream compaction whose output size depends on the data (a
+# router's expert mask, DBRX). No arithmetic; its output, like index / index_put's, is data movement (not act).
+MOVE_OPS = MOVE_OPS | frozenset({"nonzero"})
 # tril / triu: a copy with the elements above / below a diagonal zeroed (no arithmetic): moves, as masked_fill
 # (Mamba-2's chunked scan builds its causal masks with torch.tril).
 MOVE_OPS = MOVE_OPS | frozenset({"tril", "triu"})

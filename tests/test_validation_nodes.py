@@ -164,7 +164,9 @@ def test_every_rule_names_ops() -> None:
                # compression ratios 2 and 3: windows close and entries are masked at P + S = 3
                {"model_type": "deepseek_v4", "compress_rates": {"compressed_sparse_attention": 2,
                                                                "heavily_compressed_attention": 3}},
-               family + "Qwen--Qwen3-Next-80B-A3B-Thinking.json"]
+               family + "Qwen--Qwen3-Next-80B-A3B-Thinking.json",
+               # experts scattered back by index (graph/scatter_experts.py): JetMoE's MoA map / reduce, DBRX's clamp
+               family + "jetmoe--jetmoe-8b.json", family + "databricks--dbrx-instruct.json"]
     used: set[parts.Rule] = set()
     for config in configs:
         profile, measured = _measure(config, (1, 2, 1), tiny=True)

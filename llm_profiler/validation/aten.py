@@ -232,3 +232,49 @@ def _bool_dtype() -> Any:
     import torch
 
     return torch.bool
+
+
+# --- ops of routers and experts that scatter by index (DBRX, JetMoE) and of Apertus' xIELU -------------------
+ELEMENTWISE_ATEN["expm1"] = "expm1"  # Apertus' xIELU: expm1(min(x, eps)) (ops.ELEMENTWISE["expm1"]: 1 EXP)
+
+
+def _sort(args: tuple, kwargs: dict, result: Any) -> Counts:
+    """aten.sort(self, dim=-1, descending=False) or sort.stable(self, *, stable, dim, descending): n = the
+    sorted dimension's size (ops.sort: n(n-1)/2 CMP per row, the topk convention with k = n)."""
+    x = args[0]
+    dim = kwargs.get("dim", args[1] if len(args) > 1 and isinstance(args[1], int) else -1)
+    n = x.shape[dim] if x.dim() else 1
+    return ops.sort(_numel(x) // n if n else 0, n)
+
+
+def _index_add(args: tuple, kwargs: dict, result: Any) -> Counts:
+    """aten.index_add(self, dim, index, source, *, alpha=1) and its in-place index_add_: one ADD per element of
+    ``source`` (ops.index_add)."""
+    source = args[3] if len(args) > 3 else kwargs["source"]
+    alpha = kwargs.get("alpha", args[4] if len(args) > 4 else 1)
+    return ops.index_add(_numel(source), alpha != 1)
+
+
+def _vector_norm(args: tuple, kwargs: dict, result: Any) -> Counts:
+    """aten.linalg_vector_norm(self, ord=2, dim=None, keepdim=False, *, dtype=None): rows = the output's
+    elements, n = the reduced elements per row (ops.vector_norm by ``ord``). DBRX's router: torch.norm(top-k
+    weights, p=moe_normalize_expert_weights, dim=-1)."""
+    x = args[0]
+    order = float(args[1] if len(args) > 1 else kwargs.get("ord", 2))
+    rows = _numel(result)
+    return ops.vector_norm(rows, _numel(x) // rows if rows else 0, order)
+
+
+def _aminmax(args: tuple, kwargs: dict, result: Any) -> Counts:
+    """aten.aminmax(self, *, dim=None, keepdim=False): min and max per row (ops.aminmax); F.one_hot runs it
+    on its indices to check their range (DBRX's expert mask)."""
+    x = args[0]
+    rows = _numel(result)
+    return ops.aminmax(rows, _numel(x) // rows if rows else 0)
+
+
+_SPECIAL["sort"] = _sort  # JetMoE's router: the (token, expert) pairs grouped by expert
+_SPECIAL["index_add"] = _index_add  # JetMoE: expert outputs scattered back to token order
+_SPECIAL["index_add_"] = _index_add  # DBRX: the same, in place (op_name keeps its "_": not an elementwise op)
+_SPECIAL["linalg_vector_norm"] = _vector_norm
+_SPECIAL["aminmax"] = _aminmax

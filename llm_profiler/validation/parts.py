@@ -202,3 +202,13 @@ def rule_for(code: CodeType, lineno: int, op: str = "") -> Rule | None:
 def describe(code: CodeType, lineno: int) -> str:
     """``function (file:line)`` of a frame in transformers, for reports."""
     return f"{getattr(code, 'co_qualname', code.co_name)} ({_relative(code.co_filename)}:{lineno})"
+
+# Experts that scatter back by index (llm_profiler/graph/scatter_experts.py) and DBRX's clamp.
+RULES = RULES + (
+    Rule("moa_map", r"JetMoeMoA\.map", "jetmoe: the mixture-of-attention experts' query projections scattered back "
+         "to token order (zeros.index_add), run by the attention (JetMoeMoA.map is not a forward)"),
+    Rule("moa_reduce", r"JetMoeMoA\.reduce", "jetmoe: the attention experts' outputs times their gates, scattered "
+         "back (index_add), plus the MoA bias, run by the attention (JetMoeMoA.reduce)"),
+    Rule("clip_qkv", r"DbrxAttention\.forward", "dbrx: the fused q / k / v projection clamped to [-clip_qkv, clip_qkv]",
+         line=r"\.clamp\("),
+)
