@@ -10,8 +10,9 @@ facts (matmul shapes, cache-state reads, the layer's mixer), never by re-derivin
     transformers with ``attn_implementation="sdpa"``: ``torch.nn.functional.scaled_dot_product_attention``
     by PyTorch's documented definition (q @ k^T * scale, the mask a boolean select, softmax, @ v), a fused
     kernel that never writes the scores or the probabilities to memory (activation traffic: q, K, V in and
-    the output out); the causal mask is built only for a chunk after a cache (``sdpa_mask_built``).
-    Validated per node against transformers' SDPA forward (docs/engines.md).
+    the output out); each mask the base model builds (full, sliding, chunked) as the boolean mask, built
+    only when ``sdpa_mask`` does not skip it (``sdpa_local_mask_built``); DSA's boolean index mask.
+    Validated per node against transformers' SDPA forward on every preset it runs (docs/engines.md).
 ``vllm``
     a vLLM / SGLang-like engine:
 
@@ -40,6 +41,14 @@ facts (matmul shapes, cache-state reads, the layer's mixer), never by re-derivin
       with a kv_lora-wide accumulator, the context over the latent (kv_lora MACs per kept pair and head),
       and the output projected back (B*S*H*kv_lora*v_head MACs). kv_b_proj no longer decompresses the
       cached tokens (its weight is read once, for the two absorptions); the latent cache is read once.
+
+    - DSA layers (deepseek_v32, glm_moe_dsa) as FlashMLA's sparse kernels run them: absorbed MLA over the
+      min(index_topk, P + i + 1) selected latent entries per query, in every forward; the lightning
+      indexer's logits over the causal keys only (DeepGEMM's fp8_mqa_logits);
+    - DeepSeek-V4's compressed layers over the window keys plus the compressed entries each query sees
+      (``compressed_pairs``);
+    - gated DeltaNet and Mamba scans, and their causal conv, as fused kernels (fla, mamba_ssm,
+      causal_conv1d): only the outputs written; attention sinks once per row.
 
     Not modelled yet (named so nobody reads them into the numbers): the residual add fused into the
     following norm, the fused-MoE grouped GEMM's traffic (the experts' weights are already read only for
@@ -473,22 +482,31 @@ def _rewritten(node: Node, counts: Counts | None = None, facts: Facts | None = N
     return replace(node, counts=new, facts=new.facts)
 
 
-def _sdpa_copies(node: Node) -> Formula | None:
-    """transformers' SDPA path repeats grouped K / V heads only when it passes a mask (else ``enable_gqa``)."""
-    return None if node.facts.copies is None else node.facts.copies * sdpa_mask_built()
+def _sdpa_copies(node: Node, graph: Graph) -> Formula | None:
+    """transformers' SDPA path repeats grouped K / V heads (``repeat_kv``) only when several queries come with a
+    mask (else ``enable_gqa``; one query row with a mask is packed by ``pack_gqa``, no copy): the layer's
+    mask is built (``sdpa_local_mask_built``, its window's or chunk's) and S > 1."""
+    if node.facts.copies is None:
+        return None
+    local = _layer_window(node, graph)
+    if local is None and node.layer is not None and graph.spec.layers[node.layer].mixer.kind == "chunked_attention":
+        local = graph.spec.layers[node.layer].mixer.chunk
+    keys = blk.keys_full() if local is None else blk.keys_sliding(local)
+    built = Formula.const(1) if graph.spec.model_type in ALWAYS_BUILT_MASK else sdpa_local_mask_built(keys, local)
+    return node.facts.copies * built * fmin(S - 1, 1)
 
 
 def _fused_no_write(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
     """SDPA's fused kernel: the same arithmetic, nothing of the S x keys matrices written or read back."""
     counts = Counts(node.counts)
     counts[ACT] = ZERO
-    return _rewritten(node, counts, replace(node.facts, copies=_sdpa_copies(node),
+    return _rewritten(node, counts, replace(node.facts, copies=_sdpa_copies(node, graph),
                                             reads=ZERO if node.kind != NodeKind.ATTN_SCORES else _q_reads(node)))
 
 
 def _fused_context(node: Node, graph: Graph, profile: ExecutionProfile) -> Node:
     # the probabilities stay on chip; the output is written
-    return _rewritten(node, facts=replace(node.facts, reads=ZERO, copies=_sdpa_copies(node)))
+    return _rewritten(node, facts=replace(node.facts, reads=ZERO, copies=_sdpa_copies(node, graph)))
 
 
 def _q_reads(node: Node) -> Formula:
@@ -822,5 +840,6 @@ def paged_tokens(context: int, profile: ExecutionProfile) -> int:
     return -(-context // profile.kv_block) * profile.kv_block
 
 
-__all__ = ["FLASH_BLOCK", "HF_EAGER", "HF_SDPA", "PROFILES", "VLLM", "ExecutionProfile", "apply_engine",
-           "causal_pairs", "get_engine", "paged_tokens"]
+__all__ = ["ALWAYS_BUILT_MASK", "FLASH_BLOCK", "HF_EAGER", "HF_SDPA", "PROFILES", "VLLM", "ExecutionProfile",
+           "apply_engine", "causal_pairs", "compressed_pairs", "get_engine", "kept_pairs", "paged_tokens",
+           "sdpa_local_mask_built", "sdpa_mask_built"]

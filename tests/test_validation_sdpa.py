@@ -113,6 +113,10 @@ def test_a_local_mask_is_built_once_its_keys_reach_the_window() -> None:
     assert sdpa.count(M.CMP, "model:positions", 2, 5000, 0) == 4 * 5000 * 5000
     assert sdpa.count(M.ADD, "model:positions", 2, 5000, 0) == 5000 + 5000 + 5000 + 5000  # + the position ids
     assert sdpa.count(M.CMP, "model:positions", 2, 3, 0) == 0
+    # with a mask SDPA cannot take grouped heads (no enable_gqa): repeat_kv copies K and V of 8 KV heads to 32
+    # heads, 32 x 5000 x 128 elements each; a 3-token prefill passes no mask (enable_gqa: no copy)
+    node = sdpa.graph.node("model.layers.0.self_attn:scores")
+    assert (node.facts.copies(1, 5000, 0), node.facts.copies(1, 3, 0)) == (32 * 5000 * 128, 0)
 
 
 def test_dsa_under_sdpa_masks_the_unpicked_keys_with_boolean_ops() -> None:
