@@ -98,6 +98,35 @@ def test_sdpa_full_size_on_meta_is_exact_per_node(name: str, shape: tuple[int, i
     assert report.ok, report.summary_line() + "\n" + report.table()
 
 
+# the model types no preset covers that transformers runs with SDPA: one family config each
+# (tests/family_configs/; codegen, gptj, gpt_neo, mamba, mamba2, mimo_v2_flash, mpt and xglm do not run SDPA)
+FAMILY_CONFIGS = ["allenai--OLMoE-1B-7B-0924", "ibm-granite--granite-3.1-3b-a800m-instruct",
+                  "meta-llama--Llama-4-Maverick-17B-128E-Instruct", "rednote-hilab--dots.llm1.inst",
+                  "tencent--Hunyuan-A13B-Instruct", "transformers--ArceeConfig-defaults",
+                  "transformers--Cohere2Config-defaults", "transformers--Ernie4_5Config-defaults",
+                  "transformers--Ernie4_5_MoeConfig-defaults", "transformers--ExaoneMoeConfig-defaults",
+                  "transformers--FalconH1Config-defaults", "transformers--GPTBigCodeConfig-defaults",
+                  "transformers--Gemma3nTextConfig-defaults", "transformers--Gemma4TextConfig-defaults",
+                  "transformers--Glm4Config-defaults", "transformers--Glm4MoeLiteConfig-defaults",
+                  "transformers--GlmConfig-defaults", "transformers--GlmMoeDsaConfig-defaults",
+                  "transformers--GraniteConfig-defaults", "transformers--GraniteMoeHybridConfig-defaults",
+                  "transformers--HeliumConfig-defaults", "transformers--Lfm2Config-LFM2-1.2B-dims",
+                  "transformers--Ministral3Config-defaults", "transformers--OlmoConfig-defaults",
+                  "transformers--PersimmonConfig-defaults", "transformers--PhimoeConfig-defaults",
+                  "transformers--Qwen3_5MoeTextConfig-defaults", "transformers--SeedOssConfig-defaults",
+                  "transformers--SmolLM3Config-defaults"]
+
+
+@pytest.mark.parametrize("config", FAMILY_CONFIGS)
+def test_sdpa_family_configs_tiny_after_a_cache_are_exact_per_node(config: str) -> None:
+    import json
+    from pathlib import Path
+
+    data = json.loads((Path(__file__).parent / "family_configs" / f"{config}.json").read_text())
+    report = validate(data, 3, 7, 5, tiny=True, engine="hf-sdpa")  # past every tiny window (kv 10 >= 4)
+    assert report.ok, report.summary_line() + "\n" + report.table()
+
+
 def test_a_local_mask_is_built_once_its_keys_reach_the_window() -> None:
     # masking_utils._ignore_causal_mask_sdpa: kv_length >= local_size -> always built; shorter: skipped for one
     # query row or an empty cache. Mistral-7B's sliding layers (window 4096) see min(P, 4095) + S keys.
