@@ -33,6 +33,40 @@ from .workload import Requests, Workload, read_trace
 
 MAX_STEPS = 20_000_000
 TIMELINE_POINTS = 200
+STRETCH_CELLS = 1 << 16  # steps x sequences of one decode stretch at most (its grids' size)
+
+
+class _StepLog:
+    """Per-step records (start, duration, used KV blocks after the step, running, in the system, tokens) in
+    growing numpy columns: a stretch writes slices, an ordinary step one column; no per-step Python objects."""
+
+    FIELDS = ("t", "dt", "kv", "running", "in_system", "tokens")
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.size = 0
+        self.data = np.zeros((len(self.FIELDS), capacity))
+
+    def _room(self, k: int) -> None:
+        if self.size + k > self.data.shape[1]:
+            grown = np.zeros((len(self.FIELDS), max(2 * self.data.shape[1], self.size + k)))
+            grown[:, :self.size] = self.data[:, :self.size]
+            self.data = grown
+
+    def add(self, t: float, dt: float, kv: int, running: int, in_system: int, tokens: int) -> None:
+        self._room(1)
+        self.data[:, self.size] = (t, dt, kv, running, in_system, tokens)
+        self.size += 1
+
+    def extend(self, t: Any, dt: Any, kv: Any, running: Any, in_system: Any, tokens: Any) -> None:
+        k = int(np.shape(t)[0])
+        self._room(k)
+        i, d = self.size, self.data
+        for row, v in enumerate((t, dt, kv, running, in_system, tokens)):
+            d[row, i:i + k] = v
+        self.size += k
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.data[self.FIELDS.index(name), :self.size]
 
 
 class DoesNotFitError(QueryError):
@@ -199,6 +233,9 @@ class Server:
         if self.spec is not None:
             self._setup_draft()
         self._capacity: dict[int, KVCapacity] = {}
+        # the shortest step (one decode at context 0; steps grow with sequences and contexts): it bounds how
+        # many steps fit before an arrival, which only sizes a stretch's first guess
+        self._min_dt = max(self.cost.step(np.zeros(1, dtype=np.int64))[0], 1e-12)
 
     def _setup_draft(self) -> None:
         spec = self.spec
@@ -261,7 +298,7 @@ class Server:
         finish = np.full(n, np.nan)
         last_tok = np.zeros(n)
         itl_chunks: list[np.ndarray] = []
-        steps: dict[str, list[Any]] = {k: [] for k in ("t", "dt", "kv", "running", "in_system", "tokens")}
+        log = _StepLog()
         batches: list[list[tuple[int, int, int]]] = []
         rng = np.random.default_rng(workload.seed + 1)
         spec = self.spec
@@ -275,7 +312,6 @@ class Server:
         step = 0
         cost = self.cost
         fast = fast_forward and spec is None
-        self._last_dt = 0.0
         while done < n:
             while nxt < n and arrival[nxt] <= now:
                 sched.waiting.append(nxt)
@@ -285,14 +321,12 @@ class Server:
                 now = float(arrival[nxt])
                 continue
             if fast and sched.running.shape[0]:
-                k = self._fast_forward(sched, req, now, nxt, last_tok, first, finish, itl_chunks, steps,
-                                       batches if record_batches else None)
+                k, end, dt_sum, finished = self._fast_forward(sched, req, now, nxt, last_tok, finish, itl_chunks, log,
+                                                              batches if record_batches else None)
                 if k:
-                    dt_sum = float(sum(steps["dt"][-k:]))
-                    self._last_dt = steps["dt"][-1]  # a pure decode step of this batch
-                    now += dt_sum
+                    now = end
                     busy += dt_sum
-                    done = int(np.count_nonzero(~np.isnan(finish)))
+                    done += finished
                     step += k
                     if progress is not None and step % 256 < k:
                         progress(done, n)
@@ -322,8 +356,6 @@ class Server:
                 emitted_spec = np.where(batch.decode, accepted + 1, 0)  # a row the budget cut verifies fewer
             now += dt
             busy += dt
-            if not chunks:
-                self._last_dt = dt
             if flops > 0:
                 input_time += dt * min(pre_flops / flops, 1.0)
             if emitted_spec is not None:  # the tokens each verification yields, capped at the output left
@@ -343,12 +375,7 @@ class Server:
             if fin.shape[0]:
                 finish[fin] = now
                 done += int(fin.shape[0])
-            steps["t"].append(now - dt)
-            steps["dt"].append(dt)
-            steps["kv"].append(sched.used_blocks)
-            steps["running"].append(int(batch.ids.shape[0]))
-            steps["in_system"].append(in_system)
-            steps["tokens"].append(int(batch.tokens.sum()))
+            log.add(now - dt, dt, sched.used_blocks, int(batch.ids.shape[0]), in_system, int(batch.tokens.sum()))
             if record_batches:
                 batches.append(list(zip(batch.ids.tolist(), batch.tokens.tolist(), batch.past.tolist())))
             step += 1
@@ -358,22 +385,28 @@ class Server:
                 raise QueryError(f"the simulation passed {MAX_STEPS:,} steps; simulate fewer or shorter requests")
         if progress is not None:
             progress(done, n)
-        return self._result(workload, req, sched, cap, first, finish, itl_chunks, steps, busy, idle, input_time,
+        return self._result(workload, req, sched, cap, first, finish, itl_chunks, log, busy, idle, input_time,
                             verify_rows, verify_tokens, batches)
 
     def _fast_forward(self, sched: Scheduler, req: Requests, now: float, nxt: int, last_tok: np.ndarray,
-                      first: np.ndarray, finish: np.ndarray, itl_chunks: list[np.ndarray],
-                      steps: dict[str, list[Any]], batches: list[Any] | None) -> int:
-        """Run the next K >= 2 steps at once when they are pure decodes of the same running requests that
-        nothing can change: every running request decodes, no waiting request can be admitted before the
-        K-th step (none waits and no arrival comes before it starts, or the running set is full, or the
-        budget or the free blocks already refuse the queue's head), no request finishes before the K-th
-        step, and the blocks they need fit. Returns K (0: take one ordinary step)."""
+                      finish: np.ndarray, itl_chunks: list[np.ndarray], log: _StepLog,
+                      batches: list[Any] | None) -> tuple[int, float, float, int]:
+        """Run the next K >= 2 steps at once when they are pure decodes of the running requests that no
+        admission can change. Two cases:
+
+        - nothing waits and a request could be admitted (a free slot, budget left): the stretch runs up to the
+          step before the first one that starts at or after the next arrival, and requests that finish inside
+          it leave the batch (the steps after have fewer sequences; finishing frees only what is unused);
+        - otherwise (the running set is full, or the budget or the free blocks refuse the queue's head): up to
+          the first request's finish, since a finish could let the head in; arrivals only join the queue.
+
+        In both, the blocks the steps need must fit (the stretch stops before the step that would preempt).
+        Returns (K, the clock after, busy seconds, requests finished); K = 0: take one ordinary step."""
         run = sched.running
         n = int(run.shape[0])
         budget = sched.budget
         if n > budget:
-            return 0
+            return 0, now, 0.0, 0
         bs = sched.block_size
         blocked = n >= sched.max_num_seqs or budget - n <= 0
         if sched.waiting and not blocked:
@@ -381,90 +414,101 @@ class Server:
             total = int(sched.num_tokens[head])
             computed = min(int(sched.cached[head]), total - 1)
             if -(-(computed + min(total - computed, budget - n)) // bs) <= sched.free:
-                return 0  # the head could be admitted now (it is, by the ordinary step)
-            blocked = True  # free blocks only shrink during the stretch
+                return 0, now, 0.0, 0  # the head could be admitted now (it is, by the ordinary step)
+            blocked = True  # free blocks only shrink while the running set stays
         nc = sched.num_computed[run]
         gen = sched.generated[run]
         if (sched.num_tokens[run] - nc != 1).any() or not gen.all():
-            return 0
+            return 0, now, 0.0, 0
         left = sched.output[run] - gen
-        k = min(int(left.min()), max(2, 8192 // n))
         arrival = req.arrival
         arrives = not blocked and nxt < arrival.shape[0]
-        if arrives and self._last_dt > 0:
-            # steps until the next arrival, from the last decode step's time: a cap on the work below
-            k = min(k, int((arrival[nxt] - now) / self._last_dt) + 2)
+        k = int(left.max()) if not blocked else int(left.min())
+        k = min(k, max(2, STRETCH_CELLS // n))
+        if arrives:  # steps until the next arrival at the shortest step time: a cap on the work below
+            k = min(k, int((arrival[nxt] - now) / self._min_dt) + 2)
         if k < 2:
-            return 0
+            return 0, now, 0.0, 0
         held = sched.blocks[run]
-        need = self._block_need(nc, held, k, bs)  # cumulative new blocks after each step
-        if need[-1] > sched.free:  # the step at which the blocks run out
-            k = int(np.searchsorted(need, sched.free, side="right"))
-            if k < 2:
-                return 0
-            need = need[:k]
-        dt, _ = self.cost.decode_run(nc, k)
+        lv = np.minimum(left, k)
+        need = self._block_need(nc, held, k, bs, lv)  # cumulative new blocks after each step
+        ends_in = left <= k
+        if ends_in.any():  # the blocks of step j come from the free ones and those finished requests freed
+            final = np.maximum(held[ends_in], -(-(nc[ends_in] + left[ends_in]) // bs))  # held when they finish
+            freed = np.cumsum(np.bincount(left[ends_in] - 1, weights=final, minlength=k)[:k]).astype(np.int64)
+            over = need > sched.free + np.concatenate(([0], freed[:-1]))
+            if over.any():
+                k = int(np.argmax(over))  # the first step that would preempt
+        else:
+            freed = np.zeros(k, dtype=np.int64)
+            if int(need[-1]) > sched.free:
+                k = int(np.argmax(need > sched.free))
+        if k < 2:
+            return 0, now, 0.0, 0
+        dt, _, active = self.cost.decode_run(nc, k, left, with_active=True)
         ends = np.cumsum(dt)
         ends += now
         starts = ends - dt
         if arrives:
             late = int(np.searchsorted(starts, arrival[nxt], side="left"))  # the first step the arrival sees
+            if late < 2:
+                return 0, now, 0.0, 0
             if late < k:
-                if late < 2:
-                    return 0
                 k = late
-                dt, starts, ends, need = dt[:k], starts[:k], ends[:k], need[:k]
-        # apply: k tokens each
-        sched.num_computed[run] = nc + k
-        sched.num_tokens[run] += k
-        sched.generated[run] = gen + k
-        sched.blocks[run] = held + np.maximum(-(-(nc + k) // bs) - held, 0)
+                dt, starts, ends, active = dt[:k], starts[:k], ends[:k], active[:k]
+        if need.shape[0] > k:
+            need, freed = need[:k], freed[:k]
+        lv = np.minimum(left, k)
+        # apply: lv_i tokens each
         used_before = sched.used_blocks
+        sched.num_computed[run] = nc + lv
+        sched.num_tokens[run] += lv
+        sched.generated[run] = gen + lv
+        sched.blocks[run] = np.maximum(held, -(-(nc + lv) // bs))
         sched.free -= int(need[-1])
         itl_chunks.append(ends[0] - last_tok[run])
-        itl_chunks.append(np.repeat(dt[1:], n))
-        last_tok[run] = ends[-1]
-        steps["t"].extend(starts.tolist())
-        steps["dt"].extend(dt.tolist())
-        steps["kv"].extend((need + used_before).tolist())
-        steps["running"].extend([n] * k)
-        steps["tokens"].extend([n] * k)
-        waiting = n + len(sched.waiting)
+        itl_chunks.append(np.repeat(dt[1:], active[1:]))
+        last_tok[run] = ends[lv - 1]
+        waiting = len(sched.waiting)
         if blocked and nxt < arrival.shape[0]:  # arrivals join the queue by each step's start
-            joined = np.searchsorted(arrival, starts, side="right") - nxt
-            steps["in_system"].extend((np.maximum(joined, 0) + waiting).tolist())
+            in_system = np.maximum(np.searchsorted(arrival, starts, side="right") - nxt, 0) + waiting + active
         else:
-            steps["in_system"].extend([waiting] * k)
+            in_system = active + waiting
+        log.extend(starts, dt, used_before + need - freed, active, in_system, active)
         if batches is not None:
-            ids = run.tolist()
+            ids, past = run.tolist(), nc.tolist()
             for i in range(k):
-                batches.append([(r, 1, int(p) + i) for r, p in zip(ids, nc.tolist())])
-        done = left == k
-        if done.any():
+                batches.append([(r, 1, p + i) for r, p, s in zip(ids, past, lv.tolist()) if i < s])
+        done = left <= k
+        finished = int(done.sum())
+        if finished:
             fin = run[done]
-            finish[fin] = ends[-1]
+            finish[fin] = ends[left[done] - 1]
             sched.free += int(sched.blocks[fin].sum())
             sched.blocks[fin] = 0
             sched.running = run[~done]
-            steps["kv"][-1] = sched.used_blocks  # as the ordinary step records it: after the finished leave
-        return k
+        return k, float(ends[-1]), float(dt.sum()), finished
 
     @staticmethod
-    def _block_need(nc: np.ndarray, held: np.ndarray, k: int, bs: int) -> np.ndarray:
+    def _block_need(nc: np.ndarray, held: np.ndarray, k: int, bs: int, steps: np.ndarray | None = None) -> np.ndarray:
         """Cumulative new blocks after each of k decode steps, without a (k, n) grid: sequence i needs a new
         block at steps first_i, first_i + bs, ... where first_i = max(held_i * bs - nc_i, 0) (its token
-        nc_i + j + 1 passes the blocks it holds); the events are counted per step and summed."""
+        nc_i + j + 1 passes the blocks it holds) and before ``steps[i]`` (the steps it takes part in; default
+        all k); the events are counted per step and summed."""
         first = np.maximum(held * bs - nc, 0)
-        count = np.maximum(-(-(k - first) // bs), 0)  # events of sequence i within the k steps
+        if k <= bs:  # at most one event per sequence: at step first_i, when it is still in the batch
+            hit = first[first < (k if steps is None else steps)]
+            return np.cumsum(np.bincount(hit, minlength=k)[:k])
+        count = np.maximum(-(-((k if steps is None else steps) - first) // bs), 0)  # events of sequence i
         total = int(count.sum())
         if total == 0:
             return np.zeros(k, dtype=np.int64)
         offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
-        steps = np.repeat(first, count) + bs * offsets
-        return np.cumsum(np.bincount(steps, minlength=k)[:k])
+        at = np.repeat(first, count) + bs * offsets
+        return np.cumsum(np.bincount(at, minlength=k)[:k])
 
     def _result(self, workload: Workload, req: Requests, sched: Scheduler, cap: KVCapacity, first: np.ndarray,
-                finish: np.ndarray, itl_chunks: list[np.ndarray], steps: dict[str, list[Any]], busy: float,
+                finish: np.ndarray, itl_chunks: list[np.ndarray], steps: _StepLog, busy: float,
                 idle: float, input_time: float, verify_rows: int, verify_tokens: int,
                 batches: list[Any]) -> ServeResult:
         n = len(req)
@@ -474,10 +518,10 @@ class Server:
         tpot = (finish[multi] - first[multi]) / (req.output[multi] - 1)
         itl = np.concatenate(itl_chunks) if itl_chunks else np.zeros(0)
         span = float(finish.max() - req.arrival.min())
-        t, dt = np.asarray(steps["t"]), np.asarray(steps["dt"])
-        kv = np.asarray(steps["kv"], dtype=np.float64) / cap.num_blocks
-        running = np.asarray(steps["running"], dtype=np.float64)
-        in_sys = np.asarray(steps["in_system"], dtype=np.float64)
+        t, dt = steps["t"].copy(), steps["dt"].copy()
+        kv = steps["kv"] / cap.num_blocks
+        running = steps["running"].copy()
+        in_sys = steps["in_system"].copy()
         wsum = float(dt.sum()) or 1.0
         pick: list[int] = (np.unique(np.linspace(0, len(t) - 1, min(TIMELINE_POINTS, len(t))).astype(int)).tolist()
                            if len(t) else [])
@@ -512,7 +556,7 @@ class Server:
             speculative=spec_stats, cost=cost, notes=notes)
         result._raw.update(arrival=req.arrival, prompt=req.prompt, output=req.output, ttft=ttft, tpot=tpot, e2e=e2e,
                            itl=itl, step_t=t, step_dt=dt, step_kv=kv, step_running=running, step_in_system=in_sys,
-                           step_tokens=np.asarray(steps["tokens"]), preemptions=sched.preemptions)
+                           step_tokens=steps["tokens"].astype(np.int64), preemptions=sched.preemptions)
         if batches:
             result._raw["batches"] = batches  # type: ignore[assignment]
         return result
