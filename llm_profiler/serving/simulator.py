@@ -499,6 +499,10 @@ class Server:
         if k <= bs:  # at most one event per sequence: at step first_i, when it is still in the batch
             hit = first[first < (k if steps is None else steps)]
             return np.cumsum(np.bincount(hit, minlength=k)[:k])
+        if k * first.shape[0] <= 4096:  # small: on the (k, n) grid, i's events up to step j, last_i = steps_i - 1:
+            j = np.arange(k)[:, None]  # (min(j, last_i) - first_i) // bs + 1 when >= 0, else none
+            upto = np.minimum(j, steps - 1) if steps is not None else j
+            return (np.maximum(upto - first + bs, 0) // bs).sum(axis=1)
         count = np.maximum(-(-((k if steps is None else steps) - first) // bs), 0)  # events of sequence i
         total = int(count.sum())
         if total == 0:
