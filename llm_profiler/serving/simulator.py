@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,12 @@ from ..engines import VLLM, ExecutionProfile, get_engine
 from ..errors import ProfilerError, QueryError
 from ..hardware import get_device
 from ..memory import kv_cache_bytes, memory_usage, weights_bytes
+from ..phases import PREFILL
 from ..profile import ModelProfile, profile_model
 from .cost import IDLE_FRACTION, CostReport, cost_report
 from .scheduler import Scheduler, SchedulerConfig
 from .speculative import Speculative, expected_tokens, mtp_cost_ratio, mtp_layers
-from .step_cost import StepCost
+from .step_cost import PlanStepCost, StepCost
 from .workload import Requests, Workload, read_trace
 
 MAX_STEPS = 20_000_000
@@ -69,6 +71,25 @@ class _StepLog:
         return self.data[self.FIELDS.index(name), :self.size]
 
 
+@dataclass
+class _Part:
+    """One replica's simulation: per request (its own order; ``index`` maps to the workload's), the gaps,
+    the step log and the totals."""
+
+    first: np.ndarray
+    finish: np.ndarray
+    itl: np.ndarray
+    log: _StepLog
+    busy: float
+    idle: float
+    input_time: float
+    verify_rows: int
+    verify_tokens: int
+    batches: list[Any]
+    preemptions: np.ndarray
+    index: np.ndarray
+
+
 class DoesNotFitError(QueryError):
     """The model (or one request) does not fit the device memory: says by how much and what to change."""
 
@@ -103,6 +124,8 @@ class KVCapacity(BaseModel):
     block_size: int
     num_blocks: int
     given: bool = False  # num_kv_blocks set by the user
+    plan: str | None = None  # per rank of this plan: the binding pipeline stage's rank (``stage``)
+    stage: int = 0
 
     @property
     def tokens(self) -> int:
@@ -131,6 +154,10 @@ class ServeResult(BaseModel):
     device: str
     engine: str
     workload: str
+    plan: str | None = None  # the parallel plan (``ParallelPlan.describe``), None on one device
+    system: str | None = None
+    devices: int = 1  # tp x pp x dp
+    replicas: int = 1  # dp
     scheduler: dict[str, Any]
     kv: KVCapacity
     num_requests: int
@@ -200,6 +227,83 @@ def kv_capacity(source: Any, model: ModelProfile, device: Any, config: Scheduler
                       block_bytes=per_block, block_size=block, num_blocks=int(blocks), given=given)
 
 
+def rank_capacity(cost: PlanStepCost, config: SchedulerConfig, engine: ExecutionProfile, *,
+                  max_context: int) -> KVCapacity:
+    """KV blocks per rank of ``cost``'s plan: for every pipeline stage's rank, (device memory x memory_fraction
+    - its sharded weights - its activations) / its bytes per block (the K / V heads and layers it holds); the
+    stage with the fewest blocks binds (a block is held on every stage at once)."""
+    dev, d = cost.settings.device, cost.settings.dtypes
+    block = config.block_size or engine.kv_block or 16
+    usable = int(dev.memory_bytes * config.memory_fraction)
+    rows = [_rank_usage(pre, cost.settings, config, engine, max_context, block) for pre, _ in cost.stage_models]
+    frees = [(usable - w - a) // b if usable - w - a >= b else 0 for w, a, b in rows]
+    stage = min(range(len(rows)), key=lambda i: (frees[i], -rows[i][0]))
+    weights, act, per_block = rows[stage]
+    name = cost.plan.describe()
+    if frees[stage] < 1:
+        gib = 2**30
+        raise DoesNotFitError(
+            f"the model does not fit {'one rank of ' + name if cost.plan.devices > 1 else 'one device'} on "
+            f"{cost.system.name}: {'stage ' + str(stage) + chr(39) + 's rank' if cost.plan.pp > 1 else 'it'} holds weights "
+            f"{weights / gib:.2f} GiB + activations {act / gib:.2f} GiB of the {usable / gib:.2f} GiB usable on "
+            f"{dev.name} (memory_fraction {config.memory_fraction:g}), less than one {block}-token KV block "
+            f"({per_block:,} bytes) left")
+    given = config.num_kv_blocks is not None
+    blocks = int(config.num_kv_blocks) if given else int(frees[stage])  # type: ignore[arg-type]
+    del d
+    return KVCapacity(usable_bytes=usable, weights_bytes=weights, activation_bytes=act, block_bytes=per_block,
+                      block_size=block, num_blocks=blocks, given=given, plan=name, stage=stage)
+
+
+def _rank_usage(pre: ModelProfile, st: Any, config: SchedulerConfig, engine: ExecutionProfile, max_context: int,
+                block: int) -> tuple[int, int, int]:
+    """(weight bytes, activation bytes, KV bytes per block) of one rank's forward (``rank_model``'s prefill
+    view), at the settings' storage dtypes: the activations of a full step of prompt tokens or of
+    ``max_num_seqs`` decodes at ``max_context``, the larger (as ``kv_capacity``)."""
+    from .. import metrics as M
+    from ..traffic import model_traffic
+
+    d = st.dtypes
+    budget = config.max_num_batched_tokens or engine.max_batched_tokens or 8192
+    opts = {"weight_dtype": d.weight, "act_dtype": d.act, "kv_dtype": d.kv, "engine": engine,
+            "quantization": d.quant or "none"}
+    dev = st.device
+    act = max(memory_usage(pre, 1, budget, budget, dev, **opts).activations,
+              memory_usage(pre, config.max_num_seqs, 1, max(max_context, 1), dev, **opts).activations)
+    per_block = pre.count(M.CACHE, "model", 1, block, 0) * (d.kv.bits // 8)
+    return model_traffic(pre, d).weight_storage(), act, per_block
+
+
+def smallest_fitting_plan(model: ModelProfile, st: Any, config: SchedulerConfig, engine: ExecutionProfile,
+                          max_context: int, blocks_needed: int) -> Any:
+    """The smallest plan (``parallel.search.smallest_plan``: fewest devices, tensor parallelism first) whose every
+    stage's rank holds its weights, its activations and ``blocks_needed`` KV blocks; None past 64 devices."""
+    from ..parallel.search import smallest_plan
+    from ..parallel.shard import rank_model
+    from ..perf import phase_model
+
+    block = config.block_size or engine.kv_block or 16
+    usable = int(st.device.memory_bytes * config.memory_fraction)
+    pre = phase_model(model, PREFILL, engine)
+    last = engine.lm_head == "last"
+
+    def fits(plan: Any) -> bool:
+        for s in range(plan.pp):
+            w, a, b = _rank_usage(rank_model(pre, plan, s, last), st, config, engine, max_context, block)
+            if usable - w - a < blocks_needed * b:
+                return False
+        return True
+
+    return smallest_plan(model, fits)
+
+
+def _plan_hint(found: Any, device: Any) -> str:
+    if found is None:
+        return "no plan of up to 64 devices fits: quantize (weight_dtype, kv_dtype) or shorten the requests"
+    return (f"the smallest plan that fits: {found.describe()} ({found.devices} x {device.name}; "
+            f"--tp {found.tp} --pp {found.pp})")
+
+
 class Server:
     """A model served on a device by an engine: the step costs and KV capacity, built once, reused by every
     simulation (``run``) and by the rate search."""
@@ -209,9 +313,13 @@ class Server:
                  weight_dtype: str | None = None, act_dtype: str = "bf16", kv_dtype: str | None = None,
                  quantization: Any = "config", flops_efficiency: float = 1.0, bandwidth_efficiency: float = 1.0,
                  cost_per_hour: float | None = None, tdp_watts: float | None = None,
-                 idle_fraction: float = IDLE_FRACTION, config: Any = None) -> None:
+                 idle_fraction: float = IDLE_FRACTION, config: Any = None, plan: Any = None,
+                 system: Any = None) -> None:
         """``config``: the model's config (a ``ModelConfig`` or dict), where ``model`` is a ``ModelProfile``
-        and speculation uses its MTP heads (the formulas do not keep ``num_nextn_predict_layers``)."""
+        and speculation uses its MTP heads (the formulas do not keep ``num_nextn_predict_layers``).
+        ``plan`` (a ``parallel.ParallelPlan`` or a dict of ``make_plan``'s arguments) and / or ``system`` (a
+        name, file or ``SystemSpec``; its device replaces ``device``): serve under that plan
+        (``PlanStepCost``, KV blocks per rank, dp replicas splitting the request stream)."""
         self.source = model
         self.config_source = config if config is not None else model
         self.model = model if isinstance(model, ModelProfile) else profile_model(model)
@@ -220,9 +328,21 @@ class Server:
         self.spec = speculative
         self.dtype_opts = {"weight_dtype": weight_dtype, "act_dtype": act_dtype, "kv_dtype": kv_dtype,
                            "quantization": quantization}
-        self.cost = StepCost(model, device, self.engine, weight_dtype=weight_dtype, act_dtype=act_dtype,
-                             kv_dtype=kv_dtype, flops_efficiency=flops_efficiency,
-                             bandwidth_efficiency=bandwidth_efficiency, quantization=quantization)
+        self.plan: Any = None
+        self.system: Any = None
+        self.cost: StepCost | PlanStepCost
+        if plan is not None or system is not None:
+            if speculative is not None and speculative.draft not in ("ngram", "mtp") and speculative.draft_cost_ratio is None:
+                raise QueryError("a draft model under a parallel plan is not modelled: use spec draft 'ngram' or "
+                                 "'mtp', or give the draft's cost ratio (draft_cost_ratio, --spec-cost-ratio)")
+            self.cost = PlanStepCost(model, plan, system, self.engine, device=device, weight_dtype=weight_dtype,
+                                     act_dtype=act_dtype, kv_dtype=kv_dtype, flops_efficiency=flops_efficiency,
+                                     bandwidth_efficiency=bandwidth_efficiency, quantization=quantization)
+            self.plan, self.system = self.cost.plan, self.cost.system
+        else:
+            self.cost = StepCost(model, device, self.engine, weight_dtype=weight_dtype, act_dtype=act_dtype,
+                                 kv_dtype=kv_dtype, flops_efficiency=flops_efficiency,
+                                 bandwidth_efficiency=bandwidth_efficiency, quantization=quantization)
         self.device = self.cost.settings.device
         self.budget = self.config.max_num_batched_tokens or self.engine.max_batched_tokens or 8192
         self.price, self.tdp, self.idle_fraction = cost_per_hour, tdp_watts, idle_fraction
@@ -261,9 +381,23 @@ class Server:
     def capacity(self, max_context: int) -> KVCapacity:
         key = max(1024, 1 << int(max_context).bit_length())  # activations are reserved for a bucket of contexts
         if key not in self._capacity:
-            self._capacity[key] = kv_capacity(self.source, self.model, self.device, self.config, self.engine,
-                                              max_context=key, draft=self.draft_source, **self.dtype_opts)
+            try:
+                if isinstance(self.cost, PlanStepCost):
+                    self._capacity[key] = rank_capacity(self.cost, self.config, self.engine, max_context=key)
+                else:
+                    self._capacity[key] = kv_capacity(self.source, self.model, self.device, self.config, self.engine,
+                                                      max_context=key, draft=self.draft_source, **self.dtype_opts)
+            except DoesNotFitError as err:
+                if self.draft_source is not None:
+                    raise
+                raise DoesNotFitError(f"{err}; {self._plan_hint(key, 1)}") from None
         return self._capacity[key]
+
+    def _plan_hint(self, max_context: int, blocks_needed: int) -> str:
+        """Where the model does not fit: the smallest plan that holds it (``smallest_fitting_plan``)."""
+        found = smallest_fitting_plan(self.model, self.cost.settings, self.config, self.engine, max_context,
+                                      blocks_needed)
+        return _plan_hint(found, self.device)
 
     # ------------------------------------------------------------------------------------------------
     def run(self, workload: Workload, *, progress: Callable[[int, int], None] | None = None,
@@ -281,17 +415,34 @@ class Server:
         spec_k = self.spec.k if self.spec else 0
         longest = int(lengths.max()) + spec_k
         if _ceil(longest, block) > cap.num_blocks:
+            where = "the device holds" if cap.plan is None else f"one rank of {cap.plan} holds"
+            hint = "" if cap.given or self.draft_source is not None else \
+                "; " + self._plan_hint(max(1024, 1 << longest.bit_length()), _ceil(longest, block))
             raise DoesNotFitError(f"a request of {int(lengths.max())} tokens (prompt + output) needs "
-                                  f"{_ceil(longest, block)} KV blocks of {block} tokens; the device holds {cap.num_blocks} "
-                                  f"({cap.tokens:,} tokens): shorten the requests or free memory")
-        sched = Scheduler(req.prompt, req.output, budget=self.budget, max_num_seqs=self.config.max_num_seqs,
-                          block_size=block, num_blocks=cap.num_blocks,
-                          prefix_cache_hit=self.config.prefix_cache_hit, spec_k=spec_k)
-        return self._loop(workload, req, sched, cap, progress, record_batches, fast_forward)
+                                  f"{_ceil(longest, block)} KV blocks of {block} tokens; {where} {cap.num_blocks} "
+                                  f"({cap.tokens:,} tokens): shorten the requests or free memory{hint}")
+        dp = self.plan.dp if self.plan is not None else 1
+        parts = []
+        done = 0
+        for r in range(dp):  # data-parallel replicas split the stream: request i goes to replica i mod dp
+            index = np.arange(r, n, dp)
+            sub = req if dp == 1 else Requests(req.arrival[index], req.prompt[index], req.output[index])
+            if len(sub) == 0:
+                continue
+            sched = Scheduler(sub.prompt, sub.output, budget=self.budget, max_num_seqs=self.config.max_num_seqs,
+                              block_size=block, num_blocks=cap.num_blocks,
+                              prefix_cache_hit=self.config.prefix_cache_hit, spec_k=spec_k)
+            shown = None if progress is None else _offset_progress(progress, done, n)
+            part = self._loop(workload, sub, sched, shown, record_batches, fast_forward, seed=workload.seed + 1 + r)
+            part.index = index
+            parts.append(part)
+            done += len(sub)
+        return self._result(workload, req, cap, parts)
 
-    def _loop(self, workload: Workload, req: Requests, sched: Scheduler, cap: KVCapacity,
+    def _loop(self, workload: Workload, req: Requests, sched: Scheduler,
               progress: Callable[[int, int], None] | None, record_batches: bool,
-              fast_forward: bool = True) -> ServeResult:
+              fast_forward: bool = True, seed: int = 1) -> _Part:
+        """Simulate one replica's requests (every request when dp = 1)."""
         n = len(req)
         arrival = req.arrival
         first = np.full(n, np.nan)
@@ -300,7 +451,7 @@ class Server:
         itl_chunks: list[np.ndarray] = []
         log = _StepLog()
         batches: list[list[tuple[int, int, int]]] = []
-        rng = np.random.default_rng(workload.seed + 1)
+        rng = np.random.default_rng(seed)
         spec = self.spec
         width = 1 + spec.k if spec else 1
         verify_rows = verify_tokens = 0
@@ -385,8 +536,10 @@ class Server:
                 raise QueryError(f"the simulation passed {MAX_STEPS:,} steps; simulate fewer or shorter requests")
         if progress is not None:
             progress(done, n)
-        return self._result(workload, req, sched, cap, first, finish, itl_chunks, log, busy, idle, input_time,
-                            verify_rows, verify_tokens, batches)
+        return _Part(first=first, finish=finish, itl=np.concatenate(itl_chunks) if itl_chunks else np.zeros(0),
+                     log=log, busy=busy, idle=idle, input_time=input_time, verify_rows=verify_rows,
+                     verify_tokens=verify_tokens, batches=batches, preemptions=sched.preemptions,
+                     index=np.arange(len(req)))
 
     def _fast_forward(self, sched: Scheduler, req: Requests, now: float, nxt: int, last_tok: np.ndarray,
                       finish: np.ndarray, itl_chunks: list[np.ndarray], log: _StepLog,
@@ -511,24 +664,35 @@ class Server:
         at = np.repeat(first, count) + bs * offsets
         return np.cumsum(np.bincount(at, minlength=k)[:k])
 
-    def _result(self, workload: Workload, req: Requests, sched: Scheduler, cap: KVCapacity, first: np.ndarray,
-                finish: np.ndarray, itl_chunks: list[np.ndarray], steps: _StepLog, busy: float,
-                idle: float, input_time: float, verify_rows: int, verify_tokens: int,
-                batches: list[Any]) -> ServeResult:
+    def _result(self, workload: Workload, req: Requests, cap: KVCapacity, parts: list[_Part]) -> ServeResult:
+        """The run's results from its replicas' parts: per-request arrays in the workload's order, the steps of
+        every replica (time-weighted means over all of them), busy time per replica on average."""
         n = len(req)
+        first, finish = np.empty(n), np.empty(n)
+        preemptions = np.zeros(n, dtype=np.int64)
+        for p in parts:
+            first[p.index], finish[p.index], preemptions[p.index] = p.first, p.finish, p.preemptions
         ttft = first - req.arrival
         e2e = finish - req.arrival
         multi = req.output > 1
         tpot = (finish[multi] - first[multi]) / (req.output[multi] - 1)
-        itl = np.concatenate(itl_chunks) if itl_chunks else np.zeros(0)
+        itl = parts[0].itl if len(parts) == 1 else np.concatenate([p.itl for p in parts])
         span = float(finish.max() - req.arrival.min())
-        t, dt = steps["t"].copy(), steps["dt"].copy()
-        kv = steps["kv"] / cap.num_blocks
-        running = steps["running"].copy()
-        in_sys = steps["in_system"].copy()
+
+        def column(name: str) -> np.ndarray:
+            return parts[0].log[name].copy() if len(parts) == 1 else np.concatenate([p.log[name] for p in parts])
+
+        t, dt = column("t"), column("dt")
+        kv = column("kv") / cap.num_blocks
+        running, in_sys = column("running"), column("in_system")
         wsum = float(dt.sum()) or 1.0
-        pick: list[int] = (np.unique(np.linspace(0, len(t) - 1, min(TIMELINE_POINTS, len(t))).astype(int)).tolist()
+        order = np.argsort(t, kind="stable") if len(parts) > 1 else np.arange(len(t))
+        pick: list[int] = (order[np.unique(np.linspace(0, len(t) - 1, min(TIMELINE_POINTS, len(t))).astype(int))].tolist()
                            if len(t) else [])
+        busy = sum(p.busy for p in parts) / max(len(parts), 1)  # per replica
+        input_time = sum(p.input_time for p in parts)
+        verify_rows = sum(p.verify_rows for p in parts)
+        verify_tokens = sum(p.verify_tokens for p in parts)
         input_tokens, output_tokens = int(req.prompt.sum()), int(req.output.sum())
         spec_stats = None
         if self.spec is not None:
@@ -537,16 +701,27 @@ class Server:
                                    expected_tokens_per_step=expected_tokens(self.spec.k, self.spec.acceptance),
                                    simulated_tokens_per_step=verify_tokens / verify_rows if verify_rows else 0.0,
                                    verify_rows=verify_rows)
-        share = input_time / busy if busy else 0.0
+        total_busy = sum(p.busy for p in parts)
+        share = input_time / total_busy if total_busy else 0.0
+        devices = self.plan.devices if self.plan is not None else 1
+        idle = sum(p.idle for p in parts) / max(len(parts), 1)
         cost = cost_report(self.device.name, busy_s=busy, idle_s=idle + max(span - busy - idle, 0.0),
                            input_tokens=input_tokens, output_tokens=output_tokens, input_share=share,
-                           cost_per_hour=self.price, tdp=self.tdp, idle_fraction=self.idle_fraction)
+                           cost_per_hour=self.price, tdp=self.tdp, idle_fraction=self.idle_fraction, gpus=devices)
         notes = list(self.notes)
         if cap.given:
             notes.append(f"KV blocks set by the caller: {cap.num_blocks}")
+        if self.plan is not None:
+            notes.append(f"parallel plan {self.plan.describe()} on {self.system.name}: each step is pp x the slowest "
+                         "pipeline stage's rank (its sharded roofline + its collectives); KV blocks per rank"
+                         + (f"; the {self.plan.dp} data-parallel replicas take every {self.plan.dp}-th request "
+                            "(busy time, steps and KV use are per replica)" if self.plan.dp > 1 else ""))
         result = ServeResult(
             model=self.model.spec.name or self.model.spec.model_type, device=self.device.name,
             engine=self.engine.name, workload=workload.describe(),
+            plan=self.plan.describe() if self.plan is not None else None,
+            system=self.system.name if self.plan is not None else None, devices=devices,
+            replicas=self.plan.dp if self.plan is not None else 1,
             scheduler={**self.config.model_dump(), "max_num_batched_tokens": self.budget, "block_size": cap.block_size},
             kv=cap, num_requests=n, input_tokens=input_tokens, output_tokens=output_tokens, duration_s=span,
             busy_s=busy, idle_s=max(span - busy, 0.0), steps=len(t), requests_per_s=n / span if span else 0.0,
@@ -556,14 +731,20 @@ class Server:
             e2e_s=Percentiles.of(e2e), mean_running=float(running @ dt) / wsum,
             mean_in_system=float(in_sys @ dt) / span if span else 0.0,
             kv_utilization_mean=float(kv @ dt) / wsum, kv_utilization_max=float(kv.max()) if kv.size else 0.0,
-            kv_timeline=[(float(t[i]), float(kv[i])) for i in pick], preemptions=int(sched.preemptions.sum()),
+            kv_timeline=[(float(t[i]), float(kv[i])) for i in pick], preemptions=int(preemptions.sum()),
             speculative=spec_stats, cost=cost, notes=notes)
         result._raw.update(arrival=req.arrival, prompt=req.prompt, output=req.output, ttft=ttft, tpot=tpot, e2e=e2e,
                            itl=itl, step_t=t, step_dt=dt, step_kv=kv, step_running=running, step_in_system=in_sys,
-                           step_tokens=steps["tokens"].astype(np.int64), preemptions=sched.preemptions)
+                           step_tokens=column("tokens").astype(np.int64), preemptions=preemptions)
+        batches = [[(int(p.index[r]), s, q) for r, s, q in b] for p in parts for b in p.batches]
         if batches:
             result._raw["batches"] = batches  # type: ignore[assignment]
         return result
+
+
+def _offset_progress(progress: Callable[[int, int], None], offset: int, total: int) -> Callable[[int, int], None]:
+    """A replica's progress as the whole run's: its done requests after the ``offset`` of the replicas before."""
+    return lambda done, _: progress(offset + done, total)
 
 
 def _ceil(x: int, d: int) -> int:

@@ -85,6 +85,22 @@ class StepCost:
         self.prefill_model = phase_model(self.base, PREFILL, self.engine)
         self.decode_model = phase_model(self.base, DECODE, self.engine)
         self._build()
+        self._init_tables()
+
+    @classmethod
+    def of_models(cls, prefill_model: ModelProfile, decode_model: ModelProfile, st: Settings,
+                  engine: ExecutionProfile) -> StepCost:
+        """A step cost over given prefill and decode forwards (one rank's, under a parallel plan), at settings
+        already resolved."""
+        self = cls.__new__(cls)
+        self.engine, self.base, self.settings, self.notes = engine, prefill_model, st, []
+        self.lm_head = engine.lm_head
+        self.prefill_model, self.decode_model = prefill_model, decode_model
+        self._build()
+        self._init_tables()
+        return self
+
+    def _init_tables(self) -> None:
         g = len(self.multiplicity)
         self._decode_tables: dict[int, np.ndarray] = {}
         self._polys: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -359,18 +375,18 @@ class StepCost:
         ctx = np.asarray(contexts, dtype=np.int64)
         n = int(ctx.shape[0])
         k = int(steps)
-        lv = None if left is None else np.minimum(np.asarray(left, dtype=np.int64), k)
+        lv = np.full(n, k, dtype=np.int64) if left is None else np.minimum(np.asarray(left, dtype=np.int64), k)
         if int(ctx.max()) + k - 1 >= TABLE_MAX or self._f0_uses_past[DECODE]:  # past the tables: step by step
-            out = [self.step((ctx if lv is None else ctx[lv > j]) + j) for j in range(k)]
+            out = [self.step(ctx[lv > j] + j) for j in range(k)]
             t, fl = np.array([o[0] for o in out]), np.array([o[1] for o in out])
             if with_active:
-                return t, fl, np.array([n if lv is None else int((lv > j).sum()) for j in range(k)])
+                return t, fl, np.array([int((lv > j).sum()) for j in range(k)])
             return t, fl
         rows, cols, _, affine = self._run_parts()
         degree = rows.shape[0] - 2
         g = len(self.multiplicity)
         j = np.arange(k, dtype=np.int64)
-        finite = lv is not None and int(lv.min()) < k
+        finite = left is not None and int(lv.min()) < k
         c = ctx.astype(np.float64)
         sums = np.ones((k, degree + 2))  # per step: sum over its sequences of (context + j)^m, m = 0..degree; 1
         if finite:
@@ -410,4 +426,138 @@ class StepCost:
         return self.step(np.full(batch, context, dtype=np.int64), None, width)[0]
 
 
-__all__ = ["StepCost"]
+class PlanStepCost:
+    """The step time of one data-parallel replica of a parallel plan: every pipeline stage's rank runs the
+    step's batch on its sharded nodes (a ``StepCost`` over ``parallel.shard.rank_model``'s forward, so the
+    same per-node roofline), plus the collectives the plan inserts (``parallel.collectives``), timed on the
+    system's links (``parallel.comm.collective_s``); as ``perf``'s plan roofline with one micro-batch, the
+    step takes pp x the slowest stage's (roofline + communication) time.
+
+    Collective payloads are per token or per sequence (B*S*hidden*act, or B rows of logits on the last
+    position): for a step of T tokens over n sequences, a*T + b*n + c, from the payload formula's own
+    coefficients. Context parallelism (a prefill's prompt split) and pipeline micro-batches are not modelled
+    for a serving step: a ``PlanError``."""
+
+    def __init__(self, source: Any, plan: Any, system: Any, engine: str | ExecutionProfile | None = VLLM, *,
+                 device: Any = "h100", weight_dtype: str | None = None, act_dtype: str = "bf16",
+                 kv_dtype: str | None = None, compute_dtype: str | None = None, flops_efficiency: float = 1.0,
+                 bandwidth_efficiency: float = 1.0, quantization: Any = "config") -> None:
+        from ..parallel.collectives import collectives
+        from ..parallel.comm import link_for
+        from ..parallel.plan import PlanError, check_plan
+        from ..parallel.shard import rank_model
+
+        self.plan, self.system = resolve_plan(plan, system, device)
+        pl = self.plan
+        if pl.cp > 1:
+            raise PlanError(f"cp={pl.cp}: context parallelism splits one prefill's prompt over ranks; a serving "
+                            "step mixes prefill chunks and decodes, which it does not split: use cp=1")
+        if pl.micro_batches > 1:
+            raise PlanError(f"micro_batches={pl.micro_batches}: a serving step runs its batch through the "
+                            "pipeline as one micro-batch here: use micro_batches=1")
+        self.engine = get_engine(engine, default=VLLM)
+        self.base = source if isinstance(source, ModelProfile) else profile_model(source)
+        plan_notes = check_plan(pl, self.base.spec)
+        st = settings(self.system.device, weight_dtype, act_dtype, kv_dtype, compute_dtype, flops_efficiency,
+                      bandwidth_efficiency, quantization)
+        self.settings, notes = with_quantization(st, self.base if isinstance(source, ModelProfile) else source)
+        self.notes = [*notes, *plan_notes]
+        self.lm_head = self.engine.lm_head
+        last = self.lm_head == "last"
+        pre, dec = phase_model(self.base, PREFILL, self.engine), phase_model(self.base, DECODE, self.engine)
+        self.stage_models = [(rank_model(pre, pl, s, last), rank_model(dec, pl, s, last)) for s in range(pl.pp)]
+        self.stages = [StepCost.of_models(p, d, self.settings, self.engine) for p, d in self.stage_models]
+        act, kv = self.settings.dtypes.act.bits // 8, self.settings.dtypes.kv.bits // 8
+        span = {"tp": pl.tp, "cp": pl.tp * pl.cp, "ep": pl.tp * pl.cp * pl.ep, "pp": pl.devices}
+        self.collectives: list[tuple[int, str, int, Any, float, float, float]] = []
+        for c in collectives(pre.graph, pl, act, last_position=last, kv_bytes=kv):
+            a, b, c0 = _payload_terms(c.payload, f"{c.kind} after {c.after}")
+            self.collectives.append((c.stage, c.kind, c.ranks, link_for(self.system, span[c.group]), a, b, c0))
+        self._comm: dict[tuple[int, int], np.ndarray] = {}
+
+    def communication(self, tokens: int, sequences: int) -> np.ndarray:
+        """Seconds of each stage's collectives in a step of ``tokens`` tokens over ``sequences`` sequences."""
+        key = (tokens, sequences)
+        got = self._comm.get(key)
+        if got is None:
+            from ..parallel.comm import collective_s
+
+            got = np.zeros(self.plan.pp)
+            for stage, kind, ranks, path, a, b, c0 in self.collectives:
+                got[stage] += collective_s(kind, a * tokens + b * sequences + c0, ranks, path)
+            if len(self._comm) > 100_000:
+                self._comm.clear()
+            self._comm[key] = got
+        return got
+
+    def step_split(self, decode_contexts: np.ndarray | None = None, prefill: list[tuple[int, int]] | None = None,
+                   decode_width: int = 1) -> tuple[float, float, float, float]:
+        """As ``StepCost.step_split``: pp x the slowest stage's time; FLOPs and bytes are that stage's rank's."""
+        parts = [st.step_split(decode_contexts, prefill, decode_width) for st in self.stages]
+        n_dec = 0 if decode_contexts is None else int(np.shape(decode_contexts)[0])
+        chunks = prefill or ()
+        tokens = n_dec * decode_width + sum(s for s, _ in chunks)
+        if tokens == 0:
+            return 0.0, 0.0, 0.0, 0.0
+        comm = self.communication(tokens, n_dec + len(chunks))
+        times = [p[0] + c for p, c in zip(parts, comm.tolist())]
+        crit = max(range(len(times)), key=times.__getitem__)
+        t, flops, nbytes, pre = parts[crit]
+        return self.plan.pp * times[crit], flops, nbytes, pre
+
+    def step(self, decode_contexts: np.ndarray | None = None, prefill: list[tuple[int, int]] | None = None,
+             decode_width: int = 1) -> tuple[float, float, float]:
+        t, flops, nbytes, _ = self.step_split(decode_contexts, prefill, decode_width)
+        return t, flops, nbytes
+
+    def decode_run(self, contexts: np.ndarray, steps: int, left: np.ndarray | None = None,
+                   with_active: bool = False) -> Any:
+        """As ``StepCost.decode_run``, each step pp x the slowest stage's (roofline + communication) time."""
+        runs = [st.decode_run(contexts, steps, left, with_active=True) for st in self.stages]
+        active = runs[0][2]
+        values, where = np.unique(active, return_inverse=True)
+        comm = np.stack([self.communication(int(v), int(v)) for v in values])[where]  # (steps, stages)
+        times = np.stack([r[0] for r in runs], axis=1) + comm
+        crit = np.argmax(times, axis=1)
+        rows = np.arange(times.shape[0])
+        seconds = self.plan.pp * times[rows, crit]
+        flops = np.stack([r[1] for r in runs], axis=1)[rows, crit]
+        return (seconds, flops, active) if with_active else (seconds, flops)
+
+    def decode_step(self, batch: int, context: int, width: int = 1) -> float:
+        return self.step(np.full(batch, context, dtype=np.int64), None, width)[0]
+
+
+def _payload_terms(payload: Formula, where: str) -> tuple[float, float, float]:
+    """(a, b, c) with payload = a*T + b*n + c for a step of T tokens over n sequences: the payload formula,
+    linear in B, split as B*(a*S + b) + c; it must not depend on the context."""
+    if payload.depends_on("P"):
+        raise QueryError(f"{where}: a collective payload that depends on the context is not modelled in a serving step")
+    f0, f1 = _split(payload, where)
+    b = f1.substitute({"S": 0})
+    a = f1.substitute({"S": 1}) - b
+    if f1 != a * _S + b or not (a.is_constant() and b.is_constant() and f0.is_constant()):
+        raise QueryError(f"{where}: the payload is not per token or per sequence: {payload}")
+    return float(a.constant()), float(b.constant()), float(f0.constant())
+
+
+def resolve_plan(plan: Any, system: Any, device: Any) -> tuple[Any, Any]:
+    """(ParallelPlan, SystemSpec): ``plan`` a ``ParallelPlan`` or a dict of ``make_plan``'s arguments (None:
+    one device); ``system`` a name, file or ``SystemSpec``, else ``plan.devices`` copies of ``device`` joined
+    by its interconnect (as ``perf.phase_report``)."""
+    from ..hardware.systems import get_system
+    from ..parallel.comm import system_for
+    from ..parallel.plan import ParallelPlan, PlanError, make_plan
+
+    if isinstance(plan, ParallelPlan):
+        pl = plan
+    elif plan is None or isinstance(plan, dict):
+        pl = make_plan(**(plan or {}))
+    else:
+        raise PlanError(f"plan must be a ParallelPlan or a dict of make_plan's arguments, got {type(plan).__name__}")
+    if system is not None:
+        return pl, get_system(system)
+    return pl, system_for(device, pl.devices)
+
+
+__all__ = ["PlanStepCost", "StepCost", "resolve_plan"]
