@@ -46,11 +46,11 @@ class _StepLog:
 
     def __init__(self, capacity: int = 4096) -> None:
         self.size = 0
-        self.data = np.zeros((len(self.FIELDS), capacity))
+        self.data = np.empty((len(self.FIELDS), capacity))
 
     def _room(self, k: int) -> None:
         if self.size + k > self.data.shape[1]:
-            grown = np.zeros((len(self.FIELDS), max(2 * self.data.shape[1], self.size + k)))
+            grown = np.empty((len(self.FIELDS), max(4 * self.data.shape[1], self.size + k)))
             grown[:, :self.size] = self.data[:, :self.size]
             self.data = grown
 
@@ -449,7 +449,7 @@ class Server:
         finish = np.full(n, np.nan)
         last_tok = np.zeros(n)
         itl_chunks: list[np.ndarray] = []
-        log = _StepLog()
+        log = _StepLog(int(min(max(4096, int(req.output.sum()) // 4), 1 << 20)))  # a first guess of the steps; it grows
         batches: list[list[tuple[int, int, int]]] = []
         rng = np.random.default_rng(seed)
         spec = self.spec
