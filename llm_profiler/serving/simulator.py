@@ -714,7 +714,7 @@ class Server:
         if self.plan is not None:
             notes.append(f"parallel plan {self.plan.describe()} on {self.system.name}: each step is pp x the slowest "
                          "pipeline stage's rank (its sharded roofline + its collectives); KV blocks per rank"
-                         + (f"; the {self.plan.dp} data-parallel replicas take every {self.plan.dp}-th request "
+                         + (f"; the {self.plan.dp} data-parallel replicas split the requests (request i to replica i mod {self.plan.dp}) "
                             "(busy time, steps and KV use are per replica)" if self.plan.dp > 1 else ""))
         result = ServeResult(
             model=self.model.spec.name or self.model.spec.model_type, device=self.device.name,
