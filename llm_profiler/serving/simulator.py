@@ -6,8 +6,11 @@ batch (``step_cost.py``), plus the drafts' time under speculative decoding; then
 finished requests leave. With nothing to run, time jumps to the next arrival (idle time).
 
 Outputs: throughput over the run (first arrival to last completion), the latency distributions, KV-block
-utilization per step, preemptions, and cost and energy (``cost.py``). ``max_rate_under_slo`` searches the
-highest arrival rate whose p99 TTFT (and optionally p99 TPOT) meets an SLO, by doubling then bisection.
+utilization per step, preemptions, and cost and energy (``cost.py``). Under a parallel plan
+(``Server(..., plan=, system=)``) the steps are one replica's (``PlanStepCost``), the KV blocks a rank's, and
+the dp replicas split the request stream (request i to replica i mod dp), simulated one by one and merged.
+``max_rate_under_slo`` searches the highest arrival rate whose p99 TTFT (and optionally p99 TPOT) meets an
+SLO, by doubling then bisection.
 """
 
 from __future__ import annotations
@@ -768,7 +771,8 @@ def simulate(model: Any, device: Any = "h100", workload: Workload | None = None,
     """Simulate serving ``workload`` (default: 1000 requests, 512-token prompts, 128-token outputs, Poisson
     at 1 request/s) with ``model`` on ``device`` under ``engine`` (default ``vllm``). ``options``: weight_dtype,
     act_dtype, kv_dtype, quantization, flops_efficiency, bandwidth_efficiency, cost_per_hour, tdp_watts,
-    idle_fraction (see ``Server``)."""
+    idle_fraction, plan, system (see ``Server``; ``simulate("llama-3.1-70b", workload=wl, plan={"tp": 8},
+    system="dgx-h100")``)."""
     server = Server(model, device, engine=engine, scheduler=scheduler, speculative=speculative, **options)
     return server.run(workload or Workload(), progress=progress, record_batches=record_batches)
 

@@ -20,13 +20,17 @@ For one sequence this is exactly ``perf.phase_report``'s forward (the same nodes
 B = 1), which the tests check. For a uniform batch (B sequences of the same S and P) it is exactly the
 batched forward, since sum_i f1 + f0 = B f1 + f0.
 
-Caching: decode rows are tabulated over the context P once (one vectorised evaluation per decode width S),
-weights over the step's token count, prefill chunks by (S, P) in a dictionary, so a step costs a gather and
-a few numpy operations over the node groups.
+Decode rows are polynomials in the context P for every node group of the bundled models but a few
+(``decode_poly``, read off the formulas' own terms): a batch of decodes costs ``sum_m coef[m] sum_i P_i^m``,
+i.e. it depends on the batch only through the number of decodes and the sum of their contexts (degree 1).
+The other groups (a window's ``Min``, the online softmax's ``CeilDiv``) are tabulated over P; first prompt
+chunks over S, other chunks cached by (S, P), the per-forward rows over S, the weights over the step's
+tokens. ``decode_run`` computes a stretch of consecutive decode steps (sequences leaving as they finish) as
+one product of the steps' power sums with the coefficient rows.
 
-A tensor-parallel plan would plug in here: a plan rewrites each node's FLOPs and bytes per device (weights
-and heads divided, plus the collective's time per node); ``StepCost`` would take the plan's per-device
-traffic formulas instead of ``model_traffic``'s and add the communication term to each node's time.
+``PlanStepCost``: the same for one data-parallel replica of a parallel plan: every pipeline stage's rank on
+its sharded forward (``parallel.shard.rank_model``), plus the plan's collectives timed on the system's
+links, pp x the slowest stage (``perf``'s plan roofline with one micro-batch).
 """
 
 from __future__ import annotations
