@@ -3,8 +3,9 @@ rates, step by step and with the vectorised decode stretches (the default).
 
 Run: ``python benchmarks/bench_serving.py`` (``--requests N``, ``--rates 5,10,20,40``). Prints the wall and
 CPU time of each simulation (the best of ``--repeat`` runs, after one warm-up that builds the step-cost
-tables; CPU time is the fairer figure on a shared machine), the steps simulated (CPU microseconds per step)
-and the load average before and after.
+tables; CPU time is the fairer figure on a shared machine), the steps simulated (CPU microseconds per step),
+the load average (``os.getloadavg``) before, after and per row, and the process's nice value. No analytical
+peer simulates a scheduler, so there is no peer column.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ def main() -> None:
     server = Server(args.model, args.device)
     prompt, output = Lengths.parse(args.prompt_len), Lengths.parse(args.output_len)
     print(f"{args.model} on {args.device}: {args.requests:,} requests, prompt {prompt.describe()}, output "
-          f"{output.describe()}; load average before {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+          f"{output.describe()}; load average before {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs, nice "
+          f"{os.nice(0)}")
     server.run(Workload(prompt=prompt, output=output, rate=10.0, num_requests=200))  # warm-up: tables
-    print(f"{'rate':>6} {'mode':>12} {'wall s':>8} {'CPU s':>7} {'steps':>9} {'us/step':>8} {'running':>8} {'p99 TTFT':>9}")
+    print(f"{'rate':>6} {'mode':>12} {'wall s':>8} {'CPU s':>7} {'steps':>9} {'us/step':>8} {'running':>8} {'p99 TTFT':>9} "
+          f"{'load':>5}")
     for rate in (float(r) for r in args.rates.split(",")):
         wl = Workload(prompt=prompt, output=output, rate=rate, num_requests=args.requests)
         for fast in ((True, False) if args.step_by_step else (True,)):
@@ -46,7 +49,7 @@ def main() -> None:
                 r = server.run(wl, fast_forward=fast)
                 best, cpu = min(best, time.perf_counter() - t), min(cpu, time.process_time() - c)
             print(f"{rate:>6g} {'stretches' if fast else 'step by step':>12} {best:>8.2f} {cpu:>7.2f} {r.steps:>9,} "
-                  f"{cpu / r.steps * 1e6:>8.1f} {r.mean_running:>8.1f} {r.ttft_s.p99:>8.3f}s")
+                  f"{cpu / r.steps * 1e6:>8.1f} {r.mean_running:>8.1f} {r.ttft_s.p99:>8.3f}s {os.getloadavg()[0]:>5.1f}")
     print(f"load average after {os.getloadavg()[0]:.2f}")
 
 

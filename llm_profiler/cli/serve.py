@@ -27,14 +27,17 @@ examples:
   llm-profiler serve llama-3.1-8b --device h100 --rate 5 --spec-k 4 --spec-accept 0.8 --spec-draft llama-3.2-1b
   llm-profiler serve deepseek-v3 --device h200 --weight-dtype fp8 --spec-k 1 --spec-accept 0.85 --spec-draft mtp
   llm-profiler serve mistral-7b --trace requests.jsonl --json
+  llm-profiler serve llama-3.1-70b --system dgx-h100 --tp 8 --rate 5 --requests 2000   # per rank of a plan
+  llm-profiler serve llama-3.1-70b --system dgx-h100 --tp 4 --dp 2 --rate 10           # 2 replicas split the stream
 
 Lengths: N (fixed), uniform:LOW:HIGH, normal:MEAN:STD, lognormal:MEAN:SIGMA. Step times are the roofline of
-each step's exact batch under the engine's execution profile; the scheduler is vLLM-like (docs/serving.md).
+each step's exact batch under the engine's execution profile (under a plan: one rank's sharded roofline plus
+the collectives, pp x the slowest stage); the scheduler is vLLM-like (docs/serving.md).
 """
 
 
 def register(subparsers: Any) -> None:
-    from .roofline import add_dtype_args
+    from .roofline import add_dtype_args, add_parallel_args
 
     parser = add_subcommand(subparsers, "serve", help="simulate serving a request mix: throughput, latency, SLO rate, cost",
                             description="Simulate continuous batching of a request mix on a device: throughput, "
@@ -69,6 +72,7 @@ def register(subparsers: Any) -> None:
                     help="prefix-cache hit rate: the fraction of each prompt not recomputed (default 0)")
     add_engine_arg(parser, "vllm")
     add_dtype_args(parser)
+    add_parallel_args(parser)  # --system, --tp / --pp / --dp / --ep ... (roofline's: one definition)
     parser.add_argument("--flops-efficiency", type=float_arg(0, 1, min_open=True, name="--flops-efficiency"), default=1.0,
                         metavar="F", help="fraction of peak FLOP/s attainable (default 1)")
     parser.add_argument("--bandwidth-efficiency", type=float_arg(0, 1, min_open=True, name="--bandwidth-efficiency"),
@@ -129,14 +133,16 @@ def _ms(x: float) -> str:
 def format_result(r: Any) -> str:
     gib = 2**30
     kv = r.kv
+    where = r.device if r.plan is None else f"{r.system} ({r.plan}, {r.devices} x {r.device})"
+    kv_where = "" if r.plan is None else " per rank"
     lines = [
-        f"{r.model} on {r.device}, engine {r.engine}: {r.workload}",
+        f"{r.model} on {where}, engine {r.engine}: {r.workload}",
         f"  scheduler   max_num_seqs {r.scheduler['max_num_seqs']}, {r.scheduler['max_num_batched_tokens']:,} tokens per "
-        f"step, prefix-cache hit {r.scheduler['prefix_cache_hit']:g}; KV {kv.num_blocks:,} blocks of {kv.block_size} tokens "
+        f"step, prefix-cache hit {r.scheduler['prefix_cache_hit']:g}; KV{kv_where} {kv.num_blocks:,} blocks of {kv.block_size} tokens "
         f"({kv.num_blocks * kv.block_size:,} tokens) = {kv.num_blocks * kv.block_bytes / gib:.2f} GiB beside weights "
         f"{kv.weights_bytes / gib:.2f} GiB + activations {kv.activation_bytes / gib:.2f} GiB of {kv.usable_bytes / gib:.2f} GiB usable",
         f"  throughput  {r.requests_per_s:,.2f} requests/s, {r.input_tokens_per_s:,.0f} input tokens/s, "
-        f"{r.output_tokens_per_s:,.0f} output tokens/s (over {r.duration_s:,.1f} s, busy {r.busy_s / r.duration_s:.0%}, "
+        f"{r.output_tokens_per_s:,.0f} output tokens/s (over {r.duration_s:,.1f} s, busy {r.busy_s / r.duration_s:.0%}{' per replica' if r.replicas > 1 else ''}, "
         f"{r.steps:,} steps)" if r.duration_s else "  throughput  -",
         f"  {'latency':<12}{'mean':>12}{'p50':>12}{'p90':>12}{'p99':>12}",
     ]
@@ -199,6 +205,9 @@ def run(args: argparse.Namespace) -> int:
     config = SchedulerConfig.make(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_batched_tokens,
                                   block_size=args.block_size, memory_fraction=args.memory_fraction,
                                   num_kv_blocks=args.num_kv_blocks, prefix_cache_hit=args.prefix_hit)
+    from .roofline import plan_of
+
+    plan = plan_of(args)
     model = load_model(args)
     model_config = None
     if spec is not None and spec.draft == "mtp":
@@ -208,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
     server = Server(model, args.device, config=model_config, engine=args.engine, scheduler=config, speculative=spec,
                     weight_dtype=args.weight_dtype, act_dtype=args.act_dtype, kv_dtype=args.kv_dtype,
                     flops_efficiency=args.flops_efficiency, bandwidth_efficiency=args.bandwidth_efficiency,
-                    cost_per_hour=args.cost_per_hour, tdp_watts=args.tdp, idle_fraction=args.idle_fraction)
+                    cost_per_hour=args.cost_per_hour, tdp_watts=args.tdp, idle_fraction=args.idle_fraction,
+                    plan=plan, system=args.system)
     show = None if (args.quiet or args.fmt == "json") else stderr_progress()
     search = None
     points: list[RatePoint] = []

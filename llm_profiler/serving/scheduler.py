@@ -119,12 +119,19 @@ class Scheduler:
         nt, nc = self.num_tokens[run], self.num_computed[run]
         rem = nt - nc
         dec = (rem == 1) & (self.generated[run] > 0)
-        want = rem.copy()
         if self.spec_k:
+            want = rem.copy()
             want[dec] = 1 + self.spec_k
-        before = np.cumsum(want) - want
-        sched = np.minimum(np.maximum(budget - before, 0), want)
-        need = np.where(sched > 0, np.maximum(_ceil_div(nc + sched, bs) - self.blocks[run], 0), 0)
+        else:
+            want = rem
+        everything = int(want.sum()) <= budget  # every running request gets what it asks (each asks >= 1)
+        if everything:
+            sched = want
+            need = np.maximum(_ceil_div(nc + sched, bs) - self.blocks[run], 0)
+        else:
+            before = np.cumsum(want) - want
+            sched = np.minimum(np.maximum(budget - before, 0), want)
+            need = np.where(sched > 0, np.maximum(_ceil_div(nc + sched, bs) - self.blocks[run], 0), 0)
         total = int(need.sum())
         preempted: list[int] = []
         while total > self.free:  # preempt the lowest-priority running request until the rest fit
@@ -160,8 +167,8 @@ class Scheduler:
                 new_ids.append(r)
                 new_tokens.append(s)
                 new_past.append(computed)
-        keep = sched > 0
-        if not keep.all():
+        keep = None if everything else sched > 0
+        if keep is not None and not keep.all():
             run_ids, sched, nc, dec = run[keep], sched[keep], nc[keep], dec[keep]
         else:
             run_ids = run

@@ -6,8 +6,11 @@ batch (``step_cost.py``), plus the drafts' time under speculative decoding; then
 finished requests leave. With nothing to run, time jumps to the next arrival (idle time).
 
 Outputs: throughput over the run (first arrival to last completion), the latency distributions, KV-block
-utilization per step, preemptions, and cost and energy (``cost.py``). ``max_rate_under_slo`` searches the
-highest arrival rate whose p99 TTFT (and optionally p99 TPOT) meets an SLO, by doubling then bisection.
+utilization per step, preemptions, and cost and energy (``cost.py``). Under a parallel plan
+(``Server(..., plan=, system=)``) the steps are one replica's (``PlanStepCost``), the KV blocks a rank's, and
+the dp replicas split the request stream (request i to replica i mod dp), simulated one by one and merged.
+``max_rate_under_slo`` searches the highest arrival rate whose p99 TTFT (and optionally p99 TPOT) meets an
+SLO, by doubling then bisection.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,15 +28,69 @@ from ..engines import VLLM, ExecutionProfile, get_engine
 from ..errors import ProfilerError, QueryError
 from ..hardware import get_device
 from ..memory import kv_cache_bytes, memory_usage, weights_bytes
+from ..phases import PREFILL
 from ..profile import ModelProfile, profile_model
 from .cost import IDLE_FRACTION, CostReport, cost_report
 from .scheduler import Scheduler, SchedulerConfig
 from .speculative import Speculative, expected_tokens, mtp_cost_ratio, mtp_layers
-from .step_cost import StepCost
+from .step_cost import PlanStepCost, StepCost
 from .workload import Requests, Workload, read_trace
 
 MAX_STEPS = 20_000_000
 TIMELINE_POINTS = 200
+STRETCH_CELLS = 1 << 16  # steps x sequences of one decode stretch at most (its grids' size)
+
+
+class _StepLog:
+    """Per-step records (start, duration, used KV blocks after the step, running, in the system, tokens) in
+    growing numpy columns: a stretch writes slices, an ordinary step one column; no per-step Python objects."""
+
+    FIELDS = ("t", "dt", "kv", "running", "in_system", "tokens")
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.size = 0
+        self.data = np.empty((len(self.FIELDS), capacity))
+
+    def _room(self, k: int) -> None:
+        if self.size + k > self.data.shape[1]:
+            grown = np.empty((len(self.FIELDS), max(4 * self.data.shape[1], self.size + k)))
+            grown[:, :self.size] = self.data[:, :self.size]
+            self.data = grown
+
+    def add(self, t: float, dt: float, kv: int, running: int, in_system: int, tokens: int) -> None:
+        self._room(1)
+        self.data[:, self.size] = (t, dt, kv, running, in_system, tokens)
+        self.size += 1
+
+    def extend(self, t: Any, dt: Any, kv: Any, running: Any, in_system: Any, tokens: Any) -> None:
+        k = int(np.shape(t)[0])
+        self._room(k)
+        i, d = self.size, self.data
+        for row, v in enumerate((t, dt, kv, running, in_system, tokens)):
+            d[row, i:i + k] = v
+        self.size += k
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.data[self.FIELDS.index(name), :self.size]
+
+
+@dataclass
+class _Part:
+    """One replica's simulation: per request (its own order; ``index`` maps to the workload's), the gaps,
+    the step log and the totals."""
+
+    first: np.ndarray
+    finish: np.ndarray
+    itl: np.ndarray
+    log: _StepLog
+    busy: float
+    idle: float
+    input_time: float
+    verify_rows: int
+    verify_tokens: int
+    batches: list[Any]
+    preemptions: np.ndarray
+    index: np.ndarray
 
 
 class DoesNotFitError(QueryError):
@@ -69,6 +127,8 @@ class KVCapacity(BaseModel):
     block_size: int
     num_blocks: int
     given: bool = False  # num_kv_blocks set by the user
+    plan: str | None = None  # per rank of this plan: the binding pipeline stage's rank (``stage``)
+    stage: int = 0
 
     @property
     def tokens(self) -> int:
@@ -97,6 +157,10 @@ class ServeResult(BaseModel):
     device: str
     engine: str
     workload: str
+    plan: str | None = None  # the parallel plan (``ParallelPlan.describe``), None on one device
+    system: str | None = None
+    devices: int = 1  # tp x pp x dp
+    replicas: int = 1  # dp
     scheduler: dict[str, Any]
     kv: KVCapacity
     num_requests: int
@@ -166,6 +230,83 @@ def kv_capacity(source: Any, model: ModelProfile, device: Any, config: Scheduler
                       block_bytes=per_block, block_size=block, num_blocks=int(blocks), given=given)
 
 
+def rank_capacity(cost: PlanStepCost, config: SchedulerConfig, engine: ExecutionProfile, *,
+                  max_context: int) -> KVCapacity:
+    """KV blocks per rank of ``cost``'s plan: for every pipeline stage's rank, (device memory x memory_fraction
+    - its sharded weights - its activations) / its bytes per block (the K / V heads and layers it holds); the
+    stage with the fewest blocks binds (a block is held on every stage at once)."""
+    dev, d = cost.settings.device, cost.settings.dtypes
+    block = config.block_size or engine.kv_block or 16
+    usable = int(dev.memory_bytes * config.memory_fraction)
+    rows = [_rank_usage(pre, cost.settings, config, engine, max_context, block) for pre, _ in cost.stage_models]
+    frees = [(usable - w - a) // b if usable - w - a >= b else 0 for w, a, b in rows]
+    stage = min(range(len(rows)), key=lambda i: (frees[i], -rows[i][0]))
+    weights, act, per_block = rows[stage]
+    name = cost.plan.describe()
+    if frees[stage] < 1:
+        gib = 2**30
+        raise DoesNotFitError(
+            f"the model does not fit {'one rank of ' + name if cost.plan.devices > 1 else 'one device'} on "
+            f"{cost.system.name}: {'stage ' + str(stage) + chr(39) + 's rank' if cost.plan.pp > 1 else 'it'} holds weights "
+            f"{weights / gib:.2f} GiB + activations {act / gib:.2f} GiB of the {usable / gib:.2f} GiB usable on "
+            f"{dev.name} (memory_fraction {config.memory_fraction:g}), less than one {block}-token KV block "
+            f"({per_block:,} bytes) left")
+    given = config.num_kv_blocks is not None
+    blocks = int(config.num_kv_blocks) if given else int(frees[stage])  # type: ignore[arg-type]
+    del d
+    return KVCapacity(usable_bytes=usable, weights_bytes=weights, activation_bytes=act, block_bytes=per_block,
+                      block_size=block, num_blocks=blocks, given=given, plan=name, stage=stage)
+
+
+def _rank_usage(pre: ModelProfile, st: Any, config: SchedulerConfig, engine: ExecutionProfile, max_context: int,
+                block: int) -> tuple[int, int, int]:
+    """(weight bytes, activation bytes, KV bytes per block) of one rank's forward (``rank_model``'s prefill
+    view), at the settings' storage dtypes: the activations of a full step of prompt tokens or of
+    ``max_num_seqs`` decodes at ``max_context``, the larger (as ``kv_capacity``)."""
+    from .. import metrics as M
+    from ..traffic import model_traffic
+
+    d = st.dtypes
+    budget = config.max_num_batched_tokens or engine.max_batched_tokens or 8192
+    opts = {"weight_dtype": d.weight, "act_dtype": d.act, "kv_dtype": d.kv, "engine": engine,
+            "quantization": d.quant or "none"}
+    dev = st.device
+    act = max(memory_usage(pre, 1, budget, budget, dev, **opts).activations,
+              memory_usage(pre, config.max_num_seqs, 1, max(max_context, 1), dev, **opts).activations)
+    per_block = pre.count(M.CACHE, "model", 1, block, 0) * (d.kv.bits // 8)
+    return model_traffic(pre, d).weight_storage(), act, per_block
+
+
+def smallest_fitting_plan(model: ModelProfile, st: Any, config: SchedulerConfig, engine: ExecutionProfile,
+                          max_context: int, blocks_needed: int) -> Any:
+    """The smallest plan (``parallel.search.smallest_plan``: fewest devices, tensor parallelism first) whose every
+    stage's rank holds its weights, its activations and ``blocks_needed`` KV blocks; None past 64 devices."""
+    from ..parallel.search import smallest_plan
+    from ..parallel.shard import rank_model
+    from ..perf import phase_model
+
+    block = config.block_size or engine.kv_block or 16
+    usable = int(st.device.memory_bytes * config.memory_fraction)
+    pre = phase_model(model, PREFILL, engine)
+    last = engine.lm_head == "last"
+
+    def fits(plan: Any) -> bool:
+        for s in range(plan.pp):
+            w, a, b = _rank_usage(rank_model(pre, plan, s, last), st, config, engine, max_context, block)
+            if usable - w - a < blocks_needed * b:
+                return False
+        return True
+
+    return smallest_plan(model, fits)
+
+
+def _plan_hint(found: Any, device: Any) -> str:
+    if found is None:
+        return "no plan of up to 64 devices fits: quantize (weight_dtype, kv_dtype) or shorten the requests"
+    return (f"the smallest plan that fits: {found.describe()} ({found.devices} x {device.name}; "
+            f"--tp {found.tp} --pp {found.pp})")
+
+
 class Server:
     """A model served on a device by an engine: the step costs and KV capacity, built once, reused by every
     simulation (``run``) and by the rate search."""
@@ -175,9 +316,13 @@ class Server:
                  weight_dtype: str | None = None, act_dtype: str = "bf16", kv_dtype: str | None = None,
                  quantization: Any = "config", flops_efficiency: float = 1.0, bandwidth_efficiency: float = 1.0,
                  cost_per_hour: float | None = None, tdp_watts: float | None = None,
-                 idle_fraction: float = IDLE_FRACTION, config: Any = None) -> None:
+                 idle_fraction: float = IDLE_FRACTION, config: Any = None, plan: Any = None,
+                 system: Any = None) -> None:
         """``config``: the model's config (a ``ModelConfig`` or dict), where ``model`` is a ``ModelProfile``
-        and speculation uses its MTP heads (the formulas do not keep ``num_nextn_predict_layers``)."""
+        and speculation uses its MTP heads (the formulas do not keep ``num_nextn_predict_layers``).
+        ``plan`` (a ``parallel.ParallelPlan`` or a dict of ``make_plan``'s arguments) and / or ``system`` (a
+        name, file or ``SystemSpec``; its device replaces ``device``): serve under that plan
+        (``PlanStepCost``, KV blocks per rank, dp replicas splitting the request stream)."""
         self.source = model
         self.config_source = config if config is not None else model
         self.model = model if isinstance(model, ModelProfile) else profile_model(model)
@@ -186,9 +331,21 @@ class Server:
         self.spec = speculative
         self.dtype_opts = {"weight_dtype": weight_dtype, "act_dtype": act_dtype, "kv_dtype": kv_dtype,
                            "quantization": quantization}
-        self.cost = StepCost(model, device, self.engine, weight_dtype=weight_dtype, act_dtype=act_dtype,
-                             kv_dtype=kv_dtype, flops_efficiency=flops_efficiency,
-                             bandwidth_efficiency=bandwidth_efficiency, quantization=quantization)
+        self.plan: Any = None
+        self.system: Any = None
+        self.cost: StepCost | PlanStepCost
+        if plan is not None or system is not None:
+            if speculative is not None and speculative.draft not in ("ngram", "mtp") and speculative.draft_cost_ratio is None:
+                raise QueryError("a draft model under a parallel plan is not modelled: use spec draft 'ngram' or "
+                                 "'mtp', or give the draft's cost ratio (draft_cost_ratio, --spec-cost-ratio)")
+            self.cost = PlanStepCost(model, plan, system, self.engine, device=device, weight_dtype=weight_dtype,
+                                     act_dtype=act_dtype, kv_dtype=kv_dtype, flops_efficiency=flops_efficiency,
+                                     bandwidth_efficiency=bandwidth_efficiency, quantization=quantization)
+            self.plan, self.system = self.cost.plan, self.cost.system
+        else:
+            self.cost = StepCost(model, device, self.engine, weight_dtype=weight_dtype, act_dtype=act_dtype,
+                                 kv_dtype=kv_dtype, flops_efficiency=flops_efficiency,
+                                 bandwidth_efficiency=bandwidth_efficiency, quantization=quantization)
         self.device = self.cost.settings.device
         self.budget = self.config.max_num_batched_tokens or self.engine.max_batched_tokens or 8192
         self.price, self.tdp, self.idle_fraction = cost_per_hour, tdp_watts, idle_fraction
@@ -199,6 +356,9 @@ class Server:
         if self.spec is not None:
             self._setup_draft()
         self._capacity: dict[int, KVCapacity] = {}
+        # the shortest step (one decode at context 0; steps grow with sequences and contexts): it bounds how
+        # many steps fit before an arrival, which only sizes a stretch's first guess
+        self._min_dt = max(self.cost.step(np.zeros(1, dtype=np.int64))[0], 1e-12)
 
     def _setup_draft(self) -> None:
         spec = self.spec
@@ -224,9 +384,23 @@ class Server:
     def capacity(self, max_context: int) -> KVCapacity:
         key = max(1024, 1 << int(max_context).bit_length())  # activations are reserved for a bucket of contexts
         if key not in self._capacity:
-            self._capacity[key] = kv_capacity(self.source, self.model, self.device, self.config, self.engine,
-                                              max_context=key, draft=self.draft_source, **self.dtype_opts)
+            try:
+                if isinstance(self.cost, PlanStepCost):
+                    self._capacity[key] = rank_capacity(self.cost, self.config, self.engine, max_context=key)
+                else:
+                    self._capacity[key] = kv_capacity(self.source, self.model, self.device, self.config, self.engine,
+                                                      max_context=key, draft=self.draft_source, **self.dtype_opts)
+            except DoesNotFitError as err:
+                if self.draft_source is not None:
+                    raise
+                raise DoesNotFitError(f"{err}; {self._plan_hint(key, 1)}") from None
         return self._capacity[key]
+
+    def _plan_hint(self, max_context: int, blocks_needed: int) -> str:
+        """Where the model does not fit: the smallest plan that holds it (``smallest_fitting_plan``)."""
+        found = smallest_fitting_plan(self.model, self.cost.settings, self.config, self.engine, max_context,
+                                      blocks_needed)
+        return _plan_hint(found, self.device)
 
     # ------------------------------------------------------------------------------------------------
     def run(self, workload: Workload, *, progress: Callable[[int, int], None] | None = None,
@@ -244,26 +418,43 @@ class Server:
         spec_k = self.spec.k if self.spec else 0
         longest = int(lengths.max()) + spec_k
         if _ceil(longest, block) > cap.num_blocks:
+            where = "the device holds" if cap.plan is None else f"one rank of {cap.plan} holds"
+            hint = "" if cap.given or self.draft_source is not None else \
+                "; " + self._plan_hint(max(1024, 1 << longest.bit_length()), _ceil(longest, block))
             raise DoesNotFitError(f"a request of {int(lengths.max())} tokens (prompt + output) needs "
-                                  f"{_ceil(longest, block)} KV blocks of {block} tokens; the device holds {cap.num_blocks} "
-                                  f"({cap.tokens:,} tokens): shorten the requests or free memory")
-        sched = Scheduler(req.prompt, req.output, budget=self.budget, max_num_seqs=self.config.max_num_seqs,
-                          block_size=block, num_blocks=cap.num_blocks,
-                          prefix_cache_hit=self.config.prefix_cache_hit, spec_k=spec_k)
-        return self._loop(workload, req, sched, cap, progress, record_batches, fast_forward)
+                                  f"{_ceil(longest, block)} KV blocks of {block} tokens; {where} {cap.num_blocks} "
+                                  f"({cap.tokens:,} tokens): shorten the requests or free memory{hint}")
+        dp = self.plan.dp if self.plan is not None else 1
+        parts = []
+        done = 0
+        for r in range(dp):  # data-parallel replicas split the stream: request i goes to replica i mod dp
+            index = np.arange(r, n, dp)
+            sub = req if dp == 1 else Requests(req.arrival[index], req.prompt[index], req.output[index])
+            if len(sub) == 0:
+                continue
+            sched = Scheduler(sub.prompt, sub.output, budget=self.budget, max_num_seqs=self.config.max_num_seqs,
+                              block_size=block, num_blocks=cap.num_blocks,
+                              prefix_cache_hit=self.config.prefix_cache_hit, spec_k=spec_k)
+            shown = None if progress is None else _offset_progress(progress, done, n)
+            part = self._loop(workload, sub, sched, shown, record_batches, fast_forward, seed=workload.seed + 1 + r)
+            part.index = index
+            parts.append(part)
+            done += len(sub)
+        return self._result(workload, req, cap, parts)
 
-    def _loop(self, workload: Workload, req: Requests, sched: Scheduler, cap: KVCapacity,
+    def _loop(self, workload: Workload, req: Requests, sched: Scheduler,
               progress: Callable[[int, int], None] | None, record_batches: bool,
-              fast_forward: bool = True) -> ServeResult:
+              fast_forward: bool = True, seed: int = 1) -> _Part:
+        """Simulate one replica's requests (every request when dp = 1)."""
         n = len(req)
         arrival = req.arrival
         first = np.full(n, np.nan)
         finish = np.full(n, np.nan)
         last_tok = np.zeros(n)
         itl_chunks: list[np.ndarray] = []
-        steps: dict[str, list[Any]] = {k: [] for k in ("t", "dt", "kv", "running", "in_system", "tokens")}
+        log = _StepLog(int(min(max(4096, int(req.output.sum()) // 4), 1 << 20)))  # a first guess of the steps; it grows
         batches: list[list[tuple[int, int, int]]] = []
-        rng = np.random.default_rng(workload.seed + 1)
+        rng = np.random.default_rng(seed)
         spec = self.spec
         width = 1 + spec.k if spec else 1
         verify_rows = verify_tokens = 0
@@ -275,7 +466,6 @@ class Server:
         step = 0
         cost = self.cost
         fast = fast_forward and spec is None
-        self._last_dt = 0.0
         while done < n:
             while nxt < n and arrival[nxt] <= now:
                 sched.waiting.append(nxt)
@@ -285,14 +475,12 @@ class Server:
                 now = float(arrival[nxt])
                 continue
             if fast and sched.running.shape[0]:
-                k = self._fast_forward(sched, req, now, nxt, last_tok, first, finish, itl_chunks, steps,
-                                       batches if record_batches else None)
+                k, end, dt_sum, finished = self._fast_forward(sched, req, now, nxt, last_tok, finish, itl_chunks, log,
+                                                              batches if record_batches else None)
                 if k:
-                    dt_sum = float(sum(steps["dt"][-k:]))
-                    self._last_dt = steps["dt"][-1]  # a pure decode step of this batch
-                    now += dt_sum
+                    now = end
                     busy += dt_sum
-                    done = int(np.count_nonzero(~np.isnan(finish)))
+                    done += finished
                     step += k
                     if progress is not None and step % 256 < k:
                         progress(done, n)
@@ -322,8 +510,6 @@ class Server:
                 emitted_spec = np.where(batch.decode, accepted + 1, 0)  # a row the budget cut verifies fewer
             now += dt
             busy += dt
-            if not chunks:
-                self._last_dt = dt
             if flops > 0:
                 input_time += dt * min(pre_flops / flops, 1.0)
             if emitted_spec is not None:  # the tokens each verification yields, capped at the output left
@@ -343,12 +529,7 @@ class Server:
             if fin.shape[0]:
                 finish[fin] = now
                 done += int(fin.shape[0])
-            steps["t"].append(now - dt)
-            steps["dt"].append(dt)
-            steps["kv"].append(sched.used_blocks)
-            steps["running"].append(int(batch.ids.shape[0]))
-            steps["in_system"].append(in_system)
-            steps["tokens"].append(int(batch.tokens.sum()))
+            log.add(now - dt, dt, sched.used_blocks, int(batch.ids.shape[0]), in_system, int(batch.tokens.sum()))
             if record_batches:
                 batches.append(list(zip(batch.ids.tolist(), batch.tokens.tolist(), batch.past.tolist())))
             step += 1
@@ -358,22 +539,30 @@ class Server:
                 raise QueryError(f"the simulation passed {MAX_STEPS:,} steps; simulate fewer or shorter requests")
         if progress is not None:
             progress(done, n)
-        return self._result(workload, req, sched, cap, first, finish, itl_chunks, steps, busy, idle, input_time,
-                            verify_rows, verify_tokens, batches)
+        return _Part(first=first, finish=finish, itl=np.concatenate(itl_chunks) if itl_chunks else np.zeros(0),
+                     log=log, busy=busy, idle=idle, input_time=input_time, verify_rows=verify_rows,
+                     verify_tokens=verify_tokens, batches=batches, preemptions=sched.preemptions,
+                     index=np.arange(len(req)))
 
     def _fast_forward(self, sched: Scheduler, req: Requests, now: float, nxt: int, last_tok: np.ndarray,
-                      first: np.ndarray, finish: np.ndarray, itl_chunks: list[np.ndarray],
-                      steps: dict[str, list[Any]], batches: list[Any] | None) -> int:
-        """Run the next K >= 2 steps at once when they are pure decodes of the same running requests that
-        nothing can change: every running request decodes, no waiting request can be admitted before the
-        K-th step (none waits and no arrival comes before it starts, or the running set is full, or the
-        budget or the free blocks already refuse the queue's head), no request finishes before the K-th
-        step, and the blocks they need fit. Returns K (0: take one ordinary step)."""
+                      finish: np.ndarray, itl_chunks: list[np.ndarray], log: _StepLog,
+                      batches: list[Any] | None) -> tuple[int, float, float, int]:
+        """Run the next K >= 2 steps at once when they are pure decodes of the running requests that no
+        admission can change. Two cases:
+
+        - nothing waits and a request could be admitted (a free slot, budget left): the stretch runs up to the
+          step before the first one that starts at or after the next arrival, and requests that finish inside
+          it leave the batch (the steps after have fewer sequences; finishing frees only what is unused);
+        - otherwise (the running set is full, or the budget or the free blocks refuse the queue's head): up to
+          the first request's finish, since a finish could let the head in; arrivals only join the queue.
+
+        In both, the blocks the steps need must fit (the stretch stops before the step that would preempt).
+        Returns (K, the clock after, busy seconds, requests finished); K = 0: take one ordinary step."""
         run = sched.running
         n = int(run.shape[0])
         budget = sched.budget
         if n > budget:
-            return 0
+            return 0, now, 0.0, 0
         bs = sched.block_size
         blocked = n >= sched.max_num_seqs or budget - n <= 0
         if sched.waiting and not blocked:
@@ -381,106 +570,132 @@ class Server:
             total = int(sched.num_tokens[head])
             computed = min(int(sched.cached[head]), total - 1)
             if -(-(computed + min(total - computed, budget - n)) // bs) <= sched.free:
-                return 0  # the head could be admitted now (it is, by the ordinary step)
-            blocked = True  # free blocks only shrink during the stretch
+                return 0, now, 0.0, 0  # the head could be admitted now (it is, by the ordinary step)
+            blocked = True  # free blocks only shrink while the running set stays
         nc = sched.num_computed[run]
         gen = sched.generated[run]
         if (sched.num_tokens[run] - nc != 1).any() or not gen.all():
-            return 0
+            return 0, now, 0.0, 0
         left = sched.output[run] - gen
-        k = min(int(left.min()), max(2, 8192 // n))
         arrival = req.arrival
         arrives = not blocked and nxt < arrival.shape[0]
-        if arrives and self._last_dt > 0:
-            # steps until the next arrival, from the last decode step's time: a cap on the work below
-            k = min(k, int((arrival[nxt] - now) / self._last_dt) + 2)
+        k = int(left.max()) if not blocked else int(left.min())
+        k = min(k, max(2, STRETCH_CELLS // n))
+        if arrives:  # steps until the next arrival at the shortest step time: a cap on the work below
+            k = min(k, int((arrival[nxt] - now) / self._min_dt) + 2)
         if k < 2:
-            return 0
+            return 0, now, 0.0, 0
         held = sched.blocks[run]
-        need = self._block_need(nc, held, k, bs)  # cumulative new blocks after each step
-        if need[-1] > sched.free:  # the step at which the blocks run out
-            k = int(np.searchsorted(need, sched.free, side="right"))
-            if k < 2:
-                return 0
-            need = need[:k]
-        dt, _ = self.cost.decode_run(nc, k)
+        lv = np.minimum(left, k)
+        need = self._block_need(nc, held, k, bs, lv)  # cumulative new blocks after each step
+        ends_in = left <= k
+        if ends_in.any():  # the blocks of step j come from the free ones and those finished requests freed
+            final = np.maximum(held[ends_in], -(-(nc[ends_in] + left[ends_in]) // bs))  # held when they finish
+            freed = np.cumsum(np.bincount(left[ends_in] - 1, weights=final, minlength=k)[:k]).astype(np.int64)
+            over = need > sched.free + np.concatenate(([0], freed[:-1]))
+            if over.any():
+                k = int(np.argmax(over))  # the first step that would preempt
+        else:
+            freed = np.zeros(k, dtype=np.int64)
+            if int(need[-1]) > sched.free:
+                k = int(np.argmax(need > sched.free))
+        if k < 2:
+            return 0, now, 0.0, 0
+        dt, _, active = self.cost.decode_run(nc, k, left, with_active=True)
         ends = np.cumsum(dt)
         ends += now
         starts = ends - dt
         if arrives:
             late = int(np.searchsorted(starts, arrival[nxt], side="left"))  # the first step the arrival sees
+            if late < 2:
+                return 0, now, 0.0, 0
             if late < k:
-                if late < 2:
-                    return 0
                 k = late
-                dt, starts, ends, need = dt[:k], starts[:k], ends[:k], need[:k]
-        # apply: k tokens each
-        sched.num_computed[run] = nc + k
-        sched.num_tokens[run] += k
-        sched.generated[run] = gen + k
-        sched.blocks[run] = held + np.maximum(-(-(nc + k) // bs) - held, 0)
+                dt, starts, ends, active = dt[:k], starts[:k], ends[:k], active[:k]
+        if need.shape[0] > k:
+            need, freed = need[:k], freed[:k]
+        lv = np.minimum(left, k)
+        # apply: lv_i tokens each
         used_before = sched.used_blocks
+        sched.num_computed[run] = nc + lv
+        sched.num_tokens[run] += lv
+        sched.generated[run] = gen + lv
+        sched.blocks[run] = np.maximum(held, -(-(nc + lv) // bs))
         sched.free -= int(need[-1])
         itl_chunks.append(ends[0] - last_tok[run])
-        itl_chunks.append(np.repeat(dt[1:], n))
-        last_tok[run] = ends[-1]
-        steps["t"].extend(starts.tolist())
-        steps["dt"].extend(dt.tolist())
-        steps["kv"].extend((need + used_before).tolist())
-        steps["running"].extend([n] * k)
-        steps["tokens"].extend([n] * k)
-        waiting = n + len(sched.waiting)
+        itl_chunks.append(np.repeat(dt[1:], active[1:]))
+        last_tok[run] = ends[lv - 1]
+        waiting = len(sched.waiting)
         if blocked and nxt < arrival.shape[0]:  # arrivals join the queue by each step's start
-            joined = np.searchsorted(arrival, starts, side="right") - nxt
-            steps["in_system"].extend((np.maximum(joined, 0) + waiting).tolist())
+            in_system = np.maximum(np.searchsorted(arrival, starts, side="right") - nxt, 0) + waiting + active
         else:
-            steps["in_system"].extend([waiting] * k)
+            in_system = active + waiting
+        log.extend(starts, dt, used_before + need - freed, active, in_system, active)
         if batches is not None:
-            ids = run.tolist()
+            ids, past = run.tolist(), nc.tolist()
             for i in range(k):
-                batches.append([(r, 1, int(p) + i) for r, p in zip(ids, nc.tolist())])
-        done = left == k
-        if done.any():
+                batches.append([(r, 1, p + i) for r, p, s in zip(ids, past, lv.tolist()) if i < s])
+        done = left <= k
+        finished = int(done.sum())
+        if finished:
             fin = run[done]
-            finish[fin] = ends[-1]
+            finish[fin] = ends[left[done] - 1]
             sched.free += int(sched.blocks[fin].sum())
             sched.blocks[fin] = 0
             sched.running = run[~done]
-            steps["kv"][-1] = sched.used_blocks  # as the ordinary step records it: after the finished leave
-        return k
+        return k, float(ends[-1]), float(dt.sum()), finished
 
     @staticmethod
-    def _block_need(nc: np.ndarray, held: np.ndarray, k: int, bs: int) -> np.ndarray:
+    def _block_need(nc: np.ndarray, held: np.ndarray, k: int, bs: int, steps: np.ndarray | None = None) -> np.ndarray:
         """Cumulative new blocks after each of k decode steps, without a (k, n) grid: sequence i needs a new
         block at steps first_i, first_i + bs, ... where first_i = max(held_i * bs - nc_i, 0) (its token
-        nc_i + j + 1 passes the blocks it holds); the events are counted per step and summed."""
+        nc_i + j + 1 passes the blocks it holds) and before ``steps[i]`` (the steps it takes part in; default
+        all k); the events are counted per step and summed."""
         first = np.maximum(held * bs - nc, 0)
-        count = np.maximum(-(-(k - first) // bs), 0)  # events of sequence i within the k steps
+        if k <= bs:  # at most one event per sequence: at step first_i, when it is still in the batch
+            hit = first[first < (k if steps is None else steps)]
+            return np.cumsum(np.bincount(hit, minlength=k)[:k])
+        if k * first.shape[0] <= 4096:  # small: on the (k, n) grid, i's events up to step j, last_i = steps_i - 1:
+            j = np.arange(k)[:, None]  # (min(j, last_i) - first_i) // bs + 1 when >= 0, else none
+            upto = np.minimum(j, steps - 1) if steps is not None else j
+            return (np.maximum(upto - first + bs, 0) // bs).sum(axis=1)
+        count = np.maximum(-(-((k if steps is None else steps) - first) // bs), 0)  # events of sequence i
         total = int(count.sum())
         if total == 0:
             return np.zeros(k, dtype=np.int64)
         offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
-        steps = np.repeat(first, count) + bs * offsets
-        return np.cumsum(np.bincount(steps, minlength=k)[:k])
+        at = np.repeat(first, count) + bs * offsets
+        return np.cumsum(np.bincount(at, minlength=k)[:k])
 
-    def _result(self, workload: Workload, req: Requests, sched: Scheduler, cap: KVCapacity, first: np.ndarray,
-                finish: np.ndarray, itl_chunks: list[np.ndarray], steps: dict[str, list[Any]], busy: float,
-                idle: float, input_time: float, verify_rows: int, verify_tokens: int,
-                batches: list[Any]) -> ServeResult:
+    def _result(self, workload: Workload, req: Requests, cap: KVCapacity, parts: list[_Part]) -> ServeResult:
+        """The run's results from its replicas' parts: per-request arrays in the workload's order, the steps of
+        every replica (time-weighted means over all of them), busy time per replica on average."""
         n = len(req)
+        first, finish = np.empty(n), np.empty(n)
+        preemptions = np.zeros(n, dtype=np.int64)
+        for p in parts:
+            first[p.index], finish[p.index], preemptions[p.index] = p.first, p.finish, p.preemptions
         ttft = first - req.arrival
         e2e = finish - req.arrival
         multi = req.output > 1
         tpot = (finish[multi] - first[multi]) / (req.output[multi] - 1)
-        itl = np.concatenate(itl_chunks) if itl_chunks else np.zeros(0)
+        itl = parts[0].itl if len(parts) == 1 else np.concatenate([p.itl for p in parts])
         span = float(finish.max() - req.arrival.min())
-        t, dt = np.asarray(steps["t"]), np.asarray(steps["dt"])
-        kv = np.asarray(steps["kv"], dtype=np.float64) / cap.num_blocks
-        running = np.asarray(steps["running"], dtype=np.float64)
-        in_sys = np.asarray(steps["in_system"], dtype=np.float64)
+
+        def column(name: str) -> np.ndarray:
+            return parts[0].log[name].copy() if len(parts) == 1 else np.concatenate([p.log[name] for p in parts])
+
+        t, dt = column("t"), column("dt")
+        kv = column("kv") / cap.num_blocks
+        running, in_sys = column("running"), column("in_system")
         wsum = float(dt.sum()) or 1.0
-        pick: list[int] = (np.unique(np.linspace(0, len(t) - 1, min(TIMELINE_POINTS, len(t))).astype(int)).tolist()
+        order = np.argsort(t, kind="stable") if len(parts) > 1 else np.arange(len(t))
+        pick: list[int] = (order[np.unique(np.linspace(0, len(t) - 1, min(TIMELINE_POINTS, len(t))).astype(int))].tolist()
                            if len(t) else [])
+        busy = sum(p.busy for p in parts) / max(len(parts), 1)  # per replica
+        input_time = sum(p.input_time for p in parts)
+        verify_rows = sum(p.verify_rows for p in parts)
+        verify_tokens = sum(p.verify_tokens for p in parts)
         input_tokens, output_tokens = int(req.prompt.sum()), int(req.output.sum())
         spec_stats = None
         if self.spec is not None:
@@ -489,16 +704,27 @@ class Server:
                                    expected_tokens_per_step=expected_tokens(self.spec.k, self.spec.acceptance),
                                    simulated_tokens_per_step=verify_tokens / verify_rows if verify_rows else 0.0,
                                    verify_rows=verify_rows)
-        share = input_time / busy if busy else 0.0
+        total_busy = sum(p.busy for p in parts)
+        share = input_time / total_busy if total_busy else 0.0
+        devices = self.plan.devices if self.plan is not None else 1
+        idle = sum(p.idle for p in parts) / max(len(parts), 1)
         cost = cost_report(self.device.name, busy_s=busy, idle_s=idle + max(span - busy - idle, 0.0),
                            input_tokens=input_tokens, output_tokens=output_tokens, input_share=share,
-                           cost_per_hour=self.price, tdp=self.tdp, idle_fraction=self.idle_fraction)
+                           cost_per_hour=self.price, tdp=self.tdp, idle_fraction=self.idle_fraction, gpus=devices)
         notes = list(self.notes)
         if cap.given:
             notes.append(f"KV blocks set by the caller: {cap.num_blocks}")
+        if self.plan is not None:
+            notes.append(f"parallel plan {self.plan.describe()} on {self.system.name}: each step is pp x the slowest "
+                         "pipeline stage's rank (its sharded roofline + its collectives); KV blocks per rank"
+                         + (f"; the {self.plan.dp} data-parallel replicas split the requests (request i to replica i mod {self.plan.dp}) "
+                            "(busy time, steps and KV use are per replica)" if self.plan.dp > 1 else ""))
         result = ServeResult(
             model=self.model.spec.name or self.model.spec.model_type, device=self.device.name,
             engine=self.engine.name, workload=workload.describe(),
+            plan=self.plan.describe() if self.plan is not None else None,
+            system=self.system.name if self.plan is not None else None, devices=devices,
+            replicas=self.plan.dp if self.plan is not None else 1,
             scheduler={**self.config.model_dump(), "max_num_batched_tokens": self.budget, "block_size": cap.block_size},
             kv=cap, num_requests=n, input_tokens=input_tokens, output_tokens=output_tokens, duration_s=span,
             busy_s=busy, idle_s=max(span - busy, 0.0), steps=len(t), requests_per_s=n / span if span else 0.0,
@@ -508,14 +734,20 @@ class Server:
             e2e_s=Percentiles.of(e2e), mean_running=float(running @ dt) / wsum,
             mean_in_system=float(in_sys @ dt) / span if span else 0.0,
             kv_utilization_mean=float(kv @ dt) / wsum, kv_utilization_max=float(kv.max()) if kv.size else 0.0,
-            kv_timeline=[(float(t[i]), float(kv[i])) for i in pick], preemptions=int(sched.preemptions.sum()),
+            kv_timeline=[(float(t[i]), float(kv[i])) for i in pick], preemptions=int(preemptions.sum()),
             speculative=spec_stats, cost=cost, notes=notes)
         result._raw.update(arrival=req.arrival, prompt=req.prompt, output=req.output, ttft=ttft, tpot=tpot, e2e=e2e,
                            itl=itl, step_t=t, step_dt=dt, step_kv=kv, step_running=running, step_in_system=in_sys,
-                           step_tokens=np.asarray(steps["tokens"]), preemptions=sched.preemptions)
+                           step_tokens=column("tokens").astype(np.int64), preemptions=preemptions)
+        batches = [[(int(p.index[r]), s, q) for r, s, q in b] for p in parts for b in p.batches]
         if batches:
             result._raw["batches"] = batches  # type: ignore[assignment]
         return result
+
+
+def _offset_progress(progress: Callable[[int, int], None], offset: int, total: int) -> Callable[[int, int], None]:
+    """A replica's progress as the whole run's: its done requests after the ``offset`` of the replicas before."""
+    return lambda done, _: progress(offset + done, total)
 
 
 def _ceil(x: int, d: int) -> int:
@@ -539,7 +771,8 @@ def simulate(model: Any, device: Any = "h100", workload: Workload | None = None,
     """Simulate serving ``workload`` (default: 1000 requests, 512-token prompts, 128-token outputs, Poisson
     at 1 request/s) with ``model`` on ``device`` under ``engine`` (default ``vllm``). ``options``: weight_dtype,
     act_dtype, kv_dtype, quantization, flops_efficiency, bandwidth_efficiency, cost_per_hour, tdp_watts,
-    idle_fraction (see ``Server``)."""
+    idle_fraction, plan, system (see ``Server``; ``simulate("llama-3.1-70b", workload=wl, plan={"tp": 8},
+    system="dgx-h100")``)."""
     server = Server(model, device, engine=engine, scheduler=scheduler, speculative=speculative, **options)
     return server.run(workload or Workload(), progress=progress, record_batches=record_batches)
 
