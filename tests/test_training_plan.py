@@ -244,3 +244,18 @@ def test_cli_train_plan_and_fit(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     assert text.splitlines()[0].startswith("meta-llama/Llama-3.1-8B full fine-tune, adamw, recompute none at seq 4096")
     assert "smallest plan that fits" in text
+
+
+def test_lora_step_keeps_the_lora_saved_set(llama8b) -> None:  # type: ignore[no-untyped-def]
+    """With LoRA the step's activations are training.lora's saved set (exact per node on the tiny models),
+    smaller than full fine-tuning's: no ids, no frozen linears' inputs, no norms' y, layer 0's input norm and
+    q keep nothing; under full recomputation the checkpoints plus one layer's LoRA set."""
+    from llm_profiler.training.lora import lora_saved_bytes
+
+    step = training_step(llama8b, 1, 2048, lora_rank=16)
+    assert step.memory.activations == lora_saved_bytes(llama8b, 1, 2048, 16, ("q_proj", "v_proj"))[0]
+    assert step.memory.activations < training_step(llama8b, 1, 2048).memory.activations
+    full = training_step(llama8b, 1, 2048, lora_rank=16, recompute="full")
+    saved, peak = lora_saved_bytes(llama8b, 1, 2048, 16, ("q_proj", "v_proj"), recompute="full")
+    assert full.memory.activations == saved + peak
+    assert saved == 32 * 2048 * 4096 * 2 + (4 * 2048 * 4096 + 4 * 2048) + (4 * 2048 * 128256 + 8 * 2048 + 4)

@@ -24,6 +24,16 @@ Recomputation (Korthikanti et al. 2022, "Reducing Activation Recomputation in La
 (B*H*S*K, the term quadratic in S) is not stored. ``full`` stores each layer's input (B*S*h, the
 checkpoint) and recomputes the layer in the backward: the layers' saved tensors are replaced by one
 checkpoint per layer, and one layer's saved tensors are live again while it is recomputed.
+
+Bytes (``saved_bytes_by_node``, exact per node against ``saved_tensors_hooks`` in bf16 and fp32:
+``validation.saved_bytes``): the eager code keeps some tensors in float32 in a bf16 model. RMSNorm computes
+``x.to(float32)``, ``rstd = rsqrt(mean(x^2) + eps)`` and ``x * rstd`` in float32, then ``weight * y.to(bf16)``:
+it keeps x (4 bytes), rstd (4) and y (2): 6*r*n + 4*r bytes, not 2 * (2*r*n + r) (helium multiplies by the
+weight in float32 too: y at 4 bytes and the weight's float32 copy, n * 4). The softmax runs with
+``dtype=float32``: its output (4 bytes) is kept by the softmax's backward, and the context keeps the bf16
+copy ``.to(query.dtype)`` makes for probs @ v: 6 bytes per probability. ernie4_5's rotary tables stay float32.
+The loss is transformers' ``ForCausalLMLoss``, which upcasts the logits: log_softmax's float32 output
+4*B*S*V, the int64 targets, nll_loss's float32 total weight. Token ids are int64; the rest at the dtype.
 """
 
 from __future__ import annotations

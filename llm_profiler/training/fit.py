@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict
 from ..hardware import get_device
 from ..hardware.systems import get_system
 from ..memory import _largest
-from ..parallel.plan import ParallelPlan, make_plan
+from ..parallel.plan import ParallelPlan
 from ..parallel.search import smallest_plan
 from ..profile import ModelProfile
-from .step import TrainingError, TrainingStep, training_step
+from .step import TrainingError, TrainingStep, resolve_plan, training_step
 
 
 class TrainingFit(BaseModel):
@@ -65,9 +65,7 @@ def training_fit(model: ModelProfile, seq: int, **options: Any) -> TrainingFit:
     if options.get("device") is None and options.get("system") is None:
         raise TrainingError("training_fit needs device=... or system=... (whose memory is the limit)")
     name, cap = _capacity(options.get("device"), options.get("system"))
-    plan = options.get("plan")
-    pl = plan if isinstance(plan, ParallelPlan) else make_plan(**(plan or {}), **(
-        {"dp": options["dp"]} if options.get("dp", 1) != 1 and plan is None else {}))
+    pl = resolve_plan(options.get("plan"), options.get("dp", 1))
     best = largest_micro_batch(model, seq, **options)
     label = model.spec.name or model.spec.model_type
     what = _scenario(options)

@@ -34,11 +34,26 @@ and optimizer states) or ``fp32``:
 - activations saved for backward (``training.activations``: exact per node for the validated families),
   times the micro-batch, plus one layer's again under full recomputation.
 
-Communication per rank per step (ring collectives, elements of the gradient dtype; Rajbhandari et al. 2020,
-section 7): DP, ZeRO-1 and ZeRO-2 reduce-scatter then all-gather the gradients, 2 * (dp - 1)/dp * P sent
-per rank; ZeRO-3 all-gathers the weights in the forward and again in the backward and reduce-scatters the
-gradients, 3 * (dp - 1)/dp * P. Time = bytes / the device's interconnect bandwidth (per direction), not
-overlapped with compute (an upper bound on the step; ``overlap=True`` takes the max instead).
+Under a parallel plan (``plan``: tp / pp / ep / sp from ``parallel.make_plan``; ``dp`` the data-parallel
+group ZeRO shards over): every quantity is one rank's, read from ``parallel.shard``'s per-rank nodes of its
+pipeline stage (``rank_model``): its parameters (the sharded matrices, the replicated norms), its forward, its
+backward (the rules on the tensor-parallel model, summed over the stage's nodes), its saved activations (the
+rules on the sharded nodes: heads, intermediate and vocabulary / tp; the layers' norms / tp under sp). 1F1B
+holds min(pp - stage, m) micro-batches' activations on a stage (the first holds pp); the busiest stage is the
+memory answer, the slowest one's micro-batch time the pipeline's beat.
+
+Communication (``training.sharding``): per micro-batch the tp / ep collectives of the forward, their conjugates
+in the backward (2x the forward's), the layers' again under full recomputation, the pipeline's send / recv
+of activations and gradients; per step the dp group's: DP all-reduces the gradients, ZeRO-1 reduce-scatters
+them and all-gathers the weights, ZeRO-2 reduce-scatters after every micro-batch, ZeRO-3 all-gathers the
+weights before each micro-batch's forward and backward and reduce-scatters its gradients (3 (dp - 1)/dp * P
+sent per rank at one micro-batch, the ZeRO paper's 3Ψ). Times over the system's links
+(``parallel.comm``), not overlapped (``overlap=True`` hides the dp ones behind the pipeline).
+
+Time: the pipeline takes (m + pp - 1) x the slowest stage's micro-batch time (compute + its tp / ep / pp
+collectives), of which (pp - 1) is the bubble, (pp - 1) / (m + pp - 1); plus the dp collectives and the
+optimizer. MFU = the whole model's forward + backward FLOPs of all micro-batches of all replicas / (step time
+x devices x peak); HFU counts every rank's executed FLOPs, recomputation included.
 """
 
 from __future__ import annotations
@@ -203,7 +218,8 @@ def _optimizer_state_bytes(model: ModelProfile, optimizer: str, trainable: int,
     return sum(4 * (s[0] + s[-1]) if len(s) >= 2 else 4 * s[0] for s in shapes)
 
 
-def _resolve_plan(plan: Any, dp: int, zero: int) -> ParallelPlan:
+def resolve_plan(plan: Any, dp: int = 1) -> ParallelPlan:
+    """The plan a step runs under: ``plan`` (a ParallelPlan or a dict of make_plan's arguments), or make_plan(dp=dp)."""
     if plan is None:
         return make_plan(dp=dp)
     pl = plan if isinstance(plan, ParallelPlan) else make_plan(**plan) if isinstance(plan, dict) else None
@@ -230,7 +246,7 @@ def training_step(model: ModelProfile, batch: int, seq: int, *, device: str | No
     ``device`` and ``plan.devices`` copies of it on its own interconnect."""
     _check(batch, seq, optimizer, precision, zero, dp, grad_accum, recompute, lora_rank, lora_targets, qlora,
            flops_efficiency)
-    pl = _resolve_plan(plan, dp, zero)
+    pl = resolve_plan(plan, dp)
     m = pl.micro_batches * grad_accum
     notes: list[str] = list(check_plan(pl, model.spec))
     if model.spec.tie_word_embeddings and pl.pp > 1:
@@ -492,4 +508,4 @@ def _check(batch: int, seq: int, optimizer: str, precision: str, zero: int, dp: 
         raise QueryError(f"flops_efficiency must be in (0, 1], got {flops_efficiency!r}")
 
 
-__all__ = ["OPTIMIZERS", "Memory", "StageCost", "TrainingError", "TrainingStep", "training_step"]
+__all__ = ["OPTIMIZERS", "Memory", "StageCost", "TrainingError", "TrainingStep", "resolve_plan", "training_step"]
