@@ -259,3 +259,21 @@ def test_lora_step_keeps_the_lora_saved_set(llama8b) -> None:  # type: ignore[no
     saved, peak = lora_saved_bytes(llama8b, 1, 2048, 16, ("q_proj", "v_proj"), recompute="full")
     assert full.memory.activations == saved + peak
     assert saved == 32 * 2048 * 4096 * 2 + (4 * 2048 * 4096 + 4 * 2048) + (4 * 2048 * 128256 + 8 * 2048 + 4)
+
+
+def test_moe_experts_zero_over_their_group() -> None:
+    """Mixtral-8x7B, dp = 8 with ep = 4 (DeepSpeed-MoE): each rank holds 8/4 = 2 experts per layer,
+    32 x 2 x 3 x 4096 x 14336 = 11,274,289,152 parameters; their gradients are reduced, and ZeRO-1 shards their
+    master weights and moments, over the expert-data-parallel group of dp / ep = 2 ranks; the rest of the rank's
+    parameters over all 8."""
+    model = profile_model("mixtral-8x7b")
+    step = training_step(model, 1, 256, zero=1, plan=make_plan(dp=8, ep=4))
+    experts = 32 * 2 * 3 * 4096 * 14336
+    assert experts == 11_274_289_152
+    rest = step.stages[0].params - experts
+    assert step.memory.master_weights == -(-4 * rest // 8) + -(-4 * experts // 2)
+    assert step.memory.optimizer_states == -(-8 * rest // 8) + -(-8 * experts // 2)
+    groups = {(c.what, c.kind): (c.ranks, c.payload_bytes) for c in step.collectives if c.group == "dp"}
+    assert groups == {("gradients", "reduce_scatter"): (8, 2 * rest), ("weights", "all_gather"): (8, 2 * rest),
+                      ("expert gradients", "reduce_scatter"): (2, 2 * experts),
+                      ("expert weights", "all_gather"): (2, 2 * experts)}

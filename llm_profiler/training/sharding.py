@@ -152,13 +152,24 @@ def micro_batch_collectives(graph: Graph, plan: ParallelPlan, stage: int, batch:
 
 
 def data_parallel_collectives(plan: ParallelPlan, zero: int, stage: int, trainable: int, grad_bytes: int,
-                              micro_batches: int, system: Any) -> list[StepCollective]:
+                              micro_batches: int, system: Any, experts: int = 0) -> list[StepCollective]:
     """The dp group's gradient and weight collectives of one step on a rank of ``stage`` whose shard of the
-    trainable parameters is ``trainable`` elements (module docstring), ``count`` per step."""
-    dp = plan.dp
-    if dp == 1:
+    trainable parameters is ``trainable`` elements (module docstring), ``count`` per step. ``experts`` of
+    them are routed experts placed over ``ep`` of the replicas: they are reduced (and ZeRO-sharded) over their
+    expert-data-parallel group of dp / ep ranks (DeepSpeed-MoE), the rest over all dp."""
+    out = _zero_collectives(plan, zero, stage, (trainable - experts) * grad_bytes, plan.dp, micro_batches, system, "")
+    if experts and plan.ep > 1:
+        out += _zero_collectives(plan, zero, stage, experts * grad_bytes, plan.dp // plan.ep, micro_batches, system,
+                                 "expert ")
+    elif experts:
+        out = _zero_collectives(plan, zero, stage, trainable * grad_bytes, plan.dp, micro_batches, system, "")
+    return out
+
+
+def _zero_collectives(plan: ParallelPlan, zero: int, stage: int, size: int, dp: int, micro_batches: int,
+                      system: Any, prefix: str) -> list[StepCollective]:
+    if dp == 1 or size == 0:
         return []
-    size = trainable * grad_bytes
     if zero == 0:
         spec = [(ALL_REDUCE, "gradients", 1)]
     elif zero == 1:
@@ -167,7 +178,7 @@ def data_parallel_collectives(plan: ParallelPlan, zero: int, stage: int, trainab
         spec = [(REDUCE_SCATTER, "gradients", micro_batches), (ALL_GATHER, "weights", 1)]
     else:
         spec = [(ALL_GATHER, "weights", 2 * micro_batches), (REDUCE_SCATTER, "gradients", micro_batches)]
-    return [_row(kind, "dp", "step", what, stage, dp, n, size, plan, system) for kind, what, n in spec]
+    return [_row(kind, "dp", "step", prefix + what, stage, dp, n, size, plan, system) for kind, what, n in spec]
 
 
 __all__ = ["StepCollective", "data_parallel_collectives", "micro_batch_collectives", "sent_per_rank", "spans"]

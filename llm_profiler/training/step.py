@@ -58,12 +58,14 @@ x devices x peak); HFU counts every rank's executed FLOPs, recomputation include
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from .. import metrics as M
 from ..errors import ProfilerError, QueryError
+from ..facts import TensorClass
 from ..formula import Formula
 from ..graph.node import NodeKind
 from ..hardware import get_device
@@ -278,11 +280,12 @@ def training_step(model: ModelProfile, batch: int, seq: int, *, device: str | No
         work = full if trivial else _work(rank, batch, seq, recompute, lora_rank, lora_targets, [], rank_back, exact,
                                           s == pl.pp - 1)
         in_flight = min(pl.pp - s, m)
-        mem = _memory(rank, work, batch, seq, recompute, optimizer, mixed, wbytes, zero, pl.dp, qlora,
+        mem = _memory(rank, work, batch, seq, recompute, optimizer, mixed, wbytes, zero, pl.dp, pl.ep, qlora,
                       lora_rank, lora_targets, in_flight, s == pl.pp - 1, notes if s == 0 else [])
         act_exact = act_exact and mem[2]
         mb = micro_batch_collectives(model.graph, pl, s, batch, seq, wbytes, recompute, sysm)
-        dpc = data_parallel_collectives(pl, zero, s, work.trainable, wbytes, m, sysm)
+        dpc = data_parallel_collectives(pl, zero, s, work.trainable, wbytes, m, sysm,
+                                        experts=work.experts if lora_rank is None else 0)
         colls += mb + dpc
         stages.append((s, rank, work, in_flight, mem, mb, dpc))
 
@@ -354,6 +357,7 @@ class _Work(BaseModel):
 
     params: int
     trainable: int
+    experts: int  # of params: the routed experts' (sharded over ep)
     forward: int
     backward: int
     recompute: int
@@ -413,13 +417,15 @@ def _work(model: ModelProfile, batch: int, seq: int, recompute: str, lora_rank: 
     elif recompute == "selective":
         attn = (NodeKind.ATTN_SCORES, NodeKind.ATTN_SOFTMAX, NodeKind.ATTN_CONTEXT)
         recompute_flops = sum(_arith(values[n.path]) for n in model.nodes if n.kind in attn)
-    return _Work(params=params, trainable=trainable, forward=forward, backward=backward, recompute=recompute_flops,
-                 exact=exact, lora=lora)
+    experts = sum(w.numel for n in model.nodes for w in n.facts.weights
+                  if w.tensor_class == TensorClass.EXPERTS and not w.tied)
+    return _Work(params=params, trainable=trainable, experts=experts, forward=forward, backward=backward,
+                 recompute=recompute_flops, exact=exact, lora=lora)
 
 
 def _memory(model: ModelProfile, work: _Work, batch: int, seq: int, recompute: str, optimizer: str, mixed: bool,
-            wbytes: int, zero: int, dp: int, qlora: bool, lora_rank: int | None, lora_targets: tuple[str, ...],
-            in_flight: int, last: bool, notes: list[str]) -> tuple[Memory, int, bool]:
+            wbytes: int, zero: int, dp: int, ep: int, qlora: bool, lora_rank: int | None,
+            lora_targets: tuple[str, ...], in_flight: int, last: bool, notes: list[str]) -> tuple[Memory, int, bool]:
     """(memory of one rank, saved activations of one micro-batch in bytes, whether they are exact)."""
     params, trainable, lora = work.params, work.trainable, work.lora
     if qlora:
@@ -432,12 +438,19 @@ def _memory(model: ModelProfile, work: _Work, batch: int, seq: int, recompute: s
     master = trainable * 4 if mixed else 0
     states = _optimizer_state_bytes(model, optimizer, trainable, lora, lora_rank or 0)
     gathered = 0
+    # routed experts (ep > 1) are ZeRO-sharded over their expert-data-parallel group, dp / ep (DeepSpeed-MoE)
+    share = Fraction(work.experts, trainable) if trainable and lora is None else Fraction(0)
+
+    def shard(nbytes: int) -> int:
+        expert = int(nbytes * share)
+        return -(-(nbytes - expert) // dp) + -(-expert // (dp // ep))
+
     if zero >= 1:
-        states, master = -(-states // dp), -(-master // dp)
+        states, master = shard(states), shard(master)
     if zero >= 2:
-        grads = -(-grads // dp)
+        grads = shard(grads)
     if zero >= 3 and dp > 1:
-        weights = -(-weights // dp)
+        weights = shard(weights) if lora is None else -(-weights // dp)
         # the unit being computed is gathered whole: the largest decoder layer's weights (FSDP wraps each layer)
         per_layer: dict[int, int] = {}
         for node in model.nodes:
