@@ -277,3 +277,22 @@ def test_moe_experts_zero_over_their_group() -> None:
     assert groups == {("gradients", "reduce_scatter"): (8, 2 * rest), ("weights", "all_gather"): (8, 2 * rest),
                       ("expert gradients", "reduce_scatter"): (2, 2 * experts),
                       ("expert weights", "all_gather"): (2, 2 * experts)}
+
+
+def test_llama70b_tp8_dp2_zero1_across_nodes(llama70b) -> None:  # type: ignore[no-untyped-def]
+    """tp = 8 inside each DGX H100, dp = 2 across the two: a rank holds 70,552,387,584 / 8 sharded + 1,318,912
+    replicated = 8,820,367,360 parameters (docs/parallel.md); ZeRO-1 shards its master weights (4 bytes) and
+    AdamW moments (8) over the 2 replicas: 2 + 2 + 12/2 = 10 bytes per parameter. The dp group spans 16 ranks
+    (tp innermost), so its reduce-scatter of the bf16 gradients and all-gather of the weights (2 x 8.82 G bytes
+    each) run over InfiniBand at 50 GB/s per GPU: (2-1)/2 x size / bw + 1 x 2.7 us each."""
+    phi = 70_552_387_584 // 8 + 1_318_912
+    assert phi == 8_820_367_360
+    step = training_step(llama70b, 1, 4096, plan=make_plan(tp=8, dp=2), zero=1, system="dgx-h100", recompute="full")
+    assert _states(step) == 2 * phi + 2 * phi + 12 * phi // 2
+    dp = [c for c in step.collectives if c.group == "dp"]
+    assert {(c.kind, c.what, c.payload_bytes, c.ranks) for c in dp} == {
+        ("reduce_scatter", "gradients", 2 * phi, 2), ("all_gather", "weights", 2 * phi, 2)}
+    assert all(c.time_s == pytest.approx(0.5 * 2 * phi / IB_BW + IB_LAT) for c in dp)
+    assert step.communication_bytes - sum(c.sent_bytes for c in dp) == sum(
+        c.sent_bytes for c in step.collectives if c.group == "tp")  # m = 1: the tp ones once
+    assert step.tokens_per_step == 2 * 4096
