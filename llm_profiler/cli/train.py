@@ -137,7 +137,7 @@ def _fit(args: argparse.Namespace, options: dict[str, Any]) -> int:
         emit(result.model_dump_json(indent=2) + "\n")
         return 0
     lines = [result.answer]
-    for label, step in (("at", result.at_value), ("one more", result.at_next)):
+    for label, step in (("at", result.at_value), ("one more" if result.at_value else "at", result.at_next)):
         if step is not None:
             mem = step.memory
             lines.append(f"  {label:<9} micro-batch {step.batch} x {step.seq}: {_gib(mem.total)} per rank "
