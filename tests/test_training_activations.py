@@ -62,9 +62,74 @@ def test_llama_8b_saved_bytes() -> None:
     tail = t + 2 * 4096 * 128 + (2 * t * h + t) + t * h + t * 128256 + t + 1  # ids, rope, norm, lm_head, loss
     got = saved_activations(profile_model("llama-3.1-8b"), 1, t)
     assert got.elements == 32 * layer + tail
-    assert got.bytes == (32 * layer + tail - 2 * t) * 2 + 2 * t * 8
+    # bf16-exact bytes (saved_bytes_by_node): every norm's x upcast to fp32 and its fp32 rstd (4*T*h + 4*T) with
+    # y in bf16 (2*T*h); the softmax output in fp32 (4*H*S*S) and its bf16 copy kept by the context (2*H*S*S);
+    # the loss's fp32 log-probabilities 4*T*V, int64 targets, the fp32 total weight; the ids int64; the rest bf16
+    norm = 4 * t * h + 4 * t + 2 * t * h
+    layer_b = (2 * norm + 2 * (2 * t * h) + 2 * 2 * 32 * t * 128 + 4 * 32 * t * t + 2 * 32 * t * 128 + 2 * 32 * t * t
+               + 2 * t * h + 2 * 4 * t * i)
+    tail_b = 8 * t + 2 * (2 * 4096 * 128) + norm + 2 * t * h + 4 * t * 128256 + 8 * t + 4
+    assert got.bytes == 32 * layer_b + tail_b
 
 
 def test_unknown_recompute_is_a_profiler_error() -> None:
     with pytest.raises(BackwardUnsupportedError, match="recompute"):
         saved_by_node(profile_model("llama-3.2-1b"), "most")
+
+
+# --- bytes in bf16, and the LoRA saved set (validation.saved_bytes: saved_tensors_hooks counting bytes) ---
+
+from llm_profiler.validation.saved_bytes import saved_bytes_rows  # noqa: E402
+
+ALL_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@pytest.mark.parametrize(("model", "batch", "seq"), [(m, 2, 3) for m in SAVED_EXACT] + [(m, 1, 5) for m in SAVED_EXACT])
+def test_saved_bytes_exact_per_node_bf16(model: str, batch: int, seq: int) -> None:
+    """The tiny model cast to bf16: every node's saved bytes, float32 intermediates included, as predicted."""
+    rows = saved_bytes_rows(model, batch, seq, dtype="bf16")
+    assert [r for r in rows if not r.ok] == []
+    assert len(rows) > 10
+
+
+def test_tiny_llama_bf16_bytes() -> None:
+    """Tiny llama-3.2-1b at B=2, S=3 (T=6, h 64, I 96, H 4, KV 2, D 24, V 128) in bf16, per layer:
+    each RMSNorm x.to(float32) kept by pow and by x * rstd (4*384), rstd in fp32 (4*6), y = x * rstd in bf16
+    kept by weight * y (2*384): 2328 (in float32 run: 774 elements * 4 = 3096, as the fp32 x is the input);
+    softmax(dtype=float32) keeps its fp32 output 4*72 = 288 and the context its bf16 copy 2*72 = 144 with v
+    2*576; the rest at 2 bytes: q and gate inputs 2*(768), scores 2*1152, o_proj 1152, act 1152, gate
+    product 2304, down 1152. Per layer 2*2328 + 1536 + 2304 + 288 + 1296 + 1152 + 1152 + 2304 + 1152 = 15840;
+    the model: 2 layers + rope 288 + ids 8*6 + final norm 2328 + lm_head input 768 + the loss (logits upcast
+    to fp32: 4*6*128, int64 targets 8*6, fp32 total weight 4) 3124 = 38276."""
+    rows = saved_bytes_rows("llama-3.2-1b", 2, 3, dtype="bf16")
+    assert sum(r.measured for r in rows) == sum(r.predicted for r in rows) == 2 * 15840 + 288 + 48 + 2328 + 768 + 3124
+    fp32 = saved_bytes_rows("llama-3.2-1b", 2, 3, dtype="fp32")
+    assert sum(r.measured for r in fp32) == 4 * (16075 - 12) + 8 * 12  # test_tiny_llama_saved_total's elements
+
+
+@pytest.mark.parametrize(("model", "targets", "dtype"), [
+    *((m, t, "bf16") for m in SAVED_EXACT for t in (("q_proj", "v_proj"), ALL_LINEARS)),
+    ("llama-3.2-1b", ("k_proj", "up_proj"), "bf16"), ("llama-3.2-1b", ("q_proj", "v_proj"), "fp32"),
+    ("Qwen/Qwen3-8B", ALL_LINEARS, "fp32")])
+@pytest.mark.parametrize(("batch", "seq"), [(2, 3), (1, 5)])
+def test_lora_saved_exact_per_node(model: str, targets: tuple[str, ...], batch: int, seq: int, dtype: str) -> None:
+    """Hand-written LoRA adapters (nn.Linear pairs, base frozen) on the tiny model: what autograd keeps, per
+    node, as training.lora predicts it (helium's float32 weight copy and ernie4_5's float32 rope tables
+    included)."""
+    rows = saved_bytes_rows(model, batch, seq, dtype=dtype, lora_rank=4, lora_targets=targets)
+    assert [r for r in rows if not r.ok] == []
+
+
+def test_tiny_llama_lora_saved_set() -> None:
+    """Tiny llama, LoRA r=4 on q_proj and v_proj, bf16, B=2, S=3 (T=6): layer 0's input needs no gradient (the
+    embedding is frozen): no input norm, no ids; q_proj's A keeps the normed input 2*384 = 768, q's and v's B
+    their x A^T 2*6*4 = 48 each; rope's cos / sin 288; the scores only the repeated keys 2*576 = 1152 (k needs no
+    gradient, so q is not kept); softmax 288, context v + probs 1296; from o_proj on the stream needs a
+    gradient: post norm x and rstd (no y: the weight is frozen) 4*384 + 4*6 = 1560, act 1152, gate product
+    2304; o_proj, gate_proj, down_proj keep nothing (frozen). Layer 1: input norm 1560, 768 + 2*48, scores
+    q and keys 2304, softmax 288, context 1296, post norm 1560, 1152, 2304. Tail: final norm 1560, lm_head
+    nothing, loss 3124."""
+    layer0 = 768 + 2 * 48 + 288 + 1152 + 288 + 1296 + 1560 + 1152 + 2304
+    layer1 = 1560 + 768 + 2 * 48 + 2304 + 288 + 1296 + 1560 + 1152 + 2304
+    rows = saved_bytes_rows("llama-3.2-1b", 2, 3, dtype="bf16", lora_rank=4)
+    assert sum(r.measured for r in rows) == sum(r.predicted for r in rows) == layer0 + layer1 + 1560 + 3124

@@ -92,10 +92,17 @@ def test_step_time_and_mfu(llama8b) -> None:  # type: ignore[no-untyped-def]
     step = training_step(llama8b, 1, 4096, device="h100", zero=3, dp=8, flops_efficiency=0.5)
     peak = 989.5e12  # H100 SXM dense bf16 (the device table)
     assert step.compute_time_s == pytest.approx(step.step_flops / (peak * 0.5))
-    assert step.communication_time_s == pytest.approx(42_158_871_552 / 450e9)  # NVLink 4: 450 GB/s per direction
+    # NVLink 4: 450 GB/s per direction, 0.47 us per hop; three ring collectives (two all-gathers of the weights,
+    # one reduce-scatter of the gradients) of 2P bytes: each 7/8 * 2P / bw + 7 * lat
+    assert step.communication_time_s == pytest.approx(42_158_871_552 / 450e9 + 3 * 7 * 0.47e-6)
     assert step.mfu == pytest.approx(step.model_flops / (step.step_time_s * peak))
     assert step.tokens_per_day == pytest.approx(8 * 4096 / step.step_time_s * 86400)
-    assert step.backward_exact and step.activations_exact and step.fits
+    assert step.backward_exact and step.activations_exact
+    # eager attention in bf16 keeps each layer's probabilities twice (the fp32 softmax output, 4*H*S*S, and
+    # the bf16 copy the context reads, 2*H*S*S): 32 * 6 * 32 * 4096^2 bytes = 103 GB, which do not fit; selective
+    # recomputation drops them (as FlashAttention / SDPA do)
+    assert not step.fits and step.memory.activations > 32 * 6 * 32 * 4096**2
+    assert training_step(llama8b, 1, 4096, device="h100", zero=3, dp=8, recompute="selective").fits
 
 
 @pytest.mark.parametrize(("kwargs", "field"), [

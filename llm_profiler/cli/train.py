@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ._common import add_model_args, add_subcommand, emit, float_arg, int_arg, load_model
+from .roofline import add_parallel_args, plan_of
 
 ORDER = 45
 
@@ -15,6 +16,10 @@ examples:
   llm-profiler train llama-3.1-8b --device h100 --batch 1 --seq 2048 --lora-rank 16 --lora-targets q_proj,v_proj
   llm-profiler train llama-3.1-8b --device h100 --batch 1 --seq 2048 --lora-rank 16 --qlora --json
   llm-profiler train llama-3.2-1b --device a100 --batch 8 --seq 1024 --optimizer sgd --efficiency 0.5
+  llm-profiler train llama-3.1-8b --system dgx-h100 --dp 8 --zero 3 --seq 4096 --recompute full
+  llm-profiler train llama-3.1-70b --system dgx-h100 --tp 8 --pp 2 --micro-batches 8 --zero 1 --seq 4096 --recompute full
+  llm-profiler train llama-3.1-8b --device h100 --seq 4096 --fit            # the largest micro-batch that fits
+  llm-profiler train llama-3.1-70b --system dgx-h100 --seq 4096 --fit      # ... or the smallest plan that does
 
 Backward counts are exact per node (validated against autograd) for 29 model types (llama, mistral, qwen2/3,
 gemma 1-3, mixtral, the qwen and other MoEs...), saved activations for 9; other models use estimates, which
@@ -43,7 +48,6 @@ def register(subparsers: Any) -> None:
     group.add_argument("--zero", type=int, choices=(0, 1, 2, 3), default=0, help="ZeRO stage (default 0)")
     group.add_argument("--fsdp", choices=("full_shard", "shard_grad_op"), default=None,
                        help="FSDP sharding (full_shard = ZeRO-3, shard_grad_op = ZeRO-2)")
-    group.add_argument("--dp", type=int_arg(1, name="dp"), default=1, metavar="N", help="data-parallel ranks")
     group.add_argument("--recompute", choices=("none", "selective", "full"), default="none")
     group.add_argument("--lora-rank", type=int_arg(1, name="lora_rank"), default=None, metavar="R")
     group.add_argument("--lora-targets", default="q_proj,v_proj", metavar="NAMES",
@@ -52,7 +56,11 @@ def register(subparsers: Any) -> None:
     group.add_argument("--no-clip", action="store_true", help="no gradient clipping")
     group.add_argument("--efficiency", type=float_arg(0, 1, min_open=True, name="efficiency"), default=1.0,
                        metavar="F", help="fraction of the peak FLOP/s reached (default 1: a bound)")
-    group.add_argument("--overlap", action="store_true", help="overlap communication with compute")
+    group.add_argument("--overlap", action="store_true", help="overlap the dp / ZeRO communication with compute")
+    group.add_argument("--fit", action="store_true",
+                       help="solve the largest micro-batch that fits a rank (at --seq); when not even 1 fits, the "
+                            "smallest plan that does")
+    add_parallel_args(parser)
     parser.add_argument("--json", action="store_true", help="JSON output")
     parser.set_defaults(handler=run)
 
@@ -66,11 +74,14 @@ def run(args: argparse.Namespace) -> int:
 
     zero = {"full_shard": 3, "shard_grad_op": 2}.get(args.fsdp or "", args.zero)
     targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
-    step = training_step(load_model(args), args.batch, args.seq, device=args.device, optimizer=args.optimizer,
-                         precision=args.precision, zero=zero, dp=args.dp, grad_accum=args.grad_accum,
-                         recompute=args.recompute, lora_rank=args.lora_rank, lora_targets=targets,
-                         qlora=args.qlora, grad_clip=not args.no_clip, flops_efficiency=args.efficiency,
-                         overlap=args.overlap)
+    options: dict[str, Any] = dict(
+        device=args.device, optimizer=args.optimizer, precision=args.precision, zero=zero, grad_accum=args.grad_accum,
+        recompute=args.recompute, lora_rank=args.lora_rank, lora_targets=targets, qlora=args.qlora,
+        grad_clip=not args.no_clip, flops_efficiency=args.efficiency, overlap=args.overlap, plan=plan_of(args),
+        system=args.system)
+    if args.fit:
+        return _fit(args, options)
+    step = training_step(load_model(args), args.batch, args.seq, **options)
     if args.json:
         emit(step.model_dump_json(indent=2) + "\n")
         return 0
@@ -90,12 +101,48 @@ def run(args: argparse.Namespace) -> int:
         f"{'' if step.activations_exact else ' (estimate)'} = {_gib(m.total)}",
         f"  communication per rank per step: {step.communication_bytes / 1e9:,.2f} GB",
     ]
+    if m.gathered_weights:
+        lines[-2] = lines[-2].replace(f" = {_gib(m.total)}", f" + gathered layer {_gib(m.gathered_weights)} = {_gib(m.total)}")
+    if step.devices > 1 or step.tp > 1 or step.pp > 1:
+        lines.insert(1, f"  plan {step.plan} ({step.devices} devices{', ' + step.system if step.system else ''}); "
+                        f"{step.micro_batches} micro-batch{'es' if step.micro_batches > 1 else ''} per step"
+                        f"{', pipeline bubble ' + format(100 * step.bubble_fraction, '.1f') + '%' if step.pp > 1 else ''}"
+                        f"; per rank of the stage that needs the most memory (stage {step.busiest_stage})")
+        for st in step.stages if step.pp > 1 else []:
+            lines.append(f"    stage {st.stage}: {st.layers} layers, {st.params:,} params per rank, {st.in_flight} "
+                         f"micro-batch{'es' if st.in_flight > 1 else ''} in flight, memory {_gib(st.memory.total)}"
+                         + (f", {1e3 * st.micro_batch_time_s:.2f} ms per micro-batch" if st.micro_batch_time_s else ""))
+        for c in step.collectives:
+            if c.stage == step.critical_stage or c.group == "dp":
+                each = f", {1e6 * c.time_s:.1f} us each over {c.link}" if c.time_s is not None else ""
+                lines.append(f"    {c.count:>5} x {c.kind:<14} {c.group} {c.phase:<9} {c.what:<13} "
+                             f"(stage {c.stage}, {c.ranks} ranks) of {c.payload_bytes / 1e6:,.2f} MB{each}")
     if step.device is not None:
+        bubble = f" + bubble {step.bubble_time_s:.4g} s" if step.pp > 1 else ""
         lines.append(
             f"  on {step.device}: compute {step.compute_time_s:.4g} s + communication {step.communication_time_s:.4g} s"
-            f" -> step {step.step_time_s:.4g} s, MFU {100 * (step.mfu or 0):.1f}%, HFU {100 * (step.hfu or 0):.1f}%, "
+            f"{bubble} -> step {step.step_time_s:.4g} s, MFU {100 * (step.mfu or 0):.1f}%, HFU {100 * (step.hfu or 0):.1f}%, "
             f"{step.tokens_per_second:,.0f} tokens/s ({(step.tokens_per_day or 0) / 1e9:,.2f} B tokens/day); "
             f"{'fits' if step.fits else 'does NOT fit'} in memory")
     lines += [f"  note: {n}" for n in step.notes]
+    emit("\n".join(lines) + "\n")
+    return 0
+
+
+def _fit(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    from ..training.fit import training_fit
+
+    result = training_fit(load_model(args), args.seq, **options)
+    if args.json:
+        emit(result.model_dump_json(indent=2) + "\n")
+        return 0
+    lines = [result.answer]
+    for label, step in (("at", result.at_value), ("one more" if result.at_value else "at", result.at_next)):
+        if step is not None:
+            mem = step.memory
+            lines.append(f"  {label:<9} micro-batch {step.batch} x {step.seq}: {_gib(mem.total)} per rank "
+                         f"(activations {_gib(mem.activations)}) of {_gib(result.capacity)} -> "
+                         f"{'fits' if mem.total <= result.capacity else 'does not fit'}")
+    lines += [f"  note: {n}" for n in result.notes]
     emit("\n".join(lines) + "\n")
     return 0

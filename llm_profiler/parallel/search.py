@@ -41,13 +41,15 @@ def valid_plans(spec: Any, devices: int, micro_batches: int | None = None) -> li
     return out
 
 
-def smallest_plan(model: Any, fits: Callable[[ParallelPlan], bool], max_devices: int = MAX_DEVICES) -> ParallelPlan | None:
+def smallest_plan(model: Any, fits: Callable[[ParallelPlan], bool], max_devices: int = MAX_DEVICES,
+                  data_parallel: bool = False) -> ParallelPlan | None:
     """The plan with the fewest devices (then the most tensor parallelism) whose busiest rank ``fits``; data
-    parallelism adds no memory headroom, so only tp x pp plans are tried."""
+    parallelism adds no memory headroom to inference, so only tp x pp plans are tried, unless
+    ``data_parallel`` (training under ZeRO, which shards the model states over the dp ranks)."""
     n = 1
     while n <= max_devices:
         for plan in sorted(valid_plans(model.spec, n), key=lambda p: (p.tp > 8, -p.tp)):  # tp inside a node first
-            if plan.dp == 1 and fits(plan):
+            if (plan.dp == 1 or data_parallel) and fits(plan):
                 return plan
         n *= 2
     return None

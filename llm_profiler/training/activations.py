@@ -24,6 +24,16 @@ Recomputation (Korthikanti et al. 2022, "Reducing Activation Recomputation in La
 (B*H*S*K, the term quadratic in S) is not stored. ``full`` stores each layer's input (B*S*h, the
 checkpoint) and recomputes the layer in the backward: the layers' saved tensors are replaced by one
 checkpoint per layer, and one layer's saved tensors are live again while it is recomputed.
+
+Bytes (``saved_bytes_by_node``, exact per node against ``saved_tensors_hooks`` in bf16 and fp32:
+``validation.saved_bytes``): the eager code keeps some tensors in float32 in a bf16 model. RMSNorm computes
+``x.to(float32)``, ``rstd = rsqrt(mean(x^2) + eps)`` and ``x * rstd`` in float32, then ``weight * y.to(bf16)``:
+it keeps x (4 bytes), rstd (4) and y (2): 6*r*n + 4*r bytes, not 2 * (2*r*n + r) (helium multiplies by the
+weight in float32 too: y at 4 bytes and the weight's float32 copy, n * 4). The softmax runs with
+``dtype=float32``: its output (4 bytes) is kept by the softmax's backward, and the context keeps the bf16
+copy ``.to(query.dtype)`` makes for probs @ v: 6 bytes per probability. ernie4_5's rotary tables stay float32.
+The loss is transformers' ``ForCausalLMLoss``, which upcasts the logits: log_softmax's float32 output
+4*B*S*V, the int64 targets, nll_loss's float32 total weight. Token ids are int64; the rest at the dtype.
 """
 
 from __future__ import annotations
@@ -113,26 +123,95 @@ def layer_saved(model: ModelProfile, layer: int = 0) -> Formula:
     return sum((saved[n.path] for n in model.nodes if n.layer == layer), ZERO)
 
 
+FP32 = 4  # the eager code's float32 intermediates
+INT64 = 8
+# below float32: helium's RMSNorm multiplies in float32, ``(weight.to(float32) * y).to(input_dtype)``: y stays
+# float32 and the weight's float32 copy (not a parameter) is kept for y's gradient
+_NORM_FP32_PRODUCT = frozenset({"helium"})
+# ernie4_5's rotary tables stay float32 (its rotary embedding does not cast them; q.float() * cos)
+_ROPE_FP32 = frozenset({"ernie4_5"})
+
+
+def node_saved_bytes(node: Node, elements: Formula, act_bytes: int, model_type: str = "llama") -> Formula:
+    """Bytes of what ``node`` saves (``elements`` of them) when the model runs in a dtype of ``act_bytes`` per
+    element, as the eager transformers code keeps them (module docstring, "Bytes"): RMSNorm's x upcast to
+    float32 and its float32 rstd, the float32 softmax output, the token ids at 8 bytes; the rest at
+    ``act_bytes``."""
+    kind = node.kind
+    if kind == NodeKind.EMBEDDING:
+        return elements * INT64
+    if kind == NodeKind.NORM:
+        n = int(Formula.of(node.counts.get(PARAMS, 0)))
+        rows_n = Formula.of(node.facts.fused_reads)
+        if model_type in _NORM_FP32_PRODUCT and act_bytes != FP32:
+            return rows_n * FP32 + rows_n / n * FP32 + rows_n * FP32 + n * FP32  # y and the weight in fp32
+        return rows_n * FP32 + rows_n / n * FP32 + rows_n * act_bytes  # x (fp32), rstd (fp32), y = x * rstd
+    if kind == NodeKind.ROPE and model_type in _ROPE_FP32:
+        return elements * FP32
+    if kind == NodeKind.ATTN_SOFTMAX:
+        return elements * FP32
+    return elements * act_bytes
+
+
+def saved_bytes_by_node(model: ModelProfile, recompute: str = "none", act_bytes: int = 2,
+                        loss: bool = True) -> dict[str, Formula]:
+    """node path -> bytes saved for backward in a model run at ``act_bytes`` per element (2: bf16 / fp16, 4:
+    fp32), exact against ``saved_tensors_hooks`` (``validation.saved_bytes``). Below float32 the context saves
+    the softmax's probabilities again, cast down (the float32 output stays saved by the softmax); the loss is
+    transformers' ``ForCausalLMLoss``: log_softmax of the float32-upcast logits (4*B*S*V), the targets (int64)
+    and nll_loss's float32 total weight. ``loss=False``: a pipeline stage that does not compute it."""
+    saved = saved_by_node(model, recompute)
+    nodes = {n.path: n for n in model.nodes}
+    out: dict[str, Formula] = {}
+    for path, elements in saved.items():
+        if path == LOSS:
+            if loss:
+                out[path] = TOKENS * model.spec.vocab_size * FP32 + TOKENS * INT64 + FP32
+            continue
+        node = nodes[path]
+        if recompute == "full" and node.layer is not None:
+            out[path] = elements * act_bytes  # the layer's input, its checkpoint (or nothing)
+            continue
+        out[path] = node_saved_bytes(node, elements, act_bytes, model.spec.model_type)
+        if node.kind == NodeKind.ATTN_CONTEXT and act_bytes != FP32 and recompute == "none":
+            probs = next(n for n in model.nodes if n.kind == NodeKind.ATTN_SOFTMAX and n.layer == node.layer)
+            out[path] = out[path] + Formula.of(probs.counts[EXP]) * act_bytes
+    return out
+
+
+def layer_saved_bytes(model: ModelProfile, act_bytes: int = 2, layer: int = 0) -> Formula:
+    """Bytes one layer saves without recomputation (held again while full recomputation reruns it)."""
+    saved = saved_bytes_by_node(model, "none", act_bytes)
+    return sum((saved[n.path] for n in model.nodes if n.layer == layer), ZERO)
+
+
 class SavedActivations(BaseModel):
     """Saved-for-backward activations of one micro-batch."""
 
     recompute: str
     elements: int  # saved tensors (one copy each), at the end of the forward
-    bytes: int  # in the activation dtype; token ids at 8 bytes
+    bytes: int  # exact at the activation dtype (``saved_bytes_by_node``)
     recompute_peak_elements: int  # full recomputation: one layer's tensors live again during its backward
+    recompute_peak_bytes: int = 0
 
 
 def saved_activations(model: ModelProfile, batch: int, seq: int, recompute: str = "none",
-                      act_bytes: int = 2) -> SavedActivations:
-    """Saved activations at (``batch``, ``seq``): elements per ``saved_by_node``; bytes at ``act_bytes`` per
-    element (token ids and targets at 8, int64)."""
+                      act_bytes: int = 2, loss: bool = True) -> SavedActivations:
+    """Saved activations at (``batch``, ``seq``): elements per ``saved_by_node``, bytes per
+    ``saved_bytes_by_node`` at ``act_bytes`` per element; ``loss=False`` leaves the loss's out (a pipeline
+    stage before the last)."""
     saved = saved_by_node(model, recompute)
+    if not loss:
+        saved.pop(LOSS)
     env = {"B": batch, "S": seq, "P": 0}
     elements = sum(int(f.evaluate(env)) for f in saved.values())
-    ids = 2 * batch * seq  # ids and targets: int64
-    extra = int(layer_saved(model).evaluate(env)) if recompute == "full" else 0
-    return SavedActivations(recompute=recompute, elements=elements, bytes=(elements - ids) * act_bytes + ids * 8,
-                            recompute_peak_elements=extra)
+    nbytes = sum(int(f.evaluate(env)) for f in saved_bytes_by_node(model, recompute, act_bytes, loss).values())
+    first = min((n.layer for n in model.nodes if n.layer is not None), default=0)
+    extra = int(layer_saved(model, first).evaluate(env)) if recompute == "full" else 0
+    extra_b = int(layer_saved_bytes(model, act_bytes, first).evaluate(env)) if recompute == "full" else 0
+    return SavedActivations(recompute=recompute, elements=elements, bytes=nbytes, recompute_peak_elements=extra,
+                            recompute_peak_bytes=extra_b)
 
 
-__all__ = ["RECOMPUTE", "SavedActivations", "saved_activations", "saved_by_node"]
+__all__ = ["RECOMPUTE", "SavedActivations", "layer_saved_bytes", "node_saved_bytes", "saved_activations",
+           "saved_bytes_by_node", "saved_by_node"]
