@@ -63,6 +63,7 @@ EAGER_OPS: dict[str, int] = {
 # fp32 (dtype=fp32, .to(q dtype)); the rotary tables are computed in fp32 and cast (cos, sin and the
 # positions' float copy).
 EAGER_CASTS_BELOW_FP32: dict[str, int] = {NodeKind.NORM: 2, NodeKind.ATTN_SOFTMAX: 2, NodeKind.ROTARY: 3}
+SOFTMAX_CAST_BYTES = 16  # per score, below fp32 under hf-eager: (a + 4) + (4 + 4) + (4 + a) - 2a
 
 
 def kernel_class(node: Node) -> str:
@@ -106,11 +107,18 @@ class KernelFacts:
 
     kernel: list[str]
     ops: list[int]
-    fn: Any  # compiled [2 * macs, M] per group
+    fn: Any  # compiled [2 * macs, M, extra bytes] per group
 
-    def values(self, batch: Any, seq: Any, past: Any) -> list[tuple[Any, Any]]:
+    def values(self, batch: Any, seq: Any, past: Any) -> list[tuple[Any, Any, Any]]:
         flat = self.fn(batch, seq, past)
-        return [(flat[2 * g], flat[2 * g + 1]) for g in range(len(self.kernel))]
+        return [(flat[3 * g], flat[3 * g + 1], flat[3 * g + 2]) for g in range(len(self.kernel))]
+
+
+def extra_bytes(node: Node, engine: str | ExecutionProfile | None, act_dtype: str) -> Formula:
+    """Bytes the node moves beyond its traffic under ``engine``: eager softmax's fp32 casts below fp32."""
+    if (node.kind == NodeKind.ATTN_SOFTMAX and act_dtype != "fp32" and get_engine(engine).attention == "eager"):
+        return metric_formula(node.counts, M.ACT) * SOFTMAX_CAST_BYTES
+    return Formula.of(0)
 
 
 def kernel_facts(groups: list[tuple[list[Node], Any]], engine: str | ExecutionProfile | None, act_dtype: str,
@@ -124,7 +132,7 @@ def kernel_facts(groups: list[tuple[list[Node], Any]], engine: str | ExecutionPr
         m = node.facts.matmuls[0].m if node.facts.matmuls else Formula.of(1)
         if lm_head == LM_HEAD_LAST and node.group == HEAD_GROUP:
             macs, m = macs.substitute({"S": 1}), m.substitute({"S": 1})
-        formulas += [macs * 2, m]
+        formulas += [macs * 2, m, extra_bytes(node, engine, act_dtype)]
         kernels.append(kernel_class(node))
         ops.append(node_ops(node, engine, act_dtype))
     return KernelFacts(kernels, ops, compile_formulas(formulas))
@@ -149,5 +157,5 @@ def group_times(model: DeviceModel, kernel: str, dtype: str, flops: Any, matmul_
     return time, (compute >= memory) & (compute > 0)
 
 
-__all__ = ["BMM", "EAGER_OPS", "ELEMENTWISE", "LINEAR", "KernelFacts", "captures_graphs", "eager_ops", "group_times",
+__all__ = ["BMM", "EAGER_OPS", "SOFTMAX_CAST_BYTES", "extra_bytes", "ELEMENTWISE", "LINEAR", "KernelFacts", "captures_graphs", "eager_ops", "group_times",
            "kernel_class", "kernel_facts", "node_ops"]

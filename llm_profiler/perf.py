@@ -247,8 +247,8 @@ def _kernel_times(ev: _Evaluator, st: Settings, groups: list[dict[str, Any]], ba
     kf = ev.kernels(st.dtypes.act.name)
     captured = captures_graphs(ev.engine)
     out = []
-    for g, ((mm, m), v) in enumerate(zip(kf.values(batch, seq, past), groups)):
-        nbytes = sum(v[c] for c in CATEGORIES)
+    for g, ((mm, m, extra), v) in enumerate(zip(kf.values(batch, seq, past), groups)):
+        nbytes = sum(v[c] for c in CATEGORIES) + extra
         out.append(group_times(st.device_model, kf.kernel[g], st.compute_dtype, v["flops"], mm, nbytes, m,
                                kf.ops[g], captured))
     return out

@@ -120,6 +120,34 @@ def test_per_op_cost_charged_is_ops_times_cost() -> None:
     assert _decode_time(2e-6, "vllm") == pytest.approx(_decode_time(0.0, "vllm"), rel=1e-12)
 
 
+def test_eager_softmax_casts_charged_below_fp32() -> None:
+    from llm_profiler.kernels import SOFTMAX_CAST_BYTES, extra_bytes
+
+    m = profile_model("llama-3.2-1b")
+    softmax = next(n for n in m.nodes if n.kind == NodeKind.ATTN_SOFTMAX)
+    # a decode step at context 100: 32 heads x 1 query x 101 keys = 3,232 scores; bf16: 16 more bytes each
+    assert extra_bytes(softmax, "hf-eager", "bf16")(1, 1, 100) == 32 * 101 * SOFTMAX_CAST_BYTES == 51_712
+    assert extra_bytes(softmax, "hf-eager", "fp32")(1, 1, 100) == 0  # no casts at fp32
+    assert extra_bytes(softmax, "vllm", "bf16")(1, 1, 100) == 0  # flash keeps the scores on chip
+    # and the time charges them: at 20 GB/s elementwise, 16 layers x 16 x 51,712 B / 20e9 = 661.9 us more than
+    # without (the vector rate set high, so the softmax's bytes, not its arithmetic, bound it)
+    dm = _model(0.0).model_copy(update={"vector_flops": {"fp32": 1e15, "bf16": 1e15}})
+    st = settings("a100-80gb", weight_dtype="bf16", act_dtype="bf16", compute_dtype="bf16", device_model=dm)
+    base = phase_report("llama-3.2-1b", Phase.decode(1, 100, 1, "last"), st, engine="hf-eager").latency_s
+    import llm_profiler.kernels as kernels
+
+    kernels.SOFTMAX_CAST_BYTES = 0
+    try:
+        from llm_profiler import perf
+
+        perf._EVALUATORS.clear()
+        without = phase_report("llama-3.2-1b", Phase.decode(1, 100, 1, "last"), st, engine="hf-eager").latency_s
+    finally:
+        kernels.SOFTMAX_CAST_BYTES = SOFTMAX_CAST_BYTES
+        perf._EVALUATORS.clear()
+    assert base - without == pytest.approx(16 * 51_712 / 20e9, rel=1e-6)
+
+
 def test_generation_steps_use_the_device_model() -> None:
     st = settings("a100-80gb", weight_dtype="fp32", act_dtype="fp32", compute_dtype="fp32", device_model=_model())
     gen = phase_report("llama-3.2-1b", Phase.generate(1, 16, 3, 0, "last"), st, engine="hf-eager")
@@ -185,9 +213,17 @@ def test_cpu_model_times_the_linear_layout(monkeypatch: pytest.MonkeyPatch) -> N
     assert len(out["gemm"]) == len(cpu_bench.GEMM_M) and len(out["bmm"]) == len(cpu_bench.BMM_M)
 
 
-def test_tiny_layer_op_count() -> None:
+def test_tiny_step_op_counts() -> None:
     pytest.importorskip("torch")
     from llm_profiler.hardware import cpu_bench
+
+    step = cpu_bench.tiny_transformers_step()
+    if step is not None:
+        # 2 layers x 94 ops (kernels.EAGER_OPS per llama layer at fp32) + positions 26 + rotary 8 + embedding 1
+        # + final norm 6 + lm_head 6 = 235, + the crop back: one slice of K and of V per layer (4) = 239, less
+        # one aten.zeros the table counts from the meta-device dispatch that real CPU tensors do not create:
+        # transformers' tiny Llama at one token after 8 runs the layout the table counts
+        assert cpu_bench.dispatched_ops(step) == 2 * 94 + 26 + 8 + 1 + 6 + 6 + 4 - 1
 
     # the step the per-op cost divides by: counted, not assumed (83 aten ops with torch 2.13: RMSNorm 6 x 2,
     # 7 linears x 4, rope on q and k, two cache cats, scores, softmax, context, silu, products, residuals)
@@ -216,7 +252,8 @@ def test_cpu_model_is_cached_per_machine(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert first.fingerprint == fingerprint and (tmp_path / f"device-model-{fingerprint}.json").exists()
     assert first.threads == torch.get_num_threads() and "load average" in first.source
     # 1e-4 s over the tiny step's ops
-    assert first.per_op_s == pytest.approx(1e-4 / cpu_bench.dispatched_ops(cpu_bench.tiny_layer_step()))
+    step = cpu_bench.tiny_transformers_step() or cpu_bench.tiny_layer_step()
+    assert first.per_op_s == pytest.approx(1e-4 / cpu_bench.dispatched_ops(step))
     assert cpu_bench.measure_cpu_model() == first and calls == ["fp32", "bf16"]  # read back, not measured
     cpu_bench.measure_cpu_model(refresh=True)
     assert calls == ["fp32", "bf16"] * 2

@@ -228,9 +228,11 @@ def measure_local_cpu(seconds: float = 0.5) -> DeviceSpec:
 #   read and written (3 x numel x itemsize) per second;
 # - ``vector_flops[dtype]``: a cache-resident softmax, at the op table's 5 FLOP per element (max, subtract,
 #   exp, sum, divide: ``ops.softmax``) per second;
-# - ``per_op_s``: the time of one eager op: a tiny decoder-layer step (``tiny_layer_step``, hidden
-#   ``TINY_HIDDEN``, one token: nothing to compute) over the aten ops it dispatches (counted once with a
-#   ``TorchDispatchMode``, views and copies included, as ``kernels.eager_ops`` counts a node's).
+# - ``per_op_s``: the time of one eager op: a decode step of a tiny transformers Llama
+#   (``tiny_transformers_step``, hidden ``TINY_HIDDEN``, one token: nothing to compute; without
+#   transformers a pure-torch decoder-layer step, ``tiny_layer_step``) over the aten ops it dispatches
+#   (counted once with a ``TorchDispatchMode``, views and copies included, as ``kernels.eager_ops`` counts
+#   a node's). transformers' Python around each op costs about as much again as the op's own dispatch.
 #
 # The result is cached per machine in a JSON file named by a fingerprint of what it depends on (CPU model,
 # logical CPUs, memory, torch version, thread count, this benchmark's version); ``refresh=True`` measures
@@ -303,6 +305,33 @@ def tiny_layer_step(hidden: int = TINY_HIDDEN, dtype: Any = None) -> Callable[[]
             x = x + linears["o"](ctx)
             h = norm(x)
             return x + linears["down"](torch.nn.functional.silu(linears["gate"](h)) * linears["up"](h))
+
+    return step
+
+
+def tiny_transformers_step() -> Callable[[], Any] | None:
+    """One decode step (one token after 8 cached) of a tiny transformers Llama (hidden 64, 2 layers, eager
+    attention, random weights), then the cache cropped back: transformers' own Python around each op (module
+    calls, the attention interface, the cache update) is in it, as it is in a real model's step. None without
+    transformers."""
+    try:
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=TINY_HIDDEN, intermediate_size=2 * TINY_HIDDEN, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, vocab_size=128, attn_implementation="eager")
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        cache = model(input_ids=torch.zeros(1, 8, dtype=torch.long), use_cache=True).past_key_values
+    token = torch.zeros(1, 1, dtype=torch.long)
+
+    def step() -> Any:
+        with torch.no_grad():
+            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+            cache.crop(-1)
+        return out
 
     return step
 
@@ -395,7 +424,10 @@ def measure_cpu_model(refresh: bool = False, dtypes: tuple[str, ...] = MODEL_DTY
             pass  # an unreadable cache is measured again
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     per = {name: _measure_dtype(name) for name in dtypes}
-    step = tiny_layer_step()
+    step = tiny_transformers_step()
+    what = "a tiny transformers Llama decode step"
+    if step is None:
+        step, what = tiny_layer_step(), "a tiny eager decoder-layer step"
     ops = dispatched_ops(step)
     per_op = _median_time(step, repeats=3 * _MODEL_REPEATS) / ops
     model_name, _ = _cpuinfo()
@@ -408,7 +440,7 @@ def measure_cpu_model(refresh: bool = False, dtypes: tuple[str, ...] = MODEL_DTY
         per_op_s=per_op, captured_op_s=per_op, threads=threads, fingerprint=fingerprint,
         source=(f"measured by llm_profiler.hardware.cpu_bench.measure_cpu_model on {model_name} "
                 f"({os.cpu_count()} logical CPUs), torch {torch.__version__}, {threads} threads, medians of "
-                f"{_MODEL_REPEATS} calls after a warm-up; per-op cost: a tiny decoder-layer step of {ops} aten ops; "
+                f"{_MODEL_REPEATS} calls after a warm-up; per-op cost: {what} of {ops} aten ops; "
                 f"load average {load:.2f} when measured"),
     )
     try:
