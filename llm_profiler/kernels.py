@@ -8,7 +8,8 @@ Per node and forward::
 
 - kernel class: ``linear`` for weight matmuls (linear projections, lm_head, routers, experts: M = the
   rows of the recorded matmul, the tokens; bytes at the GEMV bandwidth), ``bmm`` for attention's batched
-  matmuls (scores and context: M = the query rows), ``elementwise`` for everything else.
+  matmuls (scores and context: M = the query rows per head; under the flash rule, which records the kept
+  pairs as one row, the B*S query rows its kernel tiles), ``elementwise`` for everything else.
 - ops: the aten ops the node dispatches. Under ``hf-eager`` and ``hf-sdpa`` the table ``EAGER_OPS`` below,
   counted op by op on transformers' Llama-layout forward (a ``TorchDispatchMode`` over a decode step of
   Llama-3.2-1B, transformers 5.23: views, copies and creations included, as ``cpu_bench.dispatched_ops``
@@ -27,7 +28,7 @@ import numpy as np
 
 from . import metrics as M
 from .engines import ExecutionProfile, get_engine
-from .formula import Formula, compile_formulas
+from .formula import B, Formula, S, compile_formulas
 from .graph import Node, NodeKind
 from .graph.node import HEAD_GROUP
 from .hardware.roofline import DeviceModel
@@ -126,10 +127,13 @@ def kernel_facts(groups: list[tuple[list[Node], Any]], engine: str | ExecutionPr
     """The kernel facts of ``ModelTraffic.groups`` (the same grouping the roofline evaluates)."""
     formulas: list[Formula] = []
     kernels, ops = [], []
+    flash = get_engine(engine).attention == "flash"
     for nodes, _ in groups:
         node = nodes[0]
         macs = metric_formula(node.counts, M.MACS)
         m = node.facts.matmuls[0].m if node.facts.matmuls else Formula.of(1)
+        if flash and node.kind in _BMM_KINDS:
+            m = B * S  # the flash rule records the kept pairs as one row; its kernel tiles the B*S query rows
         if lm_head == LM_HEAD_LAST and node.group == HEAD_GROUP:
             macs, m = macs.substitute({"S": 1}), m.substitute({"S": 1})
         formulas += [macs * 2, m, extra_bytes(node, engine, act_dtype)]

@@ -106,6 +106,22 @@ def test_kernel_classes_and_profiles() -> None:
     assert captures_graphs("vllm") and not captures_graphs("hf-eager")
 
 
+def test_attention_rows_by_profile() -> None:
+    from llm_profiler.kernels import kernel_facts
+    from llm_profiler.perf import phase_model
+    from llm_profiler.traffic import dtypes, model_traffic
+
+    def scores_m(engine: str) -> Any:
+        model = phase_model("llama-3.2-1b", "prefill", engine)
+        groups = model_traffic(model, dtypes("bf16", "bf16")).groups
+        kf = kernel_facts(groups, engine, "bf16", "last")
+        g = next(i for i, (nodes, _) in enumerate(groups) if nodes[0].kind == NodeKind.ATTN_SCORES)
+        return kf.values(2, 7, 3)[g][1]
+
+    assert scores_m("hf-eager") == 7  # eager: (S x D) @ (D x keys) per sequence and head: M = S
+    assert scores_m("vllm") == 2 * 7  # flash records the kept pairs as one row; its kernel tiles B*S query rows
+
+
 def _decode_time(per_op_s: float, engine: str = "hf-eager", dtype: str = "fp32") -> float:
     st = settings("a100-80gb", weight_dtype=dtype, act_dtype=dtype, compute_dtype=dtype,
                   device_model=_model(per_op_s))
