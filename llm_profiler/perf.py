@@ -390,6 +390,8 @@ def phase_report(source: Any, phase: Phase, device: DeviceSpec | str | Settings 
         raise QueryError(f"unknown phase {phase.kind!r}")
     if quant_notes:
         report = report.model_copy(update={"notes": [*quant_notes, *report.notes]})
+    if st.device_model is not None:
+        report = report.model_copy(update={"notes": [*report.notes, f"device model: {st.device_model.source or 'given'}"]})
     return _with_capacity(report, model, st, phase, eng)
 
 
