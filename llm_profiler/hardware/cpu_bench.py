@@ -321,7 +321,8 @@ def tiny_transformers_step() -> Callable[[], Any] | None:
         return None
     torch.manual_seed(0)
     cfg = LlamaConfig(hidden_size=TINY_HIDDEN, intermediate_size=2 * TINY_HIDDEN, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, vocab_size=128, attn_implementation="eager")
+                      num_attention_heads=4, num_key_value_heads=2, vocab_size=128)
+    cfg._attn_implementation = "eager"  # the reference's attention (validation.measure.build_model does the same)
     model = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():
         cache = model(input_ids=torch.zeros(1, 8, dtype=torch.long), use_cache=True).past_key_values
