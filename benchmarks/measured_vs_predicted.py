@@ -1,11 +1,22 @@
-"""Measured vs predicted: a real transformers ``generate`` on this CPU beside the roofline prediction.
+"""Measured vs predicted: real transformers ``generate`` runs on this CPU beside the device-model prediction.
 
-The model is a ~134M-parameter Llama (hidden 768, 12 layers, 12 heads, MLP 2048, vocab 32000, untied head)
-with random weights, in fp32. The prediction uses the local CPU's measured matmul FLOP/s and copy
-bandwidth (``hardware.cpu_bench.measure_local_cpu``) and the same shapes and dtype; the lm_head runs on
-the last position only, as ``generate`` asks for (``logits_to_keep=1``).
+Qwen2.5-0.5B and Llama-3.2-1B at their real sizes with random weights, transformers eager attention, fp32
+and bf16, 1 and 2 torch threads. Per (model, dtype, threads), three runs:
 
-    python benchmarks/measured_vs_predicted.py [--repeats 3] [--dtype fp32] [--markdown]
+- prompt 128, 8 new tokens: TTFT of a 128-token prefill, TPOT at context ~130;
+- a long prompt (fp32: 512; bf16: 2048), 2 new tokens: TTFT of the long prefill;
+- context 8192, one new token then 3 decode steps (4 new tokens): TPOT at an 8k context; the cache is a
+  ``DynamicCache`` filled with random keys and values (``validation.runs.random_cache``), not a prefill.
+
+The prediction is ``perf.phase_report`` under the ``hf-eager`` profile with this CPU's device model
+(``hardware.cpu_bench.measure_cpu_model``: GEMM / bmm FLOP/s by M, GEMV and elementwise bandwidth, the
+per-op cost; measured per thread count, cached per machine): time per node = max(compute at the shape's
+rate, bytes at the kernel class's bandwidth) + ops x per-op cost. Every line records the load average when
+the run started: on a busy machine the measured times are not this CPU's.
+
+    python benchmarks/measured_vs_predicted.py            # the full grid, ~10 min on an idle 2-core machine;
+                                                          # rewrites the table in docs/phases.md
+    python benchmarks/measured_vs_predicted.py --quick    # Qwen2.5-0.5B, 1 thread (~2 min), docs untouched
 """
 
 from __future__ import annotations
@@ -13,59 +24,113 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-CONFIG = {
-    "model_type": "llama", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-    "num_key_value_heads": 12, "intermediate_size": 2048, "vocab_size": 32000, "max_position_embeddings": 2048,
-    "tie_word_embeddings": False,
-}
-# (batch, prompt, new tokens)
-SHAPES = [(1, 128, 32), (4, 128, 32), (1, 512, 16)]
+MODELS = ("qwen2.5-0.5b", "llama-3.2-1b")
+DTYPES = ("fp32", "bf16")
+THREADS = (1, 2)
+LONG_PROMPT = {"fp32": 512, "bf16": 2048}
+CONTEXT = 8192
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "phases.md"
+START, END = "<!-- measured-vs-predicted:start -->", "<!-- measured-vs-predicted:end -->"
+
+
+def grid(quick: bool) -> list[tuple[str, str, int]]:
+    if quick:
+        return [("qwen2.5-0.5b", d, 1) for d in DTYPES]
+    return [(m, d, t) for m in MODELS for d in DTYPES for t in THREADS]
+
+
+def shapes(dtype: str, quick: bool) -> list[tuple[int, int, int]]:
+    """(prompt, new tokens, cached context) per run."""
+    if quick:
+        return [(128, 8, 0), (512, 2, 0), (1, 4, 2048)]
+    return [(128, 8, 0), (LONG_PROMPT[dtype], 2, 0), (1, 4, CONTEXT)]
+
+
+def row(run: Any, threads: int, past: int) -> dict[str, Any]:
+    mem = run.memory
+    return {"model": run.model, "dtype": run.dtype, "threads": threads, "prompt": run.prompt, "past": past,
+            "new": run.new_tokens, "ttft": run.ttft_s, "ttft_pred": run.predicted_ttft_s, "tpot": run.tpot_s,
+            "tpot_pred": run.predicted_tpot_s, "growth": mem.growth if mem else None,
+            "growth_pred": mem.predicted_growth if mem else None, "load": run.load_average}
+
+
+def markdown(rows: list[dict[str, Any]], header: str) -> str:
+    mib = 2**20
+    lines = [header, "",
+             "| model | dtype | threads | prompt | context | new | TTFT measured | TTFT predicted | ratio "
+             "| TPOT measured | TPOT predicted | ratio | memory growth measured / predicted | load |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ttft = (f"{r['ttft'] * 1e3:.0f} ms | {r['ttft_pred'] * 1e3:.0f} ms | {r['ttft'] / r['ttft_pred']:.2f}"
+                if r["past"] == 0 else "- | - | -")
+        mem = (f"{r['growth'] / mib:.0f} / {r['growth_pred'] / mib:.0f} MiB" if r["growth"] is not None else "-")
+        lines.append(f"| {r['model']} | {r['dtype']} | {r['threads']} | {r['prompt']} | {r['past']} | {r['new']} "
+                     f"| {ttft} | {r['tpot'] * 1e3:.1f} ms | {r['tpot_pred'] * 1e3:.1f} ms "
+                     f"| {r['tpot'] / r['tpot_pred']:.2f} | {mem} | {r['load']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(table: str) -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise SystemExit(f"{DOCS} has no {START} ... {END} section to regenerate")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    DOCS.write_text(f"{head}{START}\n{table}{END}{tail}", encoding="utf-8")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
-    parser.add_argument("--bench-seconds", type=float, default=2.0)
-    parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--quick", action="store_true", help="Qwen2.5-0.5B, 1 thread, shorter prompts and context")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per shape (the per-forward median)")
+    parser.add_argument("--refresh-device-model", action="store_true", help="measure the CPU again (no cache)")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite the table in docs/phases.md")
     args = parser.parse_args()
 
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)  # before the CPU benchmark, so both sides use the same threads
-
-    from llm_profiler import profile_model
     from llm_profiler.hardware import measure_local_cpu
-    from llm_profiler.validation.runs import build_reference, format_run, run_generate
+    from llm_profiler.hardware.cpu_bench import measure_cpu_model
+    from llm_profiler.validation.runs import build_reference, format_run, random_cache, run_generate
 
-    cpu = measure_local_cpu(args.bench_seconds)
-    params = profile_model(CONFIG).count("params", "model")
-    print(f"model: llama hidden 768, 12 layers, vocab 32000: {params:,} parameters, {args.dtype}")
-    print(f"device: {cpu.notes}")
-    print(f"        peak {', '.join(f'{k} {v / 1e9:.1f} GFLOP/s' for k, v in cpu.peak_flops.items())}, "
-          f"bandwidth {cpu.memory_bandwidth / 1e9:.2f} GB/s; torch {torch.__version__}; "
-          f"load average before the run {os.getloadavg()[0]:.2f}\n")
-    model, _ = build_reference(CONFIG, dtype=args.dtype)
-    runs = []
-    for batch, prompt, new in SHAPES:
-        run = run_generate(CONFIG, batch, prompt, new, dtype=args.dtype, device=cpu, model=model,
-                           repeats=args.repeats, name="llama-134M")
-        runs.append(run)
-        print(format_run(run) + "\n")
-    if args.markdown:
-        print("| batch | prompt | new | TTFT measured | TTFT predicted | ratio | TPOT measured | TPOT predicted "
-              "| ratio | tokens/s measured | tokens/s predicted | decode GB/s achieved | prefill GFLOP/s achieved |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for r in runs:
-            print(f"| {r.batch} | {r.prompt} | {r.new_tokens} | {r.ttft_s * 1e3:.1f} ms | {r.predicted_ttft_s * 1e3:.1f} ms "
-                  f"| {r.ttft_ratio:.2f} | {r.tpot_s * 1e3:.1f} ms | {r.predicted_tpot_s * 1e3:.1f} ms | {r.tpot_ratio:.2f} "
-                  f"| {r.tokens_per_s:.1f} | {r.predicted_tokens_per_s:.1f} | {r.decode_achieved_bytes_per_s / 1e9:.2f} "
-                  f"| {r.prefill_achieved_flops_per_s / 1e9:.1f} |")
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    models: dict[tuple[str, str], Any] = {}
+    for name, dtype, threads in grid(args.quick):
+        torch.set_num_threads(threads)
+        dm = measure_cpu_model(refresh=args.refresh_device_model)
+        cpu = measure_local_cpu(0.3)
+        print(f"== {name} {dtype}, {threads} thread{'s' if threads > 1 else ''}; device model: "
+              + ", ".join(f"{d}: GEMM {dm.gemm[d].flops_per_s[-1] / 1e9:.0f} GFLOP/s at M={dm.gemm[d].m[-1]}, "
+                          f"GEMV {dm.gemv_bandwidth[d] / 1e9:.1f} GB/s, elementwise "
+                          f"{dm.elementwise_bandwidth[d] / 1e9:.1f} GB/s" for d in dm.gemm)
+              + f", {dm.per_op_s * 1e6:.2f} us per op; load {os.getloadavg()[0]:.2f}", flush=True)
+        if name not in models:
+            models.clear()  # one model in memory at a time, built once (fp32), then cast for bf16
+            models[name] = build_reference(name, dtype=dtype)[0]
+        model = models[name].to(getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[dtype]))
+        for i, (prompt, new, past) in enumerate(shapes(dtype, args.quick)):
+            cache = random_cache(model, 1, past) if past else None
+            run = run_generate(name, 1, prompt, new, dtype=dtype, device=cpu, model=model, repeats=args.repeats,
+                               warmup=(i == 0), device_model=dm, past_cache=cache, name=name)
+            del cache
+            rows.append(row(run, threads, past))
+            print(format_run(run).split("\nnote:")[0] + "\n", flush=True)
+    elapsed = time.perf_counter() - started
+    header = (f"`python benchmarks/measured_vs_predicted.py{' --quick' if args.quick else ''}` "
+              f"({elapsed / 60:.1f} min; torch {torch.__version__}; {os.cpu_count()} logical CPUs; "
+              f"batch 1, random weights, transformers eager; TTFT at context 0, TPOT the mean decode step):")
+    table = markdown(rows, header)
+    print(table)
+    if not args.quick and not args.no_docs:
+        write_docs(table)
+        print(f"wrote the table into {DOCS}")
     return 0
 
 

@@ -47,6 +47,9 @@ class Settings:
     bandwidth_efficiency: float = 1.0
     weight_dtype: str | None = None  # as given: an explicit weight dtype overrides quantization_config
     quantization: Any = "config"  # "config" | "none" | a quantization.Quantization
+    # a hardware.roofline.DeviceModel: per-node rates by kernel class and shape, plus ops x per-op cost
+    # (llm_profiler.kernels); None: the plain roofline at peak x efficiency
+    device_model: Any = None
 
     @cached_property
     def peak(self) -> float:
@@ -59,12 +62,15 @@ class Settings:
 
 def settings(device: DeviceSpec | str, weight_dtype: str | None = None, act_dtype: str = "bf16",
              kv_dtype: str | None = None, compute_dtype: str | None = None, flops_efficiency: float = 1.0,
-             bandwidth_efficiency: float = 1.0, quantization: Any = "config") -> Settings:
+             bandwidth_efficiency: float = 1.0, quantization: Any = "config", device_model: Any = None) -> Settings:
     """Validated settings; the compute dtype defaults to the activation dtype (int4 weights are dequantized
     to it), and the efficiencies (in (0, 1]) scale the peak FLOP/s and bandwidth. ``weight_dtype`` None:
     the weights as the model's ``quantization_config`` stores them (``quantization="config"``, the default),
     bf16 where it quantizes nothing; an explicit weight dtype stores every matrix at it, overriding the
-    config; ``quantization="none"`` ignores the config (``llm_profiler.quantization.resolve``)."""
+    config; ``quantization="none"`` ignores the config (``llm_profiler.quantization.resolve``).
+    ``device_model``: a ``hardware.roofline.DeviceModel`` (``hardware.cpu_bench.measure_cpu_model()`` for this
+    CPU) or ``"datasheet"`` (``hardware.devices.datasheet_model`` of the device): each node's time at the rate
+    of its kernel class and shape plus its ops x the per-op cost (``llm_profiler.kernels``)."""
     from .quantization import MODES, Quantization
 
     if not isinstance(quantization, Quantization) and quantization not in MODES:
@@ -75,7 +81,24 @@ def settings(device: DeviceSpec | str, weight_dtype: str | None = None, act_dtyp
     dev.peak(compute)  # a clear error now when the device has no figure for it
     roofline_time(0, 0, dev, compute, flops_efficiency, bandwidth_efficiency)  # validates the efficiencies
     given = None if weight_dtype is None else dt.weight.name
-    return Settings(dev, dt, compute, float(flops_efficiency), float(bandwidth_efficiency), given, quantization)
+    dm = _device_model(device_model, dev, compute)
+    return Settings(dev, dt, compute, float(flops_efficiency), float(bandwidth_efficiency), given, quantization, dm)
+
+
+def _device_model(device_model: Any, dev: DeviceSpec, compute: str) -> Any:
+    """None, a DeviceModel, or "datasheet" resolved to the device's datasheet model; checked for ``compute``."""
+    from .hardware.devices import datasheet_model
+    from .hardware.roofline import DeviceModel
+
+    if device_model is None:
+        return None
+    if isinstance(device_model, str) and device_model == "datasheet":
+        device_model = datasheet_model(dev)
+    if not isinstance(device_model, DeviceModel):
+        raise QueryError(f"device_model must be a hardware.roofline.DeviceModel or 'datasheet', got {device_model!r}")
+    if not device_model.has(compute):
+        raise QueryError(f"device_model has no rates for compute dtype {compute!r}; it has: {', '.join(device_model.gemm)}")
+    return device_model
 
 
 def with_quantization(st: Settings, source: Any) -> tuple[Settings, list[str]]:
@@ -94,8 +117,10 @@ def with_quantization(st: Settings, source: Any) -> tuple[Settings, list[str]]:
 class _Evaluator:
     """The per-node formulas of a model compiled once: exact integers at one shape, numpy vectors over steps."""
 
-    def __init__(self, traffic: ModelTraffic) -> None:
+    def __init__(self, traffic: ModelTraffic, engine: str = "hf-eager", lm_head: str = "all") -> None:
         self.traffic = traffic
+        self.engine, self.lm_head = engine, lm_head
+        self._kernels: dict[str, Any] = {}
         self._fn = compile_formulas([t.get(f) for _, t in traffic.groups for f in _FIELDS])
         self._generation: dict[str, Callable[[int, int, int, int], int] | None] = {}
         self._numeric: dict[str, Callable[..., Any]] = {}
@@ -128,6 +153,14 @@ class _Evaluator:
             total += int(np.sum(fn(b, 1, contexts)))
         return total, [f"{field}: summed over the {n - 1} decode steps (no closed form in N)"]
 
+    def kernels(self, act_dtype: str) -> Any:
+        """The groups' kernel facts (``kernels.kernel_facts``) at an activation dtype, built once."""
+        if act_dtype not in self._kernels:
+            from .kernels import kernel_facts
+
+            self._kernels[act_dtype] = kernel_facts(self.traffic.groups, self.engine, act_dtype, self.lm_head)
+        return self._kernels[act_dtype]
+
     def values(self, batch: Any, seq: Any, past: Any) -> list[dict[str, Any]]:
         """Per group: field -> value (ints for int arguments, arrays for array arguments)."""
         flat = self._fn(batch, seq, past)
@@ -149,7 +182,7 @@ _EVALUATORS: dict[tuple[int, Dtypes, str], tuple[ModelProfile, _Evaluator]] = {}
 def _evaluator(model: ModelProfile, dt: Dtypes, lm_head: str) -> _Evaluator:
     key = (id(model), dt, lm_head)
     if key not in _EVALUATORS:
-        _EVALUATORS[key] = (model, _Evaluator(model_traffic(model, dt, lm_head)))  # keeps the model alive
+        _EVALUATORS[key] = (model, _Evaluator(model_traffic(model, dt, lm_head), model.engine, lm_head))  # keeps the model alive
     return _EVALUATORS[key][1]
 
 
@@ -206,15 +239,34 @@ class _Forward:
         return sum(self.by_category.values())
 
 
+def _kernel_times(ev: _Evaluator, st: Settings, groups: list[dict[str, Any]], batch: Any, seq: Any,
+                  past: Any) -> list[tuple[Any, Any]]:
+    """Per group: (time, compute-bound?) under ``st.device_model`` (``kernels.group_times``)."""
+    from .kernels import captures_graphs, group_times
+
+    kf = ev.kernels(st.dtypes.act.name)
+    captured = captures_graphs(ev.engine)
+    out = []
+    for g, ((mm, m, extra), v) in enumerate(zip(kf.values(batch, seq, past), groups)):
+        nbytes = sum(v[c] for c in CATEGORIES) + extra
+        out.append(group_times(st.device_model, kf.kernel[g], st.compute_dtype, v["flops"], mm, nbytes, m,
+                               kf.ops[g], captured))
+    return out
+
+
 def _forward(ev: _Evaluator, st: Settings, batch: int, seq: int, past: int) -> _Forward:
     groups = ev.values(batch, seq, past)
     flops, cats = 0, dict.fromkeys(CATEGORIES, 0)
     time = cb = mb = 0.0
-    for (nodes, _), v in zip(ev.traffic.groups, groups):
+    modelled = _kernel_times(ev, st, groups, batch, seq, past) if st.device_model is not None else None
+    for g, ((nodes, _), v) in enumerate(zip(ev.traffic.groups, groups)):
         k = len(nodes)
         nbytes = sum(v[c] for c in CATEGORIES)
         ct, mt = v["flops"] / st.peak, nbytes / st.bandwidth
         v["time"], v["bound"] = max(ct, mt), "compute" if ct >= mt and v["flops"] else "memory"
+        if modelled is not None:
+            t, compute_bound = modelled[g]
+            v["time"], v["bound"] = float(t), "compute" if bool(compute_bound) else "memory"
         flops += k * v["flops"]
         for c in CATEGORIES:
             cats[c] += k * v[c]
@@ -236,6 +288,12 @@ def _decode_steps(ev: _Evaluator, st: Settings, batch: int, prompt: int, past: i
     groups = ev.values(batch, 1, contexts)
     total, compute = np.zeros(steps), np.zeros(steps)
     peak, bandwidth = st.peak, st.bandwidth
+    if st.device_model is not None:
+        for (nodes, _), (t, bound) in zip(ev.traffic.groups, _kernel_times(ev, st, groups, batch, 1, contexts)):
+            t = len(nodes) * np.broadcast_to(np.asarray(t, dtype=np.float64), (steps,))
+            total += t
+            compute += np.where(np.broadcast_to(bound, (steps,)), t, 0.0)
+        return total, compute
     for (nodes, _), v in zip(ev.traffic.groups, groups):
         ct = v["flops"] / peak
         mt = (v["weights"] + v["act_read"] + v["act_written"] + v["kv_read"] + v["kv_written"]) / bandwidth
@@ -332,6 +390,8 @@ def phase_report(source: Any, phase: Phase, device: DeviceSpec | str | Settings 
         raise QueryError(f"unknown phase {phase.kind!r}")
     if quant_notes:
         report = report.model_copy(update={"notes": [*quant_notes, *report.notes]})
+    if st.device_model is not None:
+        report = report.model_copy(update={"notes": [*report.notes, f"device model: {st.device_model.source or 'given'}"]})
     return _with_capacity(report, model, st, phase, eng)
 
 

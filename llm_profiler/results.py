@@ -249,6 +249,37 @@ class FitResult(BaseModel):
     smallest_plan: str | None = None  # when not even one sequence fits: the smallest plan that does
 
 
+class RunMemory(BaseModel):
+    """A measured run's memory beside the prediction (CPU: resident set size; CUDA: allocated bytes).
+
+    measured: ``baseline`` (the process before the model was built: the runtime), ``loaded`` (after it was
+    built: baseline + weights), ``peak`` (the highest during ``generate``); predicted: ``weights``, ``kv_cache``
+    at the final context, ``activations`` (peak live activations of the prefill, the largest forward).
+    ``growth`` = peak - loaded, against ``kv_cache + activations``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    baseline: int | None  # None: the model was built elsewhere (run_generate(model=...))
+    loaded: int
+    peak: int
+    weights: int
+    kv_cache: int
+    activations: int
+    how: str
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.loaded
+
+    @property
+    def predicted_growth(self) -> int:
+        return self.kv_cache + self.activations
+
+    @property
+    def growth_ratio(self) -> float:
+        return self.growth / self.predicted_growth if self.predicted_growth else float("nan")
+
+
 class MeasuredRun(BaseModel):
     """A timed ``generate`` of a real transformers model beside the roofline prediction for it."""
 
@@ -287,3 +318,5 @@ class MeasuredRun(BaseModel):
     decode_mfu: float
     decode_mbu: float
     notes: list[str] = []
+    memory: RunMemory | None = None  # peak memory growth beside weights + KV + activations
+    load_average: float | None = None  # os.getloadavg()[0] when the run started

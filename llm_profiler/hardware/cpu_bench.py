@@ -211,3 +211,243 @@ def measure_local_cpu(seconds: float = 0.5) -> DeviceSpec:
         notes=f"{model}; {os.cpu_count()} logical CPUs; {how}",
         source=_SOURCE,
     )
+
+
+# ---------------------------------------------------------------- the device model of this CPU (issue 18)
+#
+# ``measure_cpu_model`` measures the rates of the kernels a transformers forward runs, in their layouts,
+# each as the median of repeated calls after a warm-up call, at the current torch thread count:
+#
+# - ``gemm[dtype]``: x (M x K) @ W.T with W stored (N x K) as nn.Linear stores it, K = N = ``GEMM_K``, at
+#   M in ``GEMM_M``: FLOP/s by M (the tokens a projection multiplies);
+# - ``bmm[dtype]``: attention's batched matmul, ``BMM_BATCH`` x (M x ``BMM_K``) @ (``BMM_K`` x ``BMM_N``), at
+#   M in ``BMM_M`` (the query rows);
+# - ``gemv_bandwidth[dtype]``: x (1 x K) @ W.T with a weight larger than the last-level cache
+#   (``GEMV_SHAPE``): weight bytes per second;
+# - ``elementwise_bandwidth[dtype]``: ``torch.mul(a, b, out=c)`` over ``ELEMENTWISE_NUMEL`` elements: bytes
+#   read and written (3 x numel x itemsize) per second;
+# - ``vector_flops[dtype]``: a cache-resident softmax, at the op table's 5 FLOP per element (max, subtract,
+#   exp, sum, divide: ``ops.softmax``) per second;
+# - ``per_op_s``: the time of one eager op: a decode step of a tiny transformers Llama
+#   (``tiny_transformers_step``, hidden ``TINY_HIDDEN``, one token: nothing to compute; without
+#   transformers a pure-torch decoder-layer step, ``tiny_layer_step``) over the aten ops it dispatches
+#   (counted once with a ``TorchDispatchMode``, views and copies included, as ``kernels.eager_ops`` counts
+#   a node's). transformers' Python around each op costs about as much again as the op's own dispatch.
+#
+# The result is cached per machine in a JSON file named by a fingerprint of what it depends on (CPU model,
+# logical CPUs, memory, torch version, thread count, this benchmark's version); ``refresh=True`` measures
+# again. The load average at the time is recorded in ``source``.
+
+BENCH_VERSION = 1
+GEMM_M = (1, 4, 16, 64, 256, 1024)
+GEMM_K = 2048
+BMM_M = (1, 16, 128, 512)
+BMM_BATCH, BMM_K, BMM_N = 16, 64, 1024
+GEMV_SHAPE = (4096, 8192)  # (N, K): 128 MiB in fp32, 64 MiB in bf16, larger than the 32 MiB L3 of issue 18's CPU
+ELEMENTWISE_NUMEL = 2**23  # 32 MiB per fp32 operand
+SOFTMAX_SHAPE = (64, 1024)
+TINY_HIDDEN = 64
+MODEL_DTYPES = ("fp32", "bf16")
+_MODEL_REPEATS = 5
+
+
+def _median_time(run: Callable[[], Any], repeats: int = _MODEL_REPEATS) -> float:
+    """Median seconds of ``repeats`` timed calls after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def tiny_layer_step(hidden: int = TINY_HIDDEN, dtype: Any = None) -> Callable[[], Any]:
+    """One decode step of a tiny Llama-style decoder layer in eager torch (RMSNorm, q / k / v / o projections,
+    rotary embedding, a cache concatenation, repeat-free attention, softmax, gated MLP, residual adds), one
+    token at ``hidden`` features: what it costs is the dispatch of its ops, not their arithmetic."""
+    import torch
+
+    dtype = dtype or torch.float32
+    gen = torch.Generator().manual_seed(0)
+    heads, head_dim = 4, hidden // 4
+    linears = {name: torch.nn.Linear(i, o, bias=False).to(dtype)
+               for name, (i, o) in {"q": (hidden, hidden), "k": (hidden, hidden), "v": (hidden, hidden),
+                                    "o": (hidden, hidden), "gate": (hidden, 2 * hidden), "up": (hidden, 2 * hidden),
+                                    "down": (2 * hidden, hidden)}.items()}
+    norm_w = torch.ones(hidden, dtype=dtype)
+    x0 = torch.randn(1, 1, hidden, generator=gen).to(dtype)
+    k_cache = torch.randn(1, heads, 8, head_dim, generator=gen).to(dtype)
+    v_cache = torch.randn(1, heads, 8, head_dim, generator=gen).to(dtype)
+    cos = torch.randn(1, 1, 1, head_dim, generator=gen).to(dtype)
+    sin = torch.randn(1, 1, 1, head_dim, generator=gen).to(dtype)
+
+    def norm(x: Any) -> Any:
+        var = x.pow(2).mean(-1, keepdim=True)
+        return norm_w * (x * torch.rsqrt(var + 1e-6))
+
+    def rotate_half(x: Any) -> Any:
+        return torch.cat((-x[..., head_dim // 2:], x[..., :head_dim // 2]), dim=-1)
+
+    def step() -> Any:
+        with torch.no_grad():
+            x = x0
+            h = norm(x)
+            q = linears["q"](h).view(1, 1, heads, head_dim).transpose(1, 2)
+            k = linears["k"](h).view(1, 1, heads, head_dim).transpose(1, 2)
+            v = linears["v"](h).view(1, 1, heads, head_dim).transpose(1, 2)
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
+            keys, values = torch.cat([k_cache, k], dim=-2), torch.cat([v_cache, v], dim=-2)
+            scores = torch.matmul(q, keys.transpose(2, 3)) * (head_dim ** -0.5)
+            probs = torch.softmax(scores, dim=-1)
+            ctx = torch.matmul(probs, values).transpose(1, 2).contiguous().reshape(1, 1, hidden)
+            x = x + linears["o"](ctx)
+            h = norm(x)
+            return x + linears["down"](torch.nn.functional.silu(linears["gate"](h)) * linears["up"](h))
+
+    return step
+
+
+def tiny_transformers_step() -> Callable[[], Any] | None:
+    """One decode step (one token after 8 cached) of a tiny transformers Llama (hidden 64, 2 layers, eager
+    attention, random weights), then the cache cropped back: transformers' own Python around each op (module
+    calls, the attention interface, the cache update) is in it, as it is in a real model's step. None without
+    transformers."""
+    try:
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=TINY_HIDDEN, intermediate_size=2 * TINY_HIDDEN, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, vocab_size=128)
+    cfg._attn_implementation = "eager"  # the reference's attention (validation.measure.build_model does the same)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        cache = model(input_ids=torch.zeros(1, 8, dtype=torch.long), use_cache=True).past_key_values
+    token = torch.zeros(1, 1, dtype=torch.long)
+
+    def step() -> Any:
+        with torch.no_grad():
+            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+            cache.crop(-1)
+        return out
+
+    return step
+
+
+def dispatched_ops(run: Callable[[], Any]) -> int:
+    """The aten ops one call of ``run`` dispatches (computing ops, views, copies and creations alike)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+            _Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with _Count():
+        run()
+    return _Count.calls
+
+
+def _cache_dir() -> str:
+    base = os.environ.get("LLM_PROFILER_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "llm_profiler")
+    return base
+
+
+def machine_fingerprint(threads: int) -> str:
+    """A short hash of what the measurements depend on: CPU model, logical CPUs, memory, torch version,
+    ``threads`` and the benchmark's version."""
+    import hashlib
+
+    import torch
+
+    model, vendor = _cpuinfo()
+    key = f"{model}|{vendor}|{os.cpu_count()}|{_memory_bytes()}|torch {torch.__version__}|{threads} threads|v{BENCH_VERSION}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
+
+
+def _measure_dtype(name: str) -> dict[str, Any]:
+    import torch
+
+    dt = _torch_dtype(name)
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(GEMM_K, GEMM_K, generator=gen).to(dt)
+    gemm = []
+    for m in GEMM_M:
+        x = torch.randn(m, GEMM_K, generator=gen).to(dt)
+        gemm.append(2.0 * m * GEMM_K * GEMM_K / _median_time(functools.partial(linear_matmul_torch, x, weight)))
+    keys = torch.randn(BMM_BATCH, BMM_K, BMM_N, generator=gen).to(dt)
+    bmm = []
+    for m in BMM_M:
+        q = torch.randn(BMM_BATCH, m, BMM_K, generator=gen).to(dt)
+        bmm.append(2.0 * BMM_BATCH * m * BMM_K * BMM_N / _median_time(functools.partial(torch.bmm, q, keys)))
+    n, k = GEMV_SHAPE
+    big = torch.randn(n, k, generator=gen).to(dt)
+    x1 = torch.randn(1, k, generator=gen).to(dt)
+    gemv = big.numel() * big.element_size() / _median_time(lambda: linear_matmul_torch(x1, big))
+    a = torch.randn(ELEMENTWISE_NUMEL, generator=gen).to(dt)
+    b, c = torch.randn(ELEMENTWISE_NUMEL, generator=gen).to(dt), torch.empty(ELEMENTWISE_NUMEL, dtype=dt)
+    elementwise = 3.0 * a.numel() * a.element_size() / _median_time(lambda: torch.mul(a, b, out=c))
+    s = torch.randn(*SOFTMAX_SHAPE, generator=gen).to(dt)
+    vector = 5.0 * s.numel() / _median_time(lambda: torch.softmax(s, dim=-1))
+    return {"gemm": gemm, "bmm": bmm, "gemv": gemv, "elementwise": elementwise, "vector": vector}
+
+
+def measure_cpu_model(refresh: bool = False, dtypes: tuple[str, ...] = MODEL_DTYPES) -> Any:
+    """This CPU's device model (``roofline.DeviceModel``) at the current torch thread count: measured, or read
+    from the per-machine cache (``refresh``: measure again and rewrite it). Needs torch."""
+
+    import torch
+
+    from .roofline import DeviceModel, RateCurve
+
+    threads = torch.get_num_threads()
+    fingerprint = machine_fingerprint(threads)
+    path = os.path.join(_cache_dir(), f"device-model-{fingerprint}.json")
+    if not refresh and os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                cached = DeviceModel.model_validate_json(fh.read())
+            if set(dtypes) <= set(cached.gemm):
+                return cached
+        except (OSError, ValueError):
+            pass  # an unreadable cache is measured again
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    per = {name: _measure_dtype(name) for name in dtypes}
+    step = tiny_transformers_step()
+    what = "a tiny transformers Llama decode step"
+    if step is None:
+        step, what = tiny_layer_step(), "a tiny eager decoder-layer step"
+    ops = dispatched_ops(step)
+    per_op = _median_time(step, repeats=3 * _MODEL_REPEATS) / ops
+    model_name, _ = _cpuinfo()
+    model = DeviceModel(
+        gemm={d: RateCurve(m=GEMM_M, flops_per_s=tuple(v["gemm"])) for d, v in per.items()},
+        bmm={d: RateCurve(m=BMM_M, flops_per_s=tuple(v["bmm"])) for d, v in per.items()},
+        gemv_bandwidth={d: v["gemv"] for d, v in per.items()},
+        elementwise_bandwidth={d: v["elementwise"] for d, v in per.items()},
+        vector_flops={d: v["vector"] for d, v in per.items()},
+        per_op_s=per_op, captured_op_s=per_op, threads=threads, fingerprint=fingerprint,
+        source=(f"measured by llm_profiler.hardware.cpu_bench.measure_cpu_model on {model_name} "
+                f"({os.cpu_count()} logical CPUs), torch {torch.__version__}, {threads} threads, medians of "
+                f"{_MODEL_REPEATS} calls after a warm-up; per-op cost: {what} of {ops} aten ops; "
+                f"load average {load:.2f} when measured"),
+    )
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(model.model_dump_json(indent=1))
+    except OSError:
+        pass  # a read-only home: measured, not cached
+    return model

@@ -966,3 +966,39 @@ def load_device_file(path: str | os.PathLike[str]) -> DeviceSpec:
             f"device file {str(path)!r}: {describe_errors(exc)} (fields: {allowed}; see DeviceFile)"
         ) from None
     return parsed.to_spec()
+
+
+# ---------------------------------------------------------------- datasheet device models (issue 18)
+
+# The shape of the measured CPU model for a datasheet GPU: no GPU was lent to measure one, so every factor is
+# a stated default, to calibrate (``cpu_bench``'s measurements have the same fields) when a device is lent.
+GEMM_EFFICIENCY_M = (1, 16, 64, 128, 256, 1024, 4096)
+# Fraction of the dense datasheet peak a cuBLAS / hipBLASLt GEMM in nn.Linear's layout reaches by M (rows):
+# tensor-core tiles are 64 - 256 rows, so below 128 rows most of a tile is padding (NVIDIA, "Matrix
+# Multiplication Background User's Guide", tile and wave quantization); large GEMMs reach 70 - 80% of the
+# dense peak (the same guide's H100 / A100 GEMM figures). Default: 0.75 x min(1, M / 128), floor 1 / 128.
+GEMM_EFFICIENCY = tuple(0.75 * min(1.0, m / 128) for m in GEMM_EFFICIENCY_M)
+GEMV_BANDWIDTH_EFFICIENCY = 0.85  # a weight-streaming GEMV reaches 80 - 90% of the HBM bandwidth (assumed 0.85)
+ELEMENTWISE_BANDWIDTH_EFFICIENCY = 0.80  # a streaming elementwise kernel: 75 - 85% (assumed 0.80)
+CUDA_EAGER_OP_S = 5e-6  # one eager PyTorch op on a GPU: CPU dispatch + kernel launch, ~5 us (assumed)
+DATASHEET_MODEL_SOURCE = (
+    "datasheet device model (defaults, not measured): GEMM efficiency 0.75 x min(1, M/128) of the dense peak "
+    "(tile quantization below 128 rows; NVIDIA Matrix Multiplication Background User's Guide), GEMV at 0.85 and "
+    "elementwise at 0.80 of the datasheet bandwidth, 5 us per eager op (dispatch + launch), 0 under CUDA graphs "
+    "(the vllm profile); calibrate with a measured run when a device is lent"
+)
+
+
+def datasheet_model(device: DeviceSpec | str) -> Any:
+    """The device model (``roofline.DeviceModel``) of a datasheet device from the default efficiency factors
+    above, for every compute dtype the device has a peak for."""
+    from .roofline import DeviceModel, RateCurve
+
+    dev = get_device(device)
+    gemm = {dt: RateCurve(m=GEMM_EFFICIENCY_M, flops_per_s=tuple(e * peak for e in GEMM_EFFICIENCY))
+            for dt, peak in dev.peak_flops.items()}
+    bw = dev.memory_bandwidth
+    return DeviceModel(gemm=gemm, bmm=gemm, gemv_bandwidth=dict.fromkeys(dev.peak_flops, GEMV_BANDWIDTH_EFFICIENCY * bw),
+                       elementwise_bandwidth=dict.fromkeys(dev.peak_flops, ELEMENTWISE_BANDWIDTH_EFFICIENCY * bw),
+                       vector_flops={dt: 0.75 * peak for dt, peak in dev.peak_flops.items()},
+                       per_op_s=CUDA_EAGER_OP_S, captured_op_s=0.0, source=DATASHEET_MODEL_SOURCE)

@@ -16,9 +16,9 @@ streaming kernel). They default to 1: the roofline is then a lower bound on the 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import QueryError
 from .devices import DeviceSpec, get_device
@@ -114,3 +114,164 @@ def utilization(
     mfu = flops / measured_time_s / dev.peak(dtype)
     mbu = bytes_moved / measured_time_s / dev.memory_bandwidth
     return mfu, mbu
+
+
+# ---------------------------------------------------------------- the device model (issue 18)
+#
+# A roofline whose rates are those of the kernels a forward runs, not one peak and one copy bandwidth:
+#
+#     time(node) = max(matmul FLOPs / gemm_rate(class, dtype, M) + other FLOPs / vector rate,
+#                      bytes / bandwidth(class, dtype))
+#                  + ops(node) x per_op_s
+#
+# ``gemm_rate`` interpolates measured (or datasheet-derived) FLOP/s at a grid of M (rows of the activation
+# operand: the tokens of a projection, the query rows of an attention matmul) linearly in log2(M), clamped
+# to the ends of the grid. Kernel classes: ``linear`` (a weight matmul in nn.Linear's layout, weights
+# streamed at the GEMV bandwidth), ``bmm`` (attention's batched matmuls, head_dim-deep), ``elementwise``
+# (everything else: norms, rope, softmax, residuals, copies, at the elementwise bandwidth).
+
+KERNEL_CLASSES = ("linear", "bmm", "elementwise")
+
+
+class RateCurve(BaseModel):
+    """FLOP/s at a grid of M (ascending, distinct, positive); interpolated linearly in log2(M)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    m: tuple[int, ...]
+    flops_per_s: tuple[float, ...]
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:  # a QueryError raised in the check arrives wrapped: unwrap it
+            raise QueryError(f"bad rate curve: {err.errors()[0]['msg']}") from None
+
+    def model_post_init(self, _: object) -> None:
+        if not self.m or len(self.m) != len(self.flops_per_s):
+            raise QueryError("a rate curve needs as many M values as rates, at least one")
+        if any(b <= a for a, b in zip(self.m, self.m[1:])) or self.m[0] < 1:
+            raise QueryError(f"a rate curve's M values must be positive and ascending, got {self.m}")
+        if any(not r > 0 for r in self.flops_per_s):
+            raise QueryError(f"a rate curve's rates must be positive, got {self.flops_per_s}")
+
+    def at(self, m: float) -> float:
+        """The rate at M = ``m``: clamped outside the grid, linear in log2(M) between grid points."""
+        ms, rs = self.m, self.flops_per_s
+        if m <= ms[0]:
+            return rs[0]
+        if m >= ms[-1]:
+            return rs[-1]
+        for i in range(1, len(ms)):
+            if m <= ms[i]:
+                lo, hi = math.log2(ms[i - 1]), math.log2(ms[i])
+                t = (math.log2(m) - lo) / (hi - lo)
+                return rs[i - 1] + t * (rs[i] - rs[i - 1])
+        return rs[-1]  # pragma: no cover - the loop returns
+
+    def at_array(self, m: Any) -> Any:
+        """``at`` over a numpy array of M values."""
+        import numpy as np
+
+        x = np.log2(np.clip(np.asarray(m, dtype=np.float64), self.m[0], self.m[-1]))
+        return np.interp(x, np.log2(np.asarray(self.m, dtype=np.float64)), np.asarray(self.flops_per_s))
+
+
+class DeviceModel(BaseModel):
+    """The rates a device reaches on each kernel class, per compute dtype, and its per-op cost.
+
+    ``gemm[dtype]`` / ``bmm[dtype]``: FLOP/s by M; ``gemv_bandwidth[dtype]``: bytes/s a weight matmul streams
+    at small M; ``elementwise_bandwidth[dtype]``: bytes/s (read + written) of an elementwise op on tensors
+    larger than the caches; ``vector_flops[dtype]``: FLOP/s of the non-matmul arithmetic when it, not the
+    bytes, bounds a node; ``per_op_s``: the dispatch / launch cost of one eager op; ``captured_op_s``: the
+    cost of one op when the engine replays a captured graph (CUDA graphs: 0).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    gemm: dict[str, RateCurve]
+    bmm: dict[str, RateCurve] = {}
+    gemv_bandwidth: dict[str, float]
+    elementwise_bandwidth: dict[str, float]
+    vector_flops: dict[str, float] = {}
+    per_op_s: float = 0.0
+    captured_op_s: float = 0.0
+    threads: int | None = None
+    fingerprint: str = ""
+    source: str = ""
+
+    def _dtype(self, table: dict[str, Any], dtype: str, what: str) -> Any:
+        from .dtypes import compute_dtype_name
+
+        key = compute_dtype_name(dtype)
+        if key not in table:
+            raise QueryError(f"the device model has no {what} for compute dtype {key!r}; it has: {', '.join(table)}")
+        return table[key]
+
+    def has(self, dtype: str) -> bool:
+        from .dtypes import compute_dtype_name
+
+        return compute_dtype_name(dtype) in self.gemm
+
+    def matmul_rate(self, kernel: str, dtype: str, m: float) -> float:
+        """FLOP/s of a matmul of class ``kernel`` ("linear" or "bmm") with ``m`` rows at ``dtype``."""
+        if kernel == "bmm" and self.has(dtype):
+            from .dtypes import compute_dtype_name
+
+            curve = self.bmm.get(compute_dtype_name(dtype))
+            if curve is not None:
+                return float(curve.at(m))
+        return float(self._dtype(self.gemm, dtype, "GEMM curve").at(m))
+
+    def bandwidth(self, kernel: str, dtype: str) -> float:
+        """Bytes/s of kernel class ``kernel``: the GEMV bandwidth for weight matmuls, else elementwise."""
+        if kernel not in KERNEL_CLASSES:
+            raise QueryError(f"kernel class must be one of {', '.join(KERNEL_CLASSES)}, got {kernel!r}")
+        if kernel == "linear":
+            return float(self._dtype(self.gemv_bandwidth, dtype, "GEMV bandwidth"))
+        return float(self._dtype(self.elementwise_bandwidth, dtype, "elementwise bandwidth"))
+
+    def vector_rate(self, dtype: str) -> float:
+        """FLOP/s of non-matmul arithmetic (default: the GEMM curve's largest rate)."""
+        from .dtypes import compute_dtype_name
+
+        key = compute_dtype_name(dtype)
+        if key in self.vector_flops:
+            return self.vector_flops[key]
+        return max(self._dtype(self.gemm, dtype, "GEMM curve").flops_per_s)
+
+    def op_cost(self, captured: bool) -> float:
+        """Seconds per op: eager dispatch / launch, or replay of a captured graph."""
+        return self.captured_op_s if captured else self.per_op_s
+
+
+class KernelTime(BaseModel):
+    """One node's time under a device model: the roofline part and the per-op part."""
+
+    model_config = ConfigDict(frozen=True)
+
+    compute_time_s: float
+    memory_time_s: float
+    op_time_s: float
+    time_s: float
+    bound: Literal["compute", "memory"]
+
+
+def kernel_time(model: DeviceModel, kernel: str, dtype: str, matmul_flops: float, other_flops: float,
+                bytes_moved: float, m: float, ops: float, captured: bool = False) -> KernelTime:
+    """time = max(matmul FLOPs / rate(kernel, dtype, M) + other FLOPs / vector rate, bytes / bandwidth(kernel))
+    + ops x the per-op cost (``captured``: the captured-graph cost)."""
+    for what, value in (("matmul_flops", matmul_flops), ("other_flops", other_flops), ("bytes_moved", bytes_moved),
+                        ("ops", ops)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise QueryError(f"{what} must be a non-negative number, got {value!r}")
+    compute = 0.0
+    if matmul_flops:
+        compute += matmul_flops / model.matmul_rate("bmm" if kernel == "bmm" else "linear", dtype, max(m, 1))
+    if other_flops:
+        compute += other_flops / model.vector_rate(dtype)
+    memory = bytes_moved / model.bandwidth(kernel, dtype) if bytes_moved else 0.0
+    op_time = ops * model.op_cost(captured)
+    return KernelTime(compute_time_s=compute, memory_time_s=memory, op_time_s=op_time,
+                      time_s=max(compute, memory) + op_time,
+                      bound="compute" if compute >= memory and compute > 0 else "memory")

@@ -10,9 +10,17 @@ weights; ``tiny=True`` for the family's tiny variant), or takes a built one, and
 - memory per forward: CUDA ``torch.cuda.max_memory_allocated`` (reset at each forward's start); CPU has no
   per-forward peak counter, so the resident set size (/proc/self/statm) at each forward's end is reported.
 - prediction: ``perf.phase_report`` of the same generation (lm_head on the last position only, as
-  ``generate`` passes ``logits_to_keep=1``) with weights, activations, KV cache and compute all at the
-  run's dtype, on the local CPU measured by ``hardware.cpu_bench.measure_local_cpu`` (or a named device
-  for CUDA runs). Achieved FLOP/s and bandwidth are the predicted FLOPs and bytes over the measured times.
+  ``generate`` passes ``logits_to_keep=1``) under the ``hf-eager`` profile, with weights, activations, KV
+  cache and compute all at the run's dtype, on the local CPU measured by
+  ``hardware.cpu_bench.measure_local_cpu`` (or a named device for CUDA runs). With ``device_model`` (a
+  ``hardware.roofline.DeviceModel``, e.g. ``cpu_bench.measure_cpu_model()``) each node runs at its kernel
+  class's measured rate at its shape plus its ops x the per-op cost (``llm_profiler.kernels``). Achieved
+  FLOP/s and bandwidth are the predicted FLOPs and bytes over the measured times.
+- memory (``RunMemory``): the resident set before the model was built (the runtime's baseline, when
+  ``build_reference`` built it), after (+ the weights) and its peak during ``generate`` (Linux: VmHWM,
+  reset through /proc/self/clear_refs before the run; elsewhere the largest per-forward sample); the growth
+  during ``generate`` is compared with the predicted KV cache at the final context + the peak activations
+  (``memory.memory_usage`` under hf-eager); CUDA: ``torch.cuda`` allocated bytes the same way.
 
 torch and transformers are imported inside the functions (the validate extra).
 """
@@ -29,9 +37,31 @@ from ..errors import QueryError
 from ..hardware import DeviceSpec, get_device, measure_local_cpu
 from ..perf import phase_report, settings
 from ..phases import LM_HEAD_LAST, Phase
-from ..results import MeasuredRun
+from ..results import MeasuredRun, RunMemory
 
 _TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's resident-set high-water mark (Linux: "5" to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes() -> int | None:
+    """VmHWM of /proc/self/status (the resident-set high-water mark), or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _rss_bytes() -> int:
@@ -81,25 +111,45 @@ class _StepClock:
             h.remove()
 
 
-def _generate(model: Any, batch: int, prompt: int, new_tokens: int, seed: int) -> tuple[float, list[float], list[int], float]:
-    """One timed generate: (start, forward ends, memory per forward, end)."""
+def _generate(model: Any, batch: int, prompt: int, new_tokens: int, seed: int,
+              past_cache: Any = None) -> tuple[float, list[float], list[int], float]:
+    """One timed generate: (start, forward ends, memory per forward, end); the peak memory of the run is
+    ``_last_peak`` (VmHWM after a reset on Linux, CUDA's max allocated)."""
     import torch
 
     dev = next(model.parameters()).device
     vocab = model.config.get_text_config().vocab_size
     gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (batch, prompt), generator=gen).to(dev)
+    past = past_cache.get_seq_length() if past_cache is not None else 0
+    ids = torch.randint(0, vocab, (batch, past + prompt), generator=gen).to(dev)
+    extra = {} if past_cache is None else {"past_key_values": past_cache}
     cuda = dev.type == "cuda"
+    global _last_peak
+    hwm = False if cuda else _reset_peak_rss()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     with torch.no_grad(), _StepClock(model, cuda) as clock:
         if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                       min_new_tokens=new_tokens, do_sample=False, num_beams=1, use_cache=True, pad_token_id=0)
+                       min_new_tokens=new_tokens, do_sample=False, num_beams=1, use_cache=True, pad_token_id=0,
+                       **extra)
         if cuda:
             torch.cuda.synchronize()
         t1 = time.perf_counter()
+    if past_cache is not None:
+        past_cache.crop(-(past_cache.get_seq_length() - past))  # back to the filled context for the next run
+    peak = _peak_rss_bytes() if hwm else None
+    _last_peak = max(clock.memory + ([peak] if peak is not None else []))
+    _last_peak_how[0] = ("torch.cuda.max_memory_allocated" if cuda else
+                         "VmHWM (resident-set high-water mark, reset before the run)" if peak is not None else
+                         "the largest resident set at a forward's end")
     return t0, clock.ends, clock.memory, t1
+
+
+_last_peak = 0
+_last_peak_how = [""]
 
 
 def build_reference(config: Any, *, tiny: bool = False, dtype: str = "fp32", torch_device: str = "cpu",
@@ -110,18 +160,74 @@ def build_reference(config: Any, *, tiny: bool = False, dtype: str = "fp32", tor
     from .reference import reference
 
     ref = reference(config, tiny=tiny, as_family=as_family)
+    baseline = _rss_bytes() if torch_device == "cpu" else int(torch.cuda.memory_allocated())
     model = ref.build(device="cpu", seed=seed)  # real weights, even at full size
     model = model.to(device=torch_device, dtype=getattr(torch, _TORCH_DTYPES[dtype]))
+    model._llm_profiler_baseline = baseline  # the runtime before the model: RunMemory.baseline
     return model, ref.data
+
+
+def random_cache(model: Any, batch: int, past: int, seed: int = 0) -> Any:
+    """A ``DynamicCache`` holding ``past`` tokens of random keys and values in every layer, at the model's dtype
+    and device: a long context without running its prefill (an 8k bf16 prefill takes minutes on a CPU)."""
+    import torch
+    from transformers import DynamicCache
+
+    cfg = model.config.get_text_config()
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    p = next(model.parameters())
+    gen = torch.Generator().manual_seed(seed)
+    cache = DynamicCache(config=model.config)
+    for layer in range(cfg.num_hidden_layers):
+        k = torch.randn(batch, heads, past, head_dim, generator=gen).to(device=p.device, dtype=p.dtype)
+        v = torch.randn(batch, heads, past, head_dim, generator=gen).to(device=p.device, dtype=p.dtype)
+        cache.update(k, v, layer)
+    return cache
+
+
+def dispatched_ops_by_module(model: Any, batch: int, seq: int, past: int = 0) -> dict[str, int]:
+    """Aten ops one forward of ``seq`` new tokens after an uncounted ``past``-token prefill dispatches, per
+    innermost module path (every op: compute, views, copies, creations; the root model is ""), on whatever
+    device the model is (meta: full size at no cost). What ``kernels.EAGER_OPS`` predicts per node."""
+    from collections import Counter
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from .measure import _cache_argument, _ModuleStack, _returned_cache
+
+    dev = next(model.parameters()).device
+    calls: Counter[str] = Counter()
+
+    def tokens(n: int) -> Any:
+        return torch.zeros(batch, n, dtype=torch.long, device=dev)
+
+    with torch.no_grad():
+        cache = _returned_cache(model(input_ids=tokens(past), use_cache=True)) if past else None
+        with _ModuleStack(model) as stack:
+            class _Count(TorchDispatchMode):
+                def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+                    calls[stack.current] += 1
+                    return func(*args, **(kwargs or {}))
+
+            with _Count():
+                model(input_ids=tokens(seq), use_cache=True, **{_cache_argument(model): cache})
+    return dict(calls)
 
 
 def run_generate(config: Any, batch: int = 1, prompt: int = 16, new_tokens: int = 8, *, tiny: bool = False,
                  dtype: str = "fp32", torch_device: str = "cpu", device: DeviceSpec | str | None = None,
                  model: Any = None, repeats: int = 1, warmup: bool = True, bench_seconds: float = 0.5,
-                 as_family: str | None = None, name: str | None = None) -> MeasuredRun:
+                 as_family: str | None = None, name: str | None = None, device_model: Any = None,
+                 engine: str = "hf-eager", past_cache: Any = None) -> MeasuredRun:
     """Time ``generate`` of ``new_tokens`` tokens after a ``prompt``-token prompt for ``batch`` sequences and
     compare with the roofline prediction. ``model``: an already built transformers model for ``config``
-    (e.g. from ``build_reference``); ``repeats``: timed runs, the per-forward median is reported."""
+    (e.g. from ``build_reference``); ``repeats``: timed runs, the per-forward median is reported;
+    ``device_model``: the prediction's ``hardware.roofline.DeviceModel`` (None: the plain roofline);
+    ``engine``: the execution profile predicted (the run is transformers eager: ``hf-eager``);
+    ``past_cache``: a filled transformers cache (``random_cache``) of P tokens the run continues from
+    (the prompt then follows P cached tokens; the cache is cropped back to P after each run)."""
     try:
         import torch
     except ImportError as err:  # pragma: no cover - the validate extra
@@ -134,7 +240,8 @@ def run_generate(config: Any, batch: int = 1, prompt: int = 16, new_tokens: int 
         raise QueryError(f"dtype must be one of {', '.join(_TORCH_DTYPES)}, got {dtype!r}")
     if new_tokens < 2 or repeats < 1:
         raise QueryError("a measured run needs new_tokens >= 2 (a prefill and at least one decode) and repeats >= 1")
-    phase = Phase.generate(batch, prompt, new_tokens, 0, LM_HEAD_LAST)
+    past = past_cache.get_seq_length() if past_cache is not None else 0
+    phase = Phase.generate(batch, prompt, new_tokens, past, LM_HEAD_LAST)
     name = name or load_config(config).name + (" (tiny)" if tiny else "")
     if model is None:
         model, data = build_reference(config, tiny=tiny, dtype=dtype, torch_device=torch_device, as_family=as_family)
@@ -149,16 +256,22 @@ def run_generate(config: Any, batch: int = 1, prompt: int = 16, new_tokens: int 
             raise QueryError("a run on an accelerator needs device= (its spec, e.g. 'h100') for the prediction")
         device = measure_local_cpu(bench_seconds)
     dev = get_device(device)
-    st = settings(dev, weight_dtype=dtype, act_dtype=dtype, kv_dtype=dtype, compute_dtype=dtype)
-    predicted = phase_report(profile, phase, st)
+    st = settings(dev, weight_dtype=dtype, act_dtype=dtype, kv_dtype=dtype, compute_dtype=dtype,
+                  device_model=device_model)
+    predicted = phase_report(profile, phase, st, engine=engine)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    cuda_run = torch_dev.type == "cuda"
+    loaded = int(torch.cuda.memory_allocated()) if cuda_run else _rss_bytes()
 
     notes: list[str] = []
     torch.manual_seed(0)
     if warmup:
-        _generate(model, batch, prompt, 2, seed=1)
+        _generate(model, batch, prompt, 2, seed=1, past_cache=past_cache)
     runs = []
+    peak_memory = 0
     for r in range(repeats):
-        t0, ends, memory, t1 = _generate(model, batch, prompt, new_tokens, seed=2 + r)
+        t0, ends, memory, t1 = _generate(model, batch, prompt, new_tokens, seed=2 + r, past_cache=past_cache)
+        peak_memory = max(peak_memory, _last_peak)
         if len(ends) != new_tokens:
             notes.append(f"run {r}: {len(ends)} forwards for {new_tokens} new tokens")
         steps = [ends[0] - t0] + [b - a for a, b in zip(ends, ends[1:])]
@@ -174,6 +287,11 @@ def run_generate(config: Any, batch: int = 1, prompt: int = 16, new_tokens: int 
     dec_flops, dec_bytes = dec.flops.total // decode_steps, dec.io.total // decode_steps
     peak, bw = dev.peak(st.compute_dtype), dev.memory_bandwidth
     cuda = torch_dev.type == "cuda"
+    usage = predicted.memory
+    assert usage is not None
+    run_memory = RunMemory(baseline=getattr(model, "_llm_profiler_baseline", None), loaded=loaded, peak=peak_memory,
+                           weights=usage.weights, kv_cache=usage.kv_cache, activations=usage.activations,
+                           how=_last_peak_how[0])
     return MeasuredRun(
         model=name, device=dev.name, torch_device=str(torch_dev),
         dtype=dtype, batch=batch, prompt=prompt, new_tokens=new_tokens, ttft_s=ttft, tpot_s=tpot, step_s=step_s,
@@ -188,7 +306,7 @@ def run_generate(config: Any, batch: int = 1, prompt: int = 16, new_tokens: int 
         decode_achieved_flops_per_s=dec_flops / tpot, decode_achieved_bytes_per_s=dec_bytes / tpot,
         prefill_mfu=pre.flops.total / ttft / peak, prefill_mbu=pre.io.total / ttft / bw,
         decode_mfu=dec_flops / tpot / peak, decode_mbu=dec_bytes / tpot / bw,
-        notes=notes + list(predicted.notes),
+        notes=notes + list(predicted.notes), memory=run_memory, load_average=load,
     )
 
 
@@ -214,7 +332,22 @@ def format_run(run: MeasuredRun) -> str:
         f"memory per forward ({run.memory_note}): first {run.peak_memory_bytes[0] / 2**20:.0f} MiB, "
         f"last {run.peak_memory_bytes[-1] / 2**20:.0f} MiB",
     ]
+    if run.memory is not None:
+        lines.append(format_memory(run.memory))
+    if run.load_average is not None:
+        lines.append(f"load average when the run started: {run.load_average:.2f}")
     return "\n".join(lines + [f"note: {n}" for n in run.notes])
 
 
-__all__ = ["build_reference", "format_run", "run_generate"]
+def format_memory(mem: RunMemory) -> str:
+    """One line: the measured memory beside weights + KV + activations (+ the runtime baseline)."""
+    mib = 2**20
+    base = f"baseline {mem.baseline / mib:.0f} MiB + " if mem.baseline is not None else ""
+    loaded = (f"loaded {mem.loaded / mib:.0f} MiB ({base}weights {mem.weights / mib:.0f} MiB predicted"
+              + (f" = {(mem.baseline + mem.weights) / mib:.0f} MiB" if mem.baseline is not None else "") + ")")
+    return (f"memory: {loaded}; peak during generate {mem.peak / mib:.0f} MiB ({mem.how}): growth "
+            f"{mem.growth / mib:.1f} MiB against KV {mem.kv_cache / mib:.1f} + activations "
+            f"{mem.activations / mib:.1f} = {mem.predicted_growth / mib:.1f} MiB predicted (ratio {mem.growth_ratio:.2f})")
+
+
+__all__ = ["build_reference", "dispatched_ops_by_module", "random_cache", "format_memory", "format_run", "run_generate"]

@@ -1,0 +1,301 @@
+"""The device model (issue 18): rate curves, the per-node time formula, the op counts charged, the cached
+CPU measurement and the datasheet model. Structure and formulas only: nothing here is timed."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from llm_profiler import profile_model
+from llm_profiler.errors import QueryError
+from llm_profiler.graph import NodeKind
+from llm_profiler.hardware import get_device
+from llm_profiler.hardware.devices import CUDA_EAGER_OP_S, datasheet_model
+from llm_profiler.hardware.roofline import DeviceModel, RateCurve, kernel_time
+from llm_profiler.kernels import EAGER_OPS, captures_graphs, eager_ops, kernel_class, node_ops
+from llm_profiler.perf import phase_report, settings
+from llm_profiler.phases import Phase
+
+CURVE = RateCurve(m=(1, 4, 16), flops_per_s=(2e9, 10e9, 30e9))
+
+
+def _model(per_op_s: float = 2e-6, captured_op_s: float = 0.0) -> DeviceModel:
+    return DeviceModel(gemm={"fp32": CURVE, "bf16": CURVE}, bmm={"fp32": RateCurve(m=(1,), flops_per_s=(5e9,))},
+                       gemv_bandwidth={"fp32": 10e9, "bf16": 10e9},
+                       elementwise_bandwidth={"fp32": 20e9, "bf16": 20e9}, vector_flops={"fp32": 4e9, "bf16": 4e9},
+                       per_op_s=per_op_s, captured_op_s=captured_op_s)
+
+
+# ---------------------------------------------------------------- the efficiency curve
+
+
+def test_curve_interpolates_in_log2_m() -> None:
+    assert CURVE.at(4) == 10e9 and CURVE.at(16) == 30e9  # grid points exactly
+    # M = 8: log2 8 = 3 lies halfway between log2 4 = 2 and log2 16 = 4 -> (10 + 30) / 2 = 20 GFLOP/s
+    assert CURVE.at(8) == pytest.approx(20e9)
+    # M = 2: halfway between 1 and 4 in log2 (0, 2) -> (2 + 10) / 2 = 6 GFLOP/s
+    assert CURVE.at(2) == pytest.approx(6e9)
+    assert CURVE.at(0.5) == 2e9 and CURVE.at(1000) == 30e9  # clamped outside the grid
+    np.testing.assert_allclose(CURVE.at_array(np.array([0.5, 2, 8, 16, 1000])), [2e9, 6e9, 20e9, 30e9, 30e9])
+
+
+@pytest.mark.parametrize(("m", "rates"), [((4, 1), (1.0, 2.0)), ((1, 2), (1.0,)), ((0, 2), (1.0, 2.0)),
+                                          ((1, 2), (1.0, -2.0))])
+def test_curve_rejects_bad_grids(m: tuple[int, ...], rates: tuple[float, ...]) -> None:
+    with pytest.raises(QueryError):
+        RateCurve(m=m, flops_per_s=rates)
+
+
+# ---------------------------------------------------------------- the time formula
+
+
+def test_kernel_time_is_max_of_compute_and_bytes_plus_ops() -> None:
+    dm = _model()
+    # a linear at M = 16: 3e9 FLOP / 30e9 = 0.1 s; 0.5e9 B / GEMV 10e9 = 0.05 s; 4 ops x 2 us = 8 us
+    t = kernel_time(dm, "linear", "fp32", 3e9, 0, 0.5e9, 16, 4)
+    assert (t.compute_time_s, t.memory_time_s, t.op_time_s) == pytest.approx((0.1, 0.05, 8e-6))
+    assert t.time_s == pytest.approx(0.100008) and t.bound == "compute"
+    # at M = 1 the same work is 3e9 / 2e9 = 1.5 s of compute
+    assert kernel_time(dm, "linear", "fp32", 3e9, 0, 0.5e9, 1, 0).time_s == pytest.approx(1.5)
+    # elementwise: bytes at the elementwise bandwidth, 2e9 B / 20e9 = 0.1 s > 1e8 FLOP / 4e9 = 0.025 s
+    t = kernel_time(dm, "elementwise", "fp32", 0, 1e8, 2e9, 1, 6)
+    assert t.time_s == pytest.approx(0.1 + 6 * 2e-6) and t.bound == "memory"
+    # a bmm takes the bmm curve: 1e9 / 5e9 = 0.2 s
+    assert kernel_time(dm, "bmm", "fp32", 1e9, 0, 0, 1, 0).time_s == pytest.approx(0.2)
+    # a captured graph pays captured_op_s per op (here 0)
+    assert kernel_time(dm, "linear", "fp32", 0, 0, 1e9, 1, 4, captured=True).time_s == pytest.approx(0.1)
+
+
+def test_kernel_time_rejects_bad_inputs() -> None:
+    with pytest.raises(QueryError, match="kernel class"):
+        kernel_time(_model(), "conv", "fp32", 1, 0, 1, 1, 0)
+    with pytest.raises(QueryError, match="ops"):
+        kernel_time(_model(), "linear", "fp32", 1, 0, 1, 1, -1)
+    with pytest.raises(QueryError, match="fp16"):
+        kernel_time(_model(), "linear", "fp16", 1, 0, 1, 1, 0)
+
+
+# ---------------------------------------------------------------- op counts and kernel classes
+
+
+def test_eager_op_table_totals_for_llama_3_2_1b() -> None:
+    m = profile_model("llama-3.2-1b")
+    # one layer: 2 norms x 6 + 7 linears x 4 + rope 16 + kv_cache 2 + scores 18 + softmax 1 + context 13
+    #            + silu 1 + gate product 1 + residual 2 = 94
+    layer = 2 * 6 + 7 * 4 + 16 + 2 + 18 + 1 + 13 + 1 + 1 + 2
+    assert layer == 94
+    assert sum(eager_ops(n) for n in m.nodes if n.layer == 0) == layer
+    # the model: positions 26 + rotary 8 + embedding 1 + 16 layers + final norm 6 + lm_head 6 = 1551 at fp32,
+    # the aten ops a decode step dispatches (measured in test_eager_ops_match_the_dispatch)
+    assert sum(eager_ops(n) for n in m.nodes) == 26 + 8 + 1 + 16 * 94 + 6 + 6 == 1551
+    # bf16: + 2 casts per RMSNorm (33), + 2 per eager softmax (16), + 3 in the rotary tables = 1551 + 101
+    assert sum(eager_ops(n, "bf16") for n in m.nodes) == 1551 + 33 * 2 + 16 * 2 + 3 == 1652
+
+
+def test_kernel_classes_and_profiles() -> None:
+    m = profile_model("llama-3.2-1b")
+    by_kind = {n.kind: n for n in m.nodes}
+    assert kernel_class(by_kind[NodeKind.LINEAR]) == "linear" and kernel_class(by_kind[NodeKind.LM_HEAD]) == "linear"
+    assert kernel_class(by_kind[NodeKind.ATTN_SCORES]) == "bmm" == kernel_class(by_kind[NodeKind.ATTN_CONTEXT])
+    assert kernel_class(by_kind[NodeKind.NORM]) == "elementwise" == kernel_class(by_kind[NodeKind.ROPE])
+    assert node_ops(by_kind[NodeKind.ROPE], "hf-eager") == EAGER_OPS[NodeKind.ROPE] == 16
+    assert node_ops(by_kind[NodeKind.ROPE], "vllm") == 1  # one fused kernel
+    assert captures_graphs("vllm") and not captures_graphs("hf-eager")
+
+
+def test_attention_rows_by_profile() -> None:
+    from llm_profiler.kernels import kernel_facts
+    from llm_profiler.perf import phase_model
+    from llm_profiler.traffic import dtypes, model_traffic
+
+    def scores_m(engine: str) -> Any:
+        model = phase_model("llama-3.2-1b", "prefill", engine)
+        groups = model_traffic(model, dtypes("bf16", "bf16")).groups
+        kf = kernel_facts(groups, engine, "bf16", "last")
+        g = next(i for i, (nodes, _) in enumerate(groups) if nodes[0].kind == NodeKind.ATTN_SCORES)
+        return kf.values(2, 7, 3)[g][1]
+
+    assert scores_m("hf-eager") == 7  # eager: (S x D) @ (D x keys) per sequence and head: M = S
+    assert scores_m("vllm") == 2 * 7  # flash records the kept pairs as one row; its kernel tiles B*S query rows
+
+
+def _decode_time(per_op_s: float, engine: str = "hf-eager", dtype: str = "fp32") -> float:
+    st = settings("a100-80gb", weight_dtype=dtype, act_dtype=dtype, compute_dtype=dtype,
+                  device_model=_model(per_op_s))
+    return phase_report("llama-3.2-1b", Phase.decode(1, 100, 1, "last"), st, engine=engine).latency_s
+
+
+def test_per_op_cost_charged_is_ops_times_cost() -> None:
+    # the same forward with and without a per-op cost differs by exactly ops x cost: 1551 ops x 2 us
+    assert _decode_time(2e-6) - _decode_time(0.0) == pytest.approx(1551 * 2e-6, rel=1e-9)
+    assert _decode_time(2e-6, dtype="bf16") - _decode_time(0.0, dtype="bf16") == pytest.approx(1652 * 2e-6, rel=1e-9)
+    # vllm replays a captured graph: captured_op_s (0 here) per op, whatever per_op_s is
+    assert _decode_time(2e-6, "vllm") == pytest.approx(_decode_time(0.0, "vllm"), rel=1e-12)
+
+
+def test_eager_softmax_casts_charged_below_fp32() -> None:
+    from llm_profiler.kernels import SOFTMAX_CAST_BYTES, extra_bytes
+
+    m = profile_model("llama-3.2-1b")
+    softmax = next(n for n in m.nodes if n.kind == NodeKind.ATTN_SOFTMAX)
+    # a decode step at context 100: 32 heads x 1 query x 101 keys = 3,232 scores; bf16: 16 more bytes each
+    assert extra_bytes(softmax, "hf-eager", "bf16")(1, 1, 100) == 32 * 101 * SOFTMAX_CAST_BYTES == 51_712
+    assert extra_bytes(softmax, "hf-eager", "fp32")(1, 1, 100) == 0  # no casts at fp32
+    assert extra_bytes(softmax, "vllm", "bf16")(1, 1, 100) == 0  # flash keeps the scores on chip
+    # and the time charges them: at 20 GB/s elementwise, 16 layers x 16 x 51,712 B / 20e9 = 661.9 us more than
+    # without (the vector rate set high, so the softmax's bytes, not its arithmetic, bound it)
+    dm = _model(0.0).model_copy(update={"vector_flops": {"fp32": 1e15, "bf16": 1e15}})
+    st = settings("a100-80gb", weight_dtype="bf16", act_dtype="bf16", compute_dtype="bf16", device_model=dm)
+    base = phase_report("llama-3.2-1b", Phase.decode(1, 100, 1, "last"), st, engine="hf-eager").latency_s
+    import llm_profiler.kernels as kernels
+
+    kernels.SOFTMAX_CAST_BYTES = 0
+    try:
+        from llm_profiler import perf
+
+        perf._EVALUATORS.clear()
+        without = phase_report("llama-3.2-1b", Phase.decode(1, 100, 1, "last"), st, engine="hf-eager").latency_s
+    finally:
+        kernels.SOFTMAX_CAST_BYTES = SOFTMAX_CAST_BYTES
+        perf._EVALUATORS.clear()
+    assert base - without == pytest.approx(16 * 51_712 / 20e9, rel=1e-6)
+
+
+def test_generation_steps_use_the_device_model() -> None:
+    st = settings("a100-80gb", weight_dtype="fp32", act_dtype="fp32", compute_dtype="fp32", device_model=_model())
+    gen = phase_report("llama-3.2-1b", Phase.generate(1, 16, 3, 0, "last"), st, engine="hf-eager")
+    steps = [phase_report("llama-3.2-1b", Phase.decode(1, 16 + i, 1, "last"), st, engine="hf-eager").latency_s
+             for i in range(2)]
+    pre = phase_report("llama-3.2-1b", Phase.prefill(1, 16, 0, "last"), st, engine="hf-eager").latency_s
+    # the generation = its prefill + each decode step, each evaluated under the device model
+    assert gen.ttft_s == pytest.approx(pre, rel=1e-12)
+    assert gen.tpot_s == pytest.approx(sum(steps) / 2, rel=1e-9)
+
+
+def test_settings_device_model_validation() -> None:
+    with pytest.raises(QueryError, match="device_model"):
+        settings("a100-80gb", device_model="measured")
+    with pytest.raises(QueryError, match="fp16"):
+        settings("a100-80gb", act_dtype="fp16", device_model=_model())
+    assert settings("a100-80gb").device_model is None  # the plain roofline unless asked
+
+
+# ---------------------------------------------------------------- datasheet GPUs
+
+
+def test_datasheet_model_of_h100() -> None:
+    dm = datasheet_model("h100")
+    peak, bw = get_device("h100").peak("bf16"), get_device("h100").memory_bandwidth
+    assert dm.matmul_rate("linear", "bf16", 128) == pytest.approx(0.75 * peak)  # 0.75 x min(1, 128/128)
+    assert dm.matmul_rate("linear", "bf16", 4096) == pytest.approx(0.75 * peak)
+    assert dm.matmul_rate("linear", "bf16", 64) == pytest.approx(0.75 * 64 / 128 * peak)
+    assert dm.matmul_rate("linear", "bf16", 1) == pytest.approx(0.75 / 128 * peak)
+    assert dm.bandwidth("linear", "bf16") == pytest.approx(0.85 * bw)  # GEMV
+    assert dm.bandwidth("elementwise", "bf16") == pytest.approx(0.80 * bw)
+    assert dm.op_cost(False) == CUDA_EAGER_OP_S == 5e-6 and dm.op_cost(True) == 0.0
+    # a decode step of Llama-3.2-1B in bf16 on the H100: hf-eager pays 1652 launches of 5 us over vllm's rule
+    st = settings("h100", device_model="datasheet")
+    eager = phase_report("llama-3.2-1b", Phase.decode(1, 100, 1, "last"), st, engine="hf-eager")
+    assert eager.latency_s > 1652 * 5e-6  # 8.26 ms of launches alone
+
+
+# ---------------------------------------------------------------- the CPU measurement: layout and cache
+
+
+def test_cpu_model_times_the_linear_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    from llm_profiler.hardware import cpu_bench
+
+    monkeypatch.setattr(cpu_bench, "GEMM_K", 32)
+    monkeypatch.setattr(cpu_bench, "GEMV_SHAPE", (16, 64))
+    monkeypatch.setattr(cpu_bench, "ELEMENTWISE_NUMEL", 1024)
+    monkeypatch.setattr(cpu_bench, "_MODEL_REPEATS", 1)
+    seen: list[tuple[tuple[int, ...], tuple[int, ...], Any, bool]] = []
+    real = cpu_bench.linear_matmul_torch
+
+    def spy(x: Any, weight: Any) -> Any:
+        seen.append((tuple(x.shape), tuple(weight.shape), weight.dtype, weight.is_contiguous()))
+        return real(x, weight)
+
+    monkeypatch.setattr(cpu_bench, "linear_matmul_torch", spy)
+    out = cpu_bench._measure_dtype("bf16")
+    # every GEMM size and the GEMV go through x @ W.T with W stored (out x in), contiguous, in bf16
+    shapes = {(x, w) for x, w, _, _ in seen}
+    assert shapes == {*(((m, 32), (32, 32)) for m in cpu_bench.GEMM_M), ((1, 64), (16, 64))}
+    assert all(dt == torch.bfloat16 and contiguous for _, _, dt, contiguous in seen)
+    assert len(out["gemm"]) == len(cpu_bench.GEMM_M) and len(out["bmm"]) == len(cpu_bench.BMM_M)
+
+
+def test_tiny_step_op_counts() -> None:
+    pytest.importorskip("torch")
+    from llm_profiler.hardware import cpu_bench
+
+    step = cpu_bench.tiny_transformers_step()
+    if step is not None:
+        # 2 layers x 94 ops (kernels.EAGER_OPS per llama layer at fp32) + positions 26 + rotary 8 + embedding 1
+        # + final norm 6 + lm_head 6 = 235, + the crop back: one slice of K and of V per layer (4) = 239, less
+        # one aten.zeros the table counts from the meta-device dispatch that real CPU tensors do not create:
+        # transformers' tiny Llama at one token after 8 runs the layout the table counts
+        assert cpu_bench.dispatched_ops(step) == 2 * 94 + 26 + 8 + 1 + 6 + 6 + 4 - 1
+
+    # the step the per-op cost divides by: counted, not assumed (83 aten ops with torch 2.13: RMSNorm 6 x 2,
+    # 7 linears x 4, rope on q and k, two cache cats, scores, softmax, context, silu, products, residuals)
+    ops = cpu_bench.dispatched_ops(cpu_bench.tiny_layer_step())
+    assert ops == cpu_bench.dispatched_ops(cpu_bench.tiny_layer_step())
+    assert 60 <= ops <= 120
+
+
+def test_cpu_model_is_cached_per_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    torch = pytest.importorskip("torch")
+    from llm_profiler.hardware import cpu_bench
+
+    calls: list[str] = []
+
+    def fake(name: str) -> dict[str, Any]:
+        calls.append(name)
+        return {"gemm": [1e9 * (i + 1) for i in range(len(cpu_bench.GEMM_M))],
+                "bmm": [1e9] * len(cpu_bench.BMM_M), "gemv": 5e9, "elementwise": 6e9, "vector": 7e9}
+
+    monkeypatch.setenv("LLM_PROFILER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_bench, "_measure_dtype", fake)
+    monkeypatch.setattr(cpu_bench, "_median_time", lambda run, repeats=0: 1e-4)
+    first = cpu_bench.measure_cpu_model()
+    assert calls == ["fp32", "bf16"]
+    fingerprint = cpu_bench.machine_fingerprint(torch.get_num_threads())
+    assert first.fingerprint == fingerprint and (tmp_path / f"device-model-{fingerprint}.json").exists()
+    assert first.threads == torch.get_num_threads() and "load average" in first.source
+    # 1e-4 s over the tiny step's ops
+    step = cpu_bench.tiny_transformers_step() or cpu_bench.tiny_layer_step()
+    assert first.per_op_s == pytest.approx(1e-4 / cpu_bench.dispatched_ops(step))
+    assert cpu_bench.measure_cpu_model() == first and calls == ["fp32", "bf16"]  # read back, not measured
+    cpu_bench.measure_cpu_model(refresh=True)
+    assert calls == ["fp32", "bf16"] * 2
+    assert cpu_bench.machine_fingerprint(1) != cpu_bench.machine_fingerprint(2)  # threads are in it
+    assert first.gemm["fp32"].at(cpu_bench.GEMM_M[-1]) == pytest.approx(len(cpu_bench.GEMM_M) * 1e9)
+    assert math.isclose(first.gemv_bandwidth["bf16"], 5e9)
+
+
+# ---------------------------------------------------------------- the table against transformers' dispatch
+
+
+@pytest.mark.validation
+@pytest.mark.parametrize("name", ["llama-3.2-1b", "qwen2.5-0.5b"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_eager_ops_match_the_dispatch(name: str, dtype: str) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from llm_profiler.validation.measure import build_model
+    from llm_profiler.validation.reference import reference
+    from llm_profiler.validation.runs import dispatched_ops_by_module
+
+    ref = reference(name)
+    model = build_model(ref.data, device="meta").to({"fp32": torch.float32, "bf16": torch.bfloat16}[dtype])
+    measured = dispatched_ops_by_module(model, 1, 1, 5)  # a decode step at context 5, full size on meta
+    measured["lm_head"] = measured.get("lm_head", 0) + measured.pop("", 0)  # the causal LM's own ops: its head's
+    predicted: dict[str, int] = {}
+    for node in profile_model(ref.data).nodes:
+        predicted[node.module] = predicted.get(node.module, 0) + eager_ops(node, dtype)
+    assert {k: v for k, v in predicted.items() if v} == measured
