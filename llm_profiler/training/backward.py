@@ -492,6 +492,9 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
 def backward_counts(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (its own ops plus the accumulations charged to it), and ``loss``."""
     spec = model.spec
+    from . import backward_dense  # the GPT-style and other dense layouts (imports this module)
+    if spec.model_type in backward_dense.LAYOUTS:
+        return backward_dense.backward_counts(model)
     group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
     acc = accumulations(model)
     out: dict[str, Counts] = {}
