@@ -65,9 +65,11 @@ def test_llama_8b_backward_values() -> None:
 
 
 def test_unsupported_family_is_a_profiler_error() -> None:
-    # GPT-2: token + position embeddings added in the base model, a node with no backward rule yet
-    with pytest.raises(BackwardUnsupportedError, match="transformer:embed_add"):
-        backward_counts(profile_model("gpt2"))
+    # falcon-40b's new decoder architecture: grouped KV broadcast out of the fused projection, no rule yet
+    falcon_40b = {"model_type": "falcon", "hidden_size": 8192, "new_decoder_architecture": True, "num_kv_heads": 8,
+                  "num_attention_heads": 128, "num_hidden_layers": 2, "parallel_attn": True, "vocab_size": 65024}
+    with pytest.raises(BackwardUnsupportedError, match="new_decoder_architecture"):
+        backward_counts(profile_model(falcon_40b))
 
 
 CONFIGS = Path(__file__).parent / "family_configs"
@@ -107,10 +109,12 @@ EXACT_TINY = [(m, 2, 3) for m in EXACT_MODELS] + [(m, 1, 5) for m in EXACT_MODEL
 
 
 def test_validated_list_is_what_is_tested() -> None:
-    from llm_profiler.training.backward import VALIDATED_MODEL_TYPES
+    from llm_profiler.training.backward import DENSE_VALIDATED_MODEL_TYPES, VALIDATED_MODEL_TYPES
     from llm_profiler.validation.reference import reference
 
-    assert {reference(m, tiny=True).profile.spec.model_type for m in EXACT_MODELS} == VALIDATED_MODEL_TYPES
+    # the GPT-style / other dense layouts: tests/test_training_backward_dense.py
+    assert {reference(m, tiny=True).profile.spec.model_type for m in EXACT_MODELS} == (
+        VALIDATED_MODEL_TYPES - DENSE_VALIDATED_MODEL_TYPES)
 
 
 @pytest.mark.parametrize(("model", "batch", "seq"), EXACT_TINY)

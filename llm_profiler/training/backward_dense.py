@@ -20,7 +20,7 @@ element of the activation's input (n elements):
 - ``relu2`` (``square(relu(x))``): pow backward ``g * 2 * y.pow(1)`` (1 EXP, 2 MULT), threshold_backward (1 CMP);
 - the learned position embedding added to the token embeddings (``:embed_add``): the add passes the gradient to
   both; where the position ids are one row shared by the batch (gpt2, gpt_neo, gpt_bigcode: ``(1, S)``), the
-  position embeddings' gradient is summed over the batch, (B - 1) * S * h ADD; the position table then gets
+  position embeddings' gradient is summed over the batch, (B - 1) * S * h ADD (no op at B = 1); the position table then gets
   ``embedding_dense_backward`` of its S (or, opt, B * S) rows: one ADD per element; a sinusoidal table (xglm):
   no gradient;
 - cohere's LayerNorm, op by op (``mean``, ``(x - mean).pow(2).mean()``, ``(x - mean) * rsqrt(var + eps)``,
@@ -45,9 +45,9 @@ output by every input linear of both blocks. Sequential blocks as ``backward.acc
 from __future__ import annotations
 
 from .. import ops
-from ..formula import B, Formula, S
+from ..formula import B, Formula, S, fmin
 from ..graph.node import Node, NodeKind
-from ..metrics import ACT, ADD, CMP, DIV, EXP, MACS, MULT
+from ..metrics import ACT, ADD, CMP, DIV, EXP, MACS, MULT, PARAMS
 from ..ops import Counts
 from ..profile import ModelProfile
 from .backward import (
@@ -59,7 +59,6 @@ from .backward import (
     BackwardUnsupportedError,
     _norm_at,
     embedding_backward,
-    gelu_backward,
     loss_backward,
     node_backward,
     relu_backward,
@@ -78,6 +77,12 @@ _QKV_SPLIT = frozenset({"gpt2", "gpt_bigcode", "mpt", "codegen", "gpt_neox"})
 # q and k sliced into the rotary part and the rest before the rotation (one more read of all of q and k)
 _ROPE_SLICED = _ROPE_SPLIT | {"phi", "gptj", "codegen"}
 _OP_BY_OP_LAYER_NORM = frozenset({"cohere", "cohere2"})
+# q / k norms applied to rope's output (the graph lists them beside their projections)
+_QK_NORM_AFTER_ROPE = frozenset({"hunyuan_v1_dense"})
+_FALCON = frozenset({"falcon", "RefinedWeb", "RefinedWebModel"})
+# attention and MLP in parallel on the layer input (gpt_neox: use_parallel_residual, true in every release;
+# the spec does not carry it); falcon reads parallel_attn / new_decoder_architecture from its spec
+_PARALLEL = frozenset({"gptj", "codegen", "phi", "cohere", "cohere2", "gpt_neox"})
 # the linears that read a block's internal tensor (its output projections), beyond backward's list
 _OUTPUTS = _OUTPUT_PROJECTIONS | {"dense_4h_to_h", "fc_out"}
 # scores masked with torch.where(causal_mask, scores, min) (gpt_neo): where's backward selects the gradient
@@ -131,7 +136,8 @@ def dense_node_backward(node: Node, model: ModelProfile) -> Counts:
         if not _learned_positions(model):
             return Counts()
         if spec.model_type in _SHARED_POSITIONS:  # (1, S, h) broadcast over B: summed back over the batch
-            return Counts({ADD: (B - 1) * S * spec.hidden_size, ACT: S * spec.hidden_size})
+            # sum_to the (1, S, h) shape: no op at all when B = 1 (the shapes already agree)
+            return Counts({ADD: (B - 1) * S * spec.hidden_size, ACT: fmin(B - 1, 1) * S * spec.hidden_size})
         return Counts()
     if node.kind == NodeKind.EMBEDDING and node.facts.weights and node is not _token_embedding(model):
         vocab, hidden = node.facts.weights[0].shape
@@ -230,24 +236,40 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
         readers = {b: sum(1 for n in in_layer if n.block == b and n.kind == NodeKind.LINEAR
                           and n.path.rsplit(".", 1)[-1] not in _OUTPUTS) for b in blocks}
         pre = {b: _norm_at(in_layer, members[b][0] - 1) for b in blocks}
-        parallel = len(residual) == 1 and residual[0] > members["mlp"][-1]
-        if parallel:
-            norms = {b: pre[b] or pre["attn"] for b in blocks}
-            distinct = {n.path: n for n in norms.values() if n is not None}
+        if _parallel(model):
+            # each block's pre-norm, or the attention's (shared); None: the block's linears read the stream
+            norms: dict[str, str | None] = {}
+            for b in blocks:
+                shared = pre[b] or pre["attn"]
+                norms[b] = shared.path if shared is not None else None
+            distinct = {p for p in norms.values() if p is not None}
             direct = sum(readers[b] for b in blocks if norms[b] is None)
             add(writer, (reads * len(distinct) + direct + 1 - 1) * stream)  # + the residual add, - the first read
             for path in distinct:
-                add(path, (sum(readers[b] for b in blocks if norms[b] is not None and norms[b].path == path) - 1)
-                    * stream)
+                add(path, (sum(readers[b] for b in blocks if norms[b] == path) - 1) * stream)
             writer = in_layer[residual[0]].path
         else:
             for i, block in enumerate(blocks):
-                if pre[block] is not None:
+                norm = pre[block]
+                if norm is not None:
                     add(writer, reads * stream)
-                    add(pre[block].path, (readers[block] - 1) * stream)
+                    add(norm.path, (readers[block] - 1) * stream)
                 else:
                     add(writer, readers[block] * stream)
+                post = _norm_at(in_layer, members[block][-1] + 1)
+                if post is not None:  # a post-norm reads the block's output (olmo2)
+                    add(in_layer[members[block][-1]].path, (reads - 1) * _output(in_layer[members[block][-1]]))
                 writer = in_layer[residual[min(i, len(residual) - 1)]].path
+        rope = next((i for i, n in enumerate(in_layer) if n.kind == NodeKind.ROPE), None)
+        for i, node in enumerate(in_layer):
+            if node.kind == NodeKind.NORM and node.block == "attn" and node.facts.fused_reads is not None:
+                # a q / k norm reads its projection's output, or rope's (hunyuan: the norm after rope)
+                source = in_layer[rope] if rope is not None and spec.model_type in _QK_NORM_AFTER_ROPE \
+                    else in_layer[i - 1]
+                add(source.path, (reads - 1) * node.facts.fused_reads)
+            if spec.model_type in _FALCON and node.kind == NodeKind.LINEAR and _separate_bias(node):
+                mm = node.facts.matmuls[0]
+                out[node.path] = out.get(node.path, Counts()) + ops.reduce_sum(mm.n, mm.m)  # FalconLinear's + bias
         for node in in_layer:
             name = node.path.rsplit(".", 1)[-1]
             if name in _FUSED_QKV and spec.model_type not in _QKV_SPLIT:
@@ -256,11 +278,13 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
                 linear = in_layer[in_layer.index(node) - 1]
                 add(linear.path, (_ACTIVATION_READS[spec.activation] - 1) * _elements(node))
     add(writer, (reads - 1) * stream)  # the last layer's output, read by the final norm
-    if spec.model_type in ("falcon", "RefinedWeb", "RefinedWebModel"):
+    if spec.model_type in _FALCON:
         out.update(_falcon_index_put(model))
     split = spec.model_type in _ROPE_SLICED
     for layer in sorted({n.layer for n in nodes if n.kind == NodeKind.ROPE and n.layer is not None}):
-        by_name = {n.path.rsplit(".", 1)[-1]: n for n in nodes if n.layer == layer}
+        in_layer = [n for n in nodes if n.layer == layer]
+        rope = next(i for i, n in enumerate(in_layer) if n.kind == NodeKind.ROPE)
+        by_name = {n.path.rsplit(".", 1)[-1]: n for n in in_layer[:rope]}  # the nodes before rope
         for which, heads in (("q", spec.num_heads), ("k", spec.num_kv_heads)):
             qk = (by_name.get(f"{which}_norm") or by_name.get(f"{which}_layernorm") or by_name.get(f"{which}_proj")
                   or next((by_name[n] for n in _FUSED_QKV if n in by_name), None))
@@ -269,6 +293,29 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
             full = TOKENS * heads * spec.head_dim
             add(qk.path, 2 * TOKENS * heads * spec.rotary_dim + (full if split else 0))
     return out
+
+
+def _parallel(model: ModelProfile) -> bool:
+    """Attention and MLP read the same layer input and join one residual add (x + attn + mlp)."""
+    spec = model.spec
+    if spec.model_type in _FALCON:
+        return bool(getattr(spec, "parallel_attn", True) or getattr(spec, "new_decoder_architecture", False))
+    return spec.model_type in _PARALLEL
+
+
+def _separate_bias(node: Node) -> bool:
+    """A linear whose bias is its own add after the matmul (FalconLinear): params = k*n + n, no fused bias."""
+    mm = node.facts.matmuls[0]
+    params = Formula.of(node.counts.get(PARAMS, 0))
+    return not mm.bias and bool(params) and params == mm.k * mm.n + mm.n
+
+
+def _output(node: Node) -> Formula:
+    if node.facts.matmuls:
+        return node.facts.matmuls[-1].outputs
+    if node.facts.fused_writes is None:
+        raise BackwardUnsupportedError(f"node {node.path}: its output size is not among its facts")
+    return node.facts.fused_writes
 
 
 def _falcon_index_put(model: ModelProfile) -> dict[str, Counts]:

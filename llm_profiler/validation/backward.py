@@ -241,7 +241,7 @@ def _tag_function_outputs(model: torch.nn.Module) -> Iterator[None]:
     def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
         for tensor in _tensors(output):
             node = tensor.grad_fn
-            if node is not None and type(node).__name__ != "AccumulateGrad" and _SITE not in node.metadata:
+            if node is not None and type(node).__name__ != "AccumulateGrad" and _SITE not in _metadata(node):
                 _tag(node, (names.get(id(module), ""), None), True)
 
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
