@@ -51,6 +51,12 @@ FALCON_RW = {"model_type": "falcon", "alibi": True, "bias": True, "hidden_size":
              "num_attention_heads": 12, "num_hidden_layers": 2, "parallel_attn": False, "vocab_size": 1000,
              "bos_token_id": 1, "eos_token_id": 2}
 
+# falcon-40b (new decoder architecture: 8 KV groups in one fused projection broadcast to the heads, ln_attn / ln_mlp)
+FALCON_40B = {"model_type": "falcon", "alibi": False, "bias": False, "bos_token_id": 11, "eos_token_id": 11,
+              "hidden_size": 8192, "layer_norm_epsilon": 1e-5, "new_decoder_architecture": True,
+              "num_attention_heads": 128, "num_hidden_layers": 60, "num_kv_heads": 8, "parallel_attn": True,
+              "vocab_size": 65024}
+
 DENSE_MODELS: list[tuple[str, Any]] = [
     ("gpt2", "gpt2"),  # learned positions (1, S) summed over the batch, gelu_new, Conv1D c_attn split
     ("gpt_neo", str(CONFIGS / "transformers--GPTNeoConfig-defaults.json")),  # where(mask, scores, min)
@@ -65,6 +71,7 @@ DENSE_MODELS: list[tuple[str, Any]] = [
     ("mpt", str(CONFIGS / "transformers--MptConfig-defaults.json")),  # alibi, Wqkv chunked, residual in blocks
     ("falcon", "falcon-7b"),  # multi-query index_put, parallel attention, one LayerNorm
     ("falcon", FALCON_RW),  # sequential, alibi, FalconLinear's bias add
+    ("falcon", FALCON_40B),  # KV groups indexed out of the fused qkv and broadcast, two LayerNorms
     ("cohere", "aya-23-8b"),  # LayerNorm op by op, parallel blocks, logit scale
     ("cohere2", str(CONFIGS / "transformers--Cohere2Config-defaults.json")),  # + sliding layers
     ("ministral3", str(CONFIGS / "transformers--Ministral3Config-defaults.json")),  # query temperature

@@ -32,7 +32,10 @@ element of the activation's input (n elements):
 - an attention scaling by division (falcon, gptj, codegen: ``scores / sqrt(d)``): one div per score;
 - falcon's multi-query split (``fused_qkv[..., [-2], :]``, advanced indexing): ``index_put(accumulate=True)``
   into a zero tensor of the fused output, one ADD per key and value element, at the attention module's own
-  site (no node of the forward graph does it: the forward's indexing is a copy).
+  site (no node of the forward graph does it: the forward's indexing is a copy); the new decoder architecture
+  (falcon-40b / 180b) also broadcasts each KV group's key and value to its ``group`` heads (the gradient summed
+  back, (group - 1) ADD per KV element, at the same site; no repeat_kv sum in scores / context), and rotates
+  the broadcast keys (rope's fan-out over all H heads of k).
 
 Gradient accumulation per layer (``accumulations``): a block whose pre-norm is the layer's first norm and whose
 output joins one residual node with the other's (``parallel``: gptj, codegen, phi, cohere, falcon, gpt_neox)
@@ -153,6 +156,8 @@ def dense_node_backward(node: Node, model: ModelProfile) -> Counts:
     if node.kind == NodeKind.ATTN_SCORES:
         return scores_backward(node, model)
     group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
+    if getattr(spec, "new_decoder_architecture", False):
+        group = 1  # falcon's values arrive broadcast to every head (summed back at the split)
     return node_backward(node, spec.norm, spec.activation, group)
 
 
@@ -169,6 +174,8 @@ def scores_backward(node: Node, model: ModelProfile) -> Counts:
     spec, c = model.spec, node.counts
     if spec.model_type != "bloom":
         group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
+        if getattr(spec, "new_decoder_architecture", False):
+            group = 1  # falcon's keys arrive broadcast to every head (summed back at the split, not here)
         out = node_backward(node, spec.norm, spec.activation, group)
     else:
         out = Counts()
@@ -242,6 +249,9 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
             for b in blocks:
                 shared = pre[b] or pre["attn"]
                 norms[b] = shared.path if shared is not None else None
+            before = _norm_at(in_layer, members["attn"][0] - 2)
+            if before is not None and pre["attn"] is not None and pre["mlp"] is None:
+                norms = {"attn": before.path, "mlp": pre["attn"].path}  # falcon's ln_attn, ln_mlp, then attention
             distinct = {p for p in norms.values() if p is not None}
             direct = sum(readers[b] for b in blocks if norms[b] is None)
             add(writer, (reads * len(distinct) + direct + 1 - 1) * stream)  # + the residual add, - the first read
@@ -285,7 +295,9 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
         in_layer = [n for n in nodes if n.layer == layer]
         rope = next(i for i, n in enumerate(in_layer) if n.kind == NodeKind.ROPE)
         by_name = {n.path.rsplit(".", 1)[-1]: n for n in in_layer[:rope]}  # the nodes before rope
-        for which, heads in (("q", spec.num_heads), ("k", spec.num_kv_heads)):
+        # falcon's new decoder architecture rotates the keys after broadcasting them to every head
+        kv_heads = spec.num_heads if getattr(spec, "new_decoder_architecture", False) else spec.num_kv_heads
+        for which, heads in (("q", spec.num_heads), ("k", kv_heads)):
             qk = (by_name.get(f"{which}_norm") or by_name.get(f"{which}_layernorm") or by_name.get(f"{which}_proj")
                   or next((by_name[n] for n in _FUSED_QKV if n in by_name), None))
             if qk is None:
@@ -319,14 +331,19 @@ def _output(node: Node) -> Formula:
 
 
 def _falcon_index_put(model: ModelProfile) -> dict[str, Counts]:
-    """falcon-7b's multi-query split: key and value taken from the fused output with ``[..., [-2], :]`` and
+    """falcon-7b's multi-query split (and falcon-40b's grouped one, module docstring): key and value taken from the fused output with ``[..., [-2], :]`` and
     ``[..., [-1], :]`` (advanced indexing); their gradients are scattered back with index_put(accumulate=True)
     into zeros of the fused output: T*D ADD each (one KV head), 2 * T * (H + 2) * D written, at the attention
     module's own site (the forward's indexing is a copy, no node)."""
     spec = model.spec
     if getattr(spec, "new_decoder_architecture", False):
-        raise BackwardUnsupportedError("falcon's new_decoder_architecture (grouped KV broadcast from the fused "
-                                       "projection) has no backward rule yet")
+        # key = qkv[:, :, :, [-2]] (kv groups x 1 head), broadcast_to the group's heads: the broadcast's
+        # gradient summed over the group ((group - 1) ADD per KV element, T*kv*D written), then index_put
+        group = spec.num_heads // spec.num_kv_heads
+        kv = TOKENS * spec.num_kv_heads * spec.head_dim
+        fused = TOKENS * (spec.num_heads + 2 * spec.num_kv_heads) * spec.head_dim
+        counts = Counts({ADD: 2 * kv * (group - 1) + 2 * kv, ACT: 2 * kv + 2 * fused})
+        return {n.module: counts for n in model.nodes if n.kind == NodeKind.ATTN_SCORES}
     if spec.num_kv_heads != 1:
         return {}  # one select per q, k, v of a (H, 3, D) view: the fused output's accumulation only
     fused = TOKENS * (spec.num_heads + 2) * spec.head_dim
