@@ -57,6 +57,14 @@ FALCON_40B = {"model_type": "falcon", "alibi": False, "bias": False, "bos_token_
               "num_attention_heads": 128, "num_hidden_layers": 60, "num_kv_heads": 8, "parallel_attn": True,
               "vocab_size": 65024}
 
+# the legacy RefinedWeb keys (tests/test_family_falcon_phi_starcoder2_olmo2.py's REFINEDWEB): the new
+# architecture with one norm, untied; RefinedWebModel: the legacy multi-query falcon-7b layout
+REFINEDWEB = {"model_type": "RefinedWeb", "n_embed": 1024, "n_head": 16, "n_head_kv": 4, "n_layer": 2,
+              "num_ln_in_parallel_attn": 1, "ffn_hidden_size": 3000, "vocab_size": 1000, "parallel_attn": True,
+              "bias": False, "alibi": False, "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2}
+REFINEDWEB_MODEL = {"model_type": "RefinedWebModel", "n_embed": 1024, "n_head": 16, "n_layer": 2, "vocab_size": 1000,
+                    "multi_query": True, "parallel_attn": True}
+
 DENSE_MODELS: list[tuple[str, Any]] = [
     ("gpt2", "gpt2"),  # learned positions (1, S) summed over the batch, gelu_new, Conv1D c_attn split
     ("gpt_neo", str(CONFIGS / "transformers--GPTNeoConfig-defaults.json")),  # where(mask, scores, min)
@@ -72,6 +80,8 @@ DENSE_MODELS: list[tuple[str, Any]] = [
     ("falcon", "falcon-7b"),  # multi-query index_put, parallel attention, one LayerNorm
     ("falcon", FALCON_RW),  # sequential, alibi, FalconLinear's bias add
     ("falcon", FALCON_40B),  # KV groups indexed out of the fused qkv and broadcast, two LayerNorms
+    ("RefinedWeb", REFINEDWEB),  # legacy keys: the new architecture with one LayerNorm
+    ("RefinedWebModel", REFINEDWEB_MODEL),  # legacy keys: multi-query
     ("cohere", "aya-23-8b"),  # LayerNorm op by op, parallel blocks, logit scale
     ("cohere2", str(CONFIGS / "transformers--Cohere2Config-defaults.json")),  # + sliding layers
     ("ministral3", str(CONFIGS / "transformers--Ministral3Config-defaults.json")),  # query temperature

@@ -400,6 +400,7 @@ VALIDATED_MODEL_TYPES = frozenset({
 DENSE_VALIDATED_MODEL_TYPES = frozenset({
     "gpt2", "gpt_neo", "gpt_bigcode", "opt", "xglm", "gpt_neox", "phi", "gptj", "codegen", "bloom", "mpt", "falcon",
     "cohere", "cohere2", "ministral3", "ministral", "arcee", "persimmon", "nemotron", "olmo2", "hunyuan_v1_dense",
+    "RefinedWeb", "RefinedWebModel",
 })
 VALIDATED_MODEL_TYPES |= DENSE_VALIDATED_MODEL_TYPES
 # the linears that read a block's internal tensor, not the norm's output (the block's output projections)

@@ -37,12 +37,29 @@ element of the activation's input (n elements):
   back, (group - 1) ADD per KV element, at the same site; no repeat_kv sum in scores / context), and rotates
   the broadcast keys (rope's fan-out over all H heads of k).
 
-Gradient accumulation per layer (``accumulations``): a block whose pre-norm is the layer's first norm and whose
-output joins one residual node with the other's (``parallel``: gptj, codegen, phi, cohere, falcon, gpt_neox)
-reads the same stream as the attention: the stream is read by each distinct pre-norm (nn.LayerNorm once,
-eager RMSNorm twice, cohere's op-by-op LayerNorm three times) and by the residual add; a shared pre-norm's
-output by every input linear of both blocks. Sequential blocks as ``backward.accumulations`` (their
-``:residual`` node, or the residual node inside each block for bloom and mpt, writes the next stream).
+Gradient accumulation per layer (``accumulations``), charged to the node that wrote the tensor read r times
+(r - 1 adds of its size):
+
+- parallel blocks (``_parallel``: gptj, codegen, phi, cohere, cohere2, gpt_neox, falcon with parallel_attn or
+  the new decoder architecture): attention and MLP read the same layer input; it is read by each distinct
+  pre-norm (nn.LayerNorm once, eager RMSNorm twice, cohere's op-by-op LayerNorm three times) and by the one
+  residual add (x + attn + mlp); a shared pre-norm's output by every input linear of both blocks (falcon-40b:
+  ln_attn for the attention, ln_mlp for the MLP; gpt_neox: input_layernorm and post_attention_layernorm);
+- sequential blocks as ``backward.accumulations``: the stream read by the block's pre-norm and the residual
+  add, the pre-norm's output by the block's input linears (the MLP's up / fc_in / dense_h_to_4h, not its
+  down projection), the next stream written by the layer's ``:residual`` node or, for bloom and mpt, by the
+  residual node inside each block; a post-norm (olmo2) reads the block's output (RMSNorm: one add);
+- the embedding's stream: the token embedding, or what the base model writes after it (gpt2's ``:embed_add``,
+  bloom's word_embeddings_layernorm, which reads the embedding once);
+- q / k norms read their projection's output (olmo2, eager RMSNorm: one add of it; nn.LayerNorm, persimmon:
+  none), hunyuan's read rope's output (its norms come after the rotation); rope's fan-out as in
+  ``backward.accumulations``, with one more read of all of q and k where q and k are sliced into the rotary
+  part and the rest first (phi, gptj, codegen, gpt_neox, persimmon, nemotron);
+- a fused qkv cut by slicing or select (bloom, falcon, persimmon: three gradients into one view, 2 adds of
+  its output); cut by split / chunk (gpt2, gpt_bigcode, mpt, codegen, gpt_neox: one autograd node that
+  concatenates the gradients): none;
+- a multi-op activation's input (gelu_new 3 reads, gelu_fast 4): on the linear that wrote it;
+- FalconLinear's bias, a separate ``+ bias`` after the matmul: its gradient summed over the rows (n(T - 1) ADD).
 """
 
 from __future__ import annotations
