@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from llm_profiler import profile_model
+from llm_profiler.config.presets import find_preset, read_preset
 from llm_profiler.training.backward import (
     DENSE_VALIDATED_MODEL_TYPES,
     LOSS,
@@ -65,6 +66,10 @@ REFINEDWEB = {"model_type": "RefinedWeb", "n_embed": 1024, "n_head": 16, "n_head
 REFINEDWEB_MODEL = {"model_type": "RefinedWebModel", "n_embed": 1024, "n_head": 16, "n_layer": 2, "vocab_size": 1000,
                     "multi_query": True, "parallel_attn": True}
 
+_NEOX = find_preset("gpt-neox-20b")
+assert _NEOX is not None
+NEOX_SEQUENTIAL = {**read_preset(_NEOX), "use_parallel_residual": False}
+
 DENSE_MODELS: list[tuple[str, Any]] = [
     ("gpt2", "gpt2"),  # learned positions (1, S) summed over the batch, gelu_new, Conv1D c_attn split
     ("gpt_neo", str(CONFIGS / "transformers--GPTNeoConfig-defaults.json")),  # where(mask, scores, min)
@@ -72,6 +77,7 @@ DENSE_MODELS: list[tuple[str, Any]] = [
     ("opt", "opt-1.3b"),  # per-sequence positions (cumsum of the mask), q scaling, ReLU
     ("xglm", str(CONFIGS / "transformers--XGLMConfig-defaults.json")),  # sinusoidal positions, max(scores, min)
     ("gpt_neox", "gpt-neox-20b"),  # parallel residual, two norms, fused qkv chunked, partial rotary, gelu_fast
+    ("gpt_neox", NEOX_SEQUENTIAL),  # use_parallel_residual false: sequential blocks
     ("phi", "phi-2"),  # parallel blocks sharing one LayerNorm, partial rotary sliced, gelu_new
     ("gptj", str(CONFIGS / "transformers--GPTJConfig-defaults.json")),  # parallel, rotate_every_two, / sqrt(d)
     ("codegen", str(CONFIGS / "transformers--CodeGenConfig-defaults.json")),  # parallel, qkv split, gelu_new

@@ -40,8 +40,8 @@ element of the activation's input (n elements):
 Gradient accumulation per layer (``accumulations``), charged to the node that wrote the tensor read r times
 (r - 1 adds of its size):
 
-- parallel blocks (``_parallel``: gptj, codegen, phi, cohere, cohere2, gpt_neox, falcon with parallel_attn or
-  the new decoder architecture): attention and MLP read the same layer input; it is read by each distinct
+- parallel blocks (``_parallel``: gptj, codegen, phi, cohere, cohere2, gpt_neox with use_parallel_residual,
+  falcon with parallel_attn or the new decoder architecture): attention and MLP read the same layer input; it is read by each distinct
   pre-norm (nn.LayerNorm once, eager RMSNorm twice, cohere's op-by-op LayerNorm three times) and by the one
   residual add (x + attn + mlp); a shared pre-norm's output by every input linear of both blocks (falcon-40b:
   ln_attn for the attention, ln_mlp for the MLP; gpt_neox: input_layernorm and post_attention_layernorm);
@@ -100,9 +100,9 @@ _OP_BY_OP_LAYER_NORM = frozenset({"cohere", "cohere2"})
 # q / k norms applied to rope's output (the graph lists them beside their projections)
 _QK_NORM_AFTER_ROPE = frozenset({"hunyuan_v1_dense"})
 _FALCON = frozenset({"falcon", "RefinedWeb", "RefinedWebModel"})
-# attention and MLP in parallel on the layer input (gpt_neox: use_parallel_residual, true in every release;
-# the spec does not carry it); falcon reads parallel_attn / new_decoder_architecture from its spec
-_PARALLEL = frozenset({"gptj", "codegen", "phi", "cohere", "cohere2", "gpt_neox"})
+# attention and MLP in parallel on the layer input; gpt_neox (use_parallel_residual) and falcon (parallel_attn /
+# new_decoder_architecture) read it from their specs
+_PARALLEL = frozenset({"gptj", "codegen", "phi", "cohere", "cohere2"})
 # the linears that read a block's internal tensor (its output projections), beyond backward's list
 _OUTPUTS = _OUTPUT_PROJECTIONS | {"dense_4h_to_h", "fc_out"}
 # scores masked with torch.where(causal_mask, scores, min) (gpt_neo): where's backward selects the gradient
@@ -329,6 +329,8 @@ def _parallel(model: ModelProfile) -> bool:
     spec = model.spec
     if spec.model_type in _FALCON:
         return bool(getattr(spec, "parallel_attn", True) or getattr(spec, "new_decoder_architecture", False))
+    if spec.model_type == "gpt_neox":
+        return bool(getattr(spec, "parallel_residual", True))
     return spec.model_type in _PARALLEL
 
 
