@@ -99,6 +99,12 @@ DENSE_MODELS: list[tuple[str, Any]] = [
     ("hunyuan_v1_dense", _config("transformers--HunYuanDenseV1Config-defaults.json", head_dim=128)),  # q/k norm after rope
 ]
 SHAPES = [(2, 3), (1, 5)]
+# stablelm (validated sequential in tests/test_training_backward.py) is counted here too: its other layouts
+_STABLELM = json.loads((CONFIGS / "stabilityai--stablelm-2-zephyr-1_6b.json").read_text())
+STABLELM_LAYOUTS = [
+    {**_STABLELM, "use_parallel_residual": True},  # x + attn(ln(x)) + mlp(ln(x)), one norm
+    {**_STABLELM, "qk_layernorm": True},  # per-head q / k LayerNorms stacked before rope
+]
 
 
 def test_dense_validated_list_is_what_is_tested() -> None:
@@ -115,6 +121,14 @@ def test_dense_backward_exact_per_node_tiny(model_type: str, config: Any, batch:
         f"{r.node} {r.metric}: {r.predicted} vs {r.measured}" for r in report.mismatches[:20])
     nodes = {r.node for r in report.rows}
     assert LOSS in nodes and "lm_head" in nodes
+
+
+@pytest.mark.parametrize(("batch", "seq"), SHAPES)
+@pytest.mark.parametrize("config", STABLELM_LAYOUTS, ids=["parallel_residual", "qk_layernorm"])
+def test_stablelm_layouts_exact_per_node_tiny(config: dict[str, Any], batch: int, seq: int) -> None:
+    report = validate_backward(config, batch, seq, tiny=True)
+    assert report.ok, report.summary_line() + "\n" + "\n".join(
+        f"{r.node} {r.metric}: {r.predicted} vs {r.measured}" for r in report.mismatches[:20])
 
 
 @pytest.mark.parametrize("model", ["gpt2", "phi-2", "falcon-7b"])

@@ -41,7 +41,7 @@ Gradient accumulation per layer (``accumulations``), charged to the node that wr
 (r - 1 adds of its size):
 
 - parallel blocks (``_parallel``: gptj, codegen, phi, cohere, cohere2, gpt_neox with use_parallel_residual,
-  falcon with parallel_attn or the new decoder architecture): attention and MLP read the same layer input; it is read by each distinct
+  falcon with parallel_attn or the new decoder architecture, stablelm with use_parallel_residual): attention and MLP read the same layer input; it is read by each distinct
   pre-norm (nn.LayerNorm once, eager RMSNorm twice, cohere's op-by-op LayerNorm three times) and by the one
   residual add (x + attn + mlp); a shared pre-norm's output by every input linear of both blocks (falcon-40b:
   ln_attn for the attention, ln_mlp for the MLP; gpt_neox: input_layernorm and post_attention_layernorm);
@@ -89,6 +89,7 @@ LAYOUTS = frozenset({
     "gpt2", "gpt_neo", "gpt_bigcode", "opt", "xglm", "gpt_neox", "phi", "gptj", "codegen", "bloom", "mpt",
     "falcon", "RefinedWeb", "RefinedWebModel", "cohere", "cohere2", "ministral3", "ministral", "arcee", "persimmon",
     "nemotron", "olmo2", "hunyuan_v1_dense",
+    "stablelm",  # validated by backward.py's rules when sequential; its use_parallel_residual layout needs these
 })
 # position ids one row (1, S) shared by the batch: the position embeddings' gradient summed over B
 _SHARED_POSITIONS = frozenset({"gpt2", "gpt_neo", "gpt_bigcode"})
@@ -315,8 +316,11 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
         # falcon's new decoder architecture rotates the keys after broadcasting them to every head
         kv_heads = spec.num_heads if getattr(spec, "new_decoder_architecture", False) else spec.num_kv_heads
         for which, heads in (("q", spec.num_heads), ("k", kv_heads)):
-            qk = (by_name.get(f"{which}_norm") or by_name.get(f"{which}_layernorm") or by_name.get(f"{which}_proj")
-                  or next((by_name[n] for n in _FUSED_QKV if n in by_name), None))
+            # stablelm's per-head q / k LayerNorms: torch.stack of the heads' outputs, charged (as a view) to the
+            # computing node behind its first input, the first head's norm
+            stacked = next((n for n in in_layer[:rope] if n.path.endswith(f".{which}_layernorm.norms.0")), None)
+            qk = (stacked or by_name.get(f"{which}_norm") or by_name.get(f"{which}_layernorm")
+                  or by_name.get(f"{which}_proj") or next((by_name[n] for n in _FUSED_QKV if n in by_name), None))
             if qk is None:
                 raise BackwardUnsupportedError(f"layer {layer}: no node writes {which} for rope")
             full = TOKENS * heads * spec.head_dim
@@ -329,8 +333,8 @@ def _parallel(model: ModelProfile) -> bool:
     spec = model.spec
     if spec.model_type in _FALCON:
         return bool(getattr(spec, "parallel_attn", True) or getattr(spec, "new_decoder_architecture", False))
-    if spec.model_type == "gpt_neox":
-        return bool(getattr(spec, "parallel_residual", True))
+    if spec.model_type in ("gpt_neox", "stablelm"):
+        return bool(getattr(spec, "parallel_residual", spec.model_type == "gpt_neox"))
     return spec.model_type in _PARALLEL
 
 
