@@ -49,6 +49,10 @@ def partial_rotary_factor(f: Fields) -> tuple[float, tuple[str, ...]]:
     return factor, notes
 
 
+class GPTNeoXSpec(ArchSpec):
+    parallel_residual: bool = True  # use_parallel_residual (the graph is the same; the backward's dataflow is not)
+
+
 @register
 class GPTNeoX(DecoderTemplate):
     name = "gpt_neox"
@@ -70,7 +74,8 @@ class GPTNeoX(DecoderTemplate):
             raise ConfigError(f"{f.model_type} config: partial rotary factor {factor} rotates no dimension "
                               f"of a head of {head_dim}")
         bias = f.bool("attention_bias", default=True)
-        return ArchSpec(
+        return GPTNeoXSpec(
+            parallel_residual=f.bool("use_parallel_residual", default=True),
             model_type="gpt_neox", family=self.name, name=name, hidden_size=hidden,
             num_layers=f.int("num_hidden_layers"), num_heads=heads, num_kv_heads=heads, head_dim=head_dim,
             intermediate_size=f.int("intermediate_size"), vocab_size=f.int("vocab_size"), norm="layernorm",

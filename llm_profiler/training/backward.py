@@ -396,6 +396,13 @@ VALIDATED_MODEL_TYPES = frozenset({
     "phi3", "gemma", "gemma2", "gemma3_text", "starcoder2", "stablelm", "olmo", "olmo3", "exaone4",  # dense
     "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "granitemoe", "dots1", "glm4_moe", "exaone_moe", "minimax_m2",  # MoE
 })
+# the GPT-style and other dense layouts counted by training/backward_dense.py (tests/test_training_backward_dense.py)
+DENSE_VALIDATED_MODEL_TYPES = frozenset({
+    "gpt2", "gpt_neo", "gpt_bigcode", "opt", "xglm", "gpt_neox", "phi", "gptj", "codegen", "bloom", "mpt", "falcon",
+    "cohere", "cohere2", "ministral3", "ministral", "arcee", "persimmon", "nemotron", "olmo2", "hunyuan_v1_dense",
+    "RefinedWeb", "RefinedWebModel",
+})
+VALIDATED_MODEL_TYPES |= DENSE_VALIDATED_MODEL_TYPES
 # the linears that read a block's internal tensor, not the norm's output (the block's output projections)
 _FUSED_QKV = ("qkv_proj", "query_key_value", "W_pack", "c_attn", "Wqkv")
 # model types whose apply_rotary_pos_emb slices q and k into the rotary part and the rest, then concatenates
@@ -492,6 +499,9 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
 def backward_counts(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (its own ops plus the accumulations charged to it), and ``loss``."""
     spec = model.spec
+    from . import backward_dense  # the GPT-style and other dense layouts (imports this module)
+    if spec.model_type in backward_dense.LAYOUTS:
+        return backward_dense.backward_counts(model)
     group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
     acc = accumulations(model)
     out: dict[str, Counts] = {}

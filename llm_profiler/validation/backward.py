@@ -232,6 +232,26 @@ class _BackwardCounter(TorchDispatchMode):
 
 
 @contextmanager
+def _tag_function_outputs(model: torch.nn.Module) -> Iterator[None]:
+    """A custom ``torch.autograd.Function`` (bloom's GeLUFunction) creates its autograd node where no torch
+    function the tagger sees returns it; the module whose forward ran it tags it (a module forward hook), before
+    the next torch function would tag it, as an untagged ancestor, with its own site."""
+    names = {id(m): name for name, m in model.named_modules()}
+
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+        for tensor in _tensors(output):
+            node = tensor.grad_fn
+            if node is not None and type(node).__name__ != "AccumulateGrad" and _SITE not in _metadata(node):
+                _tag(node, (names.get(id(module), ""), None), True)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
 def _post_hooks(loss: torch.Tensor, counter: _BackwardCounter) -> Iterator[None]:
     handles, seen, stack = [], set(), [loss.grad_fn]
     while stack:
@@ -267,7 +287,7 @@ def measure_backward(model: torch.nn.Module, batch: int, seq: int, seed: int = 0
     with torch.enable_grad():
         stack = _ModuleStack(model)
         recorder = _SiteRecorder(stack, forward)
-        with stack, recorder, _Tagger(recorder, stack):
+        with stack, recorder, _Tagger(recorder, stack), _tag_function_outputs(model):
             # use_cache=True, as the forward validation runs it (no cache given: transformers skips its packed-
             # sequence check, an .item() the meta device cannot run); the cache copies are no arithmetic
             logits = model(input_ids=ids, use_cache=True).logits
