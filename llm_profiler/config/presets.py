@@ -132,9 +132,6 @@ _PRESETS: tuple[Preset, ...] = (
     _preset("Qwen--Qwen3-Next-80B-A3B-Thinking.json", "qwen3-next-80b-a3b", 79_674_391_296),
     # Multimodal checkpoint: the text model (text_config) only; the published "27B" includes the vision tower.
     _preset("Qwen--Qwen3.5-27B.json", "qwen3.5-27b", 26_895_998_464),
-    # Reconstructed: MiniMax-Text-01 in transformers' minimax form (model card dims, MiniMax-M1 config.json's KV heads
-    # and factors); published "456B total, 45.9B activated" (45,944,920,064 without the embedding and lm_head).
-    _preset("MiniMaxAI--MiniMax-Text-01-hf.reconstructed.json", "minimax-text-01", 456_089_655_296),
 )
 
 
