@@ -6,8 +6,11 @@ forms, the cache states per layer, the generation closed form, the MiniMaxCache 
 Hand-derived values use the tiny config MM: h = 64, 2 layers (lightning, then full), 4 heads of D = 24 (KV 2 on the
 full layer), lightning blocks of C = 4, 4 experts of 96, top 2.
 
-Config sources (tests/family_configs/): transformers--MiniMaxConfig-defaults.json is MiniMaxConfig() of
-transformers 5.23 (even layers full, odd lightning: layer 0 full); MiniMaxAI--MiniMax-Text-01-hf.reconstructed.json
+Config sources (tests/family_configs/): MiniMaxAI--MiniMax-M1.json is the published MiniMax-M1 config.json (remote
+code, model_type minimax_m1, ``attn_type_list``), a stored public copy found with the search tool (find_string
+"layernorm_full_attention_alpha": a repository digest quoting the file; the index names no repository); it is read
+as transformers' minimax. transformers--MiniMaxConfig-defaults.json is MiniMaxConfig() of transformers 5.23 (even
+layers full, odd lightning: layer 0 full); MiniMaxAI--MiniMax-Text-01-hf.reconstructed.json
 is MiniMax-Text-01 in transformers' ``minimax`` form, reconstructed: dims from the model card (MiniMax-AI/MiniMax-01,
 MiniMax-Text-01-Model-Card.md @ 3c6375c22a89: 80 layers, a softmax layer after every 7 lightning ones, 64 heads of
 128, hidden 6144, 32 experts of 9216, top 2, vocabulary 200,064, RoPE theta 1e7 on half the head) and the KV heads
@@ -34,6 +37,7 @@ from tests.closed_forms import assert_generation_is_the_sum_of_forwards
 
 CONFIGS = Path(__file__).parent / "family_configs"
 TEXT_01 = str(CONFIGS / "MiniMaxAI--MiniMax-Text-01-hf.reconstructed.json")
+M1 = str(CONFIGS / "MiniMaxAI--MiniMax-M1.json")
 DEFAULTS = str(CONFIGS / "transformers--MiniMaxConfig-defaults.json")
 
 MM = {"model_type": "minimax", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 24,
@@ -55,6 +59,7 @@ LA = "model.layers.0.self_attn"
     # "456B"). Active: 2 of 32 experts, 80 * 30 * 169,869,312 fewer = 48,403,306,496; without the embedding and
     # lm_head 45,944,920,064 (the card's "45.9B activated").
     (TEXT_01, 456_089_655_296, 48_403_306_496),
+    (M1, 456_089_655_296, 48_403_306_496),  # MiniMax-M1 is MiniMax-Text-01's architecture ("456B, 45.9B activated")
     # MiniMaxConfig(): h = 4096, 16 full + 16 lightning layers, 8 experts of 14336. Full: 2*4096*4096 + 2*4096*1024
     # = 41,943,040; lightning: 4096*12288 + 2*4096*4096 + 4096 = 83,890,176; MoE 8*3*4096*14336 + 8*4096 =
     # 1,409,318,912; norms 8192. 16 * 1,451,270,144 + 16 * 1,493,217,280 + 2*32000*4096 + 4096 = 47,373,946,880;
@@ -72,7 +77,7 @@ def test_params_as_transformers_counts_them() -> None:
     pytest.importorskip("transformers")
     from llm_profiler.validation.reference import reference
 
-    for source, params in [(TEXT_01, 456_089_655_296), (DEFAULTS, 47_373_946_880)]:
+    for source, params in [(M1, 456_089_655_296), (DEFAULTS, 47_373_946_880)]:
         model = reference(source).build()  # full size on the meta device
         assert sum(p.numel() for p in model.parameters()) == params
 
@@ -97,6 +102,21 @@ def test_layer_plan_and_config_quirks() -> None:
                        ({"num_experts_per_tok": 5}, "num_experts_per_tok")]:
         with pytest.raises(ConfigError, match=field):
             build_spec({**MM, **bad})
+
+
+def test_remote_code_config_reads_as_the_hf_conversion() -> None:
+    m1 = json.loads(Path(M1).read_text())
+    family, spec = build_spec(m1)
+    _, hf = build_spec(json.loads(Path(TEXT_01).read_text()))
+    assert family.name == "minimax" and spec.layers == hf.layers and any("minimax_m1" in n for n in spec.notes)
+    assert profile(M1, 2, 3, 5).values == profile(TEXT_01, 2, 3, 5).values
+    assert family.hf_config(m1)["layer_types"][:8] == ["linear_attention"] * 7 + ["full_attention"]
+    assert family.hf_config(m1)["mlp_alpha_factor"] == 3.5565588200778455
+    assert build_spec({**m1, "model_type": "minimax_text_01"})[1].layers == hf.layers
+    for bad, field in [({"attn_type_list": [0, 2] * 40}, "attn_type_list"), ({"attn_type_list": None}, "attn_type_list"),
+                       ({"postnorm": False}, "postnorm"), ({"shared_intermediate_size": [8]}, "shared_intermediate_size")]:
+        with pytest.raises(ConfigError, match=field):
+            build_spec({**m1, **bad})
 
 
 # --- the lightning mixer, node by node --------------------------------------------------------------
@@ -245,13 +265,13 @@ def _validate_all(config: Any, tiny: bool, shapes: list[tuple[int, int, int]]) -
         assert states == {f"model.layers.{i}.self_attn:recurrent_state" for i in lightning_layers}
 
 
-@pytest.mark.parametrize("source", [TEXT_01, DEFAULTS], ids=["text-01", "defaults"])
+@pytest.mark.parametrize("source", [M1, DEFAULTS], ids=["m1", "defaults"])
 def test_validation_full_size_on_meta(source: str) -> None:
     # S = 300 crosses the 256-token block (2 blocks); a decode at P = 300
     _validate_all(source, tiny=False, shapes=[*SHAPES, (1, 300, 0), (1, 2, 300)])
 
 
-@pytest.mark.parametrize("source", [TEXT_01, DEFAULTS, MM], ids=["text-01", "defaults", "mm-hand"])
+@pytest.mark.parametrize("source", [M1, DEFAULTS, MM], ids=["m1", "defaults", "mm-hand"])
 def test_validation_tiny_on_cpu(source: Any) -> None:
     # tiny blocks of 4 tokens: S = 9 is three blocks; S = 6 after a prefill runs the recurrent form
     _validate_all(source, tiny=True, shapes=[*SHAPES, (2, 9, 0), (1, 6, 5)])

@@ -134,7 +134,7 @@ MOVES = {  # case -> (config, from node, to node, metric): one move per multi-pa
     "mimo_v2_flash row_max->scores": (
         json.loads(Path("tests/family_configs/transformers--MiMoV2FlashConfig-defaults.json").read_text()),
         "model.layers.1.self_attn:row_max", "model.layers.1.self_attn:scores", M.ADD),
-    "minimax output_gate->lightning": ("tests/family_configs/MiniMaxAI--MiniMax-Text-01-hf.reconstructed.json",
+    "minimax output_gate->lightning": ("tests/family_configs/MiniMaxAI--MiniMax-M1.json",
                                        "model.layers.0.self_attn:output_gate",
                                        "model.layers.0.self_attn:lightning", M.EXP),
 }
@@ -168,7 +168,7 @@ def test_every_rule_names_ops() -> None:
                {"model_type": "deepseek_v4", "compress_rates": {"compressed_sparse_attention": 2,
                                                                "heavily_compressed_attention": 3}},
                family + "Qwen--Qwen3-Next-80B-A3B-Thinking.json",
-               family + "MiniMaxAI--MiniMax-Text-01-hf.reconstructed.json"]  # lightning: output gate, the rest
+               family + "MiniMaxAI--MiniMax-M1.json"]  # lightning: output gate, the rest
     used: set[parts.Rule] = set()
     for config in configs:
         profile, measured = _measure(config, (1, 2, 1), tiny=True)
