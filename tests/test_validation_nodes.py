@@ -134,6 +134,9 @@ MOVES = {  # case -> (config, from node, to node, metric): one move per multi-pa
     "mimo_v2_flash row_max->scores": (
         json.loads(Path("tests/family_configs/transformers--MiMoV2FlashConfig-defaults.json").read_text()),
         "model.layers.1.self_attn:row_max", "model.layers.1.self_attn:scores", M.ADD),
+    "minimax output_gate->lightning": ("tests/family_configs/MiniMaxAI--MiniMax-M1.json",
+                                       "model.layers.0.self_attn:output_gate",
+                                       "model.layers.0.self_attn:lightning", M.EXP),
 }
 
 
@@ -166,7 +169,8 @@ def test_every_rule_names_ops() -> None:
                                                                "heavily_compressed_attention": 3}},
                family + "Qwen--Qwen3-Next-80B-A3B-Thinking.json",
                # experts scattered back by index (graph/scatter_experts.py): JetMoE's MoA map / reduce, DBRX's clamp
-               family + "jetmoe--jetmoe-8b.json", family + "databricks--dbrx-instruct.json"]
+               family + "jetmoe--jetmoe-8b.json", family + "databricks--dbrx-instruct.json",
+               family + "MiniMaxAI--MiniMax-M1.json"]  # lightning: output gate, the rest
     used: set[parts.Rule] = set()
     for config in configs:
         profile, measured = _measure(config, (1, 2, 1), tiny=True)

@@ -308,7 +308,36 @@ def cache_states(cache: Any) -> dict[int, dict[str, int]]:
                 seen.add(key)
                 kinds[kind] = kinds.get(kind, 0) + int(t.numel())
         out[index] = kinds
+    # transformers' MiniMaxCache keeps each lightning layer's state (B x H x D x D) in its own list
+    # ``linear_cache`` (indexed by layer; [] for the attention layers), outside ``layers``
+    for index, state in enumerate(getattr(cache, "linear_cache", None) or ()):
+        for t in _tensors(state):
+            kinds = out.setdefault(index, {})
+            kinds[StateKind.RECURRENT] = kinds.get(StateKind.RECURRENT, 0) + int(t.numel())
     return out
+
+
+def minimax_cache(cache: Any) -> Any:
+    """The prefill's ``MiniMaxCache`` with each lightning layer's slot in ``layers`` (an empty ``DynamicLayer``
+    that ``DynamicCache.update`` appended before a later attention layer's entry) made a ``DummyLayer``,
+    transformers' own class for a layer without keys and values; every tensor stays as the prefill left it.
+
+    transformers 5.23 cannot run a forward after a prefill when layer 0 is a lightning layer (MiniMax-Text-01's
+    pattern): ``create_causal_mask`` sizes the mask from the first cache layer that is neither sliding, linear
+    nor dummy (``find_first_full_attention_index``), which is that empty slot 0, so the mask covers S keys where
+    the attention layers hold P + S (masking_utils.py: ``kv_length, kv_offset = past_key_values.get_mask_sizes
+    (q_length, layer_idx)`` returns (S, 0); eager attention then fails on ``attn_weights + attention_mask``), and
+    ``get_seq_length()`` (the positions) reads the same slot. With the slot a DummyLayer both skip to the first
+    attention layer, as for every other hybrid cache; the forward itself runs unchanged."""
+    if type(cache).__name__ != "MiniMaxCache":
+        return cache
+    from transformers.cache_utils import DummyLayer
+
+    for index, layer in enumerate(cache.layers):
+        lightning = index < len(cache.linear_cache) and isinstance(cache.linear_cache[index], torch.Tensor)
+        if lightning and not getattr(layer, "is_initialized", True):
+            cache.layers[index] = DummyLayer()
+    return cache
 
 
 def cache_elements(cache: Any) -> dict[int, int]:
@@ -360,6 +389,7 @@ def measure(model: torch.nn.Module, batch: int, seq: int, past: int = 0) -> Meas
         if past:
             cache = _returned_cache(model(input_ids=tokens(past), use_cache=True))
             measured.cache_before = cache_elements(cache)  # the forward below grows this object in place
+            cache = minimax_cache(cache)  # a MiniMaxCache whose layer 0 is lightning (transformers 5.23)
         new_tokens = tokens(seq)
         with _ModuleStack(model) as stack, _CountingMode(stack, measured) as mode, mode.counting_sdpa():
             out = model(input_ids=new_tokens, use_cache=True, **{_cache_argument(model): cache})

@@ -168,6 +168,17 @@ RULES = RULES + (
 )
 
 
+# MiniMax's lightning attention (llm_profiler/graph/lightning_attention.py): its own forward computes the block /
+# recurrent linear attention and the output gate.
+RULES = RULES + (
+    Rule("output_gate", r"MiniMaxLightningAttention\.forward", "minimax: the lightning output times "
+         "sigmoid(output_gate(x))", line=r"sigmoid\(self\.output_gate"),
+    Rule("lightning", r"MiniMaxLightningAttention\.forward", "minimax: lightning attention, the block form "
+         "(intra-block decayed q @ k^T @ v, inter-block q @ state, the state update) or the token-by-token "
+         "recurrent form after a prefill, with the decay factors"),
+)
+
+
 _TRANSFORMERS_DIR: str | None = None
 
 
