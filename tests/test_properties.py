@@ -55,6 +55,8 @@ B_FREE_PARTS["scan"] = {M.CMP, M.ACT}
 # The gated DeltaNet's gates: g = -exp(A_log) * softplus(...) takes exp(A_log) and its negation over the
 # value_heads parameters once per forward (then B*S*heads products, linear in B).
 B_FREE_PARTS["gates"] = {M.EXP, M.ADD, M.ACT}
+# MiniMax's lightning attention: the block decay and exp(-slope) over the H rates, once per forward.
+B_FREE_PARTS["lightning"] = {M.EXP, M.ADD, M.MULT, M.ACT}
 LINEAR_TOTALS = (M.MACS, M.DIV, M.SQRT, M.CACHE, M.MATMUL_FLOPS)
 SHAPE_FREE = (M.PARAMS, M.ACTIVE_PARAMS)
 

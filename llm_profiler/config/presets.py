@@ -131,6 +131,9 @@ _PRESETS: tuple[Preset, ...] = (
     # The gated hub file reconstructed from its open mirrors' dims (docs/presets.md); the Hub's safetensors count:
     # 256000*1152 embedding + 26 * (3*1152*1024 + 1024*1152 + 3*1152*6912 + 2*1152) + 1152 final norm.
     _preset("google--vaultgemma-1b.reconstructed.json", "vaultgemma-1b", 1_038_741_120),
+    # Reconstructed: MiniMax-Text-01 in transformers' minimax form (model card dims, MiniMax-M1 config.json's KV heads
+    # and factors); published "456B total, 45.9B activated" (45,944,920,064 without the embedding and lm_head).
+    _preset("MiniMaxAI--MiniMax-Text-01-hf.reconstructed.json", "minimax-text-01", 456_089_655_296),
     # Published "80B total, 3B active"; transformers' count (the checkpoint's MTP layer is not loaded).
     _preset("Qwen--Qwen3-Next-80B-A3B-Thinking.json", "qwen3-next-80b-a3b", 79_674_391_296),
     # Multimodal checkpoint: the text model (text_config) only; the published "27B" includes the vision tower.
