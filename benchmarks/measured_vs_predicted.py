@@ -73,6 +73,10 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
         lines.append(f"| {r['model']} | {r['dtype']} | {r['threads']} | {r['prompt']} | {r['past']} | {r['new']} "
                      f"| {ttft} | {r['tpot'] * 1e3:.1f} ms | {r['tpot_pred'] * 1e3:.1f} ms "
                      f"| {r['tpot'] / r['tpot_pred']:.2f} | {mem} | {r['load']:.2f} |")
+    pairs = [(r["ttft"], r["ttft_pred"]) for r in rows if r["past"] == 0] + [(r["tpot"], r["tpot_pred"]) for r in rows]
+    within = sum(abs(p - m) <= 0.25 * m for m, p in pairs)  # the target: within 25% of measured
+    lines += ["", f"{within} of {len(pairs)} predictions (TTFT and TPOT) within 25% of measured; the load column is "
+              "the load average when each run started."]
     return "\n".join(lines) + "\n"
 
 
