@@ -254,30 +254,30 @@ def test_validate_jetmoe_full_width_on_cpu() -> None:
 @pytest.mark.validation
 @pytest.mark.parametrize("name", [DBRX, JETMOE])
 def test_validate_full_size_on_meta_with_a_fixed_routing(name: str) -> None:
-    """Every layer at full size on the meta device, the routing fixed (validation/meta_routing.py): the
-    counts do not depend on it, as the CPU runs with real routing show."""
+    """Every layer at full size on the meta device: validate's measuring side fixes the routing for these
+    (measure enters validation/meta_routing.fixed_routing for ROUTING_READERS on meta); the counts do not depend
+    on it, as the CPU runs with real routing show."""
     pytest.importorskip("transformers")
     from llm_profiler.validation import validate
-    from llm_profiler.validation.meta_routing import fixed_routing
     from llm_profiler.validation.reference import reference
 
     config = _data(name)
     model = reference(config).build()
     for shape in SHAPES:
-        with fixed_routing():
-            report = validate(config, *shape, model=model)
+        report = validate(config, *shape, model=model)
         assert report.ok and report.rows and not report.unknown_ops, report.table()
 
 
 @pytest.mark.validation
 @pytest.mark.parametrize(("name", "why"), [(DBRX, "nonzero"), (JETMOE, "meta tensor; no data")])
 def test_full_size_forward_needs_data(name: str, why: str) -> None:
-    """Without a fixed routing, DbrxExperts' nonzero on the expert mask and JetMoE's expert_size.tolist()
-    need the routing's values, which the meta device does not have: validate says so (a
-    ValidationBuildError), not a mismatch."""
+    """Without the fixed routing, DbrxExperts' nonzero on the expert mask and JetMoE's expert_size.tolist()
+    need the routing's values, which the meta device does not have (why measure fixes it for them)."""
     pytest.importorskip("transformers")
-    from llm_profiler.errors import ValidationBuildError
-    from llm_profiler.validation import validate
+    import torch
 
-    with pytest.raises(ValidationBuildError, match=why):
-        validate(_data(name), 1, 2, 0, tiny=False)
+    from llm_profiler.validation.reference import reference
+
+    model = reference(_data(name)).build()
+    with pytest.raises((NotImplementedError, RuntimeError), match=why), torch.no_grad():
+        model(input_ids=torch.zeros(1, 2, dtype=torch.long, device="meta"), use_cache=True)

@@ -37,7 +37,7 @@ def _no_ambient_hub_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_preset_table_covers_every_bundled_file() -> None:
     bundled = {p.name for p in PRESET_DIR.glob("*.json")}
     assert {p.filename for p in list_presets()} == bundled
-    assert len(bundled) == 50  # 33 of the first families, 17 of the 2025-26 ones
+    assert len(bundled) == 52  # 33 of the first families, 19 of the 2025-26 ones
 
 
 @pytest.mark.skipif(not SHARED_CONFIGS.is_dir(), reason="shared reference copies not present")

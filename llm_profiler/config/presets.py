@@ -134,6 +134,10 @@ _PRESETS: tuple[Preset, ...] = (
     # Reconstructed: MiniMax-Text-01 in transformers' minimax form (model card dims, MiniMax-M1 config.json's KV heads
     # and factors); published "456B total, 45.9B activated" (45,944,920,064 without the embedding and lm_head).
     _preset("MiniMaxAI--MiniMax-Text-01-hf.reconstructed.json", "minimax-text-01", 456_089_655_296),
+    # Trimmed public copies of the checkpoint configs (MLX's quantization block left out; docs/presets.md):
+    # DBRX published "132B total, 36B active"; Apertus-8B "8B".
+    _preset("databricks--dbrx-instruct.reconstructed.json", "dbrx-instruct", 131_596_523_520),
+    _preset("swiss-ai--Apertus-8B-Instruct-2509.reconstructed.json", "apertus-8b-instruct", 8_053_338_176),
     # Published "80B total, 3B active"; transformers' count (the checkpoint's MTP layer is not loaded).
     _preset("Qwen--Qwen3-Next-80B-A3B-Thinking.json", "qwen3-next-80b-a3b", 79_674_391_296),
     # Multimodal checkpoint: the text model (text_config) only; the published "27B" includes the vision tower.

@@ -27,6 +27,7 @@ from ..facts import StateKind
 from ..ops import Counts
 from . import aten, parts
 from .guard import refusing
+from .meta_routing import ROUTING_READERS, fixed_routing
 
 Site = tuple[str, str | None]  # (module path, part of its own forward or None); "" is the root model
 
@@ -384,7 +385,11 @@ def measure(model: torch.nn.Module, batch: int, seq: int, past: int = 0) -> Meas
         return torch.randint(0, vocab, (batch, n), device=device)
 
     measured = Measured(params=module_params(model))
-    with torch.no_grad():
+    # DBRX's and JetMoE's experts read the routing's values, which meta has not: a fixed routing, computed on
+    # small CPU shadows, outside the counting mode (validation/meta_routing.py; the counts do not depend on it)
+    routing = (fixed_routing() if device.type == "meta" and getattr(config, "model_type", None) in ROUTING_READERS
+               else contextlib.nullcontext())
+    with torch.no_grad(), routing:
         cache = None
         if past:
             cache = _returned_cache(model(input_ids=tokens(past), use_cache=True))

@@ -26,6 +26,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 SHADOW = "_llm_profiler_shadow"
+# The model types whose experts read the routing's values (measure enters fixed_routing for them on meta).
+ROUTING_READERS = frozenset({"dbrx", "jetmoe"})
 SMALL = 1 << 20  # elements: tensors created on meta up to this size get a shadow (routing tensors are B*S*E)
 
 
@@ -125,4 +127,4 @@ def fixed_routing() -> Iterator[None]:
         torch.nn.functional.one_hot = real_one_hot
 
 
-__all__ = ["fixed_routing"]
+__all__ = ["ROUTING_READERS", "fixed_routing"]
