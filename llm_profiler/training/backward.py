@@ -396,6 +396,8 @@ VALIDATED_MODEL_TYPES = frozenset({
     "phi3", "gemma", "gemma2", "gemma3_text", "starcoder2", "stablelm", "olmo", "olmo3", "exaone4",  # dense
     "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "granitemoe", "dots1", "glm4_moe", "exaone_moe", "minimax_m2",  # MoE
 })
+# model type -> its whole backward, for families with rules of their own (registered by their modules below)
+FAMILY_BACKWARD: dict[str, Callable[[ModelProfile], dict[str, Counts]]] = {}
 # the linears that read a block's internal tensor, not the norm's output (the block's output projections)
 _FUSED_QKV = ("qkv_proj", "query_key_value", "W_pack", "c_attn", "Wqkv")
 # model types whose apply_rotary_pos_emb slices q and k into the rotary part and the rest, then concatenates
@@ -492,6 +494,8 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
 def backward_counts(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (its own ops plus the accumulations charged to it), and ``loss``."""
     spec = model.spec
+    if spec.model_type in FAMILY_BACKWARD:  # a family's own rules (training/backward_mla.py, ...)
+        return FAMILY_BACKWARD[spec.model_type](model)
     group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
     acc = accumulations(model)
     out: dict[str, Counts] = {}
@@ -524,5 +528,9 @@ def is_validated(model: ModelProfile) -> bool:
     return model.spec.model_type in VALIDATED_MODEL_TYPES
 
 
-__all__ = ["ATEN_BACKWARD", "LOSS", "VALIDATED_MODEL_TYPES", "is_validated", "BackwardUnsupportedError", "accumulations", "backward_counts",
+from . import backward_families  # noqa: E402  (registers FAMILY_BACKWARD: MLA, ...)
+
+VALIDATED_MODEL_TYPES |= backward_families.VALIDATED  # their types proven exact (tests/test_training_backward_*.py)
+
+__all__ = ["ATEN_BACKWARD", "FAMILY_BACKWARD", "LOSS", "VALIDATED_MODEL_TYPES", "is_validated", "BackwardUnsupportedError", "accumulations", "backward_counts",
            "node_backward"]

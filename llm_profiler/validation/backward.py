@@ -46,6 +46,7 @@ from .report import ValidationRow
 LOSS = "loss"  # the site (and node path) of the cross-entropy on the logits
 # backward-only aten ops that do no arithmetic: a zero tensor with the gradient copied into a slice of it
 _BACKWARD_MOVES = frozenset({"slice_backward", "select_backward", "index_select_backward", "unfold_backward"})
+_BACKWARD_MOVES |= {"new_empty_strided"}  # CopySlices' fresh gradient buffer (MLA's copies into the keys)
 _SITE, _COMPUTES = "llm_profiler_site", "llm_profiler_computes"
 
 

@@ -1,0 +1,14 @@
+"""Registration of the families whose backward has rules of its own modules (``backward_mla``, ...):
+``training.backward.FAMILY_BACKWARD`` (model type -> the model's backward counts) and ``VALIDATED``, the
+types among them proven exact per node against autograd (tests/test_training_backward_mla.py, ...)."""
+
+from __future__ import annotations
+
+from . import backward as base
+from . import backward_mla
+
+for _type in backward_mla.MLA_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_mla.mla_backward
+
+# exact per node, tiny on the CPU at (2, 3) and (1, 5), and full size on meta (tests/test_training_backward_mla.py)
+VALIDATED: frozenset[str] = frozenset()
