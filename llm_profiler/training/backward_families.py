@@ -5,10 +5,12 @@ types among them proven exact per node against autograd (tests/test_training_bac
 from __future__ import annotations
 
 from . import backward as base
-from . import backward_mla
+from . import backward_mla, backward_moe
 
 for _type in backward_mla.MLA_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_mla.mla_backward
+for _type in backward_moe.LLAMA4_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_moe.llama4_backward
 
 # exact per node, tiny on the CPU at (2, 3) and (1, 5), and full size on meta (tests/test_training_backward_mla.py)
 VALIDATED: frozenset[str] = frozenset()

@@ -47,6 +47,7 @@ LOSS = "loss"  # the site (and node path) of the cross-entropy on the logits
 # backward-only aten ops that do no arithmetic: a zero tensor with the gradient copied into a slice of it
 _BACKWARD_MOVES = frozenset({"slice_backward", "select_backward", "index_select_backward", "unfold_backward"})
 _BACKWARD_MOVES |= {"new_empty_strided"}  # CopySlices' fresh gradient buffer (MLA's copies into the keys)
+_BACKWARD_MOVES |= {"_conj"}  # a lazy conjugate (a flag): complex rope's grad * conj(freqs_cis), llama4
 _SITE, _COMPUTES = "llm_profiler_site", "llm_profiler_computes"
 
 

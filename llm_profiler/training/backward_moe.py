@@ -1,0 +1,103 @@
+"""Backward counts of MoE layouts with rules of their own: llama4 / llama4_text.
+
+llama4 (transformers 5.23, modeling_llama4.py), per layer and T = B*S tokens, H heads, KV heads, head dim D,
+E experts of intermediate I, hidden h; backward as autograd runs it (``tools/autograd/derivatives.yaml``):
+
+- rope as complex products on rotary layers, ``view_as_complex(x) * freqs_cis`` (no gradient to the table):
+  MulBackward0 is ``grad * conj(freqs_cis)`` (``_conj``: a lazy flag, no arithmetic), one complex product per
+  pair: 4 MULT + 2 ADD, the forward's counts exactly; q and k are read once (no rotate_half fan-out);
+- ``qk_norm``, a weightless L2 norm ``x * rsqrt(mean(x^2) + eps)`` on q and k after rope, over r = T*(H + KV)
+  rows of D: the eager RMSNorm's backward without the weight's two products (``rms_norm_backward`` less
+  g*w and sum_rows(g*y)): MULT 4*r*D + 4r, ADD r*(D - 1), DIV r*D, EXP r*D; its input (rope's output) is read
+  twice (x^2, x * rstd): r*D ADD on the rope node;
+- NoPE layers' temperature, ``q * attn_scales`` (the scales are computed from positions: no gradient): one mul
+  back per q element, T*H*D MULT;
+- the router: logits = x @ W^T, top-k of the logits scattered into a -inf tensor, sigmoid over all T*E:
+  the linear's two gradients, ``sigmoid_backward`` over T*E (ADD 1, MULT 2 each); the scatter's source
+  gradient gathered at the chosen experts (T*k written, no arithmetic) and the top-k's scattered back (a move);
+- ``:routing``: routed_in = x.repeat(E, 1) * scores (E*T*h): grad x-copies = g * s (E*T*h MULT), grad s =
+  sum_h(g * x) (E*T*h MULT, E*T*(h - 1) ADD); repeat's E copies summed (T*h*(E - 1) ADD); the E outputs'
+  sum and the add of the shared expert's output: nothing back;
+- the experts, (E, T, h) @ (E, h, 2I), up * act(gate), (E, T, I) @ (E, I, h): each bmm's two gradients
+  (``matmul_backward`` on the recorded shapes) and the product's two muls (2*E*T*I MULT).
+
+Gradient accumulation: ``training.backward.accumulations`` without its rope fan-out (complex rope reads q and
+k once), plus the L2 norm's two reads of rope's output (T*(H + KV)*D ADD on the rope node). The MoE block's
+input is read by the router, ``repeat`` and the shared expert's gate and up: 4 reads, as the generic count
+(router, experts, gate, up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from .. import ops
+from ..formula import Formula
+from ..graph.node import Node, NodeKind
+from ..metrics import ACT, ADD, DIV, EXP, MULT
+from ..ops import Counts
+from ..profile import ModelProfile
+from . import backward as base
+
+LLAMA4_TYPES = frozenset({"llama4_text"})  # a multimodal llama4 config profiles as llama4_text
+
+
+@dataclass(frozen=True)
+class _Nodes:
+    """A model seen through a subset of its nodes (what ``accumulations`` reads: spec and nodes)."""
+
+    spec: Any
+    nodes: tuple[Node, ...]
+
+
+def accumulations_without_rope(model: ModelProfile) -> dict[str, Counts]:
+    """``training.backward.accumulations`` with the rope nodes left out (no rotate_half fan-out)."""
+    kept = tuple(n for n in model.nodes if n.kind != NodeKind.ROPE)
+    return dict(base.accumulations(cast(ModelProfile, _Nodes(model.spec, kept))))
+
+
+def l2_norm_backward(rows: Formula, n: Formula | int) -> Counts:
+    """A weightless eager RMS / L2 norm, x * rsqrt(mean(x^2) + eps), backwards: ``rms_norm_backward`` less the
+    weight's products (g*w: rows*n MULT; grad w = sum_rows(g*y): rows*n MULT, n*(rows - 1) ADD)."""
+    elems = rows * n
+    return Counts({MULT: 4 * elems + 4 * rows, ADD: rows * (n - 1), DIV: elems, EXP: elems,
+                   ACT: 6 * elems + 4 * rows})
+
+
+def llama4_node_backward(node: Node, spec: Any) -> Counts:
+    t, h, D = base.TOKENS, spec.hidden_size, spec.head_dim
+    if node.kind == NodeKind.ROPE:  # grad * conj(freqs): one complex product per pair, as the forward
+        return ops.complex_mul(Formula.of(node.counts[ADD]) / 2)
+    if node.kind == NodeKind.NORM and node.path.endswith(".qk_norm"):
+        return l2_norm_backward(t * (spec.num_heads + spec.num_kv_heads), D)
+    if node.part == "temperature":
+        return ops.elementwise("mul", t * spec.num_heads * D)
+    if node.layer is not None and node.kind in (NodeKind.ROUTER, NodeKind.EXPERTS) or node.part == "routing":
+        ffn = spec.layers[node.layer].ffn
+        E, inter = ffn.experts, ffn.intermediate
+        if node.kind == NodeKind.ROUTER:
+            # scatter_'s source gradient gathered back at the chosen experts: T*k written, no arithmetic
+            return Counts(base.matmul_backward(node) + base.sigmoid_backward(t * E) + Counts({ACT: t * ffn.top_k}))
+        if node.kind == NodeKind.EXPERTS:
+            return Counts(base.matmul_backward(node) + Counts({MULT: 2 * E * t * inter, ACT: 2 * E * t * inter}))
+        n = E * t * h
+        return Counts({MULT: 2 * n, ADD: E * t * (h - 1) + t * h * (E - 1), ACT: 2 * n + E * t + t * h})
+    return base.node_backward(node, spec.norm, spec.activation, spec.num_heads // spec.num_kv_heads)
+
+
+def llama4_backward(model: ModelProfile) -> dict[str, Counts]:
+    """node path -> backward counts (own ops plus accumulations), and ``loss``."""
+    spec = model.spec
+    acc = accumulations_without_rope(model)
+    for node in model.nodes:
+        if node.kind == NodeKind.ROPE and any(n.layer == node.layer and n.path.endswith(".qk_norm")
+                                              for n in model.nodes):
+            n = base.TOKENS * (spec.num_heads + spec.num_kv_heads) * spec.head_dim  # read by x^2 and x * rstd
+            acc[node.path] = acc.get(node.path, Counts()) + Counts({ADD: n, ACT: n})
+    out = {n.path: Counts(llama4_node_backward(n, spec) + acc.get(n.path, Counts())) for n in model.nodes}
+    out[base.LOSS] = base.loss_backward(spec.vocab_size)
+    return out
+
+
+__all__ = ["LLAMA4_TYPES", "l2_norm_backward", "llama4_backward", "llama4_node_backward"]
