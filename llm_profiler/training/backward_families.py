@@ -11,6 +11,8 @@ for _type in backward_mla.MLA_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_mla.mla_backward
 for _type in backward_moe.LLAMA4_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_moe.llama4_backward
+for _type in backward_moe.GPT_OSS_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_moe.gpt_oss_backward
 
 # exact per node, tiny on the CPU at (2, 3) and (1, 5), and full size on meta (tests/test_training_backward_mla.py)
 VALIDATED: frozenset[str] = frozenset()

@@ -1,4 +1,4 @@
-"""Backward counts of MoE layouts with rules of their own: llama4 / llama4_text.
+"""Backward counts of MoE layouts with rules of their own: llama4 / llama4_text, gpt_oss.
 
 llama4 (transformers 5.23, modeling_llama4.py), per layer and T = B*S tokens, H heads, KV heads, head dim D,
 E experts of intermediate I, hidden h; backward as autograd runs it (``tools/autograd/derivatives.yaml``):
@@ -25,6 +25,27 @@ Gradient accumulation: ``training.backward.accumulations`` without its rope fan-
 k once), plus the L2 norm's two reads of rope's output (T*(H + KV)*D ADD on the rope node). The MoE block's
 input is read by the router, ``repeat`` and the shared expert's gate and up: 4 reads, as the generic count
 (router, experts, gate, up).
+
+gpt_oss (modeling_gpt_oss.py), T tokens, H heads of D, KV heads, E experts of I, top-k, N = T*k*I:
+
+- rope by halves, first * cos - second * sin, second * cos + first * sin, cat: 4 table muls (one mul back
+  each: the forward's MULT) and the sub's neg (one per pair: half the forward's ADD); q (k) is chunked into two
+  views, each read twice: 1 add of the rotated part (T*H*D, T*KV*D) on q_proj (k_proj), not 2;
+- the sinks: combined = cat(scores, sinks expanded over B and S); combined - max(combined): the sub's second
+  gradient, -g summed over the K+1 columns (``:sinks``: neg of every element, rows*K ADD), max's backward a
+  scatter (a move); combined read twice (sub, max): rows*(K + 1) ADD on ``:scores`` (the cat's site: it wrote
+  it); the sink parameter's expand summed over B*S: H*(B*S - 1) ADD on ``:scores``; softmax over K + 1
+  columns (the rule of ``training.backward``), the sink column sliced off (a move);
+- the router, F.linear(x, W, b), topk, softmax over the k chosen: the linear's gradients with its bias's sum
+  over T, ``softmax_backward`` over k, topk's values scattered back (a move);
+- the clamped SwiGLU (``:swiglu``), gate, up = gate_up[..., ::2], gate_up[..., 1::2], per element of N:
+  gate.clamp(max): clamp_backward ``where(x <= max, g, 0)`` (1 CMP, a where); up.clamp(min, max): 2 CMP and
+  a logical and (CMP), a where; glu = gate * sigmoid(gate * alpha): 2 MULT (two tensors), sigmoid_backward
+  (ADD 1, MULT 2), * alpha back (1 MULT), gate read twice (1 ADD); (up + 1) * glu: 2 MULT. Per element:
+  MULT 7, ADD 2, CMP 4, 13 written;
+- the experts (batched_mm over T*k pairs, biased): ``training.backward.experts_backward`` without its
+  act(gate) * up product (in ``:swiglu``) and with the gathered biases in the index_put (one ADD per gathered
+  element), plus gate_up read by its two strided views (1 add of T*k*2I).
 """
 
 from __future__ import annotations
@@ -40,6 +61,7 @@ from ..ops import Counts
 from ..profile import ModelProfile
 from . import backward as base
 
+GPT_OSS_TYPES = frozenset({"gpt_oss"})
 LLAMA4_TYPES = frozenset({"llama4_text"})  # a multimodal llama4 config profiles as llama4_text
 
 
@@ -86,6 +108,60 @@ def llama4_node_backward(node: Node, spec: Any) -> Counts:
     return base.node_backward(node, spec.norm, spec.activation, spec.num_heads // spec.num_kv_heads)
 
 
+@dataclass(frozen=True)
+class _MoE:
+    """The fields ``training.backward.experts_backward`` reads."""
+
+    num_experts: int
+    experts_per_token: int
+    hidden_size: int
+    moe_intermediate_size: int
+
+
+def gpt_oss_node_backward(node: Node, spec: Any, nodes: dict[str, Node]) -> Counts:
+    c = node.counts
+    if node.kind == NodeKind.ROPE:
+        mult, neg = Formula.of(c[MULT]), Formula.of(c[ADD]) / 2
+        return Counts({MULT: mult, ADD: neg, ACT: mult + neg})
+    if node.part == "sinks":  # -g (every element), summed over the K + 1 columns (rows * K ADD)
+        n, cmp = Formula.of(c[ADD]), Formula.of(c["cmp"])
+        return Counts({ADD: n + cmp, ACT: 2 * n - cmp})
+    if node.part == "scores":
+        sinks = nodes[node.path.replace(":scores", ":sinks")]
+        combined = Formula.of(sinks.counts[ADD])  # rows * (K + 1): read by the sub and by max
+        H = spec.num_heads
+        extra = Counts({ADD: combined + H * (base.TOKENS - 1), ACT: combined + H})
+        return Counts(base.node_backward(node, group=spec.num_heads // spec.num_kv_heads) + extra)
+    if node.part == "swiglu":
+        n = Formula.of(c[DIV])  # one sigmoid per element
+        return Counts({MULT: 7 * n, ADD: 2 * n, "cmp": 4 * n, ACT: 13 * n})
+    if node.kind in (NodeKind.ROUTER, NodeKind.EXPERTS):
+        ffn = spec.layers[node.layer].ffn
+        if node.kind == NodeKind.ROUTER:
+            return Counts(base.matmul_backward(node) + base.softmax_backward(base.TOKENS, ffn.top_k))
+        view = _MoE(ffn.experts, ffn.top_k, spec.hidden_size, ffn.intermediate)
+        pairs = base.TOKENS * ffn.top_k * ffn.intermediate
+        # experts_backward's act(gate) * up product is the :swiglu node's; gate_up read by its two views
+        return Counts(base.experts_backward(node, view) + Counts({MULT: -2 * pairs, ADD: 2 * pairs}))
+    return base.node_backward(node, spec.norm, spec.activation, spec.num_heads // spec.num_kv_heads)
+
+
+def gpt_oss_backward(model: ModelProfile) -> dict[str, Counts]:
+    """node path -> backward counts (own ops plus accumulations), and ``loss``."""
+    spec = model.spec
+    acc = accumulations_without_rope(model)
+    nodes = {n.path: n for n in model.nodes}
+    for node in model.nodes:
+        name = node.path.rsplit(".", 1)[-1]
+        if name in ("q_proj", "k_proj") and node.layer is not None and spec.layers[node.layer].mixer.rope:
+            heads = spec.num_heads if name == "q_proj" else spec.num_kv_heads
+            n = base.TOKENS * heads * spec.rotary_dim  # its two halves each read twice by rope
+            acc[node.path] = acc.get(node.path, Counts()) + Counts({ADD: n, ACT: n})
+    out = {n.path: Counts(gpt_oss_node_backward(n, spec, nodes) + acc.get(n.path, Counts())) for n in model.nodes}
+    out[base.LOSS] = base.loss_backward(spec.vocab_size)
+    return out
+
+
 def llama4_backward(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (own ops plus accumulations), and ``loss``."""
     spec = model.spec
@@ -100,4 +176,4 @@ def llama4_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
-__all__ = ["LLAMA4_TYPES", "l2_norm_backward", "llama4_backward", "llama4_node_backward"]
+__all__ = ["GPT_OSS_TYPES", "LLAMA4_TYPES", "gpt_oss_backward", "l2_norm_backward", "llama4_backward", "llama4_node_backward"]
