@@ -14,5 +14,5 @@ for _type in backward_moe.LLAMA4_TYPES:
 for _type in backward_moe.GPT_OSS_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_moe.gpt_oss_backward
 
-# exact per node, tiny on the CPU at (2, 3) and (1, 5), and full size on meta (tests/test_training_backward_mla.py)
-VALIDATED: frozenset[str] = frozenset()
+# exact per node, tiny on the CPU at (2, 3) and (1, 5), and full size on meta (tests/test_training_backward_mla.py, _moe.py)
+VALIDATED: frozenset[str] = backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES | backward_moe.GPT_OSS_TYPES
