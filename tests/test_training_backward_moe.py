@@ -1,10 +1,12 @@
-"""Backward of llama4_text and gpt_oss: exact per node against autograd (training/backward_moe.py), tiny on
+"""Backward of llama4_text, gpt_oss, hunyuan_v1_moe / hunyuan_v1_dense, ernie4_5_moe and phimoe: exact per node against autograd (training/backward_moe.py), tiny on
 the CPU at (2, 3) and (1, 5), with the new rule kinds' numbers derived beside them."""
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,12 +25,23 @@ MODELS = [
     str(CONFIGS / "meta-llama--Llama-4-Maverick-17B-128E-Instruct.json"),  # dense and MoE layers interleaved
     str(CONFIGS / "openai--gpt-oss-20b.json"),  # gpt_oss: sinks, clamped SwiGLU, biased router and experts
     str(CONFIGS / "openai--gpt-oss-120b.json"),
+    str(CONFIGS / "tencent--Hunyuan-A13B-Instruct.json"),  # hunyuan_v1_moe: q/k norms after rope, gate.wg
+    "HUNYUAN_DENSE",  # hunyuan_v1_dense: HunYuanDenseV1Config's defaults with head_dim 128 (null there)
+    str(CONFIGS / "transformers--Ernie4_5_MoeConfig-defaults.json"),  # ernie4_5_moe: moe_statics, clamp
+    str(CONFIGS / "transformers--PhimoeConfig-defaults.json"),  # phimoe: sparsemixer (eval mode)
 ]
+
+
+def _config(model: str) -> Any:
+    if model == "HUNYUAN_DENSE":
+        return {**json.loads((CONFIGS / "transformers--HunYuanDenseV1Config-defaults.json").read_text()),
+                "head_dim": 128}
+    return model
 
 
 @cache
 def _report(model: str, batch: int, seq: int) -> BackwardReport:
-    return validate_backward(model, batch, seq, tiny=True)
+    return validate_backward(_config(model), batch, seq, tiny=True)
 
 
 @pytest.mark.parametrize(("model", "batch", "seq"), [(m, 2, 3) for m in MODELS] + [(m, 1, 5) for m in MODELS])
@@ -71,3 +84,18 @@ def test_gpt_oss_sinks_and_swiglu_values() -> None:
     sinks = _measured(report, "model.layers.0.self_attn:sinks")
     # combined - max: rows = B*H*S = 24 of K+1 = 4 columns: -g on 96 elements, summed per row (24*3 ADD)
     assert sinks["add"] == 96 + 24 * 3 == 168
+
+
+def test_hunyuan_ernie_phimoe_router_and_norm_values() -> None:
+    """Tiny configs at B=2, S=3 (T = 6)."""
+    hy = _measured(_report(str(CONFIGS / "tencent--Hunyuan-A13B-Instruct.json"), 2, 3), "model.layers.0.self_attn:rope")
+    # H=4, KV=2, D=24: rotate_half's negs back, T*(H+KV)*D/2 = 432; the q/k norms after rope read its output
+    # twice (x^2, x * rstd): T*(H+KV)*D = 864 ADD
+    assert hy["add"] == 432 + 864
+    ernie = _measured(_report(str(CONFIGS / "transformers--Ernie4_5_MoeConfig-defaults.json"), 2, 3), "model.layers.1.mlp.gate")
+    assert ernie["cmp"] == 6  # clamp(sum, min=norm_min) backwards: one comparison per token
+    phi = _measured(_report(str(CONFIGS / "transformers--PhimoeConfig-defaults.json"), 2, 3), "model.layers.0.mlp.router")
+    # E=4, h=64: the linear's grads T*h*(E-1) + E*h*(T-1) = 1152 + 1280; two softmax backwards T*(2E-1) = 42
+    # each; two gathers scattered back (T each); the logits read by both rounds (T*E = 24)
+    assert phi["add"] == 1152 + 1280 + 2 * 42 + 2 * 6 + 24 == 2552
+    assert phi["mult"] == 2 * 6 * 4 * 64 + 2 * 2 * 24  # the linear's 3072 MACs, two softmax backwards' 2*T*E

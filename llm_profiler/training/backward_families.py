@@ -11,8 +11,13 @@ for _type in backward_mla.MLA_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_mla.mla_backward
 for _type in backward_moe.LLAMA4_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_moe.llama4_backward
+for _type in backward_moe.HUNYUAN_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_moe.hunyuan_backward
+base.FAMILY_BACKWARD["ernie4_5_moe"] = backward_moe.ernie4_5_moe_backward
+base.FAMILY_BACKWARD["phimoe"] = backward_moe.phimoe_backward
 for _type in backward_moe.GPT_OSS_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_moe.gpt_oss_backward
 
 # exact per node, tiny on the CPU at (2, 3) and (1, 5), and full size on meta (tests/test_training_backward_mla.py, _moe.py)
-VALIDATED: frozenset[str] = backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES | backward_moe.GPT_OSS_TYPES
+VALIDATED: frozenset[str] = (backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES | backward_moe.GPT_OSS_TYPES
+                              | backward_moe.HUNYUAN_TYPES | {"ernie4_5_moe", "phimoe"})

@@ -1,4 +1,5 @@
-"""Backward counts of MoE layouts with rules of their own: llama4 / llama4_text, gpt_oss.
+"""Backward counts of MoE layouts with rules of their own: llama4 / llama4_text, gpt_oss, hunyuan_v1_moe /
+hunyuan_v1_dense, ernie4_5_moe, phimoe.
 
 llama4 (transformers 5.23, modeling_llama4.py), per layer and T = B*S tokens, H heads, KV heads, head dim D,
 E experts of intermediate I, hidden h; backward as autograd runs it (``tools/autograd/derivatives.yaml``):
@@ -46,6 +47,24 @@ gpt_oss (modeling_gpt_oss.py), T tokens, H heads of D, KV heads, E experts of I,
 - the experts (batched_mm over T*k pairs, biased): ``training.backward.experts_backward`` without its
   act(gate) * up product (in ``:swiglu``) and with the gathered biases in the index_put (one ADD per gathered
   element), plus gate_up read by its two strided views (1 add of T*k*2I).
+
+hunyuan_v1_moe / hunyuan_v1_dense (modeling_hunyuan_v1_moe.py): q and k are normed (``query_layernorm`` /
+``key_layernorm``, RMSNorm over D) AFTER rope, so rope's output is read twice by each norm (T*(H + KV)*D ADD
+on the rope node) and q_proj / k_proj only by rope (the rotate_half fan-out); the MoE router holds its logits
+linear as ``gate.wg`` (its own node, a reader of the block's input) and the ``gate`` node reads wg's output:
+the block's input is read by wg, the experts and the shared MLP's gate and up.
+
+ernie4_5_moe (modeling_ernie4_5_moe.py): softmax scores; top-k chosen on ``moe_statics(scores)`` (scores +
+a bias, indices only: no gradient back); the k weights gathered (scattered back: T*k ADD into T*E zeros) and
+divided by ``clamp(sum, min=norm_min)``: the division's two gradients (``router_backward``'s normalize) and
+clamp_backward, ``where(sum >= min, g, 0)``: 1 CMP per token and its where (2T written).
+
+phimoe (modeling_phimoe.py), sparsemixer as the validated (eval-mode) model runs it, two rounds: scores
+masked_fill'ed below a threshold (masks under no_grad), softmax over E, the chosen expert's weight gathered;
+the second round on scores with the first choice scattered to -inf. Backward: the linear's gradients; per
+round, ``softmax_backward`` over T rows of E and the gather scattered back (T ADD into T*E zeros); masked_fill
+and scatter pass the gradient on (moves); the logits read by both rounds: T*E ADD. (In training mode
+sparsemixer samples the experts and ``PhimoeMultiplier`` has its own backward: not what this rule counts.)
 """
 
 from __future__ import annotations
@@ -62,6 +81,7 @@ from ..profile import ModelProfile
 from . import backward as base
 
 GPT_OSS_TYPES = frozenset({"gpt_oss"})
+HUNYUAN_TYPES = frozenset({"hunyuan_v1_moe", "hunyuan_v1_dense"})
 LLAMA4_TYPES = frozenset({"llama4_text"})  # a multimodal llama4 config profiles as llama4_text
 
 
@@ -162,6 +182,63 @@ def gpt_oss_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
+def hunyuan_backward(model: ModelProfile) -> dict[str, Counts]:
+    """``training.backward``'s rules, with the accumulations of q/k norms after rope and of ``gate.wg``."""
+    spec = model.spec
+    wg = {n.layer for n in model.nodes if n.path.endswith(".gate.wg")}
+    kept = tuple(n for n in model.nodes if not (n.kind == NodeKind.ROUTER and n.layer in wg))
+    acc = dict(base.accumulations(cast(ModelProfile, _Nodes(spec.model_copy(update={"qk_norm": False}), kept))))
+    if spec.qk_norm:
+        for node in model.nodes:
+            if node.kind == NodeKind.ROPE:
+                n = base.TOKENS * (spec.num_heads + spec.num_kv_heads) * spec.head_dim  # x^2 and x * rstd
+                acc[node.path] = acc.get(node.path, Counts()) + Counts({ADD: n, ACT: n})
+    return _with_loss(model, lambda node: _generic(node, spec), acc)
+
+
+def ernie4_5_moe_backward(model: ModelProfile) -> dict[str, Counts]:
+    """``training.backward``'s rules; the router's gather scattered back and its clamp_backward; moe_statics
+    (a bias on scores used only for the choice): nothing back."""
+    spec = model.spec
+    t = base.TOKENS
+
+    def rule(node: Node) -> Counts:
+        if node.path.endswith(".moe_statics"):
+            return Counts()
+        if node.kind == NodeKind.ROUTER:
+            k, E = spec.experts_per_token, spec.num_experts
+            return Counts(_generic(node, spec) + base.index_accumulate(t * k, t * E) + Counts({"cmp": t, ACT: 2 * t}))
+        return _generic(node, spec)
+
+    return _with_loss(model, rule, base.accumulations(model))
+
+
+def phimoe_backward(model: ModelProfile) -> dict[str, Counts]:
+    """``training.backward``'s rules; the sparsemixer router's two rounds (module docstring)."""
+    spec = model.spec
+    t, E, rounds = base.TOKENS, spec.num_experts, spec.experts_per_token
+
+    def rule(node: Node) -> Counts:
+        if node.kind == NodeKind.ROUTER:
+            one = base.softmax_backward(t, E) + base.index_accumulate(t, t * E)
+            reads = Counts({ADD: (rounds - 1) * t * E, ACT: (rounds - 1) * t * E})
+            return Counts(base.matmul_backward(node) + rounds * one + reads)
+        return _generic(node, spec)
+
+    return _with_loss(model, rule, base.accumulations(model))
+
+
+def _generic(node: Node, spec: Any) -> Counts:
+    group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
+    return base.node_backward(node, spec.norm, spec.activation, group, spec if hasattr(spec, "num_experts") else None)
+
+
+def _with_loss(model: ModelProfile, rule: Any, acc: dict[str, Counts]) -> dict[str, Counts]:
+    out = {n.path: Counts(rule(n) + acc.get(n.path, Counts())) for n in model.nodes}
+    out[base.LOSS] = base.loss_backward(model.spec.vocab_size)
+    return out
+
+
 def llama4_backward(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (own ops plus accumulations), and ``loss``."""
     spec = model.spec
@@ -176,4 +253,4 @@ def llama4_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
-__all__ = ["GPT_OSS_TYPES", "LLAMA4_TYPES", "gpt_oss_backward", "l2_norm_backward", "llama4_backward", "llama4_node_backward"]
+__all__ = ["GPT_OSS_TYPES", "HUNYUAN_TYPES", "ernie4_5_moe_backward", "hunyuan_backward", "phimoe_backward", "LLAMA4_TYPES", "gpt_oss_backward", "l2_norm_backward", "llama4_backward", "llama4_node_backward"]
