@@ -5,7 +5,7 @@ types among them proven exact per node against autograd (tests/test_training_bac
 from __future__ import annotations
 
 from . import backward as base
-from . import backward_mla, backward_moe
+from . import backward_mla, backward_moe, backward_ssm
 
 for _type in backward_mla.MLA_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_mla.mla_backward
@@ -15,6 +15,11 @@ for _type in backward_moe.HUNYUAN_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_moe.hunyuan_backward
 base.FAMILY_BACKWARD["ernie4_5_moe"] = backward_moe.ernie4_5_moe_backward
 base.FAMILY_BACKWARD["phimoe"] = backward_moe.phimoe_backward
+for _type in backward_ssm.SSM_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_ssm.ssm_backward
+# backward-only aten ops of the SSM / conv layers (both sides count them through ATEN_BACKWARD)
+base.ATEN_BACKWARD["convolution_backward"] = backward_ssm._aten_conv
+base.ATEN_BACKWARD["softplus_backward"] = backward_ssm._aten_softplus
 for _type in backward_moe.GPT_OSS_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_moe.gpt_oss_backward
 

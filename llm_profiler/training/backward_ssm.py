@@ -1,0 +1,184 @@
+"""Backward counts of the Mamba-2 mixer (mamba2): the chunked SSD scan of transformers' torch path, op by op.
+
+The reference (transformers 5.23, modeling_mamba2.py, eval mode with a cache object: ``Mamba2Mixer.forward``'s
+torch path, ``mamba2_chunk_scan``) runs, per layer, T = B*S tokens, H heads of Pd, G groups of N states, the
+conv over C = H*Pd + 2*G*N channels with kernel k, c = ceil(S / L) chunks of L, Tp = B*c*L padded tokens:
+in_proj -> (gate, xBC, dt); xBC through the causal depthwise conv and silu -> (x, B, C); A = -exp(A_log);
+dt = clamp(softplus(dt + dt_bias)); the SSD scan; the gated grouped RMSNorm, norm(x * silu(gate)); out_proj.
+
+Backward, as autograd runs it (``tools/autograd/derivatives.yaml``; counted per aten op by the op table and
+``training.backward.ATEN_BACKWARD``):
+
+- the conv (``:conv``), ``convolution_backward`` (module docstring of ``training.backward``): grad input,
+  grad weight and grad bias of the depthwise conv;
+- the conv's silu (the mixer's own node): ``silu_backward``; x, B and C are each read twice by the scan (x by
+  ``pad`` for the D skip and by ``x * dt``; the chunked B by G = C B^T and B * decay; C by G and C @ states):
+  T*H*Pd + 2*Tp*H*N accumulation ADD, charged to this node (the views behind them end at the silu);
+- ``:decay``, A = -exp(A_log): the neg (H ADD) and exp's ``grad * result`` (H MULT);
+- ``:dt``: dt read twice (A * dt, x * dt): T*H ADD; clamp_backward (``ge``, ``le``, ``logical_and``: 3 CMP,
+  a where); ``softplus_backward`` (MULT 2, EXP 1, ADD 1, DIV 1, CMP 1 per element); + dt_bias: the bias's
+  gradient summed over T (H*(T - 1) ADD);
+- ``:scan``, the chunked SSD: every einsum's bmm, both gradients (``matmul_backward`` on the recorded shapes);
+  a product of two tensors that both need a gradient: two muls, and a sum over the broadcast dimension of the
+  smaller (Y_off = CS * exp(A_cumsum): Pd; B * decay_states: N; A * dt over T; x * dt over Pd; D * pad(x) over
+  Tp*Pd); M = G * L: two muls; exp: ``grad * result``, one mul; cumsum: a reversed cumsum, (n - 1) ADD per row
+  (A_cumsum over L; both segment sums over their n = L or c + 1 rows); segment_sum's expand: its sum, (n - 1)
+  ADD per row; masked_fill / tril / pad / slice / cat: moves; the sub A_cumsum[-1:] - A_cumsum: a neg of every
+  element and the slice's sum over L; A_cumsum read four times (3 Tp*H ADD), A twice (Tp*H), the chunked x
+  twice (Tp*H*Pd); B and C's repeat_interleave over the H / G heads of a group: summed back,
+  T*G*N*(H/G - 1) ADD each;
+- the gated grouped RMSNorm (``mixer.norm``): the eager RMSNorm's backward over T*norm_groups rows of
+  I / norm_groups with the I-wide weight, its input read twice (T*I ADD), and x * silu(gate): two muls and
+  ``silu_backward`` over T*I.
+
+Gradient accumulation of the stream: each layer is one pre-norm block (norm -> mixer -> residual): the stream
+is read by the norm twice and by the residual add (2 ADD of T*h on its writer); the last layer's output by the
+final norm twice (1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..formula import B, Formula, S, ceil_div
+from ..graph.node import Node, NodeKind
+from ..graph.ssm import WEIGHTS_KIND
+from ..metrics import ACT, ADD, DIV, EXP, MACS, MULT
+from ..ops import Counts
+from ..profile import ModelProfile
+from . import backward as base
+
+CMP = "cmp"
+SSM_TYPES = frozenset({"mamba2"})
+
+
+def softplus_backward(n: Any) -> Counts:
+    """aten softplus_backward, CPU kernel: z = exp(x * beta); x * beta > threshold ? g : g * z / (z + 1):
+    MULT 2, EXP 1, ADD 1, DIV 1, CMP 1 per element."""
+    return Counts({MULT: 2 * n, EXP: n, ADD: n, DIV: n, CMP: n, ACT: n})
+
+
+def convolution_backward(grad_out: Any, inputs: Any, weight: Any, mask: Any, groups: int) -> Counts:
+    """aten convolution_backward of a stride-1 conv whose every input element meets every tap (the causal
+    convs, padding = kernel - 1): grad input, per input element a sum of (out / groups) * kernel products;
+    grad weight, per weight element a sum over the batch and the Lout output positions of g * x (the padded
+    input); grad bias, g summed over the batch and Lout."""
+    out_ch, per_group, kernel = weight[0], weight[1], _prod(weight[2:])
+    n_in, n_w, lout = _prod(inputs), _prod(weight), _prod(grad_out[2:]) * grad_out[0]
+    taps = out_ch // groups * kernel
+    out = Counts()
+    if mask[0]:
+        out = out + Counts({MACS: n_in * taps, MULT: n_in * taps, ADD: n_in * (taps - 1), ACT: n_in})
+    if mask[1]:
+        out = out + Counts({MACS: n_w * lout, MULT: n_w * lout, ADD: n_w * (lout - 1), ACT: n_w})
+    if mask[2]:
+        out = out + Counts({ADD: out_ch * (lout - 1), ACT: out_ch})
+    del per_group
+    return out
+
+
+def _prod(xs: Any) -> Any:
+    out = 1
+    for x in xs:
+        out = out * x
+    return out
+
+
+def _aten_conv(args: tuple, kwargs: dict, out: Any) -> Counts:
+    grad, inputs, weight = args[0], args[1], args[2]
+    groups, mask = args[9], args[10]
+    return convolution_backward(tuple(grad.shape), tuple(inputs.shape), tuple(weight.shape), mask, int(groups))
+
+
+def _aten_softplus(args: tuple, kwargs: dict, out: Any) -> Counts:
+    return softplus_backward(base._numel(out))
+
+
+def scan_backward(node: Node, m: Any) -> Counts:
+    """The chunked SSD scan backwards (module docstring), at P = 0."""
+    H, Pd, N, G, L = m.heads, m.head_dim, m.state, m.groups, m.chunk
+    t, c = B * S, ceil_div(S, L)
+    tp = B * c * L
+    bh = B * H
+    out = base.matmul_backward(node)
+    mult = (2 * tp * H * Pd + tp * H + bh * (c + 1) * (c + 1) + 2 * tp * H * N + tp * H + 2 * B * c * L * L * H
+            + bh * c * L * L + 2 * t * H + 2 * t * H * Pd + 2 * tp * H * Pd)
+    add = (tp * H * (Pd - 1) + 2 * bh * (c + 1) * c + 3 * tp * H + tp * H * (N - 1) + tp * H + bh * c * (L - 1)
+           + tp * H * Pd + 2 * bh * c * L * (L - 1) + bh * c * (L - 1) + tp * H + H * (t - 1) + t * H * (Pd - 1)
+           + tp * H * Pd - H + 2 * t * G * N * (H // G - 1))
+    act = (2 * tp * H * Pd + tp * H + tp * H + 2 * bh * (c + 1) * (c + 1) + bh * (c + 1) + 3 * tp * H
+           + 2 * tp * H * N + tp * H + tp * H + tp * H + bh * c + tp * H * Pd + 2 * B * c * L * L * H
+           + 2 * bh * c * L * L + bh * c * L + bh * c * L + tp * H + 2 * t * H + H + 2 * t * H * Pd + t * H
+           + 2 * tp * H * Pd + H + 2 * t * G * N)
+    return Counts(out + Counts({MULT: mult, ADD: add, ACT: act}))
+
+
+def gated_norm_backward(t: Formula, width: int, groups: int) -> Counts:
+    """norm(x * silu(gate)) over T rows of I = width in ``groups`` groups (module docstring)."""
+    n, rows, elems = width // groups, t * groups, t * width
+    rms = Counts({MULT: 6 * elems + 4 * rows, ADD: width * (t - 1) + rows * (n - 1), DIV: elems, EXP: elems,
+                  ACT: 8 * elems + width + 4 * rows})
+    return Counts(rms + Counts({ADD: elems, ACT: elems}) + Counts({MULT: 2 * elems, ACT: 2 * elems})
+                  + base.silu_backward(elems))
+
+
+def ssm_node_backward(node: Node, spec: Any) -> Counts:
+    m, c = spec.mixer, node.counts
+    t = base.TOKENS
+    if node.kind in (NodeKind.KV_CACHE, WEIGHTS_KIND):  # the cache; conv1d's weights (read by :conv)
+        return Counts()
+    if node.part == "conv":
+        k, ch = m.conv_kernel, m.heads * m.head_dim + 2 * m.groups * m.state
+        macs = Formula.of(c[MACS])  # B*C*Lout*k: every output position's k taps
+        lin = macs - B * ch * k * (k - 1)  # B*C*L' input elements times k
+        out = Counts({MACS: lin + macs, MULT: lin + macs, ADD: lin / k * (k - 1) + macs - ch * k,
+                      ACT: lin / k + ch * k})
+        if m.conv_bias:
+            out = out + Counts({ADD: macs / k - ch, ACT: ch})
+        return out
+    if node.part == "decay":
+        return Counts({MULT: Formula.of(c[EXP]), ADD: Formula.of(c[ADD]), ACT: 2 * Formula.of(c[EXP])})
+    if node.part == "dt":
+        n = t * m.heads
+        return Counts(softplus_backward(n) + Counts({ADD: n + m.heads * (t - 1), CMP: 3 * n, ACT: 5 * n + m.heads}))
+    if node.part == "scan":
+        return scan_backward(node, m)
+    if node.kind == NodeKind.ELEMENTWISE and node.part is None and node.path.endswith(".mixer"):
+        tp = B * ceil_div(S, m.chunk) * m.chunk
+        reads = t * m.heads * m.head_dim + 2 * tp * m.heads * m.state
+        return Counts(base.silu_backward(Formula.of(c[EXP])) + Counts({ADD: reads, ACT: reads}))
+    if node.kind == NodeKind.NORM and node.path.endswith(".mixer.norm"):
+        return gated_norm_backward(t, m.heads * m.head_dim, m.norm_groups)
+    return base.node_backward(node, spec.norm, spec.activation)
+
+
+def prenorm_accumulations(model: ModelProfile) -> dict[str, Counts]:
+    """Each layer one pre-norm block: the stream read by the (eager RMS) norm twice and the residual add."""
+    spec = model.spec
+    stream = base.TOKENS * spec.hidden_size
+    reads = 2 if spec.norm == "rmsnorm" else 1
+    out: dict[str, Counts] = {}
+
+    def add(path: str, n: Formula) -> None:
+        out[path] = out.get(path, Counts()) + Counts({ADD: n, ACT: n})
+
+    writer = next(n for n in model.nodes if n.kind == NodeKind.EMBEDDING).path
+    if spec.tie_word_embeddings:
+        add(writer, Formula.const(spec.vocab_size * spec.hidden_size))
+    for node in model.nodes:
+        if node.kind == NodeKind.RESIDUAL:
+            add(writer, reads * stream)
+            writer = node.path
+    add(writer, (reads - 1) * stream)
+    return out
+
+
+def ssm_backward(model: ModelProfile) -> dict[str, Counts]:
+    spec = model.spec
+    acc = prenorm_accumulations(model)
+    out = {n.path: Counts(ssm_node_backward(n, spec) + acc.get(n.path, Counts())) for n in model.nodes}
+    out[base.LOSS] = base.loss_backward(spec.vocab_size)
+    return out
+
+
+__all__ = ["SSM_TYPES", "convolution_backward", "scan_backward", "softplus_backward", "ssm_backward"]
