@@ -49,7 +49,7 @@ from ..profile import ModelProfile
 from . import backward as base
 
 CMP = "cmp"
-SSM_TYPES = frozenset({"mamba2"})
+SSM_TYPES = frozenset({"mamba2", "nemotron_h"})
 
 
 def softplus_backward(n: Any) -> Counts:
@@ -123,7 +123,7 @@ def gated_norm_backward(t: Formula, width: int, groups: int) -> Counts:
 
 
 def ssm_node_backward(node: Node, spec: Any) -> Counts:
-    m, c = spec.mixer, node.counts
+    m, c = _mamba2(spec), node.counts
     t = base.TOKENS
     if node.kind in (NodeKind.KV_CACHE, WEIGHTS_KIND):  # the cache; conv1d's weights (read by :conv)
         return Counts()
@@ -149,11 +149,27 @@ def ssm_node_backward(node: Node, spec: Any) -> Counts:
         return Counts(base.silu_backward(Formula.of(c[EXP])) + Counts({ADD: reads, ACT: reads}))
     if node.kind == NodeKind.NORM and node.path.endswith(".mixer.norm"):
         return gated_norm_backward(t, m.heads * m.head_dim, m.norm_groups)
-    return base.node_backward(node, spec.norm, spec.activation)
+    if node.kind == NodeKind.ACTIVATION and spec.activation == "relu2":
+        return relu2_backward(Formula.of(c[CMP]))  # relu: one comparison per element
+    group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
+    return base.node_backward(node, spec.norm, spec.activation, group)
+
+
+def _mamba2(spec: Any) -> Any:
+    """The spec's Mamba-2 mixer dimensions (``mixer`` in mamba2; ``mamba`` in the hybrids)."""
+    return getattr(spec, "mixer", None) or getattr(spec, "mamba", None)
+
+
+def relu2_backward(n: Any) -> Counts:
+    """relu(x).pow(2) (nemotron_h's MLP): pow back, g * 2 * y^1 (y^1 an aten pow: 1 EXP, then 2 MULT);
+    threshold_backward, g where x > 0 (1 CMP)."""
+    return Counts({EXP: n, MULT: 2 * n, CMP: n, ACT: 4 * n})
 
 
 def prenorm_accumulations(model: ModelProfile) -> dict[str, Counts]:
-    """Each layer one pre-norm block: the stream read by the (eager RMS) norm twice and the residual add."""
+    """Each layer one pre-norm block: the stream read by the (eager RMS) norm twice and the residual add; the
+    norm's output read by the block's input linears (Mamba's in_proj; an MLP's up (and gate); attention's q,
+    k, v): (readers - 1) adds on the norm. Rope is not among these layouts (no rope fan-out)."""
     spec = model.spec
     stream = base.TOKENS * spec.hidden_size
     reads = 2 if spec.norm == "rmsnorm" else 1
@@ -165,10 +181,15 @@ def prenorm_accumulations(model: ModelProfile) -> dict[str, Counts]:
     writer = next(n for n in model.nodes if n.kind == NodeKind.EMBEDDING).path
     if spec.tie_word_embeddings:
         add(writer, Formula.const(spec.vocab_size * spec.hidden_size))
-    for node in model.nodes:
-        if node.kind == NodeKind.RESIDUAL:
-            add(writer, reads * stream)
-            writer = node.path
+    for layer in sorted({n.layer for n in model.nodes if n.layer is not None}):
+        nodes = [n for n in model.nodes if n.layer == layer]
+        if any(n.kind == NodeKind.ROPE for n in nodes) or [n.kind for n in nodes].count(NodeKind.RESIDUAL) != 1:
+            raise base.BackwardUnsupportedError(f"layer {layer}: not a single pre-norm block without rope")
+        readers = sum(1 for n in nodes if n.kind == NodeKind.LINEAR
+                      and n.path.rsplit(".", 1)[-1] not in base._OUTPUT_PROJECTIONS)
+        add(writer, reads * stream)
+        add(nodes[0].path, (readers - 1) * stream)
+        writer = next(n.path for n in nodes if n.kind == NodeKind.RESIDUAL)
     add(writer, (reads - 1) * stream)
     return out
 
