@@ -17,6 +17,7 @@ base.FAMILY_BACKWARD["ernie4_5_moe"] = backward_moe.ernie4_5_moe_backward
 base.FAMILY_BACKWARD["phimoe"] = backward_moe.phimoe_backward
 for _type in backward_ssm.SSM_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_ssm.ssm_backward
+base.FAMILY_BACKWARD["granitemoehybrid"] = backward_ssm.granitemoehybrid_backward
 # backward-only aten ops of the SSM / conv layers (both sides count them through ATEN_BACKWARD)
 base.ATEN_BACKWARD["convolution_backward"] = backward_ssm._aten_conv
 base.ATEN_BACKWARD["softplus_backward"] = backward_ssm._aten_softplus

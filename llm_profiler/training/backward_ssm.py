@@ -38,7 +38,8 @@ final norm twice (1).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from ..formula import B, Formula, S, ceil_div
 from ..graph.node import Node, NodeKind
@@ -143,16 +144,16 @@ def ssm_node_backward(node: Node, spec: Any) -> Counts:
         return Counts(softplus_backward(n) + Counts({ADD: n + m.heads * (t - 1), CMP: 3 * n, ACT: 5 * n + m.heads}))
     if node.part == "scan":
         return scan_backward(node, m)
-    if node.kind == NodeKind.ELEMENTWISE and node.part is None and node.path.endswith(".mixer"):
+    if node.kind == NodeKind.ELEMENTWISE and node.part is None and node.path.endswith((".mixer", ".mamba")):
         tp = B * ceil_div(S, m.chunk) * m.chunk
         reads = t * m.heads * m.head_dim + 2 * tp * m.heads * m.state
         return Counts(base.silu_backward(Formula.of(c[EXP])) + Counts({ADD: reads, ACT: reads}))
-    if node.kind == NodeKind.NORM and node.path.endswith(".mixer.norm"):
+    if node.kind == NodeKind.NORM and node.path.endswith((".mixer.norm", ".mamba.norm")):
         return gated_norm_backward(t, m.heads * m.head_dim, m.norm_groups)
     if node.kind == NodeKind.ACTIVATION and spec.activation == "relu2":
         return relu2_backward(Formula.of(c[CMP]))  # relu: one comparison per element
     group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
-    return base.node_backward(node, spec.norm, spec.activation, group)
+    return base.node_backward(node, spec.norm, spec.activation, group, spec if hasattr(spec, "num_experts") else None)
 
 
 def _mamba2(spec: Any) -> Any:
@@ -194,6 +195,26 @@ def prenorm_accumulations(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
+@dataclass(frozen=True)
+class _Nodes:
+    """A model seen through a subset of its nodes (what ``accumulations`` reads: spec and nodes)."""
+
+    spec: Any
+    nodes: tuple[Node, ...]
+
+
+def granitemoehybrid_backward(model: ModelProfile) -> dict[str, Counts]:
+    """Mamba-2 or attention, then MoE + shared MLP, per layer: ``training.backward.accumulations`` (its
+    attention-then-MLP blocks; the Mamba mixer reads the block's input through in_proj only), the shared MLP's
+    ``output_linear`` being an output projection (not a reader of the norm's output)."""
+    spec = model.spec
+    kept = tuple(n for n in model.nodes if not n.path.endswith(".output_linear"))
+    acc = dict(base.accumulations(cast(ModelProfile, _Nodes(spec, kept))))
+    out = {n.path: Counts(ssm_node_backward(n, spec) + acc.get(n.path, Counts())) for n in model.nodes}
+    out[base.LOSS] = base.loss_backward(spec.vocab_size)
+    return out
+
+
 def ssm_backward(model: ModelProfile) -> dict[str, Counts]:
     spec = model.spec
     acc = prenorm_accumulations(model)
@@ -202,4 +223,4 @@ def ssm_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
-__all__ = ["SSM_TYPES", "convolution_backward", "scan_backward", "softplus_backward", "ssm_backward"]
+__all__ = ["SSM_TYPES", "granitemoehybrid_backward", "convolution_backward", "scan_backward", "softplus_backward", "ssm_backward"]
