@@ -24,6 +24,7 @@ base.ATEN_BACKWARD["softplus_backward"] = backward_ssm._aten_softplus
 for _type in backward_moe.GPT_OSS_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_moe.gpt_oss_backward
 
-# exact per node, tiny on the CPU at (2, 3) and (1, 5), and full size on meta (tests/test_training_backward_mla.py, _moe.py)
+# exact per node, tiny on the CPU at (2, 3) and (1, 5), and full size on meta (tests/test_training_backward_mla.py, _moe.py, _ssm.py)
 VALIDATED: frozenset[str] = (backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES | backward_moe.GPT_OSS_TYPES
-                              | backward_moe.HUNYUAN_TYPES | {"ernie4_5_moe", "phimoe"})
+                              | backward_moe.HUNYUAN_TYPES | {"ernie4_5_moe", "phimoe"}
+                              | backward_ssm.SSM_TYPES | {"granitemoehybrid"})
