@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,9 +20,24 @@ pytest.importorskip("transformers")
 from llm_profiler.validation.backward import validate_backward  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "family_configs"
-MODELS = [
+# DeepSeek-V2-Lite's config.json, as tests/test_family_deepseek_chatglm.py holds it (the source is named there)
+V2_LITE: dict[str, Any] = {
+    "architectures": ["DeepseekV2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "first_k_dense_replace": 1, "hidden_act": "silu", "hidden_size": 2048, "intermediate_size": 10944,
+    "kv_lora_rank": 512, "max_position_embeddings": 163840, "model_type": "deepseek_v2",
+    "moe_intermediate_size": 1408, "moe_layer_freq": 1, "n_group": 1, "n_routed_experts": 64, "n_shared_experts": 2,
+    "norm_topk_prob": False, "num_attention_heads": 16, "num_experts_per_tok": 6, "num_hidden_layers": 27,
+    "num_key_value_heads": 16, "q_lora_rank": None, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+    "rms_norm_eps": 1e-06, "rope_theta": 10000, "routed_scaling_factor": 1.0, "scoring_func": "softmax",
+    "tie_word_embeddings": False, "topk_group": 1, "topk_method": "greedy", "v_head_dim": 128, "vocab_size": 102400,
+}
+V3 = json.loads((Path(__file__).parent.parent / "llm_profiler/presets/deepseek-ai--DeepSeek-V3.json").read_text())
+MODELS: list[Any] = [
     "deepseek-v3",  # q_lora, interleaved rope, sigmoid grouped router + correction bias, shared expert
     str(CONFIGS / "transformers--Glm4MoeLiteConfig-defaults.json"),  # glm4_moe_lite: the same MLA code
+    V2_LITE,  # deepseek_v2: no q_lora (q_proj), complex rope, softmax greedy router
+    {**V2_LITE, "topk_method": "group_limited_greedy", "n_group": 8, "topk_group": 3, "q_lora_rank": 1536},
+    {**V3, "rope_interleave": False},  # deepseek_v3 with rotate_half rope (x * cos, rotate_half's two slices)
 ]
 
 
@@ -29,8 +46,10 @@ def _failures(report) -> str:  # type: ignore[no-untyped-def]
         f"{r.node} {r.metric}: {r.predicted} vs {r.measured}" for r in report.mismatches[:20])
 
 
-@pytest.mark.parametrize(("model", "batch", "seq"), [(m, 2, 3) for m in MODELS] + [(m, 1, 5) for m in MODELS])
-def test_mla_backward_exact_per_node_tiny(model: str, batch: int, seq: int) -> None:
+@pytest.mark.parametrize(("model", "batch", "seq"), [(m, 2, 3) for m in MODELS] + [(m, 1, 5) for m in MODELS],
+                         ids=[f"{i % len(MODELS)}-{b}x{s}" for i, (b, s) in enumerate([(2, 3)] * len(MODELS)
+                                                                                     + [(1, 5)] * len(MODELS))])
+def test_mla_backward_exact_per_node_tiny(model: Any, batch: int, seq: int) -> None:
     report = validate_backward(model, batch, seq, tiny=True)
     assert report.ok, _failures(report)
     assert report.model_type in MLA_TYPES and report.model_type in tb.VALIDATED_MODEL_TYPES

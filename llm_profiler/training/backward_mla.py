@@ -1,4 +1,5 @@
-"""Backward counts of multi-head latent attention (MLA) and the DeepSeek MoE: deepseek_v3, glm4_moe_lite.
+"""Backward counts of multi-head latent attention (MLA) and the DeepSeek MoE: deepseek_v3, glm4_moe_lite,
+deepseek_v2.
 
 The transformers 5.23 eager code (modeling_deepseek_v3.py; glm4_moe_lite is the same modular code) runs, per
 layer and T = B*S tokens, H heads, q_lora rank qr, kv_lora rank kr, the nope / rope / value head dims dn, dr,
@@ -17,11 +18,14 @@ Backward, as autograd runs it (``tools/autograd/derivatives.yaml``):
   cat(q1*cos - q2*sin, q2*cos + q1*sin): each of the 4 muls by a table (no gradient) is one mul back (4 MULT
   per pair, the forward's MULT), the sub's second operand one neg (1 ADD per pair, half the forward's ADD),
   the add and the cat nothing. rotate_half (``rope_interleave`` false): the rule of ``training.backward``;
+  DeepSeek-V2's complex rope, ``view_as_complex(x) * freqs_cis``: ``grad * conj(freqs_cis)``, one complex
+  product per pair (4 MULT, 2 ADD: the forward's counts), q_rot and k_rot read once (no fan-out);
 - the shared rope key expanded to H heads: ExpandBackward sums the H copies, (H - 1) * T * dr ADD, charged to
   ``:scores`` (the keys' reader, as GQA's repeat_kv; ``validation.parts`` names the expand ``scores``); the
   copies into the key tensor (CopySlices): data movement;
-- the router (``mlp.gate``, sigmoid scores + correction bias, grouped top-k, renormalisation, routed scaling)
-  and the batched_mm experts: ``training.backward.router_backward`` / ``experts_backward`` on the spec's
+- the router (``mlp.gate``, V3: sigmoid scores + correction bias, grouped top-k, renormalisation, routed
+  scaling; V2: softmax scores, top-k (its values scattered back: a move), routed scaling) and the batched_mm
+  experts: ``training.backward.router_backward`` / ``experts_backward`` on the spec's
   router read as a ``graph.routers.Router``; routed + shared (``:combine``): an add, nothing back.
 
 Gradient accumulation (``training.backward.accumulations``' rules, with MLA's readers): the attention block's
@@ -38,6 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
+from .. import ops
 from ..formula import Formula
 from ..graph.node import Node, NodeKind
 from ..graph.routers import Router
@@ -46,7 +51,7 @@ from ..ops import Counts
 from ..profile import ModelProfile
 from . import backward as base
 
-MLA_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite"})
+MLA_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2"})
 _INNER = frozenset({"q_b_proj", "kv_b_proj"})  # linears of the attention block that read its latents
 
 
@@ -65,10 +70,11 @@ class _MoE:
 def moe_view(spec: Any) -> _MoE:
     """DeepSeek's router as a ``graph.routers.Router``: V3 (``sigmoid_group``) sigmoid scores, a correction
     bias, grouped choice, renormalised when ``norm_topk_prob`` (+ 1e-20), always scaled."""
-    if spec.router != "sigmoid_group":
-        raise base.BackwardUnsupportedError(f"{spec.model_type}: no backward rule for router {spec.router!r} yet")
-    router = Router(scoring="sigmoid", correction_bias=True, grouped=True, n_group=spec.n_group,
-                    topk_group=spec.topk_group, normalize=spec.norm_topk_prob, norm_eps=True, scaling=True)
+    if spec.router == "sigmoid_group":
+        router = Router(scoring="sigmoid", correction_bias=True, grouped=True, n_group=spec.n_group,
+                        topk_group=spec.topk_group, normalize=spec.norm_topk_prob, norm_eps=True, scaling=True)
+    else:  # V2: softmax, top-k (its values scattered back: a move), * routed_scaling_factor; no renormalising
+        router = Router(scoring="softmax", normalize=False, scaling=True)
     return _MoE(spec.n_routed_experts, spec.num_experts_per_tok, spec.hidden_size, spec.moe_intermediate_size,
                 router, spec.norm_topk_prob)
 
@@ -77,6 +83,8 @@ def rope_backward(node: Node, style: str) -> Counts:
     """The rope node backwards: interleaved, 4 table muls (one mul back each) and one neg per pair (the
     forward's MULT, half its ADD); rotate_half: ``training.backward``'s rule."""
     c = node.counts
+    if style == "complex":  # V2: grad * conj(freqs_cis), one complex product per pair, as the forward
+        return ops.complex_mul(Formula.of(c[ADD]) / 2)
     if style != "interleave":
         return base.node_backward(node)
     mult, neg = Formula.of(c[MULT]), Formula.of(c[ADD]) / 2
@@ -118,6 +126,7 @@ def mla_accumulations(model: ModelProfile) -> dict[str, Counts]:
     kept = tuple(n for n in model.nodes if n.kind != NodeKind.ROPE and n.path.rsplit(".", 1)[-1] not in _INNER)
     out = dict(base.accumulations(cast(ModelProfile, _Nodes(spec, kept))))
     t, dr = base.TOKENS, spec.qk_rope_head_dim  # type: ignore[attr-defined]
+    fan_out = spec.rope_style != "complex"  # type: ignore[attr-defined]  # V2's complex rope reads q, k once
 
     def add(path: str, n: Formula) -> None:
         out[path] = out.get(path, Counts()) + Counts({ADD: n, ACT: n})
@@ -126,10 +135,10 @@ def mla_accumulations(model: ModelProfile) -> dict[str, Counts]:
         name = node.path.rsplit(".", 1)[-1]
         if name == "q_a_proj":
             add(node.path, t * spec.q_lora_rank)  # type: ignore[attr-defined]
-        elif name in ("q_b_proj", "q_proj"):
+        elif name in ("q_b_proj", "q_proj") and fan_out:
             add(node.path, 2 * t * spec.num_heads * dr)
         elif name == "kv_a_proj_with_mqa":
-            add(node.path, t * spec.kv_lora_rank + 2 * t * dr)  # type: ignore[attr-defined]
+            add(node.path, t * spec.kv_lora_rank + (2 * t * dr if fan_out else 0))  # type: ignore[attr-defined]
     return out
 
 
