@@ -1,4 +1,4 @@
-"""Backward of the Mamba-2 layouts (mamba2, nemotron_h, granitemoehybrid): exact per node against autograd
+"""Backward of the Mamba-2 and short-conv layouts (mamba2, nemotron_h, granitemoehybrid, lfm2): exact per node against autograd
 (training/backward_ssm.py), tiny on the CPU at (2, 3), (1, 5) and past the tiny chunk of 4 (1, 9); mamba2 at
 full size on the meta device; the new rule kinds' numbers derived beside them."""
 
@@ -24,6 +24,7 @@ MODELS = [
     MAMBA2,  # mamba2: every layer a Mamba-2 mixer (torch path of the chunked SSD scan)
     "nemotron-h-56b",  # nemotron_h: Mamba-2, attention (no rope) and relu2-MLP layers
     str(CONFIGS / "transformers--GraniteMoeHybridConfig-defaults.json"),  # Mamba-2 / NoPE attention + MoE + shared
+    str(CONFIGS / "transformers--Lfm2Config-LFM2-1.2B-dims.json"),  # lfm2: short-conv and attention layers
 ]
 SHAPES = [(2, 3), (1, 5), (1, 9)]
 

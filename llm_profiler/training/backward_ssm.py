@@ -1,4 +1,5 @@
-"""Backward counts of the Mamba-2 mixer (mamba2): the chunked SSD scan of transformers' torch path, op by op.
+"""Backward counts of the Mamba-2 mixer (mamba2, nemotron_h, granitemoehybrid) and LFM2's short conv: the
+chunked SSD scan of transformers' torch path, op by op.
 
 The reference (transformers 5.23, modeling_mamba2.py, eval mode with a cache object: ``Mamba2Mixer.forward``'s
 torch path, ``mamba2_chunk_scan``) runs, per layer, T = B*S tokens, H heads of Pd, G groups of N states, the
@@ -30,6 +31,11 @@ Backward, as autograd runs it (``tools/autograd/derivatives.yaml``; counted per 
 - the gated grouped RMSNorm (``mixer.norm``): the eager RMSNorm's backward over T*norm_groups rows of
   I / norm_groups with the I-wide weight, its input read twice (T*I ADD), and x * silu(gate): two muls and
   ``silu_backward`` over T*I.
+
+lfm2 (modeling_lfm2.py): short-conv layers, in_proj -> (B, C, x); B * x; the depthwise causal conv (no bias);
+C * conv_out; out_proj: the two products of two tensors are two muls back each, the conv ``convolution_backward``;
+attention layers norm q and k (``q_layernorm`` / ``k_layernorm``) BEFORE rope, so rope's fan-out (2 adds of the
+rotated part) is on the norms; the MLP's activation node holds silu(w1) * w3: ``silu_backward`` and two muls.
 
 Gradient accumulation of the stream: each layer is one pre-norm block (norm -> mixer -> residual): the stream
 is read by the norm twice and by the residual add (2 ADD of T*h on its writer); the last layer's output by the
@@ -95,6 +101,17 @@ def _aten_softplus(args: tuple, kwargs: dict, out: Any) -> Counts:
     return softplus_backward(base._numel(out))
 
 
+def conv_backward(node: Node, ch: int, k: int, bias: bool) -> Counts:
+    """A causal depthwise conv node of ``ch`` channels and kernel k backwards (``convolution_backward``), from
+    its forward MACs, B*ch*Lout*k (Lout = L' + k - 1 outputs of the L' positions it convolves)."""
+    macs = Formula.of(node.counts[MACS])
+    lin = macs - B * ch * k * (k - 1)  # B*ch*L' input elements times k taps
+    out = Counts({MACS: lin + macs, MULT: lin + macs, ADD: lin / k * (k - 1) + macs - ch * k, ACT: lin / k + ch * k})
+    if bias:
+        out = out + Counts({ADD: macs / k - ch, ACT: ch})
+    return out
+
+
 def scan_backward(node: Node, m: Any) -> Counts:
     """The chunked SSD scan backwards (module docstring), at P = 0."""
     H, Pd, N, G, L = m.heads, m.head_dim, m.state, m.groups, m.chunk
@@ -129,14 +146,7 @@ def ssm_node_backward(node: Node, spec: Any) -> Counts:
     if node.kind in (NodeKind.KV_CACHE, WEIGHTS_KIND):  # the cache; conv1d's weights (read by :conv)
         return Counts()
     if node.part == "conv":
-        k, ch = m.conv_kernel, m.heads * m.head_dim + 2 * m.groups * m.state
-        macs = Formula.of(c[MACS])  # B*C*Lout*k: every output position's k taps
-        lin = macs - B * ch * k * (k - 1)  # B*C*L' input elements times k
-        out = Counts({MACS: lin + macs, MULT: lin + macs, ADD: lin / k * (k - 1) + macs - ch * k,
-                      ACT: lin / k + ch * k})
-        if m.conv_bias:
-            out = out + Counts({ADD: macs / k - ch, ACT: ch})
-        return out
+        return conv_backward(node, m.heads * m.head_dim + 2 * m.groups * m.state, m.conv_kernel, m.conv_bias)
     if node.part == "decay":
         return Counts({MULT: Formula.of(c[EXP]), ADD: Formula.of(c[ADD]), ACT: 2 * Formula.of(c[EXP])})
     if node.part == "dt":
@@ -215,6 +225,41 @@ def granitemoehybrid_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
+def lfm2_backward(model: ModelProfile) -> dict[str, Counts]:
+    """lfm2: short-conv layers (in_proj -> B, C, x; B * x; the depthwise causal conv; C * conv; out_proj) and
+    attention layers, each then a SwiGLU MLP whose activation node holds silu(w1) * w3."""
+    spec = model.spec
+
+    def rule(node: Node) -> Counts:
+        c = node.counts
+        if node.kind in (NodeKind.KV_CACHE, WEIGHTS_KIND):
+            return Counts()
+        if node.part == "conv":
+            return conv_backward(node, spec.hidden_size, spec.conv_kernel, spec.conv_bias)
+        if node.kind == NodeKind.ELEMENTWISE and node.path.endswith(".conv"):
+            n = Formula.of(c[MULT])  # B * x and C * conv_out: two products of two tensors, two muls back each
+            return Counts({MULT: 2 * n, ACT: 2 * n})
+        if node.kind == NodeKind.ACTIVATION and node.path.endswith(".feed_forward"):
+            n = Formula.of(c[EXP])  # silu(w1) * w3: silu_backward, the product's two muls
+            return Counts(base.silu_backward(n) + Counts({MULT: 2 * n, ACT: 2 * n}))
+        return base.node_backward(node, spec.norm, spec.activation, spec.num_heads // spec.num_kv_heads)
+
+    acc = base.accumulations(model)
+    paths = {n.path for n in model.nodes}
+    for node in model.nodes:  # rope reads q_layernorm's / k_layernorm's output (the generic rule: q_proj's)
+        if node.kind == NodeKind.ROPE:
+            attn = node.path.rsplit(":", 1)[0]
+            for which, heads in (("q", spec.num_heads), ("k", spec.num_kv_heads)):
+                if f"{attn}.{which}_layernorm" in paths:
+                    n = 2 * base.TOKENS * heads * spec.rotary_dim
+                    acc[f"{attn}.{which}_proj"] = acc[f"{attn}.{which}_proj"] + Counts({ADD: -n, ACT: -n})
+                    acc[f"{attn}.{which}_layernorm"] = acc.get(f"{attn}.{which}_layernorm", Counts()) + Counts(
+                        {ADD: n, ACT: n})
+    out = {n.path: Counts(rule(n) + acc.get(n.path, Counts())) for n in model.nodes}
+    out[base.LOSS] = base.loss_backward(spec.vocab_size)
+    return out
+
+
 def ssm_backward(model: ModelProfile) -> dict[str, Counts]:
     spec = model.spec
     acc = prenorm_accumulations(model)
@@ -223,4 +268,4 @@ def ssm_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
-__all__ = ["SSM_TYPES", "granitemoehybrid_backward", "convolution_backward", "scan_backward", "softplus_backward", "ssm_backward"]
+__all__ = ["SSM_TYPES", "granitemoehybrid_backward", "lfm2_backward", "convolution_backward", "scan_backward", "softplus_backward", "ssm_backward"]
