@@ -1,4 +1,4 @@
-"""Backward of the Mamba-2 and short-conv layouts (mamba2, nemotron_h, granitemoehybrid, lfm2): exact per node against autograd
+"""Backward of the Mamba-2 and short-conv layouts (mamba2, nemotron_h, granitemoehybrid, lfm2, falcon_h1): exact per node against autograd
 (training/backward_ssm.py), tiny on the CPU at (2, 3), (1, 5) and past the tiny chunk of 4 (1, 9); mamba2 at
 full size on the meta device; the new rule kinds' numbers derived beside them."""
 
@@ -25,6 +25,7 @@ MODELS = [
     "nemotron-h-56b",  # nemotron_h: Mamba-2, attention (no rope) and relu2-MLP layers
     str(CONFIGS / "transformers--GraniteMoeHybridConfig-defaults.json"),  # Mamba-2 / NoPE attention + MoE + shared
     str(CONFIGS / "transformers--Lfm2Config-LFM2-1.2B-dims.json"),  # lfm2: short-conv and attention layers
+    str(CONFIGS / "transformers--FalconH1Config-defaults.json"),  # falcon_h1: parallel Mamba-2 + attention, muP
 ]
 SHAPES = [(2, 3), (1, 5), (1, 9)]
 
@@ -85,3 +86,14 @@ def test_mamba2_backward_exact_full_size_meta() -> None:
     assert got[("backbone.layers.0.mixer:dt", "div")] == 5 * 128
     full = reference(MAMBA2, tiny=False).profile.at(1, 5).values["backbone.layers.0.mixer:scan"]["macs"]
     assert got[("backbone.layers.0.mixer:scan", "macs")] == 2 * full
+
+
+def test_falcon_h1_with_mamba_rms_norm_is_not_claimed() -> None:
+    """mamba_rms_norm true: the gated norm's order (mamba_norm_before_gate) is not in the spec: a ProfilerError."""
+    import json
+
+    from llm_profiler.validation.reference import reference as ref
+
+    cfg = {**json.loads((CONFIGS / "transformers--FalconH1Config-defaults.json").read_text()), "mamba_rms_norm": True}
+    with pytest.raises(tb.BackwardUnsupportedError, match="mamba_norm_before_gate"):
+        tb.backward_counts(ref(cfg, tiny=True).profile)

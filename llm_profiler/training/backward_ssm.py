@@ -260,6 +260,63 @@ def lfm2_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
+def falcon_h1_backward(model: ModelProfile) -> dict[str, Counts]:
+    """falcon_h1: Mamba-2 and attention in parallel on every layer's normed input, then a SwiGLU MLP, with muP
+    multipliers (each a multiply by a constant or a buffer: one mul back): the mamba input times
+    ssm_in_multiplier and in_proj's output times mup_vector (on the mamba node), k times key_multiplier (the
+    attention's own node, which rope then reads: the k rope fan-out is charged there, not to k_proj), the
+    attention input times attention_in_multiplier and both outputs times their multipliers (the residual node),
+    gate_proj's output times gate_multiplier and down_proj's output times down_multiplier (the MLP's own node,
+    with up * act(gate), two muls back). The normed input is read twice (the two multiplies: 1 add on
+    input_layernorm); the attention input by q, k and v (2 adds on the residual node that wrote it). Without
+    ``mamba_rms_norm`` (the config default) the scan output times silu(gate) is on the mamba node: two muls
+    and ``silu_backward``; with it, not yet (see the error)."""
+    spec = model.spec
+    m, t, h = _mamba2(spec), base.TOKENS, spec.hidden_size
+    if m.gated_norm:
+        # with mamba_rms_norm, where the norm's input read twice lies (the scan output or its gated product)
+        # depends on mamba_norm_before_gate, which the spec does not carry
+        raise base.BackwardUnsupportedError(
+            "falcon_h1 with mamba_rms_norm: no backward rule yet (the gated norm's order, mamba_norm_before_gate, "
+            "decides which node's output it reads twice); validated with mamba_rms_norm false")
+    inner = m.heads * m.head_dim
+    width = 2 * inner + 2 * m.groups * m.state + m.heads  # in_proj's output, times mup_vector
+
+    def rule(node: Node) -> Counts:
+        c = node.counts
+        if node.kind == NodeKind.ELEMENTWISE and node.part is None and node.path.endswith(".mamba"):
+            tp = B * ceil_div(S, m.chunk) * m.chunk
+            reads = t * inner + 2 * tp * m.heads * m.state
+            out = base.silu_backward(Formula.of(c[EXP])) + Counts({ADD: reads, ACT: reads})
+            out = out + Counts({MULT: t * width + t * h + 2 * t * inner, ACT: t * width + t * h + 2 * t * inner})
+            return Counts(out)
+        if node.kind == NodeKind.RESIDUAL:
+            return Counts({MULT: Formula.of(c[MULT]), ACT: Formula.of(c[MULT])})
+        if node.kind == NodeKind.ELEMENTWISE and node.path.endswith(".feed_forward"):
+            n = t * spec.intermediate_size  # up * act(gate): its second mul back
+            return Counts({MULT: Formula.of(c[MULT]) + n, ACT: Formula.of(c[MULT]) + n})
+        return ssm_node_backward(node, spec)
+
+    acc = base.accumulations(model)
+
+    def move(path: str, n: Formula) -> None:
+        acc[path] = acc.get(path, Counts()) + Counts({ADD: n, ACT: n})
+
+    for node in model.nodes:
+        if node.path.endswith(".input_layernorm"):
+            move(node.path, -2 * t * h)  # 2 readers (the two multiplies), not in_proj, q, k and v
+        elif node.kind == NodeKind.RESIDUAL:
+            move(node.path, 2 * t * h)  # the attention input (times attention_in_multiplier) read by q, k, v
+        elif node.kind == NodeKind.ROPE:
+            attn = node.path.rsplit(":", 1)[0]
+            n = 2 * t * spec.num_kv_heads * spec.rotary_dim
+            move(f"{attn}.k_proj", -n)
+            move(attn, n)  # k times key_multiplier: the attention's own node wrote what rope reads
+    out = {n.path: Counts(rule(n) + acc.get(n.path, Counts())) for n in model.nodes}
+    out[base.LOSS] = base.loss_backward(spec.vocab_size)
+    return out
+
+
 def ssm_backward(model: ModelProfile) -> dict[str, Counts]:
     spec = model.spec
     acc = prenorm_accumulations(model)
@@ -268,4 +325,4 @@ def ssm_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
-__all__ = ["SSM_TYPES", "granitemoehybrid_backward", "lfm2_backward", "convolution_backward", "scan_backward", "softplus_backward", "ssm_backward"]
+__all__ = ["SSM_TYPES", "falcon_h1_backward", "granitemoehybrid_backward", "lfm2_backward", "convolution_backward", "scan_backward", "softplus_backward", "ssm_backward"]
