@@ -1,4 +1,5 @@
-"""Backward of multi-head latent attention (deepseek_v3, glm4_moe_lite): exact per node against autograd
+"""Backward of multi-head latent attention (deepseek_v3, glm4_moe_lite, deepseek_v2, and with DSA deepseek_v32,
+glm_moe_dsa): exact per node against autograd
 (training/backward_mla.py), tiny on the CPU and DeepSeek-V3 at full size on the meta device."""
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ MODELS: list[Any] = [
     V2_LITE,  # deepseek_v2: no q_lora (q_proj), complex rope, softmax greedy router
     {**V2_LITE, "topk_method": "group_limited_greedy", "n_group": 8, "topk_group": 3, "q_lora_rank": 1536},
     {**V3, "rope_interleave": False},  # deepseek_v3 with rotate_half rope (x * cos, rotate_half's two slices)
+    str(CONFIGS / "deepseek-ai--DeepSeek-V3.2.json"),  # deepseek_v32: MLA + DSA indexer (tiny index_topk 4)
+    str(CONFIGS / "transformers--GlmMoeDsaConfig-defaults.json"),  # glm_moe_dsa
 ]
+DSA = MODELS[-2:]
 
 
 def _failures(report) -> str:  # type: ignore[no-untyped-def]
@@ -53,6 +57,15 @@ def test_mla_backward_exact_per_node_tiny(model: Any, batch: int, seq: int) -> N
     report = validate_backward(model, batch, seq, tiny=True)
     assert report.ok, _failures(report)
     assert report.model_type in MLA_TYPES and report.model_type in tb.VALIDATED_MODEL_TYPES
+
+
+@pytest.mark.parametrize("model", DSA)
+def test_dsa_backward_exact_past_index_topk(model: str) -> None:
+    """S = 9 > the tiny index_topk of 4: the indexer's top-k binds; its scores and top-k send no gradient back
+    (only indices leave it), so its nodes have no backward and its projections' weights get none."""
+    report = validate_backward(model, 1, 9, tiny=True)
+    assert report.ok, _failures(report)
+    assert not [r for r in report.rows if ".indexer" in r.node and r.measured]
 
 
 def test_deepseek_v3_backward_exact_full_size_meta() -> None:

@@ -1,5 +1,5 @@
 """Backward counts of multi-head latent attention (MLA) and the DeepSeek MoE: deepseek_v3, glm4_moe_lite,
-deepseek_v2.
+deepseek_v2, and with DeepSeek sparse attention (DSA) deepseek_v32 and glm_moe_dsa.
 
 The transformers 5.23 eager code (modeling_deepseek_v3.py; glm4_moe_lite is the same modular code) runs, per
 layer and T = B*S tokens, H heads, q_lora rank qr, kv_lora rank kr, the nope / rope / value head dims dn, dr,
@@ -28,6 +28,11 @@ Backward, as autograd runs it (``tools/autograd/derivatives.yaml``):
   experts: ``training.backward.router_backward`` / ``experts_backward`` on the spec's
   router read as a ``graph.routers.Router``; routed + shared (``:combine``): an add, nothing back.
 
+DSA (deepseek_v32, glm_moe_dsa): the lightning indexer (its own projections, scores and top-k) hands only the
+top-k indices to the attention, as a mask added to the scores: no gradient flows into it, so autograd runs
+none of its backward (its nodes: nothing; its weights get no gradient) and its reads of q's latent and of the
+block's input add no accumulation; the mask add passes the gradient on.
+
 Gradient accumulation (``training.backward.accumulations``' rules, with MLA's readers): the attention block's
 input is read by q_a_proj (or q_proj) and kv_a_proj_with_mqa only (2 reads; q_b_proj and kv_b_proj read the
 latents); q_a_proj's output by q_a_layernorm twice (T*qr ADD); kv_a_proj_with_mqa's latent by kv_a_layernorm
@@ -51,7 +56,7 @@ from ..ops import Counts
 from ..profile import ModelProfile
 from . import backward as base
 
-MLA_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2"})
+MLA_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2", "deepseek_v32", "glm_moe_dsa"})
 _INNER = frozenset({"q_b_proj", "kv_b_proj"})  # linears of the attention block that read its latents
 
 
@@ -99,6 +104,8 @@ def scores_backward(node: Node, spec: Any) -> Counts:
 
 def mla_node_backward(node: Node, spec: Any) -> Counts:
     name = node.path.rsplit(".", 1)[-1]
+    if ".indexer" in node.path:
+        return Counts()  # DSA's lightning indexer: only top-k indices leave it, no gradient flows back
     if node.kind == NodeKind.ROPE:
         return rope_backward(node, spec.rope_style)
     if node.kind == NodeKind.ATTN_SCORES:
@@ -123,7 +130,8 @@ def mla_accumulations(model: ModelProfile) -> dict[str, Counts]:
     the stream through q_a_proj / q_proj and kv_a_proj_with_mqa only), plus MLA's own reads (module
     docstring)."""
     spec = model.spec
-    kept = tuple(n for n in model.nodes if n.kind != NodeKind.ROPE and n.path.rsplit(".", 1)[-1] not in _INNER)
+    kept = tuple(n for n in model.nodes if n.kind != NodeKind.ROPE and n.path.rsplit(".", 1)[-1] not in _INNER
+                 and ".indexer" not in n.path)
     out = dict(base.accumulations(cast(ModelProfile, _Nodes(spec, kept))))
     t, dr = base.TOKENS, spec.qk_rope_head_dim  # type: ignore[attr-defined]
     fan_out = spec.rope_style != "complex"  # type: ignore[attr-defined]  # V2's complex rope reads q, k once
