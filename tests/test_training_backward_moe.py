@@ -1,4 +1,4 @@
-"""Backward of llama4_text, gpt_oss, hunyuan_v1_moe / hunyuan_v1_dense, ernie4_5_moe and phimoe: exact per node against autograd (training/backward_moe.py), tiny on
+"""Backward of llama4_text, gpt_oss, hunyuan_v1_moe / hunyuan_v1_dense, ernie4_5_moe, phimoe and mimo_v2_flash: exact per node against autograd (training/backward_moe.py), tiny on
 the CPU at (2, 3) and (1, 5), with the new rule kinds' numbers derived beside them."""
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ MODELS = [
     "HUNYUAN_DENSE",  # hunyuan_v1_dense: HunYuanDenseV1Config's defaults with head_dim 128 (null there)
     str(CONFIGS / "transformers--Ernie4_5_MoeConfig-defaults.json"),  # ernie4_5_moe: moe_statics, clamp
     str(CONFIGS / "transformers--PhimoeConfig-defaults.json"),  # phimoe: sparsemixer (eval mode)
+    # mimo_v2_flash: full and sliding layers (window 4 binds at S=5) with their own KV heads, sinks, partial rope
+    str(CONFIGS / "transformers--MiMoV2FlashConfig-defaults.json"),
 ]
 
 

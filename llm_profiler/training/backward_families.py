@@ -15,6 +15,7 @@ for _type in backward_moe.HUNYUAN_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_moe.hunyuan_backward
 base.FAMILY_BACKWARD["ernie4_5_moe"] = backward_moe.ernie4_5_moe_backward
 base.FAMILY_BACKWARD["phimoe"] = backward_moe.phimoe_backward
+base.FAMILY_BACKWARD["mimo_v2_flash"] = backward_moe.mimo_v2_flash_backward
 for _type in backward_ssm.SSM_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_ssm.ssm_backward
 base.FAMILY_BACKWARD["granitemoehybrid"] = backward_ssm.granitemoehybrid_backward
@@ -28,5 +29,5 @@ for _type in backward_moe.GPT_OSS_TYPES:
 
 # exact per node, tiny on the CPU at (2, 3) and (1, 5), and full size on meta (tests/test_training_backward_mla.py, _moe.py, _ssm.py)
 VALIDATED: frozenset[str] = (backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES | backward_moe.GPT_OSS_TYPES
-                              | backward_moe.HUNYUAN_TYPES | {"ernie4_5_moe", "phimoe"}
+                              | backward_moe.HUNYUAN_TYPES | {"ernie4_5_moe", "phimoe", "mimo_v2_flash"}
                               | backward_ssm.SSM_TYPES | {"granitemoehybrid", "lfm2", "falcon_h1"})

@@ -1,5 +1,5 @@
 """Backward counts of MoE layouts with rules of their own: llama4 / llama4_text, gpt_oss, hunyuan_v1_moe /
-hunyuan_v1_dense, ernie4_5_moe, phimoe.
+hunyuan_v1_dense, ernie4_5_moe, phimoe, mimo_v2_flash (its rules: ``mimo_v2_flash_backward``).
 
 llama4 (transformers 5.23, modeling_llama4.py), per layer and T = B*S tokens, H heads, KV heads, head dim D,
 E experts of intermediate I, hidden h; backward as autograd runs it (``tools/autograd/derivatives.yaml``):
@@ -239,6 +239,51 @@ def _with_loss(model: ModelProfile, rule: Any, acc: dict[str, Counts]) -> dict[s
     return out
 
 
+def mimo_v2_flash_backward(model: ModelProfile) -> dict[str, Counts]:
+    """mimo_v2_flash: full layers (H heads, KV heads) and sliding layers with twice the KV heads and a sink
+    column; partial rotary (rope slices q and k into the rotary part and the rest, then concatenates).
+
+    Per layer, with its own KV heads (k_proj's width / D) and group H / KV: scores' and context's GQA sums
+    (``training.backward``'s rule with the layer's group); the row max subtracted before the softmax
+    (``:row_max``, on the scores, or on scores + sink column): -g summed over the columns as gpt_oss's
+    ``:sinks`` (a neg of every element, rows * (columns - 1) ADD), the logits read twice (sub and max:
+    rows * columns ADD on ``:scores``), and on sink layers the sink parameter's expand summed over B*S
+    (H*(B*S - 1) ADD on ``:scores``). Rope's fan-out: q (k) read by x * cos and rotate_half's two slices of the
+    rotary part (2 adds of it) and sliced first (1 add of all of q), on q_proj / k_proj."""
+    spec = model.spec
+    t, D, H = base.TOKENS, spec.head_dim, spec.num_heads
+    nodes = {n.path: n for n in model.nodes}
+
+    def kv_heads(attn: str) -> int:
+        return int(nodes[f"{attn}.k_proj"].facts.matmuls[0].n) // D
+
+    def rule(node: Node) -> Counts:
+        c = node.counts
+        attn = node.path.rsplit(":", 1)[0]
+        if node.part == "row_max":
+            n, cmp = Formula.of(c[ADD]), Formula.of(c["cmp"])
+            return Counts({ADD: n + cmp, ACT: 2 * n - cmp})
+        if node.part in ("scores", "context"):
+            out = base.node_backward(node, spec.norm, spec.activation, H // kv_heads(attn))
+            if node.part == "scores":
+                row_max = nodes[f"{attn}:row_max"]
+                combined = Formula.of(row_max.counts[ADD])  # rows * columns, read by the sub and by max
+                out = out + Counts({ADD: combined, ACT: combined})
+                if row_max.counts.get("params"):  # a sink per head, expanded over B and S
+                    out = out + Counts({ADD: H * (t - 1), ACT: H})
+            return Counts(out)
+        return _generic(node, spec)
+
+    acc = accumulations_without_rope(model)
+    for node in model.nodes:
+        if node.kind == NodeKind.ROPE:
+            attn = node.path.rsplit(":", 1)[0]
+            for which, heads in (("q", H), ("k", kv_heads(attn))):
+                n = 2 * t * heads * spec.rotary_dim + t * heads * D
+                acc[f"{attn}.{which}_proj"] = acc.get(f"{attn}.{which}_proj", Counts()) + Counts({ADD: n, ACT: n})
+    return _with_loss(model, rule, acc)
+
+
 def llama4_backward(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (own ops plus accumulations), and ``loss``."""
     spec = model.spec
@@ -253,4 +298,4 @@ def llama4_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
-__all__ = ["GPT_OSS_TYPES", "HUNYUAN_TYPES", "ernie4_5_moe_backward", "hunyuan_backward", "phimoe_backward", "LLAMA4_TYPES", "gpt_oss_backward", "l2_norm_backward", "llama4_backward", "llama4_node_backward"]
+__all__ = ["GPT_OSS_TYPES", "HUNYUAN_TYPES", "mimo_v2_flash_backward", "ernie4_5_moe_backward", "hunyuan_backward", "phimoe_backward", "LLAMA4_TYPES", "gpt_oss_backward", "l2_norm_backward", "llama4_backward", "llama4_node_backward"]
