@@ -1,4 +1,4 @@
-"""Backward of the Mamba-2 and short-conv layouts (mamba2, nemotron_h, granitemoehybrid, lfm2, falcon_h1): exact per node against autograd
+"""Backward of the SSM and short-conv layouts (mamba2, nemotron_h, granitemoehybrid, lfm2, falcon_h1, mamba): exact per node against autograd
 (training/backward_ssm.py), tiny on the CPU at (2, 3), (1, 5) and past the tiny chunk of 4 (1, 9); mamba2 at
 full size on the meta device; the new rule kinds' numbers derived beside them."""
 
@@ -26,6 +26,7 @@ MODELS = [
     str(CONFIGS / "transformers--GraniteMoeHybridConfig-defaults.json"),  # Mamba-2 / NoPE attention + MoE + shared
     str(CONFIGS / "transformers--Lfm2Config-LFM2-1.2B-dims.json"),  # lfm2: short-conv and attention layers
     str(CONFIGS / "transformers--FalconH1Config-defaults.json"),  # falcon_h1: parallel Mamba-2 + attention, muP
+    str(CONFIGS / "transformers--MambaConfig-defaults.json"),  # mamba: Mamba-1's sequential scan, tied embedding
 ]
 SHAPES = [(2, 3), (1, 5), (1, 9)]
 
@@ -97,3 +98,14 @@ def test_falcon_h1_with_mamba_rms_norm_is_not_claimed() -> None:
     cfg = {**json.loads((CONFIGS / "transformers--FalconH1Config-defaults.json").read_text()), "mamba_rms_norm": True}
     with pytest.raises(tb.BackwardUnsupportedError, match="mamba_norm_before_gate"):
         tb.backward_counts(ref(cfg, tiny=True).profile)
+
+
+def test_mamba1_scan_values() -> None:
+    """Tiny MambaConfig at B=2, S=3: I=128 channels, N=8 states, T=6."""
+    scan = _measured(_report(str(CONFIGS / "transformers--MambaConfig-defaults.json"), 2, 3), "backbone.layers.0.mixer:scan")
+    # per step, y_i = state_i @ C_i back: B*I*N = 2048 MACs each way, S = 3 steps
+    assert scan["macs"] == 2 * 3 * 2048
+    # ADD: silu back (3*T*I = 2304), D's sum (I*(T-1) = 640), the C_i gradients (B*N*(I-1) = 2032 per step),
+    # state_i read twice (2 * 2048), dA and dBu summed over their 3 per-step selects (2 * 2 * 6144), dBu's,
+    # dB's and dA's sums (3 * T*I*(N-1) = 16128, T*N*(I-1) = 6096, T*I*N - I*N = 5120)
+    assert scan["add"] == 2304 + 640 + 3 * 2032 + 2 * 2048 + 4 * 6144 + 16128 + 6096 + 5120

@@ -197,7 +197,8 @@ def prenorm_accumulations(model: ModelProfile) -> dict[str, Counts]:
         if any(n.kind == NodeKind.ROPE for n in nodes) or [n.kind for n in nodes].count(NodeKind.RESIDUAL) != 1:
             raise base.BackwardUnsupportedError(f"layer {layer}: not a single pre-norm block without rope")
         readers = sum(1 for n in nodes if n.kind == NodeKind.LINEAR
-                      and n.path.rsplit(".", 1)[-1] not in base._OUTPUT_PROJECTIONS)
+                      and n.path.rsplit(".", 1)[-1] not in base._OUTPUT_PROJECTIONS
+                      and n.path.rsplit(".", 1)[-1] != "x_proj")  # Mamba-1's x_proj reads the conv's output
         add(writer, reads * stream)
         add(nodes[0].path, (readers - 1) * stream)
         writer = next(n.path for n in nodes if n.kind == NodeKind.RESIDUAL)
@@ -317,6 +318,64 @@ def falcon_h1_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
+def mamba1_scan_backward(node: Node, m: Any) -> Counts:
+    """Mamba-1's sequential scan (``MambaMixer.slow_forward``) backwards, B sequences of S steps, I channels, N
+    states, T = B*S (module docstring of ``mamba_backward``)."""
+    ch, N, t = m.inner, m.state, B * S
+    step = B * ch * N  # one step's state
+    mult = (2 * t * ch + 3 * t * ch + 2 * t * ch + (2 * S - 1) * step + 2 * t * ch * N + 2 * t * ch * N + t * ch * N
+            + 2 * t * ch * N)
+    add = (3 * t * ch + ch * (t - 1) + (S - 1) * step + 2 * (S - 1) * t * ch * N + t * ch * (N - 1)
+           + t * ch * (N - 1) + t * N * (ch - 1) + t * ch * N - ch * N + t * ch * (N - 1))
+    act = (2 * t * ch + t * ch + 2 * t * ch + ch + (2 * S - 1) * step + (S - 1) * step + 2 * (S - 1) * t * ch * N
+           + 2 * t * ch * N + t * ch + 2 * t * ch * N + t * ch + t * N + t * ch * N + 2 * t * ch * N + ch * N + t * ch)
+    return Counts(base.matmul_backward(node) + Counts({MULT: mult, ADD: add, EXP: t * ch, DIV: t * ch, ACT: act}))
+
+
+def mamba_backward(model: ModelProfile) -> dict[str, Counts]:
+    """mamba (Mamba-1, transformers' ``slow_forward``, the torch path):
+
+    - ``:scan``: y * silu(gate) (two muls, ``silu_backward``); + x * D (two muls, D's gradient summed over T);
+      per step i (reversed), y_i = state_i @ C_i (one bmm back each way) and state_i = dA_i * state_(i-1) +
+      dBu_i (two muls, one at i = 0 whose previous state is a constant zero); state_i read twice (S - 1 adds
+      of B*I*N); dA and dBu are read one step at a time (``select``): their S gradients summed, S - 1 adds of
+      the whole B*I*S*N tensor each; dBu = dB * x (two muls, x's sum over N); dB = dt * B (two muls, sums over
+      N and over I); dA = exp(A * dt) (exp back, two muls, A's sum over B*S, dt's over N);
+    - ``:dt``: dt_proj's two matmul gradients, its bias summed over T, ``softplus_backward``, dt read twice;
+    - the mixer's own node: the conv's silu back; x read twice (x * D and dBu) and in_proj's x half read twice
+      (the cache update and the conv): T*I ADD each;
+    - x_proj: C read one step at a time: S - 1 adds of B*S*N;
+    - ``:conv``, ``:decay``: as Mamba-2's."""
+    spec = model.spec
+    m, t = spec.mixer, base.TOKENS
+
+    def rule(node: Node) -> Counts:
+        c = node.counts
+        if node.kind in (NodeKind.KV_CACHE, WEIGHTS_KIND):
+            return Counts()
+        if node.part == "conv":
+            return conv_backward(node, m.inner, m.conv_kernel, m.conv_bias)
+        if node.part == "decay":
+            return Counts({MULT: Formula.of(c[EXP]), ADD: Formula.of(c[ADD]), ACT: 2 * Formula.of(c[EXP])})
+        if node.part == "dt":
+            n = t * m.inner
+            return Counts(base.matmul_backward(node) + softplus_backward(n)
+                          + Counts({ADD: n + m.inner * (t - 1), ACT: n + m.inner}))
+        if node.part == "scan":
+            return mamba1_scan_backward(node, m)
+        if node.kind == NodeKind.ELEMENTWISE and node.part is None and node.path.endswith(".mixer"):
+            return Counts(base.silu_backward(Formula.of(c[EXP])) + Counts({ADD: 2 * t * m.inner, ACT: 2 * t * m.inner}))
+        out = base.node_backward(node, spec.norm, spec.activation)
+        if node.path.endswith(".x_proj"):
+            out = out + Counts({ADD: (S - 1) * t * m.state, ACT: (S - 1) * t * m.state})
+        return Counts(out)
+
+    acc = prenorm_accumulations(model)
+    out = {n.path: Counts(rule(n) + acc.get(n.path, Counts())) for n in model.nodes}
+    out[base.LOSS] = base.loss_backward(spec.vocab_size)
+    return out
+
+
 def ssm_backward(model: ModelProfile) -> dict[str, Counts]:
     spec = model.spec
     acc = prenorm_accumulations(model)
@@ -325,4 +384,4 @@ def ssm_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
-__all__ = ["SSM_TYPES", "falcon_h1_backward", "granitemoehybrid_backward", "lfm2_backward", "convolution_backward", "scan_backward", "softplus_backward", "ssm_backward"]
+__all__ = ["SSM_TYPES", "falcon_h1_backward", "mamba_backward", "granitemoehybrid_backward", "lfm2_backward", "convolution_backward", "scan_backward", "softplus_backward", "ssm_backward"]
