@@ -1,4 +1,5 @@
-"""Backward of the SSM and short-conv layouts (mamba2, nemotron_h, granitemoehybrid, lfm2, falcon_h1, mamba): exact per node against autograd
+"""Backward of the SSM and short-conv layouts (mamba2, nemotron_h, granitemoehybrid, lfm2, falcon_h1, mamba,
+jamba): exact per node against autograd
 (training/backward_ssm.py), tiny on the CPU at (2, 3), (1, 5) and past the tiny chunk of 4 (1, 9); mamba2 at
 full size on the meta device; the new rule kinds' numbers derived beside them."""
 
@@ -27,6 +28,7 @@ MODELS = [
     str(CONFIGS / "transformers--Lfm2Config-LFM2-1.2B-dims.json"),  # lfm2: short-conv and attention layers
     str(CONFIGS / "transformers--FalconH1Config-defaults.json"),  # falcon_h1: parallel Mamba-2 + attention, muP
     str(CONFIGS / "transformers--MambaConfig-defaults.json"),  # mamba: Mamba-1's sequential scan, tied embedding
+    "jamba-1.5-mini",  # jamba: Mamba-1 with dt / B / C norms, attention, MLP and MoE layers
 ]
 SHAPES = [(2, 3), (1, 5), (1, 9)]
 

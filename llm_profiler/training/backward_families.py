@@ -21,6 +21,7 @@ for _type in backward_ssm.SSM_TYPES:
 base.FAMILY_BACKWARD["granitemoehybrid"] = backward_ssm.granitemoehybrid_backward
 base.FAMILY_BACKWARD["lfm2"] = backward_ssm.lfm2_backward
 base.FAMILY_BACKWARD["mamba"] = backward_ssm.mamba_backward
+base.FAMILY_BACKWARD["jamba"] = backward_ssm.jamba_backward
 base.FAMILY_BACKWARD["falcon_h1"] = backward_ssm.falcon_h1_backward
 # backward-only aten ops of the SSM / conv layers (both sides count them through ATEN_BACKWARD)
 base.ATEN_BACKWARD["convolution_backward"] = backward_ssm._aten_conv
@@ -31,4 +32,4 @@ for _type in backward_moe.GPT_OSS_TYPES:
 # exact per node, tiny on the CPU at (2, 3) and (1, 5), and full size on meta (tests/test_training_backward_mla.py, _moe.py, _ssm.py)
 VALIDATED: frozenset[str] = (backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES | backward_moe.GPT_OSS_TYPES
                               | backward_moe.HUNYUAN_TYPES | {"ernie4_5_moe", "phimoe", "mimo_v2_flash"}
-                              | backward_ssm.SSM_TYPES | {"granitemoehybrid", "lfm2", "falcon_h1", "mamba"})
+                              | backward_ssm.SSM_TYPES | {"granitemoehybrid", "lfm2", "falcon_h1", "mamba", "jamba"})

@@ -346,8 +346,12 @@ def mamba_backward(model: ModelProfile) -> dict[str, Counts]:
       (the cache update and the conv): T*I ADD each;
     - x_proj: C read one step at a time: S - 1 adds of B*S*N;
     - ``:conv``, ``:decay``: as Mamba-2's."""
+    return _mamba1_model(model, prenorm=True)
+
+
+def _mamba1_model(model: ModelProfile, prenorm: bool) -> dict[str, Counts]:
     spec = model.spec
-    m, t = spec.mixer, base.TOKENS
+    m, t = getattr(spec, "mixer", None) or spec.mamba, base.TOKENS  # type: ignore[attr-defined]
 
     def rule(node: Node) -> Counts:
         c = node.counts
@@ -363,17 +367,35 @@ def mamba_backward(model: ModelProfile) -> dict[str, Counts]:
                           + Counts({ADD: n + m.inner * (t - 1), ACT: n + m.inner}))
         if node.part == "scan":
             return mamba1_scan_backward(node, m)
-        if node.kind == NodeKind.ELEMENTWISE and node.part is None and node.path.endswith(".mixer"):
+        if node.kind == NodeKind.ELEMENTWISE and node.part is None and node.path.endswith((".mixer", ".mamba")):
             return Counts(base.silu_backward(Formula.of(c[EXP])) + Counts({ADD: 2 * t * m.inner, ACT: 2 * t * m.inner}))
-        out = base.node_backward(node, spec.norm, spec.activation)
+        group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
+        out = base.node_backward(node, spec.norm, spec.activation, group, spec if hasattr(spec, "num_experts") else None)
+        # C read one step at a time (S - 1 adds of B*S*N): on x_proj, or on c_layernorm with dt_norms, whose
+        # three RMSNorms (dt, B, C) each read their slice of x_proj's output twice (T*(R + 2N) on x_proj)
+        selects = (S - 1) * t * m.state
         if node.path.endswith(".x_proj"):
-            out = out + Counts({ADD: (S - 1) * t * m.state, ACT: (S - 1) * t * m.state})
+            n = t * (m.dt_rank + 2 * m.state) if m.dt_norms else selects
+            out = out + Counts({ADD: n, ACT: n})
+        elif node.path.endswith(".c_layernorm"):
+            out = out + Counts({ADD: selects, ACT: selects})
         return Counts(out)
 
-    acc = prenorm_accumulations(model)
+    if prenorm:
+        acc = prenorm_accumulations(model)
+    else:  # attention-then-MLP blocks; x_proj reads the conv's output, not the block's input
+        kept = tuple(n for n in model.nodes if not n.path.endswith(".x_proj"))
+        acc = dict(base.accumulations(cast(ModelProfile, _Nodes(spec, kept))))
     out = {n.path: Counts(rule(n) + acc.get(n.path, Counts())) for n in model.nodes}
     out[base.LOSS] = base.loss_backward(spec.vocab_size)
     return out
+
+
+def jamba_backward(model: ModelProfile) -> dict[str, Counts]:
+    """jamba: Mamba-1 (with dt_norms: RMSNorms on dt, B and C) or attention, then an MLP or a MoE, per layer:
+    ``mamba_backward``'s mixer rules and ``training.backward``'s for the rest, with its accumulations (x_proj
+    reads the conv's output, not the block's input)."""
+    return _mamba1_model(model, prenorm=False)
 
 
 def ssm_backward(model: ModelProfile) -> dict[str, Counts]:
@@ -384,4 +406,4 @@ def ssm_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
-__all__ = ["SSM_TYPES", "falcon_h1_backward", "mamba_backward", "granitemoehybrid_backward", "lfm2_backward", "convolution_backward", "scan_backward", "softplus_backward", "ssm_backward"]
+__all__ = ["SSM_TYPES", "falcon_h1_backward", "jamba_backward", "mamba_backward", "granitemoehybrid_backward", "lfm2_backward", "convolution_backward", "scan_backward", "softplus_backward", "ssm_backward"]
