@@ -56,7 +56,7 @@ from ..ops import Counts
 from ..profile import ModelProfile
 from . import backward as base
 
-MLA_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2", "deepseek_v32", "glm_moe_dsa"})
+MLA_TYPES: frozenset[str] = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2", "deepseek_v32", "glm_moe_dsa"})
 _INNER = frozenset({"q_b_proj", "kv_b_proj"})  # linears of the attention block that read its latents
 
 
@@ -129,7 +129,7 @@ def mla_accumulations(model: ModelProfile) -> dict[str, Counts]:
     """``training.backward.accumulations`` on the layers without MLA's inner linears and rope (the block reads
     the stream through q_a_proj / q_proj and kv_a_proj_with_mqa only), plus MLA's own reads (module
     docstring)."""
-    spec = model.spec
+    spec: Any = model.spec  # the family's spec subclass (its extra fields)
     kept = tuple(n for n in model.nodes if n.kind != NodeKind.ROPE and n.path.rsplit(".", 1)[-1] not in _INNER
                  and ".indexer" not in n.path)
     out = dict(base.accumulations(cast(ModelProfile, _Nodes(spec, kept))))
@@ -152,7 +152,7 @@ def mla_accumulations(model: ModelProfile) -> dict[str, Counts]:
 
 def mla_backward(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (own ops plus accumulations), and ``loss``."""
-    spec = model.spec
+    spec: Any = model.spec  # the family's spec subclass (its extra fields)
     acc = mla_accumulations(model)
     out = {n.path: Counts(mla_node_backward(n, spec) + acc.get(n.path, Counts())) for n in model.nodes}
     out[base.LOSS] = base.loss_backward(spec.vocab_size)

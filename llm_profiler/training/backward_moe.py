@@ -80,9 +80,9 @@ from ..ops import Counts
 from ..profile import ModelProfile
 from . import backward as base
 
-GPT_OSS_TYPES = frozenset({"gpt_oss"})
-HUNYUAN_TYPES = frozenset({"hunyuan_v1_moe", "hunyuan_v1_dense"})
-LLAMA4_TYPES = frozenset({"llama4_text"})  # a multimodal llama4 config profiles as llama4_text
+GPT_OSS_TYPES: frozenset[str] = frozenset({"gpt_oss"})
+HUNYUAN_TYPES: frozenset[str] = frozenset({"hunyuan_v1_moe", "hunyuan_v1_dense"})
+LLAMA4_TYPES: frozenset[str] = frozenset({"llama4_text"})  # a multimodal llama4 config profiles as llama4_text
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def gpt_oss_node_backward(node: Node, spec: Any, nodes: dict[str, Node]) -> Coun
 
 def gpt_oss_backward(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (own ops plus accumulations), and ``loss``."""
-    spec = model.spec
+    spec: Any = model.spec  # the family's spec subclass (its extra fields)
     acc = accumulations_without_rope(model)
     nodes = {n.path: n for n in model.nodes}
     for node in model.nodes:
@@ -184,7 +184,7 @@ def gpt_oss_backward(model: ModelProfile) -> dict[str, Counts]:
 
 def hunyuan_backward(model: ModelProfile) -> dict[str, Counts]:
     """``training.backward``'s rules, with the accumulations of q/k norms after rope and of ``gate.wg``."""
-    spec = model.spec
+    spec: Any = model.spec  # the family's spec subclass (its extra fields)
     wg = {n.layer for n in model.nodes if n.path.endswith(".gate.wg")}
     kept = tuple(n for n in model.nodes if not (n.kind == NodeKind.ROUTER and n.layer in wg))
     acc = dict(base.accumulations(cast(ModelProfile, _Nodes(spec.model_copy(update={"qk_norm": False}), kept))))
@@ -199,7 +199,7 @@ def hunyuan_backward(model: ModelProfile) -> dict[str, Counts]:
 def ernie4_5_moe_backward(model: ModelProfile) -> dict[str, Counts]:
     """``training.backward``'s rules; the router's gather scattered back and its clamp_backward; moe_statics
     (a bias on scores used only for the choice): nothing back."""
-    spec = model.spec
+    spec: Any = model.spec  # the family's spec subclass (its extra fields)
     t = base.TOKENS
 
     def rule(node: Node) -> Counts:
@@ -215,7 +215,7 @@ def ernie4_5_moe_backward(model: ModelProfile) -> dict[str, Counts]:
 
 def phimoe_backward(model: ModelProfile) -> dict[str, Counts]:
     """``training.backward``'s rules; the sparsemixer router's two rounds (module docstring)."""
-    spec = model.spec
+    spec: Any = model.spec  # the family's spec subclass (its extra fields)
     t, E, rounds = base.TOKENS, spec.num_experts, spec.experts_per_token
 
     def rule(node: Node) -> Counts:
@@ -250,7 +250,7 @@ def mimo_v2_flash_backward(model: ModelProfile) -> dict[str, Counts]:
     rows * columns ADD on ``:scores``), and on sink layers the sink parameter's expand summed over B*S
     (H*(B*S - 1) ADD on ``:scores``). Rope's fan-out: q (k) read by x * cos and rotate_half's two slices of the
     rotary part (2 adds of it) and sliced first (1 add of all of q), on q_proj / k_proj."""
-    spec = model.spec
+    spec: Any = model.spec  # the family's spec subclass (its extra fields)
     t, D, H = base.TOKENS, spec.head_dim, spec.num_heads
     nodes = {n.path: n for n in model.nodes}
 
@@ -286,7 +286,7 @@ def mimo_v2_flash_backward(model: ModelProfile) -> dict[str, Counts]:
 
 def llama4_backward(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (own ops plus accumulations), and ``loss``."""
-    spec = model.spec
+    spec: Any = model.spec  # the family's spec subclass (its extra fields)
     acc = accumulations_without_rope(model)
     for node in model.nodes:
         if node.kind == NodeKind.ROPE and any(n.layer == node.layer and n.path.endswith(".qk_norm")

@@ -56,7 +56,7 @@ from ..profile import ModelProfile
 from . import backward as base
 
 CMP = "cmp"
-SSM_TYPES = frozenset({"mamba2", "nemotron_h"})
+SSM_TYPES: frozenset[str] = frozenset({"mamba2", "nemotron_h"})
 
 
 def softplus_backward(n: Any) -> Counts:
@@ -181,7 +181,7 @@ def prenorm_accumulations(model: ModelProfile) -> dict[str, Counts]:
     """Each layer one pre-norm block: the stream read by the (eager RMS) norm twice and the residual add; the
     norm's output read by the block's input linears (Mamba's in_proj; an MLP's up (and gate); attention's q,
     k, v): (readers - 1) adds on the norm. Rope is not among these layouts (no rope fan-out)."""
-    spec = model.spec
+    spec: Any = model.spec  # the family's spec subclass (its extra fields)
     stream = base.TOKENS * spec.hidden_size
     reads = 2 if spec.norm == "rmsnorm" else 1
     out: dict[str, Counts] = {}
@@ -218,7 +218,7 @@ def granitemoehybrid_backward(model: ModelProfile) -> dict[str, Counts]:
     """Mamba-2 or attention, then MoE + shared MLP, per layer: ``training.backward.accumulations`` (its
     attention-then-MLP blocks; the Mamba mixer reads the block's input through in_proj only), the shared MLP's
     ``output_linear`` being an output projection (not a reader of the norm's output)."""
-    spec = model.spec
+    spec: Any = model.spec  # the family's spec subclass (its extra fields)
     kept = tuple(n for n in model.nodes if not n.path.endswith(".output_linear"))
     acc = dict(base.accumulations(cast(ModelProfile, _Nodes(spec, kept))))
     out = {n.path: Counts(ssm_node_backward(n, spec) + acc.get(n.path, Counts())) for n in model.nodes}
@@ -229,7 +229,7 @@ def granitemoehybrid_backward(model: ModelProfile) -> dict[str, Counts]:
 def lfm2_backward(model: ModelProfile) -> dict[str, Counts]:
     """lfm2: short-conv layers (in_proj -> B, C, x; B * x; the depthwise causal conv; C * conv; out_proj) and
     attention layers, each then a SwiGLU MLP whose activation node holds silu(w1) * w3."""
-    spec = model.spec
+    spec: Any = model.spec  # the family's spec subclass (its extra fields)
 
     def rule(node: Node) -> Counts:
         c = node.counts
@@ -272,7 +272,7 @@ def falcon_h1_backward(model: ModelProfile) -> dict[str, Counts]:
     input_layernorm); the attention input by q, k and v (2 adds on the residual node that wrote it). Without
     ``mamba_rms_norm`` (the config default) the scan output times silu(gate) is on the mamba node: two muls
     and ``silu_backward``; with it, not yet (see the error)."""
-    spec = model.spec
+    spec: Any = model.spec  # the family's spec subclass (its extra fields)
     m, t, h = _mamba2(spec), base.TOKENS, spec.hidden_size
     if m.gated_norm:
         # with mamba_rms_norm, where the norm's input read twice lies (the scan output or its gated product)
@@ -350,7 +350,7 @@ def mamba_backward(model: ModelProfile) -> dict[str, Counts]:
 
 
 def _mamba1_model(model: ModelProfile, prenorm: bool) -> dict[str, Counts]:
-    spec = model.spec
+    spec: Any = model.spec  # the family's spec subclass (its extra fields)
     m, t = getattr(spec, "mixer", None) or spec.mamba, base.TOKENS  # type: ignore[attr-defined]
 
     def rule(node: Node) -> Counts:
@@ -399,7 +399,7 @@ def jamba_backward(model: ModelProfile) -> dict[str, Counts]:
 
 
 def ssm_backward(model: ModelProfile) -> dict[str, Counts]:
-    spec = model.spec
+    spec: Any = model.spec  # the family's spec subclass (its extra fields)
     acc = prenorm_accumulations(model)
     out = {n.path: Counts(ssm_node_backward(n, spec) + acc.get(n.path, Counts())) for n in model.nodes}
     out[base.LOSS] = base.loss_backward(spec.vocab_size)
