@@ -56,8 +56,6 @@ RULES: tuple[Rule, ...] = (
          "qwen3, mixtral, qwen2_moe, qwen3_moe, gemma, gemma2, gemma3, phi, phi3, starcoder2, olmo2, falcon, "
          "gpt_neox, deepseek_v3"),
     Rule("rope", r"apply_rotary_pos_emb_interleave", "deepseek_v3 with rope_interleave"),
-    Rule("scores", r"\w+Attention\.expand_kv", "MLA (deepseek_v2 / v3 / v32, glm4_moe_lite, glm_moe_dsa): the shared rope key expanded "
-         "to every head (a view; its backward sums the heads, the keys' reader's)", line=r"k_rot\.expand"),
     Rule("rope", r"apply_rotary_emb", "deepseek_v2: complex rotary, q_pe * freqs_cis"),
     Rule("rope", r"rotate_every_two", "gptj, codegen: interleaved rotary (rotate every two)"),
     Rule("sincos", r"GPTJAttention\.forward|CodeGenAttention\.forward", "gptj, codegen: the sin / cos rows of "
