@@ -403,6 +403,8 @@ DENSE_VALIDATED_MODEL_TYPES = frozenset({
     "RefinedWeb", "RefinedWebModel",
 })
 VALIDATED_MODEL_TYPES |= DENSE_VALIDATED_MODEL_TYPES
+# model type -> its whole backward, for families with rules of their own (registered by their modules below)
+FAMILY_BACKWARD: dict[str, Callable[[ModelProfile], dict[str, Counts]]] = {}
 # the linears that read a block's internal tensor, not the norm's output (the block's output projections)
 _FUSED_QKV = ("qkv_proj", "query_key_value", "W_pack", "c_attn", "Wqkv")
 # model types whose apply_rotary_pos_emb slices q and k into the rotary part and the rest, then concatenates
@@ -499,6 +501,8 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
 def backward_counts(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (its own ops plus the accumulations charged to it), and ``loss``."""
     spec = model.spec
+    if spec.model_type in FAMILY_BACKWARD:  # a family's own rules (training/backward_mla.py, ...)
+        return FAMILY_BACKWARD[spec.model_type](model)
     from . import backward_dense  # the GPT-style and other dense layouts (imports this module)
     if spec.model_type in backward_dense.LAYOUTS:
         return backward_dense.backward_counts(model)
@@ -534,5 +538,9 @@ def is_validated(model: ModelProfile) -> bool:
     return model.spec.model_type in VALIDATED_MODEL_TYPES
 
 
-__all__ = ["ATEN_BACKWARD", "LOSS", "VALIDATED_MODEL_TYPES", "is_validated", "BackwardUnsupportedError", "accumulations", "backward_counts",
+from . import backward_families  # noqa: E402  (registers FAMILY_BACKWARD: MLA, ...)
+
+VALIDATED_MODEL_TYPES |= backward_families.VALIDATED  # their types proven exact (tests/test_training_backward_*.py)
+
+__all__ = ["ATEN_BACKWARD", "FAMILY_BACKWARD", "LOSS", "VALIDATED_MODEL_TYPES", "is_validated", "BackwardUnsupportedError", "accumulations", "backward_counts",
            "node_backward"]

@@ -46,6 +46,8 @@ from .report import ValidationRow
 LOSS = "loss"  # the site (and node path) of the cross-entropy on the logits
 # backward-only aten ops that do no arithmetic: a zero tensor with the gradient copied into a slice of it
 _BACKWARD_MOVES = frozenset({"slice_backward", "select_backward", "index_select_backward", "unfold_backward"})
+_BACKWARD_MOVES |= {"new_empty_strided"}  # CopySlices' fresh gradient buffer (MLA's copies into the keys)
+_BACKWARD_MOVES |= {"_conj"}  # a lazy conjugate (a flag): complex rope's grad * conj(freqs_cis), llama4
 _SITE, _COMPUTES = "llm_profiler_site", "llm_profiler_computes"
 
 
@@ -76,7 +78,7 @@ class _SiteRecorder(_CountingMode):
         if self.loss:
             where: Site = (LOSS, None)
         elif kind in ("compute", "view", "move"):
-            where = (self.modules.current, self._repeat_kv_part() or self._part(func))
+            where = (self.modules.current, self._repeat_kv_part() or self._expand_kv_part(func) or self._part(func))
         else:
             where = (self.modules.current, None)
         if kind == "compute":
@@ -86,6 +88,18 @@ class _SiteRecorder(_CountingMode):
         self.sites.append((where, kind == "compute"))
         return out
 
+
+    def _expand_kv_part(self, func: Any) -> str | None:
+        """MLA's ``expand_kv`` (deepseek_v2 / v3 / v32, glm4_moe_lite, glm_moe_dsa): the shared rope key expanded to
+        every head, a view whose backward sums the heads; like repeat_kv's keys, it belongs to ``scores``."""
+        if aten.op_name(func) != "expand":
+            return None
+        frame = sys._getframe(2)
+        while frame is not None and not frame.f_code.co_filename.startswith(parts.transformers_dir()):
+            frame = frame.f_back  # type: ignore[assignment]
+        if frame is None or frame.f_code.co_name != "expand_kv":
+            return None
+        return parts.SCORES if "k_rot.expand" in linecache.getline(frame.f_code.co_filename, frame.f_lineno) else None
 
     def _repeat_kv_part(self) -> str | None:
         """repeat_kv (GQA): its ops have no forward cost (views, a copy), but its backward sums the gradients
