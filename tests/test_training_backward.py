@@ -102,6 +102,9 @@ EXACT_MODELS = [
     str(CONFIGS / "zai-org--GLM-4.5-Air.json"),  # glm4_moe
     str(CONFIGS / "transformers--ExaoneMoeConfig-defaults.json"),  # exaone_moe
     str(CONFIGS / "MiniMaxAI--MiniMax-M2.5.json"),  # minimax_m2
+    "google/vaultgemma-1b",  # vaultgemma: gemma2 without post-norms, every layer full
+    str(CONFIGS / "transformers--CwmConfig-defaults.json"),  # cwm: sliding layers between full ones, both masks
+    str(CONFIGS / "transformers--SolarOpenConfig-defaults.json"),  # solar_open: glm4_moe routing on every layer
 ]
 EXACT_TINY = [(m, 2, 3) for m in EXACT_MODELS] + [(m, 1, 5) for m in EXACT_MODELS]
 

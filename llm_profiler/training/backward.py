@@ -395,6 +395,7 @@ VALIDATED_MODEL_TYPES = frozenset({
     "llama", "mistral", "qwen2", "qwen3", "smollm3", "helium", "seed_oss", "ernie4_5", "granite", "glm", "glm4",
     "phi3", "gemma", "gemma2", "gemma3_text", "starcoder2", "stablelm", "olmo", "olmo3", "exaone4",  # dense
     "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "granitemoe", "dots1", "glm4_moe", "exaone_moe", "minimax_m2",  # MoE
+    "vaultgemma", "cwm", "solar_open",  # the layouts above under new names (tests/test_training_backward.py)
 })
 # the GPT-style and other dense layouts counted by training/backward_dense.py (tests/test_training_backward_dense.py)
 DENSE_VALIDATED_MODEL_TYPES = frozenset({
