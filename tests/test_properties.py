@@ -57,6 +57,12 @@ B_FREE_PARTS["scan"] = {M.CMP, M.ACT}
 B_FREE_PARTS["gates"] = {M.EXP, M.ADD, M.ACT}
 # MiniMax's lightning attention: the block decay and exp(-slope) over the H rates, once per forward.
 B_FREE_PARTS["lightning"] = {M.EXP, M.ADD, M.MULT, M.ACT}
+# Apertus' xIELU takes softplus of its two scalar parameters and adds beta once per forward (graph/xielu.py):
+# allowed on the activation nodes of the families whose activation it is.
+B_FREE_ACTIVATIONS = {"xielu": {M.EXP, M.ADD, M.CMP, M.ACT}}
+# Experts that loop over the experts hit (graph/scatter_experts.py): DBRX's one_hot over E + 1 classes (its arange
+# and range check once per call) and the expert mask summed per class (E + 1 sums of B*S*k - 1 adds).
+B_FREE_EXPERT_LOOPS = {"dbrx": {M.ADD, M.CMP, M.ACT}, "jetmoe": {M.ADD, M.CMP, M.ACT}}
 LINEAR_TOTALS = (M.MACS, M.DIV, M.SQRT, M.CACHE, M.MATMUL_FLOPS)
 SHAPE_FREE = (M.PARAMS, M.ACTIVE_PARAMS)
 
@@ -189,6 +195,10 @@ def test_counts_are_ints_affine_in_batch_and_params_shape_free(model_type: str, 
             assert f3 - f2 == f2 - f1, f"{where} is not affine in B"
             if 2 * f1 != f2:  # a B-free part: only where the module docstring allows one
                 allowed = B_FREE.get(node.kind, set()) | B_FREE_PARTS.get(node.part or "", set())
+                if node.kind == NodeKind.ACTIVATION:
+                    allowed = allowed | B_FREE_ACTIVATIONS.get(model.spec.activation, set())
+                if node.path.endswith(".experts"):
+                    allowed = allowed | B_FREE_EXPERT_LOOPS.get(model.spec.model_type, set())
                 assert metric in allowed or (metric in M.DERIVED and allowed), f"{where} has a B-free part {2 * f1 - f2}"
     other = model.node_values(b, s + 1, p + 2)
     for node in model.nodes:
