@@ -56,12 +56,13 @@ SDPA_PRESETS = ["llama-3.1-8b", "mistral-7b", "mixtral-8x7b", "qwen2.5-7b", "qwe
                 "falcon-7b", "opt-1.3b", "deepseek-v3", "starcoder2-7b", "llama-4-scout", "glm-4.5-air",
                 "minimax-m2.5", "exaone-4.0-32b", "olmo-3.1-32b-instruct", "aya-23-8b", "stablelm-2-zephyr-1.6b",
                 "nemotron-h-56b", "jamba-1.5-mini", "deepseek-v3.2", "gemma-4-26b-a4b", "qwen3-next-80b-a3b",
-                "qwen3.5-27b"]
+                "qwen3.5-27b", "minimax-text-01", "dbrx-instruct", "apertus-8b-instruct"]
 WINDOWED = ["mistral-7b", "gemma-3-27b", "phi-3-mini", "starcoder2-7b", "llama-4-scout", "exaone-4.0-32b",
             "olmo-3.1-32b-instruct", "gemma-4-26b-a4b", "qwen1.5-moe-a2.7b"]
 # presets transformers 5.23 does not run with SDPA (``_supports_sdpa = False``), or cannot run at all
 NOT_SDPA = {"gemma-2-9b": "Gemma2ForCausalLM", "gemma-2-27b": "Gemma2ForCausalLM", "bloom-560m": "BloomForCausalLM",
-            "gpt-oss-20b": "GptOssForCausalLM", "deepseek-v4-flash": "DeepseekV4ForCausalLM", "chatglm-6b": None}
+            "gpt-oss-20b": "GptOssForCausalLM", "deepseek-v4-flash": "DeepseekV4ForCausalLM", "chatglm-6b": None,
+            "vaultgemma-1b": "VaultGemmaForCausalLM"}
 
 
 def test_every_preset_is_covered_by_type_or_named_as_not_sdpa() -> None:
