@@ -106,7 +106,7 @@ def sources() -> list[tuple[str, str]]:
     for path in sorted(FAMILY_CONFIGS.glob("*.json")):
         try:
             model_type = resolve(json.loads(path.read_text(encoding="utf-8")))[1].get("model_type")
-        except ProfilerError:  # a config kept for a family not written yet (e.g. minimax)
+        except ProfilerError:  # a config kept for a family not written yet
             continue
         if model_type in supported_model_types() and model_type not in covered:
             covered.add(model_type)
