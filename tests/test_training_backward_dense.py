@@ -93,6 +93,7 @@ DENSE_MODELS: list[tuple[str, Any]] = [
     ("ministral3", str(CONFIGS / "transformers--Ministral3Config-defaults.json")),  # query temperature
     ("ministral", _config("transformers--MinistralConfig-defaults.json", head_dim=128)),
     ("arcee", str(CONFIGS / "transformers--ArceeConfig-defaults.json")),  # relu2 MLP (up, down)
+    ("jais2", str(CONFIGS / "transformers--Jais2Config-defaults.json")),  # arcee's relu2 MLP with LayerNorm and biases
     ("persimmon", str(CONFIGS / "transformers--PersimmonConfig-defaults.json")),  # per-head q/k LayerNorm, relu2
     ("nemotron", _config("transformers--NemotronConfig-defaults.json", num_key_value_heads=8)),  # LayerNorm1P
     ("olmo2", OLMO2),  # post-norms only, q/k norms over the full projections

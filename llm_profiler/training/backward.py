@@ -400,7 +400,7 @@ VALIDATED_MODEL_TYPES = frozenset({
 # the GPT-style and other dense layouts counted by training/backward_dense.py (tests/test_training_backward_dense.py)
 DENSE_VALIDATED_MODEL_TYPES = frozenset({
     "gpt2", "gpt_neo", "gpt_bigcode", "opt", "xglm", "gpt_neox", "phi", "gptj", "codegen", "bloom", "mpt", "falcon",
-    "cohere", "cohere2", "ministral3", "ministral", "arcee", "persimmon", "nemotron", "olmo2", "hunyuan_v1_dense",
+    "cohere", "cohere2", "ministral3", "ministral", "arcee", "persimmon", "nemotron", "olmo2", "hunyuan_v1_dense", "jais2",
     "RefinedWeb", "RefinedWebModel",
 })
 VALIDATED_MODEL_TYPES |= DENSE_VALIDATED_MODEL_TYPES

@@ -88,7 +88,7 @@ from .backward import (
 LAYOUTS = frozenset({
     "gpt2", "gpt_neo", "gpt_bigcode", "opt", "xglm", "gpt_neox", "phi", "gptj", "codegen", "bloom", "mpt",
     "falcon", "RefinedWeb", "RefinedWebModel", "cohere", "cohere2", "ministral3", "ministral", "arcee", "persimmon",
-    "nemotron", "olmo2", "hunyuan_v1_dense",
+    "nemotron", "olmo2", "hunyuan_v1_dense", "jais2",
     "stablelm",  # validated by backward.py's rules when sequential; its use_parallel_residual layout needs these
 })
 # position ids one row (1, S) shared by the batch: the position embeddings' gradient summed over B
