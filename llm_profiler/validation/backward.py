@@ -390,12 +390,15 @@ def validate_backward(config: Any, batch: int = 1, seq: int = 8, *, tiny: bool =
     )
 
 
-def measure_saved(model: torch.nn.Module, batch: int, seq: int, seed: int = 0) -> dict[Site, int]:
-    """Elements of the tensors autograd saves for backward during a training forward and its loss, per
+def measure_saved(model: torch.nn.Module, batch: int, seq: int, seed: int = 0, *,
+                  in_bytes: bool = False) -> dict[Site, int]:
+    """Elements (``in_bytes``: bytes, ``storage.nbytes()``, so a float32 intermediate of a bf16 model counts 4
+    bytes an element) of the tensors autograd saves for backward during a training forward and its loss, per
     forward site (``saved_tensors_hooks``): each storage once (a tensor saved by two ops, or a view of a
     saved tensor, counts once, at the site that saved it first), parameters excluded (they are weights, not
-    activations). Elements are counted at the storage's size, so a saved view of a larger tensor counts the
-    tensor."""
+    activations). Sizes are the storage's, so a saved view of a larger tensor counts the tensor. The loss is
+    transformers' ``ForCausalLMLoss`` as a training run computes it: the logits upcast to float32 (a no-op on a
+    float32 model), then the cross-entropy."""
     generator = torch.Generator().manual_seed(seed)
     config: Any = model.config
     vocab = config.get_text_config().vocab_size
@@ -407,7 +410,6 @@ def measure_saved(model: torch.nn.Module, batch: int, seq: int, seed: int = 0) -
     forward = Measured(params=module_params(model))
     stack = _ModuleStack(model)
     recorder = _SiteRecorder(stack, forward)
-
     tagger = _Tagger(recorder, stack, out)
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -415,16 +417,15 @@ def measure_saved(model: torch.nn.Module, batch: int, seq: int, seed: int = 0) -
         key = storage.data_ptr()
         if key not in params and key not in seen:
             seen.add(key)
-            tagger.pending.append(storage.nbytes() // t.element_size())
+            tagger.pending.append(storage.nbytes() if in_bytes else storage.nbytes() // t.element_size())
         return t
 
     with torch.enable_grad(), stack, recorder, tagger, \
             torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         logits = model(input_ids=ids, use_cache=False).logits
         recorder.loss = True
-        torch.nn.functional.cross_entropy(logits.reshape(batch * seq, -1), targets)
+        torch.nn.functional.cross_entropy(logits.float().reshape(batch * seq, -1), targets)
     return dict(out)
-
 
 
 def compare_saved(config: Any, batch: int, seq: int, *, as_family: str | None = None) -> list[ValidationRow]:

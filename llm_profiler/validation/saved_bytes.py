@@ -2,10 +2,8 @@
 LoRA adapters: what ``training.activations.saved_bytes_by_node`` is compared with.
 
 ``measure_saved_bytes(model, batch, seq)`` runs the forward and a loss under
-``torch.autograd.graph.saved_tensors_hooks`` as ``validation.backward.measure_saved`` does (each storage once,
-charged to the first site that saves it, parameters excluded), counting bytes (``storage.nbytes()``), not
-elements, so a float32 intermediate of a bf16 model counts 4 bytes an element. The loss is transformers'
-``ForCausalLMLoss`` as a training run computes it: the logits upcast to float32, then the cross-entropy.
+``torch.autograd.graph.saved_tensors_hooks``: ``validation.backward.measure_saved`` counting bytes
+(``storage.nbytes()``), not elements, so a float32 intermediate of a bf16 model counts 4 bytes an element.
 
 ``add_lora(model, rank, targets)`` freezes every parameter and wraps each targeted ``nn.Linear`` with
 hand-written adapters (no peft needed): ``y = base(x) + B(A(x)) * (alpha / rank)``, A (rank x in) and B
@@ -21,8 +19,8 @@ from typing import Any
 
 import torch
 
-from .backward import LOSS, _SiteRecorder, _Tagger
-from .measure import Measured, Site, _ModuleStack, module_params
+from .backward import LOSS, measure_saved
+from .measure import Site
 
 
 class LoraLinear(torch.nn.Module):
@@ -53,35 +51,9 @@ def add_lora(model: torch.nn.Module, rank: int, targets: tuple[str, ...], alpha:
 
 
 def measure_saved_bytes(model: torch.nn.Module, batch: int, seq: int, seed: int = 0) -> dict[Site, int]:
-    """Bytes of the tensors saved for backward per forward site (module docstring); the LoRA adapters' sites
-    are their linear's."""
-    generator = torch.Generator().manual_seed(seed)
-    config: Any = model.config
-    vocab = config.get_text_config().vocab_size
-    ids = torch.randint(0, vocab, (batch, seq), generator=generator)
-    targets = torch.randint(0, vocab, (batch * seq,), generator=generator)
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: set[int] = set()
-    out: dict[Site, int] = defaultdict(int)
-    forward = Measured(params=module_params(model))
-    stack = _ModuleStack(model)
-    recorder = _SiteRecorder(stack, forward)
-    tagger = _Tagger(recorder, stack, out)
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        key = storage.data_ptr()
-        if key not in params and key not in seen:
-            seen.add(key)
-            tagger.pending.append(storage.nbytes())
-        return t
-
-    with torch.enable_grad(), stack, recorder, tagger, \
-            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        logits = model(input_ids=ids, use_cache=False).logits
-        recorder.loss = True
-        torch.nn.functional.cross_entropy(logits.float().reshape(batch * seq, -1), targets)
-    return dict(out)
+    """Bytes of the tensors saved for backward per forward site (``validation.backward.measure_saved`` in bytes);
+    the LoRA adapters' sites are their linear's."""
+    return measure_saved(model, batch, seq, seed, in_bytes=True)
 
 
 def saved_bytes_rows(config: Any, batch: int, seq: int, *, dtype: str = "bf16", lora_rank: int | None = None,
