@@ -166,36 +166,33 @@ def _linear(node: Node, split: str, out_local: int, tp: int) -> Node:
     return _with(node, counts, replace(facts, weights=tuple(weights), matmuls=(new,), reads=reads))
 
 
-def _fraction(node: Node, f: Fraction, kv: Fraction = ONE) -> Node:
-    """Every count, activation read / write, matmul and K / V state scaled (params kept)."""
+def _share(node: Node, f: Fraction, states: tuple[State, ...], weights: tuple[Weight, ...] | None = None) -> Node:
+    """``node`` doing ``f`` of its work: every count, activation read / write and matmul x f, its states
+    replaced by ``states`` (the cache count their held elements); params kept, or, with ``weights`` (its
+    weights split alike), x f too (a node whose weights are facts only keeps its zero params)."""
     facts = node.facts
-    counts = _scaled(node.counts, f)
-    states = _states(facts.states, kv)
-    if CACHE in counts:  # the held K / V elements follow the heads a rank keeps
+    counts = _scaled(node.counts, f, keep=(PARAMS, ACTIVE_PARAMS) if weights is None else ())
+    if CACHE in counts:
         counts[CACHE] = sum((s.held for s in states), ZERO)
     mms = tuple(replace(m, batch=m.batch * f) for m in facts.matmuls)
-    return _with(node, counts, replace(facts, reads=_opt(facts.reads, f), matmuls=mms, states=states,
+    return _with(node, counts, replace(facts, weights=facts.weights if weights is None else weights,
+                                       reads=_opt(facts.reads, f), matmuls=mms, states=states,
                                        fused_reads=_opt(facts.fused_reads, f), fused_writes=_opt(facts.fused_writes, f)))
+
+
+def _fraction(node: Node, f: Fraction, kv: Fraction = ONE) -> Node:
+    """Every count, activation read / write, matmul and K / V state scaled (params kept)."""
+    return _share(node, f, _states(node.facts.states, kv))  # the held K / V follow the heads a rank keeps
 
 
 def _mixer_share(node: Node, tp: int, split_weights: bool) -> Node:
     """A linear-attention / state-space node on heads / tp heads: counts, reads, writes, matmuls and states
     x 1 / tp, and (``split_weights``) its per-head / per-channel weights' first dimension / tp."""
-    f, facts = Fraction(1, tp), node.facts
-    counts = _scaled(node.counts, f)
-    states = tuple(replace(s, read=s.read * f, appended=s.appended * f, held=s.held * f) for s in facts.states)
-    if CACHE in counts:
-        counts[CACHE] = sum((s.held for s in states), ZERO)
-    weights = facts.weights
-    if split_weights:  # every weight split alike; a node whose weights are facts only (the conv reading
-        # conv1d's) keeps its zero params
-        weights = tuple(replace(w, shape=(w.shape[0] // tp, *w.shape[1:])) for w in weights)
-        for key in (PARAMS, ACTIVE_PARAMS):
-            if key in counts:
-                counts[key] = Formula.of(node.counts[key]) * f
-    mms = tuple(replace(m, batch=m.batch * f) for m in facts.matmuls)
-    return _with(node, counts, replace(facts, weights=weights, reads=_opt(facts.reads, f), matmuls=mms, states=states,
-                                       fused_reads=_opt(facts.fused_reads, f), fused_writes=_opt(facts.fused_writes, f)))
+    f = Fraction(1, tp)
+    states = tuple(replace(s, read=s.read * f, appended=s.appended * f, held=s.held * f) for s in node.facts.states)
+    weights = (tuple(replace(w, shape=(w.shape[0] // tp, *w.shape[1:])) for w in node.facts.weights)
+               if split_weights else None)
+    return _share(node, f, states, weights)
 
 
 def _experts(node: Node, lay: Layout) -> Node:
@@ -280,14 +277,8 @@ def rule(node: Node, lay: Layout) -> str:
 
 def context_split(node: Node, cp: int) -> Node:
     """``node`` on S / cp of the tokens (the module docstring's context-parallel rule)."""
-    f, facts = Fraction(1, cp), node.facts
-    counts = _scaled(node.counts, f)
-    states = tuple(replace(s, appended=s.appended * f, held=s.held * f) for s in facts.states)
-    if CACHE in counts:
-        counts[CACHE] = sum((s.held for s in states), ZERO)
-    mms = tuple(replace(m, batch=m.batch * f) for m in facts.matmuls)
-    return _with(node, counts, replace(facts, reads=_opt(facts.reads, f), matmuls=mms, states=states,
-                                       fused_reads=_opt(facts.fused_reads, f), fused_writes=_opt(facts.fused_writes, f)))
+    f = Fraction(1, cp)
+    return _share(node, f, tuple(replace(s, appended=s.appended * f, held=s.held * f) for s in node.facts.states))
 
 
 def shard_node(node: Node, lay: Layout, last_position: bool = False) -> Node:
