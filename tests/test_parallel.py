@@ -349,6 +349,13 @@ def test_linear_mixers_outside_the_model_are_refused() -> None:
         per_rank(bamba, make_plan(tp=2), 1, 1)
 
 
+def test_hybrid_fit_names_a_tensor_parallel_plan() -> None:
+    # Qwen3-Next-80B-A3B: 79,674,391,296 params = 148.4 GiB in bf16 > 80 GiB; with its DeltaNet layers split by
+    # heads, tp=2 holds half of every sharded weight per rank (the search tries tp before pp)
+    r = largest_batch("qwen3-next-80b-a3b", "h100")
+    assert r.value == 0 and r.smallest_plan == "tp=2"
+
+
 def test_pure_state_space_stack_under_tp() -> None:
     """Mamba2Config's defaults (Mamba-Codestral-7B's dims: 128 heads, 8 groups): no attention, so its head
     fields (placeholders) are not checked; every mixer ends with out_proj's all-reduce."""
