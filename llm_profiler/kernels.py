@@ -31,7 +31,7 @@ from .engines import ExecutionProfile, get_engine
 from .formula import B, Formula, S, compile_formulas
 from .graph import Node, NodeKind
 from .graph.node import HEAD_GROUP
-from .hardware.roofline import DeviceModel
+from .hardware.roofline import GLIBC_MMAP_THRESHOLD_MIN, DeviceModel
 from .phases import LM_HEAD_LAST
 from .profile import metric_formula
 
@@ -102,17 +102,80 @@ def captures_graphs(engine: str | ExecutionProfile | None) -> bool:
     return get_engine(engine).name == "vllm"
 
 
+_MATMUL_KINDS = _LINEAR_KINDS | _BMM_KINDS
+
+
+@dataclass(frozen=True)
+class EagerOutputs:
+    """Elements of the tensors one node's eager ops allocate, for the fresh-page cost (``fresh_output_bytes``):
+    ``largest``, its largest computing output (a matmul's product, the scores, an elementwise chain's result);
+    ``computing``, every computing op's output (the ``act`` count); ``fp32``, the fp32 intermediates below an
+    fp32 activation dtype (eager softmax's input cast and result, ``dtype=torch.float32``); ``copy``, one
+    ``repeat_kv`` expansion (``Facts.copies``); ``cache_cat``, one of DynamicCache's two ``torch.cat``
+    re-copies (K or V: half of ``Facts.cache_copies``)."""
+
+    largest: Formula
+    computing: Formula
+    fp32: Formula
+    copy: Formula
+    cache_cat: Formula
+
+
+def eager_outputs(node: Node, act_dtype: str = "fp32") -> EagerOutputs:
+    """What ``node`` allocates per forward in transformers' eager code (``EagerOutputs``)."""
+    facts = node.facts
+    computing = metric_formula(node.counts, M.ACT)
+    if node.kind in _MATMUL_KINDS and facts.matmuls:
+        largest = facts.matmuls[0].outputs
+    elif node.kind == NodeKind.ATTN_SOFTMAX:
+        largest = metric_formula(node.counts, M.EXP)  # one exp per score: the scores' size
+    else:
+        largest = Formula.of(facts.fused_writes if facts.fused_writes is not None else computing)
+    fp32 = 2 * largest if node.kind == NodeKind.ATTN_SOFTMAX and act_dtype != "fp32" else Formula.of(0)
+    return EagerOutputs(largest=largest, computing=computing, fp32=fp32, copy=Formula.of(facts.copies or 0),
+                        cache_cat=Formula.of(facts.cache_copies or 0) / 2)
+
+
+def fresh_output_bytes(outputs: list[tuple[Any, ...]], act_bytes: float, kv_bytes: float,
+                       threshold: int) -> list[Any]:
+    """Per group, the bytes its eager ops write into freshly mapped pages: with glibc's dynamic mmap threshold
+    (``roofline.GLIBC_MMAP_THRESHOLD_MAX``), every output at least as large as the forward's largest
+    recurring output, or as ``threshold``, is mapped afresh; below the initial 128 KiB nothing is. ``outputs``: per group, the values of
+    (largest, computing, fp32, copy, cache_cat) elements (numbers or numpy arrays over decode steps); a
+    group's computing outputs count when its largest does (the others of an S x S chain are its size)."""
+    sizes = [(np.asarray(lg, dtype=np.float64) * act_bytes, np.asarray(cp, dtype=np.float64) * act_bytes,
+              np.asarray(cat, dtype=np.float64) * kv_bytes) for lg, _, _, cp, cat in outputs]
+    largest = np.maximum.reduce([x for trio in sizes for x in np.broadcast_arrays(*trio)]) if sizes else 0.0
+    cut = np.clip(largest, GLIBC_MMAP_THRESHOLD_MIN, float(threshold))
+    out = []
+    for (_, comp, fp32, _, _), (lg_b, cp_b, cat_b) in zip(outputs, sizes):
+        fresh = np.where(lg_b >= cut, np.asarray(comp, dtype=np.float64) * act_bytes
+                         + np.asarray(fp32, dtype=np.float64) * 4.0, 0.0)
+        out.append(fresh + np.where((cp_b >= cut) & (cp_b > 0), cp_b, 0.0)
+                   + np.where((cat_b >= cut) & (cat_b > 0), 2.0 * cat_b, 0.0))
+    return out
+
+
 @dataclass
 class KernelFacts:
-    """Per group of identical nodes: kernel class, op count, and the formulas of its matmul FLOPs and M."""
+    """Per group of identical nodes: kernel class, op count, and the formulas of its matmul FLOPs and M, the
+    extra bytes of the profile, and its eager outputs (``EagerOutputs``' five fields)."""
 
     kernel: list[str]
     ops: list[int]
-    fn: Any  # compiled [2 * macs, M, extra bytes] per group
+    fn: Any  # compiled [2 * macs, M, extra bytes, *EagerOutputs] per group
+    WIDTH = 8
 
     def values(self, batch: Any, seq: Any, past: Any) -> list[tuple[Any, Any, Any]]:
         flat = self.fn(batch, seq, past)
-        return [(flat[3 * g], flat[3 * g + 1], flat[3 * g + 2]) for g in range(len(self.kernel))]
+        w = self.WIDTH
+        return [(flat[w * g], flat[w * g + 1], flat[w * g + 2]) for g in range(len(self.kernel))]
+
+    def outputs(self, batch: Any, seq: Any, past: Any) -> list[tuple[Any, ...]]:
+        """Per group: the values of its ``EagerOutputs`` fields."""
+        flat = self.fn(batch, seq, past)
+        w = self.WIDTH
+        return [tuple(flat[w * g + 3:w * g + w]) for g in range(len(self.kernel))]
 
 
 def extra_bytes(node: Node, engine: str | ExecutionProfile | None, act_dtype: str) -> Formula:
@@ -134,18 +197,23 @@ def kernel_facts(groups: list[tuple[list[Node], Any]], engine: str | ExecutionPr
         m = node.facts.matmuls[0].m if node.facts.matmuls else Formula.of(1)
         if flash and node.kind in _BMM_KINDS:
             m = B * S  # the flash rule records the kept pairs as one row; its kernel tiles the B*S query rows
+        out = eager_outputs(node, act_dtype)
+        eager = [out.largest, out.computing, out.fp32, out.copy, out.cache_cat]
         if lm_head == LM_HEAD_LAST and node.group == HEAD_GROUP:
             macs, m = macs.substitute({"S": 1}), m.substitute({"S": 1})
-        formulas += [macs * 2, m, extra_bytes(node, engine, act_dtype)]
+            eager = [f.substitute({"S": 1}) for f in eager]
+        formulas += [macs * 2, m, extra_bytes(node, engine, act_dtype), *eager]
         kernels.append(kernel_class(node))
         ops.append(node_ops(node, engine, act_dtype))
     return KernelFacts(kernels, ops, compile_formulas(formulas))
 
 
 def group_times(model: DeviceModel, kernel: str, dtype: str, flops: Any, matmul_flops: Any, nbytes: Any, m: Any,
-                ops: int, captured: bool) -> tuple[Any, Any]:
+                ops: int, captured: bool, weight_bytes: Any = None, fresh_bytes: Any = 0.0) -> tuple[Any, Any]:
     """(time, compute-bound?) of one node, vectorised over numpy arrays (decode steps) or scalars: as
-    ``roofline.kernel_time``, with the non-matmul FLOPs = flops - matmul FLOPs."""
+    ``roofline.kernel_time``, with the non-matmul FLOPs = flops - matmul FLOPs, the GEMV bandwidth at the
+    node's ``weight_bytes``, plus its ``fresh_bytes`` at the model's fresh-page cost (page faults are the
+    kernel's work, serial with the op's: added, not overlapped)."""
     mm = np.asarray(matmul_flops, dtype=np.float64)
     other = np.maximum(np.asarray(flops, dtype=np.float64) - mm, 0.0)
     if kernel == ELEMENTWISE:
@@ -156,10 +224,11 @@ def group_times(model: DeviceModel, kernel: str, dtype: str, flops: Any, matmul_
         curve = curve or model.gemm[dtype]  # no bmm curve for the dtype: the GEMM curve
         rate = curve.at_array(np.maximum(np.asarray(m, dtype=np.float64), 1.0))
         compute = mm / rate + other / model.vector_rate(dtype)
-    memory = np.asarray(nbytes, dtype=np.float64) / model.bandwidth(kernel, dtype)
-    time = np.maximum(compute, memory) + ops * model.op_cost(captured)
+    memory = np.asarray(nbytes, dtype=np.float64) / model.bandwidth(kernel, dtype, weight_bytes)
+    time = (np.maximum(compute, memory) + ops * model.op_cost(captured)
+            + np.asarray(fresh_bytes, dtype=np.float64) * model.fresh_output_s_per_byte)
     return time, (compute >= memory) & (compute > 0)
 
 
-__all__ = ["BMM", "EAGER_OPS", "SOFTMAX_CAST_BYTES", "extra_bytes", "ELEMENTWISE", "LINEAR", "KernelFacts", "captures_graphs", "eager_ops", "group_times",
+__all__ = ["BMM", "EAGER_OPS", "EagerOutputs", "eager_outputs", "fresh_output_bytes", "SOFTMAX_CAST_BYTES", "extra_bytes", "ELEMENTWISE", "LINEAR", "KernelFacts", "captures_graphs", "eager_ops", "group_times",
            "kernel_class", "kernel_facts", "node_ops"]

@@ -14,8 +14,22 @@ from llm_profiler.errors import QueryError
 from llm_profiler.graph import NodeKind
 from llm_profiler.hardware import get_device
 from llm_profiler.hardware.devices import CUDA_EAGER_OP_S, datasheet_model
-from llm_profiler.hardware.roofline import DeviceModel, RateCurve, kernel_time
-from llm_profiler.kernels import EAGER_OPS, captures_graphs, eager_ops, kernel_class, node_ops
+from llm_profiler.hardware.roofline import (
+    GLIBC_MMAP_THRESHOLD_MAX,
+    BandwidthCurve,
+    DeviceModel,
+    RateCurve,
+    kernel_time,
+)
+from llm_profiler.kernels import (
+    EAGER_OPS,
+    captures_graphs,
+    eager_ops,
+    eager_outputs,
+    fresh_output_bytes,
+    kernel_class,
+    node_ops,
+)
 from llm_profiler.perf import phase_report, settings
 from llm_profiler.phases import Phase
 
@@ -164,6 +178,68 @@ def test_eager_softmax_casts_charged_below_fp32() -> None:
     assert base - without == pytest.approx(16 * 51_712 / 20e9, rel=1e-6)
 
 
+def test_gemv_bandwidth_by_weight_size() -> None:
+    curve = BandwidthCurve(size_bytes=(2**20, 2**24, 2**28), bytes_per_s=(40e9, 20e9, 10e9))
+    assert curve.at(2**22) == pytest.approx(30e9)  # halfway in log2 between 1 MiB and 16 MiB
+    assert curve.at(2**10) == 40e9 and curve.at(2**40) == 10e9  # clamped at the ends
+    assert list(curve.at(np.array([2**20, 2**26]))) == pytest.approx([40e9, 15e9])
+    with pytest.raises(QueryError, match="ascending"):
+        BandwidthCurve(size_bytes=(4, 2), bytes_per_s=(1.0, 1.0))
+    dm = _model().model_copy(update={"gemv_curve": {"fp32": curve}})
+    assert dm.bandwidth("linear", "fp32", 2**24) == pytest.approx(20e9)
+    assert dm.bandwidth("linear", "fp32") == 10e9  # no size: the single GEMV figure
+    assert dm.bandwidth("linear", "bf16", 2**24) == 10e9  # no curve for bf16
+
+
+def test_eager_outputs_of_attention_at_a_long_context() -> None:
+    m = profile_model("qwen2.5-0.5b")  # 14 heads, 2 KV heads of 64: repeat_kv copies K and V to 14 heads
+    scores = next(n for n in m.nodes if n.kind == NodeKind.ATTN_SCORES)
+    cache = next(n for n in m.nodes if n.kind == NodeKind.KV_CACHE)
+    softmax = next(n for n in m.nodes if n.kind == NodeKind.ATTN_SOFTMAX)
+    out = eager_outputs(scores)
+    # a decode step after 8192 tokens: 8193 keys; the scores 14 x 1 x 8193, the copy of K 14 x 8193 x 64
+    assert out.largest(1, 1, 8192) == 14 * 8193 == 114_702
+    assert out.copy(1, 1, 8192) == 14 * 8193 * 64 == 7_340_928
+    # the cache's torch.cat of K (and of V): 2 KV heads x 8192 held tokens x 64
+    assert eager_outputs(cache).cache_cat(1, 1, 8192) == 2 * 8192 * 64 == 1_048_576
+    # below fp32 the eager softmax casts its input up and runs in fp32: 2 fp32 tensors of the scores
+    assert eager_outputs(softmax, "bf16").fp32(1, 2048, 0) == 2 * 14 * 2048 * 2048
+    assert eager_outputs(softmax, "fp32").fp32(1, 2048, 0) == 0
+
+
+def test_fresh_outputs_are_the_largest_recurring_ones() -> None:
+    # three groups: (largest, computing, fp32, copy, cache_cat) elements, fp32 activations and cache
+    groups = [(1000, 3000, 0, 0, 0), (10, 10, 0, 9_000_000, 0), (100, 100, 0, 0, 2_000_000)]
+    fresh = fresh_output_bytes(groups, 4.0, 4.0, GLIBC_MMAP_THRESHOLD_MAX)
+    # the largest output is the copy, 36 MB (above 32 MiB): only outputs of at least 32 MiB are fresh;
+    # the cache cats, 8 MB each, come from the heap
+    assert [float(f) for f in fresh] == [0.0, 36_000_000.0, 0.0]
+    # below 32 MiB the forward's largest output sets the threshold: the 8 MB cats (K and V) are fresh
+    small = fresh_output_bytes([(10, 10, 0, 1_000_000, 0), (10, 10, 0, 0, 2_000_000)], 4.0, 4.0,
+                               GLIBC_MMAP_THRESHOLD_MAX)
+    assert [float(f) for f in small] == [0.0, 2 * 8_000_000.0]
+    # glibc's initial threshold, 128 KiB: smaller outputs come from the heap, however large among their peers
+    assert float(fresh_output_bytes([(30_000, 30_000, 0, 0, 0)], 4.0, 4.0, GLIBC_MMAP_THRESHOLD_MAX)[0]) == 0.0
+    # over decode steps (arrays): the threshold per step
+    steps = fresh_output_bytes([(1, 1, 0, np.array([1e6, 1e7]), 0)], 4.0, 4.0, GLIBC_MMAP_THRESHOLD_MAX)
+    assert list(steps[0]) == [4e6, 4e7]
+
+
+def test_fresh_output_cost_of_an_8k_decode_step() -> None:
+    # Qwen2.5-0.5B, fp32, one token after 8192: each layer's two repeat_kv copies (14 x 8193 x 64 x 4 B =
+    # 29,363,712 B) are the forward's largest outputs, so glibc maps them afresh every step: 24 x 2 copies
+    dm = _model(0.0)
+    st = settings("a100-80gb", weight_dtype="fp32", act_dtype="fp32", compute_dtype="fp32", device_model=dm)
+    faults = settings("a100-80gb", weight_dtype="fp32", act_dtype="fp32", compute_dtype="fp32",
+                      device_model=dm.model_copy(update={"fresh_output_s_per_byte": 1e-9}))
+    phase = Phase.decode(1, 8192, 1, "last")
+    base = phase_report("qwen2.5-0.5b", phase, st, engine="hf-eager").latency_s
+    more = phase_report("qwen2.5-0.5b", phase, faults, engine="hf-eager").latency_s
+    assert more - base == pytest.approx(24 * 2 * 29_363_712 * 1e-9, rel=1e-9)  # 1.409 s at 1 ns per byte
+    vllm = [phase_report("qwen2.5-0.5b", phase, s, engine="vllm").latency_s for s in (st, faults)]
+    assert vllm[0] == vllm[1]  # a captured graph allocates nothing
+
+
 def test_generation_steps_use_the_device_model() -> None:
     st = settings("a100-80gb", weight_dtype="fp32", act_dtype="fp32", compute_dtype="fp32", device_model=_model())
     gen = phase_report("llama-3.2-1b", Phase.generate(1, 16, 3, 0, "last"), st, engine="hf-eager")
@@ -211,6 +287,9 @@ def test_cpu_model_times_the_linear_layout(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(cpu_bench, "GEMM_K", 32)
     monkeypatch.setattr(cpu_bench, "GEMV_SHAPE", (16, 64))
+    monkeypatch.setattr(cpu_bench, "GEMV_K", 64)
+    monkeypatch.setattr(cpu_bench, "GEMV_CURVE_BYTES", (1024, 4096))  # 8 and 32 rows of 64 bf16 (2 bytes)
+    monkeypatch.setattr(cpu_bench, "GEMV_STREAM_BYTES", 8192)  # 8 and 2 copies cycled through
     monkeypatch.setattr(cpu_bench, "ELEMENTWISE_NUMEL", 1024)
     monkeypatch.setattr(cpu_bench, "_MODEL_REPEATS", 1)
     seen: list[tuple[tuple[int, ...], tuple[int, ...], Any, bool]] = []
@@ -222,11 +301,14 @@ def test_cpu_model_times_the_linear_layout(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(cpu_bench, "linear_matmul_torch", spy)
     out = cpu_bench._measure_dtype("bf16")
-    # every GEMM size and the GEMV go through x @ W.T with W stored (out x in), contiguous, in bf16
+    # every GEMM size, the GEMV and the GEMV curve's sizes go through x @ W.T with W stored (out x in),
+    # contiguous, in bf16
     shapes = {(x, w) for x, w, _, _ in seen}
-    assert shapes == {*(((m, 32), (32, 32)) for m in cpu_bench.GEMM_M), ((1, 64), (16, 64))}
+    assert shapes == {*(((m, 32), (32, 32)) for m in cpu_bench.GEMM_M), ((1, 64), (16, 64)),
+                      ((1, 64), (8, 64)), ((1, 64), (32, 64))}
     assert all(dt == torch.bfloat16 and contiguous for _, _, dt, contiguous in seen)
     assert len(out["gemm"]) == len(cpu_bench.GEMM_M) and len(out["bmm"]) == len(cpu_bench.BMM_M)
+    assert len(out["gemv_curve"]) == 2 and all(r > 0 for r in out["gemv_curve"])
 
 
 def test_tiny_step_op_counts() -> None:
@@ -257,7 +339,8 @@ def test_cpu_model_is_cached_per_machine(monkeypatch: pytest.MonkeyPatch, tmp_pa
     def fake(name: str) -> dict[str, Any]:
         calls.append(name)
         return {"gemm": [1e9 * (i + 1) for i in range(len(cpu_bench.GEMM_M))],
-                "bmm": [1e9] * len(cpu_bench.BMM_M), "gemv": 5e9, "elementwise": 6e9, "vector": 7e9}
+                "bmm": [1e9] * len(cpu_bench.BMM_M), "gemv": 5e9, "elementwise": 6e9, "vector": 7e9,
+                "gemv_curve": [4e9] * len(cpu_bench.GEMV_CURVE_BYTES)}
 
     monkeypatch.setenv("LLM_PROFILER_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(cpu_bench, "_measure_dtype", fake)
@@ -276,6 +359,8 @@ def test_cpu_model_is_cached_per_machine(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert cpu_bench.machine_fingerprint(1) != cpu_bench.machine_fingerprint(2)  # threads are in it
     assert first.gemm["fp32"].at(cpu_bench.GEMM_M[-1]) == pytest.approx(len(cpu_bench.GEMM_M) * 1e9)
     assert math.isclose(first.gemv_bandwidth["bf16"], 5e9)
+    assert first.bandwidth("linear", "bf16", 2**20) == pytest.approx(4e9)  # the curve, at a weight's size
+    assert first.fresh_output_s_per_byte == 0.0  # the patched timer sees no difference: no fault cost
 
 
 # ---------------------------------------------------------------- the table against transformers' dispatch

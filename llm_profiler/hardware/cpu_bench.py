@@ -243,6 +243,10 @@ GEMM_M = (1, 4, 16, 64, 256, 1024)
 GEMM_K = 2048
 BMM_M = (1, 16, 128, 512)
 BMM_BATCH, BMM_K, BMM_N = 16, 64, 1024
+GEMV_K = 1024
+GEMV_CURVE_BYTES = (2**18, 2**20, 2**22, 2**24, 2**26, 2**28)  # 256 KiB to 256 MiB weight matrices
+GEMV_STREAM_BYTES = 2**28  # the distinct copies cycled through at each size: far past any L3
+FRESH_OUTPUT_BYTES = 2**26  # 64 MiB: above glibc's DEFAULT_MMAP_THRESHOLD_MAX (32 MiB on 64-bit)
 GEMV_SHAPE = (4096, 8192)  # (N, K): 128 MiB in fp32, 64 MiB in bf16, larger than the 32 MiB L3 of issue 18's CPU
 ELEMENTWISE_NUMEL = 2**23  # 32 MiB per fp32 operand
 SOFTMAX_SHAPE = (64, 1024)
@@ -396,12 +400,53 @@ def _measure_dtype(name: str) -> dict[str, Any]:
     big = torch.randn(n, k, generator=gen).to(dt)
     x1 = torch.randn(1, k, generator=gen).to(dt)
     gemv = big.numel() * big.element_size() / _median_time(lambda: linear_matmul_torch(x1, big))
+    gemv_curve = [gemv_rate(size, dt) for size in GEMV_CURVE_BYTES]
     a = torch.randn(ELEMENTWISE_NUMEL, generator=gen).to(dt)
     b, c = torch.randn(ELEMENTWISE_NUMEL, generator=gen).to(dt), torch.empty(ELEMENTWISE_NUMEL, dtype=dt)
     elementwise = 3.0 * a.numel() * a.element_size() / _median_time(lambda: torch.mul(a, b, out=c))
     s = torch.randn(*SOFTMAX_SHAPE, generator=gen).to(dt)
     vector = 5.0 * s.numel() / _median_time(lambda: torch.softmax(s, dim=-1))
-    return {"gemm": gemm, "bmm": bmm, "gemv": gemv, "elementwise": elementwise, "vector": vector}
+    return {"gemm": gemm, "bmm": bmm, "gemv": gemv, "gemv_curve": gemv_curve, "elementwise": elementwise,
+            "vector": vector}
+
+
+def gemv_rate(size_bytes: int, dtype: Any) -> float:
+    """Bytes/s of ``F.linear`` of one token over a weight matrix of ``size_bytes`` (GEMV_K input features),
+    cycling through enough distinct copies (GEMV_STREAM_BYTES in all) that each call streams its matrix from
+    memory, as a decode step streams each layer's weights once."""
+    import torch
+
+    x = torch.randn(1, GEMV_K).to(dtype)
+    rows = max(1, size_bytes // (GEMV_K * x.element_size()))
+    copies = max(1, GEMV_STREAM_BYTES // (rows * GEMV_K * x.element_size()))
+    weights = [torch.randn(rows, GEMV_K).to(dtype) for _ in range(copies)]
+    turn = [0]
+
+    def run() -> Any:
+        turn[0] = (turn[0] + 1) % copies
+        return linear_matmul_torch(x, weights[turn[0]])
+
+    run()  # warm-up: the first call's one-off costs
+    times = []
+    for _ in range(max(_MODEL_REPEATS, copies)):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return rows * GEMV_K * x.element_size() / statistics.median(times)
+
+
+def fresh_output_cost() -> float:
+    """Seconds per byte that writing an op's output into freshly mapped pages costs beyond writing it into a
+    reused buffer: ``x * 2`` with a new FRESH_OUTPUT_BYTES output (above glibc's largest mmap threshold, so
+    mapped and unmapped every call) against the same product into a preallocated output; 0 where no
+    difference shows (transparent huge pages, an allocator that keeps its blocks)."""
+    import torch
+
+    n = FRESH_OUTPUT_BYTES // 4
+    x, out = torch.ones(n), torch.empty(n)
+    fresh = _median_time(lambda: torch.mul(x, 2.0))
+    reused = _median_time(lambda: torch.mul(x, 2.0, out=out))
+    return max(0.0, (fresh - reused) / FRESH_OUTPUT_BYTES)
 
 
 def measure_cpu_model(refresh: bool = False, dtypes: tuple[str, ...] = MODEL_DTYPES) -> Any:
@@ -410,7 +455,7 @@ def measure_cpu_model(refresh: bool = False, dtypes: tuple[str, ...] = MODEL_DTY
 
     import torch
 
-    from .roofline import DeviceModel, RateCurve
+    from .roofline import BandwidthCurve, DeviceModel, RateCurve
 
     threads = torch.get_num_threads()
     fingerprint = machine_fingerprint(threads)
@@ -436,6 +481,9 @@ def measure_cpu_model(refresh: bool = False, dtypes: tuple[str, ...] = MODEL_DTY
         gemm={d: RateCurve(m=GEMM_M, flops_per_s=tuple(v["gemm"])) for d, v in per.items()},
         bmm={d: RateCurve(m=BMM_M, flops_per_s=tuple(v["bmm"])) for d, v in per.items()},
         gemv_bandwidth={d: v["gemv"] for d, v in per.items()},
+        gemv_curve={d: BandwidthCurve(size_bytes=GEMV_CURVE_BYTES, bytes_per_s=tuple(v["gemv_curve"]))
+                    for d, v in per.items()},
+        fresh_output_s_per_byte=fresh_output_cost(),
         elementwise_bandwidth={d: v["elementwise"] for d, v in per.items()},
         vector_flops={d: v["vector"] for d, v in per.items()},
         per_op_s=per_op, captured_op_s=per_op, threads=threads, fingerprint=fingerprint,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import QueryError
 from .devices import DeviceSpec, get_device
@@ -131,6 +131,12 @@ def utilization(
 # (everything else: norms, rope, softmax, residuals, copies, at the elementwise bandwidth).
 
 KERNEL_CLASSES = ("linear", "bmm", "elementwise")
+# glibc's malloc serves a request of at least M_MMAP_THRESHOLD bytes with a fresh mmap and unmaps it on free;
+# the threshold, 128 KiB at first, rises to the largest such block freed, up to DEFAULT_MMAP_THRESHOLD_MAX = 4 * 1024 * 1024 *
+# sizeof(long) = 32 MiB on 64-bit (mallopt(3), "M_MMAP_THRESHOLD"): an eager forward's largest recurring
+# outputs, and all outputs of 32 MiB or more, are written into new pages every call.
+GLIBC_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+GLIBC_MMAP_THRESHOLD_MIN = 128 * 1024  # the threshold a process starts with (DEFAULT_MMAP_THRESHOLD_MIN)
 
 
 class RateCurve(BaseModel):
@@ -157,24 +163,48 @@ class RateCurve(BaseModel):
 
     def at(self, m: float) -> float:
         """The rate at M = ``m``: clamped outside the grid, linear in log2(M) between grid points."""
-        ms, rs = self.m, self.flops_per_s
-        if m <= ms[0]:
-            return rs[0]
-        if m >= ms[-1]:
-            return rs[-1]
-        for i in range(1, len(ms)):
-            if m <= ms[i]:
-                lo, hi = math.log2(ms[i - 1]), math.log2(ms[i])
-                t = (math.log2(m) - lo) / (hi - lo)
-                return rs[i - 1] + t * (rs[i] - rs[i - 1])
-        return rs[-1]  # pragma: no cover - the loop returns
+        return float(log2_interp(self.m, self.flops_per_s, m))
 
     def at_array(self, m: Any) -> Any:
         """``at`` over a numpy array of M values."""
-        import numpy as np
+        return log2_interp(self.m, self.flops_per_s, m)
 
-        x = np.log2(np.clip(np.asarray(m, dtype=np.float64), self.m[0], self.m[-1]))
-        return np.interp(x, np.log2(np.asarray(self.m, dtype=np.float64)), np.asarray(self.flops_per_s))
+
+def log2_interp(grid: tuple[int, ...], values: tuple[float, ...], x: Any) -> Any:
+    """``values`` at ``x`` (a number or a numpy array): clamped to the grid's ends, linear in log2 between."""
+    import numpy as np
+
+    at = np.log2(np.clip(np.asarray(x, dtype=np.float64), grid[0], grid[-1]))
+    return np.interp(at, np.log2(np.asarray(grid, dtype=np.float64)), np.asarray(values, dtype=np.float64))
+
+
+class BandwidthCurve(BaseModel):
+    """Bytes/s of a weight matmul streaming a matrix of a given size (the GEMV bandwidth by weight bytes:
+    small matrices stay in the caches or pay the call's fixed cost, large ones stream from DRAM); the sizes
+    ascending, interpolated linearly in log2(size), clamped to the grid's ends."""
+
+    model_config = ConfigDict(frozen=True)
+
+    size_bytes: tuple[int, ...]
+    bytes_per_s: tuple[float, ...]
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise QueryError(f"bad bandwidth curve: {err.errors()[0]['msg']}") from None
+
+    def model_post_init(self, _: object) -> None:
+        if not self.size_bytes or len(self.size_bytes) != len(self.bytes_per_s):
+            raise QueryError("a bandwidth curve needs as many sizes as rates, at least one")
+        if any(b <= a for a, b in zip(self.size_bytes, self.size_bytes[1:])) or self.size_bytes[0] < 1:
+            raise QueryError(f"a bandwidth curve's sizes must be positive and ascending, got {self.size_bytes}")
+        if any(not r > 0 for r in self.bytes_per_s):
+            raise QueryError(f"a bandwidth curve's rates must be positive, got {self.bytes_per_s}")
+
+    def at(self, size: Any) -> Any:
+        """Bytes/s at ``size`` bytes (a number or a numpy array)."""
+        return log2_interp(self.size_bytes, self.bytes_per_s, size)
 
 
 class DeviceModel(BaseModel):
@@ -184,7 +214,12 @@ class DeviceModel(BaseModel):
     at small M; ``elementwise_bandwidth[dtype]``: bytes/s (read + written) of an elementwise op on tensors
     larger than the caches; ``vector_flops[dtype]``: FLOP/s of the non-matmul arithmetic when it, not the
     bytes, bounds a node; ``per_op_s``: the dispatch / launch cost of one eager op; ``captured_op_s``: the
-    cost of one op when the engine replays a captured graph (CUDA graphs: 0).
+    cost of one op when the engine replays a captured graph (CUDA graphs: 0); ``gemv_curve[dtype]``: the GEMV
+    bandwidth by the weight matrix's bytes (where measured; else ``gemv_bandwidth`` at every size);
+    ``fresh_output_s_per_byte``: what writing an eager op's output into freshly mapped pages costs beyond
+    the write itself (the page faults and the kernel's zeroing), charged to outputs of at least
+    ``fresh_output_threshold`` bytes (``kernels.fresh_output_bytes``: glibc's malloc maps those afresh on
+    every call; 0 on a GPU, whose caching allocator reuses its blocks).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -196,6 +231,9 @@ class DeviceModel(BaseModel):
     vector_flops: dict[str, float] = {}
     per_op_s: float = 0.0
     captured_op_s: float = 0.0
+    gemv_curve: dict[str, BandwidthCurve] = {}
+    fresh_output_s_per_byte: float = Field(default=0.0, ge=0.0)
+    fresh_output_threshold: int = Field(default=GLIBC_MMAP_THRESHOLD_MAX, gt=0)
     threads: int | None = None
     fingerprint: str = ""
     source: str = ""
@@ -223,11 +261,17 @@ class DeviceModel(BaseModel):
                 return float(curve.at(m))
         return float(self._dtype(self.gemm, dtype, "GEMM curve").at(m))
 
-    def bandwidth(self, kernel: str, dtype: str) -> float:
-        """Bytes/s of kernel class ``kernel``: the GEMV bandwidth for weight matmuls, else elementwise."""
+    def bandwidth(self, kernel: str, dtype: str, weight_bytes: Any = None) -> Any:
+        """Bytes/s of kernel class ``kernel``: the GEMV bandwidth for weight matmuls (by ``weight_bytes``, a
+        number or a numpy array, where the model has a curve for the dtype), else elementwise."""
         if kernel not in KERNEL_CLASSES:
             raise QueryError(f"kernel class must be one of {', '.join(KERNEL_CLASSES)}, got {kernel!r}")
         if kernel == "linear":
+            from .dtypes import compute_dtype_name
+
+            curve = self.gemv_curve.get(compute_dtype_name(dtype))
+            if curve is not None and weight_bytes is not None:
+                return curve.at(weight_bytes)
             return float(self._dtype(self.gemv_bandwidth, dtype, "GEMV bandwidth"))
         return float(self._dtype(self.elementwise_bandwidth, dtype, "elementwise bandwidth"))
 
