@@ -5,6 +5,7 @@ rules' numbers derived beside them."""
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
 
@@ -102,3 +103,13 @@ def test_post_norm_residual_values() -> None:
     assert _measured(report, "model.layers.7.input_layernorm")["add"] == 1079 + 3 * 576
     assert _measured(report, "model.layers.0.post_attention_layernorm")["add"] == 1079 + 2 * 576  # router, experts
     assert _measured(report, "model.embed_tokens")["add"] == 576 + 576  # embedding_dense_backward; read twice
+
+
+def test_minimax_backward_exact_sliding_window_tied() -> None:
+    """MiniMaxConfig's defaults with a sliding window of 4 (binding at S = 5: only the mask changes, nothing back)
+    and a tied lm_head (its weight gradient added to the embedding's: V*h = 128*64 more ADD there)."""
+    config = {**json.loads(Path(DEFAULTS).read_text()), "sliding_window": 4, "tie_word_embeddings": True}
+    report = validate_backward(config, 1, 5, tiny=True)
+    assert report.ok, _why(report)
+    # embedding_dense_backward T*h = 320, the stream read twice by input_layernorm 320, the tied weight 8192
+    assert _measured(report, "model.embed_tokens")["add"] == 320 + 320 + 128 * 64
