@@ -114,7 +114,11 @@ def main() -> int:
               + ", ".join(f"{d}: GEMM {dm.gemm[d].flops_per_s[-1] / 1e9:.0f} GFLOP/s at M={dm.gemm[d].m[-1]}, "
                           f"GEMV {dm.gemv_bandwidth[d] / 1e9:.1f} GB/s, elementwise "
                           f"{dm.elementwise_bandwidth[d] / 1e9:.1f} GB/s" for d in dm.gemm)
-              + f", {dm.per_op_s * 1e6:.2f} us per op; load {os.getloadavg()[0]:.2f}", flush=True)
+              + f", {dm.per_op_s * 1e6:.2f} us per op, fresh pages {dm.fresh_output_s_per_byte * 1e9:.2f} ns/B; "
+              + "GEMV by weight MiB: " + "; ".join(
+                  f"{d} " + " ".join(f"{s / 2**20:g}:{r / 1e9:.1f}" for s, r in zip(c.size_bytes, c.bytes_per_s))
+                  for d, c in dm.gemv_curve.items())
+              + f"; load {os.getloadavg()[0]:.2f}", flush=True)
         if name not in models:
             models.clear()  # one model in memory at a time, built once (fp32), then cast for bf16
             models[name] = build_reference(name, dtype=dtype)[0]
