@@ -23,6 +23,8 @@ base.FAMILY_BACKWARD["lfm2"] = backward_ssm.lfm2_backward
 base.FAMILY_BACKWARD["mamba"] = backward_ssm.mamba_backward
 base.FAMILY_BACKWARD["jamba"] = backward_ssm.jamba_backward
 base.FAMILY_BACKWARD["falcon_h1"] = backward_ssm.falcon_h1_backward
+base.FAMILY_BACKWARD["falcon_mamba"] = backward_ssm.mamba_backward  # Mamba-1 with weightless dt / B / C norms
+base.FAMILY_BACKWARD["bamba"] = backward_ssm.bamba_backward
 # backward-only aten ops of the SSM / conv layers (both sides count them through ATEN_BACKWARD)
 base.ATEN_BACKWARD["convolution_backward"] = backward_ssm._aten_conv
 base.ATEN_BACKWARD["softplus_backward"] = backward_ssm._aten_softplus
@@ -32,4 +34,5 @@ for _type in backward_moe.GPT_OSS_TYPES:
 # exact per node, tiny on the CPU at (2, 3) and (1, 5), and full size on meta (tests/test_training_backward_mla.py, _moe.py, _ssm.py)
 VALIDATED: frozenset[str] = (backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES | backward_moe.GPT_OSS_TYPES
                               | backward_moe.HUNYUAN_TYPES | {"ernie4_5_moe", "phimoe", "mimo_v2_flash"}
-                              | backward_ssm.SSM_TYPES | {"granitemoehybrid", "lfm2", "falcon_h1", "mamba", "jamba"})
+                              | backward_ssm.SSM_TYPES | {"granitemoehybrid", "lfm2", "falcon_h1", "mamba", "jamba"}
+                              | {"falcon_mamba", "bamba"})

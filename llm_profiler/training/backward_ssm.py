@@ -54,9 +54,11 @@ from ..metrics import ACT, ADD, DIV, EXP, MACS, MULT
 from ..ops import Counts
 from ..profile import ModelProfile
 from . import backward as base
+from .backward_moe import l2_norm_backward
 
 CMP = "cmp"
 SSM_TYPES: frozenset[str] = frozenset({"mamba2", "nemotron_h"})
+_DT_NORMS = (".dt_layernorm", ".b_layernorm", ".c_layernorm")  # Mamba-1's norms on dt, B and C
 
 
 def softplus_backward(n: Any) -> Counts:
@@ -226,6 +228,21 @@ def granitemoehybrid_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
+def bamba_backward(model: ModelProfile) -> dict[str, Counts]:
+    """bamba: ``granitemoehybrid_backward``'s rules (Mamba-2 or attention, then an MLP), with bamba's partial
+    rotary: apply_rotary_pos_emb slices q and k into the rotary part and the rest, then concatenates, so q_proj's
+    (k_proj's) output is read once more (one add of all of q, of k) beside rope's fan-out on the rotary part."""
+    spec: Any = model.spec  # the family's spec subclass (its extra fields)
+    out = granitemoehybrid_backward(model)
+    for node in model.nodes:
+        if node.kind == NodeKind.ROPE:
+            attn = node.path.rsplit(":", 1)[0]
+            for which, heads in (("q", spec.num_heads), ("k", spec.num_kv_heads)):
+                n = base.TOKENS * heads * spec.head_dim
+                out[f"{attn}.{which}_proj"] = Counts(out[f"{attn}.{which}_proj"] + Counts({ADD: n, ACT: n}))
+    return out
+
+
 def lfm2_backward(model: ModelProfile) -> dict[str, Counts]:
     """lfm2: short-conv layers (in_proj -> B, C, x; B * x; the depthwise causal conv; C * conv; out_proj) and
     attention layers, each then a SwiGLU MLP whose activation node holds silu(w1) * w3."""
@@ -370,7 +387,12 @@ def _mamba1_model(model: ModelProfile, prenorm: bool) -> dict[str, Counts]:
         if node.kind == NodeKind.ELEMENTWISE and node.part is None and node.path.endswith((".mixer", ".mamba")):
             return Counts(base.silu_backward(Formula.of(c[EXP])) + Counts({ADD: 2 * t * m.inner, ACT: 2 * t * m.inner}))
         group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
-        out = base.node_backward(node, spec.norm, spec.activation, group, spec if hasattr(spec, "num_experts") else None)
+        if node.kind == NodeKind.NORM and m.dt_norms and not m.dt_norms_weight and node.path.endswith(_DT_NORMS):
+            n = m.dt_rank if node.path.endswith(".dt_layernorm") else m.state  # falcon_mamba's weightless norms
+            out = l2_norm_backward(t, n)
+        else:
+            out = base.node_backward(node, spec.norm, spec.activation, group,
+                                     spec if hasattr(spec, "num_experts") else None)
         # C read one step at a time (S - 1 adds of B*S*N): on x_proj, or on c_layernorm with dt_norms, whose
         # three RMSNorms (dt, B, C) each read their slice of x_proj's output twice (T*(R + 2N) on x_proj)
         selects = (S - 1) * t * m.state
@@ -406,4 +428,4 @@ def ssm_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
-__all__ = ["SSM_TYPES", "falcon_h1_backward", "jamba_backward", "mamba_backward", "granitemoehybrid_backward", "lfm2_backward", "convolution_backward", "scan_backward", "softplus_backward", "ssm_backward"]
+__all__ = ["SSM_TYPES", "bamba_backward", "falcon_h1_backward", "jamba_backward", "mamba_backward", "granitemoehybrid_backward", "lfm2_backward", "convolution_backward", "scan_backward", "softplus_backward", "ssm_backward"]
