@@ -1,5 +1,5 @@
 """Backward of the SSM and short-conv layouts (mamba2, nemotron_h, granitemoehybrid, lfm2, falcon_h1, mamba,
-jamba, falcon_mamba, bamba): exact per node against autograd
+jamba, falcon_mamba, bamba, lfm2_moe): exact per node against autograd
 (training/backward_ssm.py), tiny on the CPU at (2, 3), (1, 5) and past the tiny chunk of 4 (1, 9); mamba2 at
 full size on the meta device; the new rule kinds' numbers derived beside them."""
 
@@ -31,6 +31,7 @@ MODELS = [
     "jamba-1.5-mini",  # jamba: Mamba-1 with dt / B / C norms, attention, MLP and MoE layers
     str(CONFIGS / "transformers--FalconMambaConfig-defaults.json"),  # falcon_mamba: Mamba-1, weightless dt/B/C norms
     str(CONFIGS / "transformers--BambaConfig-defaults.json"),  # bamba: Mamba-2 / partial-rotary attention + MLP
+    str(CONFIGS / "transformers--Lfm2MoeConfig-LFM2-8B-A1B-dims.json"),  # lfm2_moe: short conv + sigmoid-routed MoE
 ]
 SHAPES = [(2, 3), (1, 5), (1, 9)]
 

@@ -245,7 +245,10 @@ def bamba_backward(model: ModelProfile) -> dict[str, Counts]:
 
 def lfm2_backward(model: ModelProfile) -> dict[str, Counts]:
     """lfm2: short-conv layers (in_proj -> B, C, x; B * x; the depthwise causal conv; C * conv; out_proj) and
-    attention layers, each then a SwiGLU MLP whose activation node holds silu(w1) * w3."""
+    attention layers, each then a SwiGLU MLP whose activation node holds silu(w1) * w3. lfm2_moe: the same,
+    with MoE blocks past the dense ones: ``training.backward``'s router (sigmoid scores, the expert bias's
+    gathered weights scattered back, the top-k renormalisation, the routed scaling) and batched experts, plus
+    the experts' own silu (``F.silu``, no act_fn module: ``silu_backward`` over T*k*I on the experts node)."""
     spec: Any = model.spec  # the family's spec subclass (its extra fields)
 
     def rule(node: Node) -> Counts:
@@ -260,7 +263,10 @@ def lfm2_backward(model: ModelProfile) -> dict[str, Counts]:
         if node.kind == NodeKind.ACTIVATION and node.path.endswith(".feed_forward"):
             n = Formula.of(c[EXP])  # silu(w1) * w3: silu_backward, the product's two muls
             return Counts(base.silu_backward(n) + Counts({MULT: 2 * n, ACT: 2 * n}))
-        return base.node_backward(node, spec.norm, spec.activation, spec.num_heads // spec.num_kv_heads)
+        moe = spec if hasattr(spec, "num_experts") else None  # lfm2_moe: the router and experts' rules
+        if node.kind == NodeKind.EXPERTS:  # lfm2_moe's act_fn is F.silu (no module): its backward is here
+            return Counts(base.node_backward(node, spec_moe=moe) + base.silu_backward(Formula.of(c[EXP])))
+        return base.node_backward(node, spec.norm, spec.activation, spec.num_heads // spec.num_kv_heads, moe)
 
     acc = base.accumulations(model)
     paths = {n.path for n in model.nodes}
