@@ -294,15 +294,11 @@ def falcon_h1_backward(model: ModelProfile) -> dict[str, Counts]:
     with up * act(gate), two muls back). The normed input is read twice (the two multiplies: 1 add on
     input_layernorm); the attention input by q, k and v (2 adds on the residual node that wrote it). Without
     ``mamba_rms_norm`` (the config default) the scan output times silu(gate) is on the mamba node: two muls
-    and ``silu_backward``; with it, not yet (see the error)."""
+    and ``silu_backward``. With it, the grouped gated RMSNorm (``gated_norm_backward``: the same ops in either
+    order), whose input read twice (x^2, x * rstd) is, with ``mamba_norm_before_gate`` (its default), the
+    scan's output (T*I ADD on ``:scan``), else x * silu(gate), computed inside the norm module (on the norm)."""
     spec: Any = model.spec  # the family's spec subclass (its extra fields)
     m, t, h = _mamba2(spec), base.TOKENS, spec.hidden_size
-    if m.gated_norm:
-        # with mamba_rms_norm, where the norm's input read twice lies (the scan output or its gated product)
-        # depends on mamba_norm_before_gate, which the spec does not carry
-        raise base.BackwardUnsupportedError(
-            "falcon_h1 with mamba_rms_norm: no backward rule yet (the gated norm's order, mamba_norm_before_gate, "
-            "decides which node's output it reads twice); validated with mamba_rms_norm false")
     inner = m.heads * m.head_dim
     width = 2 * inner + 2 * m.groups * m.state + m.heads  # in_proj's output, times mup_vector
 
@@ -312,8 +308,16 @@ def falcon_h1_backward(model: ModelProfile) -> dict[str, Counts]:
             tp = B * ceil_div(S, m.chunk) * m.chunk
             reads = t * inner + 2 * tp * m.heads * m.state
             out = base.silu_backward(Formula.of(c[EXP])) + Counts({ADD: reads, ACT: reads})
-            out = out + Counts({MULT: t * width + t * h + 2 * t * inner, ACT: t * width + t * h + 2 * t * inner})
+            muls = t * width + t * h + (0 if m.gated_norm else 2 * t * inner)  # muP; the ungated product's two
+            out = out + Counts({MULT: muls, ACT: muls})
             return Counts(out)
+        if node.kind == NodeKind.NORM and node.path.endswith(".mamba.norm") and spec.mamba_norm_before_gate:
+            # norm(x) * silu(gate): the norm's input x, the scan's output, read twice there (on :scan)
+            n = t * inner
+            return Counts(gated_norm_backward(t, inner, m.norm_groups) + Counts({ADD: -n, ACT: -n}))
+        if node.part == "scan" and m.gated_norm and spec.mamba_norm_before_gate:
+            n = t * inner
+            return Counts(ssm_node_backward(node, spec) + Counts({ADD: n, ACT: n}))
         if node.kind == NodeKind.RESIDUAL:
             return Counts({MULT: Formula.of(c[MULT]), ACT: Formula.of(c[MULT])})
         if node.kind == NodeKind.ELEMENTWISE and node.path.endswith(".feed_forward"):
