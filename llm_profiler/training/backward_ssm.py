@@ -1,5 +1,6 @@
-"""Backward counts of the Mamba-2 mixer (mamba2, nemotron_h, granitemoehybrid) and LFM2's short conv: the
-chunked SSD scan of transformers' torch path, op by op.
+"""Backward counts of the Mamba-2 mixer (mamba2, nemotron_h, granitemoehybrid, bamba, falcon_h1), Mamba-1
+(mamba, jamba, falcon_mamba) and LFM2's short conv (lfm2, lfm2_moe): the chunked SSD scan of transformers'
+torch path, op by op.
 
 The reference (transformers 5.23, modeling_mamba2.py, eval mode with a cache object: ``Mamba2Mixer.forward``'s
 torch path, ``mamba2_chunk_scan``) runs, per layer, T = B*S tokens, H heads of Pd, G groups of N states, the
