@@ -1,5 +1,5 @@
 """Backward of the SSM and short-conv layouts (mamba2, nemotron_h, granitemoehybrid, lfm2, falcon_h1, mamba,
-jamba): exact per node against autograd
+jamba, falcon_mamba, bamba, lfm2_moe, falcon_h1 with mamba_rms_norm): exact per node against autograd
 (training/backward_ssm.py), tiny on the CPU at (2, 3), (1, 5) and past the tiny chunk of 4 (1, 9); mamba2 at
 full size on the meta device; the new rule kinds' numbers derived beside them."""
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from llm_profiler.training import backward as tb
+from llm_profiler.training.backward_moe import l2_norm_backward
 from llm_profiler.training.backward_ssm import convolution_backward, softplus_backward
 
 pytest.importorskip("torch")
@@ -21,6 +22,9 @@ from llm_profiler.validation.reference import reference  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "family_configs"
 MAMBA2 = str(CONFIGS / "transformers--Mamba2Config-defaults.json")
+# FalconH1Config's defaults with mamba_rms_norm true (mamba_norm_before_gate: its default, true)
+FALCON_H1_NORM = str(CONFIGS / "transformers--FalconH1Config-defaults-mamba_rms_norm.json")
+FALCON_MAMBA = str(CONFIGS / "transformers--FalconMambaConfig-defaults.json")
 MODELS = [
     MAMBA2,  # mamba2: every layer a Mamba-2 mixer (torch path of the chunked SSD scan)
     "nemotron-h-56b",  # nemotron_h: Mamba-2, attention (no rope) and relu2-MLP layers
@@ -29,6 +33,10 @@ MODELS = [
     str(CONFIGS / "transformers--FalconH1Config-defaults.json"),  # falcon_h1: parallel Mamba-2 + attention, muP
     str(CONFIGS / "transformers--MambaConfig-defaults.json"),  # mamba: Mamba-1's sequential scan, tied embedding
     "jamba-1.5-mini",  # jamba: Mamba-1 with dt / B / C norms, attention, MLP and MoE layers
+    FALCON_MAMBA,  # falcon_mamba: Mamba-1, weightless dt/B/C norms
+    str(CONFIGS / "transformers--BambaConfig-defaults.json"),  # bamba: Mamba-2 / partial-rotary attention + MLP
+    str(CONFIGS / "transformers--Lfm2MoeConfig-LFM2-8B-A1B-dims.json"),  # lfm2_moe: short conv + sigmoid-routed MoE
+    FALCON_H1_NORM,  # falcon_h1 with mamba_rms_norm: the grouped gated RMSNorm, norm(x) * silu(gate)
 ]
 SHAPES = [(2, 3), (1, 5), (1, 9)]
 
@@ -91,15 +99,35 @@ def test_mamba2_backward_exact_full_size_meta() -> None:
     assert got[("backbone.layers.0.mixer:scan", "macs")] == 2 * full
 
 
-def test_falcon_h1_with_mamba_rms_norm_is_not_claimed() -> None:
-    """mamba_rms_norm true: the gated norm's order (mamba_norm_before_gate) is not in the spec: a ProfilerError."""
+def test_falcon_h1_gated_norm_order_values() -> None:
+    """Tiny falcon_h1 with mamba_rms_norm at B=2, S=3: T=6, I=64 (4 heads of 16), 2 norm groups: 12 rows of
+    n=32. The two orders run the same forward ops; backward differs in which node's output the norm reads twice
+    (x^2 and x * rstd): the scan's (norm(x) * silu(gate), mamba_norm_before_gate true) or the gated product's,
+    computed inside the norm module (norm(x * silu(gate)), false)."""
     import json
 
-    from llm_profiler.validation.reference import reference as ref
+    before = _report(FALCON_H1_NORM, 2, 3)
+    cfg = {**json.loads(Path(FALCON_H1_NORM).read_text()), "mamba_norm_before_gate": False}
+    after = validate_backward(cfg, 2, 3, tiny=True)
+    assert after.ok, after.summary_line()
+    norm, scan = "model.layers.0.mamba.norm", "model.layers.0.mamba:scan"
+    # the norm's ADD: grad w summed over T (I*(T-1) = 64*5), grad r over each row (12*31), silu back (3*T*I)
+    assert _measured(before, norm)["add"] == 64 * 5 + 12 * 31 + 3 * 384 == 1844
+    # gate first: the product's two gradients (x^2, x * rstd) summed on the norm: + T*I = 384
+    assert _measured(after, norm)["add"] == 1844 + 384
+    assert _measured(before, scan)["add"] - _measured(after, scan)["add"] == 384  # ... else on the scan's output
+    for metric in ("mult", "div", "exp", "macs"):  # the same ops otherwise
+        assert _measured(before, norm).get(metric) == _measured(after, norm).get(metric)
 
-    cfg = {**json.loads((CONFIGS / "transformers--FalconH1Config-defaults.json").read_text()), "mamba_rms_norm": True}
-    with pytest.raises(tb.BackwardUnsupportedError, match="mamba_norm_before_gate"):
-        tb.backward_counts(ref(cfg, tiny=True).profile)
+
+def test_falcon_mamba_weightless_norm_values() -> None:
+    """Tiny FalconMambaConfig at B=2, S=3: T=6, dt rank R=6, N=8 states; dt_layernorm, x * rsqrt(mean(x^2) +
+    eps) without a weight (``l2_norm_backward``)."""
+    dt = _measured(_report(FALCON_MAMBA, 2, 3), "backbone.layers.0.mixer.dt_layernorm")
+    # x * r: g * r and g * x (2 T*R MULT), grad r summed over R (T*(R-1) ADD); rsqrt back (4 MULT per row);
+    # mean: g / R (T*R DIV); x^2: pow(x, 1) (T*R EXP), * 2, * g (2 T*R MULT); no weight: no g*w, no grad w
+    assert (dt["mult"], dt["add"], dt["div"], dt["exp"]) == (4 * 36 + 4 * 6, 6 * 5, 36, 36)
+    assert dict(l2_norm_backward(6, 6)) == {k: dt[k] for k in ("mult", "add", "div", "exp", "act")}
 
 
 def test_mamba1_scan_values() -> None:

@@ -23,6 +23,9 @@ from .template import DecoderTemplate, decoder_fields, part, tiny_dims
 
 class FalconH1Spec(ArchSpec):
     mamba: Mamba2
+    # with mamba_rms_norm: norm(x) * silu(gate) (true) or norm(x * silu(gate)); the same forward ops, but the
+    # backward's read-twice of the norm's input lands on a different node (training/backward_ssm.py)
+    mamba_norm_before_gate: bool = True
 
 
 @register
@@ -67,7 +70,7 @@ class FalconH1(DecoderTemplate):
         layer = LayerSpec(mixer=Mixer(kind="state_space", chunk=mamba.chunk), ffn=FFN(intermediate=common["intermediate_size"]))
         return FalconH1Spec(**{**common, "rotary_dim": common["head_dim"]}, qkv_bias=bias, o_bias=bias,
                             mlp_bias=f.bool("mlp_bias", default=False), layers=(layer,) * common["num_layers"],
-                            mamba=mamba)
+                            mamba=mamba, mamba_norm_before_gate=f.bool("mamba_norm_before_gate", default=True))
 
     def head_of_model_parts(self, spec: ArchSpec) -> list[Part]:
         parts = super().head_of_model_parts(spec)

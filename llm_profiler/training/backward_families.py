@@ -23,6 +23,9 @@ base.FAMILY_BACKWARD["lfm2"] = backward_ssm.lfm2_backward
 base.FAMILY_BACKWARD["mamba"] = backward_ssm.mamba_backward
 base.FAMILY_BACKWARD["jamba"] = backward_ssm.jamba_backward
 base.FAMILY_BACKWARD["falcon_h1"] = backward_ssm.falcon_h1_backward
+base.FAMILY_BACKWARD["falcon_mamba"] = backward_ssm.mamba_backward  # Mamba-1 with weightless dt / B / C norms
+base.FAMILY_BACKWARD["bamba"] = backward_ssm.bamba_backward
+base.FAMILY_BACKWARD["lfm2_moe"] = backward_ssm.lfm2_backward
 # backward-only aten ops of the SSM / conv layers (both sides count them through ATEN_BACKWARD)
 base.ATEN_BACKWARD["convolution_backward"] = backward_ssm._aten_conv
 base.ATEN_BACKWARD["softplus_backward"] = backward_ssm._aten_softplus
@@ -35,4 +38,5 @@ for _type in backward_lightning.LIGHTNING_TYPES:
 VALIDATED: frozenset[str] = (backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES | backward_moe.GPT_OSS_TYPES
                               | backward_moe.HUNYUAN_TYPES | {"ernie4_5_moe", "phimoe", "mimo_v2_flash"}
                               | backward_ssm.SSM_TYPES | {"granitemoehybrid", "lfm2", "falcon_h1", "mamba", "jamba"}
-                              | backward_lightning.LIGHTNING_TYPES)
+                              | backward_lightning.LIGHTNING_TYPES
+                              | {"falcon_mamba", "bamba", "lfm2_moe"})

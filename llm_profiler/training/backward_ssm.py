@@ -1,5 +1,6 @@
-"""Backward counts of the Mamba-2 mixer (mamba2, nemotron_h, granitemoehybrid) and LFM2's short conv: the
-chunked SSD scan of transformers' torch path, op by op.
+"""Backward counts of the Mamba-2 mixer (mamba2, nemotron_h, granitemoehybrid, bamba, falcon_h1), Mamba-1
+(mamba, jamba, falcon_mamba) and LFM2's short conv (lfm2, lfm2_moe): the chunked SSD scan of transformers'
+torch path, op by op.
 
 The reference (transformers 5.23, modeling_mamba2.py, eval mode with a cache object: ``Mamba2Mixer.forward``'s
 torch path, ``mamba2_chunk_scan``) runs, per layer, T = B*S tokens, H heads of Pd, G groups of N states, the
@@ -54,9 +55,11 @@ from ..metrics import ACT, ADD, DIV, EXP, MACS, MULT
 from ..ops import Counts
 from ..profile import ModelProfile
 from . import backward as base
+from .backward_moe import l2_norm_backward
 
 CMP = "cmp"
 SSM_TYPES: frozenset[str] = frozenset({"mamba2", "nemotron_h"})
+_DT_NORMS = (".dt_layernorm", ".b_layernorm", ".c_layernorm")  # Mamba-1's norms on dt, B and C
 
 
 def softplus_backward(n: Any) -> Counts:
@@ -226,9 +229,27 @@ def granitemoehybrid_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
+def bamba_backward(model: ModelProfile) -> dict[str, Counts]:
+    """bamba: ``granitemoehybrid_backward``'s rules (Mamba-2 or attention, then an MLP), with bamba's partial
+    rotary: apply_rotary_pos_emb slices q and k into the rotary part and the rest, then concatenates, so q_proj's
+    (k_proj's) output is read once more (one add of all of q, of k) beside rope's fan-out on the rotary part."""
+    spec: Any = model.spec  # the family's spec subclass (its extra fields)
+    out = granitemoehybrid_backward(model)
+    for node in model.nodes:
+        if node.kind == NodeKind.ROPE:
+            attn = node.path.rsplit(":", 1)[0]
+            for which, heads in (("q", spec.num_heads), ("k", spec.num_kv_heads)):
+                n = base.TOKENS * heads * spec.head_dim
+                out[f"{attn}.{which}_proj"] = Counts(out[f"{attn}.{which}_proj"] + Counts({ADD: n, ACT: n}))
+    return out
+
+
 def lfm2_backward(model: ModelProfile) -> dict[str, Counts]:
     """lfm2: short-conv layers (in_proj -> B, C, x; B * x; the depthwise causal conv; C * conv; out_proj) and
-    attention layers, each then a SwiGLU MLP whose activation node holds silu(w1) * w3."""
+    attention layers, each then a SwiGLU MLP whose activation node holds silu(w1) * w3. lfm2_moe: the same,
+    with MoE blocks past the dense ones: ``training.backward``'s router (sigmoid scores, the expert bias's
+    gathered weights scattered back, the top-k renormalisation, the routed scaling) and batched experts, plus
+    the experts' own silu (``F.silu``, no act_fn module: ``silu_backward`` over T*k*I on the experts node)."""
     spec: Any = model.spec  # the family's spec subclass (its extra fields)
 
     def rule(node: Node) -> Counts:
@@ -243,7 +264,10 @@ def lfm2_backward(model: ModelProfile) -> dict[str, Counts]:
         if node.kind == NodeKind.ACTIVATION and node.path.endswith(".feed_forward"):
             n = Formula.of(c[EXP])  # silu(w1) * w3: silu_backward, the product's two muls
             return Counts(base.silu_backward(n) + Counts({MULT: 2 * n, ACT: 2 * n}))
-        return base.node_backward(node, spec.norm, spec.activation, spec.num_heads // spec.num_kv_heads)
+        moe = spec if hasattr(spec, "num_experts") else None  # lfm2_moe: the router and experts' rules
+        if node.kind == NodeKind.EXPERTS:  # lfm2_moe's act_fn is F.silu (no module): its backward is here
+            return Counts(base.node_backward(node, spec_moe=moe) + base.silu_backward(Formula.of(c[EXP])))
+        return base.node_backward(node, spec.norm, spec.activation, spec.num_heads // spec.num_kv_heads, moe)
 
     acc = base.accumulations(model)
     paths = {n.path for n in model.nodes}
@@ -271,15 +295,11 @@ def falcon_h1_backward(model: ModelProfile) -> dict[str, Counts]:
     with up * act(gate), two muls back). The normed input is read twice (the two multiplies: 1 add on
     input_layernorm); the attention input by q, k and v (2 adds on the residual node that wrote it). Without
     ``mamba_rms_norm`` (the config default) the scan output times silu(gate) is on the mamba node: two muls
-    and ``silu_backward``; with it, not yet (see the error)."""
+    and ``silu_backward``. With it, the grouped gated RMSNorm (``gated_norm_backward``: the same ops in either
+    order), whose input read twice (x^2, x * rstd) is, with ``mamba_norm_before_gate`` (its default), the
+    scan's output (T*I ADD on ``:scan``), else x * silu(gate), computed inside the norm module (on the norm)."""
     spec: Any = model.spec  # the family's spec subclass (its extra fields)
     m, t, h = _mamba2(spec), base.TOKENS, spec.hidden_size
-    if m.gated_norm:
-        # with mamba_rms_norm, where the norm's input read twice lies (the scan output or its gated product)
-        # depends on mamba_norm_before_gate, which the spec does not carry
-        raise base.BackwardUnsupportedError(
-            "falcon_h1 with mamba_rms_norm: no backward rule yet (the gated norm's order, mamba_norm_before_gate, "
-            "decides which node's output it reads twice); validated with mamba_rms_norm false")
     inner = m.heads * m.head_dim
     width = 2 * inner + 2 * m.groups * m.state + m.heads  # in_proj's output, times mup_vector
 
@@ -289,8 +309,16 @@ def falcon_h1_backward(model: ModelProfile) -> dict[str, Counts]:
             tp = B * ceil_div(S, m.chunk) * m.chunk
             reads = t * inner + 2 * tp * m.heads * m.state
             out = base.silu_backward(Formula.of(c[EXP])) + Counts({ADD: reads, ACT: reads})
-            out = out + Counts({MULT: t * width + t * h + 2 * t * inner, ACT: t * width + t * h + 2 * t * inner})
+            muls = t * width + t * h + (0 if m.gated_norm else 2 * t * inner)  # muP; the ungated product's two
+            out = out + Counts({MULT: muls, ACT: muls})
             return Counts(out)
+        if node.kind == NodeKind.NORM and node.path.endswith(".mamba.norm") and spec.mamba_norm_before_gate:
+            # norm(x) * silu(gate): the norm's input x, the scan's output, read twice there (on :scan)
+            n = t * inner
+            return Counts(gated_norm_backward(t, inner, m.norm_groups) + Counts({ADD: -n, ACT: -n}))
+        if node.part == "scan" and m.gated_norm and spec.mamba_norm_before_gate:
+            n = t * inner
+            return Counts(ssm_node_backward(node, spec) + Counts({ADD: n, ACT: n}))
         if node.kind == NodeKind.RESIDUAL:
             return Counts({MULT: Formula.of(c[MULT]), ACT: Formula.of(c[MULT])})
         if node.kind == NodeKind.ELEMENTWISE and node.path.endswith(".feed_forward"):
@@ -370,7 +398,12 @@ def _mamba1_model(model: ModelProfile, prenorm: bool) -> dict[str, Counts]:
         if node.kind == NodeKind.ELEMENTWISE and node.part is None and node.path.endswith((".mixer", ".mamba")):
             return Counts(base.silu_backward(Formula.of(c[EXP])) + Counts({ADD: 2 * t * m.inner, ACT: 2 * t * m.inner}))
         group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
-        out = base.node_backward(node, spec.norm, spec.activation, group, spec if hasattr(spec, "num_experts") else None)
+        if node.kind == NodeKind.NORM and m.dt_norms and not m.dt_norms_weight and node.path.endswith(_DT_NORMS):
+            n = m.dt_rank if node.path.endswith(".dt_layernorm") else m.state  # falcon_mamba's weightless norms
+            out = l2_norm_backward(t, n)
+        else:
+            out = base.node_backward(node, spec.norm, spec.activation, group,
+                                     spec if hasattr(spec, "num_experts") else None)
         # C read one step at a time (S - 1 adds of B*S*N): on x_proj, or on c_layernorm with dt_norms, whose
         # three RMSNorms (dt, B, C) each read their slice of x_proj's output twice (T*(R + 2N) on x_proj)
         selects = (S - 1) * t * m.state
@@ -406,4 +439,4 @@ def ssm_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
-__all__ = ["SSM_TYPES", "falcon_h1_backward", "jamba_backward", "mamba_backward", "granitemoehybrid_backward", "lfm2_backward", "convolution_backward", "scan_backward", "softplus_backward", "ssm_backward"]
+__all__ = ["SSM_TYPES", "bamba_backward", "falcon_h1_backward", "jamba_backward", "mamba_backward", "granitemoehybrid_backward", "lfm2_backward", "convolution_backward", "scan_backward", "softplus_backward", "ssm_backward"]
