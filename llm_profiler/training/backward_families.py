@@ -33,3 +33,9 @@ for _type in backward_moe.GPT_OSS_TYPES:
 VALIDATED: frozenset[str] = (backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES | backward_moe.GPT_OSS_TYPES
                               | backward_moe.HUNYUAN_TYPES | {"ernie4_5_moe", "phimoe", "mimo_v2_flash"}
                               | backward_ssm.SSM_TYPES | {"granitemoehybrid", "lfm2", "falcon_h1", "mamba", "jamba"})
+# deepseek_v4: hyper-connections, compressed attention, sinks, sqrtsoftplus / hash routers (tests/test_training_backward_dsv4.py)
+from . import backward_dsv4  # noqa: E402
+
+for _type in backward_dsv4.DSV4_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_dsv4.dsv4_backward
+VALIDATED = VALIDATED | backward_dsv4.DSV4_TYPES
