@@ -34,6 +34,10 @@ def _failures(report: BackwardReport) -> str:
         f"{r.node} {r.metric}: {r.predicted} vs {r.measured}" for r in report.mismatches[:20])
 
 
+def _measured(report: BackwardReport, node: str, metric: str) -> int:
+    return next(r.measured for r in report.rows if (r.node, r.metric) == (node, metric))
+
+
 @pytest.fixture(scope="module")
 def flash_1x9() -> BackwardReport:
     return validate_backward("deepseek-v4-flash", 1, 9, tiny=True)
@@ -53,10 +57,13 @@ def test_dsv4_backward_exact_past_window_and_ratios(flash_1x9: BackwardReport) -
     assert not [r for r in flash_1x9.rows if ".indexer" in r.node and r.measured]
 
 
-def test_dsv4_sigmoid_scores_exact() -> None:
-    """scoring_func sigmoid: score_fn's backward is sigmoid_backward (the sqrt and softplus_backward gone)."""
-    report = validate_backward({**FLASH, "scoring_func": "sigmoid"}, 1, 9, tiny=True)
-    assert report.ok, _failures(report)
+def test_dsv4_sigmoid_scores_tied_exact() -> None:
+    """scoring_func sigmoid: score_fn's backward is sigmoid_backward (the sqrt and softplus_backward gone); a tied
+    lm_head: its weight gradient added to the embedding's (V*h = 128*64 more ADD on the embedding)."""
+    untied = validate_backward({**FLASH, "scoring_func": "sigmoid"}, 1, 9, tiny=True)
+    tied = validate_backward({**FLASH, "scoring_func": "sigmoid", "tie_word_embeddings": True}, 1, 9, tiny=True)
+    assert untied.ok and tied.ok, _failures(tied if untied.ok else untied)
+    assert _measured(tied, "model.embed_tokens", "add") - _measured(untied, "model.embed_tokens", "add") == 128 * 64
 
 
 def test_dsv4_backward_values_by_hand(flash_1x9: BackwardReport) -> None:

@@ -64,7 +64,7 @@ from .. import ops
 from ..formula import B, Formula
 from ..graph import compressed_attention as ca
 from ..graph.node import Node, NodeKind
-from ..metrics import ACT, ADD, DIV, MULT
+from ..metrics import ACT, ADD, CMP, DIV, MULT
 from ..ops import Counts
 from ..profile import ModelProfile
 from . import backward as base
@@ -72,7 +72,6 @@ from .backward_moe import l2_norm_backward
 from .backward_ssm import softplus_backward
 
 DSV4_TYPES: frozenset[str] = frozenset({"deepseek_v4"})
-CMP = "cmp"
 
 
 def affine_backward(rows: Formula, width: Formula | int) -> Counts:
