@@ -5,7 +5,7 @@ types among them proven exact per node against autograd (tests/test_training_bac
 from __future__ import annotations
 
 from . import backward as base
-from . import backward_mla, backward_moe, backward_ssm
+from . import backward_deltanet, backward_mla, backward_moe, backward_ssm
 
 for _type in backward_mla.MLA_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_mla.mla_backward
@@ -33,3 +33,6 @@ for _type in backward_moe.GPT_OSS_TYPES:
 VALIDATED: frozenset[str] = (backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES | backward_moe.GPT_OSS_TYPES
                               | backward_moe.HUNYUAN_TYPES | {"ernie4_5_moe", "phimoe", "mimo_v2_flash"}
                               | backward_ssm.SSM_TYPES | {"granitemoehybrid", "lfm2", "falcon_h1", "mamba", "jamba"})
+VALIDATED |= backward_deltanet.DELTANET_TYPES  # tests/test_training_backward_deltanet.py
+for _type in backward_deltanet.DELTANET_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_deltanet.deltanet_backward
