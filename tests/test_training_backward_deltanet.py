@@ -5,6 +5,7 @@ size on the meta device; the new rules' numbers derived beside them."""
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
 
@@ -44,6 +45,29 @@ def test_deltanet_backward_exact_per_node_tiny(model: str, batch: int, seq: int)
     assert report.ok, report.summary_line() + "\n" + "\n".join(
         f"{r.node} {r.metric}: {r.predicted} vs {r.measured}" for r in report.mismatches[:20]) + str(report.unknown_ops)
     assert report.model_type in tb.VALIDATED_MODEL_TYPES
+
+
+def _config(name: str, **changes: object) -> dict:
+    return {**json.loads((CONFIGS / name).read_text()), **changes}
+
+
+VARIANTS = {
+    # as many key heads as value heads: no repeat_interleave of q and k
+    "no_repeat": lambda: _config("transformers--Qwen3_5MoeTextConfig-defaults.json", linear_num_value_heads=16),
+    # a dense MLP layer (mlp_only_layers) and MoE every other layer; the top-k weights not renormalised
+    "dense_layers": lambda: _config("Qwen--Qwen3-Next-80B-A3B-Thinking.json", mlp_only_layers=[0],
+                                    decoder_sparse_step=2, norm_topk_prob=False),
+    # the multimodal qwen3_5_moe config, its text model with a tied lm_head
+    "multimodal_tied": lambda: {"model_type": "qwen3_5_moe", "tie_word_embeddings": True,
+                                "text_config": _config("transformers--Qwen3_5MoeTextConfig-defaults.json")},
+}
+
+
+@pytest.mark.parametrize(("variant", "seq"), [(v, s) for v in VARIANTS for s in (3, 65)])
+def test_deltanet_backward_exact_variants(variant: str, seq: int) -> None:
+    report = validate_backward(VARIANTS[variant](), 2 if seq == 3 else 1, seq, tiny=True)
+    assert report.ok, report.summary_line() + "\n" + "\n".join(
+        f"{r.node} {r.metric}: {r.predicted} vs {r.measured}" for r in report.mismatches[:20])
 
 
 def test_validated_types_are_the_tested_ones() -> None:
