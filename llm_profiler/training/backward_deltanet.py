@@ -144,7 +144,8 @@ def l2norm_backward(d: DeltaNet) -> Counts:
     _, two, _ = chunks(d)
     rows = B * d.value_heads * S
     n = rows * d.key_dim
-    one = _mul(n) + _mul(n) + ops.reduce_sum(rows, d.key_dim) + Counts({MULT: 4 * rows, ACT: 3 * rows}) + _mul(n) * 2
+    rsqrt = Counts({MULT: 4 * rows, ACT: 3 * rows})  # -0.5 * g * r^3: the cube (2 MULT), two muls
+    one = _bmul(n, rows, d.key_dim) + rsqrt + _mul(n) * 2  # x * inv_norm; rsqrt; x * x
     return Counts(one * 2 + _acc(B * d.value_heads * ceil_div(S, d.chunk) * d.chunk * d.key_dim) * (2 + two))
 
 
