@@ -5,7 +5,7 @@ types among them proven exact per node against autograd (tests/test_training_bac
 from __future__ import annotations
 
 from . import backward as base
-from . import backward_dsv4, backward_lightning, backward_mla, backward_moe, backward_ssm
+from . import backward_deltanet, backward_dsv4, backward_lightning, backward_mla, backward_moe, backward_ssm
 
 for _type in backward_mla.MLA_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_mla.mla_backward
@@ -33,6 +33,8 @@ for _type in backward_moe.GPT_OSS_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_moe.gpt_oss_backward
 for _type in backward_lightning.LIGHTNING_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_lightning.minimax_backward
+for _type in backward_deltanet.DELTANET_TYPES:  # qwen3_next, qwen3_5: the chunked gated delta rule
+    base.FAMILY_BACKWARD[_type] = backward_deltanet.deltanet_backward
 # deepseek_v4: hyper-connections, compressed attention, sinks, sqrtsoftplus / hash routers
 for _type in backward_dsv4.DSV4_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_dsv4.dsv4_backward
@@ -42,5 +44,5 @@ VALIDATED: frozenset[str] = (backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES 
                               | backward_moe.HUNYUAN_TYPES | {"ernie4_5_moe", "phimoe", "mimo_v2_flash"}
                               | backward_ssm.SSM_TYPES | {"granitemoehybrid", "lfm2", "falcon_h1", "mamba", "jamba"}
                               | backward_lightning.LIGHTNING_TYPES
-                              | backward_dsv4.DSV4_TYPES
+                              | backward_dsv4.DSV4_TYPES | backward_deltanet.DELTANET_TYPES
                               | {"falcon_mamba", "bamba", "lfm2_moe"})
