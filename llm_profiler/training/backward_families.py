@@ -33,3 +33,10 @@ for _type in backward_moe.GPT_OSS_TYPES:
 VALIDATED: frozenset[str] = (backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES | backward_moe.GPT_OSS_TYPES
                               | backward_moe.HUNYUAN_TYPES | {"ernie4_5_moe", "phimoe", "mimo_v2_flash"}
                               | backward_ssm.SSM_TYPES | {"granitemoehybrid", "lfm2", "falcon_h1", "mamba", "jamba"})
+
+from . import backward_routed  # noqa: E402  (flex_olmo, apertus, dbrx, jetmoe)
+
+for _type in backward_routed.FLEX_OLMO_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_routed.flex_olmo_backward
+# exact per node, tiny on the CPU at (2, 3) and (1, 5) (tests/test_training_backward_routed.py)
+VALIDATED = VALIDATED | backward_routed.FLEX_OLMO_TYPES
