@@ -38,5 +38,7 @@ from . import backward_routed  # noqa: E402  (flex_olmo, apertus, dbrx, jetmoe)
 
 for _type in backward_routed.FLEX_OLMO_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_routed.flex_olmo_backward
+for _type in backward_routed.APERTUS_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_routed.apertus_backward
 # exact per node, tiny on the CPU at (2, 3) and (1, 5) (tests/test_training_backward_routed.py)
-VALIDATED = VALIDATED | backward_routed.FLEX_OLMO_TYPES
+VALIDATED = VALIDATED | backward_routed.FLEX_OLMO_TYPES | backward_routed.APERTUS_TYPES
