@@ -40,5 +40,9 @@ for _type in backward_routed.FLEX_OLMO_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_routed.flex_olmo_backward
 for _type in backward_routed.APERTUS_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_routed.apertus_backward
+for _type in backward_routed.DBRX_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_routed.dbrx_backward
+# the 1-norm's backward (DBRX's router): sgn(x) * g; both sides count sgn through ATEN_BACKWARD
+base.ATEN_BACKWARD["sgn"] = backward_routed.aten_sgn
 # exact per node, tiny on the CPU at (2, 3) and (1, 5) (tests/test_training_backward_routed.py)
-VALIDATED = VALIDATED | backward_routed.FLEX_OLMO_TYPES | backward_routed.APERTUS_TYPES
+VALIDATED = VALIDATED | backward_routed.ROUTED_TYPES

@@ -21,6 +21,39 @@ alpha_p * x: g * alpha_p, and alpha_p's gradient sum(g * x) (2 MULT, n - 1 ADD).
 DIV n, CMP 2n, 17n + 2 written; once per call the two softplus_backward on the one-element parameters (MULT 2,
 EXP, ADD, DIV, CMP 1 each) and beta + softplus (nothing). x gets six gradients (alpha_p * x, (.) * x, beta * x
 twice, minimum, the sub; x > 0 none): 5n ADD on the linear that wrote it (up_proj).
+
+dbrx (modeling_dbrx.py), T = B*S tokens, h hidden, H heads and KV heads of D, E experts of I, top-k, and
+``hits`` = min(T*k, E) experts that receive a token (the experts loop over the ones hit: every expert when the
+T*k pairs spread over all of them, the forward's ``Weight.pairs`` convention; the tiny CPU runs route for
+real and hit every expert):
+
+- attention: nn.LayerNorms without bias (``native_layer_norm_backward``); the fused Wqkv clamped to
+  +-clip_qkv: clamp_backward ``where((x >= min) & (x <= max), g, 0)``: 3 CMP, 4 written per element; the
+  split into q, k, v (one autograd node, the gradients concatenated: no add); rope, scores, softmax,
+  context as ``training.backward``;
+- the router ``ffn``, on the logits of ``ffn.router.layer``: softmax over E (``softmax_backward``); topk
+  (a scatter back, a move); top / norm(top, p=1) (keepdim): the division's two gradients, g / norm (T*k DIV)
+  and -sum_k(g * (top / norm) / norm) (neg, 2 DIV, 1 MULT per pair, T*(k - 1) ADD); the 1-norm's
+  ``sgn(top) * g`` (sgn: 2 CMP, 1 ADD, as the CPU kernel's ``(0 < a) - (a < 0)``; 1 MULT);
+- ``ffn.experts``, per expert hit: x = hidden[token_idx] and w = top_k_weights[token_idx, pos] gathered
+  (their gradients scattered back by index_put(accumulate=True) into zeros of T*h and T*k: one ADD per
+  gathered element, T*h + T*k written per expert hit); states * w: g * w and sum_h(g * states) (2 T*k*h MULT,
+  T*k*(h - 1) ADD); index_add_ into the zeros: the source's gradient g.index_select(token_idx) (T*k*h
+  written, no arithmetic);
+- ``ffn.experts.mlp``, per expert, x @ w1^T, x @ v1^T (n_e x h by h x I), silu(gate) * up, inter @ w2
+  (n_e x I by I x h), each matmul's two gradients: over the experts the input gradients multiply T*k rows,
+  and the weight gradients sum over each expert's n_e rows, (n_e - 1) adds per weight element: h*I*(T*k -
+  hits) ADD per matrix, hits*h*I written; the gate product's two muls (2 T*k*I MULT); w1, v1 and w2 are
+  ``param.view(E, I, h)[e]`` per expert hit: their gradients (select_backward, a move, into zeros of E*I*h)
+  summed, (hits - 1)*E*I*h ADD per matrix, on the module owning the parameters.
+
+Accumulations: the stream read by norm_1 and the residual add (T*h on its writer: the embedding, then
+``:residual``); the attention's residual output read by norm_2 and the block's residual add (T*h on
+``norm_attn_norm:residual``); norm_2's output read by the router's view and the experts' reshape (T*h), the
+reshape by every expert's gather ((hits - 1)*T*h) and each gathered x by the w1 and v1 matmuls (T*k*h);
+q and k read by rope three times (2 T*(H + KV)*D on ``clip_qkv``, which wrote the clamped qkv the split
+views); the top-k weights read by the norm and the division (T*k) and their division by every expert's
+gather ((hits - 1)*T*k), on the router ``ffn``.
 """
 
 from __future__ import annotations
@@ -28,9 +61,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
-from ..formula import Formula
+from ..formula import Formula, fmin
 from ..graph.node import Node, NodeKind
-from ..metrics import ACT, ADD, CMP, DIV, MULT
+from ..metrics import ACT, ADD, CMP, DIV, MACS, MULT
 from ..ops import Counts
 from ..profile import ModelProfile
 from . import backward as base
@@ -38,7 +71,10 @@ from .backward_ssm import softplus_backward  # the one definition of the aten op
 
 FLEX_OLMO_TYPES: frozenset[str] = frozenset({"flex_olmo"})
 APERTUS_TYPES: frozenset[str] = frozenset({"apertus"})
+DBRX_TYPES: frozenset[str] = frozenset({"dbrx"})
+ROUTED_TYPES: frozenset[str] = FLEX_OLMO_TYPES | APERTUS_TYPES | DBRX_TYPES  # exact per node (tests/test_training_backward_routed.py)
 XIELU_READS = 6  # the gradients xIELU sends its input (module docstring)
+Number = Any
 
 
 @dataclass(frozen=True)
@@ -117,4 +153,71 @@ def _elements(node: Node) -> Formula:
     return node.facts.fused_reads
 
 
-__all__ = ["APERTUS_TYPES", "FLEX_OLMO_TYPES", "apertus_backward", "flex_olmo_backward", "xielu_backward"]
+def sign_backward_op(n: Number) -> Counts:
+    """aten sgn on reals (the CPU sign kernel, ``(0 < a) - (a < 0)``): 2 CMP, 1 ADD per element; the 1-norm's
+    backward runs it (``sgn(x) * g``)."""
+    return Counts({CMP: 2 * n, ADD: n, ACT: n})
+
+
+def aten_sgn(args: tuple, kwargs: dict, out: Any) -> Counts:
+    """``ATEN_BACKWARD["sgn"]``: sign_backward_op over the output's elements."""
+    return sign_backward_op(out.numel())
+
+
+def dbrx_backward(model: ModelProfile, hits: Formula | int | None = None) -> dict[str, Counts]:
+    """DBRX's rules and accumulations (module docstring); ``hits``: the experts hit per layer, min(T*k, E)
+    unless given (the one count that depends on the routing's values)."""
+    spec: Any = model.spec
+    t, h, E, k = base.TOKENS, spec.hidden_size, spec.num_experts, spec.experts_per_token
+    inter = spec.moe_intermediate_size
+    pairs = t * k
+    hits = fmin(pairs, E) if hits is None else hits
+    if spec.norm_p not in (None, 1.0):
+        raise base.BackwardUnsupportedError(f"dbrx: no backward rule for moe_normalize_expert_weights={spec.norm_p}")
+
+    def rule(node: Node) -> Counts:
+        name = node.path.rsplit(".", 1)[-1]
+        if node.part == "clip_qkv":
+            n = Formula.of(node.counts[ACT])
+            return Counts({CMP: 3 * n, ACT: 4 * n})  # ge, le, logical_and, where
+        if node.kind == NodeKind.ROUTER:
+            out = base.softmax_backward(t, E)
+            if spec.norm_p is not None:
+                out = out + Counts({DIV: 3 * pairs, MULT: pairs, ADD: pairs + t * (k - 1), ACT: 5 * pairs + t})
+                out = out + sign_backward_op(pairs) + Counts({MULT: pairs, ACT: pairs})
+            return Counts(out)
+        if node.kind == NodeKind.EXPERTS:
+            one = h * inter
+            mm = Counts({MACS: 6 * pairs * one, MULT: 6 * pairs * one,
+                         ADD: 2 * pairs * h * (inter - 1) + pairs * inter * (h - 1) + 3 * one * (pairs - hits),
+                         ACT: 2 * pairs * h + pairs * inter + 3 * hits * one})
+            gate = Counts({MULT: 2 * pairs * inter, ACT: 2 * pairs * inter})
+            return Counts(mm + gate + Counts({ADD: 3 * (hits - 1) * E * one, ACT: 3 * (hits - 1) * E * one}))
+        if node.kind == NodeKind.ELEMENTWISE and name == "experts":
+            scatter = base.index_accumulate(pairs * h + pairs, hits * (t * h + t * k))
+            weighted = Counts({MULT: 2 * pairs * h, ADD: pairs * (h - 1), ACT: 2 * pairs * h + pairs})
+            return Counts(scatter + weighted + Counts({ACT: pairs * h}))  # + index_add's index_select
+        return _generic(node, spec)
+
+    acc: dict[str, Counts] = {}
+    stream = t * h
+    writer = next(n for n in model.nodes if n.kind == NodeKind.EMBEDDING).path
+    for node in model.nodes:
+        name = node.path.rsplit(".", 1)[-1]
+        if name == "norm_1":
+            _add(acc, writer, stream)  # norm_1 and the residual add
+        elif node.part == "clip_qkv":
+            _add(acc, node.path, 2 * t * (spec.num_heads + spec.num_kv_heads) * spec.rotary_dim)
+        elif node.kind == NodeKind.RESIDUAL:
+            writer = node.path
+            if node.path.endswith("norm_attn_norm:residual"):
+                _add(acc, node.path, stream)  # norm_2 and the block's residual add
+        elif name == "norm_2":
+            _add(acc, node.path, hits * stream + pairs * h)
+        elif node.kind == NodeKind.ROUTER:
+            _add(acc, node.path, (hits - 1) * pairs + (pairs if spec.norm_p is not None else 0))
+    return _with_loss(model, rule, acc)
+
+
+__all__ = ["APERTUS_TYPES", "FLEX_OLMO_TYPES", "apertus_backward", "flex_olmo_backward", "DBRX_TYPES", "ROUTED_TYPES", "aten_sgn", "dbrx_backward",
+           "sign_backward_op", "xielu_backward"]

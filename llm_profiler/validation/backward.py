@@ -373,14 +373,15 @@ class BackwardReport(BaseModel):
 
 
 def validate_backward(config: Any, batch: int = 1, seq: int = 8, *, tiny: bool = True,
-                      as_family: str | None = None) -> BackwardReport:
+                      as_family: str | None = None, seed: int = 0) -> BackwardReport:
     """Run forward + cross-entropy + ``loss.backward()`` on the reference model (``tiny``: real random
-    weights on the CPU; else full size on the meta device) and compare every node's backward counts."""
+    weights on the CPU; else full size on the meta device) and compare every node's backward counts.
+    ``seed``: the random token ids and targets (the routing of experts that loop over the ones hit)."""
     from .reference import reference
 
     ref = reference(config, tiny=tiny, as_family=as_family)
     model = ref.build()
-    measured = measure_backward(model, batch, seq)
+    measured = measure_backward(model, batch, seq, seed)
     rows = compare_backward(ref.profile, measured, batch, seq)
     return BackwardReport(
         model=ref.name, model_type=ref.profile.spec.model_type, batch=batch, seq=seq, tiny=tiny, rows=rows,
