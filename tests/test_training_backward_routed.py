@@ -10,7 +10,7 @@ import pytest
 
 from llm_profiler.formula import Formula
 from llm_profiler.training import backward as tb
-from llm_profiler.training.backward_routed import dbrx_backward, xielu_backward
+from llm_profiler.training.backward_routed import ROUTED_TYPES, dbrx_backward, xielu_backward
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -22,7 +22,8 @@ CONFIGS = Path(__file__).parent / "family_configs"
 FLEX_OLMO = str(CONFIGS / "transformers--FlexOlmoConfig-defaults.json")  # olmoe's MoE in olmo2's post-norm layout
 APERTUS = str(CONFIGS / "swiss-ai--Apertus-8B-Instruct-2509.json")  # xIELU MLP, per-head q/k norms
 DBRX = str(CONFIGS / "databricks--dbrx-instruct.json")  # clipped fused qkv, LayerNorms, experts looped by index
-MODELS = [FLEX_OLMO, APERTUS, DBRX]
+JETMOE = str(CONFIGS / "jetmoe--jetmoe-8b.json")  # MoA attention experts and MoE, every expert run per layer
+MODELS = [FLEX_OLMO, APERTUS, DBRX, JETMOE]
 # the token ids' seed per (model, B, S): DBRX's experts loop over the ones hit, and the rule counts every expert
 # hit (min(T*k, E)); seed 0 at (1, 5) routes layer 0's 10 pairs to 3 of the 4 tiny experts (the test below
 # holds the rule exact for that routing too), seed 2 to all four
@@ -41,6 +42,10 @@ def test_routed_backward_exact_per_node_tiny(model: str, batch: int, seq: int) -
     assert report.ok, report.summary_line() + "\n" + "\n".join(
         f"{r.node} {r.metric}: {r.predicted} vs {r.measured}" for r in report.mismatches[:20])
     assert report.model_type in tb.VALIDATED_MODEL_TYPES
+
+
+def test_routed_types_are_what_is_tested() -> None:
+    assert {reference(m, tiny=True).profile.spec.model_type for m in MODELS} == ROUTED_TYPES
 
 
 def _measured(report: BackwardReport, node: str) -> dict[str, int]:
@@ -113,3 +118,25 @@ def test_dbrx_router_and_experts_values() -> None:
     assert mlp["macs"] == 6 * pairs * one == 442368
     assert mlp["add"] == 2 * pairs * h * (inter - 1) + pairs * inter * (h - 1) + 3 * one * (pairs - E) \
         + 3 * (E - 1) * E * one == 587136
+
+
+def test_jetmoe_moa_values() -> None:
+    """Tiny JetMoE at B=2, S=3: T=6, h=64, E=4 (all hit), top-2, KV=2 heads of D=24 (H = 4 query heads)."""
+    report = _report(JETMOE, 2, 3)
+    t, k, h, E, width = 6, 2, 64, 4, 48
+    pairs, one = t * k, h * width
+    x = _measured(report, "model.layers.0.self_attention.experts.input_linear")
+    # F.linear(rows_e, weight[e]) for each of the 4 experts: grad x 12 rows x 64 of 48 terms (12*64*47 ADD);
+    # grad W per expert 48x64 of n_e terms (one * (12 - 4) ADD, 4 * one written); weight[e]'s 4 gradients
+    # summed into the (4, 48, 64) parameter: 3 * 4 * one ADD
+    assert x["add"] == pairs * h * 47 + one * (pairs - E) + 3 * E * one == 60672 + 36864
+    assert x["act"] == pairs * h + E * one + 3 * E * one
+    reduce = _measured(report, "model.layers.0.self_attention:moa_reduce")
+    # the pairs' gather (index_put: 12*48 ADD); out * gate: 2*12*64 MULT, sum_h 12*63 ADD; + bias: 64*(6-1) ADD
+    assert (reduce["add"], reduce["mult"]) == (pairs * width + pairs * 63 + h * 5, 2 * pairs * h) == (1652, 1536)
+    attn = _measured(report, "model.layers.0.self_attention")
+    # k and v repeat()ed top_k = 2 times, the copies summed: (k - 1) * T*KV*D = 288 ADD each
+    assert attn == {"add": 2 * 288, "act": 2 * 288}
+    router = _measured(report, "model.layers.0.mlp.router")
+    # softmax over the k = 2 kept: T*(2k - 1) = 18 ADD, 2*T*k = 24 MULT; the gates gathered by expert: 12 ADD
+    assert (router["add"], router["mult"]) == (18 + 12, 24)

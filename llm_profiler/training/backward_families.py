@@ -42,6 +42,8 @@ for _type in backward_routed.APERTUS_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_routed.apertus_backward
 for _type in backward_routed.DBRX_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_routed.dbrx_backward
+for _type in backward_routed.JETMOE_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_routed.jetmoe_backward
 # the 1-norm's backward (DBRX's router): sgn(x) * g; both sides count sgn through ATEN_BACKWARD
 base.ATEN_BACKWARD["sgn"] = backward_routed.aten_sgn
 # exact per node, tiny on the CPU at (2, 3) and (1, 5) (tests/test_training_backward_routed.py)

@@ -54,6 +54,37 @@ reshape by every expert's gather ((hits - 1)*T*h) and each gathered x by the w1 
 q and k read by rope three times (2 T*(H + KV)*D on ``clip_qkv``, which wrote the clamped qkv the split
 views); the top-k weights read by the norm and the division (T*k) and their division by every expert's
 gather ((hits - 1)*T*k), on the router ``ffn``.
+
+jetmoe (modeling_jetmoe.py), T tokens, h hidden, E experts, top-k, KV heads of D (H = KV*k query heads),
+I intermediate, the pairs sorted by expert; ``hits`` = min(T*k, E) as for dbrx:
+
+- routers (``experts.router`` for the MoA, ``mlp.router``): topk of the logits (a scatter back), softmax over
+  the k kept (``softmax_backward``, T rows of k), the gates gathered in expert order (index_put into zeros of
+  T*k: T*k ADD);
+- ``JetMoeParallelExperts`` (``input_linear``, ``output_linear``): ``F.linear(rows_e, weight[e])`` for every
+  one of the E experts, empty or not (``looped_matmul_backward`` with ``runs`` = E: the weight gradients of
+  all E experts written and summed, (E - 1)*E*in*out ADD, and (n_e - 1) adds per weight element of each
+  expert with rows); the split of the sorted rows and the cat of the outputs: moves;
+- ``:moa_map``: the tokens gathered in pair order (``layer_input[batch_index]``: index_put, T*k*h ADD into
+  zeros of T*h) and the queries index_add'ed into token order (the source's gradient ``index_select``,
+  T*k*KV*D written);
+- ``:moa_reduce`` and the ``mlp`` node: the outputs gathered per pair (MoA: ``layer_input[index_sorted]``,
+  index_put T*k*KV*D ADD into zeros of the same size), times the gate (2 T*k*h MULT, sum_h: T*k*(h - 1) ADD),
+  index_add back (index_select, T*k*h written), + the block's bias (its gradient g summed over the T rows:
+  h*(T - 1) ADD); the MLP's node also holds silu(gate) * up (2 T*k*I MULT) and its tokens' gather (T*k*h ADD
+  into zeros of T*h);
+- attention: the keys and values ``repeat``ed k times (``num_key_value_groups`` = 1, no repeat_kv): the k
+  copies summed back, (k - 1)*T*KV*D ADD each, at the attention module itself (its site is no node: the
+  measured (module, None) resolves to the module's path); scores and context without a GQA sum.
+
+Accumulations, per layer: the stream read by input_layernorm twice and the residual add (2 T*h on its
+writer: the embedding, then ``:residual``); input_layernorm's output read by kv_proj and the MoA's reshape,
+the reshape by the router and the gather (2 T*h on the norm); the queries (``:moa_map`` wrote them) and the
+keys (``kv_proj``) read by rope three times (2 T*H*D, 2 T*KV*D); the attention's residual output read by
+post_attention_layernorm twice and the residual add (2 T*h on ``:residual``); post_attention_layernorm's
+output reshaped and read by the router and the gather (T*h on the norm); the layer's output read by the next
+input_layernorm twice and the residual add (2 T*h), or the final norm (T*h); a tied lm_head: V*h on the
+embedding.
 """
 
 from __future__ import annotations
@@ -72,7 +103,8 @@ from .backward_ssm import softplus_backward  # the one definition of the aten op
 FLEX_OLMO_TYPES: frozenset[str] = frozenset({"flex_olmo"})
 APERTUS_TYPES: frozenset[str] = frozenset({"apertus"})
 DBRX_TYPES: frozenset[str] = frozenset({"dbrx"})
-ROUTED_TYPES: frozenset[str] = FLEX_OLMO_TYPES | APERTUS_TYPES | DBRX_TYPES  # exact per node (tests/test_training_backward_routed.py)
+JETMOE_TYPES: frozenset[str] = frozenset({"jetmoe"})
+ROUTED_TYPES: frozenset[str] = FLEX_OLMO_TYPES | APERTUS_TYPES | DBRX_TYPES | JETMOE_TYPES  # exact per node (tests/test_training_backward_routed.py)
 XIELU_READS = 6  # the gradients xIELU sends its input (module docstring)
 Number = Any
 
@@ -159,6 +191,20 @@ def sign_backward_op(n: Number) -> Counts:
     return Counts({CMP: 2 * n, ADD: n, ACT: n})
 
 
+def looped_matmul_backward(pairs: Formula, n_in: int, n_out: int, experts: int, hits: Formula | int,
+                           runs: Formula | int) -> Counts:
+    """One expert matrix (n_out x n_in, taken as ``weight.view(E, ...)[e]`` or ``weight[e]``) applied by ``runs``
+    experts in a loop to the rows routed to each (``pairs`` rows in all, ``hits`` experts with at least one),
+    backwards: grad x over all pairs (pairs*n_in outputs of n_out terms); grad W per expert that runs
+    (n_in*n_out outputs of n_e terms: n_e - 1 adds each when n_e > 0, none for an empty expert), so
+    n_in*n_out*(pairs - hits) ADD; each run's weight gradient scattered into zeros of the whole parameter
+    (select_backward, a move) and the ``runs`` of them summed: (runs - 1)*E*n_in*n_out ADD."""
+    one = n_in * n_out
+    return Counts({MACS: 2 * pairs * one, MULT: 2 * pairs * one,
+                   ADD: pairs * n_in * (n_out - 1) + one * (pairs - hits) + (runs - 1) * experts * one,
+                   ACT: pairs * n_in + runs * one + (runs - 1) * experts * one})
+
+
 def aten_sgn(args: tuple, kwargs: dict, out: Any) -> Counts:
     """``ATEN_BACKWARD["sgn"]``: sign_backward_op over the output's elements."""
     return sign_backward_op(out.numel())
@@ -186,13 +232,10 @@ def dbrx_backward(model: ModelProfile, hits: Formula | int | None = None) -> dic
                 out = out + Counts({DIV: 3 * pairs, MULT: pairs, ADD: pairs + t * (k - 1), ACT: 5 * pairs + t})
                 out = out + sign_backward_op(pairs) + Counts({MULT: pairs, ACT: pairs})
             return Counts(out)
-        if node.kind == NodeKind.EXPERTS:
-            one = h * inter
-            mm = Counts({MACS: 6 * pairs * one, MULT: 6 * pairs * one,
-                         ADD: 2 * pairs * h * (inter - 1) + pairs * inter * (h - 1) + 3 * one * (pairs - hits),
-                         ACT: 2 * pairs * h + pairs * inter + 3 * hits * one})
-            gate = Counts({MULT: 2 * pairs * inter, ACT: 2 * pairs * inter})
-            return Counts(mm + gate + Counts({ADD: 3 * (hits - 1) * E * one, ACT: 3 * (hits - 1) * E * one}))
+        if node.kind == NodeKind.EXPERTS:  # x @ w1^T, x @ v1^T, inter @ w2, run by the experts hit
+            mm = (2 * looped_matmul_backward(pairs, h, inter, E, hits, hits)
+                  + looped_matmul_backward(pairs, inter, h, E, hits, hits))
+            return Counts(mm + Counts({MULT: 2 * pairs * inter, ACT: 2 * pairs * inter}))  # silu(gate) * up
         if node.kind == NodeKind.ELEMENTWISE and name == "experts":
             scatter = base.index_accumulate(pairs * h + pairs, hits * (t * h + t * k))
             weighted = Counts({MULT: 2 * pairs * h, ADD: pairs * (h - 1), ACT: 2 * pairs * h + pairs})
@@ -219,5 +262,61 @@ def dbrx_backward(model: ModelProfile, hits: Formula | int | None = None) -> dic
     return _with_loss(model, rule, acc)
 
 
-__all__ = ["APERTUS_TYPES", "FLEX_OLMO_TYPES", "apertus_backward", "flex_olmo_backward", "DBRX_TYPES", "ROUTED_TYPES", "aten_sgn", "dbrx_backward",
+def jetmoe_backward(model: ModelProfile, hits: Formula | int | None = None) -> dict[str, Counts]:
+    """JetMoE's rules and accumulations (module docstring); ``hits`` as ``dbrx_backward``'s."""
+    spec: Any = model.spec
+    t, h, E, k = base.TOKENS, spec.hidden_size, spec.num_experts, spec.experts_per_token
+    kv, D, inter = spec.num_kv_heads, spec.head_dim, spec.moe_intermediate_size
+    pairs, width = t * k, spec.num_kv_heads * spec.head_dim
+    hits = fmin(pairs, E) if hits is None else hits
+    reads = 2 if spec.norm == "rmsnorm" else 1  # the eager RMSNorm reads its input twice
+
+    def rule(node: Node) -> Counts:
+        if node.kind == NodeKind.ROUTER:
+            return Counts(base.softmax_backward(t, k) + base.index_accumulate(pairs, pairs))
+        if node.kind == NodeKind.EXPERTS:
+            mm = node.facts.matmuls[0]
+            return looped_matmul_backward(pairs, int(mm.k), int(mm.n), E, hits, E)
+        weighted = Counts({MULT: 2 * pairs * h, ADD: pairs * (h - 1) + h * (t - 1), ACT: 2 * pairs * h + pairs + h})
+        if node.part == "moa_map":  # the queries' index_add back (index_select), the tokens' gather
+            return Counts(base.index_accumulate(pairs * h, t * h) + Counts({ACT: pairs * width}))
+        if node.part == "moa_reduce":  # the gather per pair, * gate, index_add back, + bias
+            return Counts(base.index_accumulate(pairs * width, pairs * width) + weighted + Counts({ACT: pairs * h}))
+        if node.kind == NodeKind.ELEMENTWISE and node.path.endswith(".mlp"):  # the MoE's own ops, and act * up
+            gate = Counts({MULT: 2 * pairs * inter, ACT: 2 * pairs * inter})
+            return Counts(base.index_accumulate(pairs * h, t * h) + weighted + gate + Counts({ACT: pairs * h}))
+        if node.kind == NodeKind.ELEMENTWISE and not node.facts.matmuls and set(node.counts) <= {"params"}:
+            return Counts()  # the MoA bias's holder (its gradient is moa_reduce's sum)
+        if node.kind in (NodeKind.ATTN_SCORES, NodeKind.ATTN_CONTEXT):
+            return base.node_backward(node, spec.norm, spec.activation, 1)  # k and v repeated before: no GQA sum
+        return _generic(node, spec)
+
+    acc: dict[str, Counts] = {}
+    stream = t * h
+    embed = next(n for n in model.nodes if n.kind == NodeKind.EMBEDDING)
+    writer = embed.path
+    if spec.tie_word_embeddings:
+        _add(acc, embed.path, spec.vocab_size * h)
+    for node in model.nodes:
+        name = node.path.rsplit(".", 1)[-1]
+        if name in ("input_layernorm", "post_attention_layernorm"):
+            _add(acc, writer, reads * stream)  # the norm (x^2, x * rstd) and the residual add
+            _add(acc, node.path, (2 if name == "input_layernorm" else 1) * stream)
+        elif node.part == "moa_map":
+            _add(acc, node.path, 2 * t * spec.num_heads * spec.rotary_dim)
+        elif name == "kv_proj":
+            _add(acc, node.path, 2 * t * kv * spec.rotary_dim)
+        elif node.kind == NodeKind.RESIDUAL:
+            writer = node.path
+        elif node.kind == NodeKind.ATTN_SCORES:  # key and value repeat()ed k times, summed back
+            _add(acc, node.module, 2 * (k - 1) * t * kv * D)
+    _add(acc, writer, (reads - 1) * stream)  # the last layer's output, read by the final norm
+    out = _with_loss(model, rule, acc)
+    for path, counts in acc.items():  # the repeat's sum at the attention module (a site that is no node)
+        out.setdefault(path, counts)
+    return out
+
+
+__all__ = ["APERTUS_TYPES", "FLEX_OLMO_TYPES", "apertus_backward", "flex_olmo_backward", "DBRX_TYPES", "JETMOE_TYPES", "ROUTED_TYPES", "aten_sgn", "dbrx_backward",
+           "jetmoe_backward", "looped_matmul_backward",
            "sign_backward_op", "xielu_backward"]
