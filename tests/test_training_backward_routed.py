@@ -10,7 +10,7 @@ import pytest
 
 from llm_profiler.formula import Formula
 from llm_profiler.training import backward as tb
-from llm_profiler.training.backward_routed import ROUTED_TYPES, dbrx_backward, xielu_backward
+from llm_profiler.training.backward_routed import ROUTED_TYPES, dbrx_backward, jetmoe_backward, xielu_backward
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -66,6 +66,23 @@ def test_dbrx_exact_with_the_experts_hit() -> None:
         assert int(Formula.of(want.get(row.metric, 0)).evaluate(env)) == row.measured, (row.node, row.metric)
     assert not report.ok  # the default (every expert hit) is off on layer 0 only
     assert {r.node for r in report.mismatches} <= layer0
+
+
+@pytest.mark.parametrize("model", [DBRX, JETMOE])
+def test_routed_backward_exact_full_size_meta_fixed_routing(model: str) -> None:
+    """Full size on the meta device at (1, 5), under the forward validation's fixed routing (row r picks experts
+    r, ..., r + k - 1 mod E: T + k - 1 experts hit, validation/meta_routing.py): DBRX (E=16, k=4) hits 8 and
+    JetMoE (E=8, k=2) 6, fewer than the default min(T*k, E); the rule given those hits matches every node."""
+    report = validate_backward(model, 1, 5, tiny=False)
+    profile = reference(model).profile
+    spec = profile.spec
+    hits = min(spec.num_experts, 5 + spec.experts_per_token - 1)
+    assert hits == {DBRX: 8, JETMOE: 6}[model]
+    want = (dbrx_backward if model == DBRX else jetmoe_backward)(profile, hits=hits)
+    env = {"B": 1, "S": 5, "P": 0}
+    assert not report.unknown_ops and not report.untagged
+    for row in report.rows:
+        assert int(Formula.of(want[row.node].get(row.metric, 0)).evaluate(env)) == row.measured, (row.node, row.metric)
 
 
 def test_flex_olmo_post_norm_reads_the_experts_sum() -> None:

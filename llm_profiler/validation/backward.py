@@ -19,6 +19,7 @@ accumulation ``add`` is matched to its receiver as the engine runs it.
 
 from __future__ import annotations
 
+import contextlib
 import linecache
 import re
 import sys
@@ -41,6 +42,7 @@ from ..training import backward as rules
 from . import aten, parts
 from .compare import NodeResolver
 from .measure import Measured, Site, _CountingMode, _ModuleStack, module_params
+from .meta_routing import ROUTING_READERS, fixed_routing
 from .report import ValidationRow
 
 LOSS = "loss"  # the site (and node path) of the cross-entropy on the logits
@@ -298,7 +300,11 @@ def measure_backward(model: torch.nn.Module, batch: int, seq: int, seed: int = 0
     forward = Measured(params=module_params(model))
     measured = MeasuredBackward(forward=forward)
     model.zero_grad(set_to_none=True)
-    with torch.enable_grad():
+    # DBRX's and JetMoE's experts read the routing's values: on meta, the forward validation's fixed routing
+    # (validation/meta_routing.py), entered outside the counting modes
+    routing = (fixed_routing() if device.type == "meta" and getattr(config, "model_type", None) in ROUTING_READERS
+               else contextlib.nullcontext())
+    with torch.enable_grad(), routing:
         stack = _ModuleStack(model)
         recorder = _SiteRecorder(stack, forward)
         with stack, recorder, _Tagger(recorder, stack), _tag_function_outputs(model):
