@@ -2,9 +2,9 @@
 
 flex_olmo (modeling_flex_olmo.py): olmoe's attention (q/k norms over all heads, before rope) and batched_mm
 experts, in olmo2's post-norm layout: ``x + post_attention_layernorm(attn(x))``, ``x + post_feedforward_
-layernorm(moe(x))``. The node rules are olmoe's (``training.backward.node_backward``); the accumulations
-``training.backward.accumulations``', with the MoE's post-norm reading the experts' output (the top-k sum,
-T*h): the eager RMSNorm reads it twice, T*h ADD on the experts node.
+layernorm(moe(x))``. The node rules are olmoe's (``training.backward.node_backward``), the accumulations
+those of ``training.backward.accumulations`` with the MoE's post-norm reading the experts' output (the top-k
+sum, T*h): the eager RMSNorm reads it twice, T*h ADD on the experts node.
 
 apertus (modeling_apertus.py): llama's layout with qwen3's per-head q/k norms before rope and an MLP without a
 gate, ``down(xielu(up(x)))``. xIELU (``graph/xielu.py``), transformers' Python version, over n = T*I elements:
@@ -24,8 +24,8 @@ twice, minimum, the sub; x > 0 none): 5n ADD on the linear that wrote it (up_pro
 
 dbrx (modeling_dbrx.py), T = B*S tokens, h hidden, H heads and KV heads of D, E experts of I, top-k, and
 ``hits`` = min(T*k, E) experts that receive a token (the experts loop over the ones hit: every expert when the
-T*k pairs spread over all of them, the forward's ``Weight.pairs`` convention; the tiny CPU runs route for
-real and hit every expert):
+T*k pairs spread over all of them, the forward's ``Weight.pairs`` convention; ``dbrx_backward(model, hits)``
+counts any other number: the meta device's fixed routing hits T + k - 1):
 
 - attention: nn.LayerNorms without bias (``native_layer_norm_backward``); the fused Wqkv clamped to
   +-clip_qkv: clamp_backward ``where((x >= min) & (x <= max), g, 0)``: 3 CMP, 4 written per element; the
@@ -104,7 +104,8 @@ FLEX_OLMO_TYPES: frozenset[str] = frozenset({"flex_olmo"})
 APERTUS_TYPES: frozenset[str] = frozenset({"apertus"})
 DBRX_TYPES: frozenset[str] = frozenset({"dbrx"})
 JETMOE_TYPES: frozenset[str] = frozenset({"jetmoe"})
-ROUTED_TYPES: frozenset[str] = FLEX_OLMO_TYPES | APERTUS_TYPES | DBRX_TYPES | JETMOE_TYPES  # exact per node (tests/test_training_backward_routed.py)
+# exact per node against autograd (tests/test_training_backward_routed.py)
+ROUTED_TYPES: frozenset[str] = FLEX_OLMO_TYPES | APERTUS_TYPES | DBRX_TYPES | JETMOE_TYPES
 XIELU_READS = 6  # the gradients xIELU sends its input (module docstring)
 Number = Any
 
@@ -249,7 +250,7 @@ def dbrx_backward(model: ModelProfile, hits: Formula | int | None = None) -> dic
         name = node.path.rsplit(".", 1)[-1]
         if name == "norm_1":
             _add(acc, writer, stream)  # norm_1 and the residual add
-        elif node.part == "clip_qkv":
+        elif node.part == "clip_qkv" or (name == "Wqkv" and spec.clip_qkv is None):  # what the split views
             _add(acc, node.path, 2 * t * (spec.num_heads + spec.num_kv_heads) * spec.rotary_dim)
         elif node.kind == NodeKind.RESIDUAL:
             writer = node.path
@@ -317,6 +318,6 @@ def jetmoe_backward(model: ModelProfile, hits: Formula | int | None = None) -> d
     return out
 
 
-__all__ = ["APERTUS_TYPES", "FLEX_OLMO_TYPES", "apertus_backward", "flex_olmo_backward", "DBRX_TYPES", "JETMOE_TYPES", "ROUTED_TYPES", "aten_sgn", "dbrx_backward",
-           "jetmoe_backward", "looped_matmul_backward",
+__all__ = ["APERTUS_TYPES", "DBRX_TYPES", "FLEX_OLMO_TYPES", "JETMOE_TYPES", "ROUTED_TYPES", "apertus_backward",
+           "aten_sgn", "dbrx_backward", "flex_olmo_backward", "jetmoe_backward", "looped_matmul_backward",
            "sign_backward_op", "xielu_backward"]
