@@ -5,7 +5,15 @@ types among them proven exact per node against autograd (tests/test_training_bac
 from __future__ import annotations
 
 from . import backward as base
-from . import backward_deltanet, backward_dsv4, backward_lightning, backward_mla, backward_moe, backward_ssm
+from . import (
+    backward_deltanet,
+    backward_dsv4,
+    backward_lightning,
+    backward_mla,
+    backward_moe,
+    backward_routed,
+    backward_ssm,
+)
 
 for _type in backward_mla.MLA_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_mla.mla_backward
@@ -45,4 +53,16 @@ VALIDATED: frozenset[str] = (backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES 
                               | backward_ssm.SSM_TYPES | {"granitemoehybrid", "lfm2", "falcon_h1", "mamba", "jamba"}
                               | backward_lightning.LIGHTNING_TYPES
                               | backward_dsv4.DSV4_TYPES | backward_deltanet.DELTANET_TYPES
-                              | {"falcon_mamba", "bamba", "lfm2_moe"})
+                              | backward_routed.ROUTED_TYPES | {"falcon_mamba", "bamba", "lfm2_moe"})
+
+# flex_olmo, apertus, dbrx, jetmoe (tests/test_training_backward_routed.py)
+for _type in backward_routed.FLEX_OLMO_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_routed.flex_olmo_backward
+for _type in backward_routed.APERTUS_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_routed.apertus_backward
+for _type in backward_routed.DBRX_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_routed.dbrx_backward
+for _type in backward_routed.JETMOE_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_routed.jetmoe_backward
+# the 1-norm's backward (DBRX's router): sgn(x) * g; both sides count sgn through ATEN_BACKWARD
+base.ATEN_BACKWARD["sgn"] = backward_routed.aten_sgn

@@ -19,6 +19,7 @@ accumulation ``add`` is matched to its receiver as the engine runs it.
 
 from __future__ import annotations
 
+import contextlib
 import linecache
 import re
 import sys
@@ -41,6 +42,7 @@ from ..training import backward as rules
 from . import aten, parts
 from .compare import NodeResolver
 from .measure import Measured, Site, _CountingMode, _ModuleStack, module_params
+from .meta_routing import ROUTING_READERS, fixed_routing
 from .report import ValidationRow
 
 LOSS = "loss"  # the site (and node path) of the cross-entropy on the logits
@@ -298,7 +300,11 @@ def measure_backward(model: torch.nn.Module, batch: int, seq: int, seed: int = 0
     forward = Measured(params=module_params(model))
     measured = MeasuredBackward(forward=forward)
     model.zero_grad(set_to_none=True)
-    with torch.enable_grad():
+    # DBRX's and JetMoE's experts read the routing's values: on meta, the forward validation's fixed routing
+    # (validation/meta_routing.py), entered outside the counting modes
+    routing = (fixed_routing() if device.type == "meta" and getattr(config, "model_type", None) in ROUTING_READERS
+               else contextlib.nullcontext())
+    with torch.enable_grad(), routing:
         stack = _ModuleStack(model)
         recorder = _SiteRecorder(stack, forward)
         with stack, recorder, _Tagger(recorder, stack), _tag_function_outputs(model):
@@ -373,14 +379,15 @@ class BackwardReport(BaseModel):
 
 
 def validate_backward(config: Any, batch: int = 1, seq: int = 8, *, tiny: bool = True,
-                      as_family: str | None = None) -> BackwardReport:
+                      as_family: str | None = None, seed: int = 0) -> BackwardReport:
     """Run forward + cross-entropy + ``loss.backward()`` on the reference model (``tiny``: real random
-    weights on the CPU; else full size on the meta device) and compare every node's backward counts."""
+    weights on the CPU; else full size on the meta device) and compare every node's backward counts.
+    ``seed``: the random token ids and targets (the routing of experts that loop over the ones hit)."""
     from .reference import reference
 
     ref = reference(config, tiny=tiny, as_family=as_family)
     model = ref.build()
-    measured = measure_backward(model, batch, seq)
+    measured = measure_backward(model, batch, seq, seed)
     rows = compare_backward(ref.profile, measured, batch, seq)
     return BackwardReport(
         model=ref.name, model_type=ref.profile.spec.model_type, batch=batch, seq=seq, tiny=tiny, rows=rows,
