@@ -71,6 +71,8 @@ def test_unsupported_family_is_a_profiler_error() -> None:
 
 
 CONFIGS = Path(__file__).parent / "family_configs"
+# granite-3.1-3b-a800m with a shared MLP of 1024 beside its 40 experts (a granitemoeshared config)
+GRANITE_SHARED = str(CONFIGS / "ibm-granite--granite-3.1-3b-a800m-instruct-shared.json")
 EXACT_MODELS = [
     "llama-3.2-1b",  # llama: GQA (4 heads, 2 KV), tied embedding
     "meta-llama/Llama-2-7b-hf",  # llama: MHA, untied
@@ -98,6 +100,7 @@ EXACT_MODELS = [
     "Qwen/Qwen1.5-MoE-A2.7B",  # qwen2_moe: shared expert with a sigmoid gate
     str(CONFIGS / "allenai--OLMoE-1B-7B-0924.json"),  # olmoe
     str(CONFIGS / "ibm-granite--granite-3.1-3b-a800m-instruct.json"),  # granitemoe: top-k then softmax
+    GRANITE_SHARED,  # granitemoeshared: granitemoe + a shared MLP (input_linear reads the norm's output)
     str(CONFIGS / "rednote-hilab--dots.llm1.inst.json"),  # dots1: sigmoid, correction bias, groups, shared
     str(CONFIGS / "zai-org--GLM-4.5-Air.json"),  # glm4_moe
     str(CONFIGS / "transformers--ExaoneMoeConfig-defaults.json"),  # exaone_moe
@@ -150,6 +153,21 @@ def test_moe_backward_exact_full_size_meta() -> None:
     # each token summed (5*h)
     assert adds["model.layers.0.mlp.experts"] == (
         pairs * h * (2 * i - 1) + pairs * i * (h - 1) + pairs * (h - 1) + pairs * 3 * h * i + 5 * h)
+
+
+def test_granite_shared_mlp_post_norm_accumulation() -> None:
+    """granitemoeshared's post_attention_layernorm output is read three times: the router and the experts (both
+    through the MoE's reshape, one view) and the shared MLP's input_linear (output_linear reads the gate
+    product, not the norm): 2 adds of T*h on the norm; granitemoe (no shared MLP): router and experts, 1 add."""
+    t, h = 2 * 3, 1536
+    norm = rms_norm_backward(t, h)["add"]  # h*(t-1) + t*(h-1) = 7680 + 9210 = 16890
+    assert norm == 16890
+    path = "model.layers.0.post_attention_layernorm"
+    shared = _at(backward_counts(profile_model(GRANITE_SHARED))[path], 2, 3)
+    plain = _at(backward_counts(profile_model(str(CONFIGS / "ibm-granite--granite-3.1-3b-a800m-instruct.json")))[path],
+                2, 3)
+    assert shared["add"] == norm + 2 * t * h == 35322  # 16890 + 2*6*1536
+    assert plain["add"] == norm + 1 * t * h == 26106  # 16890 + 6*1536
 
 
 def test_a_moved_accumulation_fails_on_both_nodes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -394,7 +394,8 @@ def loss_backward(vocab: int) -> Counts:
 VALIDATED_MODEL_TYPES = frozenset({
     "llama", "mistral", "qwen2", "qwen3", "smollm3", "helium", "seed_oss", "ernie4_5", "granite", "glm", "glm4",
     "phi3", "gemma", "gemma2", "gemma3_text", "starcoder2", "stablelm", "olmo", "olmo3", "exaone4",  # dense
-    "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "granitemoe", "dots1", "glm4_moe", "exaone_moe", "minimax_m2",  # MoE
+    "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "granitemoe", "granitemoeshared", "dots1", "glm4_moe",  # MoE
+    "exaone_moe", "minimax_m2",
     "vaultgemma", "cwm", "solar_open",  # the layouts above under new names (tests/test_training_backward.py)
 })
 # the GPT-style and other dense layouts counted by training/backward_dense.py (tests/test_training_backward_dense.py)
@@ -411,7 +412,11 @@ _FUSED_QKV = ("qkv_proj", "query_key_value", "W_pack", "c_attn", "Wqkv")
 # model types whose apply_rotary_pos_emb slices q and k into the rotary part and the rest, then concatenates
 _ROPE_SPLIT = frozenset({"phi3", "glm", "glm4", "glm4_moe", "glm4_moe_lite", "gpt_neox", "nemotron", "minimax_m2",
                          "deepseek_v3", "stablelm", "persimmon"})
-_OUTPUT_PROJECTIONS = frozenset({"o_proj", "down_proj", "dense", "out_proj", "fc2", "c_proj", "wo", "w2"})
+_OUTPUT_PROJECTIONS = frozenset({"o_proj", "down_proj", "dense", "out_proj", "fc2", "c_proj", "wo", "w2",
+                                 # granite's shared MLP reads the norm's output through input_linear only;
+                                 # output_linear reads act(first half) * second half (transformers 5.23
+                                 # modeling_granitemoeshared.py:91, GraniteMoeSharedMLP.forward)
+                                 "output_linear"})
 
 
 def accumulations(model: ModelProfile) -> dict[str, Counts]:
@@ -425,7 +430,8 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
       x * rstd; nn.LayerNorm once) and by the residual add; without a pre-norm, by the block's input
       linears and the residual add; the last layer's output by the final norm only;
     - a pre-norm's output is read by the block's input linears (q, k, v or a fused qkv; gate and up; a
-      router, the experts and a shared expert's gate / up / gate linear): one read each;
+      router, the experts and a shared expert's gate / up / gate linear, granite's shared ``input_linear``):
+      one read each;
     - a post-norm (gemma2's post_attention_layernorm, glm4's post_self_attn_layernorm, olmo2's) reads the
       block's output: (reads - 1) adds on the node that wrote it;
     - q_proj / k_proj under qk-norm: read by the norm (reads - 1 adds); a fused qkv sliced into q, k and v:
