@@ -71,13 +71,14 @@ def test_dbrx_exact_with_the_experts_hit() -> None:
 @pytest.mark.parametrize("model", [DBRX, JETMOE])
 def test_routed_backward_exact_full_size_meta_fixed_routing(model: str) -> None:
     """Full size on the meta device at (1, 5), under the forward validation's fixed routing (row r picks experts
-    r, ..., r + k - 1 mod E: T + k - 1 experts hit, validation/meta_routing.py): DBRX (E=16, k=4) hits 8 and
-    JetMoE (E=8, k=2) 6, fewer than the default min(T*k, E); the rule given those hits matches every node."""
+    r*k, ..., r*k + k - 1 mod E, validation/meta_routing.py): the T*k = 5k picks hit min(5k, E) experts, DBRX
+    (E=16, k=4) 16 and JetMoE (E=8, k=2) 8, the rule's default, so the plain report is exact."""
     report = validate_backward(model, 1, 5, tiny=False)
+    assert report.ok, [(r.node, r.metric, r.predicted, r.measured) for r in report.mismatches[:10]]
     profile = reference(model).profile
     spec = profile.spec
-    hits = min(spec.num_experts, 5 + spec.experts_per_token - 1)
-    assert hits == {DBRX: 8, JETMOE: 6}[model]
+    hits = min(spec.num_experts, 5 * spec.experts_per_token)
+    assert hits == {DBRX: 16, JETMOE: 8}[model]
     want = (dbrx_backward if model == DBRX else jetmoe_backward)(profile, hits=hits)
     env = {"B": 1, "S": 5, "P": 0}
     assert not report.unknown_ops and not report.untagged

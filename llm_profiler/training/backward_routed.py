@@ -25,7 +25,7 @@ twice, minimum, the sub; x > 0 none): 5n ADD on the linear that wrote it (up_pro
 dbrx (modeling_dbrx.py), T = B*S tokens, h hidden, H heads and KV heads of D, E experts of I, top-k, and
 ``hits`` = min(T*k, E) experts that receive a token (the experts loop over the ones hit: every expert when the
 T*k pairs spread over all of them, the forward's ``Weight.pairs`` convention; ``dbrx_backward(model, hits)``
-counts any other number: the meta device's fixed routing hits T + k - 1):
+counts any other number; the meta device's fixed routing hits min(T*k, E) too):
 
 - attention: nn.LayerNorms without bias (``native_layer_norm_backward``); the fused Wqkv clamped to
   +-clip_qkv: clamp_backward ``where((x >= min) & (x <= max), g, 0)``: 3 CMP, 4 written per element; the

@@ -7,8 +7,9 @@ depend on them: every token sends its rows to exactly top_k experts, so the expe
 scatters add up to B*S*top_k rows whichever experts are chosen (the CPU runs with real routing, tiny and at
 full width, check exactly that). ``fixed_routing()`` is a ``TorchDispatchMode`` entered around ``validate``
 (outside its counting mode, which sees every op first): a ``topk`` over a meta tensor keeps its meta outputs
-and gains a *shadow*, a small CPU tensor holding a fixed valid choice (row r picks r, r+1, ..., r+k-1 modulo
-the experts: k distinct experts, spread evenly). Every op whose meta inputs all have shadows also runs on the
+and gains a *shadow*, a small CPU tensor holding a fixed valid choice (row r picks r*k, r*k+1, ..., r*k+k-1
+modulo the experts: k distinct experts, the T*k picks spread over min(T*k, E) experts, the number of experts
+hit the rules count, ``Weight.pairs``). Every op whose meta inputs all have shadows also runs on the
 shadows; small tensors created on meta (``zeros``, ``arange``) get shadows too. Data-dependent ops then read
 the shadows: ``nonzero`` returns a meta tensor of the shadow's result shape, ``_local_scalar_dense`` (item,
 tolist, int()) and a copy to the CPU return the shadow's values. Ops mixing shadowed and plain meta tensors run
@@ -53,7 +54,7 @@ def _on_shadows(x: Any) -> Any:
 
 
 def _fixed_topk(func: Any, args: tuple, kwargs: dict, out: Any) -> Any:
-    """Shadows for topk(x, k, dim) over a meta tensor: values 0, row r's indices (r + j) mod n, j < k."""
+    """Shadows for topk(x, k, dim) over a meta tensor: values 0, row r's indices (r*k + j) mod n, j < k."""
     x, k = args[0], int(args[1])
     dim = args[2] if len(args) > 2 else kwargs.get("dim", -1)
     dim = dim % x.dim()
@@ -61,7 +62,7 @@ def _fixed_topk(func: Any, args: tuple, kwargs: dict, out: Any) -> Any:
     moved = list(x.shape)
     moved.pop(dim)
     rows = int(torch.tensor(moved).prod()) if moved else 1
-    picks = (torch.arange(rows).unsqueeze(1) + torch.arange(k).unsqueeze(0)) % n  # (rows, k)
+    picks = (k * torch.arange(rows).unsqueeze(1) + torch.arange(k).unsqueeze(0)) % n  # (rows, k)
     indices = picks.reshape(*moved, k).movedim(-1, dim).contiguous()
     _attach(out[0], torch.zeros(out[0].shape, dtype=out[0].dtype))
     _attach(out[1], indices.to(out[1].dtype))
