@@ -33,3 +33,12 @@ for _type in backward_moe.GPT_OSS_TYPES:
 VALIDATED: frozenset[str] = (backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES | backward_moe.GPT_OSS_TYPES
                               | backward_moe.HUNYUAN_TYPES | {"ernie4_5_moe", "phimoe", "mimo_v2_flash"}
                               | backward_ssm.SSM_TYPES | {"granitemoehybrid", "lfm2", "falcon_h1", "mamba", "jamba"})
+# gemma4_text (training/backward_gemma.py; tests/test_training_backward_gemma.py)
+from . import backward_gemma  # noqa: E402
+
+for _type in backward_gemma.GEMMA4_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_gemma.gemma4_backward
+VALIDATED = VALIDATED | backward_gemma.GEMMA4_TYPES
+for _type in backward_gemma.GEMMA3N_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_gemma.gemma3n_backward
+VALIDATED = VALIDATED | backward_gemma.GEMMA3N_TYPES
