@@ -33,11 +33,27 @@ def _kv_shared() -> dict[str, Any]:
     return {**data, "num_kv_shared_layers": 10, "use_double_wide_mlp": True, "final_logit_softcapping": 30.0}
 
 
+def _moe_kv_shared() -> dict[str, Any]:
+    """gemma-4-26B-A4B (MoE, k = v on full layers) with per-layer inputs, KV sharing and the double-wide MLP too."""
+    data: dict[str, Any] = json.loads(Path(GEMMA4_MOE).read_text())
+    text = {**data["text_config"], "num_kv_shared_layers": 10, "hidden_size_per_layer_input": 256,
+            "vocab_size_per_layer_input": 262_144, "use_double_wide_mlp": True}
+    return {**data, "text_config": text}
+
+
+def _gemma3n_variant() -> dict[str, Any]:
+    """Gemma3nTextConfig's defaults with 3 AltUp streams, no correct_output_scale and an untied head."""
+    data: dict[str, Any] = json.loads(Path(GEMMA3N).read_text())
+    return {**data, "altup_num_inputs": 3, "altup_correct_scale": False, "tie_word_embeddings": False}
+
+
 MODELS: dict[str, Any] = {
     "gemma4": GEMMA4,  # dense MLP, per-layer inputs, sliding and full layers (global head dim)
     "gemma4-moe": GEMMA4_MOE,  # the MoE beside the dense MLP, k = v on full layers, soft-capping, no per-layer inputs
     "gemma4-kv-shared": _kv_shared(),  # KV-shared layers reading the stored keys and values
+    "gemma4-moe-kv-shared": _moe_kv_shared(),  # all of gemma4's layouts in one model
     "gemma3n": GEMMA3N,  # AltUp streams, Laurel, activation sparsity, per-layer inputs, KV sharing
+    "gemma3n-variant": _gemma3n_variant(),  # A = 3 streams, no correct_output_scale, untied
 }
 SHAPES = [(2, 3), (1, 5), (1, 9)]
 

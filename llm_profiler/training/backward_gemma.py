@@ -136,9 +136,12 @@ def gemma4_router_backward(node: Node, spec: Any) -> Counts:
     return Counts(out)
 
 
-def _group(spec: Any, layer: int) -> int:
-    sliding = spec.layers[layer].sliding
-    return int(spec.num_heads // (spec.num_kv_heads if sliding else spec.global_kv_heads))
+def attention_dims(spec: Any, layer: int) -> tuple[int, int]:
+    """(head dim, KV heads) of a gemma4 layer: a sliding layer's ``head_dim`` / ``num_key_value_heads``, a full
+    layer's ``global_head_dim`` / its KV heads."""
+    if spec.layers[layer].sliding:
+        return spec.head_dim, spec.num_kv_heads
+    return spec.global_head_dim, spec.global_kv_heads
 
 
 def gemma4_node_backward(node: Node, spec: Any) -> Counts:
@@ -156,7 +159,7 @@ def gemma4_node_backward(node: Node, spec: Any) -> Counts:
     if node.kind == NodeKind.EXPERTS:
         view = _Experts(spec.experts, spec.top_k, spec.hidden_size, spec.moe_intermediate)
         return base.experts_backward(node, view)
-    group = _group(spec, node.layer) if node.layer is not None else 1
+    group = spec.num_heads // attention_dims(spec, node.layer)[1] if node.layer is not None else 1
     return base.node_backward(node, spec.norm, spec.activation, group)
 
 
@@ -192,15 +195,13 @@ def gemma4_accumulations(model: ModelProfile) -> dict[str, Counts]:
         per_layer = t * spec.num_layers * ple
         add(embed.path, stream)  # the embedding read by per_layer_model_projection too
         mix = next(n for n in nodes if n.part == "per_layer_inputs")
-        add(mix.path, per_layer + (spec.num_layers - 1) * per_layer)  # the norm's two reads; L slices
+        add(mix.path, spec.num_layers * per_layer)  # the norm's two reads (1 add), the L layers' slices (L - 1)
     stored = kv_shared_readers(spec, set(spec.kv_shared_layers))
     writer = embed.path
     for layer in sorted({n.layer for n in nodes if n.layer is not None}):
         a = next(n.path for n in nodes if n.layer == layer and n.path.endswith(".q_proj")).rsplit(".", 1)[0]
         prefix = a.rsplit(".", 1)[0]
-        sliding = spec.layers[layer].sliding
-        D = spec.head_dim if sliding else spec.global_head_dim
-        KV = spec.num_kv_heads if sliding else spec.global_kv_heads
+        D, KV = attention_dims(spec, layer)
         q, kv = t * spec.num_heads * D, t * KV * D
         add(writer, 2 * stream)  # input_layernorm (twice), the residual add
         shared = f"{a}.k_proj" not in by_path
@@ -392,7 +393,7 @@ def gemma3n_backward(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
-__all__ = ["GEMMA3N_TYPES", "GEMMA4_TYPES", "altup_backward", "gaussian_topk_backward", "gemma3n_accumulations",
+__all__ = ["GEMMA3N_TYPES", "GEMMA4_TYPES", "altup_backward", "attention_dims", "gaussian_topk_backward", "gemma3n_accumulations",
            "gemma3n_backward", "gemma3n_node_backward", "gemma4_accumulations", "gemma4_backward",
            "gemma4_node_backward", "gemma4_router_backward", "kv_shared_readers", "magnitude_backward", "norm_shape",
            "pow_rms_norm_backward"]
