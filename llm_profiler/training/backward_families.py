@@ -8,6 +8,7 @@ from . import backward as base
 from . import (
     backward_deltanet,
     backward_dsv4,
+    backward_gemma,
     backward_lightning,
     backward_mla,
     backward_moe,
@@ -53,7 +54,8 @@ VALIDATED: frozenset[str] = (backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES 
                               | backward_ssm.SSM_TYPES | {"granitemoehybrid", "lfm2", "falcon_h1", "mamba", "jamba"}
                               | backward_lightning.LIGHTNING_TYPES
                               | backward_dsv4.DSV4_TYPES | backward_deltanet.DELTANET_TYPES
-                              | backward_routed.ROUTED_TYPES | {"falcon_mamba", "bamba", "lfm2_moe"})
+                              | backward_routed.ROUTED_TYPES | backward_gemma.GEMMA4_TYPES | backward_gemma.GEMMA3N_TYPES
+                              | {"falcon_mamba", "bamba", "lfm2_moe"})
 
 # flex_olmo, apertus, dbrx, jetmoe (tests/test_training_backward_routed.py)
 for _type in backward_routed.FLEX_OLMO_TYPES:
@@ -66,3 +68,8 @@ for _type in backward_routed.JETMOE_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_routed.jetmoe_backward
 # the 1-norm's backward (DBRX's router): sgn(x) * g; both sides count sgn through ATEN_BACKWARD
 base.ATEN_BACKWARD["sgn"] = backward_routed.aten_sgn
+# gemma4_text, gemma3n_text (tests/test_training_backward_gemma.py)
+for _type in backward_gemma.GEMMA4_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_gemma.gemma4_backward
+for _type in backward_gemma.GEMMA3N_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_gemma.gemma3n_backward
