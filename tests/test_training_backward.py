@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -65,9 +66,12 @@ def test_llama_8b_backward_values() -> None:
 
 
 def test_unsupported_family_is_a_profiler_error() -> None:
-    # minimax: lightning attention layers, no rule yet
-    with pytest.raises(BackwardUnsupportedError, match="lightning"):
-        backward_counts(profile_model(str(CONFIGS / "transformers--MiniMaxConfig-defaults.json")))
+    # DBRX normalises its top-k weights by their 1-norm (moe_normalize_expert_weights = 1, every checkpoint);
+    # another p-norm has no rule yet
+    data = json.loads((CONFIGS / "databricks--dbrx-instruct.json").read_text())
+    data["ffn_config"] = {**data["ffn_config"], "moe_normalize_expert_weights": 2}
+    with pytest.raises(BackwardUnsupportedError, match="moe_normalize_expert_weights=2"):
+        backward_counts(profile_model(data))
 
 
 CONFIGS = Path(__file__).parent / "family_configs"
