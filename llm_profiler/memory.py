@@ -208,7 +208,7 @@ def _check(batch: int, seq: int, context: int) -> None:
         raise QueryError(f"context ({context}) must be at least the prompt length seq ({seq})")
 
 
-def _largest(fits: Any) -> int:
+def largest_fitting(fits: Any) -> int:
     """The largest n >= 0 with fits(n) (fits(0) is True, fits monotone decreasing), by doubling + bisection."""
     if not fits(1):
         return 0
@@ -277,7 +277,7 @@ def largest_batch(source: Any, device: DeviceSpec | str = "a100-80gb", seq: int 
     eng, lm_head, attention = _scenario(engine, lm_head, attention)
     cap = _capacity(dev, memory_fraction, overhead_bytes)
     usage: Any = _usage(model, dt, lm_head, attention, eng) if pl is None else _Ranks(model, pl, dt, lm_head, attention, eng)
-    best = _largest(lambda b: usage.at(b, seq, context, cap).fits)
+    best = largest_fitting(lambda b: usage.at(b, seq, context, cap).fits)
     result = _fit(model, dev, "batch", best, dt, usage.at(best, seq, context, cap) if best else None,
                   usage.at(best + 1, seq, context, cap), usage, quant_notes)
     dp = 1 if pl is None else pl.dp
@@ -324,7 +324,7 @@ def largest_context(source: Any, device: DeviceSpec | str = "a100-80gb", batch: 
     def at(c: int) -> MemoryUsage:
         return usage.at(rank_batch, c if seq is None else min(seq, c), c, cap)
 
-    best = _largest(lambda c: at(c).fits)
+    best = largest_fitting(lambda c: at(c).fits)
     result = _fit(model, dev, "context", best, dt, at(best) if best else None, at(best + 1), usage, quant_notes)
     return result if pl is None else result.model_copy(update={"plan": pl.describe()})
 
@@ -356,5 +356,5 @@ def activation_bytes(source: Any, batch: int, seq: int, past: int = 0, act_dtype
     return int(mask(batch, seq, past)) + max(int(c(batch, seq, past)) for c in candidates)
 
 
-__all__ = ["activation_bytes", "activation_expr", "kv_cache_bytes", "largest_batch", "largest_context",
+__all__ = ["activation_bytes", "activation_expr", "kv_cache_bytes", "largest_batch", "largest_context", "largest_fitting",
            "memory_usage", "weights_bytes"]

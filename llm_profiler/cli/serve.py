@@ -185,7 +185,7 @@ def format_points(points: list[Any], slo: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..serving import SchedulerConfig, Server, Speculative
-    from ..serving.simulator import RatePoint, _meets, max_rate_under_slo, stderr_progress
+    from ..serving.simulator import RatePoint, max_rate_under_slo, meets_slo, stderr_progress
     from ..serving.workload import Lengths, Workload
 
     extra = _rates(args.rates)
@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         if any(p.rate == rate for p in points):
             continue
         r = server.run(workload.with_rate(rate), progress=show)
-        ok, ttft, tpot = _meets(r, 99.0, args.slo_ttft, args.slo_tpot)
+        ok, ttft, tpot = meets_slo(r, 99.0, args.slo_ttft, args.slo_tpot)
         points.append(RatePoint(rate=rate, ttft_p99_s=ttft, tpot_p99_s=tpot, requests_per_s=r.requests_per_s,
                                 output_tokens_per_s=r.output_tokens_per_s, meets=ok))
     points.sort(key=lambda p: p.rate)

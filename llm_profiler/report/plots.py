@@ -24,7 +24,7 @@ PARTS = ("attn", "mlp", "norms", "other")
 _COLORS = {"attn": "#4C72B0", "mlp": "#DD8452", "norms": "#55A868", "other": "#8C8C8C"}
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
@@ -35,7 +35,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _target(path: str | Path) -> Path:
+def plot_target(path: str | Path) -> Path:
     out = Path(path)
     if out.suffix.lower() not in SUFFIXES:
         raise QueryError(f"plot file {str(out)!r} must end in one of {', '.join(SUFFIXES)}")
@@ -44,7 +44,7 @@ def _target(path: str | Path) -> Path:
     return out
 
 
-def _save(fig: Any, plt: Any, path: Path) -> Path:
+def save_figure(fig: Any, plt: Any, path: Path) -> Path:
     fig.tight_layout()
     try:
         fig.savefig(path, dpi=120)
@@ -84,9 +84,9 @@ def layer_parts(profile: Profile, metric: str) -> dict[int, dict[str, int]]:
 def plot_layers(profile: Profile, metric: str, path: str | Path) -> Path:
     """Stacked bars per decoder layer: attention, MLP, norms and the rest (residual adds, ...)."""
     metric = M.canonical(metric)
-    target = _target(path)
+    target = plot_target(path)
     data = layer_parts(profile, metric)
-    plt = _pyplot()
+    plt = pyplot()
     layers = sorted(data)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(layers) + 3), 4))
     bottom = [0.0] * len(layers)
@@ -102,21 +102,21 @@ def plot_layers(profile: Profile, metric: str, path: str | Path) -> Path:
     ax.yaxis.set_major_formatter(_human_formatter())
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # outside: bars reach the top
     ax.margins(x=0.01)
-    return _save(fig, plt, target)
+    return save_figure(fig, plt, target)
 
 
 def plot_seq_curve(model_profile: ModelProfile, metric: str, seqs: Sequence[int], path: str | Path,
                    batch: int = 1, scope: str | None = TRANSFORMER) -> Path:
     """``metric`` against sequence length: prefill (S=seq, P=0) and one decode step (S=1, P=seq)."""
     metric = M.canonical(metric)
-    target = _target(path)
+    target = plot_target(path)
     xs = sorted({int(s) for s in seqs})
     if not xs:
         raise QueryError("plot_seq_curve needs at least one sequence length")
     # Exact Python ints (count), converted to float only for drawing.
     prefill = [float(model_profile.count(metric, scope, batch, s, 0)) for s in xs]
     decode = [float(model_profile.count(metric, scope, batch, 1, s)) for s in xs]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     ax.plot(xs, prefill, marker="o", label="prefill (S = seq, P = 0)")
     ax.plot(xs, decode, marker="s", label="decode step (S = 1, P = seq)")
@@ -130,7 +130,7 @@ def plot_seq_curve(model_profile: ModelProfile, metric: str, seqs: Sequence[int]
     ax.set_title(f"{model_profile.spec.name}: {M.LABELS[metric]} vs sequence length (B={batch})", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, plt, target)
+    return save_figure(fig, plt, target)
 
 
 def plot_roofline(points: Sequence[tuple[str, int, int]], device: DeviceSpec | str, compute_dtype: str,
@@ -140,7 +140,7 @@ def plot_roofline(points: Sequence[tuple[str, int, int]], device: DeviceSpec | s
     share a colour and one legend entry (e.g. every node of one kind)."""
     from ..hardware import get_device, ridge_point
 
-    target = _target(path)
+    target = plot_target(path)
     dev = get_device(device)
     peak = dev.peak(compute_dtype) * flops_efficiency
     bandwidth = dev.memory_bandwidth * bandwidth_efficiency
@@ -151,7 +151,7 @@ def plot_roofline(points: Sequence[tuple[str, int, int]], device: DeviceSpec | s
             raise QueryError(f"roofline point {label!r} needs positive flops and bytes, got {flops} and {nbytes}")
         intensity = flops / nbytes
         placed.append((label, intensity, min(peak, bandwidth * intensity)))
-    plt = _pyplot()
+    plt = pyplot()
     lo = min([ridge / 100, *(i / 2 for _, i, _ in placed)])
     hi = max([ridge * 100, *(i * 2 for _, i, _ in placed)])
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -166,7 +166,7 @@ def plot_roofline(points: Sequence[tuple[str, int, int]], device: DeviceSpec | s
     ax.set_title(f"roofline: {dev.name}, {compute_dtype}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, plt, target)
+    return save_figure(fig, plt, target)
 
 
-__all__ = ["layer_parts", "plot_layers", "plot_roofline", "plot_seq_curve"]
+__all__ = ["layer_parts", "plot_layers", "plot_roofline", "plot_seq_curve", "plot_target", "pyplot", "save_figure"]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..report.plots import _pyplot, _save, _target
+from ..report.plots import plot_target, pyplot, save_figure
 
 if TYPE_CHECKING:
     from .simulator import RatePoint, ServeResult
@@ -20,8 +20,8 @@ def plot_serving(result: ServeResult, path: str | Path, points: list[RatePoint] 
                  slo_ttft_s: float | None = None, saturation_rate: float | None = None) -> Path:
     """Latency CDFs of ``result`` (log time axis); with ``points``, also output tokens/s and p99 TTFT against
     the arrival rate (the SLO as a dashed line, the saturation rate as a dotted one)."""
-    target = _target(path)
-    plt = _pyplot()
+    target = plot_target(path)
+    plt = pyplot()
     panels = 3 if points else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4))
     axes = np.atleast_1d(axes)
@@ -63,7 +63,7 @@ def plot_serving(result: ServeResult, path: str | Path, points: list[RatePoint] 
                 a.axvline(saturation_rate, ls=":", color="gray", label=f"saturation {saturation_rate:.3g}/s")
             ax2.legend(fontsize=8)
             ax3.legend(fontsize=8)
-    return _save(fig, plt, target)
+    return save_figure(fig, plt, target)
 
 
 __all__ = ["plot_serving"]

@@ -807,7 +807,7 @@ class RateSearch(BaseModel):
     notes: list[str] = []
 
 
-def _meets(r: ServeResult, raw_pct: float, slo_ttft: float | None, slo_tpot: float | None) -> tuple[bool, float, float]:
+def meets_slo(r: ServeResult, raw_pct: float, slo_ttft: float | None, slo_tpot: float | None) -> tuple[bool, float, float]:
     ttft = float(np.percentile(r.raw["ttft"], raw_pct))
     tpot = float(np.percentile(r.raw["tpot"], raw_pct)) if r.raw["tpot"].size else 0.0
     ok = (slo_ttft is None or ttft <= slo_ttft) and (slo_tpot is None or tpot <= slo_tpot)
@@ -843,7 +843,7 @@ def max_rate_under_slo(model: Any, device: Any = "h100", workload: Workload | No
 
     def at(rate: float) -> bool:
         r = srv.run(wl.with_rate(rate), progress=progress)
-        ok, ttft, tpot = _meets(r, percentile, slo_ttft_s, slo_tpot_s)
+        ok, ttft, tpot = meets_slo(r, percentile, slo_ttft_s, slo_tpot_s)
         points[rate] = (RatePoint(rate=rate, ttft_p99_s=ttft, tpot_p99_s=tpot, requests_per_s=r.requests_per_s,
                                   output_tokens_per_s=r.output_tokens_per_s, meets=ok), r)
         return ok
@@ -927,4 +927,4 @@ def stderr_progress(label: str = "simulating") -> Callable[[int, int], None]:
 
 
 __all__ = ["DoesNotFitError", "KVCapacity", "Percentiles", "RatePoint", "RateSearch", "Server", "ServeResult",
-           "SpecStats", "kv_capacity", "max_rate_under_slo", "simulate", "stderr_progress", "sweep_rates"]
+           "SpecStats", "kv_capacity", "max_rate_under_slo", "meets_slo", "simulate", "stderr_progress", "sweep_rates"]

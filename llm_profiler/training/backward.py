@@ -118,32 +118,32 @@ def layer_norm_backward(rows: Number, n: Number, weight: bool, grad_weight: bool
 def _layer_norm(args: tuple, kwargs: dict, out: Any) -> Counts:
     grad, shape, weight, mask = args[0], args[2], args[5], args[7]
     n = math.prod(shape)
-    return layer_norm_backward(_numel(grad) // n, n, weight is not None, bool(mask[1]), bool(mask[2]))
+    return layer_norm_backward(numel(grad) // n, n, weight is not None, bool(mask[1]), bool(mask[2]))
 
 
 def _gelu(args: tuple, kwargs: dict, out: Any) -> Counts:
     approximate = kwargs.get("approximate", args[2] if len(args) > 2 else "none")
-    return gelu_backward(_numel(out), tanh=approximate == "tanh")
+    return gelu_backward(numel(out), tanh=approximate == "tanh")
 
 
-def _numel(x: Any) -> int:
+def numel(x: Any) -> int:
     return int(math.prod(x.shape))
 
 
 def _silu(args: tuple, kwargs: dict, out: Any) -> Counts:
-    return silu_backward(_numel(out))
+    return silu_backward(numel(out))
 
 
 def _softmax(args: tuple, kwargs: dict, out: Any) -> Counts:
     grad, dim = args[0], args[2]
     n = grad.shape[dim]
-    return softmax_backward(_numel(grad) // n, n)
+    return softmax_backward(numel(grad) // n, n)
 
 
 def _log_softmax(args: tuple, kwargs: dict, out: Any) -> Counts:
     grad, dim = args[0], args[2]
     n = grad.shape[dim]
-    return log_softmax_backward(_numel(grad) // n, n)
+    return log_softmax_backward(numel(grad) // n, n)
 
 
 def _nll(args: tuple, kwargs: dict, out: Any) -> Counts:
@@ -154,7 +154,7 @@ def _nll(args: tuple, kwargs: dict, out: Any) -> Counts:
 def _embedding(args: tuple, kwargs: dict, out: Any) -> Counts:
     grad = args[0]
     hidden = grad.shape[-1]
-    return embedding_backward(_numel(grad) // hidden, hidden, out.shape[0])
+    return embedding_backward(numel(grad) // hidden, hidden, out.shape[0])
 
 
 def index_accumulate(values: Number, out: Number) -> Counts:
@@ -167,16 +167,16 @@ def _index_put(args: tuple, kwargs: dict, out: Any) -> Counts | None:
     accumulate = args[3] if len(args) > 3 else kwargs.get("accumulate", False)
     if not accumulate:
         return None  # a plain scatter of values: data movement
-    return index_accumulate(_numel(args[2]), _numel(out))
+    return index_accumulate(numel(args[2]), numel(out))
 
 
 def _scatter_add(args: tuple, kwargs: dict, out: Any) -> Counts:
     """scatter_add(zeros, dim, index, src), the backward of a gather: one ADD per source element."""
-    return index_accumulate(_numel(args[3]), _numel(out))
+    return index_accumulate(numel(args[3]), numel(out))
 
 
 def _sigmoid(args: tuple, kwargs: dict, out: Any) -> Counts:
-    return sigmoid_backward(_numel(out))
+    return sigmoid_backward(numel(out))
 
 
 def sigmoid_backward(n: Number) -> Counts:
@@ -195,8 +195,8 @@ ATEN_BACKWARD: dict[str, Callable[[tuple, dict, Any], Counts | None]] = {
     "index_put": _index_put,
     "native_layer_norm_backward": _layer_norm,
     "gelu_backward": _gelu,
-    "tanh_backward": lambda args, kwargs, out: tanh_backward(_numel(out)),
-    "threshold_backward": lambda args, kwargs, out: relu_backward(_numel(out)),
+    "tanh_backward": lambda args, kwargs, out: tanh_backward(numel(out)),
+    "threshold_backward": lambda args, kwargs, out: relu_backward(numel(out)),
     "scatter_add": _scatter_add,
     "sigmoid_backward": _sigmoid,
 }
@@ -408,11 +408,11 @@ VALIDATED_MODEL_TYPES |= DENSE_VALIDATED_MODEL_TYPES
 # model type -> its whole backward, for families with rules of their own (registered by their modules below)
 FAMILY_BACKWARD: dict[str, Callable[[ModelProfile], dict[str, Counts]]] = {}
 # the linears that read a block's internal tensor, not the norm's output (the block's output projections)
-_FUSED_QKV = ("qkv_proj", "query_key_value", "W_pack", "c_attn", "Wqkv")
+FUSED_QKV = ("qkv_proj", "query_key_value", "W_pack", "c_attn", "Wqkv")
 # model types whose apply_rotary_pos_emb slices q and k into the rotary part and the rest, then concatenates
-_ROPE_SPLIT = frozenset({"phi3", "glm", "glm4", "glm4_moe", "glm4_moe_lite", "gpt_neox", "nemotron", "minimax_m2",
+ROPE_SPLIT = frozenset({"phi3", "glm", "glm4", "glm4_moe", "glm4_moe_lite", "gpt_neox", "nemotron", "minimax_m2",
                          "deepseek_v3", "stablelm", "persimmon"})
-_OUTPUT_PROJECTIONS = frozenset({"o_proj", "down_proj", "dense", "out_proj", "fc2", "c_proj", "wo", "w2",
+OUTPUT_PROJECTIONS = frozenset({"o_proj", "down_proj", "dense", "out_proj", "fc2", "c_proj", "wo", "w2",
                                  # granite's shared MLP reads the norm's output through input_linear only;
                                  # output_linear reads act(first half) * second half (transformers 5.23
                                  # modeling_granitemoeshared.py:91, GraniteMoeSharedMLP.forward)
@@ -437,7 +437,7 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
     - q_proj / k_proj under qk-norm: read by the norm (reads - 1 adds); a fused qkv sliced into q, k and v:
       2 adds of its output; q and k (their norm's output under qk-norm) read by rope three times (x * cos
       and rotate_half's two halves: 2 adds of the rotated part), and once more where rope first slices
-      them into the rotary part and the rest (``_ROPE_SPLIT``: 1 add of all of q);
+      them into the rotary part and the rest (``ROPE_SPLIT``: 1 add of all of q);
     - a tied lm_head: its weight gradient added to the embedding's (V*h adds on the embedding).
     """
     spec = model.spec
@@ -469,11 +469,11 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
             raise BackwardUnsupportedError(f"layer {layer}: no attention-then-MLP blocks ({spec.model_type!r})")
         for block in blocks:
             members = [i for i, n in enumerate(in_layer) if n.block == block]
-            pre = _norm_at(in_layer, members[0] - 1)
-            post = _norm_at(in_layer, members[-1] + 1)
+            pre = norm_at(in_layer, members[0] - 1)
+            post = norm_at(in_layer, members[-1] + 1)
             readers = sum(1 for n in in_layer if n.block == block and (
                 n.kind in (NodeKind.ROUTER, NodeKind.EXPERTS)
-                or (n.kind == NodeKind.LINEAR and n.path.rsplit(".", 1)[-1] not in _OUTPUT_PROJECTIONS)))
+                or (n.kind == NodeKind.LINEAR and n.path.rsplit(".", 1)[-1] not in OUTPUT_PROJECTIONS)))
             if pre is not None:
                 add(writer, reads * stream)
                 add(pre.path, (readers - 1) * stream)
@@ -486,18 +486,18 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
             name = node.path.rsplit(".", 1)[-1]
             if name in ("q_proj", "k_proj") and spec.qk_norm and reads > 1:
                 add(node.path, node.facts.matmuls[0].outputs)  # read by q_norm / k_norm twice
-            elif name in _FUSED_QKV:
+            elif name in FUSED_QKV:
                 add(node.path, 2 * node.facts.matmuls[0].outputs)  # sliced into q, k, v: three gradients
     add(writer, (reads - 1) * stream)  # the last layer's output, read by the final norm
     roped: set[int] = {n.layer for n in nodes if n.kind == NodeKind.ROPE and n.layer is not None}
     # q and k, read by rope: x * cos and rotate_half's two halves (2 adds of the rotated part); where the
-    # rope slices q into its rotary and pass-through parts first (_ROPE_SPLIT), one more add of all of q
-    split = spec.model_type in _ROPE_SPLIT
+    # rope slices q into its rotary and pass-through parts first (ROPE_SPLIT), one more add of all of q
+    split = spec.model_type in ROPE_SPLIT
     for layer in sorted(roped):
         by_name = {n.path.rsplit(".", 1)[-1]: n for n in nodes if n.layer == layer}
         for which, heads in (("q", spec.num_heads), ("k", spec.num_kv_heads)):
             qk = by_name.get(f"{which}_norm") or by_name.get(f"{which}_proj") or next(
-                (by_name[n] for n in _FUSED_QKV if n in by_name), None)
+                (by_name[n] for n in FUSED_QKV if n in by_name), None)
             if qk is None:
                 raise BackwardUnsupportedError(f"layer {layer}: no node writes {which} for rope")
             full = TOKENS * heads * spec.head_dim
@@ -524,7 +524,7 @@ def backward_counts(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
-def _norm_at(nodes: list[Node], index: int) -> Node | None:
+def norm_at(nodes: list[Node], index: int) -> Node | None:
     """The block-less norm at ``index`` (right before a block: its pre-norm; right after: its post-norm)."""
     if 0 <= index < len(nodes) and nodes[index].kind == NodeKind.NORM and nodes[index].block is None:
         return nodes[index]
@@ -549,5 +549,5 @@ from . import backward_families  # noqa: E402  (registers FAMILY_BACKWARD: MLA, 
 
 VALIDATED_MODEL_TYPES |= backward_families.VALIDATED  # their types proven exact (tests/test_training_backward_*.py)
 
-__all__ = ["ATEN_BACKWARD", "FAMILY_BACKWARD", "LOSS", "VALIDATED_MODEL_TYPES", "is_validated", "BackwardUnsupportedError", "accumulations", "backward_counts",
+__all__ = ["ATEN_BACKWARD", "FAMILY_BACKWARD", "LOSS", "OUTPUT_PROJECTIONS", "VALIDATED_MODEL_TYPES", "numel", "is_validated", "BackwardUnsupportedError", "accumulations", "backward_counts",
            "node_backward"]

@@ -71,16 +71,16 @@ from ..metrics import ACT, ADD, CMP, DIV, EXP, MACS, MULT, PARAMS
 from ..ops import Counts
 from ..profile import ModelProfile
 from .backward import (
-    _FUSED_QKV,
-    _OUTPUT_PROJECTIONS,
-    _ROPE_SPLIT,
+    FUSED_QKV,
     LOSS,
+    OUTPUT_PROJECTIONS,
+    ROPE_SPLIT,
     TOKENS,
     BackwardUnsupportedError,
-    _norm_at,
     embedding_backward,
     loss_backward,
     node_backward,
+    norm_at,
     relu_backward,
 )
 
@@ -96,7 +96,7 @@ _SHARED_POSITIONS = frozenset({"gpt2", "gpt_neo", "gpt_bigcode"})
 # fused qkv outputs cut with split / chunk (one autograd node: the gradients are concatenated, not added)
 _QKV_SPLIT = frozenset({"gpt2", "gpt_bigcode", "mpt", "codegen", "gpt_neox"})
 # q and k sliced into the rotary part and the rest before the rotation (one more read of all of q and k)
-_ROPE_SLICED = _ROPE_SPLIT | {"phi", "gptj", "codegen"}
+_ROPE_SLICED = ROPE_SPLIT | {"phi", "gptj", "codegen"}
 _OP_BY_OP_LAYER_NORM = frozenset({"cohere", "cohere2"})
 # q / k norms applied to rope's output (the graph lists them beside their projections)
 _QK_NORM_AFTER_ROPE = frozenset({"hunyuan_v1_dense"})
@@ -105,7 +105,7 @@ _FALCON = frozenset({"falcon", "RefinedWeb", "RefinedWebModel"})
 # new_decoder_architecture) read it from their specs
 _PARALLEL = frozenset({"gptj", "codegen", "phi", "cohere", "cohere2"})
 # the linears that read a block's internal tensor (its output projections), beyond backward's list
-_OUTPUTS = _OUTPUT_PROJECTIONS | {"dense_4h_to_h", "fc_out"}
+_OUTPUTS = OUTPUT_PROJECTIONS | {"dense_4h_to_h", "fc_out"}
 # scores masked with torch.where(causal_mask, scores, min) (gpt_neo): where's backward selects the gradient
 _SCORES_WHERE = frozenset({"gpt_neo"})
 
@@ -260,14 +260,14 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
         members = {b: [i for i, n in enumerate(in_layer) if n.block == b] for b in blocks}
         readers = {b: sum(1 for n in in_layer if n.block == b and n.kind == NodeKind.LINEAR
                           and n.path.rsplit(".", 1)[-1] not in _OUTPUTS) for b in blocks}
-        pre = {b: _norm_at(in_layer, members[b][0] - 1) for b in blocks}
+        pre = {b: norm_at(in_layer, members[b][0] - 1) for b in blocks}
         if _parallel(model):
             # each block's pre-norm, or the attention's (shared); None: the block's linears read the stream
             norms: dict[str, str | None] = {}
             for b in blocks:
                 shared = pre[b] or pre["attn"]
                 norms[b] = shared.path if shared is not None else None
-            before = _norm_at(in_layer, members["attn"][0] - 2)
+            before = norm_at(in_layer, members["attn"][0] - 2)
             if before is not None and pre["attn"] is not None and pre["mlp"] is None:
                 norms = {"attn": before.path, "mlp": pre["attn"].path}  # falcon's ln_attn, ln_mlp, then attention
             distinct = {p for p in norms.values() if p is not None}
@@ -284,7 +284,7 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
                     add(norm.path, (readers[block] - 1) * stream)
                 else:
                     add(writer, readers[block] * stream)
-                post = _norm_at(in_layer, members[block][-1] + 1)
+                post = norm_at(in_layer, members[block][-1] + 1)
                 if post is not None:  # a post-norm reads the block's output (olmo2)
                     add(in_layer[members[block][-1]].path, (reads - 1) * _output(in_layer[members[block][-1]]))
                 writer = in_layer[residual[min(i, len(residual) - 1)]].path
@@ -300,7 +300,7 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
                 out[node.path] = out.get(node.path, Counts()) + ops.reduce_sum(mm.n, mm.m)  # FalconLinear's + bias
         for node in in_layer:
             name = node.path.rsplit(".", 1)[-1]
-            if name in _FUSED_QKV and spec.model_type not in _QKV_SPLIT:
+            if name in FUSED_QKV and spec.model_type not in _QKV_SPLIT:
                 add(node.path, 2 * node.facts.matmuls[0].outputs)  # sliced into q, k, v: three gradients
             if node.kind == NodeKind.ACTIVATION and spec.activation in _ACTIVATION_READS:
                 linear = in_layer[in_layer.index(node) - 1]
@@ -320,7 +320,7 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
             # computing node behind its first input, the first head's norm
             stacked = next((n for n in in_layer[:rope] if n.path.endswith(f".{which}_layernorm.norms.0")), None)
             qk = (stacked or by_name.get(f"{which}_norm") or by_name.get(f"{which}_layernorm")
-                  or by_name.get(f"{which}_proj") or next((by_name[n] for n in _FUSED_QKV if n in by_name), None))
+                  or by_name.get(f"{which}_proj") or next((by_name[n] for n in FUSED_QKV if n in by_name), None))
             if qk is None:
                 raise BackwardUnsupportedError(f"layer {layer}: no node writes {which} for rope")
             full = TOKENS * heads * spec.head_dim

@@ -36,8 +36,8 @@ base.FAMILY_BACKWARD["falcon_mamba"] = backward_ssm.mamba_backward  # Mamba-1 wi
 base.FAMILY_BACKWARD["bamba"] = backward_ssm.bamba_backward
 base.FAMILY_BACKWARD["lfm2_moe"] = backward_ssm.lfm2_backward
 # backward-only aten ops of the SSM / conv layers (both sides count them through ATEN_BACKWARD)
-base.ATEN_BACKWARD["convolution_backward"] = backward_ssm._aten_conv
-base.ATEN_BACKWARD["softplus_backward"] = backward_ssm._aten_softplus
+base.ATEN_BACKWARD["convolution_backward"] = backward_ssm.aten_conv
+base.ATEN_BACKWARD["softplus_backward"] = backward_ssm.aten_softplus
 for _type in backward_moe.GPT_OSS_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_moe.gpt_oss_backward
 for _type in backward_lightning.LIGHTNING_TYPES:

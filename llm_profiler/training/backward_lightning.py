@@ -138,7 +138,7 @@ def minimax_accumulations(model: ModelProfile) -> dict[str, Counts]:
         for block, norm in (("attn", "input_layernorm"), ("mlp", "post_attention_layernorm")):
             readers = sum(1 for n in nodes if n.block == block and (
                 n.kind in (NodeKind.ROUTER, NodeKind.EXPERTS)
-                or (n.kind == NodeKind.LINEAR and n.path.rsplit(".", 1)[-1] not in base._OUTPUT_PROJECTIONS)))
+                or (n.kind == NodeKind.LINEAR and n.path.rsplit(".", 1)[-1] not in base.OUTPUT_PROJECTIONS)))
             add(by_name[norm].path, readers * t * h)  # readers + the residual's mul: readers adds
         add(next(n.path for n in nodes if n.kind == NodeKind.RESIDUAL), 2 * t * h)
         if any(n.kind == NodeKind.ROPE for n in nodes):

@@ -94,14 +94,14 @@ def _prod(xs: Any) -> Any:
     return out
 
 
-def _aten_conv(args: tuple, kwargs: dict, out: Any) -> Counts:
+def aten_conv(args: tuple, kwargs: dict, out: Any) -> Counts:
     grad, inputs, weight = args[0], args[1], args[2]
     groups, mask = args[9], args[10]
     return convolution_backward(tuple(grad.shape), tuple(inputs.shape), tuple(weight.shape), mask, int(groups))
 
 
-def _aten_softplus(args: tuple, kwargs: dict, out: Any) -> Counts:
-    return softplus_backward(base._numel(out))
+def aten_softplus(args: tuple, kwargs: dict, out: Any) -> Counts:
+    return softplus_backward(base.numel(out))
 
 
 def conv_backward(node: Node, ch: int, k: int, bias: bool) -> Counts:
@@ -200,7 +200,7 @@ def prenorm_accumulations(model: ModelProfile) -> dict[str, Counts]:
         if any(n.kind == NodeKind.ROPE for n in nodes) or [n.kind for n in nodes].count(NodeKind.RESIDUAL) != 1:
             raise base.BackwardUnsupportedError(f"layer {layer}: not a single pre-norm block without rope")
         readers = sum(1 for n in nodes if n.kind == NodeKind.LINEAR
-                      and n.path.rsplit(".", 1)[-1] not in base._OUTPUT_PROJECTIONS
+                      and n.path.rsplit(".", 1)[-1] not in base.OUTPUT_PROJECTIONS
                       and n.path.rsplit(".", 1)[-1] != "x_proj")  # Mamba-1's x_proj reads the conv's output
         add(writer, reads * stream)
         add(nodes[0].path, (readers - 1) * stream)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..hardware import get_device
 from ..hardware.systems import get_system
-from ..memory import _largest
+from ..memory import largest_fitting
 from ..parallel.plan import ParallelPlan
 from ..parallel.search import smallest_plan
 from ..profile import ModelProfile
@@ -56,7 +56,7 @@ def largest_micro_batch(model: ModelProfile, seq: int, **options: Any) -> int:
     if options.get("device") is None and options.get("system") is None:
         raise TrainingError("largest_micro_batch needs device=... or system=... (whose memory is the limit)")
     _, cap = _capacity(options.get("device"), options.get("system"))
-    return _largest(lambda b: training_step(model, b, seq, **options).memory.total <= cap)
+    return largest_fitting(lambda b: training_step(model, b, seq, **options).memory.total <= cap)
 
 
 def training_fit(model: ModelProfile, seq: int, **options: Any) -> TrainingFit:
