@@ -145,7 +145,10 @@ def fresh_output_bytes(outputs: list[tuple[Any, ...]], act_bytes: float, kv_byte
     group's computing outputs count when its largest does (the others of an S x S chain are its size)."""
     sizes = [(np.asarray(lg, dtype=np.float64) * act_bytes, np.asarray(cp, dtype=np.float64) * act_bytes,
               np.asarray(cat, dtype=np.float64) * kv_bytes) for lg, _, _, cp, cat in outputs]
-    largest = np.maximum.reduce([x for trio in sizes for x in np.broadcast_arrays(*trio)]) if sizes else 0.0
+    largest: Any = 0.0  # per decode step where any size is an array: np.maximum broadcasts scalars
+    for trio in sizes:
+        for x in trio:
+            largest = np.maximum(largest, x)
     cut = np.clip(largest, GLIBC_MMAP_THRESHOLD_MIN, float(threshold))
     out = []
     for (_, comp, fp32, _, _), (lg_b, cp_b, cat_b) in zip(outputs, sizes):

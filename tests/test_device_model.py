@@ -221,8 +221,10 @@ def test_fresh_outputs_are_the_largest_recurring_ones() -> None:
     # glibc's initial threshold, 128 KiB: smaller outputs come from the heap, however large among their peers
     assert float(fresh_output_bytes([(30_000, 30_000, 0, 0, 0)], 4.0, 4.0, GLIBC_MMAP_THRESHOLD_MAX)[0]) == 0.0
     # over decode steps (arrays): the threshold per step
-    steps = fresh_output_bytes([(1, 1, 0, np.array([1e6, 1e7]), 0)], 4.0, 4.0, GLIBC_MMAP_THRESHOLD_MAX)
-    assert list(steps[0]) == [4e6, 4e7]
+    steps = fresh_output_bytes([(1, 1, 0, np.array([1e6, 1e7]), 0), (2e6, 2e6, 0, 0, 0)], 4.0, 4.0,
+                               GLIBC_MMAP_THRESHOLD_MAX)
+    # step 0: the 8 MB scalar group is the largest (the 4 MB copy stays); step 1: the 40 MB copy (32 MiB cut)
+    assert list(steps[0]) == [0.0, 4e7] and list(steps[1]) == [8e6, 0.0]
 
 
 def test_fresh_output_cost_of_an_8k_decode_step() -> None:
@@ -240,8 +242,10 @@ def test_fresh_output_cost_of_an_8k_decode_step() -> None:
     assert vllm[0] == vllm[1]  # a captured graph allocates nothing
 
 
-def test_generation_steps_use_the_device_model() -> None:
-    st = settings("a100-80gb", weight_dtype="fp32", act_dtype="fp32", compute_dtype="fp32", device_model=_model())
+@pytest.mark.parametrize("fresh", [0.0, 1e-9])
+def test_generation_steps_use_the_device_model(fresh: float) -> None:
+    dm = _model().model_copy(update={"fresh_output_s_per_byte": fresh})  # vectorised steps, fresh pages too
+    st = settings("a100-80gb", weight_dtype="fp32", act_dtype="fp32", compute_dtype="fp32", device_model=dm)
     gen = phase_report("llama-3.2-1b", Phase.generate(1, 16, 3, 0, "last"), st, engine="hf-eager")
     steps = [phase_report("llama-3.2-1b", Phase.decode(1, 16 + i, 1, "last"), st, engine="hf-eager").latency_s
              for i in range(2)]
