@@ -505,6 +505,20 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
+def default_node_backward(node: Node, spec: Any) -> Counts:
+    """The node's own backward under the shared rules, read from the spec (norm, activation, GQA group, MoE)."""
+    group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
+    return node_backward(node, spec.norm, spec.activation, group, spec if hasattr(spec, "num_experts") else None)
+
+
+def family_counts(model: ModelProfile, rule: Callable[[Node], Any], acc: dict[str, Counts]) -> dict[str, Counts]:
+    """node path -> ``rule(node)`` (the node's own backward) plus the accumulations ``acc`` charged to it, and
+    ``loss``: the result of every family's backward."""
+    out = {n.path: Counts(rule(n) + acc.get(n.path, Counts())) for n in model.nodes}
+    out[LOSS] = loss_backward(model.spec.vocab_size)
+    return out
+
+
 def backward_counts(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (its own ops plus the accumulations charged to it), and ``loss``."""
     spec = model.spec
@@ -513,15 +527,7 @@ def backward_counts(model: ModelProfile) -> dict[str, Counts]:
     from . import backward_dense  # the GPT-style and other dense layouts (imports this module)
     if spec.model_type in backward_dense.LAYOUTS:
         return backward_dense.backward_counts(model)
-    group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
-    acc = accumulations(model)
-    out: dict[str, Counts] = {}
-    for node in model.nodes:
-        moe = spec if hasattr(spec, "num_experts") else None
-        counts = node_backward(node, spec.norm, spec.activation, group, moe) + acc.get(node.path, Counts())
-        out[node.path] = Counts(counts)
-    out[LOSS] = loss_backward(spec.vocab_size)
-    return out
+    return family_counts(model, lambda n: default_node_backward(n, spec), accumulations(model))
 
 
 def norm_at(nodes: list[Node], index: int) -> Node | None:
@@ -549,5 +555,6 @@ from . import backward_families  # noqa: E402  (registers FAMILY_BACKWARD: MLA, 
 
 VALIDATED_MODEL_TYPES |= backward_families.VALIDATED  # their types proven exact (tests/test_training_backward_*.py)
 
-__all__ = ["ATEN_BACKWARD", "FAMILY_BACKWARD", "LOSS", "OUTPUT_PROJECTIONS", "VALIDATED_MODEL_TYPES", "numel", "is_validated", "BackwardUnsupportedError", "accumulations", "backward_counts",
+__all__ = ["ATEN_BACKWARD", "FAMILY_BACKWARD", "LOSS", "OUTPUT_PROJECTIONS", "VALIDATED_MODEL_TYPES", "numel",
+           "default_node_backward", "family_counts", "is_validated", "BackwardUnsupportedError", "accumulations", "backward_counts",
            "node_backward"]

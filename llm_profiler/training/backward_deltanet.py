@@ -229,10 +229,8 @@ def deltanet_backward(model: ModelProfile) -> dict[str, Counts]:
             move(f"{attn}.q_norm", t * width)
             move(f"{attn}.k_norm", t * spec.num_kv_heads * spec.head_dim)
     local = local_delta_nets(model)
-    out = {n.path: Counts(deltanet_node_backward(n, spec, local.get(n.layer) if n.layer is not None else None)
-                          + acc.get(n.path, Counts())) for n in model.nodes}
-    out[base.LOSS] = base.loss_backward(spec.vocab_size)
-    return out
+    return base.family_counts(
+        model, lambda n: deltanet_node_backward(n, spec, local.get(n.layer) if n.layer is not None else None), acc)
 
 
 __all__ = ["DELTANET_TYPES", "chunk_rule_backward", "deltanet_backward", "deltanet_node_backward",

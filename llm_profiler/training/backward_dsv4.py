@@ -292,9 +292,7 @@ def dsv4_backward(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (own ops plus accumulations), and ``loss``."""
     spec: Any = model.spec
     acc = dsv4_accumulations(model)
-    out = {n.path: Counts(dsv4_node_backward(n, spec) + acc.get(n.path, Counts())) for n in model.nodes}
-    out[base.LOSS] = base.loss_backward(spec.vocab_size)
-    return out
+    return base.family_counts(model, lambda n: dsv4_node_backward(n, spec), acc)
 
 
 __all__ = ["DSV4_TYPES", "dsv4_accumulations", "dsv4_backward", "dsv4_node_backward", "hyper_connection_backward"]

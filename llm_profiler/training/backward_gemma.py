@@ -235,9 +235,7 @@ def gemma4_backward(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (own ops plus accumulations), and ``loss``."""
     spec: Any = model.spec
     acc = gemma4_accumulations(model)
-    out = {n.path: Counts(gemma4_node_backward(n, spec) + acc.get(n.path, Counts())) for n in model.nodes}
-    out[base.LOSS] = base.loss_backward(spec.vocab_size)
-    return out
+    return base.family_counts(model, lambda n: gemma4_node_backward(n, spec), acc)
 
 
 
@@ -388,9 +386,7 @@ def gemma3n_backward(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (own ops plus accumulations), and ``loss``."""
     spec: Any = model.spec
     acc = gemma3n_accumulations(model)
-    out = {x.path: Counts(gemma3n_node_backward(x, spec) + acc.get(x.path, Counts())) for x in model.nodes}
-    out[base.LOSS] = base.loss_backward(spec.vocab_size)
-    return out
+    return base.family_counts(model, lambda x: gemma3n_node_backward(x, spec), acc)
 
 
 __all__ = ["GEMMA3N_TYPES", "GEMMA4_TYPES", "altup_backward", "attention_dims", "gaussian_topk_backward", "gemma3n_accumulations",

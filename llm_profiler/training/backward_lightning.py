@@ -166,9 +166,7 @@ def minimax_backward(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (own ops plus accumulations), and ``loss``."""
     spec: Any = model.spec  # the family's spec subclass (its extra fields)
     acc = minimax_accumulations(model)
-    out = {n.path: Counts(minimax_node_backward(n, spec) + acc.get(n.path, Counts())) for n in model.nodes}
-    out[base.LOSS] = base.loss_backward(spec.vocab_size)
-    return out
+    return base.family_counts(model, lambda n: minimax_node_backward(n, spec), acc)
 
 
 __all__ = ["LIGHTNING_TYPES", "lightning_backward", "minimax_accumulations", "minimax_backward",

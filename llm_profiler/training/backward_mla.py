@@ -154,9 +154,7 @@ def mla_backward(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (own ops plus accumulations), and ``loss``."""
     spec: Any = model.spec  # the family's spec subclass (its extra fields)
     acc = mla_accumulations(model)
-    out = {n.path: Counts(mla_node_backward(n, spec) + acc.get(n.path, Counts())) for n in model.nodes}
-    out[base.LOSS] = base.loss_backward(spec.vocab_size)
-    return out
+    return base.family_counts(model, lambda n: mla_node_backward(n, spec), acc)
 
 
 __all__ = ["MLA_TYPES", "mla_accumulations", "mla_backward", "mla_node_backward", "moe_view"]

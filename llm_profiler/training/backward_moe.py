@@ -177,9 +177,7 @@ def gpt_oss_backward(model: ModelProfile) -> dict[str, Counts]:
             heads = spec.num_heads if name == "q_proj" else spec.num_kv_heads
             n = base.TOKENS * heads * spec.rotary_dim  # its two halves each read twice by rope
             acc[node.path] = acc.get(node.path, Counts()) + Counts({ADD: n, ACT: n})
-    out = {n.path: Counts(gpt_oss_node_backward(n, spec, nodes) + acc.get(n.path, Counts())) for n in model.nodes}
-    out[base.LOSS] = base.loss_backward(spec.vocab_size)
-    return out
+    return base.family_counts(model, lambda n: gpt_oss_node_backward(n, spec, nodes), acc)
 
 
 def hunyuan_backward(model: ModelProfile) -> dict[str, Counts]:
@@ -193,7 +191,7 @@ def hunyuan_backward(model: ModelProfile) -> dict[str, Counts]:
             if node.kind == NodeKind.ROPE:
                 n = base.TOKENS * (spec.num_heads + spec.num_kv_heads) * spec.head_dim  # x^2 and x * rstd
                 acc[node.path] = acc.get(node.path, Counts()) + Counts({ADD: n, ACT: n})
-    return _with_loss(model, lambda node: _generic(node, spec), acc)
+    return base.family_counts(model, lambda node: base.default_node_backward(node, spec), acc)
 
 
 def ernie4_5_moe_backward(model: ModelProfile) -> dict[str, Counts]:
@@ -207,10 +205,10 @@ def ernie4_5_moe_backward(model: ModelProfile) -> dict[str, Counts]:
             return Counts()
         if node.kind == NodeKind.ROUTER:
             k, E = spec.experts_per_token, spec.num_experts
-            return Counts(_generic(node, spec) + base.index_accumulate(t * k, t * E) + Counts({"cmp": t, ACT: 2 * t}))
-        return _generic(node, spec)
+            return Counts(base.default_node_backward(node, spec) + base.index_accumulate(t * k, t * E) + Counts({"cmp": t, ACT: 2 * t}))
+        return base.default_node_backward(node, spec)
 
-    return _with_loss(model, rule, base.accumulations(model))
+    return base.family_counts(model, rule, base.accumulations(model))
 
 
 def phimoe_backward(model: ModelProfile) -> dict[str, Counts]:
@@ -223,20 +221,9 @@ def phimoe_backward(model: ModelProfile) -> dict[str, Counts]:
             one = base.softmax_backward(t, E) + base.index_accumulate(t, t * E)
             reads = Counts({ADD: (rounds - 1) * t * E, ACT: (rounds - 1) * t * E})
             return Counts(base.matmul_backward(node) + rounds * one + reads)
-        return _generic(node, spec)
+        return base.default_node_backward(node, spec)
 
-    return _with_loss(model, rule, base.accumulations(model))
-
-
-def _generic(node: Node, spec: Any) -> Counts:
-    group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
-    return base.node_backward(node, spec.norm, spec.activation, group, spec if hasattr(spec, "num_experts") else None)
-
-
-def _with_loss(model: ModelProfile, rule: Any, acc: dict[str, Counts]) -> dict[str, Counts]:
-    out = {n.path: Counts(rule(n) + acc.get(n.path, Counts())) for n in model.nodes}
-    out[base.LOSS] = base.loss_backward(model.spec.vocab_size)
-    return out
+    return base.family_counts(model, rule, base.accumulations(model))
 
 
 def mimo_v2_flash_backward(model: ModelProfile) -> dict[str, Counts]:
@@ -272,7 +259,7 @@ def mimo_v2_flash_backward(model: ModelProfile) -> dict[str, Counts]:
                 if row_max.counts.get("params"):  # a sink per head, expanded over B and S
                     out = out + Counts({ADD: H * (t - 1), ACT: H})
             return Counts(out)
-        return _generic(node, spec)
+        return base.default_node_backward(node, spec)
 
     acc = accumulations_without_rope(model)
     for node in model.nodes:
@@ -281,7 +268,7 @@ def mimo_v2_flash_backward(model: ModelProfile) -> dict[str, Counts]:
             for which, heads in (("q", H), ("k", kv_heads(attn))):
                 n = 2 * t * heads * spec.rotary_dim + t * heads * D
                 acc[f"{attn}.{which}_proj"] = acc.get(f"{attn}.{which}_proj", Counts()) + Counts({ADD: n, ACT: n})
-    return _with_loss(model, rule, acc)
+    return base.family_counts(model, rule, acc)
 
 
 def llama4_backward(model: ModelProfile) -> dict[str, Counts]:
@@ -293,9 +280,7 @@ def llama4_backward(model: ModelProfile) -> dict[str, Counts]:
                                               for n in model.nodes):
             n = base.TOKENS * (spec.num_heads + spec.num_kv_heads) * spec.head_dim  # read by x^2 and x * rstd
             acc[node.path] = acc.get(node.path, Counts()) + Counts({ADD: n, ACT: n})
-    out = {n.path: Counts(llama4_node_backward(n, spec) + acc.get(n.path, Counts())) for n in model.nodes}
-    out[base.LOSS] = base.loss_backward(spec.vocab_size)
-    return out
+    return base.family_counts(model, lambda n: llama4_node_backward(n, spec), acc)
 
 
 __all__ = ["GPT_OSS_TYPES", "HUNYUAN_TYPES", "mimo_v2_flash_backward", "ernie4_5_moe_backward", "hunyuan_backward", "phimoe_backward", "LLAMA4_TYPES", "gpt_oss_backward", "l2_norm_backward", "llama4_backward", "llama4_node_backward"]

@@ -122,17 +122,6 @@ def _add(acc: dict[str, Counts], path: str, n: Any) -> None:
     acc[path] = acc.get(path, Counts()) + Counts({ADD: n, ACT: n})
 
 
-def _generic(node: Node, spec: Any) -> Counts:
-    group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
-    return base.node_backward(node, spec.norm, spec.activation, group, spec if hasattr(spec, "num_experts") else None)
-
-
-def _with_loss(model: ModelProfile, rule: Any, acc: dict[str, Counts]) -> dict[str, Counts]:
-    out = {n.path: Counts(rule(n) + acc.get(n.path, Counts())) for n in model.nodes}
-    out[base.LOSS] = base.loss_backward(model.spec.vocab_size)
-    return out
-
-
 def _post_moe_norms(model: ModelProfile) -> dict[int, Node]:
     """layer -> the norm right after its MoE block (its post-norm), read by position."""
     out: dict[int, Node] = {}
@@ -155,7 +144,7 @@ def flex_olmo_backward(model: ModelProfile) -> dict[str, Counts]:
     for node in model.nodes:
         if node.kind == NodeKind.EXPERTS and node.layer in post:
             _add(acc, node.path, (reads - 1) * base.TOKENS * spec.hidden_size)
-    return _with_loss(model, lambda node: _generic(node, spec), acc)
+    return base.family_counts(model, lambda node: base.default_node_backward(node, spec), acc)
 
 
 def xielu_backward(n: Formula | int) -> Counts:
@@ -172,12 +161,12 @@ def apertus_backward(model: ModelProfile) -> dict[str, Counts]:
     def rule(node: Node) -> Counts:
         if node.kind == NodeKind.ACTIVATION and spec.activation == "xielu":
             return xielu_backward(_elements(node))
-        return _generic(node, spec)
+        return base.default_node_backward(node, spec)
 
     for i, node in enumerate(nodes):
         if node.kind == NodeKind.ACTIVATION and spec.activation == "xielu":
             _add(acc, nodes[i - 1].path, (XIELU_READS - 1) * _elements(node))  # the linear before it wrote x
-    return _with_loss(model, rule, acc)
+    return base.family_counts(model, rule, acc)
 
 
 def _elements(node: Node) -> Formula:
@@ -241,7 +230,7 @@ def dbrx_backward(model: ModelProfile, hits: Formula | int | None = None) -> dic
             scatter = base.index_accumulate(pairs * h + pairs, hits * (t * h + t * k))
             weighted = Counts({MULT: 2 * pairs * h, ADD: pairs * (h - 1), ACT: 2 * pairs * h + pairs})
             return Counts(scatter + weighted + Counts({ACT: pairs * h}))  # + index_add's index_select
-        return _generic(node, spec)
+        return base.default_node_backward(node, spec)
 
     acc: dict[str, Counts] = {}
     stream = t * h
@@ -260,7 +249,7 @@ def dbrx_backward(model: ModelProfile, hits: Formula | int | None = None) -> dic
             _add(acc, node.path, hits * stream + pairs * h)
         elif node.kind == NodeKind.ROUTER:
             _add(acc, node.path, (hits - 1) * pairs + (pairs if spec.norm_p is not None else 0))
-    return _with_loss(model, rule, acc)
+    return base.family_counts(model, rule, acc)
 
 
 def jetmoe_backward(model: ModelProfile, hits: Formula | int | None = None) -> dict[str, Counts]:
@@ -290,7 +279,7 @@ def jetmoe_backward(model: ModelProfile, hits: Formula | int | None = None) -> d
             return Counts()  # the MoA bias's holder (its gradient is moa_reduce's sum)
         if node.kind in (NodeKind.ATTN_SCORES, NodeKind.ATTN_CONTEXT):
             return base.node_backward(node, spec.norm, spec.activation, 1)  # k and v repeated before: no GQA sum
-        return _generic(node, spec)
+        return base.default_node_backward(node, spec)
 
     acc: dict[str, Counts] = {}
     stream = t * h
@@ -312,7 +301,7 @@ def jetmoe_backward(model: ModelProfile, hits: Formula | int | None = None) -> d
         elif node.kind == NodeKind.ATTN_SCORES:  # key and value repeat()ed k times, summed back
             _add(acc, node.module, 2 * (k - 1) * t * kv * D)
     _add(acc, writer, (reads - 1) * stream)  # the last layer's output, read by the final norm
-    out = _with_loss(model, rule, acc)
+    out = base.family_counts(model, rule, acc)
     for path, counts in acc.items():  # the repeat's sum at the attention module (a site that is no node)
         out.setdefault(path, counts)
     return out

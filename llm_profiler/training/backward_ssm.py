@@ -224,9 +224,7 @@ def granitemoehybrid_backward(model: ModelProfile) -> dict[str, Counts]:
     spec: Any = model.spec  # the family's spec subclass (its extra fields)
     kept = tuple(n for n in model.nodes if not n.path.endswith(".output_linear"))
     acc = dict(base.accumulations(cast(ModelProfile, _Nodes(spec, kept))))
-    out = {n.path: Counts(ssm_node_backward(n, spec) + acc.get(n.path, Counts())) for n in model.nodes}
-    out[base.LOSS] = base.loss_backward(spec.vocab_size)
-    return out
+    return base.family_counts(model, lambda n: ssm_node_backward(n, spec), acc)
 
 
 def bamba_backward(model: ModelProfile) -> dict[str, Counts]:
@@ -280,9 +278,7 @@ def lfm2_backward(model: ModelProfile) -> dict[str, Counts]:
                     acc[f"{attn}.{which}_proj"] = acc[f"{attn}.{which}_proj"] + Counts({ADD: -n, ACT: -n})
                     acc[f"{attn}.{which}_layernorm"] = acc.get(f"{attn}.{which}_layernorm", Counts()) + Counts(
                         {ADD: n, ACT: n})
-    out = {n.path: Counts(rule(n) + acc.get(n.path, Counts())) for n in model.nodes}
-    out[base.LOSS] = base.loss_backward(spec.vocab_size)
-    return out
+    return base.family_counts(model, rule, acc)
 
 
 def falcon_h1_backward(model: ModelProfile) -> dict[str, Counts]:
@@ -341,9 +337,7 @@ def falcon_h1_backward(model: ModelProfile) -> dict[str, Counts]:
             n = 2 * t * spec.num_kv_heads * spec.rotary_dim
             move(f"{attn}.k_proj", -n)
             move(attn, n)  # k times key_multiplier: the attention's own node wrote what rope reads
-    out = {n.path: Counts(rule(n) + acc.get(n.path, Counts())) for n in model.nodes}
-    out[base.LOSS] = base.loss_backward(spec.vocab_size)
-    return out
+    return base.family_counts(model, rule, acc)
 
 
 def mamba1_scan_backward(node: Node, m: Any) -> Counts:
@@ -419,9 +413,7 @@ def _mamba1_model(model: ModelProfile, prenorm: bool) -> dict[str, Counts]:
     else:  # attention-then-MLP blocks; x_proj reads the conv's output, not the block's input
         kept = tuple(n for n in model.nodes if not n.path.endswith(".x_proj"))
         acc = dict(base.accumulations(cast(ModelProfile, _Nodes(spec, kept))))
-    out = {n.path: Counts(rule(n) + acc.get(n.path, Counts())) for n in model.nodes}
-    out[base.LOSS] = base.loss_backward(spec.vocab_size)
-    return out
+    return base.family_counts(model, rule, acc)
 
 
 def jamba_backward(model: ModelProfile) -> dict[str, Counts]:
@@ -434,9 +426,7 @@ def jamba_backward(model: ModelProfile) -> dict[str, Counts]:
 def ssm_backward(model: ModelProfile) -> dict[str, Counts]:
     spec: Any = model.spec  # the family's spec subclass (its extra fields)
     acc = prenorm_accumulations(model)
-    out = {n.path: Counts(ssm_node_backward(n, spec) + acc.get(n.path, Counts())) for n in model.nodes}
-    out[base.LOSS] = base.loss_backward(spec.vocab_size)
-    return out
+    return base.family_counts(model, lambda n: ssm_node_backward(n, spec), acc)
 
 
 __all__ = ["SSM_TYPES", "bamba_backward", "falcon_h1_backward", "jamba_backward", "mamba_backward", "granitemoehybrid_backward", "lfm2_backward", "convolution_backward", "scan_backward", "softplus_backward", "ssm_backward"]
