@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .. import ops
@@ -354,6 +355,16 @@ def router_backward(node: Node, spec: Any) -> Counts:
     return Counts(out)
 
 
+@dataclass(frozen=True)
+class ExpertShape:
+    """The fields ``experts_backward`` reads, for a family whose spec names them otherwise (a layer's FFN)."""
+
+    num_experts: int
+    experts_per_token: int
+    hidden_size: int
+    moe_intermediate_size: int
+
+
 def experts_backward(node: Node, spec: Any) -> Counts:
     """The batched_mm experts (graph.moe.routed_experts), backwards, for N = T*k (token, expert) pairs:
 
@@ -556,5 +567,5 @@ from . import backward_families  # noqa: E402  (registers FAMILY_BACKWARD: MLA, 
 VALIDATED_MODEL_TYPES |= backward_families.VALIDATED  # their types proven exact (tests/test_training_backward_*.py)
 
 __all__ = ["ATEN_BACKWARD", "FAMILY_BACKWARD", "LOSS", "OUTPUT_PROJECTIONS", "VALIDATED_MODEL_TYPES", "numel",
-           "default_node_backward", "family_counts", "is_validated", "BackwardUnsupportedError", "accumulations", "backward_counts",
+           "ExpertShape", "default_node_backward", "family_counts", "is_validated", "BackwardUnsupportedError", "accumulations", "backward_counts",
            "node_backward"]

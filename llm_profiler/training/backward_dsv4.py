@@ -57,7 +57,6 @@ its kv_norm twice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from .. import ops
@@ -220,23 +219,13 @@ def dsv4_node_backward(node: Node, spec: Any) -> Counts:
         return score_backward(node, spec)
     if node.kind == NodeKind.EXPERTS:
         ffn = spec.layers[node.layer].ffn
-        view = _Experts(ffn.experts, ffn.top_k, h, ffn.intermediate)
+        view = base.ExpertShape(ffn.experts, ffn.top_k, h, ffn.intermediate)
         return Counts(base.experts_backward(node, view) + clamps_backward(t * ffn.top_k * ffn.intermediate))
     if node.part == "gate_mul":
         return Counts(base.node_backward(node) + clamps_backward(Formula.of(node.counts[MULT])))
     if node.part == "shared_mix":
         return Counts()  # routed + shared: the add passes the gradient to both
     return base.node_backward(node, spec.norm, spec.activation)
-
-
-@dataclass(frozen=True)
-class _Experts:
-    """The fields ``training.backward.experts_backward`` reads, from a layer's FFN."""
-
-    num_experts: int
-    experts_per_token: int
-    hidden_size: int
-    moe_intermediate_size: int
 
 
 def dsv4_accumulations(model: ModelProfile) -> dict[str, Counts]:

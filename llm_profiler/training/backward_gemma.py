@@ -79,7 +79,6 @@ Hp, the same Gemma3nRMSNorm (pow) and attention (q / k / v norms, KV sharing) as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from .. import ops
@@ -115,16 +114,6 @@ def norm_shape(node: Node) -> tuple[Formula, Formula, bool]:
     return rows, Formula.const(n), weight
 
 
-@dataclass(frozen=True)
-class _Experts:
-    """The fields ``training.backward.experts_backward`` reads."""
-
-    num_experts: int
-    experts_per_token: int
-    hidden_size: int
-    moe_intermediate_size: int
-
-
 def gemma4_router_backward(node: Node, spec: Any) -> Counts:
     """The router's own ops backwards (module docstring), T tokens, E experts, top k (proj is its own node)."""
     t, h, E, k = base.TOKENS, spec.hidden_size, spec.experts, spec.top_k
@@ -157,7 +146,7 @@ def gemma4_node_backward(node: Node, spec: Any) -> Counts:
     if node.kind == NodeKind.ROUTER:
         return gemma4_router_backward(node, spec)
     if node.kind == NodeKind.EXPERTS:
-        view = _Experts(spec.experts, spec.top_k, spec.hidden_size, spec.moe_intermediate)
+        view = base.ExpertShape(spec.experts, spec.top_k, spec.hidden_size, spec.moe_intermediate)
         return base.experts_backward(node, view)
     group = spec.num_heads // attention_dims(spec, node.layer)[1] if node.layer is not None else 1
     return base.node_backward(node, spec.norm, spec.activation, group)

@@ -128,16 +128,6 @@ def llama4_node_backward(node: Node, spec: Any) -> Counts:
     return base.node_backward(node, spec.norm, spec.activation, spec.num_heads // spec.num_kv_heads)
 
 
-@dataclass(frozen=True)
-class _MoE:
-    """The fields ``training.backward.experts_backward`` reads."""
-
-    num_experts: int
-    experts_per_token: int
-    hidden_size: int
-    moe_intermediate_size: int
-
-
 def gpt_oss_node_backward(node: Node, spec: Any, nodes: dict[str, Node]) -> Counts:
     c = node.counts
     if node.kind == NodeKind.ROPE:
@@ -159,7 +149,7 @@ def gpt_oss_node_backward(node: Node, spec: Any, nodes: dict[str, Node]) -> Coun
         ffn = spec.layers[node.layer].ffn
         if node.kind == NodeKind.ROUTER:
             return Counts(base.matmul_backward(node) + base.softmax_backward(base.TOKENS, ffn.top_k))
-        view = _MoE(ffn.experts, ffn.top_k, spec.hidden_size, ffn.intermediate)
+        view = base.ExpertShape(ffn.experts, ffn.top_k, spec.hidden_size, ffn.intermediate)
         pairs = base.TOKENS * ffn.top_k * ffn.intermediate
         # experts_backward's act(gate) * up product is the :swiglu node's; gate_up read by its two views
         return Counts(base.experts_backward(node, view) + Counts({MULT: -2 * pairs, ADD: 2 * pairs}))
