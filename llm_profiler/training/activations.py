@@ -38,22 +38,100 @@ The loss is transformers' ``ForCausalLMLoss``, which upcasts the logits: log_sof
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from pydantic import BaseModel
 
 from ..formula import ZERO, B, Formula, S
 from ..graph.node import Node, NodeKind
-from ..metrics import EXP, PARAMS
+from ..metrics import EXP, MULT, PARAMS
 from ..profile import ModelProfile
 from .backward import LOSS, BackwardUnsupportedError
 
 TOKENS = B * S
 RECOMPUTE = ("none", "selective", "full")
-# model types whose saved activations are validated exact per node (tests/test_training_activations.py)
-VALIDATED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3", "seed_oss", "helium", "ernie4_5",
-                                   "granite"})
+# the DecoderTemplate layouts validated exact per node, LoRA's saved set included (training.lora)
+LORA_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3", "seed_oss", "helium", "ernie4_5",
+                              "granite"})
+# MoE layouts with the batched_mm experts (``MOE_SAVED``)
+MOE_MODEL_TYPES = frozenset({"mixtral", "qwen3_moe", "qwen2_moe", "olmoe"})
+# model types whose saved activations are validated exact per node (tests/test_training_activations.py,
+# tests/test_training_saved_families.py)
+VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES
 # interleaved rope: each layer's apply_rotary_pos_emb re-derives cos / sin (repeat_interleave), a new pair
 _TABLES_PER_LAYER = frozenset({"helium", "ernie4_5"})
 _SAVING_LINEARS = ("q_proj", "gate_proj", "o_proj", "down_proj")
+FP32 = 4  # the eager code's float32 intermediates
+INT64 = 8
+# the dtype a saved tensor is kept in: the model's activation dtype, or float32 / int64 whatever the model runs in
+AT_ACT, AT_FP32, AT_INT64 = "act", "fp32", "int64"
+# routers whose top-k weights stay float32 into the experts (mixtral's router has no ``.to(logits.dtype)``)
+_ROUTING_WEIGHTS_FP32 = frozenset({"mixtral"})
+
+
+@dataclass(frozen=True)
+class Saved:
+    """Tensors a node keeps for backward, of one dtype: their elements and the dtype they are kept in."""
+
+    elements: Formula
+    dtype: str = AT_ACT
+
+    def nbytes(self, act_bytes: int) -> Formula:
+        return self.elements * {AT_ACT: act_bytes, AT_FP32: FP32, AT_INT64: INT64}[self.dtype]
+
+
+def router_saved(node: Node, spec: Any, first_reader: bool) -> tuple[Saved, ...]:
+    """A softmax top-k router (``logits = x W^T``; ``softmax(logits, dtype=float32)``; ``topk``; optionally
+    ``top /= top.sum()``) over T tokens, E experts, k chosen: the input T*h (when it is the first reader of the
+    norm's output), the float32 scores T*E, topk's int64 indices T*k; normalizing in place, ``div_`` keeps the
+    sum (T, float32) and a clone of the top values from before the division (T*k, float32): autograd copies
+    an input an in-place op overwrites but its gradient needs."""
+    mm = node.facts.matmuls[0]  # (T x h) @ (h x E)
+    tokens = mm.batch * mm.m
+    k = spec.layers[node.layer].ffn.top_k
+    router = getattr(spec, "router", None)
+    normalize = router.normalize if router is not None else spec.norm_topk_prob
+    out = [Saved(tokens * mm.k)] if first_reader else []
+    out += [Saved(tokens * mm.n, AT_FP32), Saved(tokens * k, AT_INT64)]
+    if normalize:
+        out += [Saved(tokens, AT_FP32), Saved(tokens * k, AT_FP32)]
+    return tuple(out)
+
+
+def experts_saved(node: Node, model_type: str) -> tuple[Saved, ...]:
+    """The batched_mm experts over N = T*k (token, expert) pairs: each bmm keeps both operands, the weights
+    gathered per pair (``gate_up_proj[expert_ids]``: N*2I*h, ``down_proj[expert_ids]``: N*h*I, not parameters
+    but copies) and its input (the repeated tokens N*h, the gate product N*I); the gate product ``act(gate) *
+    up`` keeps act(gate) (N*I; up is a view of gate_up's output, kept by the activation); ``out * w`` keeps the
+    routing weights (N, float32 where the router leaves them so) and the down projection's output (N*h)."""
+    up, down = node.facts.matmuls[0], node.facts.matmuls[-1]  # N x (2I x h) @ (h x 1); N x (h x I) @ (I x 1)
+    weights = AT_FP32 if model_type in _ROUTING_WEIGHTS_FP32 else AT_ACT
+    operands = sum((mm.batch * (mm.m * mm.k + mm.k * mm.n) for mm in (up, down)), ZERO)
+    return (Saved(operands + down.batch * down.k + down.batch * down.m), Saved(down.batch, weights))
+
+
+def rule_saved(node: Node, model: ModelProfile, prev: Node | None) -> tuple[Saved, ...] | None:
+    """What ``node`` keeps, by dtype, for the node kinds with rules of their own (MoE), else None (``node_saved``).
+    """
+    kind = node.kind
+    if kind == NodeKind.ROUTER:
+        return router_saved(node, model.spec, first_reader=prev is not None and prev.kind == NodeKind.NORM)
+    if kind == NodeKind.EXPERTS:
+        return experts_saved(node, model.spec.model_type)
+    if kind == NodeKind.ACTIVATION and prev is not None and prev.kind == NodeKind.EXPERTS:  # the experts' act_fn
+        return (Saved(prev.facts.matmuls[0].outputs),)  # the whole gate_up output: gate is a view of it
+    if kind == NodeKind.ELEMENTWISE and node.part == "shared_mix":
+        # sigmoid(gate logit) * shared: the sigmoid's output (T, kept by its backward and the product) and the
+        # shared expert's output (T*h); an ungated routed + shared add keeps nothing
+        gate = Formula.of(node.counts.get(EXP, 0))
+        return (Saved(gate + Formula.of(node.counts[MULT])),) if gate else ()
+    return None
+
+
+def _input(node: Node) -> Formula:
+    """The elements an elementwise node reads (its fused chain's inputs, or its recorded reads)."""
+    return Formula.of(node.facts.fused_reads if node.facts.fused_reads is not None else node.facts.reads)
 
 
 def node_saved(node: Node) -> Formula:
@@ -78,10 +156,21 @@ def node_saved(node: Node) -> Formula:
         mm = facts.matmuls[0]  # (S x K) @ (K x D), batch B*H
         return mm.batch * mm.k * mm.n
     if kind == NodeKind.ACTIVATION:
-        return Formula.of(facts.fused_reads)
+        return _input(node)
     if kind == NodeKind.ELEMENTWISE and node.part == "gate_mul":
-        return Formula.of(facts.fused_reads)  # both factors
+        return _input(node)  # both factors
     return ZERO
+
+
+def saved_rules(model: ModelProfile) -> dict[str, tuple[Saved, ...] | None]:
+    """node path -> what it keeps by dtype (``rule_saved``), or None where ``node_saved`` and
+    ``node_saved_bytes`` say it."""
+    out: dict[str, tuple[Saved, ...] | None] = {}
+    prev = None
+    for node in model.nodes:
+        out[node.path] = rule_saved(node, model, prev)
+        prev = node
+    return out
 
 
 def saved_by_node(model: ModelProfile, recompute: str = "none") -> dict[str, Formula]:
@@ -95,7 +184,12 @@ def saved_by_node(model: ModelProfile, recompute: str = "none") -> dict[str, For
         raise BackwardUnsupportedError(f"recompute must be one of {', '.join(RECOMPUTE)}, got {recompute!r}")
     out: dict[str, Formula] = {}
     rope_seen = False
+    rules = saved_rules(model)
     for node in model.nodes:
+        terms = rules[node.path]
+        if terms is not None:
+            out[node.path] = sum((t.elements for t in terms), ZERO)
+            continue
         if node.kind == NodeKind.ROPE:  # the tables, once (or per layer where each layer re-derives them)
             out[node.path] = ZERO if rope_seen and spec.model_type not in _TABLES_PER_LAYER else 2 * S * spec.rotary_dim
             rope_seen = True
@@ -123,8 +217,6 @@ def layer_saved(model: ModelProfile, layer: int = 0) -> Formula:
     return sum((saved[n.path] for n in model.nodes if n.layer == layer), ZERO)
 
 
-FP32 = 4  # the eager code's float32 intermediates
-INT64 = 8
 # below float32: helium's RMSNorm multiplies in float32, ``(weight.to(float32) * y).to(input_dtype)``: y stays
 # float32 and the weight's float32 copy (not a parameter) is kept for y's gradient
 _NORM_FP32_PRODUCT = frozenset({"helium"})
@@ -162,6 +254,7 @@ def saved_bytes_by_node(model: ModelProfile, recompute: str = "none", act_bytes:
     and nll_loss's float32 total weight. ``loss=False``: a pipeline stage that does not compute it."""
     saved = saved_by_node(model, recompute)
     nodes = {n.path: n for n in model.nodes}
+    rules = saved_rules(model)
     out: dict[str, Formula] = {}
     for path, elements in saved.items():
         if path == LOSS:
@@ -171,6 +264,10 @@ def saved_bytes_by_node(model: ModelProfile, recompute: str = "none", act_bytes:
         node = nodes[path]
         if recompute == "full" and node.layer is not None:
             out[path] = elements * act_bytes  # the layer's input, its checkpoint (or nothing)
+            continue
+        terms = rules[path]
+        if terms is not None:
+            out[path] = sum((t.nbytes(act_bytes) for t in terms), ZERO)
             continue
         out[path] = node_saved_bytes(node, elements, act_bytes, model.spec.model_type)
         if node.kind == NodeKind.ATTN_CONTEXT and act_bytes != FP32 and recompute == "none":
