@@ -22,6 +22,13 @@ FAMILIES = [
     "Qwen/Qwen3-30B-A3B",  # qwen3_moe: normalized, routing weights cast to the activation dtype
     "Qwen/Qwen1.5-MoE-A2.7B",  # qwen2_moe: not normalized; a shared expert (reads the input first), sigmoid gate
     str(CONFIGS / "allenai--OLMoE-1B-7B-0924.json"),  # olmoe: not normalized, q/k norms
+    str(CONFIGS / "ibm-granite--granite-3.1-3b-a800m-instruct.json"),  # granitemoe: top-k, then softmax over k
+    # float32 sigmoid routers (correction bias, groups, routed scaling), dense first layers, shared experts
+    str(CONFIGS / "rednote-hilab--dots.llm1.inst.json"),  # dots1
+    str(CONFIGS / "zai-org--GLM-4.5-Air.json"),  # glm4_moe
+    str(CONFIGS / "transformers--ExaoneMoeConfig-defaults.json"),  # exaone_moe
+    str(CONFIGS / "transformers--SolarOpenConfig-defaults.json"),  # solar_open
+    str(CONFIGS / "MiniMaxAI--MiniMax-M2.5.json"),  # minimax_m2: sigmoid of the float32 logits
 ]
 SHAPES = [(2, 3), (1, 5)]
 CASES = [(m, b, s) for m in FAMILIES for b, s in SHAPES]
@@ -82,3 +89,24 @@ def test_tiny_qwen2_moe_shared_expert_saved() -> None:
     assert saved[f"{moe}.gate"] == 24 + 12
     assert saved[f"{moe}:shared_mix"] == 6 + 384 == 390
     assert saved[f"{moe}.shared_expert_gate"] == 0  # reads the input the shared expert already keeps
+
+
+def test_tiny_dots1_float32_router_saved() -> None:
+    """Tiny dots1 (h 64, E 8, k 2, shared expert after the router) at B=2, S=3 (T = 6), its first MoE layer.
+    The router runs F.linear(x.float(), weight.float()), sigmoid, a grouped top-k of scores + bias (a branch
+    dropped in the forward: its saved tensors are freed), gathers the weights from the scores, normalizes them.
+    A float32 run keeps x (T*h = 384), the sigmoid's output T*E = 48, the gather's indices T*k = 12, the sum 6
+    and the clone 12: 462; the shared expert's gate_proj reads the same x: nothing more. In bf16 the casts are
+    copies: the router keeps x and the weight in float32 (4*384 + 4*8*64 = 3584) with the rest as above
+    (4*48 + 8*12 + 4*6 + 4*12 = 360): 3944, and gate_proj keeps the original bf16 x, 2*384 = 768."""
+    profile = reference(str(CONFIGS / "rednote-hilab--dots.llm1.inst.json"), tiny=True).profile
+    moe = next(n.module for n in profile.nodes if n.kind == "router").rsplit(".", 1)[0]
+    saved = {path: int(f(2, 3, 0)) for path, f in saved_by_node(profile).items()}
+    assert saved[f"{moe}.gate"] == 384 + 48 + 12 + 6 + 12 == 462
+    assert saved[f"{moe}.shared_experts.gate_proj"] == 0
+    nbytes = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(profile).items()}
+    assert nbytes[f"{moe}.gate"] == 4 * 384 + 4 * 8 * 64 + 4 * 48 + 8 * 12 + 4 * 6 + 4 * 12 == 3944
+    assert nbytes[f"{moe}.shared_experts.gate_proj"] == 2 * 384
+    fp32 = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(profile, act_bytes=4).items()}
+    # in float32 no copies: 4 bytes per element, the int64 indices 8
+    assert fp32[f"{moe}.gate"] == 4 * (462 - 12) + 8 * 12 and fp32[f"{moe}.shared_experts.gate_proj"] == 0

@@ -55,7 +55,8 @@ RECOMPUTE = ("none", "selective", "full")
 LORA_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3", "seed_oss", "helium", "ernie4_5",
                               "granite"})
 # MoE layouts with the batched_mm experts (``MOE_SAVED``)
-MOE_MODEL_TYPES = frozenset({"mixtral", "qwen3_moe", "qwen2_moe", "olmoe"})
+MOE_MODEL_TYPES = frozenset({"mixtral", "qwen3_moe", "qwen2_moe", "olmoe", "dots1", "glm4_moe", "solar_open",
+                             "exaone_moe", "minimax_m2", "granitemoe"})
 # model types whose saved activations are validated exact per node (tests/test_training_activations.py,
 # tests/test_training_saved_families.py)
 VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES
@@ -67,17 +68,26 @@ INT64 = 8
 # the dtype a saved tensor is kept in: the model's activation dtype, or float32 / int64 whatever the model runs in
 AT_ACT, AT_FP32, AT_INT64 = "act", "fp32", "int64"
 # routers whose top-k weights stay float32 into the experts (mixtral's router has no ``.to(logits.dtype)``)
-_ROUTING_WEIGHTS_FP32 = frozenset({"mixtral"})
+_ROUTING_WEIGHTS_FP32 = frozenset({"mixtral", "dots1", "glm4_moe", "solar_open", "exaone_moe", "minimax_m2"})
+# routers computing their logits in float32, ``F.linear(x.type(float32), weight.type(float32))``: below float32
+# they keep float32 copies of x and of the weight, and the original x is kept by the next linear reading it
+_ROUTER_FP32 = frozenset({"dots1", "glm4_moe", "solar_open", "exaone_moe"})
 
 
 @dataclass(frozen=True)
 class Saved:
-    """Tensors a node keeps for backward, of one dtype: their elements and the dtype they are kept in."""
+    """Tensors a node keeps for backward, of one dtype: their elements and the dtype they are kept in;
+    ``below_fp32``: kept only when the model runs below float32 (a float32 copy, or an original whose float32
+    copy another node keeps; in a float32 model the copy is the original, kept once). Elements
+    (``saved_by_node``) are a float32 run's."""
 
     elements: Formula
     dtype: str = AT_ACT
+    below_fp32: bool = False
 
     def nbytes(self, act_bytes: int) -> Formula:
+        if self.below_fp32 and act_bytes == FP32:
+            return ZERO
         return self.elements * {AT_ACT: act_bytes, AT_FP32: FP32, AT_INT64: INT64}[self.dtype]
 
 
@@ -86,29 +96,45 @@ def router_saved(node: Node, spec: Any, first_reader: bool) -> tuple[Saved, ...]
     ``top /= top.sum()``) over T tokens, E experts, k chosen: the input T*h (when it is the first reader of the
     norm's output), the float32 scores T*E, topk's int64 indices T*k; normalizing in place, ``div_`` keeps the
     sum (T, float32) and a clone of the top values from before the division (T*k, float32): autograd copies
-    an input an in-place op overwrites but its gradient needs."""
+    an input an in-place op overwrites but its gradient needs. A sigmoid router (scores = sigmoid(logits), a
+    correction bias for the choice only, the weights gathered from the scores) keeps the same: its float32
+    scores T*E, the gather's int64 indices T*k (top-k's own are freed with the choice branch), the
+    normalization's sum and clone; a routed scaling by a constant keeps nothing. A float32 router
+    (``_ROUTER_FP32``) keeps x as float32 (a copy below float32, with the weight's float32 copy E*h)."""
     mm = node.facts.matmuls[0]  # (T x h) @ (h x E)
     tokens = mm.batch * mm.m
     k = spec.layers[node.layer].ffn.top_k
     router = getattr(spec, "router", None)
     normalize = router.normalize if router is not None else spec.norm_topk_prob
-    out = [Saved(tokens * mm.k)] if first_reader else []
+    if spec.model_type in _ROUTER_FP32:  # x and the weight cast to float32 (copies below float32)
+        out = [Saved(tokens * mm.k, AT_FP32), Saved(mm.k * mm.n, AT_FP32, below_fp32=True)]
+    else:
+        out = [Saved(tokens * mm.k)] if first_reader else []
+    if _scoring(spec) == "topk_softmax":  # top-k of the logits, then softmax over the k: its float32 output
+        return (*out, Saved(tokens * k, AT_INT64), Saved(tokens * k, AT_FP32))
     out += [Saved(tokens * mm.n, AT_FP32), Saved(tokens * k, AT_INT64)]
     if normalize:
         out += [Saved(tokens, AT_FP32), Saved(tokens * k, AT_FP32)]
     return tuple(out)
 
 
-def experts_saved(node: Node, model_type: str) -> tuple[Saved, ...]:
+def _scoring(spec: Any) -> str:
+    router = getattr(spec, "router", None)
+    return router.scoring if router is not None else "softmax"
+
+
+def experts_saved(node: Node, spec: Any) -> tuple[Saved, ...]:
     """The batched_mm experts over N = T*k (token, expert) pairs: each bmm keeps both operands, the weights
     gathered per pair (``gate_up_proj[expert_ids]``: N*2I*h, ``down_proj[expert_ids]``: N*h*I, not parameters
     but copies) and its input (the repeated tokens N*h, the gate product N*I); the gate product ``act(gate) *
     up`` keeps act(gate) (N*I; up is a view of gate_up's output, kept by the activation); ``out * w`` keeps the
     routing weights (N, float32 where the router leaves them so) and the down projection's output (N*h)."""
     up, down = node.facts.matmuls[0], node.facts.matmuls[-1]  # N x (2I x h) @ (h x 1); N x (h x I) @ (I x 1)
-    weights = AT_FP32 if model_type in _ROUTING_WEIGHTS_FP32 else AT_ACT
     operands = sum((mm.batch * (mm.m * mm.k + mm.k * mm.n) for mm in (up, down)), ZERO)
-    return (Saved(operands + down.batch * down.k + down.batch * down.m), Saved(down.batch, weights))
+    kept = Saved(operands + down.batch * down.k + down.batch * down.m)
+    if _scoring(spec) == "topk_softmax":  # the router's softmax output is the weights (cast: a copy below fp32)
+        return kept, Saved(down.batch, below_fp32=True)
+    return kept, Saved(down.batch, AT_FP32 if spec.model_type in _ROUTING_WEIGHTS_FP32 else AT_ACT)
 
 
 def rule_saved(node: Node, model: ModelProfile, prev: Node | None) -> tuple[Saved, ...] | None:
@@ -118,7 +144,7 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None) -> tuple[Save
     if kind == NodeKind.ROUTER:
         return router_saved(node, model.spec, first_reader=prev is not None and prev.kind == NodeKind.NORM)
     if kind == NodeKind.EXPERTS:
-        return experts_saved(node, model.spec.model_type)
+        return experts_saved(node, model.spec)
     if kind == NodeKind.ACTIVATION and prev is not None and prev.kind == NodeKind.EXPERTS:  # the experts' act_fn
         return (Saved(prev.facts.matmuls[0].outputs),)  # the whole gate_up output: gate is a view of it
     if kind == NodeKind.ELEMENTWISE and node.part == "shared_mix":
@@ -167,8 +193,21 @@ def saved_rules(model: ModelProfile) -> dict[str, tuple[Saved, ...] | None]:
     ``node_saved_bytes`` say it."""
     out: dict[str, tuple[Saved, ...] | None] = {}
     prev = None
+    router_read: Node | None = None  # a router that read the current norm's output first
     for node in model.nodes:
-        out[node.path] = rule_saved(node, model, prev)
+        rule = rule_saved(node, model, prev)
+        name = node.path.rsplit(".", 1)[-1]
+        if node.kind == NodeKind.NORM:
+            router_read = None
+        elif node.kind == NodeKind.ROUTER and prev is not None and prev.kind == NodeKind.NORM:
+            router_read = node
+        elif router_read is not None and node.kind == NodeKind.LINEAR and name == "gate_proj":
+            # a shared expert after the router: the router kept its input (below float32 a float32 copy of it)
+            mm = node.facts.matmuls[0]
+            fp32_copy = model.spec.model_type in _ROUTER_FP32
+            rule = (Saved(mm.batch * mm.m * mm.k, below_fp32=True),) if fp32_copy else ()
+            router_read = None
+        out[node.path] = rule
         prev = node
     return out
 
@@ -188,7 +227,7 @@ def saved_by_node(model: ModelProfile, recompute: str = "none") -> dict[str, For
     for node in model.nodes:
         terms = rules[node.path]
         if terms is not None:
-            out[node.path] = sum((t.elements for t in terms), ZERO)
+            out[node.path] = sum((t.elements for t in terms if not t.below_fp32), ZERO)
             continue
         if node.kind == NodeKind.ROPE:  # the tables, once (or per layer where each layer re-derives them)
             out[node.path] = ZERO if rope_seen and spec.model_type not in _TABLES_PER_LAYER else 2 * S * spec.rotary_dim
