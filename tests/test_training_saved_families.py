@@ -29,6 +29,8 @@ FAMILIES = [
     str(CONFIGS / "transformers--ExaoneMoeConfig-defaults.json"),  # exaone_moe
     str(CONFIGS / "transformers--SolarOpenConfig-defaults.json"),  # solar_open
     str(CONFIGS / "MiniMaxAI--MiniMax-M2.5.json"),  # minimax_m2: sigmoid of the float32 logits
+    # gpt_oss: sinks, rope by halves, bf16 softmax, biased router (top-k, softmax over k), clamped SwiGLU
+    str(CONFIGS / "openai--gpt-oss-20b.json"),
 ]
 SHAPES = [(2, 3), (1, 5)]
 CASES = [(m, b, s) for m in FAMILIES for b, s in SHAPES]
@@ -110,3 +112,29 @@ def test_tiny_dots1_float32_router_saved() -> None:
     fp32 = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(profile, act_bytes=4).items()}
     # in float32 no copies: 4 bytes per element, the int64 indices 8
     assert fp32[f"{moe}.gate"] == 4 * (462 - 12) + 8 * 12 and fp32[f"{moe}.shared_experts.gate_proj"] == 0
+
+
+def test_tiny_gpt_oss_saved() -> None:
+    """Tiny gpt_oss (h 64, H 4, KV 2, D 24, E 4, k 2, I 96) at B=2, S=3: T = 6, N = T*k = 12 pairs.
+
+    rope by halves: cos and sin of D/2 = 12 each over S = 3: 72, once; the sinks' row max keeps its int64
+    indices, one per row B*H*S = 24; the softmax over K + 1 = 4 columns 2*4*3*4 = 96, in bf16 at 2 bytes
+    (``softmax(dtype=combined.dtype)``). The router keeps x 384, topk's indices 12, the softmax over the k 12
+    (the routing weights themselves: the experts keep no copy). The experts (transposed: N x (1 x h) @ (h x 2I))
+    keep x 768, the gathered gate_up 12*64*192 = 147,456, the glu 1152, the gathered down 12*96*64 = 73,728 and
+    the output 768: 223,872; ``:swiglu`` keeps gate_up's output N*2I = 2304 and 4 tensors of N*I = 1152:
+    6912."""
+    profile = reference(str(CONFIGS / "openai--gpt-oss-20b.json"), tiny=True).profile
+    saved = {path: int(f(2, 3, 0)) for path, f in saved_by_node(profile).items()}
+    attn, moe = "model.layers.0.self_attn", "model.layers.0.mlp"
+    assert saved[f"{attn}:rope"] == 2 * 3 * 12 == 72
+    assert saved[f"{attn}:sinks"] == 2 * 4 * 3 == 24
+    assert saved[f"{attn}:softmax"] == 2 * 4 * 3 * 4 == 96
+    assert saved[f"{moe}.router"] == 384 + 12 + 12
+    assert saved[f"{moe}.experts"] == 768 + 147_456 + 1152 + 73_728 + 768 == 223_872
+    assert saved[f"{moe}.experts:swiglu"] == 2304 + 4 * 1152 == 6912
+    nbytes = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(profile).items()}
+    assert nbytes[f"{attn}:sinks"] == 8 * 24 and nbytes[f"{attn}:softmax"] == 2 * 96
+    assert nbytes[f"{attn}:context"] == 2 * 576  # v only: the bf16 probabilities are the softmax's own output
+    # RMSNorm (weight * y) with y float32: x, rstd and y at 4 bytes, 4 * (2 * 384 + 6)
+    assert nbytes["model.layers.0.post_attention_layernorm"] == 4 * 774

@@ -45,7 +45,7 @@ from pydantic import BaseModel
 
 from ..formula import ZERO, B, Formula, S
 from ..graph.node import Node, NodeKind
-from ..metrics import EXP, MULT, PARAMS
+from ..metrics import DIV, EXP, MULT, PARAMS
 from ..profile import ModelProfile
 from .backward import LOSS, BackwardUnsupportedError
 
@@ -56,7 +56,7 @@ LORA_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3", "
                               "granite"})
 # MoE layouts with the batched_mm experts (``MOE_SAVED``)
 MOE_MODEL_TYPES = frozenset({"mixtral", "qwen3_moe", "qwen2_moe", "olmoe", "dots1", "glm4_moe", "solar_open",
-                             "exaone_moe", "minimax_m2", "granitemoe"})
+                             "exaone_moe", "minimax_m2", "granitemoe", "gpt_oss"})
 # model types whose saved activations are validated exact per node (tests/test_training_activations.py,
 # tests/test_training_saved_families.py)
 VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES
@@ -69,6 +69,14 @@ INT64 = 8
 AT_ACT, AT_FP32, AT_INT64 = "act", "fp32", "int64"
 # routers whose top-k weights stay float32 into the experts (mixtral's router has no ``.to(logits.dtype)``)
 _ROUTING_WEIGHTS_FP32 = frozenset({"mixtral", "dots1", "glm4_moe", "solar_open", "exaone_moe", "minimax_m2"})
+# top-k of the logits then a softmax over the k at the activation dtype (gpt_oss; granitemoe's is float32)
+_TOPK_SOFTMAX_AT_ACT = frozenset({"gpt_oss"})
+# rope by halves (gpt_oss): cos and sin of rotary_dim / 2 each
+_HALF_TABLES = frozenset({"gpt_oss"})
+# attention softmax at the activation dtype (``softmax(x, dtype=x.dtype)``): no float32 output, no copy for p @ v
+_SOFTMAX_AT_ACT = frozenset({"gpt_oss"})
+# RMSNorm ``weight * y`` with y float32 (gpt_oss: ``(self.weight * hidden_states).to(input_dtype)``): y at 4 bytes
+_NORM_Y_FP32 = frozenset({"gpt_oss"})
 # routers computing their logits in float32, ``F.linear(x.type(float32), weight.type(float32))``: below float32
 # they keep float32 copies of x and of the weight, and the original x is kept by the next linear reading it
 _ROUTER_FP32 = frozenset({"dots1", "glm4_moe", "solar_open", "exaone_moe"})
@@ -105,13 +113,14 @@ def router_saved(node: Node, spec: Any, first_reader: bool) -> tuple[Saved, ...]
     tokens = mm.batch * mm.m
     k = spec.layers[node.layer].ffn.top_k
     router = getattr(spec, "router", None)
-    normalize = router.normalize if router is not None else spec.norm_topk_prob
+    normalize = router.normalize if router is not None else getattr(spec, "norm_topk_prob", False)
     if spec.model_type in _ROUTER_FP32:  # x and the weight cast to float32 (copies below float32)
         out = [Saved(tokens * mm.k, AT_FP32), Saved(mm.k * mm.n, AT_FP32, below_fp32=True)]
     else:
         out = [Saved(tokens * mm.k)] if first_reader else []
-    if _scoring(spec) == "topk_softmax":  # top-k of the logits, then softmax over the k: its float32 output
-        return (*out, Saved(tokens * k, AT_INT64), Saved(tokens * k, AT_FP32))
+    if _scoring(spec) == "topk_softmax":  # top-k of the logits, then softmax over the k: its output
+        probs = AT_ACT if spec.model_type in _TOPK_SOFTMAX_AT_ACT else AT_FP32
+        return (*out, Saved(tokens * k, AT_INT64), Saved(tokens * k, probs))
     out += [Saved(tokens * mm.n, AT_FP32), Saved(tokens * k, AT_INT64)]
     if normalize:
         out += [Saved(tokens, AT_FP32), Saved(tokens * k, AT_FP32)]
@@ -120,19 +129,24 @@ def router_saved(node: Node, spec: Any, first_reader: bool) -> tuple[Saved, ...]
 
 def _scoring(spec: Any) -> str:
     router = getattr(spec, "router", None)
+    if spec.model_type in _TOPK_SOFTMAX_AT_ACT:
+        return "topk_softmax"
     return router.scoring if router is not None else "softmax"
 
 
-def experts_saved(node: Node, spec: Any) -> tuple[Saved, ...]:
+def experts_saved(node: Node, spec: Any, gate_product: bool = True) -> tuple[Saved, ...]:
     """The batched_mm experts over N = T*k (token, expert) pairs: each bmm keeps both operands, the weights
     gathered per pair (``gate_up_proj[expert_ids]``: N*2I*h, ``down_proj[expert_ids]``: N*h*I, not parameters
     but copies) and its input (the repeated tokens N*h, the gate product N*I); the gate product ``act(gate) *
     up`` keeps act(gate) (N*I; up is a view of gate_up's output, kept by the activation); ``out * w`` keeps the
-    routing weights (N, float32 where the router leaves them so) and the down projection's output (N*h)."""
+    routing weights (N, float32 where the router leaves them so) and the down projection's output (N*h).
+    ``gate_product=False``: the gating is a node of its own (gpt_oss's ``:swiglu``), as are its tensors."""
     up, down = node.facts.matmuls[0], node.facts.matmuls[-1]  # N x (2I x h) @ (h x 1); N x (h x I) @ (I x 1)
     operands = sum((mm.batch * (mm.m * mm.k + mm.k * mm.n) for mm in (up, down)), ZERO)
-    kept = Saved(operands + down.batch * down.k + down.batch * down.m)
-    if _scoring(spec) == "topk_softmax":  # the router's softmax output is the weights (cast: a copy below fp32)
+    kept = Saved(operands + (down.batch * down.k if gate_product else ZERO) + down.outputs)
+    if spec.model_type in _TOPK_SOFTMAX_AT_ACT:  # the router's softmax output is the weights, at the dtype
+        return (kept,)
+    if _scoring(spec) == "topk_softmax":  # the router's float32 softmax output cast: a copy below float32
         return kept, Saved(down.batch, below_fp32=True)
     return kept, Saved(down.batch, AT_FP32 if spec.model_type in _ROUTING_WEIGHTS_FP32 else AT_ACT)
 
@@ -144,7 +158,16 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None) -> tuple[Save
     if kind == NodeKind.ROUTER:
         return router_saved(node, model.spec, first_reader=prev is not None and prev.kind == NodeKind.NORM)
     if kind == NodeKind.EXPERTS:
-        return experts_saved(node, model.spec)
+        own_gate = any(n.path == f"{node.path}:swiglu" for n in model.nodes)
+        return experts_saved(node, model.spec, gate_product=not own_gate)
+    if node.part == "swiglu" and prev is not None and prev.kind == NodeKind.EXPERTS:
+        # gpt_oss: the clamps keep gate_up's output (N*2I; gate and up are strided views of it); per element
+        # of N*I: sigmoid's output, the clamped gate (gate * sigmoid), up + 1 and glu ((up + 1) * glu)
+        return (Saved(prev.facts.matmuls[0].outputs + 4 * Formula.of(node.counts[DIV])),)
+    if node.part == "sinks" and prev is not None and prev.kind == NodeKind.ATTN_SCORES:
+        # the row max subtracted before the softmax (``max(dim=-1).values``): its int64 indices, one per row
+        mm = prev.facts.matmuls[0]
+        return (Saved(mm.batch * mm.m, AT_INT64),)
     if kind == NodeKind.ACTIVATION and prev is not None and prev.kind == NodeKind.EXPERTS:  # the experts' act_fn
         return (Saved(prev.facts.matmuls[0].outputs),)  # the whole gate_up output: gate is a view of it
     if kind == NodeKind.ELEMENTWISE and node.part == "shared_mix":
@@ -230,7 +253,8 @@ def saved_by_node(model: ModelProfile, recompute: str = "none") -> dict[str, For
             out[node.path] = sum((t.elements for t in terms if not t.below_fp32), ZERO)
             continue
         if node.kind == NodeKind.ROPE:  # the tables, once (or per layer where each layer re-derives them)
-            out[node.path] = ZERO if rope_seen and spec.model_type not in _TABLES_PER_LAYER else 2 * S * spec.rotary_dim
+            tables = (1 if spec.model_type in _HALF_TABLES else 2) * S * spec.rotary_dim
+            out[node.path] = ZERO if rope_seen and spec.model_type not in _TABLES_PER_LAYER else tables
             rope_seen = True
             continue
         out[node.path] = node_saved(node)
@@ -276,10 +300,11 @@ def node_saved_bytes(node: Node, elements: Formula, act_bytes: int, model_type: 
         rows_n = Formula.of(node.facts.fused_reads)
         if model_type in _NORM_FP32_PRODUCT and act_bytes != FP32:
             return rows_n * FP32 + rows_n / n * FP32 + rows_n * FP32 + n * FP32  # y and the weight in fp32
-        return rows_n * FP32 + rows_n / n * FP32 + rows_n * act_bytes  # x (fp32), rstd (fp32), y = x * rstd
+        y = FP32 if model_type in _NORM_Y_FP32 else act_bytes
+        return rows_n * FP32 + rows_n / n * FP32 + rows_n * y  # x (fp32), rstd (fp32), y = x * rstd
     if kind == NodeKind.ROPE and model_type in _ROPE_FP32:
         return elements * FP32
-    if kind == NodeKind.ATTN_SOFTMAX:
+    if kind == NodeKind.ATTN_SOFTMAX and model_type not in _SOFTMAX_AT_ACT:
         return elements * FP32
     return elements * act_bytes
 
@@ -309,7 +334,8 @@ def saved_bytes_by_node(model: ModelProfile, recompute: str = "none", act_bytes:
             out[path] = sum((t.nbytes(act_bytes) for t in terms), ZERO)
             continue
         out[path] = node_saved_bytes(node, elements, act_bytes, model.spec.model_type)
-        if node.kind == NodeKind.ATTN_CONTEXT and act_bytes != FP32 and recompute == "none":
+        if node.kind == NodeKind.ATTN_CONTEXT and act_bytes != FP32 and recompute == "none" \
+                and model.spec.model_type not in _SOFTMAX_AT_ACT:
             probs = next(n for n in model.nodes if n.kind == NodeKind.ATTN_SOFTMAX and n.layer == node.layer)
             out[path] = out[path] + Formula.of(probs.counts[EXP]) * act_bytes
     return out
