@@ -4,6 +4,7 @@ their own: MoE routers and batched_mm experts, shared experts), exact per node a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,12 +13,14 @@ from llm_profiler.training.activations import VALIDATED_MODEL_TYPES, saved_by_no
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from test_training_backward_mla import MODELS as MLA_MODELS  # noqa: E402
+
 from llm_profiler.validation.backward import compare_saved  # noqa: E402
 from llm_profiler.validation.reference import reference  # noqa: E402
 from llm_profiler.validation.saved_bytes import saved_bytes_rows  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "family_configs"
-FAMILIES = [
+FAMILIES: list[Any] = [
     "mistralai/Mixtral-8x7B-v0.1",  # mixtral: softmax top-k router, normalized in place, float32 routing weights
     "Qwen/Qwen3-30B-A3B",  # qwen3_moe: normalized, routing weights cast to the activation dtype
     "Qwen/Qwen1.5-MoE-A2.7B",  # qwen2_moe: not normalized; a shared expert (reads the input first), sigmoid gate
@@ -32,8 +35,12 @@ FAMILIES = [
     # gpt_oss: sinks, rope by halves, bf16 softmax, biased router (top-k, softmax over k), clamped SwiGLU
     str(CONFIGS / "openai--gpt-oss-20b.json"),
 ]
+# MLA: deepseek-v3 (q_lora, interleaved rope, float32 sigmoid grouped router), glm4_moe_lite, DeepSeek-V2-Lite
+# (no q_lora, complex rope, softmax greedy router), V2 with group_limited_greedy, V3 with rotate_half rope
+FAMILIES += MLA_MODELS[:5]
 SHAPES = [(2, 3), (1, 5)]
 CASES = [(m, b, s) for m in FAMILIES for b, s in SHAPES]
+IDS = [f"{i // len(SHAPES)}-{b}x{s}" for i, (_, b, s) in enumerate(CASES)]
 
 
 def test_validated_list_is_what_is_tested() -> None:
@@ -43,15 +50,15 @@ def test_validated_list_is_what_is_tested() -> None:
     assert tested == VALIDATED_MODEL_TYPES
 
 
-@pytest.mark.parametrize(("model", "batch", "seq"), CASES)
-def test_saved_exact_per_node(model: str, batch: int, seq: int) -> None:
+@pytest.mark.parametrize(("model", "batch", "seq"), CASES, ids=IDS)
+def test_saved_exact_per_node(model: Any, batch: int, seq: int) -> None:
     rows = compare_saved(model, batch, seq)
     assert [r for r in rows if not r.ok] == []
     assert any(r.node.endswith("experts") for r in rows)
 
 
-@pytest.mark.parametrize(("model", "batch", "seq"), CASES)
-def test_saved_bytes_exact_per_node_bf16(model: str, batch: int, seq: int) -> None:
+@pytest.mark.parametrize(("model", "batch", "seq"), CASES, ids=IDS)
+def test_saved_bytes_exact_per_node_bf16(model: Any, batch: int, seq: int) -> None:
     rows = saved_bytes_rows(model, batch, seq, dtype="bf16")
     assert [r for r in rows if not r.ok] == []
     assert len(rows) > 10
@@ -138,3 +145,20 @@ def test_tiny_gpt_oss_saved() -> None:
     assert nbytes[f"{attn}:context"] == 2 * 576  # v only: the bf16 probabilities are the softmax's own output
     # RMSNorm (weight * y) with y float32: x, rstd and y at 4 bytes, 4 * (2 * 384 + 6)
     assert nbytes["model.layers.0.post_attention_layernorm"] == 4 * 774
+
+
+def test_tiny_deepseek_v3_mla_saved() -> None:
+    """Tiny deepseek-v3 (h 64, H 4, q_lora 48, kv_lora 32, dn 16, dr 8, dv 12): the latent norm
+    ``kv_a_layernorm`` normalizes a slice (32 of 40) of kv_a_proj_with_mqa's output. T = 6 at (2, 3): a float32
+    model keeps x as a view of the whole output (6*40 = 240), rstd 6 and y 6*32 = 192: 438; in bf16 x.to(float32)
+    copies the slice, 4*192 + 4*6 + 2*192 = 1176. The context keeps v, a slice of kv_b_proj's output
+    (T*H*(dn + dv)): at B = 2 probs @ v copies it, B*H*K*dv = 2*4*3*12 = 288; at B = 1, S = 5 the bmm takes the
+    view and keeps the whole output, 5*4*28 = 560."""
+    profile = reference("deepseek-v3", tiny=True).profile
+    attn = "model.layers.0.self_attn"
+    saved = {path: int(f(2, 3, 0)) for path, f in saved_by_node(profile).items()}
+    assert saved[f"{attn}.kv_a_layernorm"] == 240 + 6 + 192 == 438
+    assert saved[f"{attn}:context"] == 288
+    assert int(saved_by_node(profile)[f"{attn}:context"](1, 5, 0)) == 5 * 4 * 28 == 560
+    nbytes = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(profile).items()}
+    assert nbytes[f"{attn}.kv_a_layernorm"] == 4 * 192 + 4 * 6 + 2 * 192 == 1176

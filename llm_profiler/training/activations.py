@@ -43,11 +43,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..formula import ZERO, B, Formula, S
+from ..formula import ZERO, B, Formula, S, fmin
 from ..graph.node import Node, NodeKind
 from ..metrics import DIV, EXP, MULT, PARAMS
 from ..profile import ModelProfile
 from .backward import LOSS, BackwardUnsupportedError
+from .backward_mla import moe_view
 
 TOKENS = B * S
 RECOMPUTE = ("none", "selective", "full")
@@ -59,44 +60,57 @@ MOE_MODEL_TYPES = frozenset({"mixtral", "qwen3_moe", "qwen2_moe", "olmoe", "dots
                              "exaone_moe", "minimax_m2", "granitemoe", "gpt_oss"})
 # model types whose saved activations are validated exact per node (tests/test_training_activations.py,
 # tests/test_training_saved_families.py)
-VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES
+# MLA attention (with their MoE layers): q/kv latents, the latent norm of a slice, v a slice of kv_b's output
+MLA_MODEL_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2"})
+VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES
 # interleaved rope: each layer's apply_rotary_pos_emb re-derives cos / sin (repeat_interleave), a new pair
 _TABLES_PER_LAYER = frozenset({"helium", "ernie4_5"})
-_SAVING_LINEARS = ("q_proj", "gate_proj", "o_proj", "down_proj")
+# the first linear reading each tensor (MLA: q_a_proj reads the normed input with kv_a_proj_with_mqa, q_b_proj
+# and kv_b_proj the normed latents)
+_SAVING_LINEARS = ("q_proj", "gate_proj", "o_proj", "down_proj", "q_a_proj", "q_b_proj", "kv_b_proj")
 FP32 = 4  # the eager code's float32 intermediates
 INT64 = 8
 # the dtype a saved tensor is kept in: the model's activation dtype, or float32 / int64 whatever the model runs in
-AT_ACT, AT_FP32, AT_INT64 = "act", "fp32", "int64"
+AT_ACT, AT_FP32, AT_INT64, AT_COMPLEX64, AT_BOOL = "act", "fp32", "int64", "complex64", "bool"
 # routers whose top-k weights stay float32 into the experts (mixtral's router has no ``.to(logits.dtype)``)
-_ROUTING_WEIGHTS_FP32 = frozenset({"mixtral", "dots1", "glm4_moe", "solar_open", "exaone_moe", "minimax_m2"})
+_ROUTING_WEIGHTS_FP32 = frozenset({"mixtral", "dots1", "glm4_moe", "solar_open", "exaone_moe", "minimax_m2",
+                                   "deepseek_v3", "glm4_moe_lite", "deepseek_v2"})
 # top-k of the logits then a softmax over the k at the activation dtype (gpt_oss; granitemoe's is float32)
 _TOPK_SOFTMAX_AT_ACT = frozenset({"gpt_oss"})
 # rope by halves (gpt_oss): cos and sin of rotary_dim / 2 each
 _HALF_TABLES = frozenset({"gpt_oss"})
+# complex rope, ``view_as_complex(x) * freqs_cis``: one complex64 table of S * rotary_dim / 2 (8 bytes each)
+_COMPLEX_TABLES = frozenset({"deepseek_v2"})
 # attention softmax at the activation dtype (``softmax(x, dtype=x.dtype)``): no float32 output, no copy for p @ v
 _SOFTMAX_AT_ACT = frozenset({"gpt_oss"})
 # RMSNorm ``weight * y`` with y float32 (gpt_oss: ``(self.weight * hidden_states).to(input_dtype)``): y at 4 bytes
 _NORM_Y_FP32 = frozenset({"gpt_oss"})
 # routers computing their logits in float32, ``F.linear(x.type(float32), weight.type(float32))``: below float32
 # they keep float32 copies of x and of the weight, and the original x is kept by the next linear reading it
-_ROUTER_FP32 = frozenset({"dots1", "glm4_moe", "solar_open", "exaone_moe"})
+_ROUTER_FP32 = frozenset({"dots1", "glm4_moe", "solar_open", "exaone_moe", "deepseek_v3", "glm4_moe_lite",
+                          "deepseek_v2"})
 
 
 @dataclass(frozen=True)
 class Saved:
     """Tensors a node keeps for backward, of one dtype: their elements and the dtype they are kept in;
-    ``below_fp32``: kept only when the model runs below float32 (a float32 copy, or an original whose float32
-    copy another node keeps; in a float32 model the copy is the original, kept once). Elements
-    (``saved_by_node``) are a float32 run's."""
+    ``below_fp32``: True: kept only when the model runs below float32 (a float32 copy, or an original whose
+    float32 copy another node keeps; in a float32 model the copy is the original, kept once); False: only in a
+    float32 model (a view kept whole where a float32 copy of the slice is kept below float32); None: always.
+    Elements (``saved_by_node``) are a float32 run's."""
 
     elements: Formula
     dtype: str = AT_ACT
-    below_fp32: bool = False
+    below_fp32: bool | None = None
+
+    @property
+    def at_fp32(self) -> bool:
+        return self.below_fp32 is not True
 
     def nbytes(self, act_bytes: int) -> Formula:
-        if self.below_fp32 and act_bytes == FP32:
+        if self.at_fp32 != (act_bytes == FP32) and self.below_fp32 is not None:
             return ZERO
-        return self.elements * {AT_ACT: act_bytes, AT_FP32: FP32, AT_INT64: INT64}[self.dtype]
+        return self.elements * {AT_ACT: act_bytes, AT_FP32: FP32, AT_INT64: INT64, AT_COMPLEX64: 8, AT_BOOL: 1}[self.dtype]
 
 
 def router_saved(node: Node, spec: Any, first_reader: bool) -> tuple[Saved, ...]:
@@ -112,7 +126,7 @@ def router_saved(node: Node, spec: Any, first_reader: bool) -> tuple[Saved, ...]
     mm = node.facts.matmuls[0]  # (T x h) @ (h x E)
     tokens = mm.batch * mm.m
     k = spec.layers[node.layer].ffn.top_k
-    router = getattr(spec, "router", None)
+    router = _router(spec)
     normalize = router.normalize if router is not None else getattr(spec, "norm_topk_prob", False)
     if spec.model_type in _ROUTER_FP32:  # x and the weight cast to float32 (copies below float32)
         out = [Saved(tokens * mm.k, AT_FP32), Saved(mm.k * mm.n, AT_FP32, below_fp32=True)]
@@ -122,13 +136,21 @@ def router_saved(node: Node, spec: Any, first_reader: bool) -> tuple[Saved, ...]
         probs = AT_ACT if spec.model_type in _TOPK_SOFTMAX_AT_ACT else AT_FP32
         return (*out, Saved(tokens * k, AT_INT64), Saved(tokens * k, probs))
     out += [Saved(tokens * mm.n, AT_FP32), Saved(tokens * k, AT_INT64)]
+    if getattr(spec, "router", None) == "softmax_group":  # deepseek_v2 group_limited_greedy: the scores are
+        out.append(Saved(tokens * mm.n, AT_BOOL))  # masked to the chosen groups (masked_fill keeps the mask)
     if normalize:
         out += [Saved(tokens, AT_FP32), Saved(tokens * k, AT_FP32)]
     return tuple(out)
 
 
-def _scoring(spec: Any) -> str:
+def _router(spec: Any) -> Any:
+    """The spec's ``graph.routers.Router`` (DeepSeek's spec names its router: ``moe_view`` reads it), or None."""
     router = getattr(spec, "router", None)
+    return moe_view(spec).router if isinstance(router, str) else router
+
+
+def _scoring(spec: Any) -> str:
+    router = _router(spec)
     if spec.model_type in _TOPK_SOFTMAX_AT_ACT:
         return "topk_softmax"
     return router.scoring if router is not None else "softmax"
@@ -164,6 +186,21 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None) -> tuple[Save
         # gpt_oss: the clamps keep gate_up's output (N*2I; gate and up are strided views of it); per element
         # of N*I: sigmoid's output, the clamped gate (gate * sigmoid), up + 1 and glu ((up + 1) * glu)
         return (Saved(prev.facts.matmuls[0].outputs + 4 * Formula.of(node.counts[DIV])),)
+    if kind == NodeKind.NORM and prev is not None and node.path.endswith("kv_a_layernorm"):
+        # MLA: the norm of the latent, a slice of kv_a_proj_with_mqa's output (the rope key the rest): a float32
+        # model keeps x as a view of the whole output, below float32 x.to(float32) copies the slice
+        rows_n = Formula.of(node.facts.fused_reads)
+        whole = prev.facts.matmuls[0].outputs
+        return (Saved(rows_n, AT_FP32), Saved(whole - rows_n, AT_FP32, below_fp32=False),
+                Saved(rows_n / int(Formula.of(node.counts[PARAMS])), AT_FP32), Saved(rows_n))
+    if kind == NodeKind.ATTN_CONTEXT and prev is not None:
+        kv_b = next((n for n in model.nodes if n.path == f"{node.module}.kv_b_proj"), None)
+        if kv_b is not None:
+            # MLA: v is a slice of kv_b_proj's output (k_nope the rest). probs @ v folds the (B, H, K, Dv) view
+            # into one bmm without a copy at B = 1, keeping v's storage, the whole output; for B > 1 it copies v
+            mm = node.facts.matmuls[0]  # (S x K) @ (K x Dv), batch B*H
+            many = fmin(B - 1, 1)  # 0 at B = 1, 1 above
+            return (Saved(many * mm.batch * mm.k * mm.n + (1 - many) * kv_b.facts.matmuls[0].outputs),)
     if node.part == "sinks" and prev is not None and prev.kind == NodeKind.ATTN_SCORES:
         # the row max subtracted before the softmax (``max(dim=-1).values``): its int64 indices, one per row
         mm = prev.facts.matmuls[0]
@@ -211,16 +248,30 @@ def node_saved(node: Node) -> Formula:
     return ZERO
 
 
+def rope_tables(spec: Any) -> tuple[Saved, ...]:
+    """cos and sin (x * cos, rotate_half(x) * sin keep the factor), S * rotary_dim each at the activation dtype
+    (ernie4_5: float32); gpt_oss's rope by halves: rotary_dim / 2 each; complex rope: one complex64 table."""
+    if spec.model_type in _COMPLEX_TABLES:
+        return (Saved(S * spec.rotary_dim / 2, AT_COMPLEX64),)
+    width = spec.rotary_dim if spec.model_type in _HALF_TABLES else 2 * spec.rotary_dim
+    return (Saved(S * width, AT_FP32 if spec.model_type in _ROPE_FP32 else AT_ACT),)
+
+
 def saved_rules(model: ModelProfile) -> dict[str, tuple[Saved, ...] | None]:
     """node path -> what it keeps by dtype (``rule_saved``), or None where ``node_saved`` and
     ``node_saved_bytes`` say it."""
     out: dict[str, tuple[Saved, ...] | None] = {}
     prev = None
     router_read: Node | None = None  # a router that read the current norm's output first
+    rope_seen = False
+    model_type = model.spec.model_type
     for node in model.nodes:
         rule = rule_saved(node, model, prev)
         name = node.path.rsplit(".", 1)[-1]
-        if node.kind == NodeKind.NORM:
+        if node.kind == NodeKind.ROPE:  # the tables, once (or per layer where each layer re-derives them)
+            rule = () if rope_seen and model_type not in _TABLES_PER_LAYER else rope_tables(model.spec)
+            rope_seen = True
+        elif node.kind == NodeKind.NORM:
             router_read = None
         elif node.kind == NodeKind.ROUTER and prev is not None and prev.kind == NodeKind.NORM:
             router_read = node
@@ -245,19 +296,13 @@ def saved_by_node(model: ModelProfile, recompute: str = "none") -> dict[str, For
     if recompute not in RECOMPUTE:
         raise BackwardUnsupportedError(f"recompute must be one of {', '.join(RECOMPUTE)}, got {recompute!r}")
     out: dict[str, Formula] = {}
-    rope_seen = False
     rules = saved_rules(model)
     for node in model.nodes:
         terms = rules[node.path]
         if terms is not None:
-            out[node.path] = sum((t.elements for t in terms if not t.below_fp32), ZERO)
-            continue
-        if node.kind == NodeKind.ROPE:  # the tables, once (or per layer where each layer re-derives them)
-            tables = (1 if spec.model_type in _HALF_TABLES else 2) * S * spec.rotary_dim
-            out[node.path] = ZERO if rope_seen and spec.model_type not in _TABLES_PER_LAYER else tables
-            rope_seen = True
-            continue
-        out[node.path] = node_saved(node)
+            out[node.path] = sum((t.elements for t in terms if t.at_fp32), ZERO)
+        else:
+            out[node.path] = node_saved(node)
     out[LOSS] = TOKENS * spec.vocab_size + TOKENS + 1
     if recompute == "selective":
         for node in model.nodes:
@@ -302,8 +347,6 @@ def node_saved_bytes(node: Node, elements: Formula, act_bytes: int, model_type: 
             return rows_n * FP32 + rows_n / n * FP32 + rows_n * FP32 + n * FP32  # y and the weight in fp32
         y = FP32 if model_type in _NORM_Y_FP32 else act_bytes
         return rows_n * FP32 + rows_n / n * FP32 + rows_n * y  # x (fp32), rstd (fp32), y = x * rstd
-    if kind == NodeKind.ROPE and model_type in _ROPE_FP32:
-        return elements * FP32
     if kind == NodeKind.ATTN_SOFTMAX and model_type not in _SOFTMAX_AT_ACT:
         return elements * FP32
     return elements * act_bytes
@@ -330,10 +373,12 @@ def saved_bytes_by_node(model: ModelProfile, recompute: str = "none", act_bytes:
             out[path] = elements * act_bytes  # the layer's input, its checkpoint (or nothing)
             continue
         terms = rules[path]
-        if terms is not None:
+        if recompute == "selective" and node.kind == NodeKind.ATTN_SOFTMAX:
+            out[path] = ZERO  # recomputed with the attention core
+        elif terms is not None:
             out[path] = sum((t.nbytes(act_bytes) for t in terms), ZERO)
-            continue
-        out[path] = node_saved_bytes(node, elements, act_bytes, model.spec.model_type)
+        else:
+            out[path] = node_saved_bytes(node, elements, act_bytes, model.spec.model_type)
         if node.kind == NodeKind.ATTN_CONTEXT and act_bytes != FP32 and recompute == "none" \
                 and model.spec.model_type not in _SOFTMAX_AT_ACT:
             probs = next(n for n in model.nodes if n.kind == NodeKind.ATTN_SOFTMAX and n.layer == node.layer)
