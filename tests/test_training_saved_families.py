@@ -13,6 +13,8 @@ from llm_profiler.training.activations import VALIDATED_MODEL_TYPES, saved_by_no
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from test_training_backward import EXACT_MODELS  # noqa: E402
+from test_training_backward_dense import DENSE_MODELS  # noqa: E402
 from test_training_backward_mla import MODELS as MLA_MODELS  # noqa: E402
 
 from llm_profiler.validation.backward import compare_saved  # noqa: E402
@@ -38,6 +40,12 @@ FAMILIES: list[Any] = [
 # MLA: deepseek-v3 (q_lora, interleaved rope, float32 sigmoid grouped router), glm4_moe_lite, DeepSeek-V2-Lite
 # (no q_lora, complex rope, softmax greedy router), V2 with group_limited_greedy, V3 with rotate_half rope
 FAMILIES += MLA_MODELS[:5]
+# dense: gpt2 (fused c_attn, gelu_new, learned positions), phi (parallel blocks on one LayerNorm), ministral,
+# arcee and jais2 (relu2 MLPs, jais2 LayerNorm), olmo2 (post-norms, float32 norm products and rope tables),
+# hunyuan_v1_dense (q/k norms after rope); starcoder2, stablelm, exaone4, cwm (tests/test_training_backward.py)
+_DENSE = ("gpt2", "phi", "ministral", "arcee", "jais2", "olmo2", "hunyuan_v1_dense")
+FAMILIES += [config for model_type, config in DENSE_MODELS if model_type in _DENSE]
+FAMILIES += [m for m in EXACT_MODELS if any(k in str(m) for k in ("starcoder2", "stablelm", "EXAONE-4", "Cwm"))]
 SHAPES = [(2, 3), (1, 5)]
 CASES = [(m, b, s) for m in FAMILIES for b, s in SHAPES]
 IDS = [f"{i // len(SHAPES)}-{b}x{s}" for i, (_, b, s) in enumerate(CASES)]
@@ -54,7 +62,7 @@ def test_validated_list_is_what_is_tested() -> None:
 def test_saved_exact_per_node(model: Any, batch: int, seq: int) -> None:
     rows = compare_saved(model, batch, seq)
     assert [r for r in rows if not r.ok] == []
-    assert any(r.node.endswith("experts") for r in rows)
+    assert any(r.node == "loss" for r in rows) and len(rows) > 20
 
 
 @pytest.mark.parametrize(("model", "batch", "seq"), CASES, ids=IDS)
@@ -162,3 +170,24 @@ def test_tiny_deepseek_v3_mla_saved() -> None:
     assert int(saved_by_node(profile)[f"{attn}:context"](1, 5, 0)) == 5 * 4 * 28 == 560
     nbytes = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(profile).items()}
     assert nbytes[f"{attn}.kv_a_layernorm"] == 4 * 192 + 4 * 6 + 2 * 192 == 1176
+
+
+def test_tiny_gpt2_saved() -> None:
+    """Tiny gpt2 (h 64, H 4, D 16, I 256) at B=2, S=3 (T = 6): the position ids, shared by the batch, S = 3
+    int64; each LayerNorm its input, mean and rstd, 384 + 2*6 = 396 (all at the activation dtype); c_attn (right
+    after ln_1) its input 384; the scores q and k copied out of c_attn's output, 2*(2*4*3*16) = 768, the bf16
+    softmax 2*4*3*3 = 72 (no float32 output: no copy for p @ v), the context v 384; gelu_new op by op keeps
+    4 tensors of T*I: 4*1536 = 6144. At B = 1 the matmuls take q, k and v as views: the scores keep c_attn's whole
+    output, 5*192 = 960 at S = 5, the context nothing."""
+    profile = reference("gpt2", tiny=True).profile
+    saved = {path: int(f(2, 3, 0)) for path, f in saved_by_node(profile).items()}
+    h = "transformer.h.0"
+    assert saved["transformer.wpe"] == 3
+    assert saved[f"{h}.ln_1"] == 384 + 2 * 6 == 396
+    assert saved[f"{h}.attn.c_attn"] == 384
+    assert saved[f"{h}.attn:scores"] == 768 and saved[f"{h}.attn:context"] == 384
+    assert saved[f"{h}.mlp.act"] == 4 * 6 * 256 == 6144
+    at_b1 = {path: int(f(1, 5, 0)) for path, f in saved_by_node(profile).items()}
+    assert at_b1[f"{h}.attn:scores"] == 5 * 192 and at_b1[f"{h}.attn:context"] == 0
+    nbytes = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(profile).items()}
+    assert nbytes[f"{h}.attn:softmax"] == 2 * 72 and nbytes[f"{h}.ln_1"] == 2 * 396 and nbytes["transformer.wpe"] == 24

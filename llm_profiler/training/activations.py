@@ -62,12 +62,26 @@ MOE_MODEL_TYPES = frozenset({"mixtral", "qwen3_moe", "qwen2_moe", "olmoe", "dots
 # tests/test_training_saved_families.py)
 # MLA attention (with their MoE layers): q/kv latents, the latent norm of a slice, v a slice of kv_b's output
 MLA_MODEL_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2"})
-VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES
+# dense layouts beyond the template: LayerNorm and GPT-style blocks (fused qkv, gelu_new, learned positions,
+# parallel blocks sharing one norm), float32 norm products, post-norms, q/k norms, relu2 MLPs
+DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2", "arcee", "ministral", "olmo2",
+                               "hunyuan_v1_dense", "exaone4", "cwm"})
+VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES
 # interleaved rope: each layer's apply_rotary_pos_emb re-derives cos / sin (repeat_interleave), a new pair
 _TABLES_PER_LAYER = frozenset({"helium", "ernie4_5"})
 # the first linear reading each tensor (MLA: q_a_proj reads the normed input with kv_a_proj_with_mqa, q_b_proj
 # and kv_b_proj the normed latents)
 _SAVING_LINEARS = ("q_proj", "gate_proj", "o_proj", "down_proj", "q_a_proj", "q_b_proj", "kv_b_proj")
+# the linears reading a block's own tensor (the context, the activation's output), each the only reader: they
+# keep it; any other linear keeps its input when it is the first to read a norm's output (right after the norm)
+_OUTPUT_LINEARS = frozenset({"c_proj", "dense", "out_proj", "fc2", "dense_4h_to_h", "wo", "w2"})
+# activation -> tensors of its input's size it keeps: gelu_new op by op, 0.5 * x * (1 + tanh(c * (x + a x^3))):
+# x (pow), tanh's output, 0.5 * x and 1 + tanh (their product); a one-op activation keeps its input (or output)
+_ACTIVATION_SAVES = {"gelu_new": 4}
+# fused q/k/v projections: q, k and v are slices of one output
+_FUSED_QKV = frozenset({"c_attn", "qkv_proj", "query_key_value", "Wqkv", "W_pack"})
+# learned positions shared by the batch, ``wpe(position_ids)`` of shape (1, S): their S int64 ids
+_SHARED_POSITIONS = frozenset({"gpt2", "gpt_neo", "gpt_bigcode"})
 FP32 = 4  # the eager code's float32 intermediates
 INT64 = 8
 # the dtype a saved tensor is kept in: the model's activation dtype, or float32 / int64 whatever the model runs in
@@ -82,9 +96,9 @@ _HALF_TABLES = frozenset({"gpt_oss"})
 # complex rope, ``view_as_complex(x) * freqs_cis``: one complex64 table of S * rotary_dim / 2 (8 bytes each)
 _COMPLEX_TABLES = frozenset({"deepseek_v2"})
 # attention softmax at the activation dtype (``softmax(x, dtype=x.dtype)``): no float32 output, no copy for p @ v
-_SOFTMAX_AT_ACT = frozenset({"gpt_oss"})
+_SOFTMAX_AT_ACT = frozenset({"gpt_oss", "gpt2"})
 # RMSNorm ``weight * y`` with y float32 (gpt_oss: ``(self.weight * hidden_states).to(input_dtype)``): y at 4 bytes
-_NORM_Y_FP32 = frozenset({"gpt_oss"})
+_NORM_Y_FP32 = frozenset({"gpt_oss", "olmo2"})
 # routers computing their logits in float32, ``F.linear(x.type(float32), weight.type(float32))``: below float32
 # they keep float32 copies of x and of the weight, and the original x is kept by the next linear reading it
 _ROUTER_FP32 = frozenset({"dots1", "glm4_moe", "solar_open", "exaone_moe", "deepseek_v3", "glm4_moe_lite",
@@ -173,7 +187,15 @@ def experts_saved(node: Node, spec: Any, gate_product: bool = True) -> tuple[Sav
     return kept, Saved(down.batch, AT_FP32 if spec.model_type in _ROUTING_WEIGHTS_FP32 else AT_ACT)
 
 
-def rule_saved(node: Node, model: ModelProfile, prev: Node | None) -> tuple[Saved, ...] | None:
+def _last(node: Node) -> str:
+    return node.path.rsplit(".", 1)[-1]
+
+
+def _parent(node: Node) -> str:
+    return node.module.rsplit(".", 1)[0]
+
+
+def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool = False) -> tuple[Saved, ...] | None:
     """What ``node`` keeps, by dtype, for the node kinds with rules of their own (MoE), else None (``node_saved``).
     """
     kind = node.kind
@@ -186,6 +208,20 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None) -> tuple[Save
         # gpt_oss: the clamps keep gate_up's output (N*2I; gate and up are strided views of it); per element
         # of N*I: sigmoid's output, the clamped gate (gate * sigmoid), up + 1 and glu ((up + 1) * glu)
         return (Saved(prev.facts.matmuls[0].outputs + 4 * Formula.of(node.counts[DIV])),)
+    spec = model.spec
+    if kind == NodeKind.NORM and spec.norm == "layernorm" and node.counts.get("sqrt"):
+        # nn.LayerNorm (native_layer_norm): its input and the per-row mean and rstd, at the activation dtype
+        return (Saved(Formula.of(node.facts.fused_reads) + 2 * Formula.of(node.counts["sqrt"])),)
+    if kind == NodeKind.LINEAR and node.facts.matmuls:
+        mm = node.facts.matmuls[0]
+        name = node.path.rsplit(".", 1)[-1]
+        kept = fresh or name in _SAVING_LINEARS or name in _OUTPUT_LINEARS
+        return (Saved(mm.batch * mm.m * mm.k),) if kept else ()
+    if kind == NodeKind.ACTIVATION and spec.activation in _ACTIVATION_SAVES:
+        return (Saved(_ACTIVATION_SAVES[spec.activation] * _input(node)),)
+    if kind == NodeKind.EMBEDDING and spec.model_type in _SHARED_POSITIONS and prev is not None \
+            and prev.kind == NodeKind.POSITIONS:
+        return (Saved(S, AT_INT64),)
     if kind == NodeKind.NORM and prev is not None and node.path.endswith("kv_a_layernorm"):
         # MLA: the norm of the latent, a slice of kv_a_proj_with_mqa's output (the rope key the rest): a float32
         # model keeps x as a view of the whole output, below float32 x.to(float32) copies the slice
@@ -193,6 +229,18 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None) -> tuple[Save
         whole = prev.facts.matmuls[0].outputs
         return (Saved(rows_n, AT_FP32), Saved(whole - rows_n, AT_FP32, below_fp32=False),
                 Saved(rows_n / int(Formula.of(node.counts[PARAMS])), AT_FP32), Saved(rows_n))
+    if kind in (NodeKind.ATTN_SCORES, NodeKind.ATTN_CONTEXT) and spec.num_heads == spec.num_kv_heads:
+        fused = next((n for n in model.nodes if n.module == f"{node.module}.{_last(n)}" and _last(n) in _FUSED_QKV),
+                     None)
+        if fused is not None:
+            # q, k, v are head views of one fused output (no GQA copies): the matmuls copy them for B > 1; at
+            # B = 1 they take the views, and the scores keep the fused output whole (the context then nothing)
+            mm = node.facts.matmuls[0]
+            many = fmin(B - 1, 1)  # 0 at B = 1, 1 above
+            if kind == NodeKind.ATTN_SCORES:
+                whole = fused.facts.matmuls[0].outputs
+                return (Saved(many * (mm.batch * mm.m * mm.k + mm.batch * mm.n * mm.k) + (1 - many) * whole),)
+            return (Saved(many * mm.batch * mm.k * mm.n),)
     if kind == NodeKind.ATTN_CONTEXT and prev is not None:
         kv_b = next((n for n in model.nodes if n.path == f"{node.module}.kv_b_proj"), None)
         if kv_b is not None:
@@ -264,9 +312,14 @@ def saved_rules(model: ModelProfile) -> dict[str, tuple[Saved, ...] | None]:
     prev = None
     router_read: Node | None = None  # a router that read the current norm's output first
     rope_seen = False
+    fresh = False  # a stream norm's output no linear has read yet
     model_type = model.spec.model_type
     for node in model.nodes:
-        rule = rule_saved(node, model, prev)
+        rule = rule_saved(node, model, fresh=fresh and node.kind == NodeKind.LINEAR, prev=prev)
+        if node.kind in (NodeKind.LINEAR, NodeKind.ROUTER):
+            fresh = False
+        elif node.kind == NodeKind.NORM:  # a norm of a head or latent sits in its linear's module
+            fresh = fresh or prev is None or _parent(prev) != _parent(node)
         name = node.path.rsplit(".", 1)[-1]
         if node.kind == NodeKind.ROPE:  # the tables, once (or per layer where each layer re-derives them)
             rule = () if rope_seen and model_type not in _TABLES_PER_LAYER else rope_tables(model.spec)
@@ -329,7 +382,7 @@ def layer_saved(model: ModelProfile, layer: int = 0) -> Formula:
 # float32 and the weight's float32 copy (not a parameter) is kept for y's gradient
 _NORM_FP32_PRODUCT = frozenset({"helium"})
 # ernie4_5's rotary tables stay float32 (its rotary embedding does not cast them; q.float() * cos)
-_ROPE_FP32 = frozenset({"ernie4_5"})
+_ROPE_FP32 = frozenset({"ernie4_5", "olmo2"})
 
 
 def node_saved_bytes(node: Node, elements: Formula, act_bytes: int, model_type: str = "llama") -> Formula:
