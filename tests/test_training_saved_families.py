@@ -42,10 +42,15 @@ FAMILIES: list[Any] = [
 FAMILIES += MLA_MODELS[:5]
 # dense: gpt2 (fused c_attn, gelu_new, learned positions), phi (parallel blocks on one LayerNorm), ministral,
 # arcee and jais2 (relu2 MLPs, jais2 LayerNorm), olmo2 (post-norms, float32 norm products and rope tables),
-# hunyuan_v1_dense (q/k norms after rope); starcoder2, stablelm, exaone4, cwm (tests/test_training_backward.py)
+# hunyuan_v1_dense (q/k norms after rope); from tests/test_training_backward.py: starcoder2, stablelm, exaone4,
+# cwm, gemma ((1 + w) norms in float32, multi-query, scaled embedding), gemma2 (soft-capping, pre and post norms),
+# gemma3_text (a rotary table per layer type), vaultgemma, glm / glm4 (fused gate_up, per-layer rope tables),
+# phi3 (fused qkv: v a view at B = 1), olmo3 (float32 norm products)
 _DENSE = ("gpt2", "phi", "ministral", "arcee", "jais2", "olmo2", "hunyuan_v1_dense")
 FAMILIES += [config for model_type, config in DENSE_MODELS if model_type in _DENSE]
-FAMILIES += [m for m in EXACT_MODELS if any(k in str(m) for k in ("starcoder2", "stablelm", "EXAONE-4", "Cwm"))]
+FAMILIES += [m for m in EXACT_MODELS if any(k in str(m) for k in (
+    "starcoder2", "stablelm", "EXAONE-4", "Cwm", "gemma-2b", "gemma-2-9b", "gemma-3-27b", "vaultgemma", "GlmConfig",
+    "Glm4Config", "Phi-3", "Olmo-3.1"))]
 SHAPES = [(2, 3), (1, 5)]
 CASES = [(m, b, s) for m in FAMILIES for b, s in SHAPES]
 IDS = [f"{i // len(SHAPES)}-{b}x{s}" for i, (_, b, s) in enumerate(CASES)]
@@ -191,3 +196,18 @@ def test_tiny_gpt2_saved() -> None:
     assert at_b1[f"{h}.attn:scores"] == 5 * 192 and at_b1[f"{h}.attn:context"] == 0
     nbytes = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(profile).items()}
     assert nbytes[f"{h}.attn:softmax"] == 2 * 72 and nbytes[f"{h}.ln_1"] == 2 * 396 and nbytes["transformer.wpe"] == 24
+
+
+def test_tiny_gemma_saved() -> None:
+    """Tiny gemma-2b (h 64, H 4, one KV head, D 24) at B=2, S=3 (T = 6): the embedding keeps the ids 6 and the
+    normalizer it multiplies by (a tensor): 7; each RMSNorm x, rstd, y and the new (1 + w), 2*384 + 6 + 64 = 838,
+    all float32 in any dtype (4*838 = 3352 bytes). Multi-query at B = 1, S = 5: the expanded key and value are
+    views the matmuls take as they are: the scores keep q 4*5*24 = 480 and k 5*24 = 120, the context v 120."""
+    profile = reference("google/gemma-2b", tiny=True).profile
+    saved = {path: int(f(2, 3, 0)) for path, f in saved_by_node(profile).items()}
+    assert saved["model.embed_tokens"] == 6 + 1
+    assert saved["model.layers.0.input_layernorm"] == 2 * 384 + 6 + 64 == 838
+    nbytes = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(profile).items()}
+    assert nbytes["model.layers.0.input_layernorm"] == 4 * 838 and nbytes["model.embed_tokens"] == 8 * 6 + 2
+    at_b1 = {path: int(f(1, 5, 0)) for path, f in saved_by_node(profile).items()}
+    assert at_b1["model.layers.0.self_attn:scores"] == 480 + 120 and at_b1["model.layers.0.self_attn:context"] == 120

@@ -65,10 +65,11 @@ MLA_MODEL_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2"})
 # dense layouts beyond the template: LayerNorm and GPT-style blocks (fused qkv, gelu_new, learned positions,
 # parallel blocks sharing one norm), float32 norm products, post-norms, q/k norms, relu2 MLPs
 DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2", "arcee", "ministral", "olmo2",
-                               "hunyuan_v1_dense", "exaone4", "cwm"})
+                               "hunyuan_v1_dense", "exaone4", "cwm", "gemma", "gemma2", "gemma3_text", "vaultgemma",
+                               "glm", "glm4", "phi3", "olmo3"})
 VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES
 # interleaved rope: each layer's apply_rotary_pos_emb re-derives cos / sin (repeat_interleave), a new pair
-_TABLES_PER_LAYER = frozenset({"helium", "ernie4_5"})
+_TABLES_PER_LAYER = frozenset({"helium", "ernie4_5", "glm", "glm4"})
 # the first linear reading each tensor (MLA: q_a_proj reads the normed input with kv_a_proj_with_mqa, q_b_proj
 # and kv_b_proj the normed latents)
 _SAVING_LINEARS = ("q_proj", "gate_proj", "o_proj", "down_proj", "q_a_proj", "q_b_proj", "kv_b_proj")
@@ -98,7 +99,12 @@ _COMPLEX_TABLES = frozenset({"deepseek_v2"})
 # attention softmax at the activation dtype (``softmax(x, dtype=x.dtype)``): no float32 output, no copy for p @ v
 _SOFTMAX_AT_ACT = frozenset({"gpt_oss", "gpt2"})
 # RMSNorm ``weight * y`` with y float32 (gpt_oss: ``(self.weight * hidden_states).to(input_dtype)``): y at 4 bytes
-_NORM_Y_FP32 = frozenset({"gpt_oss", "olmo2"})
+_NORM_Y_FP32 = frozenset({"gpt_oss", "olmo2", "olmo3"})
+# a rotary table per layer type (gemma3_text: sliding layers' local base, full layers' global one)
+_ROPE_PER_LAYER_TYPE = frozenset({"gemma3_text", "olmo3"})
+# gemma's RMSNorm, ``norm(x.float()) * (1.0 + weight.float())``: x, rstd, y and the new (1 + w) tensor (n), all
+# float32 whatever the model's dtype; its embedding is scaled by a tensor, ``embeds * normalizer`` (kept: 1)
+_GEMMA_NORM = frozenset({"gemma", "gemma2", "gemma3_text", "vaultgemma"})
 # routers computing their logits in float32, ``F.linear(x.type(float32), weight.type(float32))``: below float32
 # they keep float32 copies of x and of the weight, and the original x is kept by the next linear reading it
 _ROUTER_FP32 = frozenset({"dots1", "glm4_moe", "solar_open", "exaone_moe", "deepseek_v3", "glm4_moe_lite",
@@ -217,11 +223,24 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
         name = node.path.rsplit(".", 1)[-1]
         kept = fresh or name in _SAVING_LINEARS or name in _OUTPUT_LINEARS
         return (Saved(mm.batch * mm.m * mm.k),) if kept else ()
+    if kind == NodeKind.ACTIVATION and prev is not None and _last(prev) == "gate_up_proj":
+        # a fused gate_up_proj chunked into gate and up, views of its output: the activation keeps it whole (T*2I)
+        return (Saved(prev.facts.matmuls[0].outputs),)
+    if node.part == "gate_mul" and prev is not None and prev.kind == NodeKind.ACTIVATION \
+            and any(n.path == f"{node.module}.gate_up_proj" for n in model.nodes):
+        return (Saved(_input(prev)),)  # act(gate), T*I; up is a view of gate_up's output, kept whole already
     if kind == NodeKind.ACTIVATION and spec.activation in _ACTIVATION_SAVES:
         return (Saved(_ACTIVATION_SAVES[spec.activation] * _input(node)),)
     if kind == NodeKind.EMBEDDING and spec.model_type in _SHARED_POSITIONS and prev is not None \
             and prev.kind == NodeKind.POSITIONS:
         return (Saved(S, AT_INT64),)
+    if kind == NodeKind.NORM and spec.model_type in _GEMMA_NORM:
+        rows_n, n = Formula.of(node.facts.fused_reads), int(Formula.of(node.counts[PARAMS]))
+        return (Saved(2 * rows_n + rows_n / n + n, AT_FP32),)
+    if node.part in ("softcap", "final_softcap"):  # tanh(x / cap) * cap: tanh's output (the scalings keep nothing)
+        return (Saved(Formula.of(node.counts[EXP])),)
+    if kind == NodeKind.EMBEDDING and spec.model_type in _GEMMA_NORM:
+        return Saved(TOKENS, AT_INT64), Saved(Formula.of(1))
     if kind == NodeKind.NORM and prev is not None and node.path.endswith("kv_a_layernorm"):
         # MLA: the norm of the latent, a slice of kv_a_proj_with_mqa's output (the rope key the rest): a float32
         # model keeps x as a view of the whole output, below float32 x.to(float32) copies the slice
@@ -234,13 +253,27 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
                      None)
         if fused is not None:
             # q, k, v are head views of one fused output (no GQA copies): the matmuls copy them for B > 1; at
-            # B = 1 they take the views, and the scores keep the fused output whole (the context then nothing)
+            # B = 1 they take the views and keep the fused output whole: the scores (the context then nothing),
+            # or, where rope made q and k new tensors, the context through v
             mm = node.facts.matmuls[0]
             many = fmin(B - 1, 1)  # 0 at B = 1, 1 above
+            whole = fused.facts.matmuls[0].outputs
+            rope = any(n.kind == NodeKind.ROPE and n.module == node.module for n in model.nodes)
             if kind == NodeKind.ATTN_SCORES:
-                whole = fused.facts.matmuls[0].outputs
-                return (Saved(many * (mm.batch * mm.m * mm.k + mm.batch * mm.n * mm.k) + (1 - many) * whole),)
-            return (Saved(many * mm.batch * mm.k * mm.n),)
+                qk = mm.batch * mm.m * mm.k + mm.batch * mm.n * mm.k
+                return (Saved(qk),) if rope else (Saved(many * qk + (1 - many) * whole),)
+            v = mm.batch * mm.k * mm.n
+            return (Saved(many * v + (1 - many) * whole),) if rope else (Saved(many * v),)
+    if kind in (NodeKind.ATTN_SCORES, NodeKind.ATTN_CONTEXT) and spec.num_kv_heads == 1 < spec.num_heads \
+            and node.facts.states:
+        # multi-query: repeat_kv's expand of the one KV head is a view; probs @ v and q @ k^T copy it out for
+        # B > 1 (B*H*K*D) and take it as is at B = 1 (the cached K or V, B*K*D: the states the node reads)
+        mm = node.facts.matmuls[0]
+        many = fmin(B - 1, 1)
+        kv = sum((st.read for st in node.facts.states), ZERO)
+        if kind == NodeKind.ATTN_SCORES:
+            return (Saved(mm.batch * mm.m * mm.k + many * mm.batch * mm.n * mm.k + (1 - many) * kv),)
+        return (Saved(many * mm.batch * mm.k * mm.n + (1 - many) * kv),)
     if kind == NodeKind.ATTN_CONTEXT and prev is not None:
         kv_b = next((n for n in model.nodes if n.path == f"{node.module}.kv_b_proj"), None)
         if kv_b is not None:
@@ -311,7 +344,7 @@ def saved_rules(model: ModelProfile) -> dict[str, tuple[Saved, ...] | None]:
     out: dict[str, tuple[Saved, ...] | None] = {}
     prev = None
     router_read: Node | None = None  # a router that read the current norm's output first
-    rope_seen = False
+    rope_seen: set[str] = set()
     fresh = False  # a stream norm's output no linear has read yet
     model_type = model.spec.model_type
     for node in model.nodes:
@@ -322,8 +355,10 @@ def saved_rules(model: ModelProfile) -> dict[str, tuple[Saved, ...] | None]:
             fresh = fresh or prev is None or _parent(prev) != _parent(node)
         name = node.path.rsplit(".", 1)[-1]
         if node.kind == NodeKind.ROPE:  # the tables, once (or per layer where each layer re-derives them)
-            rule = () if rope_seen and model_type not in _TABLES_PER_LAYER else rope_tables(model.spec)
-            rope_seen = True
+            per_type = model_type in _ROPE_PER_LAYER_TYPE and node.layer is not None
+            table = model.spec.layer_types[node.layer] if per_type and node.layer is not None else ""
+            rule = () if table in rope_seen and model_type not in _TABLES_PER_LAYER else rope_tables(model.spec)
+            rope_seen.add(table)
         elif node.kind == NodeKind.NORM:
             router_read = None
         elif node.kind == NodeKind.ROUTER and prev is not None and prev.kind == NodeKind.NORM:
@@ -382,7 +417,7 @@ def layer_saved(model: ModelProfile, layer: int = 0) -> Formula:
 # float32 and the weight's float32 copy (not a parameter) is kept for y's gradient
 _NORM_FP32_PRODUCT = frozenset({"helium"})
 # ernie4_5's rotary tables stay float32 (its rotary embedding does not cast them; q.float() * cos)
-_ROPE_FP32 = frozenset({"ernie4_5", "olmo2"})
+_ROPE_FP32 = frozenset({"ernie4_5", "olmo2", "olmo3"})
 
 
 def node_saved_bytes(node: Node, elements: Formula, act_bytes: int, model_type: str = "llama") -> Formula:
