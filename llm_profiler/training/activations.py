@@ -81,6 +81,9 @@ _OUTPUT_LINEARS = frozenset({"c_proj", "dense", "out_proj", "fc2", "dense_4h_to_
 _ACTIVATION_SAVES = {"gelu_new": 4}
 # fused q/k/v projections: q, k and v are slices of one output
 _FUSED_QKV = frozenset({"c_attn", "qkv_proj", "query_key_value", "Wqkv", "W_pack"})
+# multi-query types measured taking the expanded K / V views at B = 1 (gemma-2b); a tensor-parallel rank with
+# one KV head would do the same, not yet measured: its keys are counted repeated (tests/test_training_plan.py)
+_MQA_VIEWS = frozenset({"gemma"})
 # learned positions shared by the batch, ``wpe(position_ids)`` of shape (1, S): their S int64 ids
 _SHARED_POSITIONS = frozenset({"gpt2", "gpt_neo", "gpt_bigcode"})
 FP32 = 4  # the eager code's float32 intermediates
@@ -265,7 +268,7 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
             v = mm.batch * mm.k * mm.n
             return (Saved(many * v + (1 - many) * whole),) if rope else (Saved(many * v),)
     if kind in (NodeKind.ATTN_SCORES, NodeKind.ATTN_CONTEXT) and spec.num_kv_heads == 1 < spec.num_heads \
-            and node.facts.states:
+            and node.facts.states and spec.model_type in _MQA_VIEWS:
         # multi-query: repeat_kv's expand of the one KV head is a view; probs @ v and q @ k^T copy it out for
         # B > 1 (B*H*K*D) and take it as is at B = 1 (the cached K or V, B*K*D: the states the node reads)
         mm = node.facts.matmuls[0]
