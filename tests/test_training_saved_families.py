@@ -46,7 +46,8 @@ FAMILIES += MLA_MODELS[:5]
 # cwm, gemma ((1 + w) norms in float32, multi-query, scaled embedding), gemma2 (soft-capping, pre and post norms),
 # gemma3_text (a rotary table per layer type), vaultgemma, glm / glm4 (fused gate_up, per-layer rope tables),
 # phi3 (fused qkv: v a view at B = 1), olmo3 (float32 norm products)
-_DENSE = ("gpt2", "phi", "ministral", "arcee", "jais2", "olmo2", "hunyuan_v1_dense")
+# opt (relu: fc2 reads the output relu keeps), gpt_neox (gelu_fast; parallel and sequential)
+_DENSE = ("gpt2", "phi", "ministral", "arcee", "jais2", "olmo2", "hunyuan_v1_dense", "opt", "gpt_neox")
 FAMILIES += [config for model_type, config in DENSE_MODELS if model_type in _DENSE]
 FAMILIES += [m for m in EXACT_MODELS if any(k in str(m) for k in (
     "starcoder2", "stablelm", "EXAONE-4", "Cwm", "gemma-2b", "gemma-2-9b", "gemma-3-27b", "vaultgemma", "GlmConfig",
@@ -211,3 +212,17 @@ def test_tiny_gemma_saved() -> None:
     assert nbytes["model.layers.0.input_layernorm"] == 4 * 838 and nbytes["model.embed_tokens"] == 8 * 6 + 2
     at_b1 = {path: int(f(1, 5, 0)) for path, f in saved_by_node(profile).items()}
     assert at_b1["model.layers.0.self_attn:scores"] == 480 + 120 and at_b1["model.layers.0.self_attn:context"] == 120
+
+
+def test_tiny_gpt_neox_parallel_saved() -> None:
+    """Tiny gpt-neox-20b (h 64, I 96) at B=2, S=3 (T = 6), use_parallel_residual:
+    input_layernorm and post_attention_layernorm both normalize the layer input: the first keeps it (384) with
+    its mean and rstd (12), the second only its own mean and rstd, 2*6 = 12; gelu_fast op by op keeps 7 tensors of
+    the activation's input."""
+    profile = reference("gpt-neox-20b", tiny=True).profile
+    saved = {path: int(f(2, 3, 0)) for path, f in saved_by_node(profile).items()}
+    layer = "gpt_neox.layers.0"
+    assert saved[f"{layer}.input_layernorm"] == 384 + 12
+    assert saved[f"{layer}.post_attention_layernorm"] == 12
+    act = next(n for n in profile.nodes if n.path == f"{layer}.mlp.act")
+    assert saved[f"{layer}.mlp.act"] == 7 * int(act.facts.fused_reads(2, 3, 0)) == 7 * 6 * 96

@@ -66,7 +66,7 @@ MLA_MODEL_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2"})
 # parallel blocks sharing one norm), float32 norm products, post-norms, q/k norms, relu2 MLPs
 DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2", "arcee", "ministral", "olmo2",
                                "hunyuan_v1_dense", "exaone4", "cwm", "gemma", "gemma2", "gemma3_text", "vaultgemma",
-                               "glm", "glm4", "phi3", "olmo3"})
+                               "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox"})
 VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES
 # interleaved rope: each layer's apply_rotary_pos_emb re-derives cos / sin (repeat_interleave), a new pair
 _TABLES_PER_LAYER = frozenset({"helium", "ernie4_5", "glm", "glm4"})
@@ -75,10 +75,11 @@ _TABLES_PER_LAYER = frozenset({"helium", "ernie4_5", "glm", "glm4"})
 _SAVING_LINEARS = ("q_proj", "gate_proj", "o_proj", "down_proj", "q_a_proj", "q_b_proj", "kv_b_proj")
 # the linears reading a block's own tensor (the context, the activation's output), each the only reader: they
 # keep it; any other linear keeps its input when it is the first to read a norm's output (right after the norm)
-_OUTPUT_LINEARS = frozenset({"c_proj", "dense", "out_proj", "fc2", "dense_4h_to_h", "wo", "w2"})
+_OUTPUT_LINEARS = frozenset({"c_proj", "dense", "out_proj", "fc2", "dense_4h_to_h", "wo", "w2", "fc_out"})
 # activation -> tensors of its input's size it keeps: gelu_new op by op, 0.5 * x * (1 + tanh(c * (x + a x^3))):
 # x (pow), tanh's output, 0.5 * x and 1 + tanh (their product); a one-op activation keeps its input (or output)
-_ACTIVATION_SAVES = {"gelu_new": 4}
+# gelu_fast, 0.5 * x * (1 + tanh(x * c * (1 + a * x * x))): seven products and tanh's output keep 7 of them
+_ACTIVATION_SAVES = {"gelu_new": 4, "gelu_fast": 7}
 # fused q/k/v projections: q, k and v are slices of one output
 _FUSED_QKV = frozenset({"c_attn", "qkv_proj", "query_key_value", "Wqkv", "W_pack"})
 # multi-query types measured taking the expanded K / V views at B = 1 (gemma-2b); a tensor-parallel rank with
@@ -219,12 +220,17 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
         return (Saved(prev.facts.matmuls[0].outputs + 4 * Formula.of(node.counts[DIV])),)
     spec = model.spec
     if kind == NodeKind.NORM and spec.norm == "layernorm" and node.counts.get("sqrt"):
-        # nn.LayerNorm (native_layer_norm): its input and the per-row mean and rstd, at the activation dtype
-        return (Saved(Formula.of(node.facts.fused_reads) + 2 * Formula.of(node.counts["sqrt"])),)
+        # nn.LayerNorm (native_layer_norm): its input and the per-row mean and rstd, at the activation dtype; a
+        # parallel block's second norm (gpt_neox's use_parallel_residual) reads the layer input the first keeps
+        rows = 2 * Formula.of(node.counts["sqrt"])
+        second = getattr(spec, "parallel_residual", False) and _last(node) == "post_attention_layernorm"
+        return (Saved(rows if second else Formula.of(node.facts.fused_reads) + rows),)
     if kind == NodeKind.LINEAR and node.facts.matmuls:
         mm = node.facts.matmuls[0]
         name = node.path.rsplit(".", 1)[-1]
         kept = fresh or name in _SAVING_LINEARS or name in _OUTPUT_LINEARS
+        if prev is not None and prev.kind == NodeKind.ACTIVATION and spec.activation == "relu":
+            kept = False  # relu keeps its output (threshold_backward reads the result): the same tensor
         return (Saved(mm.batch * mm.m * mm.k),) if kept else ()
     if kind == NodeKind.ACTIVATION and prev is not None and _last(prev) == "gate_up_proj":
         # a fused gate_up_proj chunked into gate and up, views of its output: the activation keeps it whole (T*2I)
