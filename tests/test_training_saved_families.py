@@ -39,7 +39,11 @@ FAMILIES: list[Any] = [
 ]
 # MLA: deepseek-v3 (q_lora, interleaved rope, float32 sigmoid grouped router), glm4_moe_lite, DeepSeek-V2-Lite
 # (no q_lora, complex rope, softmax greedy router), V2 with group_limited_greedy, V3 with rotate_half rope
-FAMILIES += MLA_MODELS[:5]
+# deepseek_v32 and glm_moe_dsa: MLA with the DSA indexer (it keeps nothing: only indices leave it)
+FAMILIES += MLA_MODELS[:7]
+# ernie4_5_moe (clamped normalization, float32 rope tables, shared experts first), phimoe (eval sparsemixer)
+FAMILIES += [str(CONFIGS / "transformers--Ernie4_5_MoeConfig-defaults.json"),
+             str(CONFIGS / "transformers--PhimoeConfig-defaults.json")]
 # dense: gpt2 (fused c_attn, gelu_new, learned positions), phi (parallel blocks on one LayerNorm), ministral,
 # arcee and jais2 (relu2 MLPs, jais2 LayerNorm), olmo2 (post-norms, float32 norm products and rope tables),
 # hunyuan_v1_dense (q/k norms after rope); from tests/test_training_backward.py: starcoder2, stablelm, exaone4,
@@ -53,8 +57,8 @@ FAMILIES += [m for m in EXACT_MODELS if any(k in str(m) for k in (
     "starcoder2", "stablelm", "EXAONE-4", "Cwm", "gemma-2b", "gemma-2-9b", "gemma-3-27b", "vaultgemma", "GlmConfig",
     "Glm4Config", "Phi-3", "Olmo-3.1"))]
 SHAPES = [(2, 3), (1, 5)]
-CASES = [(m, b, s) for m in FAMILIES for b, s in SHAPES]
-IDS = [f"{i // len(SHAPES)}-{b}x{s}" for i, (_, b, s) in enumerate(CASES)]
+CASES = [(m, b, s) for m in FAMILIES for b, s in SHAPES] + [(m, 1, 9) for m in MLA_MODELS[5:7]]  # past DSA's top-k
+IDS = [f"{i}-{b}x{s}" for i, (_, b, s) in enumerate(CASES)]
 
 
 def test_validated_list_is_what_is_tested() -> None:

@@ -57,11 +57,11 @@ LORA_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3", "
                               "granite"})
 # MoE layouts with the batched_mm experts (``MOE_SAVED``)
 MOE_MODEL_TYPES = frozenset({"mixtral", "qwen3_moe", "qwen2_moe", "olmoe", "dots1", "glm4_moe", "solar_open",
-                             "exaone_moe", "minimax_m2", "granitemoe", "gpt_oss"})
+                             "exaone_moe", "minimax_m2", "granitemoe", "gpt_oss", "ernie4_5_moe", "phimoe"})
 # model types whose saved activations are validated exact per node (tests/test_training_activations.py,
 # tests/test_training_saved_families.py)
 # MLA attention (with their MoE layers): q/kv latents, the latent norm of a slice, v a slice of kv_b's output
-MLA_MODEL_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2"})
+MLA_MODEL_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2", "deepseek_v32", "glm_moe_dsa"})
 # dense layouts beyond the template: LayerNorm and GPT-style blocks (fused qkv, gelu_new, learned positions,
 # parallel blocks sharing one norm), float32 norm products, post-norms, q/k norms, relu2 MLPs
 DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2", "arcee", "ministral", "olmo2",
@@ -69,7 +69,7 @@ DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2",
                                "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox"})
 VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES
 # interleaved rope: each layer's apply_rotary_pos_emb re-derives cos / sin (repeat_interleave), a new pair
-_TABLES_PER_LAYER = frozenset({"helium", "ernie4_5", "glm", "glm4"})
+_TABLES_PER_LAYER = frozenset({"helium", "ernie4_5", "glm", "glm4", "ernie4_5_moe"})
 # the first linear reading each tensor (MLA: q_a_proj reads the normed input with kv_a_proj_with_mqa, q_b_proj
 # and kv_b_proj the normed latents)
 _SAVING_LINEARS = ("q_proj", "gate_proj", "o_proj", "down_proj", "q_a_proj", "q_b_proj", "kv_b_proj")
@@ -93,7 +93,7 @@ INT64 = 8
 AT_ACT, AT_FP32, AT_INT64, AT_COMPLEX64, AT_BOOL = "act", "fp32", "int64", "complex64", "bool"
 # routers whose top-k weights stay float32 into the experts (mixtral's router has no ``.to(logits.dtype)``)
 _ROUTING_WEIGHTS_FP32 = frozenset({"mixtral", "dots1", "glm4_moe", "solar_open", "exaone_moe", "minimax_m2",
-                                   "deepseek_v3", "glm4_moe_lite", "deepseek_v2"})
+                                   "deepseek_v3", "glm4_moe_lite", "deepseek_v2", "deepseek_v32", "glm_moe_dsa"})
 # top-k of the logits then a softmax over the k at the activation dtype (gpt_oss; granitemoe's is float32)
 _TOPK_SOFTMAX_AT_ACT = frozenset({"gpt_oss"})
 # rope by halves (gpt_oss): cos and sin of rotary_dim / 2 each
@@ -112,7 +112,12 @@ _GEMMA_NORM = frozenset({"gemma", "gemma2", "gemma3_text", "vaultgemma"})
 # routers computing their logits in float32, ``F.linear(x.type(float32), weight.type(float32))``: below float32
 # they keep float32 copies of x and of the weight, and the original x is kept by the next linear reading it
 _ROUTER_FP32 = frozenset({"dots1", "glm4_moe", "solar_open", "exaone_moe", "deepseek_v3", "glm4_moe_lite",
-                          "deepseek_v2"})
+                          "deepseek_v2", "deepseek_v32", "glm_moe_dsa", "ernie4_5_moe"})
+# ernie4_5_moe normalizes by clamp(sum, min): clamp keeps the sum, the division the clamped sum and the weights
+_NORMALIZE_CLAMP = frozenset({"ernie4_5_moe"})
+# phimoe's sparsemixer (eval), k rounds: each keeps its mask (T*E bool), its softmax (T*E) and the
+# chosen expert's index (T int64); the experts' ids are a new tensor (P int64)
+_SPARSEMIXER = frozenset({"phimoe"})
 
 
 @dataclass(frozen=True)
@@ -153,9 +158,13 @@ def router_saved(node: Node, spec: Any, first_reader: bool) -> tuple[Saved, ...]
     router = _router(spec)
     normalize = router.normalize if router is not None else getattr(spec, "norm_topk_prob", False)
     if spec.model_type in _ROUTER_FP32:  # x and the weight cast to float32 (copies below float32)
-        out = [Saved(tokens * mm.k, AT_FP32), Saved(mm.k * mm.n, AT_FP32, below_fp32=True)]
+        # (when another linear read x first, a float32 model keeps it there: the router's copy only below)
+        out = [Saved(tokens * mm.k, AT_FP32, below_fp32=None if first_reader else True),
+               Saved(mm.k * mm.n, AT_FP32, below_fp32=True)]
     else:
         out = [Saved(tokens * mm.k)] if first_reader else []
+    if spec.model_type in _SPARSEMIXER:
+        return (*out, *(Saved(tokens * mm.n, AT_BOOL), Saved(tokens * mm.n), Saved(tokens, AT_INT64)) * k)
     if _scoring(spec) == "topk_softmax":  # top-k of the logits, then softmax over the k: its output
         probs = AT_ACT if spec.model_type in _TOPK_SOFTMAX_AT_ACT else AT_FP32
         return (*out, Saved(tokens * k, AT_INT64), Saved(tokens * k, probs))
@@ -164,6 +173,8 @@ def router_saved(node: Node, spec: Any, first_reader: bool) -> tuple[Saved, ...]
         out.append(Saved(tokens * mm.n, AT_BOOL))  # masked to the chosen groups (masked_fill keeps the mask)
     if normalize:
         out += [Saved(tokens, AT_FP32), Saved(tokens * k, AT_FP32)]
+        if spec.model_type in _NORMALIZE_CLAMP:
+            out.append(Saved(tokens, AT_FP32))
     return tuple(out)
 
 
@@ -192,6 +203,8 @@ def experts_saved(node: Node, spec: Any, gate_product: bool = True) -> tuple[Sav
     kept = Saved(operands + (down.batch * down.k if gate_product else ZERO) + down.outputs)
     if spec.model_type in _TOPK_SOFTMAX_AT_ACT:  # the router's softmax output is the weights, at the dtype
         return (kept,)
+    if spec.model_type in _SPARSEMIXER:
+        return kept, Saved(down.batch, AT_INT64), Saved(down.batch)
     if _scoring(spec) == "topk_softmax":  # the router's float32 softmax output cast: a copy below float32
         return kept, Saved(down.batch, below_fp32=True)
     return kept, Saved(down.batch, AT_FP32 if spec.model_type in _ROUTING_WEIGHTS_FP32 else AT_ACT)
@@ -219,6 +232,8 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
         # of N*I: sigmoid's output, the clamped gate (gate * sigmoid), up + 1 and glu ((up + 1) * glu)
         return (Saved(prev.facts.matmuls[0].outputs + 4 * Formula.of(node.counts[DIV])),)
     spec = model.spec
+    if ".indexer." in node.path or node.path.endswith(".indexer"):
+        return ()  # a DSA indexer: only top-k indices leave it, its graph (and what it saved) is freed
     if kind == NodeKind.NORM and spec.norm == "layernorm" and node.counts.get("sqrt"):
         # nn.LayerNorm (native_layer_norm): its input and the per-row mean and rstd, at the activation dtype; a
         # parallel block's second norm (gpt_neox's use_parallel_residual) reads the layer input the first keeps
@@ -426,7 +441,7 @@ def layer_saved(model: ModelProfile, layer: int = 0) -> Formula:
 # float32 and the weight's float32 copy (not a parameter) is kept for y's gradient
 _NORM_FP32_PRODUCT = frozenset({"helium"})
 # ernie4_5's rotary tables stay float32 (its rotary embedding does not cast them; q.float() * cos)
-_ROPE_FP32 = frozenset({"ernie4_5", "olmo2", "olmo3"})
+_ROPE_FP32 = frozenset({"ernie4_5", "olmo2", "olmo3", "ernie4_5_moe"})
 
 
 def node_saved_bytes(node: Node, elements: Formula, act_bytes: int, model_type: str = "llama") -> Formula:
