@@ -57,7 +57,8 @@ LORA_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3", "
                               "granite"})
 # MoE layouts with the batched_mm experts (``MOE_SAVED``)
 MOE_MODEL_TYPES = frozenset({"mixtral", "qwen3_moe", "qwen2_moe", "olmoe", "dots1", "glm4_moe", "solar_open",
-                             "exaone_moe", "minimax_m2", "granitemoe", "gpt_oss", "ernie4_5_moe", "phimoe"})
+                             "exaone_moe", "minimax_m2", "granitemoe", "gpt_oss", "ernie4_5_moe", "phimoe",
+                             "hunyuan_v1_moe"})
 # model types whose saved activations are validated exact per node (tests/test_training_activations.py,
 # tests/test_training_saved_families.py)
 # MLA attention (with their MoE layers): q/kv latents, the latent norm of a slice, v a slice of kv_b's output
@@ -142,7 +143,7 @@ class Saved:
         return self.elements * {AT_ACT: act_bytes, AT_FP32: FP32, AT_INT64: INT64, AT_COMPLEX64: 8, AT_BOOL: 1}[self.dtype]
 
 
-def router_saved(node: Node, spec: Any, first_reader: bool) -> tuple[Saved, ...]:
+def router_saved(node: Node, spec: Any, first_reader: bool, logits: Node | None = None) -> tuple[Saved, ...]:
     """A softmax top-k router (``logits = x W^T``; ``softmax(logits, dtype=float32)``; ``topk``; optionally
     ``top /= top.sum()``) over T tokens, E experts, k chosen: the input T*h (when it is the first reader of the
     norm's output), the float32 scores T*E, topk's int64 indices T*k; normalizing in place, ``div_`` keeps the
@@ -152,7 +153,8 @@ def router_saved(node: Node, spec: Any, first_reader: bool) -> tuple[Saved, ...]
     scores T*E, the gather's int64 indices T*k (top-k's own are freed with the choice branch), the
     normalization's sum and clone; a routed scaling by a constant keeps nothing. A float32 router
     (``_ROUTER_FP32``) keeps x as float32 (a copy below float32, with the weight's float32 copy E*h)."""
-    mm = node.facts.matmuls[0]  # (T x h) @ (h x E)
+    # (T x h) @ (h x E); hunyuan_v1_moe's logits are a linear of their own (``gate.wg``, keeping its input there)
+    mm = node.facts.matmuls[0] if node.facts.matmuls else (logits or node).facts.matmuls[0]
     tokens = mm.batch * mm.m
     k = spec.layers[node.layer].ffn.top_k
     router = _router(spec)
@@ -223,7 +225,9 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
     """
     kind = node.kind
     if kind == NodeKind.ROUTER:
-        return router_saved(node, model.spec, first_reader=prev is not None and prev.kind == NodeKind.NORM)
+        own = bool(node.facts.matmuls)
+        return router_saved(node, model.spec, first_reader=own and prev is not None and prev.kind == NodeKind.NORM,
+                            logits=None if own else prev)
     if kind == NodeKind.EXPERTS:
         own_gate = any(n.path == f"{node.path}:swiglu" for n in model.nodes)
         return experts_saved(node, model.spec, gate_product=not own_gate)
