@@ -52,7 +52,8 @@ FAMILIES += [str(CONFIGS / "transformers--Ernie4_5_MoeConfig-defaults.json"),
 # gemma3_text (a rotary table per layer type), vaultgemma, glm / glm4 (fused gate_up, per-layer rope tables),
 # phi3 (fused qkv: v a view at B = 1), olmo3 (float32 norm products)
 # opt (relu: fc2 reads the output relu keeps), gpt_neox (gelu_fast; parallel and sequential)
-_DENSE = ("gpt2", "phi", "ministral", "arcee", "jais2", "olmo2", "hunyuan_v1_dense", "opt", "gpt_neox")
+# ministral3 (query temperature: its per-position scale)
+_DENSE = ("gpt2", "phi", "ministral", "arcee", "jais2", "olmo2", "hunyuan_v1_dense", "opt", "gpt_neox", "ministral3")
 FAMILIES += [config for model_type, config in DENSE_MODELS if model_type in _DENSE]
 FAMILIES += [m for m in EXACT_MODELS if any(k in str(m) for k in (
     "starcoder2", "stablelm", "EXAONE-4", "Cwm", "gemma-2b", "gemma-2-9b", "gemma-3-27b", "vaultgemma", "GlmConfig",

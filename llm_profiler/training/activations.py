@@ -67,7 +67,7 @@ MLA_MODEL_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2", "dee
 # parallel blocks sharing one norm), float32 norm products, post-norms, q/k norms, relu2 MLPs
 DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2", "arcee", "ministral", "olmo2",
                                "hunyuan_v1_dense", "exaone4", "cwm", "gemma", "gemma2", "gemma3_text", "vaultgemma",
-                               "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox"})
+                               "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox", "ministral3"})
 VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES
 # interleaved rope: each layer's apply_rotary_pos_emb re-derives cos / sin (repeat_interleave), a new pair
 _TABLES_PER_LAYER = frozenset({"helium", "ernie4_5", "glm", "glm4", "ernie4_5_moe"})
@@ -265,6 +265,8 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
     if kind == NodeKind.NORM and spec.model_type in _GEMMA_NORM:
         rows_n, n = Formula.of(node.facts.fused_reads), int(Formula.of(node.counts[PARAMS]))
         return (Saved(2 * rows_n + rows_n / n + n, AT_FP32),)
+    if node.part == "temperature":  # q * scale, the scale per position (S, computed with one div each) kept
+        return (Saved(Formula.of(node.counts[DIV])),)
     if node.part in ("softcap", "final_softcap"):  # tanh(x / cap) * cap: tanh's output (the scalings keep nothing)
         return (Saved(Formula.of(node.counts[EXP])),)
     if kind == NodeKind.EMBEDDING and spec.model_type in _GEMMA_NORM:
