@@ -44,7 +44,10 @@ FAMILIES += MLA_MODELS[:7]
 # ernie4_5_moe (clamped normalization, float32 rope tables, shared experts first), phimoe (eval sparsemixer)
 FAMILIES += [str(CONFIGS / "transformers--Ernie4_5_MoeConfig-defaults.json"),
              str(CONFIGS / "transformers--PhimoeConfig-defaults.json"),
-             str(CONFIGS / "tencent--Hunyuan-A13B-Instruct.json")]  # hunyuan_v1_moe: logits linear gate.wg
+             str(CONFIGS / "tencent--Hunyuan-A13B-Instruct.json"),  # hunyuan_v1_moe: logits linear gate.wg
+             # llama4_text: complex rope, L2 q/k norms, float32 temperature, every expert on every token
+             str(CONFIGS / "meta-llama--Llama-4-Scout-17B-16E-Instruct.json"),
+             str(CONFIGS / "meta-llama--Llama-4-Maverick-17B-128E-Instruct.json")]
 # dense: gpt2 (fused c_attn, gelu_new, learned positions), phi (parallel blocks on one LayerNorm), ministral,
 # arcee and jais2 (relu2 MLPs, jais2 LayerNorm), olmo2 (post-norms, float32 norm products and rope tables),
 # hunyuan_v1_dense (q/k norms after rope); from tests/test_training_backward.py: starcoder2, stablelm, exaone4,

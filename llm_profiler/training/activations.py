@@ -58,7 +58,7 @@ LORA_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3", "
 # MoE layouts with the batched_mm experts (``MOE_SAVED``)
 MOE_MODEL_TYPES = frozenset({"mixtral", "qwen3_moe", "qwen2_moe", "olmoe", "dots1", "glm4_moe", "solar_open",
                              "exaone_moe", "minimax_m2", "granitemoe", "gpt_oss", "ernie4_5_moe", "phimoe",
-                             "hunyuan_v1_moe"})
+                             "hunyuan_v1_moe", "llama4_text"})
 # model types whose saved activations are validated exact per node (tests/test_training_activations.py,
 # tests/test_training_saved_families.py)
 # MLA attention (with their MoE layers): q/kv latents, the latent norm of a slice, v a slice of kv_b's output
@@ -100,9 +100,13 @@ _TOPK_SOFTMAX_AT_ACT = frozenset({"gpt_oss"})
 # rope by halves (gpt_oss): cos and sin of rotary_dim / 2 each
 _HALF_TABLES = frozenset({"gpt_oss"})
 # complex rope, ``view_as_complex(x) * freqs_cis``: one complex64 table of S * rotary_dim / 2 (8 bytes each)
-_COMPLEX_TABLES = frozenset({"deepseek_v2"})
+_COMPLEX_TABLES = frozenset({"deepseek_v2", "llama4_text"})
+# llama4's experts run every token through every expert (no gathered weights: the weights are parameters)
+_DENSE_EXPERTS = frozenset({"llama4_text"})
+# llama4's NoPE-layer temperature scales are computed in float32
+_TEMPERATURE_FP32 = frozenset({"llama4_text"})
 # attention softmax at the activation dtype (``softmax(x, dtype=x.dtype)``): no float32 output, no copy for p @ v
-_SOFTMAX_AT_ACT = frozenset({"gpt_oss", "gpt2"})
+_SOFTMAX_AT_ACT = frozenset({"gpt_oss", "gpt2", "llama4_text"})
 # RMSNorm ``weight * y`` with y float32 (gpt_oss: ``(self.weight * hidden_states).to(input_dtype)``): y at 4 bytes
 _NORM_Y_FP32 = frozenset({"gpt_oss", "olmo2", "olmo3"})
 # a rotary table per layer type (gemma3_text: sliding layers' local base, full layers' global one)
@@ -201,6 +205,8 @@ def experts_saved(node: Node, spec: Any, gate_product: bool = True) -> tuple[Sav
     routing weights (N, float32 where the router leaves them so) and the down projection's output (N*h).
     ``gate_product=False``: the gating is a node of its own (gpt_oss's ``:swiglu``), as are its tensors."""
     up, down = node.facts.matmuls[0], node.facts.matmuls[-1]  # N x (2I x h) @ (h x 1); N x (h x I) @ (I x 1)
+    if spec.model_type in _DENSE_EXPERTS:  # (E, T, h) @ (E, h, 2I): the routed input, act(gate), the product
+        return (Saved(up.batch * up.m * up.k + 2 * down.batch * down.m * down.k),)
     operands = sum((mm.batch * (mm.m * mm.k + mm.k * mm.n) for mm in (up, down)), ZERO)
     kept = Saved(operands + (down.batch * down.k if gate_product else ZERO) + down.outputs)
     if spec.model_type in _TOPK_SOFTMAX_AT_ACT:  # the router's softmax output is the weights, at the dtype
@@ -265,8 +271,16 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
     if kind == NodeKind.NORM and spec.model_type in _GEMMA_NORM:
         rows_n, n = Formula.of(node.facts.fused_reads), int(Formula.of(node.counts[PARAMS]))
         return (Saved(2 * rows_n + rows_n / n + n, AT_FP32),)
+    if node.part == "routing":  # llama4: x.repeat(E, 1) * scores: the E*T*h copies and the E*T scores
+        experts = next(n for n in model.nodes if n.path == f"{node.module}.experts")
+        up = experts.facts.matmuls[0]
+        return (Saved(up.batch * up.m * up.k + up.batch * up.m),)
     if node.part == "temperature":  # q * scale, the scale per position (S, computed with one div each) kept
-        return (Saved(Formula.of(node.counts[DIV])),)
+        return (Saved(Formula.of(node.counts[DIV]), AT_FP32 if spec.model_type in _TEMPERATURE_FP32 else AT_ACT),)
+    if kind == NodeKind.NORM and node.path.endswith(".qk_norm") and spec.model_type in _DENSE_EXPERTS:
+        # llama4's weightless L2 norm of q and k after rope, over T*(H + KV) rows of D: x.float() and rstd, float32
+        rows = TOKENS * (spec.num_heads + spec.num_kv_heads)
+        return (Saved(rows * spec.head_dim + rows, AT_FP32),)
     if node.part in ("softcap", "final_softcap"):  # tanh(x / cap) * cap: tanh's output (the scalings keep nothing)
         return (Saved(Formula.of(node.counts[EXP])),)
     if kind == NodeKind.EMBEDDING and spec.model_type in _GEMMA_NORM:
