@@ -47,7 +47,9 @@ FAMILIES += [str(CONFIGS / "transformers--Ernie4_5_MoeConfig-defaults.json"),
              str(CONFIGS / "tencent--Hunyuan-A13B-Instruct.json"),  # hunyuan_v1_moe: logits linear gate.wg
              # llama4_text: complex rope, L2 q/k norms, float32 temperature, every expert on every token
              str(CONFIGS / "meta-llama--Llama-4-Scout-17B-16E-Instruct.json"),
-             str(CONFIGS / "meta-llama--Llama-4-Maverick-17B-128E-Instruct.json")]
+             str(CONFIGS / "meta-llama--Llama-4-Maverick-17B-128E-Instruct.json"),
+             # mimo_v2_flash: row max before the bf16 softmax, sliding layers with their own rope table
+             str(CONFIGS / "transformers--MiMoV2FlashConfig-defaults.json")]
 # dense: gpt2 (fused c_attn, gelu_new, learned positions), phi (parallel blocks on one LayerNorm), ministral,
 # arcee and jais2 (relu2 MLPs, jais2 LayerNorm), olmo2 (post-norms, float32 norm products and rope tables),
 # hunyuan_v1_dense (q/k norms after rope); from tests/test_training_backward.py: starcoder2, stablelm, exaone4,

@@ -58,7 +58,7 @@ LORA_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3", "
 # MoE layouts with the batched_mm experts (``MOE_SAVED``)
 MOE_MODEL_TYPES = frozenset({"mixtral", "qwen3_moe", "qwen2_moe", "olmoe", "dots1", "glm4_moe", "solar_open",
                              "exaone_moe", "minimax_m2", "granitemoe", "gpt_oss", "ernie4_5_moe", "phimoe",
-                             "hunyuan_v1_moe", "llama4_text"})
+                             "hunyuan_v1_moe", "llama4_text", "mimo_v2_flash"})
 # model types whose saved activations are validated exact per node (tests/test_training_activations.py,
 # tests/test_training_saved_families.py)
 # MLA attention (with their MoE layers): q/kv latents, the latent norm of a slice, v a slice of kv_b's output
@@ -94,7 +94,8 @@ INT64 = 8
 AT_ACT, AT_FP32, AT_INT64, AT_COMPLEX64, AT_BOOL = "act", "fp32", "int64", "complex64", "bool"
 # routers whose top-k weights stay float32 into the experts (mixtral's router has no ``.to(logits.dtype)``)
 _ROUTING_WEIGHTS_FP32 = frozenset({"mixtral", "dots1", "glm4_moe", "solar_open", "exaone_moe", "minimax_m2",
-                                   "deepseek_v3", "glm4_moe_lite", "deepseek_v2", "deepseek_v32", "glm_moe_dsa"})
+                                   "deepseek_v3", "glm4_moe_lite", "deepseek_v2", "deepseek_v32", "glm_moe_dsa",
+                                   "mimo_v2_flash"})
 # top-k of the logits then a softmax over the k at the activation dtype (gpt_oss; granitemoe's is float32)
 _TOPK_SOFTMAX_AT_ACT = frozenset({"gpt_oss"})
 # rope by halves (gpt_oss): cos and sin of rotary_dim / 2 each
@@ -106,18 +107,18 @@ _DENSE_EXPERTS = frozenset({"llama4_text"})
 # llama4's NoPE-layer temperature scales are computed in float32
 _TEMPERATURE_FP32 = frozenset({"llama4_text"})
 # attention softmax at the activation dtype (``softmax(x, dtype=x.dtype)``): no float32 output, no copy for p @ v
-_SOFTMAX_AT_ACT = frozenset({"gpt_oss", "gpt2", "llama4_text"})
+_SOFTMAX_AT_ACT = frozenset({"gpt_oss", "gpt2", "llama4_text", "mimo_v2_flash"})
 # RMSNorm ``weight * y`` with y float32 (gpt_oss: ``(self.weight * hidden_states).to(input_dtype)``): y at 4 bytes
 _NORM_Y_FP32 = frozenset({"gpt_oss", "olmo2", "olmo3"})
 # a rotary table per layer type (gemma3_text: sliding layers' local base, full layers' global one)
-_ROPE_PER_LAYER_TYPE = frozenset({"gemma3_text", "olmo3"})
+_ROPE_PER_LAYER_TYPE = frozenset({"gemma3_text", "olmo3", "mimo_v2_flash"})
 # gemma's RMSNorm, ``norm(x.float()) * (1.0 + weight.float())``: x, rstd, y and the new (1 + w) tensor (n), all
 # float32 whatever the model's dtype; its embedding is scaled by a tensor, ``embeds * normalizer`` (kept: 1)
 _GEMMA_NORM = frozenset({"gemma", "gemma2", "gemma3_text", "vaultgemma"})
 # routers computing their logits in float32, ``F.linear(x.type(float32), weight.type(float32))``: below float32
 # they keep float32 copies of x and of the weight, and the original x is kept by the next linear reading it
 _ROUTER_FP32 = frozenset({"dots1", "glm4_moe", "solar_open", "exaone_moe", "deepseek_v3", "glm4_moe_lite",
-                          "deepseek_v2", "deepseek_v32", "glm_moe_dsa", "ernie4_5_moe"})
+                          "deepseek_v2", "deepseek_v32", "glm_moe_dsa", "ernie4_5_moe", "mimo_v2_flash"})
 # ernie4_5_moe normalizes by clamp(sum, min): clamp keeps the sum, the division the clamped sum and the weights
 _NORMALIZE_CLAMP = frozenset({"ernie4_5_moe"})
 # phimoe's sparsemixer (eval), k rounds: each keeps its mask (T*E bool), its softmax (T*E) and the
@@ -326,7 +327,7 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
             mm = node.facts.matmuls[0]  # (S x K) @ (K x Dv), batch B*H
             many = fmin(B - 1, 1)  # 0 at B = 1, 1 above
             return (Saved(many * mm.batch * mm.k * mm.n + (1 - many) * kv_b.facts.matmuls[0].outputs),)
-    if node.part == "sinks" and prev is not None and prev.kind == NodeKind.ATTN_SCORES:
+    if node.part in ("sinks", "row_max") and prev is not None and prev.kind == NodeKind.ATTN_SCORES:
         # the row max subtracted before the softmax (``max(dim=-1).values``): its int64 indices, one per row
         mm = prev.facts.matmuls[0]
         return (Saved(mm.batch * mm.m, AT_INT64),)
@@ -513,7 +514,8 @@ def saved_bytes_by_node(model: ModelProfile, recompute: str = "none", act_bytes:
             out[path] = node_saved_bytes(node, elements, act_bytes, model.spec.model_type)
         if node.kind == NodeKind.ATTN_CONTEXT and act_bytes != FP32 and recompute == "none" \
                 and model.spec.model_type not in _SOFTMAX_AT_ACT:
-            probs = next(n for n in model.nodes if n.kind == NodeKind.ATTN_SOFTMAX and n.layer == node.layer)
+            probs = next(n for n in model.nodes if n.kind == NodeKind.ATTN_SOFTMAX and n.layer == node.layer
+                         and n.counts.get(EXP))  # the softmax, not a row max or sink column beside it
             out[path] = out[path] + Formula.of(probs.counts[EXP]) * act_bytes
     return out
 
