@@ -1,5 +1,21 @@
 """Activations saved for backward, per node: the tensors autograd keeps from the forward until the backward
-uses them, for the eager transformers code of the DecoderTemplate layout (llama, mistral, qwen2, qwen3).
+uses them, for the eager transformers code: the DecoderTemplate layout (llama, mistral, qwen2, qwen3; the rules
+below), and, with rules of their own (``rule_saved``: one per node kind or part, read from the node's facts,
+each kept tensor with the dtype it is kept in, ``Saved``), MoE routers and batched_mm experts, MLA, LayerNorm and
+GPT-style blocks, float32 norm products, soft-capping, sinks (tests/test_training_saved_families.py):
+
+- a softmax top-k router keeps its input (when it reads the norm's output first), its float32 scores T*E,
+  the int64 indices T*k, and, normalizing in place, the sum T and a clone of the top values T*k (autograd
+  copies what an in-place op overwrites); float32 routers keep float32 copies of x and of the weight below
+  float32; top-k-then-softmax routers their softmax over the k; phimoe's sparsemixer its masks per round;
+- the batched_mm experts over N = T*k pairs keep each bmm's two operands, and so the expert weights gathered
+  per pair (``gate_up_proj[expert_ids]``: N*2I*h, ``down_proj[expert_ids]``: N*h*I: copies, not parameters,
+  the bulk of an MoE layer's saved bytes at any real size), act(gate), the routing weights and the output;
+- MLA: the latent norm of a slice (a float32 model keeps the whole kv_a output as its x), v a slice of kv_b's
+  output; at B = 1 the matmuls take such head views without copying and keep the whole fused output (MLA's
+  kv_b, a fused qkv, gemma's multi-query expand), for B > 1 a copy (``fmin(B - 1, 1)``);
+- nn.LayerNorm keeps x, mean and rstd; a linear keeps its input when it is the first to read a norm's output
+  or reads a block's own tensor; gelu_new and gelu_fast op by op keep 4 and 7 tensors; relu its output.
 
 What each forward op saves follows ``derivatives.yaml`` (an op saves the operands its gradient formulas
 read); a tensor saved by several ops is stored once and is charged to the first node that saves it:
@@ -347,7 +363,8 @@ def _input(node: Node) -> Formula:
 
 
 def node_saved(node: Node) -> Formula:
-    """Elements node ``node`` saves for backward (see the module docstring; rope: ``saved_by_node``)."""
+    """Elements node ``node`` saves for backward (see the module docstring; rope and the layouts with rules of
+    their own: ``saved_rules``)."""
     kind, facts = node.kind, node.facts
     name = node.path.rsplit(".", 1)[-1]
     if kind == NodeKind.EMBEDDING:
