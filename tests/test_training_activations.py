@@ -21,11 +21,13 @@ SAVED_EXACT = ["llama-3.2-1b", "meta-llama/Llama-2-7b-hf", "Qwen/Qwen3-8B", "Qwe
                                                for n in ("SmolLM3", "Helium", "SeedOss", "Ernie4_5", "Granite"))]
 
 
-def test_validated_list_is_what_is_tested() -> None:
-    from llm_profiler.training.activations import VALIDATED_MODEL_TYPES
+def test_lora_list_is_what_is_tested() -> None:
+    """The DecoderTemplate types tested here (LoRA's saved set too); the other validated types:
+    tests/test_training_saved_families.py."""
+    from llm_profiler.training.activations import LORA_MODEL_TYPES
     from llm_profiler.validation.reference import reference
 
-    assert {reference(m, tiny=True).profile.spec.model_type for m in SAVED_EXACT} == VALIDATED_MODEL_TYPES
+    assert {reference(m, tiny=True).profile.spec.model_type for m in SAVED_EXACT} == LORA_MODEL_TYPES
 
 
 @pytest.mark.parametrize(("model", "batch", "seq"), [(m, 2, 3) for m in SAVED_EXACT] + [(m, 1, 5) for m in SAVED_EXACT])

@@ -35,8 +35,8 @@ from .activations import (
     _ROPE_FP32,
     _TABLES_PER_LAYER,
     FP32,
+    LORA_MODEL_TYPES,
     TOKENS,
-    VALIDATED_MODEL_TYPES,
     node_saved,
     node_saved_bytes,
 )
@@ -50,9 +50,9 @@ def lora_saved_bytes_by_node(model: ModelProfile, rank: int, targets: tuple[str,
     attention core's probabilities are not kept; ``full``: each layer keeps its input only (the checkpoint,
     as ``activations.saved_by_node``). ``loss=False``: a pipeline stage before the last."""
     spec = model.spec
-    if spec.model_type not in VALIDATED_MODEL_TYPES:
+    if spec.model_type not in LORA_MODEL_TYPES:
         raise BackwardUnsupportedError(
-            f"LoRA saved activations are derived for the model types {', '.join(sorted(VALIDATED_MODEL_TYPES))} "
+            f"LoRA saved activations are derived for the model types {', '.join(sorted(LORA_MODEL_TYPES))} "
             f"only, not {spec.model_type!r}")
     out: dict[str, Formula] = {}
     grad = False  # the residual stream needs a gradient

@@ -23,6 +23,7 @@ import contextlib
 import linecache
 import re
 import sys
+import weakref
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -124,12 +125,12 @@ class _Tagger(TorchFunctionMode):
     """Tags the autograd nodes each torch function creates with the site of the ops it dispatched."""
 
     def __init__(self, recorder: _SiteRecorder, modules: _ModuleStack,
-                 saves: dict[Site, int] | None = None) -> None:
+                 saves: list[tuple[Site, Any]] | None = None) -> None:
         super().__init__()
         self.recorder = recorder
         self.modules = modules
-        self.saves = saves  # site -> elements saved for backward (measure_saved), or None
-        self.pending: list[int] = []  # elements saved by the torch function running now
+        self.saves = saves  # (site, what measure_saved packed), in order, or None
+        self.pending: list[Any] = []  # what the torch function running now saved
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         self.recorder.sites = []
@@ -145,8 +146,7 @@ class _Tagger(TorchFunctionMode):
         for tensor in _tensors(out):
             _tag(tensor.grad_fn, site, computes)
         if self.saves is not None:
-            for elements in self.pending:
-                self.saves[site] += elements
+            self.saves.extend((site, item) for item in self.pending)
         self.pending = []
         return out
 
@@ -412,27 +412,44 @@ def measure_saved(model: torch.nn.Module, batch: int, seq: int, seed: int = 0, *
     ids = torch.randint(0, vocab, (batch, seq), generator=generator)
     targets = torch.randint(0, vocab, (batch * seq,), generator=generator)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: set[int] = set()
-    out: dict[Site, int] = defaultdict(int)
+    packed: list[tuple[Site, Any]] = []
     forward = Measured(params=module_params(model))
     stack = _ModuleStack(model)
     recorder = _SiteRecorder(stack, forward)
-    tagger = _Tagger(recorder, stack, out)
+    tagger = _Tagger(recorder, stack, packed)
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        key = storage.data_ptr()
-        if key not in params and key not in seen:
-            seen.add(key)
-            tagger.pending.append(storage.nbytes() if in_bytes else storage.nbytes() // t.element_size())
-        return t
+    def pack(t: torch.Tensor) -> _Held:
+        held = _Held(t)
+        tagger.pending.append((weakref.ref(held), t))
+        return held
 
     with torch.enable_grad(), stack, recorder, tagger, \
-            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda held: held.tensor):
         logits = model(input_ids=ids, use_cache=False).logits
         recorder.loss = True
-        torch.nn.functional.cross_entropy(logits.float().reshape(batch * seq, -1), targets)
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(batch * seq, -1), targets)
+    # only what the graph behind the loss still holds: a branch whose output was dropped in the forward (a
+    # router's group top-k, its masked choice scores) freed its saved tensors with its nodes
+    seen: set[int] = set()
+    out: dict[Site, int] = defaultdict(int)
+    for site, (ref, tensor) in packed:
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if ref() is None or key in params or key in seen:
+            continue
+        seen.add(key)
+        out[site] += storage.nbytes() if in_bytes else storage.nbytes() // tensor.element_size()
+    del loss
     return dict(out)
+
+
+class _Held:
+    """A saved tensor as autograd holds it (``saved_tensors_hooks``' pack): alive while its node is."""
+
+    __slots__ = ("tensor", "__weakref__")
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
 
 
 def compare_saved(config: Any, batch: int, seq: int, *, as_family: str | None = None) -> list[ValidationRow]:
