@@ -1,0 +1,126 @@
+"""granite_swa and granitemoe_swa: granite / granitemoe(shared) with sliding-window layers, learned attention
+sinks applied after the attention (sigmoid(logsumexp(scores) - sink) times the output) and a RoPE base per layer
+(families/_granite_swa.py). Published totals derived by hand, the quirks, and validation against transformers
+5.23 per node (tiny on the CPU, full size on meta).
+
+Configs (tests/family_configs/): the transformers config class defaults, dumped with to_dict() (``architectures``
+set): GraniteSWAConfig (its docstring names ibm-granite/granite-swash-2b), GraniteMoeSWAConfig."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_profiler.errors import ConfigError
+from llm_profiler.families import build_spec
+from llm_profiler.families._granite_swa import sink_scale
+from llm_profiler.formula import Formula
+from llm_profiler.profile import profile
+
+CONFIGS = Path(__file__).parent / "family_configs"
+GRANITE_SWA = "transformers--GraniteSWAConfig-defaults"
+GRANITEMOE_SWA = "transformers--GraniteMoeSWAConfig-defaults"
+
+
+def _data(name: str, **changes: Any) -> dict[str, Any]:
+    return {**json.loads((CONFIGS / f"{name}.json").read_text()), **changes}
+
+
+# a NoPE layer and two RoPE bases (two rotary embeddings run), sliding layers between
+NOPE = _data(GRANITE_SWA, num_hidden_layers=3, layer_types=["full_attention", "sliding_attention", "sliding_attention"],
+             layer_rope_theta=[0, 10000.0, 500000.0])
+# the shared MLP beside the experts (granitemoeshared's), attention biases
+SHARED = _data(GRANITEMOE_SWA, shared_intermediate_size=1024, attention_bias=True)
+
+
+# --- totals ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "params", "active"), [
+    # GraniteSWAConfig: h=2560, 20 heads x 128, 4 KV heads, 24 layers, tied; per layer attention
+    # 2*2560*2560 + 2*2560*512 = 15,728,640, sinks 20, MLP 3*2560*8192 = 62,914,560, norms 2*2560 = 5,120
+    # -> 78,648,340; embedding 100352*2560 = 256,901,120, final norm 2560:
+    # 24*78,648,340 + 256,903,680 = 2,144,463,840 (transformers' own parameter count on meta)
+    (GRANITE_SWA, 2_144_463_840, 2_144_463_840),
+    # GraniteMoeSWAConfig: h=4096, 32 heads = 32 KV heads x 128, 32 layers, untied; per layer attention
+    # 4*4096*4096 = 67,108,864, sinks 32, norms 8,192, router 8*4096 = 32,768, 8 experts of 3*4096*11008 =
+    # 135,266,304 -> 1,149,280,288; embed + lm_head 2*32000*4096 = 262,144,000, final norm 4096:
+    # 32*1,149,280,288 + 262,148,096 = 37,039,117,312; active (top 2):
+    # 32*(67,108,864 + 32 + 8,192 + 32,768 + 2*135,266,304) + 262,148,096 = 11,067,986,944.
+    (GRANITEMOE_SWA, 37_039_117_312, 11_067_986_944),
+])
+def test_params_and_active_params(name: str, params: int, active: int) -> None:
+    prof = profile(_data(name), 1, 1)
+    assert prof.total("params", "model") == params
+    assert prof.total("active_params", "model") == active
+
+
+# --- quirks ---------------------------------------------------------------------------------------
+
+
+def test_sink_scale_counts() -> None:
+    # rows R = B*H*S = 2*4*3 = 24 over K = 5 keys, D = 16: logsumexp (K-1 CMP, 2K ADD, K+1 EXP per row), the
+    # sub (R ADD), sigmoid (R EXP, R ADD, R DIV), the output times it (R*D MULT)
+    c = sink_scale(4, 16, Formula.const(5))
+    values = {k: Formula.of(v)(2, 3, 0) for k, v in c.items()}
+    assert values["cmp"] == 24 * 4  # = 96
+    assert values["add"] == 24 * 10 + 24 + 24  # = 288
+    assert values["exp"] == 24 * 6 + 24  # = 168
+    assert values["div"] == 24
+    assert values["mult"] == 24 * 16  # = 384
+    assert values["params"] == 4
+
+
+def test_layer_types_default_and_window() -> None:
+    _, spec = build_spec(_data(GRANITE_SWA, layer_types=None))  # every fourth layer from 0 full, the rest slide
+    assert [layer.mixer.window for layer in spec.layers[:5]] == [None, 128, 128, 128, None]
+    assert all(layer.mixer.sinks for layer in spec.layers)
+
+
+def test_nope_layers_and_rope_tables() -> None:
+    prof = profile(NOPE, 1, 4)
+    paths = {n.path for n in prof.model.graph.nodes}
+    assert "model.layers.0.self_attn:rope" not in paths  # theta 0: NoPE
+    assert "model.layers.1.self_attn:rope" in paths
+    # two distinct non-zero thetas: two rotary embeddings run, model.rotary_emb (the global one) never does
+    assert {"model.rotary_embs.0", "model.rotary_embs.1"} <= paths and "model.rotary_emb" not in paths
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"sliding_window": None}, "sliding_window"),
+    ({"layer_rope_theta": [10000.0]}, "layer_rope_theta"),
+    ({"layer_rope_theta": ["x"] * 24}, "layer_rope_theta"),
+])
+def test_bad_fields_name_the_field(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        build_spec(_data(GRANITE_SWA, **changes))
+
+
+# --- validation against transformers ----------------------------------------------------------------
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from llm_profiler.validation import validate  # noqa: E402
+
+MODELS = [str(CONFIGS / f"{GRANITE_SWA}.json"), str(CONFIGS / f"{GRANITEMOE_SWA}.json"), NOPE, SHARED]
+# prefill; past the tiny window (4) after a cached prefix; a decode step past it
+SHAPES = [(2, 3, 0), (3, 7, 5), (1, 1, 9)]
+
+
+@pytest.mark.parametrize("model", range(len(MODELS)))
+@pytest.mark.parametrize("shape", SHAPES)
+def test_exact_tiny(model: int, shape: tuple[int, int, int]) -> None:
+    report = validate(MODELS[model], *shape, tiny=True)
+    assert report.ok, report.table()
+    assert any(r.node.endswith(":sink_scale") for r in report.rows)
+
+
+@pytest.mark.parametrize("name", [GRANITE_SWA, GRANITEMOE_SWA])
+def test_exact_full_size_meta(name: str) -> None:
+    report = validate(str(CONFIGS / f"{name}.json"), 3, 7, 5)
+    assert report.ok, report.table()
+    assert report.rows
