@@ -1,10 +1,11 @@
-"""granite_swa and granitemoe_swa: granite / granitemoe(shared) with sliding-window layers, learned attention
-sinks applied after the attention (sigmoid(logsumexp(scores) - sink) times the output) and a RoPE base per layer
-(families/_granite_swa.py). Published totals derived by hand, the quirks, and validation against transformers
-5.23 per node (tiny on the CPU, full size on meta).
+"""The variants of registered families that transformers 5.23 runs: granite_swa and granitemoe_swa (granite /
+granitemoe(shared) with sliding-window layers, learned attention sinks applied after the attention,
+sigmoid(logsumexp(scores) - sink) times the output, and a RoPE base per layer: families/_granite_swa.py), and
+cohere2_moe (cohere2's parallel block with MoE layers: families/cohere.py). Totals derived by hand, the quirks,
+and validation per node (tiny on the CPU, full size on meta).
 
 Configs (tests/family_configs/): the transformers config class defaults, dumped with to_dict() (``architectures``
-set): GraniteSWAConfig (its docstring names ibm-granite/granite-swash-2b), GraniteMoeSWAConfig."""
+set): GraniteSWAConfig (its docstring names ibm-granite/granite-swash-2b), GraniteMoeSWAConfig, Cohere2MoeConfig."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from llm_profiler.profile import profile
 CONFIGS = Path(__file__).parent / "family_configs"
 GRANITE_SWA = "transformers--GraniteSWAConfig-defaults"
 GRANITEMOE_SWA = "transformers--GraniteMoeSWAConfig-defaults"
+COHERE2_MOE = "transformers--Cohere2MoeConfig-defaults"
 
 
 def _data(name: str, **changes: Any) -> dict[str, Any]:
@@ -34,6 +36,18 @@ NOPE = _data(GRANITE_SWA, num_hidden_layers=3, layer_types=["full_attention", "s
              layer_rope_theta=[0, 10000.0, 500000.0])
 # the shared MLP beside the experts (granitemoeshared's), attention biases
 SHARED = _data(GRANITEMOE_SWA, shared_intermediate_size=1024, attention_bias=True)
+# a dense first layer (full, rotated: prefix pattern 1), RMSNorms, the sigmoid router renormalised, a shared
+# expert averaged with the routed output
+COHERE_DENSE = _data(COHERE2_MOE, num_hidden_layers=5,
+                     layer_types=["full_attention"] + ["sliding_attention"] * 3 + ["full_attention"],
+                     mlp_layer_types=["dense"] + ["sparse"] * 4, prefix_dense_intermediate_size=4096,
+                     rms_norm_eps=1e-5, expert_selection_fn="sigmoid", num_shared_experts=1)
+# prefix pattern 2 (its full dense layer is NoPE), two shared experts summed, the sigmoid weights not renormalised
+COHERE_SUM = _data(COHERE2_MOE, num_hidden_layers=4,
+                   layer_types=["full_attention", "sliding_attention", "sliding_attention", "full_attention"],
+                   mlp_layer_types=["dense", "sparse", "sparse", "sparse"], prefix_dense_sliding_window_pattern=2,
+                   num_shared_experts=2, shared_expert_combination_strategy="sum", expert_selection_fn="sigmoid",
+                   norm_topk_prob=False)
 
 
 # --- totals ---------------------------------------------------------------------------------------
@@ -51,6 +65,12 @@ SHARED = _data(GRANITEMOE_SWA, shared_intermediate_size=1024, attention_bias=Tru
     # 32*1,149,280,288 + 262,148,096 = 37,039,117,312; active (top 2):
     # 32*(67,108,864 + 32 + 8,192 + 32,768 + 2*135,266,304) + 262,148,096 = 11,067,986,944.
     (GRANITEMOE_SWA, 37_039_117_312, 11_067_986_944),
+    # Cohere2MoeConfig: h=8192, 64 heads = 64 KV heads x 128, 40 layers, tied, cohere's LayerNorm (weight only,
+    # one per layer: the blocks run in parallel); per layer attention 4*8192*8192 = 268,435,456, router 8*8192 =
+    # 65,536, 8 experts of 3*8192*22528 = 553,648,128, norm 8,192 -> 4,697,694,208; embedding 256000*8192 =
+    # 2,097,152,000, final norm 8192: 40*4,697,694,208 + 2,097,160,192 = 190,004,928,512; active (top 2):
+    # 40*(268,435,456 + 65,536 + 2*553,648,128 + 8,192) + 2,097,160,192 = 57,129,377,792.
+    (COHERE2_MOE, 190_004_928_512, 57_129_377_792),
 ])
 def test_params_and_active_params(name: str, params: int, active: int) -> None:
     prof = profile(_data(name), 1, 1)
@@ -99,6 +119,30 @@ def test_bad_fields_name_the_field(changes: dict[str, Any], field: str) -> None:
         build_spec(_data(GRANITE_SWA, **changes))
 
 
+def test_cohere2_moe_layer_kinds() -> None:
+    # first_k_dense_replace 2, patterns 2 (prefix) and 3 (the rest, counted from 0 again): prefix sliding, full;
+    # then sliding, sliding, full, sliding
+    data = _data(COHERE2_MOE, num_hidden_layers=6, layer_types=None, mlp_layer_types=None, first_k_dense_replace=2,
+                 prefix_dense_sliding_window_pattern=2, sliding_window_pattern=3)
+    _, spec = build_spec(data)
+    assert [layer.sliding for layer in spec.layers] == [True, False, True, True, False, True]
+    assert [layer.moe for layer in spec.layers] == [False, False, True, True, True, True]
+    # rope on sliding layers only (the prefix pattern is not 1: no forced rope on the full dense layer)
+    assert [layer.mixer.rope for layer in spec.layers] == [True, False, True, True, False, True]
+    _, spec = build_spec({**data, "prefix_dense_sliding_window_pattern": 1})  # dense layers always rotate
+    assert [layer.mixer.rope for layer in spec.layers[:2]] == [True, True]
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"expert_selection_fn": "relu"}, "expert_selection_fn"),
+    ({"shared_expert_combination_strategy": "max"}, "shared_expert_combination_strategy"),
+    ({"sliding_window": None}, "sliding_window"),
+])
+def test_cohere2_moe_bad_fields_name_the_field(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        build_spec(_data(COHERE2_MOE, **changes))
+
+
 # --- validation against transformers ----------------------------------------------------------------
 
 pytest.importorskip("torch")
@@ -106,7 +150,8 @@ pytest.importorskip("transformers")
 
 from llm_profiler.validation import validate  # noqa: E402
 
-MODELS = [str(CONFIGS / f"{GRANITE_SWA}.json"), str(CONFIGS / f"{GRANITEMOE_SWA}.json"), NOPE, SHARED]
+SINK_MODELS = [str(CONFIGS / f"{GRANITE_SWA}.json"), str(CONFIGS / f"{GRANITEMOE_SWA}.json"), NOPE, SHARED]
+MODELS = [*SINK_MODELS, str(CONFIGS / f"{COHERE2_MOE}.json"), COHERE_DENSE, COHERE_SUM]
 # prefill; past the tiny window (4) after a cached prefix; a decode step past it
 SHAPES = [(2, 3, 0), (3, 7, 5), (1, 1, 9)]
 
@@ -116,10 +161,12 @@ SHAPES = [(2, 3, 0), (3, 7, 5), (1, 1, 9)]
 def test_exact_tiny(model: int, shape: tuple[int, int, int]) -> None:
     report = validate(MODELS[model], *shape, tiny=True)
     assert report.ok, report.table()
-    assert any(r.node.endswith(":sink_scale") for r in report.rows)
+    assert report.rows
+    if model < len(SINK_MODELS):
+        assert any(r.node.endswith(":sink_scale") for r in report.rows)
 
 
-@pytest.mark.parametrize("name", [GRANITE_SWA, GRANITEMOE_SWA])
+@pytest.mark.parametrize("name", [GRANITE_SWA, GRANITEMOE_SWA, COHERE2_MOE])
 def test_exact_full_size_meta(name: str) -> None:
     report = validate(str(CONFIGS / f"{name}.json"), 3, 7, 5)
     assert report.ok, report.table()
