@@ -1,11 +1,13 @@
 """The variants of registered families that transformers 5.23 runs: granite_swa and granitemoe_swa (granite /
 granitemoe(shared) with sliding-window layers, learned attention sinks applied after the attention,
 sigmoid(logsumexp(scores) - sink) times the output, and a RoPE base per layer: families/_granite_swa.py), and
-cohere2_moe (cohere2's parallel block with MoE layers: families/cohere.py). Totals derived by hand, the quirks,
-and validation per node (tiny on the CPU, full size on meta).
+cohere2_moe (cohere2's parallel block with MoE layers: families/cohere.py), and minicpm3 (DeepSeek-V2's MLA in a
+Llama decoder with muP-style scalings: families/minicpm3.py). Totals derived by hand, the quirks, and validation
+per node (tiny on the CPU, full size on meta).
 
 Configs (tests/family_configs/): the transformers config class defaults, dumped with to_dict() (``architectures``
-set): GraniteSWAConfig (its docstring names ibm-granite/granite-swash-2b), GraniteMoeSWAConfig, Cohere2MoeConfig."""
+set): GraniteSWAConfig (its docstring names ibm-granite/granite-swash-2b), GraniteMoeSWAConfig, Cohere2MoeConfig,
+MiniCPM3Config (openbmb/MiniCPM3-4B's dims)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ CONFIGS = Path(__file__).parent / "family_configs"
 GRANITE_SWA = "transformers--GraniteSWAConfig-defaults"
 GRANITEMOE_SWA = "transformers--GraniteMoeSWAConfig-defaults"
 COHERE2_MOE = "transformers--Cohere2MoeConfig-defaults"
+MINICPM3 = "transformers--MiniCPM3Config-defaults"
 
 
 def _data(name: str, **changes: Any) -> dict[str, Any]:
@@ -50,6 +53,10 @@ COHERE_SUM = _data(COHERE2_MOE, num_hidden_layers=4,
                    norm_topk_prob=False)
 
 
+# a plain q_proj (no q low rank), attention biases, and the scalings' null (no-op) values: their ops still run
+MINICPM3_Q = _data(MINICPM3, q_lora_rank=None, attention_bias=True, scale_depth=None, dim_model_base=None)
+
+
 # --- totals ---------------------------------------------------------------------------------------
 
 
@@ -71,6 +78,12 @@ COHERE_SUM = _data(COHERE2_MOE, num_hidden_layers=4,
     # 2,097,152,000, final norm 8192: 40*4,697,694,208 + 2,097,160,192 = 190,004,928,512; active (top 2):
     # 40*(268,435,456 + 65,536 + 2*553,648,128 + 8,192) + 2,097,160,192 = 57,129,377,792.
     (COHERE2_MOE, 190_004_928_512, 57_129_377_792),
+    # MiniCPM3Config (MiniCPM3-4B): h=2560, 40 heads, q_lora 768, kv_lora 256, qk 64 + 32, v 64, 62 layers, tied;
+    # per layer q_a 2560*768 = 1,966,080, q_a_layernorm 768, q_b 768*40*96 = 2,949,120, kv_a 2560*(256+32) =
+    # 737,280, kv_a_layernorm 256, kv_b 256*40*(64+64) = 1,310,720, o 40*64*2560 = 6,553,600, MLP 3*2560*6400 =
+    # 49,152,000, norms 5,120 -> 62,674,944; embedding 73448*2560 = 188,026,880, final norm 2560:
+    # 62*62,674,944 + 188,029,440 = 4,073,875,968
+    (MINICPM3, 4_073_875_968, 4_073_875_968),
 ])
 def test_params_and_active_params(name: str, params: int, active: int) -> None:
     prof = profile(_data(name), 1, 1)
@@ -143,6 +156,17 @@ def test_cohere2_moe_bad_fields_name_the_field(changes: dict[str, Any], field: s
         build_spec(_data(COHERE2_MOE, **changes))
 
 
+def test_minicpm3_quirks() -> None:
+    # T = 3 tokens, h = 2560: the embedding times scale_emb, both residual branches times residual_scale,
+    # the final hidden states / logits_scaling
+    prof = profile(_data(MINICPM3), 1, 3)
+    assert prof.values["model.embed_tokens"]["mult"] == 3 * 2560  # = 7,680
+    assert prof.values["model.layers.0:residual_multiplier"]["mult"] == 2 * 3 * 2560  # = 15,360
+    assert prof.values[":logits_scaling"]["div"] == 3 * 2560
+    spec = prof.model.graph.spec
+    assert spec.v_head_dim == 2560 // 40 and all(layer.mixer.kind == "mla" and not layer.moe for layer in spec.layers)
+
+
 # --- validation against transformers ----------------------------------------------------------------
 
 pytest.importorskip("torch")
@@ -151,7 +175,8 @@ pytest.importorskip("transformers")
 from llm_profiler.validation import validate  # noqa: E402
 
 SINK_MODELS = [str(CONFIGS / f"{GRANITE_SWA}.json"), str(CONFIGS / f"{GRANITEMOE_SWA}.json"), NOPE, SHARED]
-MODELS = [*SINK_MODELS, str(CONFIGS / f"{COHERE2_MOE}.json"), COHERE_DENSE, COHERE_SUM]
+MODELS = [*SINK_MODELS, str(CONFIGS / f"{COHERE2_MOE}.json"), COHERE_DENSE, COHERE_SUM,
+          str(CONFIGS / f"{MINICPM3}.json"), MINICPM3_Q]
 # prefill; past the tiny window (4) after a cached prefix; a decode step past it
 SHAPES = [(2, 3, 0), (3, 7, 5), (1, 1, 9)]
 
@@ -166,7 +191,7 @@ def test_exact_tiny(model: int, shape: tuple[int, int, int]) -> None:
         assert any(r.node.endswith(":sink_scale") for r in report.rows)
 
 
-@pytest.mark.parametrize("name", [GRANITE_SWA, GRANITEMOE_SWA, COHERE2_MOE])
+@pytest.mark.parametrize("name", [GRANITE_SWA, GRANITEMOE_SWA, COHERE2_MOE, MINICPM3])
 def test_exact_full_size_meta(name: str) -> None:
     report = validate(str(CONFIGS / f"{name}.json"), 3, 7, 5)
     assert report.ok, report.table()

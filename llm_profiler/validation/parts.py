@@ -90,10 +90,11 @@ RULES: tuple[Rule, ...] = (
     Rule("positions", r"build_alibi_tensor|.*_get_alibi_slopes", "alibi slopes and biases, built by the base "
          "model: bloom, falcon with alibi"),
     Rule("residual", r"dropout_add", "bloom, falcon: residual + dropout(x) (bloom's inside attention and MLP)"),
-    Rule("residual_multiplier", r"\w+DecoderLayer\.forward", "granite, granitemoe(shared): the block output "
-         "times residual_multiplier, on the residual add's line", line=r"residual_multiplier", op=r"mul"),
-    Rule("residual", r"\w+DecoderLayer\.forward", "granite, granitemoe(shared): residual + (block output x "
-         "residual_multiplier)", line=r"residual_multiplier", op=r"add"),
+    Rule("residual_multiplier", r"\w+DecoderLayer\.forward", "granite, granitemoe(shared), minicpm3: the block "
+         "output times residual_multiplier (minicpm3: residual_scale), on the residual add's line",
+         line=r"residual_multiplier|residual_scale", op=r"mul"),
+    Rule("residual", r"\w+DecoderLayer\.forward", "granite, granitemoe(shared), minicpm3: residual + (block output "
+         "x residual_multiplier)", line=r"residual_multiplier|residual_scale", op=r"add"),
     Rule("shared_mix", r"GraniteMoe(Shared|SWA)DecoderLayer\.forward", "granitemoeshared, granitemoe_swa: the routed experts' "
          "output + the shared MLP's", line=r"shared_mlp"),
     Rule("q_scale", r"OPTAttention\.forward", "opt scales q after q_proj, before the attention call",
