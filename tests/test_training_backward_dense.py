@@ -194,3 +194,8 @@ def test_cohere_layer_norm_op_by_op() -> None:
     # + 6 (the mean's two gradients) = 2228 (measured on cohere's final norm at B=2, S=3)
     c = op_by_op_layer_norm_backward(6, 64)
     assert (c["mult"], c["div"], c["exp"], c["add"]) == (2328, 768, 384, 2228)
+
+
+def test_cohere2_moe_backward_exact_full_size_meta() -> None:
+    report = validate_backward(str(CONFIGS / "transformers--Cohere2MoeConfig-defaults.json"), 1, 5, tiny=False)
+    assert report.ok, report.summary_line()

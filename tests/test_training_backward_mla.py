@@ -94,3 +94,8 @@ def test_deepseek_v3_backward_exact_full_size_meta() -> None:
     scores = next(n for n in model.nodes if n.path == f"{a}:scores")
     plain = tb.node_backward(scores)
     assert got[(f"{a}:scores", "add")] - int(Counts(plain)["add"](1, 5, 0)) == (H - 1) * t * dr == 40_640
+
+
+def test_minicpm3_backward_exact_full_size_meta() -> None:
+    report = validate_backward(str(CONFIGS / "transformers--MiniCPM3Config-defaults.json"), 1, 5, tiny=False)
+    assert report.ok, _failures(report)

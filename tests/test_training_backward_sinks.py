@@ -56,3 +56,9 @@ def test_sink_scale_backward_values() -> None:
     assert values["add"] == R * (D - 1) + R + R + H * (T - 1) + R * K  # = 500
     assert values["exp"] == R * K  # = 72
     assert values["act"] == 2 * R * D + 3 * R + H + 3 * R * K  # = 1060
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_sinks_backward_exact_full_size_meta(model: str) -> None:
+    report = validate_backward(model, 1, 5, tiny=False)  # the config class defaults, on meta
+    assert report.ok, report.summary_line()
