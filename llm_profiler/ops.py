@@ -212,6 +212,13 @@ def reduce_max(rows: Number, k: Number) -> Counts:
     return Counts({CMP: rows * (k - 1), ACT: rows})
 
 
+def logsumexp(rows: Number, n: Number) -> Counts:
+    """log(sum(exp(x))) over n per row, stabilised as aten's kernel is: the max (n-1 CMP), x - max (n ADD), n EXP,
+    their sum (n-1 ADD), the log (1 EXP) and the max added back (1 ADD). Writes one value per row (granite_swa's
+    attention sinks)."""
+    return Counts({CMP: rows * (n - 1), ADD: rows * 2 * n, EXP: rows * (n + 1), ACT: rows})
+
+
 def softmax(rows: Number, n: Number) -> Counts:
     """Softmax over n, per row: max (n-1 CMP), subtract it (n ADD), n EXP, sum (n-1 ADD), n DIV."""
     return Counts({CMP: rows * (n - 1), ADD: rows * (2 * n - 1), EXP: rows * n, DIV: rows * n, ACT: rows * n})

@@ -90,6 +90,19 @@ DENSE_MODELS: list[tuple[str, Any]] = [
     ("RefinedWebModel", REFINEDWEB_MODEL),  # legacy keys: multi-query
     ("cohere", "aya-23-8b"),  # LayerNorm op by op, parallel blocks, logit scale
     ("cohere2", str(CONFIGS / "transformers--Cohere2Config-defaults.json")),  # + sliding layers
+    ("cohere2_moe", str(CONFIGS / "transformers--Cohere2MoeConfig-defaults.json")),  # + MoE (top-k, then softmax)
+    # a dense first layer (rotated although full), RMSNorms, the sigmoid router normalised, a shared expert averaged
+    ("cohere2_moe", _config("transformers--Cohere2MoeConfig-defaults.json", num_hidden_layers=5,
+                            layer_types=["full_attention"] + ["sliding_attention"] * 3 + ["full_attention"],
+                            mlp_layer_types=["dense"] + ["sparse"] * 4, prefix_dense_intermediate_size=4096,
+                            rms_norm_eps=1e-5, expert_selection_fn="sigmoid", num_shared_experts=1)),
+    # the dense prefix's own window pattern (2: its full layer not rotated), two shared experts summed, no renorm
+    ("cohere2_moe", _config("transformers--Cohere2MoeConfig-defaults.json", num_hidden_layers=4,
+                            layer_types=["full_attention", "sliding_attention", "sliding_attention", "full_attention"],
+                            mlp_layer_types=["dense", "sparse", "sparse", "sparse"],
+                            prefix_dense_sliding_window_pattern=2, num_shared_experts=2,
+                            shared_expert_combination_strategy="sum", expert_selection_fn="sigmoid",
+                            norm_topk_prob=False)),
     ("ministral3", str(CONFIGS / "transformers--Ministral3Config-defaults.json")),  # query temperature
     ("ministral", _config("transformers--MinistralConfig-defaults.json", head_dim=128)),
     ("arcee", str(CONFIGS / "transformers--ArceeConfig-defaults.json")),  # relu2 MLP (up, down)
@@ -181,3 +194,8 @@ def test_cohere_layer_norm_op_by_op() -> None:
     # + 6 (the mean's two gradients) = 2228 (measured on cohere's final norm at B=2, S=3)
     c = op_by_op_layer_norm_backward(6, 64)
     assert (c["mult"], c["div"], c["exp"], c["add"]) == (2328, 768, 384, 2228)
+
+
+def test_cohere2_moe_backward_exact_full_size_meta() -> None:
+    report = validate_backward(str(CONFIGS / "transformers--Cohere2MoeConfig-defaults.json"), 1, 5, tiny=False)
+    assert report.ok, report.summary_line()

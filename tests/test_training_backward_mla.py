@@ -39,6 +39,9 @@ MODELS: list[Any] = [
     V2_LITE,  # deepseek_v2: no q_lora (q_proj), complex rope, softmax greedy router
     {**V2_LITE, "topk_method": "group_limited_greedy", "n_group": 8, "topk_group": 3, "q_lora_rank": 1536},
     {**V3, "rope_interleave": False},  # deepseek_v3 with rotate_half rope (x * cos, rotate_half's two slices)
+    # minicpm3: MLA with rotate_half rope, dense MLPs, scaled embedding / residuals / final hidden states
+    str(CONFIGS / "transformers--MiniCPM3Config-defaults.json"),
+    {**json.loads((CONFIGS / "transformers--MiniCPM3Config-defaults.json").read_text()), "q_lora_rank": None},
     str(CONFIGS / "deepseek-ai--DeepSeek-V3.2.json"),  # deepseek_v32: MLA + DSA indexer (tiny index_topk 4)
     str(CONFIGS / "transformers--GlmMoeDsaConfig-defaults.json"),  # glm_moe_dsa
 ]
@@ -91,3 +94,8 @@ def test_deepseek_v3_backward_exact_full_size_meta() -> None:
     scores = next(n for n in model.nodes if n.path == f"{a}:scores")
     plain = tb.node_backward(scores)
     assert got[(f"{a}:scores", "add")] - int(Counts(plain)["add"](1, 5, 0)) == (H - 1) * t * dr == 40_640
+
+
+def test_minicpm3_backward_exact_full_size_meta() -> None:
+    report = validate_backward(str(CONFIGS / "transformers--MiniCPM3Config-defaults.json"), 1, 5, tiny=False)
+    assert report.ok, _failures(report)

@@ -11,6 +11,7 @@ from ..graph.blocks import Part
 from ..spec import ArchSpec, LayerSpec
 from . import register
 from ._dense import DenseSpec, DenseTemplate
+from ._granite_swa import SlidingSinks, swa_fields, with_sinks
 from .fields import Fields
 from .template import decoder_fields, tiny_dims
 
@@ -55,3 +56,21 @@ class Granite(DenseTemplate):
 
     def tiny(self, data: dict[str, Any]) -> dict[str, Any]:
         return tiny_dims(data)
+
+
+@register
+class GraniteSWA(SlidingSinks, Granite):
+    """granite_swa: granite with sliding-window layers, attention sinks and per-layer RoPE bases
+    (``_granite_swa``); GraniteSWAConfig's defaults differ from granite's (2560 wide, 24 layers, 20 heads,
+    4 KV heads, tied embeddings), and the config is read with them."""
+
+    name = "granite_swa"
+    model_types = ("granite_swa",)
+    defaults = {"vocab_size": 100352, "hidden_size": 2560, "intermediate_size": 8192, "num_hidden_layers": 24,
+                "num_attention_heads": 20, "num_key_value_heads": 4, "tie_word_embeddings": True}
+
+    def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
+        full = {**self.defaults, **data}
+        base = super().spec(full, name)
+        extra = swa_fields(Fields(full, "granite_swa"), base.num_layers)
+        return with_sinks(DenseSpec(**{**dict(base), **extra, "model_type": "granite_swa", "layers": ()}), extra["nope_layers"])

@@ -13,6 +13,7 @@ from ..graph.node import MLP, NodeKind
 from ..graph.routers import RoutedMoESpec, Router, routed_moe_parts
 from ..spec import ArchSpec, LayerSpec
 from . import register
+from ._granite_swa import SlidingSinks, swa_fields, with_sinks
 from ._moe_style import RoutedMoEStyle
 from .fields import Fields
 from .template import decoder_fields, tiny_dims
@@ -41,7 +42,7 @@ class GraniteMoe(RoutedMoEStyle):
         f = Fields(data, model_type)
         common = decoder_fields(f, self.name, name)
         bias = f.bool("attention_bias", default=False)
-        shared = f.int("shared_intermediate_size", default=0, minimum=0) if model_type == "granitemoeshared" else 0
+        shared = f.int("shared_intermediate_size", default=0, minimum=0) if model_type in ("granitemoeshared", "granitemoe_swa") else 0
         return RoutedMoESpec(
             **common, qkv_bias=bias, o_bias=bias, num_experts=f.int("num_local_experts", "num_experts"),
             experts_per_token=f.int("num_experts_per_tok"), moe_intermediate_size=common["intermediate_size"],
@@ -83,3 +84,22 @@ class GraniteMoe(RoutedMoEStyle):
         if data.get("shared_intermediate_size"):
             out["shared_intermediate_size"] = 40
         return out
+
+
+class GraniteMoeSWASpec(RoutedMoESpec):
+    rope_tables: int = 1  # rotary embeddings run per forward: one per distinct non-zero layer_rope_theta
+    nope_layers: tuple[int, ...] = ()  # layers whose layer_rope_theta is 0
+
+
+@register
+class GraniteMoeSWA(SlidingSinks, GraniteMoe):
+    """granitemoe_swa: granitemoeshared (the shared MLP when ``shared_intermediate_size`` > 0) with
+    sliding-window layers, attention sinks and per-layer RoPE bases (``_granite_swa``)."""
+
+    name = "granitemoe_swa"
+    model_types = ("granitemoe_swa",)  # type: ignore[assignment]  # GraniteMoe's holds two
+
+    def spec(self, data: dict[str, Any], name: str = "") -> ArchSpec:
+        base = super().spec(data, name)
+        extra = swa_fields(Fields(data, "granitemoe_swa"), base.num_layers)
+        return with_sinks(GraniteMoeSWASpec(**{**dict(base), **extra, "layers": ()}), extra["nope_layers"])

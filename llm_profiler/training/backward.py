@@ -413,7 +413,7 @@ VALIDATED_MODEL_TYPES = frozenset({
 DENSE_VALIDATED_MODEL_TYPES = frozenset({
     "gpt2", "gpt_neo", "gpt_bigcode", "opt", "xglm", "gpt_neox", "phi", "gptj", "codegen", "bloom", "mpt", "falcon",
     "cohere", "cohere2", "ministral3", "ministral", "arcee", "persimmon", "nemotron", "olmo2", "hunyuan_v1_dense", "jais2",
-    "RefinedWeb", "RefinedWebModel",
+    "RefinedWeb", "RefinedWebModel", "cohere2_moe",
 })
 VALIDATED_MODEL_TYPES |= DENSE_VALIDATED_MODEL_TYPES
 # model type -> its whole backward, for families with rules of their own (registered by their modules below)

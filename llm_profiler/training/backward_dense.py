@@ -64,6 +64,8 @@ Gradient accumulation per layer (``accumulations``), charged to the node that wr
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import ops
 from ..formula import B, Formula, S, fmin
 from ..graph.node import Node, NodeKind
@@ -79,9 +81,11 @@ from .backward import (
     BackwardUnsupportedError,
     embedding_backward,
     loss_backward,
+    matmul_backward,
     node_backward,
     norm_at,
     relu_backward,
+    sigmoid_backward,
 )
 
 # model types whose backward this module counts (backward.backward_counts dispatches here)
@@ -90,6 +94,7 @@ LAYOUTS = frozenset({
     "falcon", "RefinedWeb", "RefinedWebModel", "cohere", "cohere2", "ministral3", "ministral", "arcee", "persimmon",
     "nemotron", "olmo2", "hunyuan_v1_dense", "jais2",
     "stablelm",  # validated by backward.py's rules when sequential; its use_parallel_residual layout needs these
+    "cohere2_moe",  # cohere2's parallel block with MoE layers (the MoE rules of backward.py, its router below)
 })
 # position ids one row (1, S) shared by the batch: the position embeddings' gradient summed over B
 _SHARED_POSITIONS = frozenset({"gpt2", "gpt_neo", "gpt_bigcode"})
@@ -97,13 +102,13 @@ _SHARED_POSITIONS = frozenset({"gpt2", "gpt_neo", "gpt_bigcode"})
 _QKV_SPLIT = frozenset({"gpt2", "gpt_bigcode", "mpt", "codegen", "gpt_neox"})
 # q and k sliced into the rotary part and the rest before the rotation (one more read of all of q and k)
 _ROPE_SLICED = ROPE_SPLIT | {"phi", "gptj", "codegen"}
-_OP_BY_OP_LAYER_NORM = frozenset({"cohere", "cohere2"})
+_OP_BY_OP_LAYER_NORM = frozenset({"cohere", "cohere2", "cohere2_moe"})  # cohere2_moe: unless rms_norm_eps
 # q / k norms applied to rope's output (the graph lists them beside their projections)
 _QK_NORM_AFTER_ROPE = frozenset({"hunyuan_v1_dense"})
 _FALCON = frozenset({"falcon", "RefinedWeb", "RefinedWebModel"})
 # attention and MLP in parallel on the layer input; gpt_neox (use_parallel_residual) and falcon (parallel_attn /
 # new_decoder_architecture) read it from their specs
-_PARALLEL = frozenset({"gptj", "codegen", "phi", "cohere", "cohere2"})
+_PARALLEL = frozenset({"gptj", "codegen", "phi", "cohere", "cohere2", "cohere2_moe"})
 # the linears that read a block's internal tensor (its output projections), beyond backward's list
 _OUTPUTS = OUTPUT_PROJECTIONS | {"dense_4h_to_h", "fc_out"}
 # scores masked with torch.where(causal_mask, scores, min) (gpt_neo): where's backward selects the gradient
@@ -166,17 +171,39 @@ def dense_node_backward(node: Node, model: ModelProfile) -> Counts:
         return embedding_backward(rows, hidden, vocab)
     if node.kind == NodeKind.EMBEDDING and not node.facts.weights:
         return Counts()  # a sinusoidal table: no gradient
-    if node.kind == NodeKind.NORM and spec.model_type in _OP_BY_OP_LAYER_NORM:
+    if node.kind == NodeKind.NORM and _op_by_op_norm(model):
         n = Formula.const(spec.hidden_size)
         return op_by_op_layer_norm_backward(Formula.of(c["sqrt"]), n)
     if node.part == "temperature":
         return ops.elementwise("mul", TOKENS * spec.num_heads * spec.head_dim)
     if node.kind == NodeKind.ATTN_SCORES:
         return scores_backward(node, model)
+    if node.kind == NodeKind.ROUTER and getattr(spec, "sigmoid_router", False):
+        return cohere2_moe_sigmoid_router_backward(node, model)
+    if node.part == "shared_mix" and c.get(DIV):  # cohere2_moe's average: (routed + shared) / 2, g / 2 back
+        return ops.elementwise("div", Formula.of(c[DIV]))
     group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
     if getattr(spec, "new_decoder_architecture", False):
         group = 1  # falcon's values arrive broadcast to every head (summed back at the split)
-    return node_backward(node, spec.norm, spec.activation, group)
+    moe = spec if hasattr(spec, "num_experts") else None  # cohere2_moe's router and experts
+    return node_backward(node, spec.norm, spec.activation, group, moe)
+
+
+def cohere2_moe_sigmoid_router_backward(node: Node, model: ModelProfile) -> Counts:
+    """cohere2_moe's sigmoid router: top-k of the logits (a scatter back, no arithmetic), sigmoid_backward of
+    the T*k chosen, and with norm_topk_prob the division by their sum as ``backward.router_backward``'s."""
+    spec: Any = model.spec
+    pairs = TOKENS * spec.experts_per_token
+    out = matmul_backward(node) + sigmoid_backward(pairs)
+    if spec.norm_topk_prob:
+        out = out + Counts({DIV: 3 * pairs, MULT: pairs, ADD: 2 * pairs + TOKENS * (spec.experts_per_token - 1),
+                            ACT: 6 * pairs + TOKENS})
+    return Counts(out)
+
+
+def _op_by_op_norm(model: ModelProfile) -> bool:
+    """cohere's LayerNorm written op by op (cohere2_moe's norms are RMSNorms when rms_norm_eps is set)."""
+    return model.spec.model_type in _OP_BY_OP_LAYER_NORM and model.spec.norm == "layernorm"
 
 
 def scores_backward(node: Node, model: ModelProfile) -> Counts:
@@ -226,7 +253,7 @@ def _learned_positions(model: ModelProfile) -> bool:
 
 
 def _norm_reads(model: ModelProfile) -> int:
-    if model.spec.model_type in _OP_BY_OP_LAYER_NORM:
+    if _op_by_op_norm(model):
         return 3  # x - mean (twice) and the mean
     return 2 if model.spec.norm == "rmsnorm" else 1  # the eager RMSNorm reads x twice, nn.LayerNorm once
 
@@ -258,7 +285,8 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
         if blocks != ["attn", "mlp"] or not residual:
             raise BackwardUnsupportedError(f"layer {layer}: no attention-then-MLP blocks ({spec.model_type!r})")
         members = {b: [i for i, n in enumerate(in_layer) if n.block == b] for b in blocks}
-        readers = {b: sum(1 for n in in_layer if n.block == b and n.kind == NodeKind.LINEAR
+        readers = {b: sum(1 for n in in_layer if n.block == b  # a MoE's router and experts read it too
+                          and n.kind in (NodeKind.LINEAR, NodeKind.ROUTER, NodeKind.EXPERTS)
                           and n.path.rsplit(".", 1)[-1] not in _OUTPUTS) for b in blocks}
         pre = {b: norm_at(in_layer, members[b][0] - 1) for b in blocks}
         if _parallel(model):

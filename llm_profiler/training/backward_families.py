@@ -13,6 +13,7 @@ from . import (
     backward_mla,
     backward_moe,
     backward_routed,
+    backward_sinks,
     backward_ssm,
 )
 
@@ -48,6 +49,10 @@ for _type in backward_deltanet.DELTANET_TYPES:  # qwen3_next, qwen3_5: the chunk
 for _type in backward_dsv4.DSV4_TYPES:
     base.FAMILY_BACKWARD[_type] = backward_dsv4.dsv4_backward
 
+# granite_swa, granitemoe_swa: the generic rules plus the post-attention sink scale
+for _type in backward_sinks.SINK_TYPES:
+    base.FAMILY_BACKWARD[_type] = backward_sinks.sinks_backward
+
 # exact per node, tiny on the CPU at (2, 3) and (1, 5), and full size on meta (tests/test_training_backward_*.py)
 VALIDATED: frozenset[str] = (backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES | backward_moe.GPT_OSS_TYPES
                               | backward_moe.HUNYUAN_TYPES | {"ernie4_5_moe", "phimoe", "mimo_v2_flash"}
@@ -55,7 +60,7 @@ VALIDATED: frozenset[str] = (backward_mla.MLA_TYPES | backward_moe.LLAMA4_TYPES 
                               | backward_lightning.LIGHTNING_TYPES
                               | backward_dsv4.DSV4_TYPES | backward_deltanet.DELTANET_TYPES
                               | backward_routed.ROUTED_TYPES | backward_gemma.GEMMA4_TYPES | backward_gemma.GEMMA3N_TYPES
-                              | {"falcon_mamba", "bamba", "lfm2_moe"})
+                              | {"falcon_mamba", "bamba", "lfm2_moe"} | backward_sinks.SINK_TYPES)
 
 # flex_olmo, apertus, dbrx, jetmoe (tests/test_training_backward_routed.py)
 for _type in backward_routed.FLEX_OLMO_TYPES:

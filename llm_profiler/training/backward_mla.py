@@ -56,7 +56,8 @@ from ..ops import Counts
 from ..profile import ModelProfile
 from . import backward as base
 
-MLA_TYPES: frozenset[str] = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2", "deepseek_v32", "glm_moe_dsa"})
+MLA_TYPES: frozenset[str] = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2", "deepseek_v32", "glm_moe_dsa",
+                                       "minicpm3"})
 _INNER = frozenset({"q_b_proj", "kv_b_proj"})  # linears of the attention block that read its latents
 
 

@@ -278,3 +278,4 @@ _SPECIAL["index_add"] = _index_add  # JetMoE: expert outputs scattered back to t
 _SPECIAL["index_add_"] = _index_add  # DBRX: the same, in place (op_name keeps its "_": not an elementwise op)
 _SPECIAL["linalg_vector_norm"] = _vector_norm
 _SPECIAL["aminmax"] = _aminmax
+_SPECIAL["logsumexp"] = _reduce(ops.logsumexp)  # granite_swa's sink scale: logsumexp of the scores over the keys

@@ -90,11 +90,12 @@ RULES: tuple[Rule, ...] = (
     Rule("positions", r"build_alibi_tensor|.*_get_alibi_slopes", "alibi slopes and biases, built by the base "
          "model: bloom, falcon with alibi"),
     Rule("residual", r"dropout_add", "bloom, falcon: residual + dropout(x) (bloom's inside attention and MLP)"),
-    Rule("residual_multiplier", r"\w+DecoderLayer\.forward", "granite, granitemoe(shared): the block output "
-         "times residual_multiplier, on the residual add's line", line=r"residual_multiplier", op=r"mul"),
-    Rule("residual", r"\w+DecoderLayer\.forward", "granite, granitemoe(shared): residual + (block output x "
-         "residual_multiplier)", line=r"residual_multiplier", op=r"add"),
-    Rule("shared_mix", r"GraniteMoeSharedDecoderLayer\.forward", "granitemoeshared: the routed experts' "
+    Rule("residual_multiplier", r"\w+DecoderLayer\.forward", "granite, granitemoe(shared), minicpm3: the block "
+         "output times residual_multiplier (minicpm3: residual_scale), on the residual add's line",
+         line=r"residual_multiplier|residual_scale", op=r"mul"),
+    Rule("residual", r"\w+DecoderLayer\.forward", "granite, granitemoe(shared), minicpm3: residual + (block output "
+         "x residual_multiplier)", line=r"residual_multiplier|residual_scale", op=r"add"),
+    Rule("shared_mix", r"GraniteMoe(Shared|SWA)DecoderLayer\.forward", "granitemoeshared, granitemoe_swa: the routed experts' "
          "output + the shared MLP's", line=r"shared_mlp"),
     Rule("q_scale", r"OPTAttention\.forward", "opt scales q after q_proj, before the attention call",
          line=r"\* self\.scaling"),
@@ -104,6 +105,9 @@ RULES: tuple[Rule, ...] = (
          "scaled scores and the mask, tanh(scores / cap) * cap", line=r"softcap|tanh"),
     Rule("sinks", r"eager_attention_forward", "gpt_oss: the sink logit column joined to the scores and the row "
          "maximum subtracted before the softmax", file=r"models/gpt_oss/.*", line=r"combined_logits\.max"),
+    Rule("sink_scale", r"eager_attention_forward", "granite_swa, granitemoe_swa: the sink scale sigmoid(logsumexp("
+         "scores) - sink) and the attention output times it", file=r"models/granite(moe)?_swa/.*",
+         line=r"logsumexp|sink_scale"),
     Rule("output_gate", r"Qwen3(Next|_5|_5Moe)Attention\.forward", "qwen3_next, qwen3_5(_moe): the attention "
          "output times sigmoid(gate), the gate being the second half of q_proj", line=r"sigmoid\(gate\)"),
     Rule("conv", r"causal_conv1d_fn|causal_conv1d_update", "qwen3_next, qwen3_5(_moe) gated DeltaNet: the short "
