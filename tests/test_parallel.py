@@ -389,3 +389,18 @@ def test_mamba1_split_by_channels_with_x_proj_all_reduced() -> None:
         ("model.layers.0.mamba.x_proj", 10 * 288 * 2), ("model.layers.0.mamba.out_proj", 10 * 4096 * 2)]
     # the conv and SSM states a rank holds: B*4096*4 + B*4096*16
     assert rank.count("cache", "model.layers.0", 1, 10, 0) == 4096 * 4 + 4096 * 16
+
+
+def test_logit_scalings_split_with_the_vocabulary() -> None:
+    """An elementwise op on the logits (granite's / cohere's scaling, a LM_HEAD node without a matmul) runs on
+    each rank's vocabulary slice; minicpm3's scaling of the hidden states before the head is replicated."""
+    configs = "tests/family_configs/"
+    granite = profile_model(configs + "ibm-granite--granite-3.1-3b-a800m-instruct.json")
+    rank = rank_model(granite, make_plan(tp=4)).at(2, 3).values[":logits_scaling"]
+    # vocab 49,155 -> ceil(49155 / 4) = 12,289 per rank; B*S = 6 tokens: 6 * 12,289 = 73,734 divisions
+    assert rank["div"] == 6 * 12_289 == 73_734
+    cohere = profile_model(configs + "transformers--Cohere2MoeConfig-defaults.json")
+    assert rank_model(cohere, make_plan(tp=4)).at(2, 3).values[":logit_scale"]["mult"] == 6 * 256_000 // 4
+    minicpm = profile_model(configs + "transformers--MiniCPM3Config-defaults.json")
+    # hidden 2560: 6 * 2560 = 15,360 divisions of the final hidden states, on every rank
+    assert rank_model(minicpm, make_plan(tp=4)).at(2, 3).values[":logits_scaling"]["div"] == 6 * 2560 == 15_360

@@ -50,7 +50,7 @@ from ..facts import Facts, Matmul, State, StateKind, TensorClass, Weight
 from ..formula import ZERO, Formula
 from ..graph import Graph, Node, NodeKind
 from ..graph.node import ATTN, MLP
-from ..metrics import ACTIVE_PARAMS, CACHE, PARAMS
+from ..metrics import ACT, ACTIVE_PARAMS, CACHE, PARAMS
 from ..ops import Counts
 from ..profile import ModelProfile
 from .plan import LINEAR_MIXERS, ParallelPlan, check_plan, has_attention, kv_heads_per_rank
@@ -237,6 +237,11 @@ def _lm_head(node: Node, lay: Layout) -> Node:
     return _with(node, counts, replace(facts, weights=weights, matmuls=(new,)))
 
 
+def _per_token_outputs(node: Node) -> int:
+    """Elements one token's pass of the node writes (its ``act`` at B = S = 1, no cache)."""
+    return int(Formula.of(node.counts.get(ACT, 0)).evaluate({"B": 1, "S": 1, "P": 0}))
+
+
 def rule(node: Node, lay: Layout) -> str:
     """The sharding rule of a node under the layout's plan (the module docstring's list)."""
     tp = lay.plan.tp
@@ -256,7 +261,11 @@ def rule(node: Node, lay: Layout) -> str:
     if node.kind == NodeKind.EMBEDDING:
         return "vocab" if lay.plan.embedding == "vocab" else "replicated"
     if node.kind == NodeKind.LM_HEAD:
-        return "vocab_column"
+        if node.facts.matmuls:
+            return "vocab_column"
+        # an elementwise op on the logits (granite's / cohere's scaling) is split with them; one on the hidden
+        # states before the head (minicpm3's) stays replicated
+        return "vocab_elementwise" if _per_token_outputs(node) == lay.vocab else "replicated"
     if node.kind in (NodeKind.LINEAR, NodeKind.ROUTER) and node.facts.matmuls:
         return style(node.path) or "replicated"
     if node.block == ATTN:
@@ -307,6 +316,8 @@ def _tensor_shard(node: Node, lay: Layout) -> Node:
         return _embedding(node, lay)
     if how == "vocab_column":
         return _lm_head(node, lay)
+    if how == "vocab_elementwise":
+        return _share(node, Fraction(lay.vocab_local, lay.vocab), node.facts.states)
     if how == "q_heads":
         return _fraction(node, lay.q_fraction, lay.kv_fraction)
     if how == "kv_heads":
