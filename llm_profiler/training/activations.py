@@ -267,7 +267,10 @@ def grouped_saved(node: Node, spec: Any, gate_product: bool = True) -> tuple[Sav
     up, down = node.facts.matmuls[0], node.facts.matmuls[-1]
     pairs = down.batch
     biased = spec.model_type in _EXPERT_BIASES
-    num_experts = spec.layers[node.layer].ffn.experts
+    # the experts this rank holds (all of them, or E / ep): its expert weights over one expert's two matrices
+    # (gpt_oss's biases add less than one expert's worth)
+    per_expert = int(Formula.of(up.k * up.m * up.n + down.k * down.m * down.n))
+    num_experts = sum(w.numel for w in node.facts.weights) // per_expert
     kept = Saved(up.batch * up.k + (2 if gate_product else 1) * pairs * down.k + down.outputs)
     weights = AT_FP32 if spec.model_type in _ROUTING_WEIGHTS_FP32 else AT_ACT
     return (kept, Saved((4 if biased else 3) * pairs, AT_INT64), Saved(Formula.of(num_experts), AT_INT32),
