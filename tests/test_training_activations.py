@@ -74,9 +74,38 @@ def test_llama_8b_saved_bytes() -> None:
     assert got.bytes == 32 * layer_b + tail_b
 
 
+def test_mixtral_8x7b_training_step_saves_grouped_mm_experts() -> None:
+    """Mixtral-8x7B at (1, 4096) bf16: training runs the experts by grouped_mm, so ``training_step`` counts
+    its saved set, not batched_mm's. T = 4096, k = 2: N = 8192 pairs per layer, h 4096, I 14336, E 8, 32
+    layers. batched_mm keeps the weights gathered per pair, N*2I*h + N*h*I = 1,443,109,011,456 elements
+    (2.9 TB in bf16) per layer: 86,016 GiB over 32 layers. grouped_mm keeps neither; it keeps the same sorted
+    tokens, gate product, act(gate), down output and routing weights as batched_mm's repeated tokens, gate
+    product and so on, and adds perm // k, perm and inv_perm (3*N int64) and the offsets (E int32). Its
+    experts per layer: 2*(N*h + 2*N*I + N*h) + 8*3*N + 4*E + 4*N = 604,209,184 bytes (576 MiB); the whole
+    step's saved activations: about 141 GiB, hundreds of GiB, not tens of thousands."""
+    from llm_profiler.training.activations import saved_bytes_by_node
+    from llm_profiler.training.step import training_step
+
+    n, h, i, e = 8192, 4096, 14336, 8
+    model = profile_model("mixtral-8x7b")
+    batched = saved_activations(model, 1, 4096, experts="batched_mm").bytes
+    grouped = saved_activations(model, 1, 4096, experts="grouped_mm").bytes
+    gathered = n * 2 * i * h + n * h * i
+    assert gathered == 1_443_109_011_456
+    assert 32 * 2 * gathered // 2**30 == 86_016
+    assert grouped == batched - 32 * 2 * gathered + 32 * (8 * 3 * n + 4 * e)
+    per_layer = saved_bytes_by_node(model, experts="grouped_mm")["model.layers.0.mlp.experts"]
+    assert int(per_layer(1, 4096, 0)) == 2 * (n * h + 2 * n * i + n * h) + 8 * 3 * n + 4 * e + 4 * n == 604_209_184
+    step = training_step(model, 1, 4096)
+    assert step.memory.activations == grouped and step.activations_exact
+    assert 100 * 2**30 < grouped < 1000 * 2**30  # 140.6 GiB
+
+
 def test_unknown_recompute_is_a_profiler_error() -> None:
     with pytest.raises(BackwardUnsupportedError, match="recompute"):
         saved_by_node(profile_model("llama-3.2-1b"), "most")
+    with pytest.raises(BackwardUnsupportedError, match="experts"):
+        saved_by_node(profile_model("llama-3.2-1b"), experts="deepgemm")
 
 
 # --- bytes in bf16, and the LoRA saved set (validation.saved_bytes: saved_tensors_hooks counting bytes) ---

@@ -1,5 +1,6 @@
 """Saved-for-backward activations of the layouts beyond the DecoderTemplate's (training.activations' rules of
-their own: MoE routers and batched_mm experts, shared experts), exact per node against saved_tensors_hooks."""
+their own: MoE routers, batched_mm and grouped_mm experts, shared experts), exact per node against
+saved_tensors_hooks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from llm_profiler.training.activations import VALIDATED_MODEL_TYPES, saved_by_node, saved_bytes_by_node
+from llm_profiler.training.activations import (
+    GROUPED_MM_MODEL_TYPES,
+    VALIDATED_MODEL_TYPES,
+    saved_by_node,
+    saved_bytes_by_node,
+)
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -50,6 +56,10 @@ FAMILIES += [str(CONFIGS / "transformers--Ernie4_5_MoeConfig-defaults.json"),
              str(CONFIGS / "meta-llama--Llama-4-Maverick-17B-128E-Instruct.json"),
              # mimo_v2_flash: row max before the bf16 softmax, sliding layers with their own rope table
              str(CONFIGS / "transformers--MiMoV2FlashConfig-defaults.json")]
+# the MoE layouts again with the experts run by grouped_mm (what training runs; training.step counts it): all
+# but llama4's, whose experts transformers runs one way only (every expert on every token)
+GROUPED = [m for m in FAMILIES if "Llama-4" not in str(m)]
+GROUPED_CASES = [(m, b, s) for m in GROUPED for b, s in [(2, 3), (1, 5)]]
 # dense: gpt2 (fused c_attn, gelu_new, learned positions), phi (parallel blocks on one LayerNorm), ministral,
 # arcee and jais2 (relu2 MLPs, jais2 LayerNorm), olmo2 (post-norms, float32 norm products and rope tables),
 # hunyuan_v1_dense (q/k norms after rope); from tests/test_training_backward.py: starcoder2, stablelm, exaone4,
@@ -73,6 +83,43 @@ def test_validated_list_is_what_is_tested() -> None:
 
     tested = {reference(m, tiny=True).profile.spec.model_type for m in [*SAVED_EXACT, *FAMILIES]}
     assert tested == VALIDATED_MODEL_TYPES
+
+
+def test_grouped_list_is_what_is_tested() -> None:
+    assert {reference(m, tiny=True).profile.spec.model_type for m in GROUPED} == GROUPED_MM_MODEL_TYPES
+
+
+@pytest.mark.parametrize(("model", "batch", "seq"), GROUPED_CASES,
+                         ids=[f"{i}-{b}x{s}" for i, (_, b, s) in enumerate(GROUPED_CASES)])
+def test_saved_exact_per_node_grouped_mm(model: Any, batch: int, seq: int) -> None:
+    """The experts run by transformers' grouped_mm (torch's grouped_mm on the CPU): elements in float32 and
+    bytes in bf16, exact per node."""
+    rows = compare_saved(model, batch, seq, experts="grouped_mm")
+    assert [r for r in rows if not r.ok] == []
+    assert any(r.node == "loss" for r in rows) and len(rows) > 20
+    rows = saved_bytes_rows(model, batch, seq, dtype="bf16", experts="grouped_mm")
+    assert [r for r in rows if not r.ok] == []
+
+
+def test_tiny_mixtral_grouped_mm_experts_saved() -> None:
+    """Tiny mixtral (h 64, I 96, E 4, k 2) at B=2, S=3 under grouped_mm: T = 6 tokens, N = T*k = 12 pairs
+    sorted by expert. The experts keep the gathers' indices perm // k and perm and the un-sort's inv_perm,
+    3*N = 36 int64; the offsets, E = 4 int32 (both grouped_mms keep the same tensor); the sorted tokens
+    N*h = 768 (the first grouped_mm's input; its weight is the parameter, not counted); act(gate) N*I = 1152
+    and the gate product N*I = 1152 (the second grouped_mm's input); the down output N*h = 768 and the sorted
+    routing weights N = 12 (float32: mixtral's router leaves them so): 3892, against 225,036 under batched_mm
+    (whose gathered weights N*2I*h + N*h*I = 221,184 are gone). act_fn keeps the gate_up output N*2I = 2304
+    either way, the router the same 438."""
+    profile = reference("mistralai/Mixtral-8x7B-v0.1", tiny=True).profile
+    saved = {path: int(f(2, 3, 0)) for path, f in saved_by_node(profile, experts="grouped_mm").items()}
+    moe = "model.layers.0.mlp"
+    assert saved[f"{moe}.experts"] == 36 + 4 + 768 + 1152 + 1152 + 768 + 12 == 3892
+    assert saved[f"{moe}.experts.act_fn"] == 2304 and saved[f"{moe}.gate"] == 438
+    # bf16: the indices 8 bytes, the offsets 4, the routing weights 4, the rest 2
+    nbytes = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(profile, experts="grouped_mm").items()}
+    assert nbytes[f"{moe}.experts"] == 8 * 36 + 4 * 4 + 2 * (768 + 1152 + 1152 + 768) + 4 * 12 == 8032
+    rows = {r.node: r for r in compare_saved("mistralai/Mixtral-8x7B-v0.1", 2, 3, experts="grouped_mm")}
+    assert rows[f"{moe}.experts"].measured == 3892
 
 
 @pytest.mark.parametrize(("model", "batch", "seq"), CASES, ids=IDS)

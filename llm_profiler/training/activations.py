@@ -8,9 +8,13 @@ GPT-style blocks, float32 norm products, soft-capping, sinks (tests/test_trainin
   the int64 indices T*k, and, normalizing in place, the sum T and a clone of the top values T*k (autograd
   copies what an in-place op overwrites); float32 routers keep float32 copies of x and of the weight below
   float32; top-k-then-softmax routers their softmax over the k; phimoe's sparsemixer its masks per round;
-- the batched_mm experts over N = T*k pairs keep each bmm's two operands, and so the expert weights gathered
-  per pair (``gate_up_proj[expert_ids]``: N*2I*h, ``down_proj[expert_ids]``: N*h*I: copies, not parameters,
-  the bulk of an MoE layer's saved bytes at any real size), act(gate), the routing weights and the output;
+- the experts over N = T*k pairs, by kernel (``EXPERTS``): batched_mm (what the op counters validate, the
+  reference's) keeps each bmm's two operands, and so the expert weights gathered per pair
+  (``gate_up_proj[expert_ids]``: N*2I*h, ``down_proj[expert_ids]``: N*h*I: copies, not parameters, the bulk of
+  an MoE layer's saved bytes at any real size), act(gate), the routing weights and the output; grouped_mm (what
+  training runs: ``training.step``) reads the weights in place and keeps the sorted tokens N*h, act(gate) and
+  the gate product N*I each, the down output N*h, the sorted routing weights N, three int64 index tensors of N
+  and the E int32 offsets;
 - MLA: the latent norm of a slice (a float32 model keeps the whole kv_a output as its x), v a slice of kv_b's
   output; at B = 1 the matmuls take such head views without copying and keep the whole fused output (MLA's
   kv_b, a fused qkv, gemma's multi-query expand), for B > 1 a copy (``fmin(B - 1, 1)``);
@@ -85,6 +89,12 @@ DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2",
                                "hunyuan_v1_dense", "exaone4", "cwm", "gemma", "gemma2", "gemma3_text", "vaultgemma",
                                "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox", "ministral3"})
 VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES
+# llama4's experts run every token through every expert (``_DENSE_EXPERTS``): transformers gives them no
+# experts implementation to choose, one rule for both kernels
+_DENSE_EXPERTS = frozenset({"llama4_text"})
+# the MoE types whose experts' saved set under grouped_mm is validated exact per node too (``grouped_saved``;
+# tests/test_training_saved_families.py builds the reference with experts="grouped_mm")
+GROUPED_MM_MODEL_TYPES = (MOE_MODEL_TYPES | MLA_MODEL_TYPES) - _DENSE_EXPERTS
 # interleaved rope: each layer's apply_rotary_pos_emb re-derives cos / sin (repeat_interleave), a new pair
 _TABLES_PER_LAYER = frozenset({"helium", "ernie4_5", "glm", "glm4", "ernie4_5_moe"})
 # the first linear reading each tensor (MLA: q_a_proj reads the normed input with kv_a_proj_with_mqa, q_b_proj
@@ -108,6 +118,7 @@ FP32 = 4  # the eager code's float32 intermediates
 INT64 = 8
 # the dtype a saved tensor is kept in: the model's activation dtype, or float32 / int64 whatever the model runs in
 AT_ACT, AT_FP32, AT_INT64, AT_COMPLEX64, AT_BOOL = "act", "fp32", "int64", "complex64", "bool"
+AT_INT32 = "int32"
 # routers whose top-k weights stay float32 into the experts (mixtral's router has no ``.to(logits.dtype)``)
 _ROUTING_WEIGHTS_FP32 = frozenset({"mixtral", "dots1", "glm4_moe", "solar_open", "exaone_moe", "minimax_m2",
                                    "deepseek_v3", "glm4_moe_lite", "deepseek_v2", "deepseek_v32", "glm_moe_dsa",
@@ -118,8 +129,11 @@ _TOPK_SOFTMAX_AT_ACT = frozenset({"gpt_oss"})
 _HALF_TABLES = frozenset({"gpt_oss"})
 # complex rope, ``view_as_complex(x) * freqs_cis``: one complex64 table of S * rotary_dim / 2 (8 bytes each)
 _COMPLEX_TABLES = frozenset({"deepseek_v2", "llama4_text"})
-# llama4's experts run every token through every expert (no gathered weights: the weights are parameters)
-_DENSE_EXPERTS = frozenset({"llama4_text"})
+# the experts kernels with a saved rule (``experts_saved``): batched_mm (what the op counters see, the validation
+# reference's) and grouped_mm (what training runs: the weights read in place)
+EXPERTS = ("batched_mm", "grouped_mm")
+# experts with biases, gathered per pair under grouped_mm (``gate_up_proj_bias[expert_ids_g]``: its indices kept)
+_EXPERT_BIASES = frozenset({"gpt_oss"})
 # llama4's NoPE-layer temperature scales are computed in float32
 _TEMPERATURE_FP32 = frozenset({"llama4_text"})
 # attention softmax at the activation dtype (``softmax(x, dtype=x.dtype)``): no float32 output, no copy for p @ v
@@ -161,7 +175,8 @@ class Saved:
     def nbytes(self, act_bytes: int) -> Formula:
         if self.at_fp32 != (act_bytes == FP32) and self.below_fp32 is not None:
             return ZERO
-        return self.elements * {AT_ACT: act_bytes, AT_FP32: FP32, AT_INT64: INT64, AT_COMPLEX64: 8, AT_BOOL: 1}[self.dtype]
+        return self.elements * {AT_ACT: act_bytes, AT_FP32: FP32, AT_INT64: INT64, AT_COMPLEX64: 8, AT_BOOL: 1,
+                                AT_INT32: 4}[self.dtype]
 
 
 def router_saved(node: Node, spec: Any, first_reader: bool, logits: Node | None = None) -> tuple[Saved, ...]:
@@ -214,16 +229,22 @@ def _scoring(spec: Any) -> str:
     return router.scoring if router is not None else "softmax"
 
 
-def experts_saved(node: Node, spec: Any, gate_product: bool = True) -> tuple[Saved, ...]:
-    """The batched_mm experts over N = T*k (token, expert) pairs: each bmm keeps both operands, the weights
-    gathered per pair (``gate_up_proj[expert_ids]``: N*2I*h, ``down_proj[expert_ids]``: N*h*I, not parameters
-    but copies) and its input (the repeated tokens N*h, the gate product N*I); the gate product ``act(gate) *
-    up`` keeps act(gate) (N*I; up is a view of gate_up's output, kept by the activation); ``out * w`` keeps the
-    routing weights (N, float32 where the router leaves them so) and the down projection's output (N*h).
+def experts_saved(node: Node, spec: Any, gate_product: bool = True, experts: str = "batched_mm") -> tuple[Saved, ...]:
+    """The experts over N = T*k (token, expert) pairs, run by ``experts`` (``EXPERTS``).
+
+    batched_mm: each bmm keeps both operands, the weights gathered per pair (``gate_up_proj[expert_ids]``:
+    N*2I*h, ``down_proj[expert_ids]``: N*h*I, not parameters but copies) and its input (the repeated tokens N*h,
+    the gate product N*I); the gate product ``act(gate) * up`` keeps act(gate) (N*I; up is a view of gate_up's
+    output, kept by the activation); ``out * w`` keeps the routing weights (N, float32 where the router leaves
+    them so) and the down projection's output (N*h).
+
+    grouped_mm (``grouped_saved``): the weights are the parameters themselves, read in place (not kept).
     ``gate_product=False``: the gating is a node of its own (gpt_oss's ``:swiglu``), as are its tensors."""
     up, down = node.facts.matmuls[0], node.facts.matmuls[-1]  # N x (2I x h) @ (h x 1); N x (h x I) @ (I x 1)
     if spec.model_type in _DENSE_EXPERTS:  # (E, T, h) @ (E, h, 2I): the routed input, act(gate), the product
         return (Saved(up.batch * up.m * up.k + 2 * down.batch * down.m * down.k),)
+    if experts == "grouped_mm":
+        return grouped_saved(node, spec, gate_product)
     operands = sum((mm.batch * (mm.m * mm.k + mm.k * mm.n) for mm in (up, down)), ZERO)
     kept = Saved(operands + (down.batch * down.k if gate_product else ZERO) + down.outputs)
     if spec.model_type in _TOPK_SOFTMAX_AT_ACT:  # the router's softmax output is the weights, at the dtype
@@ -235,6 +256,27 @@ def experts_saved(node: Node, spec: Any, gate_product: bool = True) -> tuple[Sav
     return kept, Saved(down.batch, AT_FP32 if spec.model_type in _ROUTING_WEIGHTS_FP32 else AT_ACT)
 
 
+def grouped_saved(node: Node, spec: Any, gate_product: bool = True) -> tuple[Saved, ...]:
+    """transformers' ``grouped_mm_experts_forward`` over N = T*k pairs sorted by expert, E experts: the two
+    gathers' indices ``perm // k`` (the sorted tokens) and ``perm`` (the sorted routing weights), and the
+    un-sort's ``inv_perm``, N int64 each (gpt_oss's biases gathered per pair: ``expert_ids_g``, N more); the
+    offsets, E int32 (both grouped_mms keep the same); each grouped_mm its input, the sorted tokens N*h and the
+    gate product N*I (its weight is the parameter, a view: not an activation); act(gate) N*I (the gate product's
+    other factor; up is a view of gate_up's output, kept whole by the activation); ``out * w`` the down output
+    N*h and the sorted routing weights N (a new tensor, at the dtype the router leaves them)."""
+    up, down = node.facts.matmuls[0], node.facts.matmuls[-1]
+    pairs = down.batch
+    biased = spec.model_type in _EXPERT_BIASES
+    # the experts this rank holds (all of them, or E / ep): its expert weights over one expert's two matrices
+    # (gpt_oss's biases add less than one expert's worth)
+    per_expert = int(Formula.of(up.k * up.m * up.n + down.k * down.m * down.n))
+    num_experts = sum(w.numel for w in node.facts.weights) // per_expert
+    kept = Saved(up.batch * up.k + (2 if gate_product else 1) * pairs * down.k + down.outputs)
+    weights = AT_FP32 if spec.model_type in _ROUTING_WEIGHTS_FP32 else AT_ACT
+    return (kept, Saved((4 if biased else 3) * pairs, AT_INT64), Saved(Formula.of(num_experts), AT_INT32),
+            Saved(pairs, weights))
+
+
 def _last(node: Node) -> str:
     return node.path.rsplit(".", 1)[-1]
 
@@ -243,9 +285,10 @@ def _parent(node: Node) -> str:
     return node.module.rsplit(".", 1)[0]
 
 
-def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool = False) -> tuple[Saved, ...] | None:
-    """What ``node`` keeps, by dtype, for the node kinds with rules of their own (MoE), else None (``node_saved``).
-    """
+def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool = False,
+               experts: str = "batched_mm") -> tuple[Saved, ...] | None:
+    """What ``node`` keeps, by dtype, for the node kinds with rules of their own (MoE, its experts run by
+    ``experts``), else None (``node_saved``)."""
     kind = node.kind
     if kind == NodeKind.ROUTER:
         own = bool(node.facts.matmuls)
@@ -253,7 +296,7 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
                             logits=None if own else prev)
     if kind == NodeKind.EXPERTS:
         own_gate = any(n.path == f"{node.path}:swiglu" for n in model.nodes)
-        return experts_saved(node, model.spec, gate_product=not own_gate)
+        return experts_saved(node, model.spec, gate_product=not own_gate, experts=experts)
     if node.part == "swiglu" and prev is not None and prev.kind == NodeKind.EXPERTS:
         # gpt_oss: the clamps keep gate_up's output (N*2I; gate and up are strided views of it); per element
         # of N*I: sigmoid's output, the clamped gate (gate * sigmoid), up + 1 and glu ((up + 1) * glu)
@@ -289,8 +332,8 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
         rows_n, n = Formula.of(node.facts.fused_reads), int(Formula.of(node.counts[PARAMS]))
         return (Saved(2 * rows_n + rows_n / n + n, AT_FP32),)
     if node.part == "routing":  # llama4: x.repeat(E, 1) * scores: the E*T*h copies and the E*T scores
-        experts = next(n for n in model.nodes if n.path == f"{node.module}.experts")
-        up = experts.facts.matmuls[0]
+        routed = next(n for n in model.nodes if n.path == f"{node.module}.experts")
+        up = routed.facts.matmuls[0]
         return (Saved(up.batch * up.m * up.k + up.batch * up.m),)
     if node.part == "temperature":  # q * scale, the scale per position (S, computed with one div each) kept
         return (Saved(Formula.of(node.counts[DIV]), AT_FP32 if spec.model_type in _TEMPERATURE_FP32 else AT_ACT),)
@@ -400,9 +443,9 @@ def rope_tables(spec: Any) -> tuple[Saved, ...]:
     return (Saved(S * width, AT_FP32 if spec.model_type in _ROPE_FP32 else AT_ACT),)
 
 
-def saved_rules(model: ModelProfile) -> dict[str, tuple[Saved, ...] | None]:
-    """node path -> what it keeps by dtype (``rule_saved``), or None where ``node_saved`` and
-    ``node_saved_bytes`` say it."""
+def saved_rules(model: ModelProfile, experts: str = "batched_mm") -> dict[str, tuple[Saved, ...] | None]:
+    """node path -> what it keeps by dtype (``rule_saved``, MoE experts run by ``experts``), or None where
+    ``node_saved`` and ``node_saved_bytes`` say it."""
     out: dict[str, tuple[Saved, ...] | None] = {}
     prev = None
     router_read: Node | None = None  # a router that read the current norm's output first
@@ -410,7 +453,7 @@ def saved_rules(model: ModelProfile) -> dict[str, tuple[Saved, ...] | None]:
     fresh = False  # a stream norm's output no linear has read yet
     model_type = model.spec.model_type
     for node in model.nodes:
-        rule = rule_saved(node, model, fresh=fresh and node.kind == NodeKind.LINEAR, prev=prev)
+        rule = rule_saved(node, model, fresh=fresh and node.kind == NodeKind.LINEAR, prev=prev, experts=experts)
         if node.kind in (NodeKind.LINEAR, NodeKind.ROUTER):
             fresh = False
         elif node.kind == NodeKind.NORM:  # a norm of a head or latent sits in its linear's module
@@ -436,8 +479,9 @@ def saved_rules(model: ModelProfile) -> dict[str, tuple[Saved, ...] | None]:
     return out
 
 
-def saved_by_node(model: ModelProfile, recompute: str = "none") -> dict[str, Formula]:
-    """node path -> elements saved for backward (and ``loss``), under ``recompute`` (none, selective, full)."""
+def saved_by_node(model: ModelProfile, recompute: str = "none", experts: str = "batched_mm") -> dict[str, Formula]:
+    """node path -> elements saved for backward (and ``loss``), under ``recompute`` (none, selective, full), MoE
+    experts run by ``experts`` (``EXPERTS``)."""
     spec = model.spec
     if spec.model_type not in VALIDATED_MODEL_TYPES:
         raise BackwardUnsupportedError(
@@ -445,8 +489,10 @@ def saved_by_node(model: ModelProfile, recompute: str = "none") -> dict[str, For
             f"not {spec.model_type!r}")
     if recompute not in RECOMPUTE:
         raise BackwardUnsupportedError(f"recompute must be one of {', '.join(RECOMPUTE)}, got {recompute!r}")
+    if experts not in EXPERTS:
+        raise BackwardUnsupportedError(f"experts must be one of {', '.join(EXPERTS)}, got {experts!r}")
     out: dict[str, Formula] = {}
-    rules = saved_rules(model)
+    rules = saved_rules(model, experts)
     for node in model.nodes:
         terms = rules[node.path]
         if terms is not None:
@@ -468,10 +514,10 @@ def saved_by_node(model: ModelProfile, recompute: str = "none") -> dict[str, For
     return out
 
 
-def layer_saved(model: ModelProfile, layer: int = 0) -> Formula:
+def layer_saved(model: ModelProfile, layer: int = 0, experts: str = "batched_mm") -> Formula:
     """Elements one layer saves without recomputation (what full recomputation holds again, one layer at a
     time, during the backward)."""
-    saved = saved_by_node(model)
+    saved = saved_by_node(model, experts=experts)
     return sum((saved[n.path] for n in model.nodes if n.layer == layer), ZERO)
 
 
@@ -503,15 +549,15 @@ def node_saved_bytes(node: Node, elements: Formula, act_bytes: int, model_type: 
 
 
 def saved_bytes_by_node(model: ModelProfile, recompute: str = "none", act_bytes: int = 2,
-                        loss: bool = True) -> dict[str, Formula]:
+                        loss: bool = True, experts: str = "batched_mm") -> dict[str, Formula]:
     """node path -> bytes saved for backward in a model run at ``act_bytes`` per element (2: bf16 / fp16, 4:
     fp32), exact against ``saved_tensors_hooks`` (``validation.saved_bytes``). Below float32 the context saves
     the softmax's probabilities again, cast down (the float32 output stays saved by the softmax); the loss is
     transformers' ``ForCausalLMLoss``: log_softmax of the float32-upcast logits (4*B*S*V), the targets (int64)
     and nll_loss's float32 total weight. ``loss=False``: a pipeline stage that does not compute it."""
-    saved = saved_by_node(model, recompute)
+    saved = saved_by_node(model, recompute, experts)
     nodes = {n.path: n for n in model.nodes}
-    rules = saved_rules(model)
+    rules = saved_rules(model, experts)
     out: dict[str, Formula] = {}
     for path, elements in saved.items():
         if path == LOSS:
@@ -537,9 +583,10 @@ def saved_bytes_by_node(model: ModelProfile, recompute: str = "none", act_bytes:
     return out
 
 
-def layer_saved_bytes(model: ModelProfile, act_bytes: int = 2, layer: int = 0) -> Formula:
+def layer_saved_bytes(model: ModelProfile, act_bytes: int = 2, layer: int = 0,
+                      experts: str = "batched_mm") -> Formula:
     """Bytes one layer saves without recomputation (held again while full recomputation reruns it)."""
-    saved = saved_bytes_by_node(model, "none", act_bytes)
+    saved = saved_bytes_by_node(model, "none", act_bytes, experts=experts)
     return sum((saved[n.path] for n in model.nodes if n.layer == layer), ZERO)
 
 
@@ -554,22 +601,23 @@ class SavedActivations(BaseModel):
 
 
 def saved_activations(model: ModelProfile, batch: int, seq: int, recompute: str = "none",
-                      act_bytes: int = 2, loss: bool = True) -> SavedActivations:
+                      act_bytes: int = 2, loss: bool = True, experts: str = "batched_mm") -> SavedActivations:
     """Saved activations at (``batch``, ``seq``): elements per ``saved_by_node``, bytes per
-    ``saved_bytes_by_node`` at ``act_bytes`` per element; ``loss=False`` leaves the loss's out (a pipeline
-    stage before the last)."""
-    saved = saved_by_node(model, recompute)
+    ``saved_bytes_by_node`` at ``act_bytes`` per element, MoE experts run by ``experts``; ``loss=False`` leaves
+    the loss's out (a pipeline stage before the last)."""
+    saved = saved_by_node(model, recompute, experts)
     if not loss:
         saved.pop(LOSS)
     env = {"B": batch, "S": seq, "P": 0}
     elements = sum(int(f.evaluate(env)) for f in saved.values())
-    nbytes = sum(int(f.evaluate(env)) for f in saved_bytes_by_node(model, recompute, act_bytes, loss).values())
+    nbytes = sum(int(f.evaluate(env)) for f in saved_bytes_by_node(model, recompute, act_bytes, loss,
+                                                                   experts).values())
     first = min((n.layer for n in model.nodes if n.layer is not None), default=0)
-    extra = int(layer_saved(model, first).evaluate(env)) if recompute == "full" else 0
-    extra_b = int(layer_saved_bytes(model, act_bytes, first).evaluate(env)) if recompute == "full" else 0
+    extra = int(layer_saved(model, first, experts).evaluate(env)) if recompute == "full" else 0
+    extra_b = int(layer_saved_bytes(model, act_bytes, first, experts).evaluate(env)) if recompute == "full" else 0
     return SavedActivations(recompute=recompute, elements=elements, bytes=nbytes, recompute_peak_elements=extra,
                             recompute_peak_bytes=extra_b)
 
 
-__all__ = ["RECOMPUTE", "SavedActivations", "layer_saved_bytes", "node_saved_bytes", "saved_activations",
+__all__ = ["EXPERTS", "GROUPED_MM_MODEL_TYPES", "RECOMPUTE", "SavedActivations", "layer_saved_bytes", "node_saved_bytes", "saved_activations",
            "saved_bytes_by_node", "saved_by_node"]

@@ -91,6 +91,11 @@ CLIP_OPS = {M.ADD: 1, M.MULT: 2}
 ADAM8BIT_BLOCK = 2048
 QLORA_BITS = 4 + 0.127  # NF4 and its double-quantised constants, bits per base linear parameter
 
+# the MoE experts kernel a training run's saved activations are counted for (``activations.EXPERTS``): transformers'
+# grouped_mm reads the expert weights in place; batched_mm (the op counters' reference) keeps copies gathered per
+# routed token, N*3*I*h per layer, which no training run keeps
+TRAINING_EXPERTS = "grouped_mm"
+
 
 class TrainingError(ProfilerError, ValueError):
     """An invalid training plan (an argument out of range or an unknown choice)."""
@@ -463,7 +468,7 @@ def _memory(model: ModelProfile, work: _Work, batch: int, seq: int, recompute: s
             assert lora_rank is not None
             per_mb, peak = lora_saved_bytes(model, batch, seq, lora_rank, lora_targets, wbytes, recompute, last)
         else:
-            act = saved_activations(model, batch, seq, recompute, act_bytes=wbytes, loss=last)
+            act = saved_activations(model, batch, seq, recompute, act_bytes=wbytes, loss=last, experts=TRAINING_EXPERTS)
             per_mb, peak = act.bytes, act.recompute_peak_bytes
         activations = per_mb * in_flight + peak
         exact = True

@@ -452,19 +452,21 @@ class _Held:
         self.tensor = tensor
 
 
-def compare_saved(config: Any, batch: int, seq: int, *, as_family: str | None = None) -> list[ValidationRow]:
+def compare_saved(config: Any, batch: int, seq: int, *, as_family: str | None = None,
+                  experts: str = "batched_mm") -> list[ValidationRow]:
     """Rows (node, ``saved``): ``training.activations.saved_by_node`` against ``measure_saved`` on the tiny
-    reference model (real weights on the CPU: storages are told apart by their addresses)."""
+    reference model (real weights on the CPU: storages are told apart by their addresses), its MoE experts
+    run by ``experts`` (batched_mm or grouped_mm) and predicted by that kernel's rule."""
     from ..training.activations import saved_by_node
     from .reference import reference
 
     ref = reference(config, tiny=True, as_family=as_family)
-    measured = measure_saved(ref.build(), batch, seq)
+    measured = measure_saved(ref.build(experts=experts), batch, seq)
     resolve = NodeResolver(ref.profile.nodes)
     got: dict[str, int] = defaultdict(int)
     for (module, part), elements in measured.items():
         got[LOSS if module == LOSS else resolve.node(module, part)] += elements
-    predicted = saved_by_node(ref.profile)
+    predicted = saved_by_node(ref.profile, experts=experts)
     env = {"B": batch, "S": seq, "P": 0}
     rows = []
     for path in [*predicted, *sorted(p for p in got if p not in predicted)]:

@@ -184,9 +184,11 @@ class _CountingMode(TorchDispatchMode):
 
 
 def build_model(hf_config: dict[str, Any], device: str = "meta", seed: int = 0,
-                attention: str = "eager") -> torch.nn.Module:
+                attention: str = "eager", experts: str = "batched_mm") -> torch.nn.Module:
     """The transformers causal LM for a config dict, with ``attention`` ("eager", the reference, or "sdpa")
-    and batched MoE experts.
+    and ``experts`` the MoE experts implementation: "batched_mm" (the reference: the op counters see each
+    expert's matmuls as one bmm over the routed pairs), or "grouped_mm" (the kernel training runs: the expert
+    weights are read in place, not gathered per pair).
 
     A config transformers has no causal LM for, or refuses (its config checks, its model construction), is
     a ``ValidationBuildError`` (``guard.refusing``)."""
@@ -213,14 +215,14 @@ def build_model(hf_config: dict[str, Any], device: str = "meta", seed: int = 0,
                 f"{attention!r} (its _supports_sdpa is False): validate it with engine hf-eager")
 
     def retry(cfg: dict[str, Any]) -> None:  # the same build without one field (guard.blame), on meta
-        build_model(cfg, device="meta", attention=attention)
+        build_model(cfg, device="meta", attention=attention, experts=experts)
 
     with refusing("reading the config", hf_config, retry):
         config = transformers.AutoConfig.for_model(model_type, **data)
     config._attn_implementation = attention
     for attr in ("experts_implementation", "_experts_implementation"):
         with contextlib.suppress(Exception):
-            setattr(config, attr, "batched_mm")
+            setattr(config, attr, experts)
     torch.manual_seed(seed)
     with refusing("building the model", hf_config, retry), torch.device(device):
         model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attention,

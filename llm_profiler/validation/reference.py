@@ -40,11 +40,13 @@ class Reference:
         """Full size on the meta device (shapes only), tiny with real random weights on the CPU."""
         return "cpu" if self.tiny else "meta"
 
-    def build(self, device: str | None = None, seed: int = 0, attention: str = "eager") -> Any:
-        """The transformers model (``attention``: eager, or sdpa; batched MoE experts), float32."""
+    def build(self, device: str | None = None, seed: int = 0, attention: str = "eager",
+              experts: str = "batched_mm") -> Any:
+        """The transformers model (``attention``: eager, or sdpa; ``experts``: the MoE experts kernel), float32."""
         from .measure import build_model
 
-        return build_model(self.hf_config, device=device or self.device, seed=seed, attention=attention)
+        return build_model(self.hf_config, device=device or self.device, seed=seed, attention=attention,
+                           experts=experts)
 
 
 def reference(config: Any, *, tiny: bool = False, as_family: str | None = None) -> Reference:

@@ -57,10 +57,10 @@ def measure_saved_bytes(model: torch.nn.Module, batch: int, seq: int, seed: int 
 
 
 def saved_bytes_rows(config: Any, batch: int, seq: int, *, dtype: str = "bf16", lora_rank: int | None = None,
-                     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")) -> list[Any]:
+                     lora_targets: tuple[str, ...] = ("q_proj", "v_proj"), experts: str = "batched_mm") -> list[Any]:
     """Rows (node, ``saved_bytes``): ``training.activations.saved_bytes_by_node`` (or, with ``lora_rank``,
     ``training.lora.lora_saved_bytes_by_node``) against ``measure_saved_bytes`` on the tiny reference model in
-    ``dtype`` (bf16 or fp32)."""
+    ``dtype`` (bf16 or fp32), its MoE experts run by ``experts`` (batched_mm or grouped_mm)."""
     from ..training.activations import saved_bytes_by_node
     from ..training.lora import lora_saved_bytes_by_node
     from .compare import NodeResolver
@@ -69,13 +69,13 @@ def saved_bytes_rows(config: Any, batch: int, seq: int, *, dtype: str = "bf16", 
 
     torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
     ref = reference(config, tiny=True)
-    model = ref.build().to(torch_dtype)
+    model = ref.build(experts=experts).to(torch_dtype)
     act = 2 if dtype == "bf16" else 4
     if lora_rank is not None:
         add_lora(model, lora_rank, lora_targets)
         predicted = lora_saved_bytes_by_node(ref.profile, lora_rank, lora_targets, act_bytes=act)
     else:
-        predicted = saved_bytes_by_node(ref.profile, act_bytes=act)
+        predicted = saved_bytes_by_node(ref.profile, act_bytes=act, experts=experts)
     measured = measure_saved_bytes(model, batch, seq)
     resolve = NodeResolver(ref.profile.nodes)
     got: dict[str, int] = defaultdict(int)
