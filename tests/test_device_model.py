@@ -349,6 +349,7 @@ def test_cpu_model_is_cached_per_machine(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("LLM_PROFILER_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(cpu_bench, "_measure_dtype", fake)
     monkeypatch.setattr(cpu_bench, "_median_time", lambda run, repeats=0: 1e-4)
+    monkeypatch.setattr(cpu_bench, "fresh_output_cost", lambda: 4e-10)
     first = cpu_bench.measure_cpu_model()
     assert calls == ["fp32", "bf16"]
     fingerprint = cpu_bench.machine_fingerprint(torch.get_num_threads())
@@ -364,7 +365,7 @@ def test_cpu_model_is_cached_per_machine(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert first.gemm["fp32"].at(cpu_bench.GEMM_M[-1]) == pytest.approx(len(cpu_bench.GEMM_M) * 1e9)
     assert math.isclose(first.gemv_bandwidth["bf16"], 5e9)
     assert first.bandwidth("linear", "bf16", 2**20) == pytest.approx(4e9)  # the curve, at a weight's size
-    assert first.fresh_output_s_per_byte == 0.0  # the patched timer sees no difference: no fault cost
+    assert first.fresh_output_s_per_byte == 4e-10  # the fresh-page cost, measured (patched) once
 
 
 # ---------------------------------------------------------------- the table against transformers' dispatch
@@ -388,3 +389,25 @@ def test_eager_ops_match_the_dispatch(name: str, dtype: str) -> None:
     for node in profile_model(ref.data).nodes:
         predicted[node.module] = predicted.get(node.module, 0) + eager_ops(node, dtype)
     assert {k: v for k, v in predicted.items() if v} == measured
+
+
+def test_fresh_page_cost_is_measured_on_4k_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    import mmap
+
+    from llm_profiler.hardware import cpu_bench
+
+    advised: list[int] = []
+    real = mmap.mmap
+
+    class Spy(real):  # type: ignore[misc, valid-type]
+        def madvise(self, option: int, *args: Any) -> None:
+            advised.append(option)
+            super().madvise(option, *args)
+
+    monkeypatch.setattr(mmap, "mmap", Spy)
+    monkeypatch.setattr(cpu_bench, "FRESH_OUTPUT_BYTES", 1 << 20)
+    cost = cpu_bench.fresh_output_cost(repeats=3)
+    # three fresh 1 MiB mappings, each advised to 4 KiB pages before its first write; a cost per byte >= 0
+    assert advised == [mmap.MADV_NOHUGEPAGE] * 3
+    assert cost >= 0.0 and math.isfinite(cost)

@@ -436,18 +436,39 @@ def gemv_rate(size_bytes: int, dtype: Any) -> float:
     return rows * GEMV_K * x.element_size() / statistics.median(times)
 
 
-def fresh_output_cost() -> float:
-    """Seconds per byte that writing an op's output into freshly mapped pages costs beyond writing it into a
-    reused buffer: ``x * 2`` with a new FRESH_OUTPUT_BYTES output (above glibc's largest mmap threshold, so
-    mapped and unmapped every call) against the same product into a preallocated output; 0 where no
-    difference shows (transparent huge pages, an allocator that keeps its blocks)."""
+def fresh_output_cost(repeats: int = 9) -> float:
+    """Seconds per byte that writing into freshly mapped pages costs beyond writing into pages already
+    mapped: a new anonymous FRESH_OUTPUT_BYTES mapping filled by torch (at the current thread count, as the
+    eager op that writes an output) minus the same fill again, the median of ``repeats`` mappings. The mapping
+    is advised MADV_NOHUGEPAGE, so the kernel backs it with 4 KiB pages, as it does most of glibc's mappings
+    (a transparent huge page needs a free, aligned 2 MiB block): a stable figure where a plain allocation's
+    cost swings with the huge pages the kernel happens to find. Without ``mmap.MADV_NOHUGEPAGE`` (not Linux):
+    ``x * 2`` into a new output against a preallocated one."""
+    import mmap
+
+    import numpy as np
     import torch
 
-    n = FRESH_OUTPUT_BYTES // 4
-    x, out = torch.ones(n), torch.empty(n)
-    fresh = _median_time(lambda: torch.mul(x, 2.0))
-    reused = _median_time(lambda: torch.mul(x, 2.0, out=out))
-    return max(0.0, (fresh - reused) / FRESH_OUTPUT_BYTES)
+    if not hasattr(mmap, "MADV_NOHUGEPAGE"):  # pragma: no cover - Linux has it
+        n = FRESH_OUTPUT_BYTES // 4
+        x, out = torch.ones(n), torch.empty(n)
+        fresh = _median_time(lambda: torch.mul(x, 2.0))
+        reused = _median_time(lambda: torch.mul(x, 2.0, out=out))
+        return max(0.0, (fresh - reused) / FRESH_OUTPUT_BYTES)
+    costs = []
+    for _ in range(repeats):
+        mapping = mmap.mmap(-1, FRESH_OUTPUT_BYTES)
+        mapping.madvise(mmap.MADV_NOHUGEPAGE)
+        t = torch.from_numpy(np.frombuffer(mapping, dtype=np.float32))
+        t0 = time.perf_counter()
+        t.fill_(1.0)
+        t1 = time.perf_counter()
+        t.fill_(2.0)
+        t2 = time.perf_counter()
+        costs.append(max(0.0, ((t1 - t0) - (t2 - t1)) / FRESH_OUTPUT_BYTES))
+        del t
+        mapping.close()
+    return statistics.median(costs)
 
 
 def measure_cpu_model(refresh: bool = False, dtypes: tuple[str, ...] = MODEL_DTYPES) -> Any:
