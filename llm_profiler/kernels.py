@@ -31,7 +31,7 @@ from .engines import ExecutionProfile, get_engine
 from .formula import B, Formula, S, compile_formulas
 from .graph import Node, NodeKind
 from .graph.node import HEAD_GROUP
-from .hardware.roofline import GLIBC_MMAP_THRESHOLD_MIN, DeviceModel
+from .hardware.roofline import DeviceModel
 from .phases import LM_HEAD_LAST
 from .profile import metric_formula
 
@@ -138,24 +138,21 @@ def eager_outputs(node: Node, act_dtype: str = "fp32") -> EagerOutputs:
 
 def fresh_output_bytes(outputs: list[tuple[Any, ...]], act_bytes: float, kv_bytes: float,
                        threshold: int) -> list[Any]:
-    """Per group, the bytes its eager ops write into freshly mapped pages: with glibc's dynamic mmap threshold
-    (``roofline.GLIBC_MMAP_THRESHOLD_MAX``), every output at least as large as the forward's largest
-    recurring output, or as ``threshold``, is mapped afresh; below the initial 128 KiB nothing is. ``outputs``: per group, the values of
-    (largest, computing, fp32, copy, cache_cat) elements (numbers or numpy arrays over decode steps); a
-    group's computing outputs count when its largest does (the others of an S x S chain are its size)."""
-    sizes = [(np.asarray(lg, dtype=np.float64) * act_bytes, np.asarray(cp, dtype=np.float64) * act_bytes,
-              np.asarray(cat, dtype=np.float64) * kv_bytes) for lg, _, _, cp, cat in outputs]
-    largest: Any = 0.0  # per decode step where any size is an array: np.maximum broadcasts scalars
-    for trio in sizes:
-        for x in trio:
-            largest = np.maximum(largest, x)
-    cut = np.clip(largest, GLIBC_MMAP_THRESHOLD_MIN, float(threshold))
+    """Per group, the bytes its eager ops write into freshly mapped pages in a process that has run the
+    forward before (steady state): glibc's dynamic mmap threshold has risen to the largest block freed, capped
+    at ``threshold`` (``roofline.GLIBC_MMAP_THRESHOLD_MAX``, 32 MiB on 64-bit), so an output of at least the
+    cap is mapped afresh on every call and a smaller one comes back from the heap. ``outputs``: per group, the
+    values of (largest, computing, fp32, copy, cache_cat) elements (numbers or numpy arrays over decode
+    steps); a group's computing outputs count when its largest does (the others of an S x S chain are its
+    size)."""
+    cut = float(threshold)
     out = []
-    for (_, comp, fp32, _, _), (lg_b, cp_b, cat_b) in zip(outputs, sizes):
-        fresh = np.where(lg_b >= cut, np.asarray(comp, dtype=np.float64) * act_bytes
+    for largest, computing, fp32, copy, cat in outputs:
+        lg, cp, ct = (np.asarray(x, dtype=np.float64) for x in (largest, copy, cat))
+        fresh = np.where(lg * act_bytes >= cut, np.asarray(computing, dtype=np.float64) * act_bytes
                          + np.asarray(fp32, dtype=np.float64) * 4.0, 0.0)
-        out.append(fresh + np.where((cp_b >= cut) & (cp_b > 0), cp_b, 0.0)
-                   + np.where((cat_b >= cut) & (cat_b > 0), 2.0 * cat_b, 0.0))
+        out.append(fresh + np.where(cp * act_bytes >= cut, cp * act_bytes, 0.0)
+                   + np.where(ct * kv_bytes >= cut, 2.0 * ct * kv_bytes, 0.0))
     return out
 
 

@@ -207,39 +207,37 @@ def test_eager_outputs_of_attention_at_a_long_context() -> None:
     assert eager_outputs(softmax, "fp32").fp32(1, 2048, 0) == 0
 
 
-def test_fresh_outputs_are_the_largest_recurring_ones() -> None:
+def test_fresh_outputs_are_those_of_32_mib_or_more() -> None:
     # three groups: (largest, computing, fp32, copy, cache_cat) elements, fp32 activations and cache
     groups = [(1000, 3000, 0, 0, 0), (10, 10, 0, 9_000_000, 0), (100, 100, 0, 0, 2_000_000)]
     fresh = fresh_output_bytes(groups, 4.0, 4.0, GLIBC_MMAP_THRESHOLD_MAX)
-    # the largest output is the copy, 36 MB (above 32 MiB): only outputs of at least 32 MiB are fresh;
-    # the cache cats, 8 MB each, come from the heap
+    # only the 36 MB copy reaches 32 MiB (33,554,432 B): mapped afresh every call; the cache's two 8 MB cats and
+    # the small outputs come back from the heap
     assert [float(f) for f in fresh] == [0.0, 36_000_000.0, 0.0]
-    # below 32 MiB the forward's largest output sets the threshold: the 8 MB cats (K and V) are fresh
-    small = fresh_output_bytes([(10, 10, 0, 1_000_000, 0), (10, 10, 0, 0, 2_000_000)], 4.0, 4.0,
-                               GLIBC_MMAP_THRESHOLD_MAX)
-    assert [float(f) for f in small] == [0.0, 2 * 8_000_000.0]
-    # glibc's initial threshold, 128 KiB: smaller outputs come from the heap, however large among their peers
-    assert float(fresh_output_bytes([(30_000, 30_000, 0, 0, 0)], 4.0, 4.0, GLIBC_MMAP_THRESHOLD_MAX)[0]) == 0.0
-    # over decode steps (arrays): the threshold per step
-    steps = fresh_output_bytes([(1, 1, 0, np.array([1e6, 1e7]), 0), (2e6, 2e6, 0, 0, 0)], 4.0, 4.0,
-                               GLIBC_MMAP_THRESHOLD_MAX)
-    # step 0: the 8 MB scalar group is the largest (the 4 MB copy stays); step 1: the 40 MB copy (32 MiB cut)
-    assert list(steps[0]) == [0.0, 4e7] and list(steps[1]) == [8e6, 0.0]
+    # an S x S chain of 40 MB outputs: every computing output of the group, plus its fp32 intermediates
+    chain = fresh_output_bytes([(10_000_000, 30_000_000, 20_000_000, 0, 0)], 4.0, 4.0, GLIBC_MMAP_THRESHOLD_MAX)
+    assert float(chain[0]) == 30_000_000 * 4 + 20_000_000 * 4
+    # over decode steps (arrays): per step, the copy crosses 32 MiB at the second
+    steps = fresh_output_bytes([(1, 1, 0, np.array([1e6, 1e7]), 0)], 4.0, 4.0, GLIBC_MMAP_THRESHOLD_MAX)
+    assert list(steps[0]) == [0.0, 4e7]
 
 
 def test_fresh_output_cost_of_an_8k_decode_step() -> None:
-    # Qwen2.5-0.5B, fp32, one token after 8192: each layer's two repeat_kv copies (14 x 8193 x 64 x 4 B =
-    # 29,363,712 B) are the forward's largest outputs, so glibc maps them afresh every step: 24 x 2 copies
+    # Llama-3.2-1B, fp32, one token after 8192: each layer's two repeat_kv copies (32 x 8193 x 64 x 4 B =
+    # 67,117,056 B, over 32 MiB) are mapped afresh every step: 16 x 2 copies; Qwen2.5-0.5B's (14 x 8193 x 64
+    # x 4 = 29,363,712 B) stay under the cap and add nothing
     dm = _model(0.0)
-    st = settings("a100-80gb", weight_dtype="fp32", act_dtype="fp32", compute_dtype="fp32", device_model=dm)
-    faults = settings("a100-80gb", weight_dtype="fp32", act_dtype="fp32", compute_dtype="fp32",
-                      device_model=dm.model_copy(update={"fresh_output_s_per_byte": 1e-9}))
+    faults = dm.model_copy(update={"fresh_output_s_per_byte": 1e-9})
     phase = Phase.decode(1, 8192, 1, "last")
-    base = phase_report("qwen2.5-0.5b", phase, st, engine="hf-eager").latency_s
-    more = phase_report("qwen2.5-0.5b", phase, faults, engine="hf-eager").latency_s
-    assert more - base == pytest.approx(24 * 2 * 29_363_712 * 1e-9, rel=1e-9)  # 1.409 s at 1 ns per byte
-    vllm = [phase_report("qwen2.5-0.5b", phase, s, engine="vllm").latency_s for s in (st, faults)]
-    assert vllm[0] == vllm[1]  # a captured graph allocates nothing
+
+    def latency(name: str, model: DeviceModel, engine: str = "hf-eager") -> float:
+        st = settings("a100-80gb", weight_dtype="fp32", act_dtype="fp32", compute_dtype="fp32", device_model=model)
+        return phase_report(name, phase, st, engine=engine).latency_s
+
+    assert latency("llama-3.2-1b", faults) - latency("llama-3.2-1b", dm) == pytest.approx(
+        16 * 2 * 67_117_056 * 1e-9, rel=1e-9)  # 2.148 s at 1 ns per byte
+    assert latency("qwen2.5-0.5b", faults) == latency("qwen2.5-0.5b", dm)
+    assert latency("llama-3.2-1b", faults, "vllm") == latency("llama-3.2-1b", dm, "vllm")  # a captured graph
 
 
 @pytest.mark.parametrize("fresh", [0.0, 1e-9])

@@ -133,10 +133,9 @@ def utilization(
 KERNEL_CLASSES = ("linear", "bmm", "elementwise")
 # glibc's malloc serves a request of at least M_MMAP_THRESHOLD bytes with a fresh mmap and unmaps it on free;
 # the threshold, 128 KiB at first, rises to the largest such block freed, up to DEFAULT_MMAP_THRESHOLD_MAX = 4 * 1024 * 1024 *
-# sizeof(long) = 32 MiB on 64-bit (mallopt(3), "M_MMAP_THRESHOLD"): an eager forward's largest recurring
-# outputs, and all outputs of 32 MiB or more, are written into new pages every call.
+# sizeof(long) = 32 MiB on 64-bit (mallopt(3), "M_MMAP_THRESHOLD"): in a process that has run a forward
+# before, its outputs of 32 MiB or more are written into new pages on every call, smaller ones into reused heap.
 GLIBC_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
-GLIBC_MMAP_THRESHOLD_MIN = 128 * 1024  # the threshold a process starts with (DEFAULT_MMAP_THRESHOLD_MIN)
 
 
 class RateCurve(BaseModel):
