@@ -69,11 +69,13 @@ GROUPED_CASES = [(m, b, s) for m in GROUPED for b, s in [(2, 3), (1, 5)]]
 # phi3 (fused qkv: v a view at B = 1), olmo3 (float32 norm products)
 # opt (relu: fc2 reads the output relu keeps), gpt_neox (gelu_fast; parallel and sequential)
 # ministral3 (query temperature: its per-position scale)
-_DENSE = ("gpt2", "phi", "ministral", "arcee", "jais2", "olmo2", "hunyuan_v1_dense", "opt", "gpt_neox", "ministral3")
+# nemotron (LayerNorm1P: weight + 1), olmo (weightless LayerNorm on x.float(), float32 rope tables)
+_DENSE = ("gpt2", "phi", "ministral", "arcee", "jais2", "olmo2", "hunyuan_v1_dense", "opt", "gpt_neox", "ministral3",
+          "nemotron")
 FAMILIES += [config for model_type, config in DENSE_MODELS if model_type in _DENSE]
 FAMILIES += [m for m in EXACT_MODELS if any(k in str(m) for k in (
     "starcoder2", "stablelm", "EXAONE-4", "Cwm", "gemma-2b", "gemma-2-9b", "gemma-3-27b", "vaultgemma", "GlmConfig",
-    "Glm4Config", "Phi-3", "Olmo-3.1"))]
+    "Glm4Config", "Phi-3", "Olmo-3.1", "OlmoConfig"))]
 SHAPES = [(2, 3), (1, 5)]
 CASES = [(m, b, s) for m in FAMILIES for b, s in SHAPES] + [(m, 1, 9) for m in DSA]  # past DSA's top-k
 IDS = [f"{i}-{b}x{s}" for i, (_, b, s) in enumerate(CASES)]
@@ -285,6 +287,21 @@ def test_tiny_gpt_neox_parallel_saved() -> None:
     assert saved[f"{layer}.post_attention_layernorm"] == 12
     act = next(n for n in profile.nodes if n.path == f"{layer}.mlp.act")
     assert saved[f"{layer}.mlp.act"] == 7 * int(act.facts.fused_reads(2, 3, 0)) == 7 * 6 * 96
+
+
+def test_tiny_olmo_nemotron_layernorm_saved() -> None:
+    """Tiny olmo (h 64) at B=2, S=3 (T = 6): its weightless LayerNorm runs on x.to(float32): x, mean and rstd,
+    384 + 2*6 = 396, float32 in bf16 (4*396 = 1584 bytes); its rope tables float32 too, 2*3*16 = 96 at 4 bytes.
+    Tiny nemotron's LayerNorm1P normalizes with weight + 1, a new tensor of h = 64: 396 + 64 = 460 at 2 bytes."""
+    olmo = reference(str(CONFIGS / "transformers--OlmoConfig-defaults.json"), tiny=True).profile
+    saved = {path: int(f(2, 3, 0)) for path, f in saved_by_node(olmo).items()}
+    nbytes = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(olmo).items()}
+    assert saved["model.layers.0.input_layernorm"] == 384 + 2 * 6 == 396
+    assert nbytes["model.layers.0.input_layernorm"] == 4 * 396 == 1584
+    assert nbytes["model.layers.0.self_attn:rope"] == 4 * 2 * 3 * 16 == 384  # D = 16
+    nemotron = reference(dict(DENSE_MODELS)["nemotron"], tiny=True).profile
+    nbytes = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(nemotron).items()}
+    assert nbytes["model.layers.0.input_layernorm"] == 2 * (384 + 2 * 6 + 64) == 920
 
 
 # --- the types still without rules: training_step's fallback and its measured margin ---

@@ -87,7 +87,7 @@ MLA_MODEL_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2", "dee
 # parallel blocks sharing one norm), float32 norm products, post-norms, q/k norms, relu2 MLPs
 DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2", "arcee", "ministral", "olmo2",
                                "hunyuan_v1_dense", "exaone4", "cwm", "gemma", "gemma2", "gemma3_text", "vaultgemma",
-                               "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox", "ministral3"})
+                               "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox", "ministral3", "olmo", "nemotron"})
 VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES
 # llama4's experts run every token through every expert (``_DENSE_EXPERTS``): transformers gives them no
 # experts implementation to choose, one rule for both kernels
@@ -149,6 +149,9 @@ _GEMMA_NORM = frozenset({"gemma", "gemma2", "gemma3_text", "vaultgemma"})
 # they keep float32 copies of x and of the weight, and the original x is kept by the next linear reading it
 _ROUTER_FP32 = frozenset({"dots1", "glm4_moe", "solar_open", "exaone_moe", "deepseek_v3", "glm4_moe_lite",
                           "deepseek_v2", "deepseek_v32", "glm_moe_dsa", "ernie4_5_moe", "mimo_v2_flash"})
+# olmo's LayerNorm runs on ``x.to(float32)``: x, mean and rstd kept in float32 whatever the model's dtype
+_LAYERNORM_FP32 = frozenset({"olmo"})
+_LAYERNORM_1P = frozenset({"nemotron"})
 # ernie4_5_moe normalizes by clamp(sum, min): clamp keeps the sum, the division the clamped sum and the weights
 _NORMALIZE_CLAMP = frozenset({"ernie4_5_moe"})
 # phimoe's sparsemixer (eval), k rounds: each keeps its mask (T*E bool), its softmax (T*E) and the
@@ -309,7 +312,12 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
         # parallel block's second norm (gpt_neox's use_parallel_residual) reads the layer input the first keeps
         rows = 2 * Formula.of(node.counts["sqrt"])
         second = getattr(spec, "parallel_residual", False) and _last(node) == "post_attention_layernorm"
-        return (Saved(rows if second else Formula.of(node.facts.fused_reads) + rows),)
+        # olmo's weightless LayerNorm records no fused reads: its input is the rows of the hidden size
+        x = Formula.of(node.facts.fused_reads) if node.facts.fused_reads is not None else rows / 2 * spec.hidden_size
+        # nemotron's LayerNorm1P normalizes with ``weight + 1``: a new tensor of n (its parameters: weight, bias)
+        one_p = Formula.of(node.counts[PARAMS] // 2) if spec.model_type in _LAYERNORM_1P else ZERO
+        return (Saved((rows if second else x + rows) + one_p,
+                      AT_FP32 if spec.model_type in _LAYERNORM_FP32 else AT_ACT),)
     if kind == NodeKind.LINEAR and node.facts.matmuls:
         mm = node.facts.matmuls[0]
         name = node.path.rsplit(".", 1)[-1]
@@ -525,7 +533,7 @@ def layer_saved(model: ModelProfile, layer: int = 0, experts: str = "batched_mm"
 # float32 and the weight's float32 copy (not a parameter) is kept for y's gradient
 _NORM_FP32_PRODUCT = frozenset({"helium"})
 # ernie4_5's rotary tables stay float32 (its rotary embedding does not cast them; q.float() * cos)
-_ROPE_FP32 = frozenset({"ernie4_5", "olmo2", "olmo3", "ernie4_5_moe"})
+_ROPE_FP32 = frozenset({"ernie4_5", "olmo", "olmo2", "olmo3", "ernie4_5_moe"})
 
 
 def node_saved_bytes(node: Node, elements: Formula, act_bytes: int, model_type: str = "llama") -> Formula:
