@@ -69,9 +69,10 @@ GROUPED_CASES = [(m, b, s) for m in GROUPED for b, s in [(2, 3), (1, 5)]]
 # phi3 (fused qkv: v a view at B = 1), olmo3 (float32 norm products)
 # opt (relu: fc2 reads the output relu keeps), gpt_neox (gelu_fast; parallel and sequential)
 # ministral3 (query temperature: its per-position scale)
-# nemotron (LayerNorm1P: weight + 1), olmo (weightless LayerNorm on x.float(), float32 rope tables)
+# nemotron (LayerNorm1P: weight + 1), olmo (weightless LayerNorm on x.float(), float32 rope tables), persimmon
+# (per-head q/k LayerNorms on views of the fused qkv output)
 _DENSE = ("gpt2", "phi", "ministral", "arcee", "jais2", "olmo2", "hunyuan_v1_dense", "opt", "gpt_neox", "ministral3",
-          "nemotron")
+          "nemotron", "persimmon")
 FAMILIES += [config for model_type, config in DENSE_MODELS if model_type in _DENSE]
 FAMILIES += [m for m in EXACT_MODELS if any(k in str(m) for k in (
     "starcoder2", "stablelm", "EXAONE-4", "Cwm", "gemma-2b", "gemma-2-9b", "gemma-3-27b", "vaultgemma", "GlmConfig",
@@ -302,6 +303,20 @@ def test_tiny_olmo_nemotron_layernorm_saved() -> None:
     nemotron = reference(dict(DENSE_MODELS)["nemotron"], tiny=True).profile
     nbytes = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(nemotron).items()}
     assert nbytes["model.layers.0.input_layernorm"] == 2 * (384 + 2 * 6 + 64) == 920
+
+
+def test_tiny_persimmon_head_norms_saved() -> None:
+    """Tiny persimmon (h 64, H 4, D 16) at B=2, S=3 (T = 6): q_layernorm reads q, a head view of
+    query_key_value's output, and keeps that whole, T*3*H*D = 6*192 = 1152, with its mean and rstd over
+    T*H = 24 rows: 1152 + 48 = 1200; k_layernorm its 48 only (k is the same storage). At B = 1 the context's
+    v is a view of that storage too: nothing more (5*192 = 960 kept by q_layernorm)."""
+    profile = reference(str(CONFIGS / "transformers--PersimmonConfig-defaults.json"), tiny=True).profile
+    saved = {path: int(f(2, 3, 0)) for path, f in saved_by_node(profile).items()}
+    attn = "model.layers.0.self_attn"
+    assert saved[f"{attn}.q_layernorm"] == 6 * 192 + 2 * 24 == 1200
+    assert saved[f"{attn}.k_layernorm"] == 2 * 24 == 48
+    at_b1 = {path: int(f(1, 5, 0)) for path, f in saved_by_node(profile).items()}
+    assert at_b1[f"{attn}.q_layernorm"] == 5 * 192 + 2 * 20 and at_b1[f"{attn}:context"] == 0
 
 
 # --- the types still without rules: training_step's fallback and its measured margin ---

@@ -87,7 +87,8 @@ MLA_MODEL_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2", "dee
 # parallel blocks sharing one norm), float32 norm products, post-norms, q/k norms, relu2 MLPs
 DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2", "arcee", "ministral", "olmo2",
                                "hunyuan_v1_dense", "exaone4", "cwm", "gemma", "gemma2", "gemma3_text", "vaultgemma",
-                               "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox", "ministral3", "olmo", "nemotron"})
+                               "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox", "ministral3", "olmo", "nemotron",
+                               "persimmon"})
 VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES
 # llama4's experts run every token through every expert (``_DENSE_EXPERTS``): transformers gives them no
 # experts implementation to choose, one rule for both kernels
@@ -284,6 +285,11 @@ def _last(node: Node) -> str:
     return node.path.rsplit(".", 1)[-1]
 
 
+def _fused_qkv(model: ModelProfile, attn: str) -> Node | None:
+    """The fused q/k/v projection of attention module ``attn``, or None."""
+    return next((n for n in model.nodes if n.module == f"{attn}.{_last(n)}" and _last(n) in _FUSED_QKV), None)
+
+
 def _parent(node: Node) -> str:
     return node.module.rsplit(".", 1)[0]
 
@@ -316,6 +322,11 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
         x = Formula.of(node.facts.fused_reads) if node.facts.fused_reads is not None else rows / 2 * spec.hidden_size
         # nemotron's LayerNorm1P normalizes with ``weight + 1``: a new tensor of n (its parameters: weight, bias)
         one_p = Formula.of(node.counts[PARAMS] // 2) if spec.model_type in _LAYERNORM_1P else ZERO
+        if prev is not None and _last(prev) in _FUSED_QKV:  # persimmon's per-head q norm: q is a view of the
+            x = prev.facts.matmuls[0].outputs  # fused qkv output, kept whole (k's norm and v read the same storage)
+        elif prev is not None and prev.kind == NodeKind.NORM and _parent(prev) == _parent(node) \
+                and _fused_qkv(model, _parent(node)) is not None:
+            second = True  # the k norm: its rows only
         return (Saved((rows if second else x + rows) + one_p,
                       AT_FP32 if spec.model_type in _LAYERNORM_FP32 else AT_ACT),)
     if kind == NodeKind.LINEAR and node.facts.matmuls:
@@ -361,8 +372,7 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
         return (Saved(rows_n, AT_FP32), Saved(whole - rows_n, AT_FP32, below_fp32=False),
                 Saved(rows_n / int(Formula.of(node.counts[PARAMS])), AT_FP32), Saved(rows_n))
     if kind in (NodeKind.ATTN_SCORES, NodeKind.ATTN_CONTEXT) and spec.num_heads == spec.num_kv_heads:
-        fused = next((n for n in model.nodes if n.module == f"{node.module}.{_last(n)}" and _last(n) in _FUSED_QKV),
-                     None)
+        fused = _fused_qkv(model, node.module)
         if fused is not None:
             # q, k, v are head views of one fused output (no GQA copies): the matmuls copy them for B > 1; at
             # B = 1 they take the views and keep the fused output whole: the scores (the context then nothing),
@@ -371,6 +381,8 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
             many = fmin(B - 1, 1)  # 0 at B = 1, 1 above
             whole = fused.facts.matmuls[0].outputs
             rope = any(n.kind == NodeKind.ROPE and n.module == node.module for n in model.nodes)
+            if any(n.kind == NodeKind.NORM and _parent(n) == node.module for n in model.nodes):
+                whole = ZERO  # per-head q / k norms read the fused output first and keep it (persimmon)
             if kind == NodeKind.ATTN_SCORES:
                 qk = mm.batch * mm.m * mm.k + mm.batch * mm.n * mm.k
                 return (Saved(qk),) if rope else (Saved(many * qk + (1 - many) * whole),)
