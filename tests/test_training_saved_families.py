@@ -70,9 +70,10 @@ GROUPED_CASES = [(m, b, s) for m in GROUPED for b, s in [(2, 3), (1, 5)]]
 # opt (relu: fc2 reads the output relu keeps), gpt_neox (gelu_fast; parallel and sequential)
 # ministral3 (query temperature: its per-position scale)
 # nemotron (LayerNorm1P: weight + 1), olmo (weightless LayerNorm on x.float(), float32 rope tables), persimmon
-# (per-head q/k LayerNorms on views of the fused qkv output)
+# (per-head q/k LayerNorms on views of the fused qkv output), mpt (a bool mask by masked_fill, alibi), xglm
+# (sinusoidal positions, max(scores, min), softmax at the dtype)
 _DENSE = ("gpt2", "phi", "ministral", "arcee", "jais2", "olmo2", "hunyuan_v1_dense", "opt", "gpt_neox", "ministral3",
-          "nemotron", "persimmon")
+          "nemotron", "persimmon", "mpt", "xglm")
 FAMILIES += [config for model_type, config in DENSE_MODELS if model_type in _DENSE]
 FAMILIES += [m for m in EXACT_MODELS if any(k in str(m) for k in (
     "starcoder2", "stablelm", "EXAONE-4", "Cwm", "gemma-2b", "gemma-2-9b", "gemma-3-27b", "vaultgemma", "GlmConfig",
@@ -317,6 +318,23 @@ def test_tiny_persimmon_head_norms_saved() -> None:
     assert saved[f"{attn}.k_layernorm"] == 2 * 24 == 48
     at_b1 = {path: int(f(1, 5, 0)) for path, f in saved_by_node(profile).items()}
     assert at_b1[f"{attn}.q_layernorm"] == 5 * 192 + 2 * 20 and at_b1[f"{attn}:context"] == 0
+
+
+def test_tiny_mpt_xglm_masked_scores_saved() -> None:
+    """Tiny mpt (H 4, D 16) at B=2, S=3: the scores keep q and k, 2*(2*4*3*16) = 768, and masked_fill's bool mask
+    (B, 1, S, K) = 2*9 = 18 (1 byte each), in the first layer only (every layer reads the same mask). Tiny xglm:
+    torch.max(scores, tensor(min)) keeps the masked scores B*H*S*K = 72 and the float32 scalar: 768 + 73 = 841;
+    its softmax runs at the dtype, 2 bytes per probability; the sinusoidal positions keep nothing."""
+    mpt = reference(str(CONFIGS / "transformers--MptConfig-defaults.json"), tiny=True).profile
+    nbytes = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(mpt).items()}
+    assert nbytes["transformer.blocks.0.attn:scores"] == 2 * 768 + 18 == 1554
+    assert nbytes["transformer.blocks.1.attn:scores"] == 2 * 768
+    xglm = reference(str(CONFIGS / "transformers--XGLMConfig-defaults.json"), tiny=True).profile
+    saved = {path: int(f(2, 3, 0)) for path, f in saved_by_node(xglm).items()}
+    nbytes = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(xglm).items()}
+    attn = "model.layers.0.self_attn"
+    assert saved[f"{attn}:scores"] == 768 + 72 + 1 == 841 and saved["model.embed_positions"] == 0
+    assert nbytes[f"{attn}:scores"] == 2 * (768 + 72) + 4 == 1684 and nbytes[f"{attn}:softmax"] == 2 * 72
 
 
 # --- the types still without rules: training_step's fallback and its measured margin ---

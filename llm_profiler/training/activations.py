@@ -88,7 +88,7 @@ MLA_MODEL_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2", "dee
 DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2", "arcee", "ministral", "olmo2",
                                "hunyuan_v1_dense", "exaone4", "cwm", "gemma", "gemma2", "gemma3_text", "vaultgemma",
                                "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox", "ministral3", "olmo", "nemotron",
-                               "persimmon"})
+                               "persimmon", "mpt", "xglm"})
 VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES
 # llama4's experts run every token through every expert (``_DENSE_EXPERTS``): transformers gives them no
 # experts implementation to choose, one rule for both kernels
@@ -138,7 +138,7 @@ _EXPERT_BIASES = frozenset({"gpt_oss"})
 # llama4's NoPE-layer temperature scales are computed in float32
 _TEMPERATURE_FP32 = frozenset({"llama4_text"})
 # attention softmax at the activation dtype (``softmax(x, dtype=x.dtype)``): no float32 output, no copy for p @ v
-_SOFTMAX_AT_ACT = frozenset({"gpt_oss", "gpt2", "llama4_text", "mimo_v2_flash"})
+_SOFTMAX_AT_ACT = frozenset({"gpt_oss", "gpt2", "llama4_text", "mimo_v2_flash", "xglm"})
 # RMSNorm ``weight * y`` with y float32 (gpt_oss: ``(self.weight * hidden_states).to(input_dtype)``): y at 4 bytes
 _NORM_Y_FP32 = frozenset({"gpt_oss", "olmo2", "olmo3"})
 # a rotary table per layer type (gemma3_text: sliding layers' local base, full layers' global one)
@@ -153,6 +153,12 @@ _ROUTER_FP32 = frozenset({"dots1", "glm4_moe", "solar_open", "exaone_moe", "deep
 # olmo's LayerNorm runs on ``x.to(float32)``: x, mean and rstd kept in float32 whatever the model's dtype
 _LAYERNORM_FP32 = frozenset({"olmo"})
 _LAYERNORM_1P = frozenset({"nemotron"})
+# scores masked by ``masked_fill`` with a bool mask (kept for the backward) rather than an additive one
+_MASKED_SCORES = frozenset({"mpt"})
+# scores clamped from below by ``torch.max(scores, tensor(min))`` (xglm)
+_CLAMPED_SCORES = frozenset({"xglm"})
+# sinusoidal positions: rows selected from a buffer (no gradient: nothing kept)
+_SINUSOIDAL_POSITIONS = frozenset({"xglm"})
 # ernie4_5_moe normalizes by clamp(sum, min): clamp keeps the sum, the division the clamped sum and the weights
 _NORMALIZE_CLAMP = frozenset({"ernie4_5_moe"})
 # phimoe's sparsemixer (eval), k rounds: each keeps its mask (T*E bool), its softmax (T*E) and the
@@ -362,6 +368,8 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
         return (Saved(rows * spec.head_dim + rows, AT_FP32),)
     if node.part in ("softcap", "final_softcap"):  # tanh(x / cap) * cap: tanh's output (the scalings keep nothing)
         return (Saved(Formula.of(node.counts[EXP])),)
+    if kind == NodeKind.EMBEDDING and spec.model_type in _SINUSOIDAL_POSITIONS and _last(node) == "embed_positions":
+        return ()
     if kind == NodeKind.EMBEDDING and spec.model_type in _GEMMA_NORM:
         return Saved(TOKENS, AT_INT64), Saved(Formula.of(1))
     if kind == NodeKind.NORM and prev is not None and node.path.endswith("kv_a_layernorm"):
@@ -471,6 +479,7 @@ def saved_rules(model: ModelProfile, experts: str = "batched_mm") -> dict[str, t
     router_read: Node | None = None  # a router that read the current norm's output first
     rope_seen: set[str] = set()
     fresh = False  # a stream norm's output no linear has read yet
+    mask_seen = False
     model_type = model.spec.model_type
     for node in model.nodes:
         rule = rule_saved(node, model, fresh=fresh and node.kind == NodeKind.LINEAR, prev=prev, experts=experts)
@@ -494,6 +503,19 @@ def saved_rules(model: ModelProfile, experts: str = "batched_mm") -> dict[str, t
             fp32_copy = model.spec.model_type in _ROUTER_FP32
             rule = (Saved(mm.batch * mm.m * mm.k, below_fp32=True),) if fp32_copy else ()
             router_read = None
+        if node.kind == NodeKind.ATTN_SCORES and model_type in _MASKED_SCORES:
+            # ``masked_fill(mask, min)`` on the scores keeps the bool mask, (B, 1, S, K): the scores over the
+            # heads; every layer reads the same mask, kept once (by the first)
+            mm = node.facts.matmuls[0]
+            mask = Saved(ZERO if mask_seen else mm.batch * mm.m * mm.n / model.spec.num_heads, AT_BOOL)
+            rule = (*(rule if rule is not None else (Saved(node_saved(node)),)), mask)
+            mask_seen = True
+        elif node.kind == NodeKind.ATTN_SCORES and model_type in _CLAMPED_SCORES:
+            # ``torch.max(scores, tensor(min))``: maximum keeps both, the masked scores B*H*S*K and the float32
+            # scalar
+            mm = node.facts.matmuls[0]
+            rule = (*(rule if rule is not None else (Saved(node_saved(node)),)), Saved(mm.batch * mm.m * mm.n),
+                    Saved(Formula.of(1), AT_FP32))
         out[node.path] = rule
         prev = node
     return out
