@@ -71,9 +71,10 @@ GROUPED_CASES = [(m, b, s) for m in GROUPED for b, s in [(2, 3), (1, 5)]]
 # ministral3 (query temperature: its per-position scale)
 # nemotron (LayerNorm1P: weight + 1), olmo (weightless LayerNorm on x.float(), float32 rope tables), persimmon
 # (per-head q/k LayerNorms on views of the fused qkv output), mpt (a bool mask by masked_fill, alibi), xglm
-# (sinusoidal positions, max(scores, min), softmax at the dtype)
+# (sinusoidal positions, max(scores, min), softmax at the dtype), cohere / cohere2 (LayerNorm op by op in float32,
+# parallel blocks)
 _DENSE = ("gpt2", "phi", "ministral", "arcee", "jais2", "olmo2", "hunyuan_v1_dense", "opt", "gpt_neox", "ministral3",
-          "nemotron", "persimmon", "mpt", "xglm")
+          "nemotron", "persimmon", "mpt", "xglm", "cohere", "cohere2")
 FAMILIES += [config for model_type, config in DENSE_MODELS if model_type in _DENSE]
 FAMILIES += [m for m in EXACT_MODELS if any(k in str(m) for k in (
     "starcoder2", "stablelm", "EXAONE-4", "Cwm", "gemma-2b", "gemma-2-9b", "gemma-3-27b", "vaultgemma", "GlmConfig",
@@ -335,6 +336,19 @@ def test_tiny_mpt_xglm_masked_scores_saved() -> None:
     attn = "model.layers.0.self_attn"
     assert saved[f"{attn}:scores"] == 768 + 72 + 1 == 841 and saved["model.embed_positions"] == 0
     assert nbytes[f"{attn}:scores"] == 2 * (768 + 72) + 4 == 1684 and nbytes[f"{attn}:softmax"] == 2 * 72
+
+
+def test_tiny_cohere_layernorm_saved() -> None:
+    """Tiny aya-23-8b (cohere, h 64) at B=2, S=3 (T = 6): CohereLayerNorm op by op in float32 keeps x - mean
+    twice (computed once for the variance's pow, once for the product), rstd and y: 3*384 + 6 = 1158, and in bf16
+    the weight's float32 copy too: 4*(1158 + 64) = 4888 bytes. The parallel block's gate_proj reads the norm
+    output q_proj keeps: nothing."""
+    profile = reference("aya-23-8b", tiny=True).profile
+    saved = {path: int(f(2, 3, 0)) for path, f in saved_by_node(profile).items()}
+    nbytes = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(profile).items()}
+    assert saved["model.layers.0.input_layernorm"] == 3 * 384 + 6 == 1158
+    assert nbytes["model.layers.0.input_layernorm"] == 4 * (1158 + 64) == 4888
+    assert saved["model.layers.0.mlp.gate_proj"] == 0 and saved["model.layers.0.self_attn.q_proj"] == 384
 
 
 # --- the types still without rules: training_step's fallback and its measured margin ---

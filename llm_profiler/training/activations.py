@@ -88,7 +88,7 @@ MLA_MODEL_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2", "dee
 DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2", "arcee", "ministral", "olmo2",
                                "hunyuan_v1_dense", "exaone4", "cwm", "gemma", "gemma2", "gemma3_text", "vaultgemma",
                                "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox", "ministral3", "olmo", "nemotron",
-                               "persimmon", "mpt", "xglm"})
+                               "persimmon", "mpt", "xglm", "cohere", "cohere2"})
 VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES
 # llama4's experts run every token through every expert (``_DENSE_EXPERTS``): transformers gives them no
 # experts implementation to choose, one rule for both kernels
@@ -159,6 +159,8 @@ _MASKED_SCORES = frozenset({"mpt"})
 _CLAMPED_SCORES = frozenset({"xglm"})
 # sinusoidal positions: rows selected from a buffer (no gradient: nothing kept)
 _SINUSOIDAL_POSITIONS = frozenset({"xglm"})
+# cohere's parallel blocks normalize with a LayerNorm op by op (``CohereLayerNorm``)
+_LAYERNORM_OPS = frozenset({"cohere", "cohere2"})
 # ernie4_5_moe normalizes by clamp(sum, min): clamp keeps the sum, the division the clamped sum and the weights
 _NORMALIZE_CLAMP = frozenset({"ernie4_5_moe"})
 # phimoe's sparsemixer (eval), k rounds: each keeps its mask (T*E bool), its softmax (T*E) and the
@@ -319,6 +321,13 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
     spec = model.spec
     if ".indexer." in node.path or node.path.endswith(".indexer"):
         return ()  # a DSA indexer: only top-k indices leave it, its graph (and what it saved) is freed
+    if kind == NodeKind.NORM and spec.model_type in _LAYERNORM_OPS:
+        # cohere's LayerNorm op by op in float32: x - mean computed twice (pow's input, then the product's), rstd
+        # and y (weight * y's), T*n each; below float32 the weight's float32 copy (n)
+        rows, n = Formula.of(node.counts["sqrt"]), int(Formula.of(node.counts[PARAMS]))
+        return Saved(3 * rows * n + rows, AT_FP32), Saved(Formula.of(n), AT_FP32, below_fp32=True)
+    if kind == NodeKind.LINEAR and _last(node) == "gate_proj" and spec.model_type in _LAYERNORM_OPS:
+        return ()  # a parallel block: gate_proj reads the norm output q_proj keeps
     if kind == NodeKind.NORM and spec.norm == "layernorm" and node.counts.get("sqrt"):
         # nn.LayerNorm (native_layer_norm): its input and the per-row mean and rstd, at the activation dtype; a
         # parallel block's second norm (gpt_neox's use_parallel_residual) reads the layer input the first keeps
