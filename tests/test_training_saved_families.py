@@ -47,7 +47,7 @@ FAMILIES: list[Any] = [
 # MLA: deepseek-v3 (q_lora, interleaved rope, float32 sigmoid grouped router), glm4_moe_lite, DeepSeek-V2-Lite
 # (no q_lora, complex rope, softmax greedy router), V2 with group_limited_greedy, V3 with rotate_half rope
 # deepseek_v32 and glm_moe_dsa: MLA with the DSA indexer (it keeps nothing: only indices leave it)
-FAMILIES += [m for m in MLA_MODELS if "MiniCPM3" not in str(m)]  # minicpm3: no saved-set rules yet
+FAMILIES += [m for m in MLA_MODELS if "MiniCPM3" not in str(m)]  # minicpm3 (no experts): below, after GROUPED
 # ernie4_5_moe (clamped normalization, float32 rope tables, shared experts first), phimoe (eval sparsemixer)
 FAMILIES += [str(CONFIGS / "transformers--Ernie4_5_MoeConfig-defaults.json"),
              str(CONFIGS / "transformers--PhimoeConfig-defaults.json"),
@@ -61,6 +61,8 @@ FAMILIES += [str(CONFIGS / "transformers--Ernie4_5_MoeConfig-defaults.json"),
 # but llama4's, whose experts transformers runs one way only (every expert on every token)
 GROUPED = [m for m in FAMILIES if "Llama-4" not in str(m)]
 GROUPED_CASES = [(m, b, s) for m in GROUPED for b, s in [(2, 3), (1, 5)]]
+# minicpm3: MLA with dense MLPs (q_lora and not), its embedding scaled by a tensor (kept: one element)
+FAMILIES += [m for m in MLA_MODELS if "MiniCPM3" in str(m)]
 # dense: gpt2 (fused c_attn, gelu_new, learned positions), phi (parallel blocks on one LayerNorm), ministral,
 # arcee and jais2 (relu2 MLPs, jais2 LayerNorm), olmo2 (post-norms, float32 norm products and rope tables),
 # hunyuan_v1_dense (q/k norms after rope); from tests/test_training_backward.py: starcoder2, stablelm, exaone4,
@@ -349,6 +351,14 @@ def test_tiny_cohere_layernorm_saved() -> None:
     assert saved["model.layers.0.input_layernorm"] == 3 * 384 + 6 == 1158
     assert nbytes["model.layers.0.input_layernorm"] == 4 * (1158 + 64) == 4888
     assert saved["model.layers.0.mlp.gate_proj"] == 0 and saved["model.layers.0.self_attn.q_proj"] == 384
+
+
+def test_tiny_minicpm3_scaled_embedding_saved() -> None:
+    """Tiny minicpm3 at B=2, S=3: the embedding keeps the ids (6, int64) and the scale_emb tensor it multiplies
+    by (1, at the dtype): 7 elements, 8*6 + 2 = 50 bytes in bf16."""
+    profile = reference(str(CONFIGS / "transformers--MiniCPM3Config-defaults.json"), tiny=True).profile
+    assert int(saved_by_node(profile)["model.embed_tokens"](2, 3, 0)) == 6 + 1
+    assert int(saved_bytes_by_node(profile)["model.embed_tokens"](2, 3, 0)) == 8 * 6 + 2 == 50
 
 
 # --- the types still without rules: training_step's fallback and its measured margin ---

@@ -83,13 +83,15 @@ MOE_MODEL_TYPES = frozenset({"mixtral", "qwen3_moe", "qwen2_moe", "olmoe", "dots
 # tests/test_training_saved_families.py)
 # MLA attention (with their MoE layers): q/kv latents, the latent norm of a slice, v a slice of kv_b's output
 MLA_MODEL_TYPES = frozenset({"deepseek_v3", "glm4_moe_lite", "deepseek_v2", "deepseek_v32", "glm_moe_dsa"})
+# MLA with dense MLPs (the MLA rules, no experts)
+MLA_DENSE_MODEL_TYPES = frozenset({"minicpm3"})
 # dense layouts beyond the template: LayerNorm and GPT-style blocks (fused qkv, gelu_new, learned positions,
 # parallel blocks sharing one norm), float32 norm products, post-norms, q/k norms, relu2 MLPs
 DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2", "arcee", "ministral", "olmo2",
                                "hunyuan_v1_dense", "exaone4", "cwm", "gemma", "gemma2", "gemma3_text", "vaultgemma",
                                "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox", "ministral3", "olmo", "nemotron",
                                "persimmon", "mpt", "xglm", "cohere", "cohere2"})
-VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES
+VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES | MLA_DENSE_MODEL_TYPES
 # llama4's experts run every token through every expert (``_DENSE_EXPERTS``): transformers gives them no
 # experts implementation to choose, one rule for both kernels
 _DENSE_EXPERTS = frozenset({"llama4_text"})
@@ -161,6 +163,8 @@ _CLAMPED_SCORES = frozenset({"xglm"})
 _SINUSOIDAL_POSITIONS = frozenset({"xglm"})
 # cohere's parallel blocks normalize with a LayerNorm op by op (``CohereLayerNorm``)
 _LAYERNORM_OPS = frozenset({"cohere", "cohere2"})
+# embeddings scaled by a tensor like gemma's (minicpm3: ``embed_tokens(ids) * scale_emb``): kept, one element
+_EMBED_SCALE_TENSOR = frozenset({"minicpm3"})
 # ernie4_5_moe normalizes by clamp(sum, min): clamp keeps the sum, the division the clamped sum and the weights
 _NORMALIZE_CLAMP = frozenset({"ernie4_5_moe"})
 # phimoe's sparsemixer (eval), k rounds: each keeps its mask (T*E bool), its softmax (T*E) and the
@@ -379,7 +383,7 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
         return (Saved(Formula.of(node.counts[EXP])),)
     if kind == NodeKind.EMBEDDING and spec.model_type in _SINUSOIDAL_POSITIONS and _last(node) == "embed_positions":
         return ()
-    if kind == NodeKind.EMBEDDING and spec.model_type in _GEMMA_NORM:
+    if kind == NodeKind.EMBEDDING and spec.model_type in _GEMMA_NORM | _EMBED_SCALE_TENSOR:
         return Saved(TOKENS, AT_INT64), Saved(Formula.of(1))
     if kind == NodeKind.NORM and prev is not None and node.path.endswith("kv_a_layernorm"):
         # MLA: the norm of the latent, a slice of kv_a_proj_with_mqa's output (the rope key the rest): a float32
