@@ -90,7 +90,7 @@ MLA_DENSE_MODEL_TYPES = frozenset({"minicpm3"})
 DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2", "arcee", "ministral", "olmo2",
                                "hunyuan_v1_dense", "exaone4", "cwm", "gemma", "gemma2", "gemma3_text", "vaultgemma",
                                "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox", "ministral3", "olmo", "nemotron",
-                               "persimmon", "mpt", "xglm", "cohere", "cohere2"})
+                               "persimmon", "mpt", "xglm", "cohere", "cohere2", "gpt_neo", "gptj", "codegen"})
 VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES | MLA_DENSE_MODEL_TYPES
 # llama4's experts run every token through every expert (``_DENSE_EXPERTS``): transformers gives them no
 # experts implementation to choose, one rule for both kernels
@@ -99,7 +99,7 @@ _DENSE_EXPERTS = frozenset({"llama4_text"})
 # tests/test_training_saved_families.py builds the reference with experts="grouped_mm")
 GROUPED_MM_MODEL_TYPES = (MOE_MODEL_TYPES | MLA_MODEL_TYPES) - _DENSE_EXPERTS
 # interleaved rope: each layer's apply_rotary_pos_emb re-derives cos / sin (repeat_interleave), a new pair
-_TABLES_PER_LAYER = frozenset({"helium", "ernie4_5", "glm", "glm4", "ernie4_5_moe"})
+_TABLES_PER_LAYER = frozenset({"helium", "ernie4_5", "glm", "glm4", "ernie4_5_moe", "gptj", "codegen"})
 # the first linear reading each tensor (MLA: q_a_proj reads the normed input with kv_a_proj_with_mqa, q_b_proj
 # and kv_b_proj the normed latents)
 _SAVING_LINEARS = ("q_proj", "gate_proj", "o_proj", "down_proj", "q_a_proj", "q_b_proj", "kv_b_proj")
@@ -157,6 +157,12 @@ _LAYERNORM_FP32 = frozenset({"olmo"})
 _LAYERNORM_1P = frozenset({"nemotron"})
 # scores masked by ``masked_fill`` with a bool mask (kept for the backward) rather than an additive one
 _MASKED_SCORES = frozenset({"mpt"})
+# scores masked by ``where`` with a slice of a per-layer causal buffer (gpt_neo)
+_BUFFER_MASKED_SCORES = frozenset({"gpt_neo"})
+# scores of q and k cast to float32 (gptj's and codegen's ``_attn``)
+_SCORES_FP32 = frozenset({"gptj", "codegen"})
+# rope tables re-derived per call, once for q and once for k (gptj's repeat_interleave of sin and cos)
+_TABLES_PER_CALL = frozenset({"gptj", "codegen"})
 # scores clamped from below by ``torch.max(scores, tensor(min))`` (xglm)
 _CLAMPED_SCORES = frozenset({"xglm"})
 # sinusoidal positions: rows selected from a buffer (no gradient: nothing kept)
@@ -481,6 +487,7 @@ def rope_tables(spec: Any) -> tuple[Saved, ...]:
     if spec.model_type in _COMPLEX_TABLES:
         return (Saved(S * spec.rotary_dim / 2, AT_COMPLEX64),)
     width = spec.rotary_dim if spec.model_type in _HALF_TABLES else 2 * spec.rotary_dim
+    width = 2 * width if spec.model_type in _TABLES_PER_CALL else width  # a pair for q, a pair for k
     return (Saved(S * width, AT_FP32 if spec.model_type in _ROPE_FP32 else AT_ACT),)
 
 
@@ -516,7 +523,14 @@ def saved_rules(model: ModelProfile, experts: str = "batched_mm") -> dict[str, t
             fp32_copy = model.spec.model_type in _ROUTER_FP32
             rule = (Saved(mm.batch * mm.m * mm.k, below_fp32=True),) if fp32_copy else ()
             router_read = None
-        if node.kind == NodeKind.ATTN_SCORES and model_type in _MASKED_SCORES:
+        if node.kind == NodeKind.ATTN_SCORES and model_type in _BUFFER_MASKED_SCORES:
+            # gpt_neo: q and k cast to float32 (copies below float32) and ``where(bias, scores, min)``, whose
+            # condition is a slice of the layer's (max_positions x max_positions) bool buffer: kept whole
+            rule = (Saved(node_saved(node), AT_FP32), Saved(Formula.of(model.spec.max_positions ** 2), AT_BOOL))
+        elif node.kind == NodeKind.ATTN_SCORES and model_type in _SCORES_FP32:
+            # q and k cast to float32: float32 copies below float32
+            rule = tuple(Saved(t.elements, AT_FP32, t.below_fp32) for t in rule or (Saved(node_saved(node)),))
+        elif node.kind == NodeKind.ATTN_SCORES and model_type in _MASKED_SCORES:
             # ``masked_fill(mask, min)`` on the scores keeps the bool mask, (B, 1, S, K): the scores over the
             # heads; every layer reads the same mask, kept once (by the first)
             mm = node.facts.matmuls[0]
