@@ -75,9 +75,9 @@ FAMILIES += [m for m in MLA_MODELS if "MiniCPM3" in str(m)]
 # (per-head q/k LayerNorms on views of the fused qkv output), mpt (a bool mask by masked_fill, alibi), xglm
 # (sinusoidal positions, max(scores, min), softmax at the dtype), cohere / cohere2 (LayerNorm op by op in float32,
 # parallel blocks), gpt_neo (float32 q and k, where() on a per-layer causal buffer), gptj / codegen (float32 q and k,
-# rope tables re-derived per layer for q and for k)
+# rope tables re-derived per layer for q and for k), gpt_bigcode (multi-query views of the fused c_attn at B = 1)
 _DENSE = ("gpt2", "phi", "ministral", "arcee", "jais2", "olmo2", "hunyuan_v1_dense", "opt", "gpt_neox", "ministral3",
-          "nemotron", "persimmon", "mpt", "xglm", "cohere", "cohere2", "gpt_neo", "gptj", "codegen")
+          "nemotron", "persimmon", "mpt", "xglm", "cohere", "cohere2", "gpt_neo", "gptj", "codegen", "gpt_bigcode")
 FAMILIES += [config for model_type, config in DENSE_MODELS if model_type in _DENSE]
 FAMILIES += [m for m in EXACT_MODELS if any(k in str(m) for k in (
     "starcoder2", "stablelm", "EXAONE-4", "Cwm", "gemma-2b", "gemma-2-9b", "gemma-3-27b", "vaultgemma", "GlmConfig",
@@ -377,6 +377,17 @@ def test_tiny_gpt_neo_gptj_float32_scores_saved() -> None:
     nbytes = {path: int(f(2, 3, 0)) for path, f in saved_bytes_by_node(gptj).items()}
     assert saved["transformer.h.1.attn:rope"] == 4 * 3 * 8 == 96 and nbytes["transformer.h.1.attn:rope"] == 2 * 96
     assert nbytes["transformer.h.0.attn:scores"] == 4 * 768 == 3072
+
+
+def test_tiny_gpt_bigcode_multi_query_views_saved() -> None:
+    """Tiny gpt_bigcode (h 64, H 4, one KV head, D 16): at B = 1, S = 5 q, k and v are views of c_attn's output,
+    T*(h + 2D) = 5*96 = 480: the scores keep it whole, the context nothing; at B = 2, S = 3 the matmuls copy them
+    out: q and the expanded k, 2*(2*4*3*16) = 768, the context v 384."""
+    profile = reference(str(CONFIGS / "transformers--GPTBigCodeConfig-defaults.json"), tiny=True).profile
+    saved = saved_by_node(profile)
+    attn = "transformer.h.0.attn"
+    assert int(saved[f"{attn}:scores"](1, 5, 0)) == 5 * 96 == 480 and int(saved[f"{attn}:context"](1, 5, 0)) == 0
+    assert int(saved[f"{attn}:scores"](2, 3, 0)) == 768 and int(saved[f"{attn}:context"](2, 3, 0)) == 384
 
 
 # --- the types still without rules: training_step's fallback and its measured margin ---

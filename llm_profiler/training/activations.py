@@ -90,7 +90,8 @@ MLA_DENSE_MODEL_TYPES = frozenset({"minicpm3"})
 DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2", "arcee", "ministral", "olmo2",
                                "hunyuan_v1_dense", "exaone4", "cwm", "gemma", "gemma2", "gemma3_text", "vaultgemma",
                                "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox", "ministral3", "olmo", "nemotron",
-                               "persimmon", "mpt", "xglm", "cohere", "cohere2", "gpt_neo", "gptj", "codegen"})
+                               "persimmon", "mpt", "xglm", "cohere", "cohere2", "gpt_neo", "gptj", "codegen",
+                               "gpt_bigcode"})
 VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES | MLA_DENSE_MODEL_TYPES
 # llama4's experts run every token through every expert (``_DENSE_EXPERTS``): transformers gives them no
 # experts implementation to choose, one rule for both kernels
@@ -115,6 +116,8 @@ _FUSED_QKV = frozenset({"c_attn", "qkv_proj", "query_key_value", "Wqkv", "W_pack
 # multi-query types measured taking the expanded K / V views at B = 1 (gemma-2b); a tensor-parallel rank with
 # one KV head would do the same, not yet measured: its keys are counted repeated (tests/test_training_plan.py)
 _MQA_VIEWS = frozenset({"gemma"})
+# multi-query with q, k and v views of one fused output (gpt_bigcode's c_attn): the fused rule below, as for MHA
+_MQA_FUSED = frozenset({"gpt_bigcode"})
 # learned positions shared by the batch, ``wpe(position_ids)`` of shape (1, S): their S int64 ids
 _SHARED_POSITIONS = frozenset({"gpt2", "gpt_neo", "gpt_bigcode"})
 FP32 = 4  # the eager code's float32 intermediates
@@ -398,7 +401,8 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
         whole = prev.facts.matmuls[0].outputs
         return (Saved(rows_n, AT_FP32), Saved(whole - rows_n, AT_FP32, below_fp32=False),
                 Saved(rows_n / int(Formula.of(node.counts[PARAMS])), AT_FP32), Saved(rows_n))
-    if kind in (NodeKind.ATTN_SCORES, NodeKind.ATTN_CONTEXT) and spec.num_heads == spec.num_kv_heads:
+    if kind in (NodeKind.ATTN_SCORES, NodeKind.ATTN_CONTEXT) and (spec.num_heads == spec.num_kv_heads
+                                                                  or spec.model_type in _MQA_FUSED):
         fused = _fused_qkv(model, node.module)
         if fused is not None:
             # q, k, v are head views of one fused output (no GQA copies): the matmuls copy them for B > 1; at
