@@ -91,7 +91,7 @@ DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2",
                                "hunyuan_v1_dense", "exaone4", "cwm", "gemma", "gemma2", "gemma3_text", "vaultgemma",
                                "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox", "ministral3", "olmo", "nemotron",
                                "persimmon", "mpt", "xglm", "cohere", "cohere2", "gpt_neo", "gptj", "codegen",
-                               "gpt_bigcode"})
+                               "gpt_bigcode", "bloom"})
 VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES | MLA_DENSE_MODEL_TYPES
 # llama4's experts run every token through every expert (``_DENSE_EXPERTS``): transformers gives them no
 # experts implementation to choose, one rule for both kernels
@@ -111,6 +111,9 @@ _OUTPUT_LINEARS = frozenset({"c_proj", "dense", "out_proj", "fc2", "dense_4h_to_
 # x (pow), tanh's output, 0.5 * x and 1 + tanh (their product); a one-op activation keeps its input (or output)
 # gelu_fast, 0.5 * x * (1 + tanh(x * c * (1 + a * x * x))): seven products and tanh's output keep 7 of them
 _ACTIVATION_SAVES = {"gelu_new": 4, "gelu_fast": 7}
+# activations run as a custom autograd Function in training (bloom's GeLUFunction): it keeps its input, which
+# saved_tensors_hooks packs after the Function's forward returns, at the next node (the linear reading its output)
+_FUNCTION_ACTIVATIONS = frozenset({"bloom_gelu"})
 # fused q/k/v projections: q, k and v are slices of one output
 _FUSED_QKV = frozenset({"c_attn", "qkv_proj", "query_key_value", "Wqkv", "W_pack"})
 # multi-query types measured taking the expanded K / V views at B = 1 (gemma-2b); a tensor-parallel rank with
@@ -363,6 +366,9 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
         kept = fresh or name in _SAVING_LINEARS or name in _OUTPUT_LINEARS
         if prev is not None and prev.kind == NodeKind.ACTIVATION and spec.activation == "relu":
             kept = False  # relu keeps its output (threshold_backward reads the result): the same tensor
+        if prev is not None and prev.kind == NodeKind.ACTIVATION and spec.activation in _FUNCTION_ACTIVATIONS:
+            # the activation's input, packed once its autograd Function returns: the hooks see it at this node
+            return (Saved(mm.batch * mm.m * mm.k + _input(prev)),)
         return (Saved(mm.batch * mm.m * mm.k),) if kept else ()
     if kind == NodeKind.ACTIVATION and prev is not None and _last(prev) == "gate_up_proj":
         # a fused gate_up_proj chunked into gate and up, views of its output: the activation keeps it whole (T*2I)
@@ -370,6 +376,8 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
     if node.part == "gate_mul" and prev is not None and prev.kind == NodeKind.ACTIVATION \
             and any(n.path == f"{node.module}.gate_up_proj" for n in model.nodes):
         return (Saved(_input(prev)),)  # act(gate), T*I; up is a view of gate_up's output, kept whole already
+    if kind == NodeKind.ACTIVATION and spec.activation in _FUNCTION_ACTIVATIONS:
+        return ()  # its input: charged to the next linear (above)
     if kind == NodeKind.ACTIVATION and spec.activation in _ACTIVATION_SAVES:
         return (Saved(_ACTIVATION_SAVES[spec.activation] * _input(node)),)
     if kind == NodeKind.EMBEDDING and spec.model_type in _SHARED_POSITIONS and prev is not None \
@@ -510,7 +518,8 @@ def saved_rules(model: ModelProfile, experts: str = "batched_mm") -> dict[str, t
         if node.kind in (NodeKind.LINEAR, NodeKind.ROUTER):
             fresh = False
         elif node.kind == NodeKind.NORM:  # a norm of a head or latent sits in its linear's module
-            fresh = fresh or prev is None or _parent(prev) != _parent(node)
+            # (a norm after a block's own residual add, bloom's, reads a new stream tensor too)
+            fresh = fresh or prev is None or _parent(prev) != _parent(node) or prev.kind == NodeKind.RESIDUAL
         name = node.path.rsplit(".", 1)[-1]
         if node.kind == NodeKind.ROPE:  # the tables, once (or per layer where each layer re-derives them)
             per_type = model_type in _ROPE_PER_LAYER_TYPE and node.layer is not None
