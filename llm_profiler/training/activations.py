@@ -91,7 +91,8 @@ DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2",
                                "hunyuan_v1_dense", "exaone4", "cwm", "gemma", "gemma2", "gemma3_text", "vaultgemma",
                                "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox", "ministral3", "olmo", "nemotron",
                                "persimmon", "mpt", "xglm", "cohere", "cohere2", "gpt_neo", "gptj", "codegen",
-                               "gpt_bigcode", "bloom"})
+                               "gpt_bigcode", "bloom",
+                               "falcon"})
 VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES | MLA_DENSE_MODEL_TYPES
 # llama4's experts run every token through every expert (``_DENSE_EXPERTS``): transformers gives them no
 # experts implementation to choose, one rule for both kernels
@@ -118,7 +119,7 @@ _FUNCTION_ACTIVATIONS = frozenset({"bloom_gelu"})
 _FUSED_QKV = frozenset({"c_attn", "qkv_proj", "query_key_value", "Wqkv", "W_pack"})
 # multi-query types measured taking the expanded K / V views at B = 1 (gemma-2b); a tensor-parallel rank with
 # one KV head would do the same, not yet measured: its keys are counted repeated (tests/test_training_plan.py)
-_MQA_VIEWS = frozenset({"gemma"})
+_MQA_VIEWS = frozenset({"gemma", "falcon"})
 # multi-query with q, k and v views of one fused output (gpt_bigcode's c_attn): the fused rule below, as for MHA
 _MQA_FUSED = frozenset({"gpt_bigcode"})
 # learned positions shared by the batch, ``wpe(position_ids)`` of shape (1, S): their S int64 ids
@@ -146,7 +147,7 @@ _EXPERT_BIASES = frozenset({"gpt_oss"})
 # llama4's NoPE-layer temperature scales are computed in float32
 _TEMPERATURE_FP32 = frozenset({"llama4_text"})
 # attention softmax at the activation dtype (``softmax(x, dtype=x.dtype)``): no float32 output, no copy for p @ v
-_SOFTMAX_AT_ACT = frozenset({"gpt_oss", "gpt2", "llama4_text", "mimo_v2_flash", "xglm"})
+_SOFTMAX_AT_ACT = frozenset({"gpt_oss", "gpt2", "llama4_text", "mimo_v2_flash", "xglm", "falcon"})
 # RMSNorm ``weight * y`` with y float32 (gpt_oss: ``(self.weight * hidden_states).to(input_dtype)``): y at 4 bytes
 _NORM_Y_FP32 = frozenset({"gpt_oss", "olmo2", "olmo3"})
 # a rotary table per layer type (gemma3_text: sliding layers' local base, full layers' global one)
@@ -169,6 +170,8 @@ _BUFFER_MASKED_SCORES = frozenset({"gpt_neo"})
 _SCORES_FP32 = frozenset({"gptj", "codegen"})
 # rope tables re-derived per call, once for q and once for k (gptj's repeat_interleave of sin and cos)
 _TABLES_PER_CALL = frozenset({"gptj", "codegen"})
+# k and v indexed out of the fused qkv with lists (``module_saved``)
+_LIST_INDEXED_KV = frozenset({"falcon"})
 # scores clamped from below by ``torch.max(scores, tensor(min))`` (xglm)
 _CLAMPED_SCORES = frozenset({"xglm"})
 # sinusoidal positions: rows selected from a buffer (no gradient: nothing kept)
@@ -349,6 +352,7 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
         # parallel block's second norm (gpt_neox's use_parallel_residual) reads the layer input the first keeps
         rows = 2 * Formula.of(node.counts["sqrt"])
         second = getattr(spec, "parallel_residual", False) and _last(node) == "post_attention_layernorm"
+        second = second or _last(node) == "ln_mlp"  # falcon's second parallel norm reads the input ln_attn keeps
         # olmo's weightless LayerNorm records no fused reads: its input is the rows of the hidden size
         x = Formula.of(node.facts.fused_reads) if node.facts.fused_reads is not None else rows / 2 * spec.hidden_size
         # nemotron's LayerNorm1P normalizes with ``weight + 1``: a new tensor of n (its parameters: weight, bias)
@@ -364,6 +368,10 @@ def rule_saved(node: Node, model: ModelProfile, prev: Node | None, fresh: bool =
         mm = node.facts.matmuls[0]
         name = node.path.rsplit(".", 1)[-1]
         kept = fresh or name in _SAVING_LINEARS or name in _OUTPUT_LINEARS
+        if name == "dense_h_to_4h" and spec.model_type in _LIST_INDEXED_KV:
+            # falcon lists a layer's norms first: with two (sequential, or ln_attn and ln_mlp) the MLP reads the
+            # second's output, its own tensor; with one it reads the tensor query_key_value keeps
+            kept = sum(1 for n in model.nodes if n.layer == node.layer and n.kind == NodeKind.NORM) == 2
         if prev is not None and prev.kind == NodeKind.ACTIVATION and spec.activation == "relu":
             kept = False  # relu keeps its output (threshold_backward reads the result): the same tensor
         if prev is not None and prev.kind == NodeKind.ACTIVATION and spec.activation in _FUNCTION_ACTIVATIONS:
@@ -561,6 +569,19 @@ def saved_rules(model: ModelProfile, experts: str = "batched_mm") -> dict[str, t
     return out
 
 
+def module_saved(model: ModelProfile) -> dict[str, tuple[Saved, ...]]:
+    """Tensors kept by a module's own ops outside its nodes, keyed by the module's path (what the hooks see
+    there): falcon's ``_split_heads`` indexes k and v out of the fused qkv with lists (``[..., [-2], :]``,
+    ``[..., [-1], :]``; multi-query or the new decoder architecture), and each index op keeps its index tensor,
+    1 int64: 2 per layer."""
+    spec = model.spec
+    if spec.model_type not in _LIST_INDEXED_KV or not (spec.num_kv_heads == 1 < spec.num_heads
+                                                         or getattr(spec, "new_decoder_architecture", False)):
+        return {}
+    modules = dict.fromkeys(n.module for n in model.nodes if n.kind == NodeKind.ATTN_SCORES)
+    return {module: (Saved(Formula.of(2), AT_INT64),) for module in modules}
+
+
 def saved_by_node(model: ModelProfile, recompute: str = "none", experts: str = "batched_mm") -> dict[str, Formula]:
     """node path -> elements saved for backward (and ``loss``), under ``recompute`` (none, selective, full), MoE
     experts run by ``experts`` (``EXPERTS``)."""
@@ -581,6 +602,8 @@ def saved_by_node(model: ModelProfile, recompute: str = "none", experts: str = "
             out[node.path] = sum((t.elements for t in terms if t.at_fp32), ZERO)
         else:
             out[node.path] = node_saved(node)
+    for path, terms in module_saved(model).items():
+        out[path] = ZERO if recompute == "full" else sum((t.elements for t in terms if t.at_fp32), ZERO)
     out[LOSS] = TOKENS * spec.vocab_size + TOKENS + 1
     if recompute == "selective":
         for node in model.nodes:
@@ -640,11 +663,15 @@ def saved_bytes_by_node(model: ModelProfile, recompute: str = "none", act_bytes:
     saved = saved_by_node(model, recompute, experts)
     nodes = {n.path: n for n in model.nodes}
     rules = saved_rules(model, experts)
+    own = module_saved(model)
     out: dict[str, Formula] = {}
     for path, elements in saved.items():
         if path == LOSS:
             if loss:
                 out[path] = TOKENS * model.spec.vocab_size * FP32 + TOKENS * INT64 + FP32
+            continue
+        if path in own:  # a module's own ops (``module_saved``), within its layer
+            out[path] = ZERO if recompute == "full" else sum((t.nbytes(act_bytes) for t in own[path]), ZERO)
             continue
         node = nodes[path]
         if recompute == "full" and node.layer is not None:
