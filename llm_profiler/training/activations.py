@@ -547,7 +547,8 @@ def saved_rules(model: ModelProfile, experts: str = "batched_mm") -> dict[str, t
         if node.kind == NodeKind.ATTN_SCORES and model_type in _BUFFER_MASKED_SCORES:
             # gpt_neo: q and k cast to float32 (copies below float32) and ``where(bias, scores, min)``, whose
             # condition is a slice of the layer's (max_positions x max_positions) bool buffer: kept whole
-            rule = (Saved(node_saved(node), AT_FP32), Saved(Formula.of(model.spec.max_positions ** 2), AT_BOOL))
+            positions: int = model.spec.max_positions  # type: ignore[attr-defined]  # gpt_neo's spec field
+            rule = (Saved(node_saved(node), AT_FP32), Saved(Formula.of(positions ** 2), AT_BOOL))
         elif node.kind == NodeKind.ATTN_SCORES and model_type in _SCORES_FP32:
             # q and k cast to float32: float32 copies below float32
             rule = tuple(Saved(t.elements, AT_FP32, t.below_fp32) for t in rule or (Saved(node_saved(node)),))
