@@ -77,10 +77,10 @@ FAMILIES += [m for m in MLA_MODELS if "MiniCPM3" in str(m)]
 # parallel blocks), gpt_neo (float32 q and k, where() on a per-layer causal buffer), gptj / codegen (float32 q and k,
 # rope tables re-derived per layer for q and for k), gpt_bigcode (multi-query views of the fused c_attn at B = 1),
 # bloom (alibi, residual adds in the blocks, GeLUFunction), falcon (multi-query index lists, bf16 softmax; the three:
-# parallel multi-query, sequential alibi, two parallel norms)
+# parallel multi-query, sequential alibi, two parallel norms; and under the legacy RefinedWeb keys)
 _DENSE = ("gpt2", "phi", "ministral", "arcee", "jais2", "olmo2", "hunyuan_v1_dense", "opt", "gpt_neox", "ministral3",
           "nemotron", "persimmon", "mpt", "xglm", "cohere", "cohere2", "gpt_neo", "gptj", "codegen", "gpt_bigcode",
-          "bloom", "falcon")
+          "bloom", "falcon", "RefinedWeb", "RefinedWebModel")
 FAMILIES += [config for model_type, config in DENSE_MODELS if model_type in _DENSE]
 FAMILIES += [m for m in EXACT_MODELS if any(k in str(m) for k in (
     "starcoder2", "stablelm", "EXAONE-4", "Cwm", "gemma-2b", "gemma-2-9b", "gemma-3-27b", "vaultgemma", "GlmConfig",

@@ -92,7 +92,7 @@ DENSE_MODEL_TYPES = frozenset({"gpt2", "phi", "starcoder2", "stablelm", "jais2",
                                "glm", "glm4", "phi3", "olmo3", "opt", "gpt_neox", "ministral3", "olmo", "nemotron",
                                "persimmon", "mpt", "xglm", "cohere", "cohere2", "gpt_neo", "gptj", "codegen",
                                "gpt_bigcode", "bloom",
-                               "falcon"})
+                               "falcon", "RefinedWeb", "RefinedWebModel"})
 VALIDATED_MODEL_TYPES = LORA_MODEL_TYPES | MOE_MODEL_TYPES | MLA_MODEL_TYPES | DENSE_MODEL_TYPES | MLA_DENSE_MODEL_TYPES
 # llama4's experts run every token through every expert (``_DENSE_EXPERTS``): transformers gives them no
 # experts implementation to choose, one rule for both kernels
@@ -115,11 +115,13 @@ _ACTIVATION_SAVES = {"gelu_new": 4, "gelu_fast": 7}
 # activations run as a custom autograd Function in training (bloom's GeLUFunction): it keeps its input, which
 # saved_tensors_hooks packs after the Function's forward returns, at the next node (the linear reading its output)
 _FUNCTION_ACTIVATIONS = frozenset({"bloom_gelu"})
+# falcon's code, under its own model type and the legacy RefinedWeb keys
+_FALCON = frozenset({"falcon", "RefinedWeb", "RefinedWebModel"})
 # fused q/k/v projections: q, k and v are slices of one output
 _FUSED_QKV = frozenset({"c_attn", "qkv_proj", "query_key_value", "Wqkv", "W_pack"})
 # multi-query types measured taking the expanded K / V views at B = 1 (gemma-2b); a tensor-parallel rank with
 # one KV head would do the same, not yet measured: its keys are counted repeated (tests/test_training_plan.py)
-_MQA_VIEWS = frozenset({"gemma", "falcon"})
+_MQA_VIEWS = frozenset({"gemma", *_FALCON})
 # multi-query with q, k and v views of one fused output (gpt_bigcode's c_attn): the fused rule below, as for MHA
 _MQA_FUSED = frozenset({"gpt_bigcode"})
 # learned positions shared by the batch, ``wpe(position_ids)`` of shape (1, S): their S int64 ids
@@ -147,7 +149,7 @@ _EXPERT_BIASES = frozenset({"gpt_oss"})
 # llama4's NoPE-layer temperature scales are computed in float32
 _TEMPERATURE_FP32 = frozenset({"llama4_text"})
 # attention softmax at the activation dtype (``softmax(x, dtype=x.dtype)``): no float32 output, no copy for p @ v
-_SOFTMAX_AT_ACT = frozenset({"gpt_oss", "gpt2", "llama4_text", "mimo_v2_flash", "xglm", "falcon"})
+_SOFTMAX_AT_ACT = frozenset({"gpt_oss", "gpt2", "llama4_text", "mimo_v2_flash", "xglm", *_FALCON})
 # RMSNorm ``weight * y`` with y float32 (gpt_oss: ``(self.weight * hidden_states).to(input_dtype)``): y at 4 bytes
 _NORM_Y_FP32 = frozenset({"gpt_oss", "olmo2", "olmo3"})
 # a rotary table per layer type (gemma3_text: sliding layers' local base, full layers' global one)
@@ -171,7 +173,7 @@ _SCORES_FP32 = frozenset({"gptj", "codegen"})
 # rope tables re-derived per call, once for q and once for k (gptj's repeat_interleave of sin and cos)
 _TABLES_PER_CALL = frozenset({"gptj", "codegen"})
 # k and v indexed out of the fused qkv with lists (``module_saved``)
-_LIST_INDEXED_KV = frozenset({"falcon"})
+_LIST_INDEXED_KV = _FALCON
 # scores clamped from below by ``torch.max(scores, tensor(min))`` (xglm)
 _CLAMPED_SCORES = frozenset({"xglm"})
 # sinusoidal positions: rows selected from a buffer (no gradient: nothing kept)
