@@ -416,6 +416,11 @@ def test_tiny_falcon_saved() -> None:
     assert int(saved[attn](2, 3, 0)) == 2 and int(nbytes[attn](2, 3, 0)) == 16
     assert int(nbytes[f"{attn}:softmax"](2, 3, 0)) == 2 * 72
     assert int(saved[f"{attn}:scores"](1, 5, 0)) == 320 + 80 and int(saved[f"{attn}:context"](1, 5, 0)) == 80
+    # full recomputation reruns the layer: its peak holds the layer's nodes' tensors and those 2 indices
+    from llm_profiler.training.activations import layer_saved
+
+    nodes = sum(int(saved[n.path](2, 3, 0)) for n in profile.nodes if n.layer == 0)
+    assert int(layer_saved(profile, 0)(2, 3, 0)) == nodes + 2
 
 
 # --- the types still without rules: training_step's fallback and its measured margin ---

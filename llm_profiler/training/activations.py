@@ -626,7 +626,13 @@ def layer_saved(model: ModelProfile, layer: int = 0, experts: str = "batched_mm"
     """Elements one layer saves without recomputation (what full recomputation holds again, one layer at a
     time, during the backward)."""
     saved = saved_by_node(model, experts=experts)
-    return sum((saved[n.path] for n in model.nodes if n.layer == layer), ZERO)
+    return sum((saved[path] for path in _layer_paths(model, layer)), ZERO)
+
+
+def _layer_paths(model: ModelProfile, layer: int) -> list[str]:
+    """The paths of layer ``layer``'s nodes and of its modules' own saves (``module_saved``)."""
+    own = [m for m in module_saved(model) if any(n.module == m and n.layer == layer for n in model.nodes)]
+    return [n.path for n in model.nodes if n.layer == layer] + own
 
 
 # below float32: helium's RMSNorm multiplies in float32, ``(weight.to(float32) * y).to(input_dtype)``: y stays
@@ -699,7 +705,7 @@ def layer_saved_bytes(model: ModelProfile, act_bytes: int = 2, layer: int = 0,
                       experts: str = "batched_mm") -> Formula:
     """Bytes one layer saves without recomputation (held again while full recomputation reruns it)."""
     saved = saved_bytes_by_node(model, "none", act_bytes, experts=experts)
-    return sum((saved[n.path] for n in model.nodes if n.layer == layer), ZERO)
+    return sum((saved[path] for path in _layer_paths(model, layer)), ZERO)
 
 
 class SavedActivations(BaseModel):
