@@ -19,7 +19,11 @@ GPT-style blocks, float32 norm products, soft-capping, sinks (tests/test_trainin
   output; at B = 1 the matmuls take such head views without copying and keep the whole fused output (MLA's
   kv_b, a fused qkv, gemma's multi-query expand), for B > 1 a copy (``fmin(B - 1, 1)``);
 - nn.LayerNorm keeps x, mean and rstd; a linear keeps its input when it is the first to read a norm's output
-  or reads a block's own tensor; gelu_new and gelu_fast op by op keep 4 and 7 tensors; relu its output.
+  or reads a block's own tensor; gelu_new and gelu_fast op by op keep 4 and 7 tensors; relu its output;
+- the GPT-era layouts: float32 LayerNorms (olmo), LayerNorm1P's weight + 1 (nemotron), CohereLayerNorm op by op,
+  per-head norms on fused views (persimmon), bool score masks (mpt's masked_fill, gpt_neo's causal buffer),
+  xglm's max(scores, min), float32 q / k (gpt_neo, gptj, codegen), bloom's GeLUFunction, falcon's list-indexed
+  k / v (``module_saved``: kept by the attention's own ops, no node).
 
 What each forward op saves follows ``derivatives.yaml`` (an op saves the operands its gradient formulas
 read); a tensor saved by several ops is stored once and is charged to the first node that saves it:
