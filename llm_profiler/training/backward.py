@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from .. import ops
@@ -458,8 +459,7 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
     out: dict[str, Counts] = {}
     nodes = list(model.nodes)
 
-    def add(path: str, n: Formula) -> None:
-        out[path] = out.get(path, Counts()) + Counts({ADD: n, ACT: n})
+    add = partial(accumulate, out)
 
     embed = next(n for n in nodes if n.kind == NodeKind.EMBEDDING)
     first_layer = next(i for i, m in enumerate(nodes) if m.layer is not None)
@@ -516,6 +516,13 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
+def accumulate(acc: dict[str, Counts], path: str, n: Any) -> None:
+    """Charge ``n`` gradient-accumulation adds (each writes its sum: ``act`` too) to the node ``path`` in
+    ``acc``; nothing for none."""
+    if n:
+        acc[path] = acc.get(path, Counts()) + Counts({ADD: n, ACT: n})
+
+
 def default_node_backward(node: Node, spec: Any) -> Counts:
     """The node's own backward under the shared rules, read from the spec (norm, activation, GQA group, MoE)."""
     group = spec.num_heads // spec.num_kv_heads if spec.num_kv_heads else 1
@@ -567,5 +574,5 @@ from . import backward_families  # noqa: E402  (registers FAMILY_BACKWARD: MLA, 
 VALIDATED_MODEL_TYPES |= backward_families.VALIDATED  # their types proven exact (tests/test_training_backward_*.py)
 
 __all__ = ["ATEN_BACKWARD", "FAMILY_BACKWARD", "LOSS", "OUTPUT_PROJECTIONS", "VALIDATED_MODEL_TYPES", "numel",
-           "ExpertShape", "default_node_backward", "family_counts", "is_validated", "BackwardUnsupportedError", "accumulations", "backward_counts",
+           "ExpertShape", "accumulate", "default_node_backward", "family_counts", "is_validated", "BackwardUnsupportedError", "accumulations", "backward_counts",
            "node_backward"]

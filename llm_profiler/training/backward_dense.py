@@ -64,6 +64,7 @@ Gradient accumulation per layer (``accumulations``), charged to the node that wr
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from .. import ops
@@ -79,6 +80,7 @@ from .backward import (
     ROPE_SPLIT,
     TOKENS,
     BackwardUnsupportedError,
+    accumulate,
     embedding_backward,
     loss_backward,
     matmul_backward,
@@ -266,9 +268,7 @@ def accumulations(model: ModelProfile) -> dict[str, Counts]:
     out: dict[str, Counts] = {}
     nodes = list(model.nodes)
 
-    def add(path: str, n: Formula) -> None:
-        if n:
-            out[path] = out.get(path, Counts()) + Counts({ADD: n, ACT: n})
+    add = partial(accumulate, out)
 
     embed = _token_embedding(model)
     first_layer = next(i for i, m in enumerate(nodes) if m.layer is not None)

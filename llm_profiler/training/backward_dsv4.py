@@ -57,6 +57,7 @@ its kv_norm twice.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from .. import ops
@@ -237,8 +238,7 @@ def dsv4_accumulations(model: ModelProfile) -> dict[str, Counts]:
     out: dict[str, Counts] = {}
     nodes = {n.path: n for n in model.nodes}
 
-    def add(path: str, n: Formula) -> None:
-        out[path] = out.get(path, Counts()) + Counts({ADD: n, ACT: n})
+    add = partial(base.accumulate, out)
 
     embed = next(n for n in model.nodes if n.kind == NodeKind.EMBEDDING)
     if spec.tie_word_embeddings:

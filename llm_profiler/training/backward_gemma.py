@@ -79,6 +79,7 @@ Hp, the same Gemma3nRMSNorm (pow) and attention (q / k / v norms, KV sharing) as
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from .. import ops
@@ -170,9 +171,7 @@ def gemma4_accumulations(model: ModelProfile) -> dict[str, Counts]:
     stream = t * h
     out: dict[str, Counts] = {}
 
-    def add(path: str, n: Formula) -> None:
-        if n:
-            out[path] = out.get(path, Counts()) + Counts({ADD: n, ACT: n})
+    add = partial(base.accumulate, out)
 
     nodes = list(model.nodes)
     by_path = {n.path: n for n in nodes}
@@ -315,9 +314,7 @@ def gemma3n_accumulations(model: ModelProfile) -> dict[str, Counts]:
     n = t * h
     out: dict[str, Counts] = {}
 
-    def add(path: str, k: Formula) -> None:
-        if k:
-            out[path] = out.get(path, Counts()) + Counts({ADD: k, ACT: k})
+    add = partial(base.accumulate, out)
 
     nodes = list(model.nodes)
     embed = next(x for x in nodes if x.kind == NodeKind.EMBEDDING)

@@ -53,6 +53,7 @@ token-by-token recurrent form, whose backward is not this one.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from .. import ops
@@ -125,8 +126,7 @@ def minimax_accumulations(model: ModelProfile) -> dict[str, Counts]:
     t, h = base.TOKENS, spec.hidden_size
     out: dict[str, Counts] = {}
 
-    def add(path: str, n: Any) -> None:
-        out[path] = out.get(path, Counts()) + _adds(n)
+    add = partial(base.accumulate, out)
 
     embed = next(n for n in model.nodes if n.kind == NodeKind.EMBEDDING).path
     add(embed, t * h)  # read by layer 0's input_layernorm twice

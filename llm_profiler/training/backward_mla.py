@@ -45,6 +45,7 @@ wrote the split tensor (q_b_proj / q_proj, kv_a_proj_with_mqa).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 from .. import ops
@@ -137,8 +138,7 @@ def mla_accumulations(model: ModelProfile) -> dict[str, Counts]:
     t, dr = base.TOKENS, spec.qk_rope_head_dim  # type: ignore[attr-defined]
     fan_out = spec.rope_style != "complex"  # type: ignore[attr-defined]  # V2's complex rope reads q, k once
 
-    def add(path: str, n: Formula) -> None:
-        out[path] = out.get(path, Counts()) + Counts({ADD: n, ACT: n})
+    add = partial(base.accumulate, out)
 
     for node in model.nodes:
         name = node.path.rsplit(".", 1)[-1]

@@ -166,7 +166,7 @@ def gpt_oss_backward(model: ModelProfile) -> dict[str, Counts]:
         if name in ("q_proj", "k_proj") and node.layer is not None and spec.layers[node.layer].mixer.rope:
             heads = spec.num_heads if name == "q_proj" else spec.num_kv_heads
             n = base.TOKENS * heads * spec.rotary_dim  # its two halves each read twice by rope
-            acc[node.path] = acc.get(node.path, Counts()) + Counts({ADD: n, ACT: n})
+            base.accumulate(acc, node.path, n)
     return base.family_counts(model, lambda n: gpt_oss_node_backward(n, spec, nodes), acc)
 
 
@@ -180,7 +180,7 @@ def hunyuan_backward(model: ModelProfile) -> dict[str, Counts]:
         for node in model.nodes:
             if node.kind == NodeKind.ROPE:
                 n = base.TOKENS * (spec.num_heads + spec.num_kv_heads) * spec.head_dim  # x^2 and x * rstd
-                acc[node.path] = acc.get(node.path, Counts()) + Counts({ADD: n, ACT: n})
+                base.accumulate(acc, node.path, n)
     return base.family_counts(model, lambda node: base.default_node_backward(node, spec), acc)
 
 
@@ -269,7 +269,7 @@ def llama4_backward(model: ModelProfile) -> dict[str, Counts]:
         if node.kind == NodeKind.ROPE and any(n.layer == node.layer and n.path.endswith(".qk_norm")
                                               for n in model.nodes):
             n = base.TOKENS * (spec.num_heads + spec.num_kv_heads) * spec.head_dim  # read by x^2 and x * rstd
-            acc[node.path] = acc.get(node.path, Counts()) + Counts({ADD: n, ACT: n})
+            base.accumulate(acc, node.path, n)
     return base.family_counts(model, lambda n: llama4_node_backward(n, spec), acc)
 
 

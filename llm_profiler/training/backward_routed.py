@@ -118,10 +118,6 @@ class _Nodes:
     nodes: tuple[Node, ...]
 
 
-def _add(acc: dict[str, Counts], path: str, n: Any) -> None:
-    acc[path] = acc.get(path, Counts()) + Counts({ADD: n, ACT: n})
-
-
 def _post_moe_norms(model: ModelProfile) -> dict[int, Node]:
     """layer -> the norm right after its MoE block (its post-norm), read by position."""
     out: dict[int, Node] = {}
@@ -143,7 +139,7 @@ def flex_olmo_backward(model: ModelProfile) -> dict[str, Counts]:
     reads = 2 if spec.norm == "rmsnorm" else 1
     for node in model.nodes:
         if node.kind == NodeKind.EXPERTS and node.layer in post:
-            _add(acc, node.path, (reads - 1) * base.TOKENS * spec.hidden_size)
+            base.accumulate(acc, node.path, (reads - 1) * base.TOKENS * spec.hidden_size)
     return base.family_counts(model, lambda node: base.default_node_backward(node, spec), acc)
 
 
@@ -165,7 +161,7 @@ def apertus_backward(model: ModelProfile) -> dict[str, Counts]:
 
     for i, node in enumerate(nodes):
         if node.kind == NodeKind.ACTIVATION and spec.activation == "xielu":
-            _add(acc, nodes[i - 1].path, (XIELU_READS - 1) * _elements(node))  # the linear before it wrote x
+            base.accumulate(acc, nodes[i - 1].path, (XIELU_READS - 1) * _elements(node))  # the linear before it wrote x
     return base.family_counts(model, rule, acc)
 
 
@@ -238,17 +234,17 @@ def dbrx_backward(model: ModelProfile, hits: Formula | int | None = None) -> dic
     for node in model.nodes:
         name = node.path.rsplit(".", 1)[-1]
         if name == "norm_1":
-            _add(acc, writer, stream)  # norm_1 and the residual add
+            base.accumulate(acc, writer, stream)  # norm_1 and the residual add
         elif node.part == "clip_qkv" or (name == "Wqkv" and spec.clip_qkv is None):  # what the split views
-            _add(acc, node.path, 2 * t * (spec.num_heads + spec.num_kv_heads) * spec.rotary_dim)
+            base.accumulate(acc, node.path, 2 * t * (spec.num_heads + spec.num_kv_heads) * spec.rotary_dim)
         elif node.kind == NodeKind.RESIDUAL:
             writer = node.path
             if node.path.endswith("norm_attn_norm:residual"):
-                _add(acc, node.path, stream)  # norm_2 and the block's residual add
+                base.accumulate(acc, node.path, stream)  # norm_2 and the block's residual add
         elif name == "norm_2":
-            _add(acc, node.path, hits * stream + pairs * h)
+            base.accumulate(acc, node.path, hits * stream + pairs * h)
         elif node.kind == NodeKind.ROUTER:
-            _add(acc, node.path, (hits - 1) * pairs + (pairs if spec.norm_p is not None else 0))
+            base.accumulate(acc, node.path, (hits - 1) * pairs + (pairs if spec.norm_p is not None else 0))
     return base.family_counts(model, rule, acc)
 
 
@@ -286,21 +282,21 @@ def jetmoe_backward(model: ModelProfile, hits: Formula | int | None = None) -> d
     embed = next(n for n in model.nodes if n.kind == NodeKind.EMBEDDING)
     writer = embed.path
     if spec.tie_word_embeddings:
-        _add(acc, embed.path, spec.vocab_size * h)
+        base.accumulate(acc, embed.path, spec.vocab_size * h)
     for node in model.nodes:
         name = node.path.rsplit(".", 1)[-1]
         if name in ("input_layernorm", "post_attention_layernorm"):
-            _add(acc, writer, reads * stream)  # the norm (x^2, x * rstd) and the residual add
-            _add(acc, node.path, (2 if name == "input_layernorm" else 1) * stream)
+            base.accumulate(acc, writer, reads * stream)  # the norm (x^2, x * rstd) and the residual add
+            base.accumulate(acc, node.path, (2 if name == "input_layernorm" else 1) * stream)
         elif node.part == "moa_map":
-            _add(acc, node.path, 2 * t * spec.num_heads * spec.rotary_dim)
+            base.accumulate(acc, node.path, 2 * t * spec.num_heads * spec.rotary_dim)
         elif name == "kv_proj":
-            _add(acc, node.path, 2 * t * kv * spec.rotary_dim)
+            base.accumulate(acc, node.path, 2 * t * kv * spec.rotary_dim)
         elif node.kind == NodeKind.RESIDUAL:
             writer = node.path
         elif node.kind == NodeKind.ATTN_SCORES:  # key and value repeat()ed k times, summed back
-            _add(acc, node.module, 2 * (k - 1) * t * kv * D)
-    _add(acc, writer, (reads - 1) * stream)  # the last layer's output, read by the final norm
+            base.accumulate(acc, node.module, 2 * (k - 1) * t * kv * D)
+    base.accumulate(acc, writer, (reads - 1) * stream)  # the last layer's output, read by the final norm
     out = base.family_counts(model, rule, acc)
     for path, counts in acc.items():  # the repeat's sum at the attention module (a site that is no node)
         out.setdefault(path, counts)

@@ -46,6 +46,7 @@ final norm twice (1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 from ..formula import B, Formula, S, ceil_div
@@ -189,8 +190,7 @@ def prenorm_accumulations(model: ModelProfile) -> dict[str, Counts]:
     reads = 2 if spec.norm == "rmsnorm" else 1
     out: dict[str, Counts] = {}
 
-    def add(path: str, n: Formula) -> None:
-        out[path] = out.get(path, Counts()) + Counts({ADD: n, ACT: n})
+    add = partial(base.accumulate, out)
 
     writer = next(n for n in model.nodes if n.kind == NodeKind.EMBEDDING).path
     if spec.tie_word_embeddings:
@@ -324,8 +324,7 @@ def falcon_h1_backward(model: ModelProfile) -> dict[str, Counts]:
 
     acc = base.accumulations(model)
 
-    def move(path: str, n: Formula) -> None:
-        acc[path] = acc.get(path, Counts()) + Counts({ADD: n, ACT: n})
+    move = partial(base.accumulate, acc)
 
     for node in model.nodes:
         if node.path.endswith(".input_layernorm"):
