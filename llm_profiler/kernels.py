@@ -166,16 +166,15 @@ class KernelFacts:
     fn: Any  # compiled [2 * macs, M, extra bytes, *EagerOutputs] per group
     WIDTH = 8
 
-    def values(self, batch: Any, seq: Any, past: Any) -> list[tuple[Any, Any, Any]]:
+    def rows(self, batch: Any, seq: Any, past: Any) -> list[tuple[Any, ...]]:
+        """Per group, evaluated once: (2 * macs, M, extra bytes, then the ``EagerOutputs`` fields)."""
         flat = self.fn(batch, seq, past)
         w = self.WIDTH
-        return [(flat[w * g], flat[w * g + 1], flat[w * g + 2]) for g in range(len(self.kernel))]
+        return [tuple(flat[w * g:w * g + w]) for g in range(len(self.kernel))]
 
-    def outputs(self, batch: Any, seq: Any, past: Any) -> list[tuple[Any, ...]]:
-        """Per group: the values of its ``EagerOutputs`` fields."""
-        flat = self.fn(batch, seq, past)
-        w = self.WIDTH
-        return [tuple(flat[w * g + 3:w * g + w]) for g in range(len(self.kernel))]
+    def values(self, batch: Any, seq: Any, past: Any) -> list[tuple[Any, ...]]:
+        """Per group: (2 * macs, M, extra bytes)."""
+        return [row[:3] for row in self.rows(batch, seq, past)]
 
 
 def extra_bytes(node: Node, engine: str | ExecutionProfile | None, act_dtype: str) -> Formula:
