@@ -16,7 +16,7 @@ streaming kernel). They default to 1: the roofline is then a lower bound on the 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -138,27 +138,44 @@ KERNEL_CLASSES = ("linear", "bmm", "elementwise")
 GLIBC_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
 
 
-class RateCurve(BaseModel):
-    """FLOP/s at a grid of M (ascending, distinct, positive); interpolated linearly in log2(M)."""
+class _Curve(BaseModel):
+    """Positive rates at an ascending grid of positive points, checked when built (a QueryError naming it)."""
 
     model_config = ConfigDict(frozen=True)
 
-    m: tuple[int, ...]
-    flops_per_s: tuple[float, ...]
+    WHAT: ClassVar[str]  # "rate curve"
+    POINTS: ClassVar[str]  # what the grid holds: "M values"
 
     def __init__(self, **data: Any) -> None:
         try:
             super().__init__(**data)
         except ValidationError as err:  # a QueryError raised in the check arrives wrapped: unwrap it
-            raise QueryError(f"bad rate curve: {err.errors()[0]['msg']}") from None
+            raise QueryError(f"bad {self.WHAT}: {err.errors()[0]['msg']}") from None
+
+    def grid(self) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        raise NotImplementedError  # pragma: no cover - each curve names its fields
 
     def model_post_init(self, _: object) -> None:
-        if not self.m or len(self.m) != len(self.flops_per_s):
-            raise QueryError("a rate curve needs as many M values as rates, at least one")
-        if any(b <= a for a, b in zip(self.m, self.m[1:])) or self.m[0] < 1:
-            raise QueryError(f"a rate curve's M values must be positive and ascending, got {self.m}")
-        if any(not r > 0 for r in self.flops_per_s):
-            raise QueryError(f"a rate curve's rates must be positive, got {self.flops_per_s}")
+        points, rates = self.grid()
+        if not points or len(points) != len(rates):
+            raise QueryError(f"a {self.WHAT} needs as many {self.POINTS} as rates, at least one")
+        if any(b <= a for a, b in zip(points, points[1:])) or points[0] < 1:
+            raise QueryError(f"a {self.WHAT}'s {self.POINTS} must be positive and ascending, got {points}")
+        if any(not r > 0 for r in rates):
+            raise QueryError(f"a {self.WHAT}'s rates must be positive, got {rates}")
+
+
+class RateCurve(_Curve):
+    """FLOP/s at a grid of M (ascending, distinct, positive); interpolated linearly in log2(M)."""
+
+    WHAT: ClassVar[str] = "rate curve"
+    POINTS: ClassVar[str] = "M values"
+
+    m: tuple[int, ...]
+    flops_per_s: tuple[float, ...]
+
+    def grid(self) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        return self.m, self.flops_per_s
 
     def at(self, m: float) -> float:
         """The rate at M = ``m``: clamped outside the grid, linear in log2(M) between grid points."""
@@ -177,29 +194,19 @@ def log2_interp(grid: tuple[int, ...], values: tuple[float, ...], x: Any) -> Any
     return np.interp(at, np.log2(np.asarray(grid, dtype=np.float64)), np.asarray(values, dtype=np.float64))
 
 
-class BandwidthCurve(BaseModel):
+class BandwidthCurve(_Curve):
     """Bytes/s of a weight matmul streaming a matrix of a given size (the GEMV bandwidth by weight bytes:
     small matrices stay in the caches or pay the call's fixed cost, large ones stream from DRAM); the sizes
     ascending, interpolated linearly in log2(size), clamped to the grid's ends."""
 
-    model_config = ConfigDict(frozen=True)
+    WHAT: ClassVar[str] = "bandwidth curve"
+    POINTS: ClassVar[str] = "sizes"
 
     size_bytes: tuple[int, ...]
     bytes_per_s: tuple[float, ...]
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as err:
-            raise QueryError(f"bad bandwidth curve: {err.errors()[0]['msg']}") from None
-
-    def model_post_init(self, _: object) -> None:
-        if not self.size_bytes or len(self.size_bytes) != len(self.bytes_per_s):
-            raise QueryError("a bandwidth curve needs as many sizes as rates, at least one")
-        if any(b <= a for a, b in zip(self.size_bytes, self.size_bytes[1:])) or self.size_bytes[0] < 1:
-            raise QueryError(f"a bandwidth curve's sizes must be positive and ascending, got {self.size_bytes}")
-        if any(not r > 0 for r in self.bytes_per_s):
-            raise QueryError(f"a bandwidth curve's rates must be positive, got {self.bytes_per_s}")
+    def grid(self) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        return self.size_bytes, self.bytes_per_s
 
     def at(self, size: Any) -> Any:
         """Bytes/s at ``size`` bytes (a number or a numpy array)."""
