@@ -37,7 +37,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from .. import ops
 from ..errors import ProfilerError
@@ -537,6 +537,21 @@ def family_counts(model: ModelProfile, rule: Callable[[Node], Any], acc: dict[st
     return out
 
 
+@dataclass(frozen=True)
+class _Subset:
+    """A model seen through a subset of its nodes (what ``accumulations`` reads: spec and nodes)."""
+
+    spec: Any
+    nodes: tuple[Node, ...]
+
+
+def accumulations_over(model: ModelProfile, nodes: Any, spec: Any = None) -> dict[str, Counts]:
+    """``accumulations`` of ``model`` seen through ``nodes`` (a subset of its nodes: a family leaves out
+    those that are not the readers the generic count assumes) and ``spec`` (default: the model's)."""
+    view = _Subset(model.spec if spec is None else spec, tuple(nodes))
+    return dict(accumulations(cast(ModelProfile, view)))
+
+
 def backward_counts(model: ModelProfile) -> dict[str, Counts]:
     """node path -> backward counts (its own ops plus the accumulations charged to it), and ``loss``."""
     spec = model.spec
@@ -574,5 +589,5 @@ from . import backward_families  # noqa: E402  (registers FAMILY_BACKWARD: MLA, 
 VALIDATED_MODEL_TYPES |= backward_families.VALIDATED  # their types proven exact (tests/test_training_backward_*.py)
 
 __all__ = ["ATEN_BACKWARD", "FAMILY_BACKWARD", "LOSS", "OUTPUT_PROJECTIONS", "VALIDATED_MODEL_TYPES", "numel",
-           "ExpertShape", "accumulate", "default_node_backward", "family_counts", "is_validated", "BackwardUnsupportedError", "accumulations", "backward_counts",
+           "ExpertShape", "accumulate", "accumulations_over", "default_node_backward", "family_counts", "is_validated", "BackwardUnsupportedError", "accumulations", "backward_counts",
            "node_backward"]

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 from .. import ops
 from ..formula import Formula
@@ -119,14 +119,6 @@ def mla_node_backward(node: Node, spec: Any) -> Counts:
     return base.node_backward(node, spec.norm, spec.activation, 1)
 
 
-@dataclass(frozen=True)
-class _Nodes:
-    """A model seen through a subset of its nodes (what ``accumulations`` reads: spec and nodes)."""
-
-    spec: Any
-    nodes: tuple[Node, ...]
-
-
 def mla_accumulations(model: ModelProfile) -> dict[str, Counts]:
     """``training.backward.accumulations`` on the layers without MLA's inner linears and rope (the block reads
     the stream through q_a_proj / q_proj and kv_a_proj_with_mqa only), plus MLA's own reads (module
@@ -134,7 +126,7 @@ def mla_accumulations(model: ModelProfile) -> dict[str, Counts]:
     spec: Any = model.spec  # the family's spec subclass (its extra fields)
     kept = tuple(n for n in model.nodes if n.kind != NodeKind.ROPE and n.path.rsplit(".", 1)[-1] not in _INNER
                  and ".indexer" not in n.path)
-    out = dict(base.accumulations(cast(ModelProfile, _Nodes(spec, kept))))
+    out = base.accumulations_over(model, kept)
     t, dr = base.TOKENS, spec.qk_rope_head_dim  # type: ignore[attr-defined]
     fan_out = spec.rope_style != "complex"  # type: ignore[attr-defined]  # V2's complex rope reads q, k once
 

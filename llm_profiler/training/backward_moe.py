@@ -69,8 +69,7 @@ sparsemixer samples the experts and ``PhimoeMultiplier`` has its own backward: n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from .. import ops
 from ..formula import Formula
@@ -85,18 +84,10 @@ HUNYUAN_TYPES: frozenset[str] = frozenset({"hunyuan_v1_moe", "hunyuan_v1_dense"}
 LLAMA4_TYPES: frozenset[str] = frozenset({"llama4_text"})  # a multimodal llama4 config profiles as llama4_text
 
 
-@dataclass(frozen=True)
-class _Nodes:
-    """A model seen through a subset of its nodes (what ``accumulations`` reads: spec and nodes)."""
-
-    spec: Any
-    nodes: tuple[Node, ...]
-
-
 def accumulations_without_rope(model: ModelProfile) -> dict[str, Counts]:
     """``training.backward.accumulations`` with the rope nodes left out (no rotate_half fan-out)."""
     kept = tuple(n for n in model.nodes if n.kind != NodeKind.ROPE)
-    return dict(base.accumulations(cast(ModelProfile, _Nodes(model.spec, kept))))
+    return base.accumulations_over(model, kept)
 
 
 def l2_norm_backward(rows: Formula, n: Formula | int) -> Counts:
@@ -175,7 +166,7 @@ def hunyuan_backward(model: ModelProfile) -> dict[str, Counts]:
     spec: Any = model.spec  # the family's spec subclass (its extra fields)
     wg = {n.layer for n in model.nodes if n.path.endswith(".gate.wg")}
     kept = tuple(n for n in model.nodes if not (n.kind == NodeKind.ROUTER and n.layer in wg))
-    acc = dict(base.accumulations(cast(ModelProfile, _Nodes(spec.model_copy(update={"qk_norm": False}), kept))))
+    acc = base.accumulations_over(model, kept, spec.model_copy(update={"qk_norm": False}))
     if spec.qk_norm:
         for node in model.nodes:
             if node.kind == NodeKind.ROPE:

@@ -89,8 +89,7 @@ embedding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from ..formula import Formula, fmin
 from ..graph.node import Node, NodeKind
@@ -110,14 +109,6 @@ XIELU_READS = 6  # the gradients xIELU sends its input (module docstring)
 Number = Any
 
 
-@dataclass(frozen=True)
-class _Nodes:
-    """A model seen through a subset of its nodes (what ``accumulations`` reads: spec and nodes)."""
-
-    spec: Any
-    nodes: tuple[Node, ...]
-
-
 def _post_moe_norms(model: ModelProfile) -> dict[int, Node]:
     """layer -> the norm right after its MoE block (its post-norm), read by position."""
     out: dict[int, Node] = {}
@@ -135,7 +126,7 @@ def flex_olmo_backward(model: ModelProfile) -> dict[str, Counts]:
     spec: Any = model.spec
     post = _post_moe_norms(model)
     kept = tuple(n for n in model.nodes if n not in post.values())  # the generic count reads no MoE post-norm
-    acc = dict(base.accumulations(cast(ModelProfile, _Nodes(spec, kept))))
+    acc = base.accumulations_over(model, kept)
     reads = 2 if spec.norm == "rmsnorm" else 1
     for node in model.nodes:
         if node.kind == NodeKind.EXPERTS and node.layer in post:

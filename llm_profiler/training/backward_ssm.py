@@ -45,9 +45,8 @@ final norm twice (1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 from ..formula import B, Formula, S, ceil_div
 from ..graph.node import Node, NodeKind
@@ -209,22 +208,12 @@ def prenorm_accumulations(model: ModelProfile) -> dict[str, Counts]:
     return out
 
 
-@dataclass(frozen=True)
-class _Nodes:
-    """A model seen through a subset of its nodes (what ``accumulations`` reads: spec and nodes)."""
-
-    spec: Any
-    nodes: tuple[Node, ...]
-
-
 def granitemoehybrid_backward(model: ModelProfile) -> dict[str, Counts]:
     """Mamba-2 or attention, then MoE + shared MLP, per layer: ``training.backward.accumulations`` (its
-    attention-then-MLP blocks; the Mamba mixer reads the block's input through in_proj only), the shared MLP's
-    ``output_linear`` being an output projection (not a reader of the norm's output)."""
+    attention-then-MLP blocks; the Mamba mixer reads the block's input through in_proj only; the shared MLP's
+    ``output_linear`` is among ``OUTPUT_PROJECTIONS``, not a reader of the norm's output)."""
     spec: Any = model.spec  # the family's spec subclass (its extra fields)
-    kept = tuple(n for n in model.nodes if not n.path.endswith(".output_linear"))
-    acc = dict(base.accumulations(cast(ModelProfile, _Nodes(spec, kept))))
-    return base.family_counts(model, lambda n: ssm_node_backward(n, spec), acc)
+    return base.family_counts(model, lambda n: ssm_node_backward(n, spec), base.accumulations(model))
 
 
 def bamba_backward(model: ModelProfile) -> dict[str, Counts]:
@@ -411,7 +400,7 @@ def _mamba1_model(model: ModelProfile, prenorm: bool) -> dict[str, Counts]:
         acc = prenorm_accumulations(model)
     else:  # attention-then-MLP blocks; x_proj reads the conv's output, not the block's input
         kept = tuple(n for n in model.nodes if not n.path.endswith(".x_proj"))
-        acc = dict(base.accumulations(cast(ModelProfile, _Nodes(spec, kept))))
+        acc = base.accumulations_over(model, kept)
     return base.family_counts(model, rule, acc)
 
 
