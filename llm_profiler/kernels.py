@@ -156,6 +156,16 @@ def fresh_output_bytes(outputs: list[tuple[Any, ...]], act_bytes: float, kv_byte
     return out
 
 
+def copy_bytes(outputs: list[tuple[Any, ...]], act_bytes: float, kv_bytes: float) -> list[Any]:
+    """Per group, the bytes its eager data copies write: repeat_kv's expansion (``copy`` elements at the
+    activation dtype) and DynamicCache's two ``torch.cat`` re-copies (``cache_cat`` elements each, at the KV
+    dtype). The traffic counts each copy read and written: the write is the copy op's, the read the op's
+    after it (the matmul that reads the expanded K or V) or the cat's own read of the held tokens, which stay
+    with the node's bytes. ``outputs`` as ``fresh_output_bytes`` takes them."""
+    return [np.asarray(copy, dtype=np.float64) * act_bytes + 2.0 * np.asarray(cat, dtype=np.float64) * kv_bytes
+            for _largest, _computing, _fp32, copy, cat in outputs]
+
+
 @dataclass
 class KernelFacts:
     """Per group of identical nodes: kernel class, op count, and the formulas of its matmul FLOPs and M, the
@@ -208,11 +218,14 @@ def kernel_facts(groups: list[tuple[list[Node], Any]], engine: str | ExecutionPr
 
 
 def group_times(model: DeviceModel, kernel: str, dtype: str, flops: Any, matmul_flops: Any, nbytes: Any, m: Any,
-                ops: int, captured: bool, weight_bytes: Any = None, fresh_bytes: Any = 0.0) -> tuple[Any, Any]:
+                ops: int, captured: bool, weight_bytes: Any = None, fresh_bytes: Any = 0.0,
+                copied_bytes: Any = 0.0) -> tuple[Any, Any]:
     """(time, compute-bound?) of one node, vectorised over numpy arrays (decode steps) or scalars: as
     ``roofline.kernel_time``, with the non-matmul FLOPs = flops - matmul FLOPs, the GEMV bandwidth at the
     node's ``weight_bytes``, plus its ``fresh_bytes`` at the model's fresh-page cost (page faults are the
-    kernel's work, serial with the op's: added, not overlapped)."""
+    kernel's work, serial with the op's: added, not overlapped). ``copied_bytes`` (part of ``nbytes``: what
+    the node's eager data copies write, ``copy_bytes``) are ops of their own before the node's kernel, at the
+    copy bandwidth; the rest of ``nbytes`` at the kernel class's."""
     mm = np.asarray(matmul_flops, dtype=np.float64)
     other = np.maximum(np.asarray(flops, dtype=np.float64) - mm, 0.0)
     if kernel == ELEMENTWISE:
@@ -223,11 +236,12 @@ def group_times(model: DeviceModel, kernel: str, dtype: str, flops: Any, matmul_
         curve = curve or model.gemm[dtype]  # no bmm curve for the dtype: the GEMM curve
         rate = curve.at_array(np.maximum(np.asarray(m, dtype=np.float64), 1.0))
         compute = mm / rate + other / model.vector_rate(dtype)
-    memory = np.asarray(nbytes, dtype=np.float64) / model.bandwidth(kernel, dtype, weight_bytes)
-    time = (np.maximum(compute, memory) + ops * model.op_cost(captured)
+    copied = np.asarray(copied_bytes, dtype=np.float64)
+    memory = np.maximum(np.asarray(nbytes, dtype=np.float64) - copied, 0.0) / model.bandwidth(kernel, dtype, weight_bytes)
+    time = (np.maximum(compute, memory) + copied / model.copy_rate(dtype) + ops * model.op_cost(captured)
             + np.asarray(fresh_bytes, dtype=np.float64) * model.fresh_output_s_per_byte)
     return time, (compute >= memory) & (compute > 0)
 
 
-__all__ = ["BMM", "EAGER_OPS", "EagerOutputs", "eager_outputs", "fresh_output_bytes", "SOFTMAX_CAST_BYTES", "extra_bytes", "ELEMENTWISE", "LINEAR", "KernelFacts", "captures_graphs", "eager_ops", "group_times",
+__all__ = ["BMM", "EAGER_OPS", "EagerOutputs", "eager_outputs", "copy_bytes", "fresh_output_bytes", "SOFTMAX_CAST_BYTES", "extra_bytes", "ELEMENTWISE", "LINEAR", "KernelFacts", "captures_graphs", "eager_ops", "group_times",
            "kernel_class", "kernel_facts", "node_ops"]

@@ -242,22 +242,25 @@ class _Forward:
 def _kernel_times(ev: _Evaluator, st: Settings, groups: list[dict[str, Any]], batch: Any, seq: Any,
                   past: Any) -> list[tuple[Any, Any]]:
     """Per group: (time, compute-bound?) under ``st.device_model`` (``kernels.group_times``)."""
-    from .kernels import captures_graphs, fresh_output_bytes, group_times
+    from .kernels import captures_graphs, copy_bytes, fresh_output_bytes, group_times
 
     kf = ev.kernels(st.dtypes.act.name)
     captured = captures_graphs(ev.engine)
     model = st.device_model
     rows = kf.rows(batch, seq, past)
-    if model.fresh_output_s_per_byte and not captured:  # eager allocations (kernels.fresh_output_bytes)
-        fresh = fresh_output_bytes([r[3:] for r in rows], float(st.dtypes.act.effective_bytes),
-                                   float(st.dtypes.kv.effective_bytes), model.fresh_output_threshold)
+    eager = [r[3:] for r in rows]
+    act, kv = float(st.dtypes.act.effective_bytes), float(st.dtypes.kv.effective_bytes)
+    copied = copy_bytes(eager, act, kv)
+    if model.fresh_pages() and not captured:  # eager allocations (kernels.fresh_output_bytes)
+        fresh = fresh_output_bytes(eager, act, kv, model.fresh_output_threshold)
     else:
         fresh = [0.0] * len(groups)
     out = []
     for g, ((mm, m, extra, *_), v) in enumerate(zip(rows, groups)):
         nbytes = sum(v[c] for c in CATEGORIES) + extra
         out.append(group_times(model, kf.kernel[g], st.compute_dtype, v["flops"], mm, nbytes, m,
-                               kf.ops[g], captured, weight_bytes=v["weights"] or None, fresh_bytes=fresh[g]))
+                               kf.ops[g], captured, weight_bytes=v["weights"] or None, fresh_bytes=fresh[g],
+                               copied_bytes=copied[g]))
     return out
 
 

@@ -22,11 +22,14 @@ from llm_profiler.hardware.roofline import (
     kernel_time,
 )
 from llm_profiler.kernels import (
+    BMM,
     EAGER_OPS,
     captures_graphs,
+    copy_bytes,
     eager_ops,
     eager_outputs,
     fresh_output_bytes,
+    group_times,
     kernel_class,
     node_ops,
 )
@@ -293,6 +296,7 @@ def test_cpu_model_times_the_linear_layout(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(cpu_bench, "GEMV_CURVE_BYTES", (1024, 4096))  # 8 and 32 rows of 64 bf16 (2 bytes)
     monkeypatch.setattr(cpu_bench, "GEMV_STREAM_BYTES", 8192)  # 8 and 2 copies cycled through
     monkeypatch.setattr(cpu_bench, "ELEMENTWISE_NUMEL", 1024)
+    monkeypatch.setattr(cpu_bench, "ATTENTION_STREAM_BYTES", 16 * 64 * 2 * 8)  # 8 tokens of 16 bf16 heads
     monkeypatch.setattr(cpu_bench, "_MODEL_REPEATS", 1)
     seen: list[tuple[tuple[int, ...], tuple[int, ...], Any, bool]] = []
     real = cpu_bench.linear_matmul_torch
@@ -311,6 +315,107 @@ def test_cpu_model_times_the_linear_layout(monkeypatch: pytest.MonkeyPatch) -> N
     assert all(dt == torch.bfloat16 and contiguous for _, _, dt, contiguous in seen)
     assert len(out["gemm"]) == len(cpu_bench.GEMM_M) and len(out["bmm"]) == len(cpu_bench.BMM_M)
     assert len(out["gemv_curve"]) == 2 and all(r > 0 for r in out["gemv_curve"])
+    assert out["attention"] > 0 and out["copy"] > 0
+
+
+def test_attention_rates_time_eager_attentions_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    from llm_profiler.hardware import cpu_bench
+
+    monkeypatch.setattr(cpu_bench, "ATTENTION_STREAM_BYTES", 16 * 64 * 4 * 32)  # 32 tokens of 16 fp32 heads
+    monkeypatch.setattr(cpu_bench, "_MODEL_REPEATS", 1)
+    calls: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+    matmul, cat = torch.matmul, torch.cat
+
+    def spy_matmul(a: Any, b: Any) -> Any:
+        calls.append(("matmul", tuple(a.shape), tuple(b.shape)))
+        return matmul(a, b)
+
+    def spy_cat(tensors: Any, dim: int = 0, out: Any = None) -> Any:
+        calls.append(("cat", tuple(tensors[0].shape), tuple(out.shape)))
+        return cat(tensors, dim=dim, out=out)
+
+    monkeypatch.setattr(torch, "matmul", spy_matmul)
+    monkeypatch.setattr(torch, "cat", spy_cat)
+    attention, copy = cpu_bench.attention_rates(torch.float32)
+    # one query row against 32 keys of 16 heads x 64 (the scores, K transposed), the probabilities against
+    # the values (the context); the cache's 2 KV heads gain one token; each timed once after a warm-up
+    assert set(calls) == {("matmul", (1, 16, 1, 64), (1, 16, 64, 32)), ("matmul", (1, 16, 1, 32), (1, 16, 32, 64)),
+                          ("cat", (1, 2, 32, 64), (1, 2, 33, 64))}
+    assert attention > 0 and copy > 0
+
+
+@pytest.mark.parametrize(("env", "allocator"), [
+    ({}, "glibc"),
+    ({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}, "retaining"),
+    ({"LD_PRELOAD": "libtcmalloc_minimal.so.4"}, "retaining"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"}, "retaining"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0"}, "glibc"),  # the top of the heap still trimmed
+    ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1099511627776"}, "glibc"),  # large blocks still mapped
+])
+def test_process_allocator_from_the_environment(env: dict[str, str], allocator: str) -> None:
+    from llm_profiler.hardware import cpu_bench
+
+    assert cpu_bench.process_allocator(env) == allocator
+    assert cpu_bench.process_allocator({"GLIBC_TUNABLES": cpu_bench.RETAINING_GLIBC_TUNABLES}) == "retaining"
+
+
+def test_a_retaining_allocator_maps_nothing_afresh() -> None:
+    # Llama-3.2-1B fp32 after 8192 tokens: glibc's default maps each layer's two 67 MB repeat_kv copies
+    # afresh (16 x 2 x 67,117,056 B at 1 ns/B = 2.148 s); an allocator that keeps freed memory does not
+    faults = _model(0.0).model_copy(update={"fresh_output_s_per_byte": 1e-9})
+    retaining = faults.model_copy(update={"allocator": "retaining"})
+    assert faults.fresh_pages() and not retaining.fresh_pages() and not _model().fresh_pages()
+    phase = Phase.decode(1, 8192, 1, "last")
+
+    def latency(model: DeviceModel) -> float:
+        st = settings("a100-80gb", weight_dtype="fp32", act_dtype="fp32", compute_dtype="fp32", device_model=model)
+        return phase_report("llama-3.2-1b", phase, st, engine="hf-eager").latency_s
+
+    assert latency(faults) - latency(retaining) == pytest.approx(16 * 2 * 67_117_056 * 1e-9, rel=1e-9)
+    assert latency(retaining) == latency(_model(0.0))
+    with pytest.raises(ValueError, match="allocator"):  # pydantic's ValidationError names the field
+        DeviceModel(**{**_model().model_dump(), "allocator": "mimalloc"})
+
+
+def test_copies_and_attention_at_their_own_bandwidths() -> None:
+    # a decode step of Qwen2.5-0.5B fp32 after 8192 tokens, per layer: repeat_kv copies K (and V) to 14 heads
+    # (14 x 8193 x 64 = 7,340,928 elements written, 4 B each) and DynamicCache re-copies the 8192 held tokens
+    # of its 2 KV heads for K and V (2 x 8192 x 64 = 1,048,576 elements each: 2 x 4 B written per element)
+    outputs = [(0, 0, 0, 7_340_928, 0), (0, 0, 0, 0, 1_048_576)]
+    assert [float(b) for b in copy_bytes(outputs, 4.0, 4.0)] == [7_340_928 * 4, 2 * 1_048_576 * 4]
+    assert [float(b) for b in copy_bytes(outputs, 2.0, 1.0)] == [7_340_928 * 2, 2 * 1_048_576 * 1]
+    dm = _model(0.0)
+    measured = dm.model_copy(update={"attention_bandwidth": {"fp32": 5e9}, "copy_bandwidth": {"fp32": 40e9}})
+    assert dm.bandwidth("bmm", "fp32") == 20e9 and measured.bandwidth("bmm", "fp32") == 5e9  # else elementwise
+    assert dm.copy_rate("fp32") == 20e9 and measured.copy_rate("fp32") == 40e9
+    assert measured.bandwidth("bmm", "bf16") == 20e9 and measured.copy_rate("bf16") == 20e9  # not measured
+    # a scores node moving 100 MB of which 60 MB are its copy: 40 MB at the attention bandwidth (8 ms), then
+    # the copy at 40 GB/s (1.5 ms); no compute
+    time, bound = group_times(measured, BMM, "fp32", 0.0, 0.0, 100e6, 1, 0, False, copied_bytes=60e6)
+    assert float(time) == pytest.approx(40e6 / 5e9 + 60e6 / 40e9) and not bool(bound)
+    # the whole step: the scores and context now stream at the attention bandwidth, the copies at theirs
+    phase = Phase.decode(1, 8192, 1, "last")
+
+    def latency(model: DeviceModel) -> float:
+        st = settings("a100-80gb", weight_dtype="fp32", act_dtype="fp32", compute_dtype="fp32", device_model=model)
+        return phase_report("qwen2.5-0.5b", phase, st, engine="hf-eager").latency_s
+
+    # per layer the scores and the context each read a 29.4 MB expanded K or V (14 x 8193 x 64 x 4 B) and
+    # compute 2 x 14 x 8193 x 64 = 14.7 MFLOP (2.9 ms at the test's 5 GFLOP/s bmm rate): at 2 GB/s their reads
+    # (14.7 ms) bound them, not the arithmetic
+    slower = dm.model_copy(update={"attention_bandwidth": {"fp32": 2e9}})
+    assert latency(slower) - latency(dm) > 24 * 2 * (29_363_712 / 2e9 - 2 * 14 * 8193 * 64 / 5e9)  # > 0.56 s
+    assert latency(dm) == latency(dm.model_copy(update={"copy_bandwidth": {"fp32": 20e9}}))
+
+
+def test_device_model_figures_are_medians_of_passes() -> None:
+    from llm_profiler.hardware import cpu_bench
+
+    passes = [{"gemv": 9.6e9, "gemm": [1.0, 8.0]}, {"gemv": 19.1e9, "gemm": [3.0, 4.0]},
+              {"gemv": 14.6e9, "gemm": [2.0, 6.0]}]
+    # per number, and per entry of a curve: (9.6, 19.1, 14.6) -> 14.6; (1, 3, 2) -> 2; (8, 4, 6) -> 6
+    assert cpu_bench.median_figures(passes) == {"gemv": 14.6e9, "gemm": [2.0, 6.0]}
 
 
 def test_tiny_step_op_counts() -> None:
@@ -342,28 +447,34 @@ def test_cpu_model_is_cached_per_machine(monkeypatch: pytest.MonkeyPatch, tmp_pa
         calls.append(name)
         return {"gemm": [1e9 * (i + 1) for i in range(len(cpu_bench.GEMM_M))],
                 "bmm": [1e9] * len(cpu_bench.BMM_M), "gemv": 5e9, "elementwise": 6e9, "vector": 7e9,
-                "gemv_curve": [4e9] * len(cpu_bench.GEMV_CURVE_BYTES)}
+                "gemv_curve": [4e9] * len(cpu_bench.GEMV_CURVE_BYTES), "attention": 3e9, "copy": 8e9}
 
     monkeypatch.setenv("LLM_PROFILER_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)  # glibc's default allocator, then a retaining one
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
     monkeypatch.setattr(cpu_bench, "_measure_dtype", fake)
     monkeypatch.setattr(cpu_bench, "_median_time", lambda run, repeats=0: 1e-4)
     monkeypatch.setattr(cpu_bench, "fresh_output_cost", lambda: 4e-10)
     first = cpu_bench.measure_cpu_model()
-    assert calls == ["fp32", "bf16"]
+    assert calls == ["fp32", "bf16"] * cpu_bench.MODEL_PASSES  # whole passes, their median kept
     fingerprint = cpu_bench.machine_fingerprint(torch.get_num_threads())
     assert first.fingerprint == fingerprint and (tmp_path / f"device-model-{fingerprint}.json").exists()
     assert first.threads == torch.get_num_threads() and "load average" in first.source
     # 1e-4 s over the tiny step's ops
     step = cpu_bench.tiny_transformers_step() or cpu_bench.tiny_layer_step()
     assert first.per_op_s == pytest.approx(1e-4 / cpu_bench.dispatched_ops(step))
-    assert cpu_bench.measure_cpu_model() == first and calls == ["fp32", "bf16"]  # read back, not measured
+    assert cpu_bench.measure_cpu_model() == first and len(calls) == 2 * cpu_bench.MODEL_PASSES  # read back
     cpu_bench.measure_cpu_model(refresh=True)
-    assert calls == ["fp32", "bf16"] * 2
+    assert len(calls) == 4 * cpu_bench.MODEL_PASSES
     assert cpu_bench.machine_fingerprint(1) != cpu_bench.machine_fingerprint(2)  # threads are in it
     assert first.gemm["fp32"].at(cpu_bench.GEMM_M[-1]) == pytest.approx(len(cpu_bench.GEMM_M) * 1e9)
     assert math.isclose(first.gemv_bandwidth["bf16"], 5e9)
     assert first.bandwidth("linear", "bf16", 2**20) == pytest.approx(4e9)  # the curve, at a weight's size
     assert first.fresh_output_s_per_byte == 4e-10  # the fresh-page cost, measured (patched) once
+    assert first.bandwidth("bmm", "fp32") == 3e9 and first.copy_rate("bf16") == 8e9
+    # the allocator is this process's, not the cache's: read again when the cached model is loaded
+    monkeypatch.setenv("GLIBC_TUNABLES", cpu_bench.RETAINING_GLIBC_TUNABLES)
+    assert first.allocator == "glibc" and cpu_bench.measure_cpu_model().allocator == "retaining"
 
 
 # ---------------------------------------------------------------- the table against transformers' dispatch

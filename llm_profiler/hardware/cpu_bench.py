@@ -32,6 +32,7 @@ from typing import Any
 
 from ..errors import QueryError
 from .devices import DeviceSpec
+from .roofline import Allocator
 
 _MIN_N = 256
 _MAX_N = 4096
@@ -228,6 +229,13 @@ def measure_local_cpu(seconds: float = 0.5) -> DeviceSpec:
 #   read and written (3 x numel x itemsize) per second;
 # - ``vector_flops[dtype]``: a cache-resident softmax, at the op table's 5 FLOP per element (max, subtract,
 #   exp, sum, divide: ``ops.softmax``) per second;
+# - ``attention_bandwidth[dtype]``: a decode step's attention matmuls over keys and values larger than the
+#   last-level cache (``ATTENTION_HEADS`` heads of ``BMM_K`` x ``ATTENTION_STREAM_BYTES``, cycled through
+#   distinct copies): ``q @ K.transpose(2, 3)`` and ``p @ V`` of one query row, as eager attention calls them;
+#   the keys' and values' bytes per second;
+# - ``copy_bandwidth[dtype]``: eager attention's data copies into memory already mapped: repeat_kv's
+#   expansion of ``ATTENTION_KV_HEADS`` heads to ``ATTENTION_HEADS`` and DynamicCache's ``torch.cat`` of one
+#   token onto the cache into outputs already mapped; bytes written per second;
 # - ``per_op_s``: the time of one eager op: a decode step of a tiny transformers Llama
 #   (``tiny_transformers_step``, hidden ``TINY_HIDDEN``, one token: nothing to compute; without
 #   transformers a pure-torch decoder-layer step, ``tiny_layer_step``) over the aten ops it dispatches
@@ -238,7 +246,7 @@ def measure_local_cpu(seconds: float = 0.5) -> DeviceSpec:
 # logical CPUs, memory, torch version, thread count, this benchmark's version); ``refresh=True`` measures
 # again. The load average at the time is recorded in ``source``.
 
-BENCH_VERSION = 1
+BENCH_VERSION = 2
 GEMM_M = (1, 4, 16, 64, 256, 1024)
 GEMM_K = 2048
 BMM_M = (1, 16, 128, 512)
@@ -249,10 +257,21 @@ GEMV_STREAM_BYTES = 2**28  # the distinct copies cycled through at each size: fa
 FRESH_OUTPUT_BYTES = 2**26  # 64 MiB: above glibc's DEFAULT_MMAP_THRESHOLD_MAX (32 MiB on 64-bit)
 GEMV_SHAPE = (4096, 8192)  # (N, K): 128 MiB in fp32, 64 MiB in bf16, larger than the 32 MiB L3 of issue 18's CPU
 ELEMENTWISE_NUMEL = 2**23  # 32 MiB per fp32 operand
+ATTENTION_HEADS, ATTENTION_KV_HEADS = 16, 2
+ATTENTION_STREAM_BYTES = 2**26  # 64 MiB of keys (or values) per call, past the L3 of issue 18's CPU
+ATTENTION_COPIES = 4  # distinct key / output sets cycled through: each call streams from memory
+# glibc told to keep what it frees: no mmap for any block (freed memory returns to the heap, not the kernel)
+# and a trim threshold no forward reaches (the heap's top is not given back); ``process_allocator`` reads it
+RETAINING_GLIBC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
+_RETAINING_TRIM = 2**30
+_RETAINING_PRELOADS = ("jemalloc", "tcmalloc")
 SOFTMAX_SHAPE = (64, 1024)
 TINY_HIDDEN = 64
 MODEL_DTYPES = ("fp32", "bf16")
 _MODEL_REPEATS = 5
+# whole passes over every figure, their median kept: a memory-bound figure swings by up to 2x over seconds on a
+# shared host (a 16 MiB GEMV measured 9.6 - 19.1 GB/s in six passes a few seconds apart on issue 18's VM)
+MODEL_PASSES = 3
 
 
 def _median_time(run: Callable[[], Any], repeats: int = _MODEL_REPEATS) -> float:
@@ -404,11 +423,74 @@ def _measure_dtype(name: str) -> dict[str, Any]:
     a = torch.randn(ELEMENTWISE_NUMEL, generator=gen).to(dt)
     b, c = torch.randn(ELEMENTWISE_NUMEL, generator=gen).to(dt), torch.empty(ELEMENTWISE_NUMEL, dtype=dt)
     elementwise = 3.0 * a.numel() * a.element_size() / _median_time(lambda: torch.mul(a, b, out=c))
+    attention, copy = attention_rates(dt)
     s = torch.randn(*SOFTMAX_SHAPE, generator=gen).to(dt)
     # as eager attention runs it: softmax(scores, dtype=float32), upcast below fp32
     vector = 5.0 * s.numel() / _median_time(lambda: torch.softmax(s, dim=-1, dtype=torch.float32))
     return {"gemm": gemm, "bmm": bmm, "gemv": gemv, "gemv_curve": gemv_curve, "elementwise": elementwise,
-            "vector": vector}
+            "vector": vector, "attention": attention, "copy": copy}
+
+
+def attention_rates(dtype: Any) -> tuple[float, float]:
+    """(attention bandwidth, copy bandwidth) in bytes/s at ``dtype``, as eager attention runs a decode step
+    at a long context (see the table above ``BENCH_VERSION``): the scores and context matmuls of one query
+    row streaming ``ATTENTION_STREAM_BYTES`` of keys or values, and the repeat_kv expansion and cache
+    ``torch.cat`` into outputs already mapped (the fresh-page cost is ``fresh_output_cost``'s)."""
+    import torch
+
+    item = torch.tensor([], dtype=dtype).element_size()
+    heads, kv_heads, depth = ATTENTION_HEADS, ATTENTION_KV_HEADS, BMM_K
+    tokens = ATTENTION_STREAM_BYTES // (heads * depth * item)
+    keys = [torch.randn(1, heads, tokens, depth).to(dtype) for _ in range(ATTENTION_COPIES)]
+    query, probs = torch.randn(1, heads, 1, depth).to(dtype), torch.randn(1, heads, 1, tokens).to(dtype)
+    held = torch.randn(1, kv_heads, tokens, depth).to(dtype)
+    new = torch.randn(1, kv_heads, 1, depth).to(dtype)
+    # zeros, not empty: written once here, so the timed copies find their pages mapped
+    expanded = [torch.zeros(1, kv_heads, heads // kv_heads, tokens, depth, dtype=dtype)
+                for _ in range(ATTENTION_COPIES)]
+    concatenated = [torch.zeros(1, kv_heads, tokens + 1, depth, dtype=dtype) for _ in range(ATTENTION_COPIES)]
+    turn = [0]
+
+    def attention() -> Any:
+        turn[0] = (turn[0] + 1) % ATTENTION_COPIES
+        torch.matmul(query, keys[turn[0]].transpose(2, 3))
+        return torch.matmul(probs, keys[turn[0]])
+
+    def copies() -> Any:
+        turn[0] = (turn[0] + 1) % ATTENTION_COPIES
+        view = held[:, :, None].expand(1, kv_heads, heads // kv_heads, tokens, depth)
+        expanded[turn[0]].copy_(view)  # repeat_kv's reshape of the expanded view, into a mapped output
+        return torch.cat([held, new], dim=-2, out=concatenated[turn[0]])
+
+    streamed = 2.0 * heads * tokens * depth * item
+    copied = (heads * tokens + kv_heads * (tokens + 1)) * depth * item  # the two outputs' bytes
+    return streamed / _median_time(attention), copied / _median_time(copies)
+
+
+def process_allocator(environ: Any = None) -> Allocator:
+    """This process's allocator as the device model charges fresh pages (``roofline.ALLOCATORS``):
+    ``retaining`` when jemalloc or tcmalloc is preloaded or glibc is told to keep freed memory (mmap_max=0
+    and a trim threshold of at least 1 GiB in ``GLIBC_TUNABLES``, e.g. ``RETAINING_GLIBC_TUNABLES``), else
+    ``glibc``. Tunables are read when the process starts: set them in the environment of a new process."""
+    env = os.environ if environ is None else environ
+    preload = env.get("LD_PRELOAD", "")
+    if any(name in preload for name in _RETAINING_PRELOADS):
+        return "retaining"
+    tunables = dict(item.split("=", 1) for item in env.get("GLIBC_TUNABLES", "").split(":") if "=" in item)
+    trim = tunables.get("glibc.malloc.trim_threshold", "0")
+    if tunables.get("glibc.malloc.mmap_max") == "0" and trim.isdigit() and int(trim) >= _RETAINING_TRIM:
+        return "retaining"
+    return "glibc"
+
+
+def median_figures(passes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per figure of ``_measure_dtype``'s passes, the median: of each number, or of each entry of a list."""
+    out: dict[str, Any] = {}
+    for key, first in passes[0].items():
+        values = [p[key] for p in passes]
+        out[key] = ([statistics.median(column) for column in zip(*values)] if isinstance(first, list)
+                    else statistics.median(values))
+    return out
 
 
 def gemv_rate(size_bytes: int, dtype: Any) -> float:
@@ -487,11 +569,12 @@ def measure_cpu_model(refresh: bool = False, dtypes: tuple[str, ...] = MODEL_DTY
             with open(path, encoding="utf-8") as fh:
                 cached = DeviceModel.model_validate_json(fh.read())
             if set(dtypes) <= set(cached.gemm):
-                return cached
+                return cached.model_copy(update={"allocator": process_allocator()})
         except (OSError, ValueError):
             pass  # an unreadable cache is measured again
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    per = {name: _measure_dtype(name) for name in dtypes}
+    passes = [{name: _measure_dtype(name) for name in dtypes} for _ in range(MODEL_PASSES)]
+    per = {name: median_figures([p[name] for p in passes]) for name in dtypes}
     step = tiny_transformers_step()
     what = "a tiny transformers Llama decode step"
     if step is None:
@@ -508,10 +591,14 @@ def measure_cpu_model(refresh: bool = False, dtypes: tuple[str, ...] = MODEL_DTY
         fresh_output_s_per_byte=fresh_output_cost(),
         elementwise_bandwidth={d: v["elementwise"] for d, v in per.items()},
         vector_flops={d: v["vector"] for d, v in per.items()},
+        attention_bandwidth={d: v["attention"] for d, v in per.items()},
+        copy_bandwidth={d: v["copy"] for d, v in per.items()},
+        allocator=process_allocator(),
         per_op_s=per_op, captured_op_s=per_op, threads=threads, fingerprint=fingerprint,
         source=(f"measured by llm_profiler.hardware.cpu_bench.measure_cpu_model on {model_name} "
                 f"({os.cpu_count()} logical CPUs), torch {torch.__version__}, {threads} threads, medians of "
-                f"{_MODEL_REPEATS} calls after a warm-up; per-op cost: {what} of {ops} aten ops; "
+                f"{_MODEL_REPEATS} calls after a warm-up, the median of {MODEL_PASSES} passes; per-op cost: "
+                f"{what} of {ops} aten ops; "
                 f"load average {load:.2f} when measured"),
     )
     try:

@@ -16,7 +16,7 @@ streaming kernel). They default to 1: the roofline is then a lower bound on the 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -136,6 +136,13 @@ KERNEL_CLASSES = ("linear", "bmm", "elementwise")
 # sizeof(long) = 32 MiB on 64-bit (mallopt(3), "M_MMAP_THRESHOLD"): in a process that has run a forward
 # before, its outputs of 32 MiB or more are written into new pages on every call, smaller ones into reused heap.
 GLIBC_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+# Which outputs of an eager forward land in freshly mapped pages depends on the process's allocator:
+# ``glibc``, glibc's default dynamic malloc (the steady state above: outputs of at least the threshold; what
+# a smaller block gets depends on the heap's history: a trimmed top maps it afresh, a free hole reuses pages);
+# ``retaining``, an allocator that keeps freed memory mapped (jemalloc or tcmalloc preloaded, or glibc told so:
+# ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=...``): nothing fresh after a warm-up.
+Allocator = Literal["glibc", "retaining"]
+ALLOCATORS: tuple[str, ...] = get_args(Allocator)
 
 
 class _Curve(BaseModel):
@@ -225,7 +232,12 @@ class DeviceModel(BaseModel):
     ``fresh_output_s_per_byte``: what writing an eager op's output into freshly mapped pages costs beyond
     the write itself (the page faults and the kernel's zeroing), charged to outputs of at least
     ``fresh_output_threshold`` bytes (``kernels.fresh_output_bytes``: glibc's malloc maps those afresh on
-    every call; 0 on a GPU, whose caching allocator reuses its blocks).
+    every call; 0 on a GPU, whose caching allocator reuses its blocks) when the process's ``allocator`` is
+    glibc's default (``ALLOCATORS``: a ``retaining`` allocator maps nothing afresh once warm);
+    ``attention_bandwidth[dtype]``: bytes/s of attention's batched matmuls streaming the keys or values from
+    memory (a decode step's scores and context: batched GEMVs), the ``bmm`` class's bandwidth where measured;
+    ``copy_bandwidth[dtype]``: bytes/s written by the eager data copies, repeat_kv's expansion and
+    DynamicCache's ``torch.cat`` (else the elementwise bandwidth).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -240,6 +252,9 @@ class DeviceModel(BaseModel):
     gemv_curve: dict[str, BandwidthCurve] = {}
     fresh_output_s_per_byte: float = Field(default=0.0, ge=0.0)
     fresh_output_threshold: int = Field(default=GLIBC_MMAP_THRESHOLD_MAX, gt=0)
+    allocator: Allocator = "glibc"
+    attention_bandwidth: dict[str, float] = {}
+    copy_bandwidth: dict[str, float] = {}
     threads: int | None = None
     fingerprint: str = ""
     source: str = ""
@@ -279,7 +294,25 @@ class DeviceModel(BaseModel):
             if curve is not None and weight_bytes is not None:
                 return curve.at(weight_bytes)
             return float(self._dtype(self.gemv_bandwidth, dtype, "GEMV bandwidth"))
+        if kernel == "bmm" and self._measured(self.attention_bandwidth, dtype):
+            return float(self._dtype(self.attention_bandwidth, dtype, "attention bandwidth"))
         return float(self._dtype(self.elementwise_bandwidth, dtype, "elementwise bandwidth"))
+
+    def copy_rate(self, dtype: str) -> float:
+        """Bytes/s written by an eager data copy: ``copy_bandwidth``, else the elementwise bandwidth."""
+        if self._measured(self.copy_bandwidth, dtype):
+            return float(self._dtype(self.copy_bandwidth, dtype, "copy bandwidth"))
+        return float(self._dtype(self.elementwise_bandwidth, dtype, "elementwise bandwidth"))
+
+    def fresh_pages(self) -> bool:
+        """Whether eager outputs are charged the fresh-page cost: measured, under glibc's default allocator."""
+        return self.fresh_output_s_per_byte > 0 and self.allocator == "glibc"
+
+    @staticmethod
+    def _measured(table: dict[str, float], dtype: str) -> bool:
+        from .dtypes import compute_dtype_name
+
+        return compute_dtype_name(dtype) in table
 
     def vector_rate(self, dtype: str) -> float:
         """FLOP/s of non-matmul arithmetic (default: the GEMM curve's largest rate)."""
