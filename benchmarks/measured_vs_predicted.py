@@ -14,9 +14,16 @@ per-op cost; measured per thread count, cached per machine): time per node = max
 rate, bytes at the kernel class's bandwidth) + ops x per-op cost. Every line records the load average when
 the run started: on a busy machine the measured times are not this CPU's.
 
+The allocator is pinned (``--allocator``): by default the script re-executes itself with glibc told to keep
+what it frees (``cpu_bench.RETAINING_GLIBC_TUNABLES``, what jemalloc or tcmalloc do), so a run's eager
+outputs land in pages already mapped and the measured times repeat; ``--allocator glibc`` keeps glibc's
+default dynamic malloc, whose long-context decode steps swing with the heap's history (the same step
+measured 363 - 908 ms across runs), predicted with 4 KiB faults on outputs of 32 MiB or more.
+
     python benchmarks/measured_vs_predicted.py            # the full grid, ~10 min on an idle 2-core machine;
                                                           # rewrites the table in docs/phases.md
     python benchmarks/measured_vs_predicted.py --quick    # Qwen2.5-0.5B, 1 thread (~2 min), docs untouched
+    python benchmarks/measured_vs_predicted.py --allocator glibc --no-docs   # glibc's default malloc
 """
 
 from __future__ import annotations
@@ -89,13 +96,35 @@ def write_docs(table: str) -> None:
     DOCS.write_text(f"{head}{START}\n{table}{END}{tail}", encoding="utf-8")
 
 
+def pin_allocator(allocator: str) -> None:
+    """Re-execute this script in a process whose allocator is ``allocator`` (glibc reads its tunables when
+    a process starts), unless this one already runs it."""
+    from llm_profiler.hardware.cpu_bench import RETAINING_GLIBC_TUNABLES, process_allocator
+
+    if process_allocator() == allocator:
+        return
+    env = dict(os.environ)
+    if allocator == "retaining":
+        env["GLIBC_TUNABLES"] = RETAINING_GLIBC_TUNABLES
+    else:
+        env.pop("GLIBC_TUNABLES", None)
+        env["LD_PRELOAD"] = " ".join(p for p in env.get("LD_PRELOAD", "").split() if process_allocator(
+            {"LD_PRELOAD": p}) == "glibc")
+    if process_allocator(env) != allocator:
+        raise SystemExit(f"cannot pin the allocator to {allocator!r} from this environment")
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Qwen2.5-0.5B, 1 thread, shorter prompts and context")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per shape (the per-forward median)")
     parser.add_argument("--refresh-device-model", action="store_true", help="measure the CPU again (no cache)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite the table in docs/phases.md")
+    parser.add_argument("--allocator", choices=("retaining", "glibc"), default="retaining",
+                        help="the process's allocator: glibc keeping freed memory (default), or glibc's default")
     args = parser.parse_args()
+    pin_allocator(args.allocator)
 
     import torch
 
@@ -108,13 +137,18 @@ def main() -> int:
     models: dict[tuple[str, str], Any] = {}
     for name, dtype, threads in grid(args.quick):
         torch.set_num_threads(threads)
+        # measured again right before each (model, dtype, threads)' runs: a shared host's memory bandwidth
+        # drifts by tens of percent over minutes, and the prediction should see the CPU the runs see
         dm = measure_cpu_model(refresh=args.refresh_device_model)
         cpu = measure_local_cpu(0.3)
         print(f"== {name} {dtype}, {threads} thread{'s' if threads > 1 else ''}; device model: "
               + ", ".join(f"{d}: GEMM {dm.gemm[d].flops_per_s[-1] / 1e9:.0f} GFLOP/s at M={dm.gemm[d].m[-1]}, "
                           f"GEMV {dm.gemv_bandwidth[d] / 1e9:.1f} GB/s, elementwise "
                           f"{dm.elementwise_bandwidth[d] / 1e9:.1f} GB/s" for d in dm.gemm)
-              + f", {dm.per_op_s * 1e6:.2f} us per op, fresh pages {dm.fresh_output_s_per_byte * 1e9:.2f} ns/B; "
+              + f", {dm.per_op_s * 1e6:.2f} us per op, fresh pages {dm.fresh_output_s_per_byte * 1e9:.2f} ns/B "
+              + f"(allocator {dm.allocator}); attention " + ", ".join(
+                  f"{d} {dm.attention_bandwidth[d] / 1e9:.1f}" for d in dm.attention_bandwidth) + " GB/s, copies "
+              + ", ".join(f"{d} {dm.copy_bandwidth[d] / 1e9:.1f}" for d in dm.copy_bandwidth) + " GB/s; "
               + "GEMV by weight MiB: " + "; ".join(
                   f"{d} " + " ".join(f"{s / 2**20:g}:{r / 1e9:.1f}" for s, r in zip(c.size_bytes, c.bytes_per_s))
                   for d, c in dm.gemv_curve.items())
@@ -133,7 +167,9 @@ def main() -> int:
     elapsed = time.perf_counter() - started
     header = (f"`python benchmarks/measured_vs_predicted.py{' --quick' if args.quick else ''}` "
               f"({elapsed / 60:.1f} min; torch {torch.__version__}; {os.cpu_count()} logical CPUs; "
-              f"batch 1, random weights, transformers eager; TTFT at context 0, TPOT the mean decode step):")
+              f"batch 1, random weights, transformers eager; allocator {args.allocator}"
+              f"{' (' + os.environ['GLIBC_TUNABLES'] + ')' if os.environ.get('GLIBC_TUNABLES') else ''}; "
+              "TTFT at context 0, TPOT the mean decode step):")
     table = markdown(rows, header)
     print(table)
     if not args.quick and not args.no_docs:

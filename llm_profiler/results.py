@@ -255,7 +255,9 @@ class RunMemory(BaseModel):
     measured: ``baseline`` (the process before the model was built: the runtime), ``loaded`` (after it was
     built: baseline + weights), ``peak`` (the highest during ``generate``); predicted: ``weights``, ``kv_cache``
     at the final context, ``activations`` (peak live activations of the prefill, the largest forward).
-    ``growth`` = peak - loaded, against ``kv_cache + activations``."""
+    ``growth`` = peak - loaded, against ``kv_cache + activations``. ``allocator`` (CPU runs): the process's
+    (``cpu_bench.process_allocator``); under a ``retaining`` one, memory freed earlier in the process stays
+    resident and is reused, so the growth counts only what exceeds it."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -266,6 +268,7 @@ class RunMemory(BaseModel):
     kv_cache: int
     activations: int
     how: str
+    allocator: str | None = None
 
     @property
     def growth(self) -> int:

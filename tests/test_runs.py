@@ -50,6 +50,13 @@ def test_run_memory_beside_the_prediction():
     assert mem.peak >= max(run.peak_memory_bytes) and mem.growth == mem.peak - mem.loaded
     assert mem.predicted_growth == mem.kv_cache + mem.activations > 0
     assert "growth" in format_memory(mem) and format_memory(mem) in format_run(run)
+    # the process's allocator, as the device model reads it; a retaining one is named beside the growth
+    from llm_profiler.hardware.cpu_bench import process_allocator
+
+    assert mem.allocator == process_allocator()
+    retained = mem.model_copy(update={"allocator": "retaining"})
+    assert "allocator retaining" in format_memory(retained) and "allocator" not in format_memory(
+        mem.model_copy(update={"allocator": "glibc"}))
 
 
 def test_run_continues_from_a_random_cache():

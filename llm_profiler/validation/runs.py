@@ -234,6 +234,7 @@ def run_generate(config: Any, batch: int = 1, prompt: int = 16, new_tokens: int 
         from ..errors import ValidationUnavailableError
 
         raise ValidationUnavailableError(f"measured runs need torch and transformers ({err.name} is missing)") from None
+    from ..hardware.cpu_bench import process_allocator
     from ..profile import profile_model
 
     if dtype not in _TORCH_DTYPES:
@@ -291,7 +292,7 @@ def run_generate(config: Any, batch: int = 1, prompt: int = 16, new_tokens: int 
     assert usage is not None
     run_memory = RunMemory(baseline=getattr(model, "_llm_profiler_baseline", None), loaded=loaded, peak=peak_memory,
                            weights=usage.weights, kv_cache=usage.kv_cache, activations=usage.activations,
-                           how=_last_peak_how[0])
+                           how=_last_peak_how[0], allocator=None if cuda_run else process_allocator())
     return MeasuredRun(
         model=name, device=dev.name, torch_device=str(torch_dev),
         dtype=dtype, batch=batch, prompt=prompt, new_tokens=new_tokens, ttft_s=ttft, tpot_s=tpot, step_s=step_s,
@@ -347,7 +348,9 @@ def format_memory(mem: RunMemory) -> str:
               + (f" = {(mem.baseline + mem.weights) / mib:.0f} MiB" if mem.baseline is not None else "") + ")")
     return (f"memory: {loaded}; peak during generate {mem.peak / mib:.0f} MiB ({mem.how}): growth "
             f"{mem.growth / mib:.1f} MiB against KV {mem.kv_cache / mib:.1f} + activations "
-            f"{mem.activations / mib:.1f} = {mem.predicted_growth / mib:.1f} MiB predicted (ratio {mem.growth_ratio:.2f})")
+            f"{mem.activations / mib:.1f} = {mem.predicted_growth / mib:.1f} MiB predicted (ratio {mem.growth_ratio:.2f})"
+            + ("; allocator retaining: memory freed earlier stays resident and is reused first"
+               if mem.allocator == "retaining" else ""))
 
 
 __all__ = ["build_reference", "dispatched_ops_by_module", "random_cache", "format_memory", "format_run", "run_generate"]
