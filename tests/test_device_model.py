@@ -360,6 +360,26 @@ def test_process_allocator_from_the_environment(env: dict[str, str], allocator: 
     assert cpu_bench.process_allocator({"GLIBC_TUNABLES": cpu_bench.RETAINING_GLIBC_TUNABLES}) == "retaining"
 
 
+def test_a_fixed_mmap_threshold_moves_the_fresh_pages() -> None:
+    from llm_profiler.hardware import cpu_bench
+
+    assert cpu_bench.process_mmap_threshold({}) == GLIBC_MMAP_THRESHOLD_MAX  # the dynamic threshold's cap
+    fixed = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1048576"}  # every block of 1 MiB or more mapped
+    assert cpu_bench.process_mmap_threshold(fixed) == 1 << 20 and cpu_bench.process_allocator(fixed) == "glibc"
+    # Qwen2.5-0.5B fp32 after 8192 tokens: at a 1 MiB threshold each layer's two 29.4 MB repeat_kv copies
+    # (14 x 8193 x 64 x 4 B = 29,363,712) and its two cache cats (2 x 8192 x 64 x 4 B = 4,194,304) land in
+    # fresh pages too, where the 32 MiB cap maps none of them (the scores, 14 x 8193 x 4 B, stay under 1 MiB)
+    dm = _model(0.0).model_copy(update={"fresh_output_s_per_byte": 1e-9})
+    low = dm.model_copy(update={"fresh_output_threshold": 1 << 20})
+    phase = Phase.decode(1, 8192, 1, "last")
+
+    def latency(model: DeviceModel) -> float:
+        st = settings("a100-80gb", weight_dtype="fp32", act_dtype="fp32", compute_dtype="fp32", device_model=model)
+        return phase_report("qwen2.5-0.5b", phase, st, engine="hf-eager").latency_s
+
+    assert latency(low) - latency(dm) == pytest.approx(24 * 2 * (29_363_712 + 4_194_304) * 1e-9, rel=1e-9)
+
+
 def test_a_retaining_allocator_maps_nothing_afresh() -> None:
     # Llama-3.2-1B fp32 after 8192 tokens: glibc's default maps each layer's two 67 MB repeat_kv copies
     # afresh (16 x 2 x 67,117,056 B at 1 ns/B = 2.148 s); an allocator that keeps freed memory does not
@@ -475,6 +495,8 @@ def test_cpu_model_is_cached_per_machine(monkeypatch: pytest.MonkeyPatch, tmp_pa
     # the allocator is this process's, not the cache's: read again when the cached model is loaded
     monkeypatch.setenv("GLIBC_TUNABLES", cpu_bench.RETAINING_GLIBC_TUNABLES)
     assert first.allocator == "glibc" and cpu_bench.measure_cpu_model().allocator == "retaining"
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1048576")
+    assert first.fresh_output_threshold == 32 << 20 and cpu_bench.measure_cpu_model().fresh_output_threshold == 1 << 20
 
 
 # ---------------------------------------------------------------- the table against transformers' dispatch

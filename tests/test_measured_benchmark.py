@@ -52,3 +52,27 @@ def test_benchmark_pins_the_allocator(tmp_path: Path) -> None:
     assert _probe(tmp_path, "glibc", retained) == ["glibc", "-", "mapped"]
     # already the allocator asked for: not re-executed
     assert _probe(tmp_path, "glibc", base) == ["glibc", "-", "mapped"]
+
+
+def test_decode_step_profile_prints_measured_and_predicted(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from llm_profiler.hardware import cpu_bench
+    from llm_profiler.hardware.roofline import DeviceModel, RateCurve
+
+    # a device model in the cache the script reads (1 thread): 10 GFLOP/s, 10 GB/s everywhere, no per-op cost
+    curve = RateCurve(m=(1,), flops_per_s=(1e10,))
+    dm = DeviceModel(gemm={"fp32": curve}, gemv_bandwidth={"fp32": 1e10}, elementwise_bandwidth={"fp32": 1e10})
+    (tmp_path / f"device-model-{cpu_bench.machine_fingerprint(1)}.json").write_text(dm.model_dump_json())
+    env = {**os.environ, "LLM_PROFILER_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(BENCH.parent.parent)}
+    env.pop("GLIBC_TUNABLES", None)
+    out = subprocess.run([sys.executable, str(BENCH.parent / "decode_step_profile.py"), "llama-3.2-1b", "--tiny",
+                          "--past", "16", "--steps", "2", "--top", "3"], env=env, capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("llama-3.2-1b fp32, 1 thread(s), one token after 16; allocator glibc")
+    assert lines[1].startswith("measured step: median") and "of 2 (" in lines[1]
+    assert lines[2].startswith("aten ops (one profiled step, self time): ") and lines[2].count(" ms x") == 3
+    # the prediction at the cached model's rates, per node kind (the linears are the largest)
+    assert lines[3].startswith("predicted step: ") and "(device model, allocator glibc)" in lines[3]
+    assert "linear" in lines[3]

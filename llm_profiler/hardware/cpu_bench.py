@@ -32,7 +32,7 @@ from typing import Any
 
 from ..errors import QueryError
 from .devices import DeviceSpec
-from .roofline import Allocator
+from .roofline import GLIBC_MMAP_THRESHOLD_MAX, Allocator
 
 _MIN_N = 256
 _MAX_N = 4096
@@ -467,6 +467,18 @@ def attention_rates(dtype: Any) -> tuple[float, float]:
     return streamed / _median_time(attention), copied / _median_time(copies)
 
 
+def _tunables(env: Any) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in env.get("GLIBC_TUNABLES", "").split(":") if "=" in item)
+
+
+def process_mmap_threshold(environ: Any = None) -> int:
+    """The size from which glibc's malloc maps every block afresh in this process: the ``mmap_threshold``
+    tunable where set (a fixed threshold: the dynamic rise is off), else the cap the dynamic threshold rises to
+    (``roofline.GLIBC_MMAP_THRESHOLD_MAX``)."""
+    value = _tunables(os.environ if environ is None else environ).get("glibc.malloc.mmap_threshold", "")
+    return int(value) if value.isdigit() and int(value) > 0 else GLIBC_MMAP_THRESHOLD_MAX
+
+
 def process_allocator(environ: Any = None) -> Allocator:
     """This process's allocator as the device model charges fresh pages (``roofline.ALLOCATORS``):
     ``retaining`` when jemalloc or tcmalloc is preloaded or glibc is told to keep freed memory (mmap_max=0
@@ -476,7 +488,7 @@ def process_allocator(environ: Any = None) -> Allocator:
     preload = env.get("LD_PRELOAD", "")
     if any(name in preload for name in _RETAINING_PRELOADS):
         return "retaining"
-    tunables = dict(item.split("=", 1) for item in env.get("GLIBC_TUNABLES", "").split(":") if "=" in item)
+    tunables = _tunables(env)
     trim = tunables.get("glibc.malloc.trim_threshold", "0")
     if tunables.get("glibc.malloc.mmap_max") == "0" and trim.isdigit() and int(trim) >= _RETAINING_TRIM:
         return "retaining"
@@ -569,7 +581,8 @@ def measure_cpu_model(refresh: bool = False, dtypes: tuple[str, ...] = MODEL_DTY
             with open(path, encoding="utf-8") as fh:
                 cached = DeviceModel.model_validate_json(fh.read())
             if set(dtypes) <= set(cached.gemm):
-                return cached.model_copy(update={"allocator": process_allocator()})
+                return cached.model_copy(update={"allocator": process_allocator(),
+                                                 "fresh_output_threshold": process_mmap_threshold()})
         except (OSError, ValueError):
             pass  # an unreadable cache is measured again
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -593,7 +606,7 @@ def measure_cpu_model(refresh: bool = False, dtypes: tuple[str, ...] = MODEL_DTY
         vector_flops={d: v["vector"] for d, v in per.items()},
         attention_bandwidth={d: v["attention"] for d, v in per.items()},
         copy_bandwidth={d: v["copy"] for d, v in per.items()},
-        allocator=process_allocator(),
+        allocator=process_allocator(), fresh_output_threshold=process_mmap_threshold(),
         per_op_s=per_op, captured_op_s=per_op, threads=threads, fingerprint=fingerprint,
         source=(f"measured by llm_profiler.hardware.cpu_bench.measure_cpu_model on {model_name} "
                 f"({os.cpu_count()} logical CPUs), torch {torch.__version__}, {threads} threads, medians of "
