@@ -20,7 +20,7 @@ outputs land in pages already mapped and the measured times repeat; ``--allocato
 default dynamic malloc, whose long-context decode steps swing with the heap's history (the same step
 measured 363 - 908 ms across runs), predicted with 4 KiB faults on outputs of 32 MiB or more.
 
-    python benchmarks/measured_vs_predicted.py            # the full grid, ~10 min on an idle 2-core machine;
+    python benchmarks/measured_vs_predicted.py            # the full grid, ~13 min on an idle 2-core machine;
                                                           # rewrites the table in docs/phases.md
     python benchmarks/measured_vs_predicted.py --quick    # Qwen2.5-0.5B, 1 thread (~2 min), docs untouched
     python benchmarks/measured_vs_predicted.py --allocator glibc --no-docs   # glibc's default malloc
@@ -118,7 +118,9 @@ def pin_allocator(allocator: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Qwen2.5-0.5B, 1 thread, shorter prompts and context")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per shape (the per-forward median)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs per shape, the per-forward median kept (a stall of the host in one run "
+                             "does not make the row)")
     parser.add_argument("--refresh-device-model", action="store_true", help="measure the CPU again (no cache)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite the table in docs/phases.md")
     parser.add_argument("--allocator", choices=("retaining", "glibc"), default="retaining",
@@ -165,9 +167,10 @@ def main() -> int:
             rows.append(row(run, threads, past))
             print(format_run(run).split("\nnote:")[0] + "\n", flush=True)
     elapsed = time.perf_counter() - started
-    header = (f"`python benchmarks/measured_vs_predicted.py{' --quick' if args.quick else ''}` "
+    header = (f"`{' '.join(['python benchmarks/measured_vs_predicted.py', *sys.argv[1:]])}` "
               f"({elapsed / 60:.1f} min; torch {torch.__version__}; {os.cpu_count()} logical CPUs; "
-              f"batch 1, random weights, transformers eager; allocator {args.allocator}"
+              f"batch 1, random weights, transformers eager; the per-forward median of {args.repeats} runs; "
+              f"allocator {args.allocator}"
               f"{' (' + os.environ['GLIBC_TUNABLES'] + ')' if os.environ.get('GLIBC_TUNABLES') else ''}; "
               "TTFT at context 0, TPOT the mean decode step):")
     table = markdown(rows, header)
