@@ -17,8 +17,9 @@ the run started: on a busy machine the measured times are not this CPU's.
 The allocator is pinned (``--allocator``): by default the script re-executes itself with glibc told to keep
 what it frees (``cpu_bench.RETAINING_GLIBC_TUNABLES``, what jemalloc or tcmalloc do), so a run's eager
 outputs land in pages already mapped and the measured times repeat; ``--allocator glibc`` keeps glibc's
-default dynamic malloc, whose long-context decode steps swing with the heap's history (the same step
-measured 363 - 908 ms across runs), predicted with 4 KiB faults on outputs of 32 MiB or more.
+default dynamic malloc, whose long-context decode steps swing with the heap's history (one Qwen2.5-0.5B fp32
+step after 8192 tokens: 396 - 878 ms within one process, ``benchmarks/decode_step_profile.py``), predicted
+with 4 KiB faults on outputs of 32 MiB or more.
 
     python benchmarks/measured_vs_predicted.py            # the full grid, ~13 min on an idle 2-core machine;
                                                           # rewrites the table in docs/phases.md

@@ -233,9 +233,9 @@ def measure_local_cpu(seconds: float = 0.5) -> DeviceSpec:
 #   last-level cache (``ATTENTION_HEADS`` heads of ``BMM_K`` x ``ATTENTION_STREAM_BYTES``, cycled through
 #   distinct copies): ``q @ K.transpose(2, 3)`` and ``p @ V`` of one query row, as eager attention calls them;
 #   the keys' and values' bytes per second;
-# - ``copy_bandwidth[dtype]``: eager attention's data copies into memory already mapped: repeat_kv's
-#   expansion of ``ATTENTION_KV_HEADS`` heads to ``ATTENTION_HEADS`` and DynamicCache's ``torch.cat`` of one
-#   token onto the cache into outputs already mapped; bytes written per second;
+# - ``copy_bandwidth[dtype]``: eager attention's data copies: repeat_kv's expansion of ``ATTENTION_KV_HEADS``
+#   heads to ``ATTENTION_HEADS`` and DynamicCache's ``torch.cat`` of one token onto the cache, into outputs
+#   already mapped; bytes written per second;
 # - ``per_op_s``: the time of one eager op: a decode step of a tiny transformers Llama
 #   (``tiny_transformers_step``, hidden ``TINY_HIDDEN``, one token: nothing to compute; without
 #   transformers a pure-torch decoder-layer step, ``tiny_layer_step``) over the aten ops it dispatches
