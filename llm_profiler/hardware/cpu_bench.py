@@ -246,7 +246,7 @@ def measure_local_cpu(seconds: float = 0.5) -> DeviceSpec:
 # logical CPUs, memory, torch version, thread count, this benchmark's version); ``refresh=True`` measures
 # again. The load average at the time is recorded in ``source``.
 
-BENCH_VERSION = 2
+BENCH_VERSION = 3
 GEMM_M = (1, 4, 16, 64, 256, 1024)
 GEMM_K = 2048
 BMM_M = (1, 16, 128, 512)
@@ -532,7 +532,8 @@ def gemv_rate(size_bytes: int, dtype: Any) -> float:
 
 def fresh_output_cost(repeats: int = 9) -> float:
     """Seconds per byte that writing into freshly mapped pages costs beyond writing into pages already
-    mapped: a new anonymous FRESH_OUTPUT_BYTES mapping filled by torch (at the current thread count, as the
+    mapped: a new private anonymous FRESH_OUTPUT_BYTES mapping (as glibc's malloc maps a large block) filled
+    by torch (at the current thread count, as the
     eager op that writes an output) minus the same fill again, the median of ``repeats`` mappings. The mapping
     is advised MADV_NOHUGEPAGE, so the kernel backs it with 4 KiB pages, as it does most of glibc's mappings
     (a transparent huge page needs a free, aligned 2 MiB block): a stable figure where a plain allocation's
@@ -551,7 +552,9 @@ def fresh_output_cost(repeats: int = 9) -> float:
         return max(0.0, (fresh - reused) / FRESH_OUTPUT_BYTES)
     costs = []
     for _ in range(repeats):
-        mapping = mmap.mmap(-1, FRESH_OUTPUT_BYTES)
+        # private, as malloc maps: Python's default MAP_SHARED anonymous memory is shmem, whose faults cost
+        # about twice as much (0.59 - 0.63 against 0.34 - 0.40 ns/B here at 1 thread)
+        mapping = mmap.mmap(-1, FRESH_OUTPUT_BYTES, flags=mmap.MAP_PRIVATE)
         mapping.madvise(mmap.MADV_NOHUGEPAGE)
         t = torch.from_numpy(np.frombuffer(mapping, dtype=np.float32))
         t0 = time.perf_counter()
