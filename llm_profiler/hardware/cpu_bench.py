@@ -269,7 +269,7 @@ SOFTMAX_SHAPE = (64, 1024)
 TINY_HIDDEN = 64
 MODEL_DTYPES = ("fp32", "bf16")
 _MODEL_REPEATS = 5
-# whole passes over every figure, their median kept: a memory-bound figure swings by up to 2x over seconds on a
+# whole passes over every figure, their median kept: a memory-bound figure swings by up to 2x within minutes on a
 # shared host (one run of benchmarks/measured_vs_predicted.py measured a 16 MiB fp32 GEMV at 7.7, then 14.1 GB/s)
 MODEL_PASSES = 3
 
